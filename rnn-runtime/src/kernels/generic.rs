@@ -1,0 +1,343 @@
+//! Portable kernels: the reference every other implementation is measured against.
+//!
+//! Always compiled, free of `unsafe`, and written as the textbook formulas evaluated with the
+//! standard library's `exp` and `tanh`, so they are as accurate as `f32` allows (within a couple
+//! of units in the last place).
+//! Non-finite inputs follow IEEE semantics: NaN stays NaN, infinities saturate.
+
+use ndarray::linalg::general_mat_mul;
+use ndarray::{ArrayView2, ArrayViewMut2};
+
+/// The logistic sigmoid, σ(x) = 1 / (1 + e^(−x)).
+///
+/// Evaluated as `1 / (1 + e^(−x))` for x ≥ 0 and as `e^x / (1 + e^x)` for x < 0, so `exp` only
+/// ever sees a non-positive argument and cannot overflow: σ(1e30) = 1 and σ(−1e30) = 0 exactly,
+/// with no intermediate infinity or NaN.
+/// NaN gives NaN.
+pub fn sigmoid(x: f32) -> f32 {
+    if x >= 0.0 {
+        1.0 / (1.0 + (-x).exp())
+    } else {
+        let exp_x = x.exp();
+        exp_x / (1.0 + exp_x)
+    }
+}
+
+/// The hyperbolic tangent, as computed by the standard library (finite for every finite input,
+/// ±1 beyond about ±9).
+pub fn tanh(x: f32) -> f32 {
+    x.tanh()
+}
+
+/// The rectifier, max(x, 0).
+///
+/// NaN gives NaN (unlike `f32::max`, which would hide it as 0).
+pub fn relu(x: f32) -> f32 {
+    if x < 0.0 {
+        0.0
+    } else {
+        x
+    }
+}
+
+/// Soft thresholding (the proximal operator of θ‖·‖₁), sign(v) · max(|v| − θ, 0).
+///
+/// Values within θ of zero become 0; the others move θ towards zero.
+/// NaN in `v` or `theta` gives NaN.
+pub fn soft_threshold(v: f32, theta: f32) -> f32 {
+    let shrunk = v.abs() - theta;
+    // Written so that a NaN fails the comparison and propagates, where `max` would hide it.
+    if shrunk <= 0.0 {
+        0.0
+    } else {
+        shrunk.copysign(v)
+    }
+}
+
+/// Computes `out = x · wᵀ`, or `out += x · wᵀ` when `accumulate` is true.
+///
+/// Shapes: `x` is `[B, K]`, `w` is `[N, K]` (one row per output unit, the PyTorch weight layout),
+/// `out` is `[B, N]`.
+/// Any strides are accepted.
+/// When `accumulate` is false the previous contents of `out` are ignored, even NaN.
+///
+/// The product is ndarray's `general_mat_mul` (the `matrixmultiply` crate), whose summation order
+/// and use of fused multiply-add depend on the CPU, so results may differ from a naive loop by
+/// rounding.
+///
+/// Shapes are the caller's responsibility: they are checked by `debug_assert!`, and a mismatch
+/// panics inside ndarray in every build.
+pub fn matmul_bt(
+    x: ArrayView2<'_, f32>,
+    w: ArrayView2<'_, f32>,
+    mut out: ArrayViewMut2<'_, f32>,
+    accumulate: bool,
+) {
+    debug_assert_eq!(
+        x.ncols(),
+        w.ncols(),
+        "matmul_bt: x is {:?} but w is {:?} (inner dimensions differ)",
+        x.shape(),
+        w.shape()
+    );
+    debug_assert_eq!(
+        out.shape(),
+        [x.nrows(), w.nrows()],
+        "matmul_bt: out has the wrong shape for x {:?} times w {:?} transposed",
+        x.shape(),
+        w.shape()
+    );
+    general_mat_mul(1.0, &x, &w.t(), beta(accumulate), &mut out);
+}
+
+/// Computes `out = x · w`, or `out += x · w` when `accumulate` is true.
+///
+/// Shapes: `x` is `[B, K]`, `w` is `[K, N]`, `out` is `[B, N]`.
+/// Otherwise as [`matmul_bt`].
+pub fn matmul(
+    x: ArrayView2<'_, f32>,
+    w: ArrayView2<'_, f32>,
+    mut out: ArrayViewMut2<'_, f32>,
+    accumulate: bool,
+) {
+    debug_assert_eq!(
+        x.ncols(),
+        w.nrows(),
+        "matmul: x is {:?} but w is {:?} (inner dimensions differ)",
+        x.shape(),
+        w.shape()
+    );
+    debug_assert_eq!(
+        out.shape(),
+        [x.nrows(), w.ncols()],
+        "matmul: out has the wrong shape for x {:?} times w {:?}",
+        x.shape(),
+        w.shape()
+    );
+    general_mat_mul(1.0, &x, &w, beta(accumulate), &mut out);
+}
+
+/// Applies [`sigmoid`] to every element.
+pub fn sigmoid_f32_generic(values: &mut [f32]) {
+    values.iter_mut().for_each(|value| *value = sigmoid(*value));
+}
+
+/// Applies [`tanh`] to every element.
+pub fn tanh_f32_generic(values: &mut [f32]) {
+    values.iter_mut().for_each(|value| *value = tanh(*value));
+}
+
+/// Applies [`relu`] to every element.
+pub fn relu_f32_generic(values: &mut [f32]) {
+    values.iter_mut().for_each(|value| *value = relu(*value));
+}
+
+/// The `beta` of `general_mat_mul` (`out = alpha · a · b + beta · out`); a zero beta makes it
+/// overwrite `out` without reading it.
+fn beta(accumulate: bool) -> f32 {
+    if accumulate {
+        1.0
+    } else {
+        0.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ndarray::{s, Array2};
+    use proptest::collection::vec;
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Inputs spanning every regime of the activations: zero, tiny, ordinary, where `exp`
+    /// would overflow (above ~88.7), and far beyond.
+    const EDGE_INPUTS: [f32; 18] = [
+        0.0, -0.0, 1e-30, -1e-30, 1e-8, 0.5, -0.5, 1.0, -1.0, 9.0, -9.0, 20.0, -20.0, 88.8, -88.8,
+        200.0, 1e30, -1e30,
+    ];
+
+    fn sigmoid_f64(x: f64) -> f64 {
+        1.0 / (1.0 + (-x).exp())
+    }
+
+    #[test]
+    fn sigmoid_matches_f64_formula_at_edges() {
+        for x in EDGE_INPUTS {
+            let value = sigmoid(x);
+            assert!(value.is_finite(), "sigmoid({x}) = {value}");
+            let expected = sigmoid_f64(f64::from(x));
+            assert!(
+                (f64::from(value) - expected).abs() <= 1e-6,
+                "sigmoid({x}) = {value}, expected {expected}"
+            );
+        }
+        assert_eq!(sigmoid(1e30), 1.0);
+        assert_eq!(sigmoid(-1e30), 0.0);
+        assert_eq!(sigmoid(f32::INFINITY), 1.0);
+        assert_eq!(sigmoid(f32::NEG_INFINITY), 0.0);
+        assert!(sigmoid(f32::NAN).is_nan());
+    }
+
+    #[test]
+    fn tanh_matches_f64_formula_at_edges() {
+        for x in EDGE_INPUTS {
+            let value = tanh(x);
+            assert!(value.is_finite(), "tanh({x}) = {value}");
+            let expected = f64::from(x).tanh();
+            assert!(
+                (f64::from(value) - expected).abs() <= 1e-6,
+                "tanh({x}) = {value}, expected {expected}"
+            );
+        }
+        assert_eq!(tanh(1e30), 1.0);
+        assert_eq!(tanh(-1e30), -1.0);
+        assert!(tanh(f32::NAN).is_nan());
+    }
+
+    #[test]
+    fn relu_clamps_negatives_and_keeps_nan() {
+        assert_eq!(relu(2.5), 2.5);
+        assert_eq!(relu(-2.5), 0.0);
+        assert_eq!(relu(0.0), 0.0);
+        assert_eq!(relu(-1e30), 0.0);
+        assert_eq!(relu(f32::INFINITY), f32::INFINITY);
+        assert!(relu(f32::NAN).is_nan());
+    }
+
+    #[test]
+    fn soft_threshold_shrinks_towards_zero() {
+        assert_eq!(soft_threshold(3.0, 1.0), 2.0);
+        assert_eq!(soft_threshold(-3.0, 1.0), -2.0);
+        assert_eq!(soft_threshold(0.5, 1.0), 0.0);
+        assert_eq!(soft_threshold(-0.5, 1.0), 0.0);
+        assert_eq!(soft_threshold(1.0, 1.0), 0.0);
+        assert_eq!(soft_threshold(-1.0, 1.0), 0.0);
+        assert_eq!(soft_threshold(0.0, 0.0), 0.0);
+        assert_eq!(soft_threshold(0.25, 0.0), 0.25);
+        assert_eq!(soft_threshold(-0.25, 0.0), -0.25);
+        assert_eq!(soft_threshold(f32::INFINITY, 1.0), f32::INFINITY);
+        assert!(soft_threshold(f32::NAN, 1.0).is_nan());
+        assert!(soft_threshold(1.0, f32::NAN).is_nan());
+    }
+
+    proptest! {
+        #[test]
+        fn sigmoid_and_tanh_match_f64_formulas(x in -100.0f32..100.0) {
+            let expected_sigmoid = sigmoid_f64(f64::from(x));
+            prop_assert!((f64::from(sigmoid(x)) - expected_sigmoid).abs() <= 1e-6);
+            let expected_tanh = f64::from(x).tanh();
+            prop_assert!((f64::from(tanh(x)) - expected_tanh).abs() <= 1e-6);
+        }
+
+        #[test]
+        fn soft_threshold_matches_definition(v in -10.0f32..10.0, theta in 0.0f32..5.0) {
+            let expected = v.signum() * (v.abs() - theta).max(0.0);
+            prop_assert_eq!(soft_threshold(v, theta), expected);
+        }
+
+        #[test]
+        fn matmul_bt_matches_naive_loop((x, w, initial) in matmul_operands(false), accumulate: bool) {
+            let mut out = initial.clone();
+            matmul_bt(x.view(), w.view(), out.view_mut(), accumulate);
+            let start = if accumulate { initial } else { Array2::zeros(out.raw_dim()) };
+            assert_close(&out, &naive_matmul(x.view(), w.t(), start), x.view(), w.t());
+        }
+
+        #[test]
+        fn matmul_matches_naive_loop((x, w, initial) in matmul_operands(true), accumulate: bool) {
+            let mut out = initial.clone();
+            matmul(x.view(), w.view(), out.view_mut(), accumulate);
+            let start = if accumulate { initial } else { Array2::zeros(out.raw_dim()) };
+            assert_close(&out, &naive_matmul(x.view(), w.view(), start), x.view(), w.view());
+        }
+    }
+
+    #[test]
+    fn matmul_bt_overwrites_nan_when_not_accumulating() {
+        let x = Array2::from_shape_vec((2, 3), vec![1.0, 2.0, 3.0, -1.0, 0.5, 0.0]).unwrap();
+        let w = Array2::from_shape_vec((2, 3), vec![1.0, 0.0, 1.0, 0.0, 2.0, 0.0]).unwrap();
+        let mut out = Array2::from_elem((2, 2), f32::NAN);
+        matmul_bt(x.view(), w.view(), out.view_mut(), false);
+        assert_eq!(
+            out,
+            Array2::from_shape_vec((2, 2), vec![4.0, 4.0, -1.0, 1.0]).unwrap()
+        );
+    }
+
+    #[test]
+    fn matmul_bt_accepts_strided_views() {
+        // Every other column of `x_wide` and a transposed `w_t` are both non-contiguous.
+        let x_wide = Array2::from_shape_fn((3, 8), |(row, col)| (row * 8 + col) as f32 * 0.25);
+        let w_t = Array2::from_shape_fn((4, 5), |(row, col)| row as f32 - col as f32 * 0.5);
+        let x = x_wide.slice(s![.., ..;2]);
+        let w = w_t.t();
+        let mut out = Array2::zeros((3, 5));
+        matmul_bt(x, w, out.view_mut(), false);
+        let expected = naive_matmul(x, w.t(), Array2::zeros((3, 5)));
+        assert_close(&out, &expected, x, w.t());
+    }
+
+    /// `(x, w, out)` for a random `[B, K] · [K, N]` product, with `w` stored `[K, N]` when
+    /// `w_is_k_by_n` and `[N, K]` otherwise; empty dimensions included.
+    fn matmul_operands(
+        w_is_k_by_n: bool,
+    ) -> impl Strategy<Value = (Array2<f32>, Array2<f32>, Array2<f32>)> {
+        (0usize..6, 0usize..7, 0usize..6).prop_flat_map(move |(batch, inner, outer)| {
+            let w_shape = if w_is_k_by_n {
+                (inner, outer)
+            } else {
+                (outer, inner)
+            };
+            (
+                matrix(batch, inner),
+                matrix(w_shape.0, w_shape.1),
+                matrix(batch, outer),
+            )
+        })
+    }
+
+    fn matrix(rows: usize, cols: usize) -> impl Strategy<Value = Array2<f32>> {
+        vec(-4.0f32..4.0, rows * cols).prop_map(move |values| {
+            Array2::from_shape_vec((rows, cols), values).expect("length is rows * cols")
+        })
+    }
+
+    /// `start + x · w` with the sums in f64, as a triple loop.
+    fn naive_matmul(
+        x: ArrayView2<'_, f32>,
+        w: ArrayView2<'_, f32>,
+        start: Array2<f32>,
+    ) -> Array2<f64> {
+        let mut product = start.mapv(f64::from);
+        for row in 0..x.nrows() {
+            for col in 0..w.ncols() {
+                for inner in 0..x.ncols() {
+                    product[[row, col]] += f64::from(x[[row, inner]]) * f64::from(w[[inner, col]]);
+                }
+            }
+        }
+        product
+    }
+
+    /// Each entry within f32 rounding of the f64 product: a relative bound on the sum of the
+    /// magnitudes of the terms, plus a little for the accumulated start value.
+    fn assert_close(
+        actual: &Array2<f32>,
+        expected: &Array2<f64>,
+        x: ArrayView2<'_, f32>,
+        w: ArrayView2<'_, f32>,
+    ) {
+        assert_eq!(actual.shape(), expected.shape());
+        let x_abs = x.mapv(f32::abs);
+        let w_abs = w.mapv(f32::abs);
+        let magnitudes = naive_matmul(x_abs.view(), w_abs.view(), Array2::zeros(actual.raw_dim()));
+        for ((idx, &value), &reference) in actual.indexed_iter().zip(expected.iter()) {
+            let bound = 1e-5 * (magnitudes[idx] + reference.abs()) + 1e-6;
+            assert!(
+                (f64::from(value) - reference).abs() <= bound,
+                "entry {idx:?}: {value} vs {reference}"
+            );
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! Integration tests of the unroll workspace live in the test targets.
