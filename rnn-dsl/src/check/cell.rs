@@ -1,0 +1,866 @@
+//! Resolving and typing one cell definition, before any size is known.
+//!
+//! After this pass: every name in the body resolves to an input, a state
+//! (before or after its update), a parameter, a constant or a `let`
+//! binding; every expression has a symbolic type; every state is updated
+//! exactly once; and every size that must be checked once sizes are known
+//! is recorded as a [`Constraint`].
+
+use std::collections::HashMap;
+
+use crate::ast;
+use crate::check::dim::{DimError, SymDim, SymId};
+use crate::check::{
+    suggest, Binding, Cell, Const, Constraint, Func, Param, TExpr, TKind, Ty, Value, Var,
+};
+use crate::diag::{Diagnostic, Diagnostics};
+use crate::source::Span;
+
+/// Resolves and types `cell`. Returns `None` if it has errors.
+pub(super) fn check_cell(diags: &mut Diagnostics, cell: &ast::Cell, from_prelude: bool) -> Option<Cell> {
+    let errors_before = diags.error_count();
+    let mut cx = CellCx {
+        diags,
+        sizes: Vec::new(),
+        names: HashMap::new(),
+        true_flags: Vec::new(),
+        constraints: Vec::new(),
+        params: Vec::new(),
+        consts: Vec::new(),
+        bindings: Vec::new(),
+        param_used: Vec::new(),
+        binding_used: Vec::new(),
+        var_dims: HashMap::new(),
+    };
+    let inputs: Vec<Var> = cell.inputs.iter().filter_map(|input| cx.var(input)).collect();
+    let states: Vec<Var> = cell.states.iter().filter_map(|state| cx.var(state)).collect();
+    for (idx, input) in inputs.iter().enumerate() {
+        cx.declare(&input.name, input.span, Name::Input(idx));
+        cx.var_dims.insert(Name::Input(idx), input.dim.clone());
+    }
+    for (idx, state) in states.iter().enumerate() {
+        cx.declare(&state.name, state.span, Name::State(idx));
+        cx.var_dims.insert(Name::State(idx), state.dim.clone());
+    }
+    // Parameters and constants are declarations: usable anywhere in the body.
+    for stmt in &cell.body {
+        match stmt {
+            ast::CellStmt::Param { name, shape, condition } => cx.declare_param(name, shape, condition.as_ref()),
+            ast::CellStmt::Const { name, value } => cx.declare_const(name, *value),
+            _ => {}
+        }
+    }
+    for param in 0..cx.params.len() {
+        if let Some(flag) = cx.params[param].condition_name.clone() {
+            cx.params[param].param.condition = cx.resolve_flag(&flag);
+        }
+    }
+    let mut updates: Vec<Option<usize>> = vec![None; states.len()];
+    let mut output: Option<(usize, Span)> = None;
+    for stmt in &cell.body {
+        match stmt {
+            ast::CellStmt::Param { .. } | ast::CellStmt::Const { .. } => {}
+            ast::CellStmt::Let { names, tuple, value } => cx.check_let(names, *tuple, value),
+            ast::CellStmt::Update { name, value } => cx.check_update(name, value, &states, &mut updates),
+            ast::CellStmt::Output { value, span } => cx.check_output(value, *span, &mut output),
+        }
+    }
+    check_every_state_updated(cx.diags, cell, &states, &updates);
+    check_unused(&mut cx);
+    if cx.diags.error_count() > errors_before {
+        return None;
+    }
+    let updates: Vec<usize> = updates.into_iter().map(|update| update.expect("checked above")).collect();
+    let output = output.map_or(updates[0], |(binding, _)| binding);
+    for var in inputs.iter().chain(&states) {
+        cx.constraints.push(Constraint::Positive(var.dim.clone(), var.span));
+    }
+    Some(Cell {
+        name: cell.name.name.clone(),
+        span: cell.name.span,
+        from_prelude,
+        sizes: cx.sizes.iter().map(|(name, _)| name.clone()).collect(),
+        inputs,
+        states,
+        params: cx.params.into_iter().map(|param| param.param).collect(),
+        consts: cx.consts,
+        bindings: cx.bindings,
+        updates,
+        output,
+        constraints: cx.constraints,
+    })
+}
+
+/// Every state must be updated once per step: a state that is never
+/// assigned would silently stay at its initial value.
+///
+/// ```text
+/// cell c(x: [N]) -> (h: [N], c: [N]) { h = x; }   // `c` never updated
+/// ```
+fn check_every_state_updated(diags: &mut Diagnostics, cell: &ast::Cell, states: &[Var], updates: &[Option<usize>]) {
+    for (state, update) in states.iter().zip(updates) {
+        if update.is_none() {
+            diags.push(
+                Diagnostic::error(state.span, format!("state `{}` is never updated", state.name))
+                    .with_label("declared here")
+                    .with_secondary(cell.name.span, "in this cell")
+                    .with_help(format!("add `{} = ...;` to the cell body", state.name)),
+            );
+        }
+    }
+}
+
+/// Parameters and `let` bindings that nothing reads are probably mistakes;
+/// an unused parameter would also make weight files carry dead tensors.
+///
+/// ```text
+/// param w: [H, I];   // never used
+/// ```
+fn check_unused(cx: &mut CellCx<'_>) {
+    for (param, used) in cx.params.iter().zip(&cx.param_used) {
+        if !used {
+            cx.diags.push(
+                Diagnostic::warning(param.param.span, format!("parameter `{}` is never used", param.param.name))
+                    .with_help("remove it, or use it in an expression"),
+            );
+        }
+    }
+    for (binding, used) in cx.bindings.iter().zip(&cx.binding_used) {
+        if !used && !binding.is_update && !binding.name.starts_with('_') && !binding.hidden {
+            cx.diags.push(
+                Diagnostic::warning(binding.span, format!("`{}` is never used", binding.name))
+                    .with_help(format!("remove it, or name it `_{}`", binding.name)),
+            );
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Name {
+    Input(usize),
+    State(usize),
+    Param(usize),
+    Const(usize),
+    Binding(usize),
+}
+
+struct PendingParam {
+    param: Param,
+    condition_name: Option<ast::Ident>,
+}
+
+struct CellCx<'d> {
+    diags: &'d mut Diagnostics,
+    sizes: Vec<(String, Span)>,
+    names: HashMap<String, (Name, Span)>,
+    true_flags: Vec<usize>,
+    constraints: Vec<Constraint>,
+    params: Vec<PendingParam>,
+    consts: Vec<Const>,
+    bindings: Vec<Binding>,
+    param_used: Vec<bool>,
+    binding_used: Vec<bool>,
+    var_dims: HashMap<Name, SymDim>,
+}
+
+impl CellCx<'_> {
+    fn size(&mut self, ident: &ast::Ident, create: bool) -> Option<SymId> {
+        if let Some(idx) = self.sizes.iter().position(|(name, _)| *name == ident.name) {
+            return Some(idx as SymId);
+        }
+        if create {
+            self.sizes.push((ident.name.clone(), ident.span));
+            return Some((self.sizes.len() - 1) as SymId);
+        }
+        let known: Vec<&str> = self.sizes.iter().map(|(name, _)| name.as_str()).collect();
+        let mut diagnostic = Diagnostic::error(ident.span, format!("unknown size `{}`", ident.name))
+            .with_label("not a size of this cell")
+            .with_note("sizes are named in the shapes of the cell's inputs, states and parameters");
+        if let Some(close) = suggest(&ident.name, known.iter().copied()) {
+            diagnostic = diagnostic.with_help(format!("did you mean `{close}`?"));
+        }
+        self.diags.push(diagnostic);
+        None
+    }
+
+    /// Converts a dimension expression; `create` lets new size names in
+    /// (shapes declare sizes; indices only use them).
+    fn dim(&mut self, dim: &ast::Dim, create: bool) -> Option<SymDim> {
+        match dim {
+            ast::Dim::Int(value, _) => Some(SymDim::int(i128::from(*value))),
+            ast::Dim::Name(ident) => self.size(ident, create).map(SymDim::sym),
+            ast::Dim::Binary(lhs, op, rhs, span) => {
+                let lhs = self.dim(lhs, create);
+                let rhs = self.dim(rhs, create);
+                let (lhs, rhs) = (lhs?, rhs?);
+                let result = match op {
+                    ast::DimOp::Add => lhs.add(&rhs),
+                    ast::DimOp::Sub => lhs.sub(&rhs),
+                    ast::DimOp::Mul => lhs.mul(&rhs),
+                    ast::DimOp::Div => lhs.div(&rhs),
+                };
+                match result {
+                    Ok(dim) => Some(dim),
+                    Err(error) => {
+                        let (message, help) = match error {
+                            DimError::DivideBySize => ("a size can only be divided by a number", "write the size in other terms, e.g. `[H]` instead of `[G*H/G]`"),
+                            DimError::DivideByZero => ("size divided by zero", "divide by a positive number"),
+                            DimError::Overflow => ("size is too large", "use smaller numbers"),
+                        };
+                        self.diags.push(Diagnostic::error(*span, message).with_help(help));
+                        None
+                    }
+                }
+            }
+        }
+    }
+
+    fn shape(&mut self, shape: &ast::Shape, max_rank: usize) -> Option<Vec<SymDim>> {
+        if shape.dims.len() > max_rank {
+            self.diags.push(
+                Diagnostic::error(shape.span, format!("shape has {} dimensions; at most {max_rank} allowed here", shape.dims.len()))
+                    .with_note(if max_rank == 1 {
+                        "inputs and states are vectors: one size per step, the batch is implicit"
+                    } else {
+                        "parameters are vectors or matrices"
+                    }),
+            );
+            return None;
+        }
+        let dims: Vec<Option<SymDim>> = shape.dims.iter().map(|dim| self.dim(dim, true)).collect();
+        dims.into_iter().collect()
+    }
+
+    fn var(&mut self, typed: &ast::TypedName) -> Option<Var> {
+        let dims = self.shape(&typed.shape, 1)?;
+        Some(Var {
+            name: typed.name.name.clone(),
+            dim: dims.into_iter().next().expect("grammar: shapes have a dimension"),
+            span: typed.name.span,
+        })
+    }
+
+    /// Names in a cell are unique: inputs, states, parameters, constants and
+    /// `let` bindings share one namespace, so `h` always means one thing.
+    ///
+    /// ```text
+    /// param h: [H];   // `h` is already the state
+    /// ```
+    fn declare(&mut self, name: &str, span: Span, value: Name) -> bool {
+        if let Some((_, previous)) = self.names.get(name) {
+            self.diags.push(
+                Diagnostic::error(span, format!("`{name}` is defined twice"))
+                    .with_label("second definition")
+                    .with_secondary(*previous, "first defined here")
+                    .with_help("give it another name"),
+            );
+            return false;
+        }
+        self.names.insert(name.to_owned(), (value, span));
+        true
+    }
+
+    fn declare_param(&mut self, name: &ast::Ident, shape: &ast::Shape, condition: Option<&ast::Ident>) {
+        let Some(dims) = self.shape(shape, 2) else {
+            return;
+        };
+        for dim in &dims {
+            self.constraints.push(Constraint::Positive(dim.clone(), shape.span));
+        }
+        let idx = self.params.len();
+        if self.declare(&name.name, name.span, Name::Param(idx)) {
+            self.params.push(PendingParam {
+                param: Param {
+                    name: name.name.clone(),
+                    dims,
+                    condition: None,
+                    span: name.span,
+                },
+                condition_name: condition.cloned(),
+            });
+            self.param_used.push(false);
+        }
+    }
+
+    fn declare_const(&mut self, name: &ast::Ident, value: ast::ConstValue) {
+        let idx = self.consts.len();
+        if self.declare(&name.name, name.span, Name::Const(idx)) {
+            let value = match value {
+                ast::ConstValue::Bool(flag, _) => Value::Bool(flag),
+                ast::ConstValue::Number(number, _) => Value::Number(number),
+            };
+            self.consts.push(Const {
+                name: name.name.clone(),
+                default: value,
+                span: name.span,
+            });
+        }
+    }
+
+    /// A condition (`param p: [H] if flag;`, `if flag { } else { }`) must
+    /// name a boolean constant of the cell, so it is decided per layer.
+    ///
+    /// ```text
+    /// const clip = 3.0;
+    /// param p: [H] if clip;   // `clip` is a number
+    /// ```
+    fn resolve_flag(&mut self, flag: &ast::Ident) -> Option<usize> {
+        match self.names.get(&flag.name) {
+            Some((Name::Const(idx), _)) if matches!(self.consts[*idx].default, Value::Bool(_)) => Some(*idx),
+            Some(_) => {
+                self.diags.push(
+                    Diagnostic::error(flag.span, format!("`{}` is not a flag", flag.name))
+                        .with_label("expected a `true`/`false` constant")
+                        .with_help(format!("declare it with `const {} = false;`", flag.name)),
+                );
+                None
+            }
+            None => {
+                let mut diagnostic = Diagnostic::error(flag.span, format!("unknown flag `{}`", flag.name))
+                    .with_help(format!("declare it with `const {} = false;`", flag.name));
+                let flags = self
+                    .consts
+                    .iter()
+                    .filter(|konst| matches!(konst.default, Value::Bool(_)))
+                    .map(|konst| konst.name.as_str());
+                if let Some(close) = suggest(&flag.name, flags) {
+                    diagnostic = diagnostic.with_help(format!("did you mean `{close}`?"));
+                }
+                self.diags.push(diagnostic);
+                None
+            }
+        }
+    }
+
+    fn push_binding(&mut self, name: &ast::Ident, value: TExpr, is_update: bool, hidden: bool) -> usize {
+        self.bindings.push(Binding {
+            name: name.name.clone(),
+            ty: value.ty.clone(),
+            value,
+            span: name.span,
+            is_update,
+            hidden,
+        });
+        self.binding_used.push(false);
+        self.bindings.len() - 1
+    }
+
+    fn check_let(&mut self, names: &[ast::Ident], tuple: bool, value: &ast::Expr) {
+        if !tuple {
+            let Some(value) = self.expr(value) else {
+                return;
+            };
+            let name = &names[0];
+            let idx = self.bindings.len();
+            if self.declare(&name.name, name.span, Name::Binding(idx)) {
+                self.push_binding(name, value, false, false);
+            }
+            return;
+        }
+        self.check_chunk_let(names, value);
+    }
+
+    /// A tuple `let` splits a vector into equal chunks, in order:
+    /// `let (i, f, g, o) = chunk(gates, 4);`. The count must match.
+    ///
+    /// ```text
+    /// let (a, b) = chunk(v, 3);   // three chunks, two names
+    /// ```
+    fn check_chunk_let(&mut self, names: &[ast::Ident], value: &ast::Expr) {
+        let ast::ExprKind::Call(func, args) = &value.kind else {
+            self.diags.push(
+                Diagnostic::error(value.span, "only `chunk` can be bound to several names")
+                    .with_help(format!("write `let ({}) = chunk(v, {});`", names.iter().map(|n| n.name.as_str()).collect::<Vec<_>>().join(", "), names.len())),
+            );
+            return;
+        };
+        if func.name != "chunk" {
+            self.diags.push(
+                Diagnostic::error(func.span, format!("`{}` returns one value, not {}", func.name, names.len()))
+                    .with_help("use `chunk(v, n)` to split a vector into n names"),
+            );
+            return;
+        }
+        if args.is_empty() || args.len() > 2 {
+            self.diags.push(
+                Diagnostic::error(value.span, format!("`chunk` takes 2 arguments, found {}", args.len()))
+                    .with_help(format!("write `chunk(v, {})`", names.len())),
+            );
+            return;
+        }
+        if let Some(count) = args.get(1) {
+            let ok = matches!(count.kind, ast::ExprKind::Number(n) if n == names.len() as f64);
+            if !ok {
+                self.diags.push(
+                    Diagnostic::error(count.span, format!("`chunk` count must be the number of names, {}", names.len()))
+                        .with_label(format!("{} names are bound", names.len())),
+                );
+                return;
+            }
+        }
+        let Some(whole) = self.expr(&args[0]) else {
+            return;
+        };
+        let (Ty::Vector(len) | Ty::Matrix(len, _)) = whole.ty.clone() else {
+            self.diags.push(Diagnostic::error(args[0].span, "`chunk` splits a vector, found a scalar"));
+            return;
+        };
+        let count = SymDim::int(names.len() as i128);
+        let Ok(part) = len.div(&count) else {
+            self.diags.push(Diagnostic::error(args[0].span, "size is too large"));
+            return;
+        };
+        self.constraints.push(Constraint::Positive(part.clone(), args[0].span));
+        let whole_span = whole.span;
+        let hidden_name = ast::Ident {
+            name: format!("__chunk{}", self.bindings.len()),
+            span: whole_span,
+        };
+        let whole_idx = self.push_binding(&hidden_name, whole, false, true);
+        self.binding_used[whole_idx] = true;
+        for (k, name) in names.iter().enumerate() {
+            let start = part.mul(&SymDim::int(k as i128)).expect("small multiplier");
+            let end = part.mul(&SymDim::int(k as i128 + 1)).expect("small multiplier");
+            let ty = match &self.bindings[whole_idx].ty {
+                Ty::Matrix(_, cols) => Ty::Matrix(part.clone(), cols.clone()),
+                _ => Ty::Vector(part.clone()),
+            };
+            let reference = TExpr {
+                kind: TKind::Binding(whole_idx),
+                ty: self.bindings[whole_idx].ty.clone(),
+                span: whole_span,
+            };
+            let slice = TExpr {
+                kind: TKind::Slice(Box::new(reference), start, end),
+                ty,
+                span: name.span,
+            };
+            let idx = self.bindings.len();
+            if self.declare(&name.name, name.span, Name::Binding(idx)) {
+                self.push_binding(name, slice, false, false);
+            }
+        }
+    }
+
+    /// Each state is assigned once; later statements see the new value, the
+    /// way `c = f * c + i * g; h = o * tanh(c);` reads.
+    ///
+    /// ```text
+    /// h = x; h = 2 * x;   // updated twice
+    /// ```
+    fn check_update(&mut self, name: &ast::Ident, value: &ast::Expr, states: &[Var], updates: &mut [Option<usize>]) {
+        let value = self.expr(value);
+        let Some((target, _)) = self.names.get(&name.name).copied() else {
+            let mut diagnostic = Diagnostic::error(name.span, format!("unknown state `{}`", name.name))
+                .with_label("assigned here");
+            if let Some(close) = suggest(&name.name, states.iter().map(|state| state.name.as_str())) {
+                diagnostic = diagnostic.with_help(format!("did you mean `{close}`?"));
+            } else {
+                diagnostic = diagnostic.with_help(format!("to name a value, write `let {} = ...;`", name.name));
+            }
+            self.diags.push(diagnostic);
+            return;
+        };
+        let state_idx = match target {
+            Name::State(idx) => idx,
+            Name::Binding(idx) if self.bindings[idx].is_update => {
+                let first = self.bindings[idx].span;
+                self.diags.push(
+                    Diagnostic::error(name.span, format!("state `{}` is updated twice", name.name))
+                        .with_label("second update")
+                        .with_secondary(first, "first updated here")
+                        .with_help("compute the value with `let` bindings and assign the state once"),
+                );
+                return;
+            }
+            _ => {
+                self.diags.push(
+                    Diagnostic::error(name.span, format!("`{}` is not a state and cannot be assigned", name.name))
+                        .with_help(format!("states are declared after `->`; to name a value, write `let {} = ...;`", name.name)),
+                );
+                return;
+            }
+        };
+        let Some(value) = value else {
+            return;
+        };
+        let state = &states[state_idx];
+        let fits = match &value.ty {
+            Ty::Scalar => true,
+            Ty::Vector(dim) => *dim == state.dim || dim.as_const() == Some(super::dim::Ratio::int(1)),
+            Ty::Matrix(..) => false,
+        };
+        if !fits {
+            self.diags.push(
+                Diagnostic::error(value.span, format!("shape mismatch: state `{}` is {}, the new value is {}", state.name, self.show(&Ty::Vector(state.dim.clone())), self.show(&value.ty)))
+                    .with_label(format!("this is {}", self.show(&value.ty)))
+                    .with_secondary(state.span, format!("declared as {}", self.show(&Ty::Vector(state.dim.clone())))),
+            );
+            return;
+        }
+        let value = TExpr {
+            ty: Ty::Vector(state.dim.clone()),
+            ..value
+        };
+        let idx = self.push_binding(name, value, true, false);
+        updates[state_idx] = Some(idx);
+        self.names.insert(name.name.clone(), (Name::Binding(idx), name.span));
+    }
+
+    fn check_output(&mut self, value: &ast::Expr, span: Span, output: &mut Option<(usize, Span)>) {
+        if let Some((_, first)) = output {
+            self.diags.push(
+                Diagnostic::error(span, "the cell has two `output` statements")
+                    .with_secondary(*first, "first output here")
+                    .with_help("a cell has one per-step output"),
+            );
+            return;
+        }
+        let Some(value) = self.expr(value) else {
+            return;
+        };
+        if !matches!(value.ty, Ty::Vector(_)) {
+            self.diags.push(
+                Diagnostic::error(value.span, format!("the output must be a vector, found {}", self.show(&value.ty)))
+                    .with_note("the per-step output is one vector per sequence"),
+            );
+            return;
+        }
+        let ident = ast::Ident {
+            name: "output".to_owned(),
+            span,
+        };
+        let idx = self.push_binding(&ident, value, false, true);
+        self.binding_used[idx] = true;
+        *output = Some((idx, span));
+    }
+
+    fn show(&self, ty: &Ty) -> String {
+        let names: Vec<String> = self.sizes.iter().map(|(name, _)| name.clone()).collect();
+        ty.display(&names)
+    }
+
+    fn expr(&mut self, expr: &ast::Expr) -> Option<TExpr> {
+        let span = expr.span;
+        let (kind, ty) = match &expr.kind {
+            ast::ExprKind::Number(value) => (TKind::Number(*value), Ty::Scalar),
+            ast::ExprKind::Name(ident) => return self.name(ident),
+            ast::ExprKind::Neg(inner) => {
+                let inner = self.expr(inner)?;
+                let ty = inner.ty.clone();
+                (TKind::Unary(Func::Neg, Box::new(inner)), ty)
+            }
+            ast::ExprKind::Binary(lhs, op, rhs) => {
+                let lhs = self.expr(lhs);
+                let rhs = self.expr(rhs);
+                let (lhs, rhs) = (lhs?, rhs?);
+                if *op == ast::BinOp::MatMul {
+                    let ty = self.matmul_ty(&lhs, &rhs, span)?;
+                    (TKind::MatVec(Box::new(lhs), Box::new(rhs)), ty)
+                } else {
+                    let func = match op {
+                        ast::BinOp::Add => Func::Add,
+                        ast::BinOp::Sub => Func::Sub,
+                        ast::BinOp::Mul => Func::Mul,
+                        ast::BinOp::Div => Func::Div,
+                        ast::BinOp::MatMul => unreachable!("handled above"),
+                    };
+                    let ty = self.broadcast(&[&lhs, &rhs], op.symbol(), span)?;
+                    (TKind::Call(func, vec![lhs, rhs]), ty)
+                }
+            }
+            ast::ExprKind::Transpose(inner) => {
+                let inner = self.expr(inner)?;
+                let ty = self.transpose_ty(&inner)?;
+                (TKind::Transpose(Box::new(inner)), ty)
+            }
+            ast::ExprKind::Index(base, index) => {
+                let base = self.expr(base)?;
+                let index = self.dim(index, false)?;
+                let (len, ty) = match &base.ty {
+                    Ty::Matrix(rows, cols) => (rows.clone(), Ty::Vector(cols.clone())),
+                    Ty::Vector(len) => (len.clone(), Ty::Vector(SymDim::int(1))),
+                    Ty::Scalar => {
+                        self.diags.push(Diagnostic::error(span, "cannot index a scalar").with_label("this is a scalar"));
+                        return None;
+                    }
+                };
+                self.constraints.push(Constraint::Index {
+                    index: index.clone(),
+                    len,
+                    span,
+                });
+                (TKind::Slice(Box::new(base), index.clone(), index.add(&SymDim::int(1)).ok()?), ty)
+            }
+            ast::ExprKind::Slice(base, start, end) => {
+                let base = self.expr(base)?;
+                let start = self.dim(start, false);
+                let end = self.dim(end, false);
+                let (start, end) = (start?, end?);
+                let part = end.sub(&start).ok()?;
+                let (len, ty) = match &base.ty {
+                    Ty::Matrix(rows, cols) => (rows.clone(), Ty::Matrix(part, cols.clone())),
+                    Ty::Vector(len) => (len.clone(), Ty::Vector(part)),
+                    Ty::Scalar => {
+                        self.diags.push(Diagnostic::error(span, "cannot slice a scalar").with_label("this is a scalar"));
+                        return None;
+                    }
+                };
+                self.constraints.push(Constraint::Slice {
+                    start: start.clone(),
+                    end: end.clone(),
+                    len,
+                    span,
+                });
+                (TKind::Slice(Box::new(base), start, end), ty)
+            }
+            ast::ExprKind::Call(func, args) => return self.call(func, args, span),
+            ast::ExprKind::If(flag, then, otherwise) => {
+                let flag_idx = self.resolve_flag(flag);
+                if let Some(flag_idx) = flag_idx {
+                    self.true_flags.push(flag_idx);
+                }
+                let then = self.expr(then);
+                if flag_idx.is_some() {
+                    self.true_flags.pop();
+                }
+                let otherwise = self.expr(otherwise);
+                let (flag_idx, then, otherwise) = (flag_idx?, then?, otherwise?);
+                let ty = self.broadcast(&[&then, &otherwise], "if/else", span)?;
+                (TKind::If(flag_idx, Box::new(then), Box::new(otherwise)), ty)
+            }
+        };
+        Some(TExpr { kind, ty, span })
+    }
+
+    fn name(&mut self, ident: &ast::Ident) -> Option<TExpr> {
+        let span = ident.span;
+        let Some((name, _)) = self.names.get(&ident.name).copied() else {
+            let candidates: Vec<String> = self.names.keys().filter(|name| !name.starts_with("__")).cloned().collect();
+            let mut diagnostic = Diagnostic::error(span, format!("unknown name `{}`", ident.name)).with_label("not defined in this cell");
+            if let Some(close) = suggest(&ident.name, candidates.iter().map(String::as_str)) {
+                diagnostic = diagnostic.with_help(format!("did you mean `{close}`?"));
+            } else if FUNCS.iter().any(|(name, _)| *name == ident.name) {
+                diagnostic = diagnostic.with_help(format!("`{}` is a function: call it as `{}(...)`", ident.name, ident.name));
+            } else {
+                diagnostic = diagnostic.with_help(format!("declare it: `param {}: [H];` or `let {} = ...;`", ident.name, ident.name));
+            }
+            self.diags.push(diagnostic);
+            return None;
+        };
+        let (kind, ty) = match name {
+            Name::Input(idx) => (TKind::Input(idx), None),
+            Name::State(idx) => (TKind::State(idx), None),
+            Name::Param(idx) => {
+                self.param_used[idx] = true;
+                let param = &self.params[idx].param;
+                if let Some(flag) = param.condition {
+                    if !self.true_flags.contains(&flag) {
+                        let flag_name = self.consts[flag].name.clone();
+                        self.diags.push(
+                            Diagnostic::error(span, format!("parameter `{}` exists only when `{flag_name}` is true", ident.name))
+                                .with_secondary(param.span, format!("declared with `if {flag_name}`"))
+                                .with_help(format!("use it inside `if {flag_name} {{ ... }} else {{ ... }}`")),
+                        );
+                        return None;
+                    }
+                }
+                let ty = match &param.dims[..] {
+                    [len] => Ty::Vector(len.clone()),
+                    [rows, cols] => Ty::Matrix(rows.clone(), cols.clone()),
+                    _ => unreachable!("parameters have rank 1 or 2"),
+                };
+                (TKind::Param(idx), Some(ty))
+            }
+            Name::Const(idx) => {
+                if matches!(self.consts[idx].default, Value::Bool(_)) {
+                    self.diags.push(
+                        Diagnostic::error(span, format!("`{}` is a flag, not a number", ident.name))
+                            .with_help(format!("choose between values with `if {} {{ ... }} else {{ ... }}`", ident.name)),
+                    );
+                    return None;
+                }
+                (TKind::Const(idx), Some(Ty::Scalar))
+            }
+            Name::Binding(idx) => {
+                self.binding_used[idx] = true;
+                (TKind::Binding(idx), Some(self.bindings[idx].ty.clone()))
+            }
+        };
+        let ty = match ty {
+            Some(ty) => ty,
+            None => Ty::Vector(self.var_dims.get(&name)?.clone()),
+        };
+        Some(TExpr { kind, ty, span })
+    }
+
+    fn call(&mut self, func: &ast::Ident, args: &[ast::Expr], span: Span) -> Option<TExpr> {
+        let Some((_, (resolved, arity))) = FUNCS.iter().find(|(name, _)| *name == func.name) else {
+            let mut diagnostic = Diagnostic::error(func.span, format!("unknown function `{}`", func.name)).with_label("not a function");
+            if let Some(close) = suggest(&func.name, FUNCS.iter().map(|(name, _)| *name)) {
+                diagnostic = diagnostic.with_help(format!("did you mean `{close}`?"));
+            }
+            let list: Vec<&str> = FUNCS.iter().map(|(name, _)| *name).collect();
+            self.diags.push(diagnostic.with_note(format!("functions: {}", list.join(", "))));
+            for arg in args {
+                self.expr(arg);
+            }
+            return None;
+        };
+        if args.len() != *arity {
+            self.diags.push(
+                Diagnostic::error(span, format!("`{}` takes {} argument{}, found {}", func.name, arity, if *arity == 1 { "" } else { "s" }, args.len()))
+                    .with_label(format!("{} given", args.len())),
+            );
+            return None;
+        }
+        match resolved {
+            None => {
+                // `chunk` outside a tuple `let`.
+                self.diags.push(
+                    Diagnostic::error(func.span, "`chunk` splits a vector into several names")
+                        .with_help("write `let (a, b) = chunk(v, 2);`"),
+                );
+                None
+            }
+            Some(Func::Transpose) => {
+                let inner = self.expr(&args[0])?;
+                let ty = self.transpose_ty(&inner)?;
+                Some(TExpr {
+                    kind: TKind::Transpose(Box::new(inner)),
+                    ty,
+                    span,
+                })
+            }
+            Some(func) => {
+                let typed: Vec<Option<TExpr>> = args.iter().map(|arg| self.expr(arg)).collect();
+                let typed: Vec<TExpr> = typed.into_iter().collect::<Option<_>>()?;
+                let refs: Vec<&TExpr> = typed.iter().collect();
+                let ty = self.broadcast(&refs, func.name(), span)?;
+                let kind = if typed.len() == 1 {
+                    TKind::Unary(*func, Box::new(typed.into_iter().next().expect("one argument")))
+                } else {
+                    TKind::Call(*func, typed)
+                };
+                Some(TExpr { kind, ty, span })
+            }
+        }
+    }
+
+    /// Elementwise operations take operands of one shape; a scalar or a
+    /// one-element vector stands for a vector of any size.
+    ///
+    /// ```text
+    /// param b: [I];
+    /// h = tanh(w @ x + b);   // `w @ x` is [H], `b` is [I]
+    /// ```
+    fn broadcast(&mut self, operands: &[&TExpr], what: &str, span: Span) -> Option<Ty> {
+        let mut result: Option<&TExpr> = None;
+        for operand in operands {
+            let Some(current) = result else {
+                result = Some(operand);
+                continue;
+            };
+            let merged = match (&current.ty, &operand.ty) {
+                (_, Ty::Scalar) => current,
+                (Ty::Scalar, _) => operand,
+                (Ty::Vector(a), Ty::Vector(b)) if a == b => current,
+                (Ty::Vector(a), Ty::Vector(_)) if a.as_const() == Some(super::dim::Ratio::int(1)) => operand,
+                (Ty::Vector(_), Ty::Vector(b)) if b.as_const() == Some(super::dim::Ratio::int(1)) => current,
+                (Ty::Matrix(a, b), Ty::Matrix(c, d)) if a == c && b == d => current,
+                (lhs, rhs) => {
+                    let mut diagnostic = Diagnostic::error(span, format!("shape mismatch in `{what}`: {} and {}", self.show(lhs), self.show(rhs)))
+                        .with_secondary(current.span, format!("this is {}", self.show(lhs)))
+                        .with_secondary(operand.span, format!("this is {}", self.show(rhs)));
+                    if matches!((lhs, rhs), (Ty::Matrix(..), Ty::Vector(_)) | (Ty::Vector(_), Ty::Matrix(..))) {
+                        diagnostic = diagnostic.with_help("for a matrix–vector product, use `@`");
+                    }
+                    self.diags.push(diagnostic);
+                    return None;
+                }
+            };
+            result = Some(merged);
+        }
+        Some(result.map_or(Ty::Scalar, |expr| expr.ty.clone()))
+    }
+
+    /// `A @ v` takes a matrix `[m, n]` and a vector `[n]` and gives `[m]`.
+    ///
+    /// ```text
+    /// param w: [H, I];
+    /// let a = w @ h;   // `h` is [H], `w` wants [I]
+    /// ```
+    fn matmul_ty(&mut self, lhs: &TExpr, rhs: &TExpr, span: Span) -> Option<Ty> {
+        match (&lhs.ty, &rhs.ty) {
+            (Ty::Matrix(rows, cols), Ty::Vector(len)) if cols == len => Some(Ty::Vector(rows.clone())),
+            (Ty::Matrix(_, cols), Ty::Vector(len)) => {
+                self.diags.push(
+                    Diagnostic::error(span, format!("shape mismatch in `@`: {} @ {}", self.show(&lhs.ty), self.show(&rhs.ty)))
+                        .with_secondary(lhs.span, format!("this matrix takes vectors of size {}", self.show_dim(cols)))
+                        .with_secondary(rhs.span, format!("this vector has size {}", self.show_dim(len))),
+                );
+                None
+            }
+            (Ty::Matrix(..), Ty::Matrix(..)) => {
+                self.diags.push(
+                    Diagnostic::error(span, "`@` of two matrices is not supported")
+                        .with_help("multiply the vector in two steps: `a @ (b @ x)`"),
+                );
+                None
+            }
+            (Ty::Matrix(..), Ty::Scalar) => {
+                self.diags.push(
+                    Diagnostic::error(rhs.span, "right side of `@` must be a vector, found a scalar")
+                        .with_help("to scale a matrix, use `*`"),
+                );
+                None
+            }
+            (lhs_ty, _) => {
+                self.diags.push(
+                    Diagnostic::error(lhs.span, format!("left side of `@` must be a matrix, found {}", self.show(lhs_ty)))
+                        .with_help("write the matrix first: `w @ x`; for elementwise products use `*`"),
+                );
+                None
+            }
+        }
+    }
+
+    fn transpose_ty(&mut self, inner: &TExpr) -> Option<Ty> {
+        match &inner.ty {
+            Ty::Matrix(rows, cols) => Some(Ty::Matrix(cols.clone(), rows.clone())),
+            other => {
+                self.diags.push(
+                    Diagnostic::error(inner.span, format!("only matrices can be transposed, found {}", self.show(other)))
+                        .with_note("vectors have no orientation here: `w @ x` already treats `x` as a column"),
+                );
+                None
+            }
+        }
+    }
+
+    fn show_dim(&self, dim: &SymDim) -> String {
+        let names: Vec<String> = self.sizes.iter().map(|(name, _)| name.clone()).collect();
+        let text = dim.display(&names).to_string();
+        text
+    }
+}
+
+/// The functions of the language: name, (meaning, arity). `None` marks
+/// `chunk`, which only a tuple `let` may call.
+pub(super) const FUNCS: &[(&str, (Option<Func>, usize))] = &[
+    ("sigmoid", (Some(Func::Sigmoid), 1)),
+    ("tanh", (Some(Func::Tanh), 1)),
+    ("relu", (Some(Func::Relu), 1)),
+    ("exp", (Some(Func::Exp), 1)),
+    ("log", (Some(Func::Log), 1)),
+    ("abs", (Some(Func::Abs), 1)),
+    ("sign", (Some(Func::Sign), 1)),
+    ("sqrt", (Some(Func::Sqrt), 1)),
+    ("softplus", (Some(Func::Softplus), 1)),
+    ("min", (Some(Func::Min), 2)),
+    ("max", (Some(Func::Max), 2)),
+    ("soft_threshold", (Some(Func::SoftThreshold), 2)),
+    ("clip", (Some(Func::Clip), 3)),
+    ("transpose", (Some(Func::Transpose), 1)),
+    ("chunk", (None, 2)),
+];

@@ -1,0 +1,649 @@
+//! Checking networks: inputs, layers and their arguments, size inference
+//! for every stacked layer, and the unroll mode.
+
+use std::collections::HashMap;
+
+use crate::ast;
+use crate::check::dim::SymDim;
+use crate::check::{
+    suggest, Cell, Constraint, InputSource, Instance, Layer, NetInput, Network, Ty, UnrollMode, Value,
+};
+use crate::diag::{Diagnostic, Diagnostics};
+use crate::source::Span;
+
+/// The most stacked layers one `layer` statement may ask for.
+pub const MAX_LAYERS: usize = 64;
+/// The longest static unrolling accepted.
+pub const MAX_STATIC_STEPS: u64 = 10_000;
+/// The most steps one `dynamic by k` loop body may hold.
+pub const MAX_STEPS_PER_ITERATION: u64 = 256;
+/// The largest size (input, hidden, any cell size) accepted.
+pub const MAX_SIZE: i128 = 1 << 24;
+
+/// The cells a network can use.
+pub(super) struct CellTable<'a> {
+    /// Checked cells.
+    pub cells: &'a [Cell],
+    /// User cells that had errors (already reported).
+    pub failed: &'a [&'a str],
+    /// Every cell name, for suggestions.
+    pub known: &'a [&'a str],
+}
+
+pub(super) fn check_network(diags: &mut Diagnostics, network: &ast::Network, table: &CellTable<'_>) -> Option<Network> {
+    let errors_before = diags.error_count();
+    let inputs = check_inputs(diags, network);
+    let unroll = check_unroll(diags, network);
+    if network.layers.is_empty() {
+        diags.push(
+            Diagnostic::error(network.name.span, format!("network `{}` has no layers", network.name.name))
+                .with_help("add a layer, e.g. `layer rnn = lstm(hidden = 64);`"),
+        );
+    }
+    let mut layers: Vec<Layer> = Vec::new();
+    let mut layer_names: HashMap<&str, Span> = HashMap::new();
+    let mut used_inputs = vec![false; inputs.len()];
+    let mut previous_size: Option<usize> = None;
+    for (layer_idx, layer) in network.layers.iter().enumerate() {
+        if let Some(first) = layer_names.insert(&layer.name.name, layer.name.span) {
+            diags.push(
+                Diagnostic::error(layer.name.span, format!("layer `{}` is defined twice", layer.name.name))
+                    .with_secondary(first, "first defined here")
+                    .with_help("rename one of them"),
+            );
+        }
+        let checked = check_layer(diags, layer, layer_idx, table, &inputs, previous_size, &mut used_inputs);
+        match checked {
+            Some(checked) => {
+                let last = checked.stack.last().expect("at least one stacked layer");
+                let directions = if checked.bidirectional { 2 } else { 1 };
+                previous_size = Some(last.output_size * directions);
+                layers.push(checked);
+            }
+            // Later layers cannot know their input size; stop here.
+            None => break,
+        }
+    }
+    if layers.len() == network.layers.len() {
+        for (input, used) in inputs.iter().zip(&used_inputs) {
+            if !used {
+                diags.push(
+                    Diagnostic::warning(input.span, format!("`{}` is never used", input.name))
+                        .with_note("no layer's cell reads it")
+                        .with_help("remove it, or give a cell an input of this name"),
+                );
+            }
+        }
+    }
+    if diags.error_count() > errors_before {
+        return None;
+    }
+    Some(Network {
+        name: network.name.name.clone(),
+        span: network.name.span,
+        inputs,
+        layers,
+        unroll: unroll?,
+    })
+}
+
+fn check_inputs(diags: &mut Diagnostics, network: &ast::Network) -> Vec<NetInput> {
+    let mut seen: HashMap<&str, Span> = HashMap::new();
+    let mut inputs = Vec::new();
+    let all = network
+        .inputs
+        .iter()
+        .map(|input| (input, true))
+        .chain(network.contexts.iter().map(|input| (input, false)));
+    for (input, per_step) in all {
+        if let Some(first) = seen.insert(&input.name.name, input.name.span) {
+            diags.push(
+                Diagnostic::error(input.name.span, format!("input `{}` is declared twice", input.name.name))
+                    .with_secondary(first, "first declared here"),
+            );
+            continue;
+        }
+        if let Some(size) = check_input_shape(diags, &input.shape) {
+            inputs.push(NetInput {
+                name: input.name.name.clone(),
+                size,
+                per_step,
+                span: input.name.span,
+            });
+        }
+    }
+    inputs
+}
+
+/// A network input's size is a plain number: the network is where sizes
+/// become concrete.
+///
+/// ```text
+/// input x: [I];   // which I?
+/// ```
+fn check_input_shape(diags: &mut Diagnostics, shape: &ast::Shape) -> Option<usize> {
+    if shape.dims.len() != 1 {
+        diags.push(
+            Diagnostic::error(shape.span, format!("an input has one size per step, found {} sizes", shape.dims.len()))
+                .with_note("the batch and time dimensions are implicit: `input x: [32];` takes `[B, T, 32]`"),
+        );
+        return None;
+    }
+    let value = const_dim(diags, &shape.dims[0])?;
+    if !(1..=MAX_SIZE).contains(&value) {
+        diags.push(
+            Diagnostic::error(shape.span, format!("input size must be between 1 and {MAX_SIZE}, found {value}"))
+                .with_label("invalid size"),
+        );
+        return None;
+    }
+    Some(value as usize)
+}
+
+fn const_dim(diags: &mut Diagnostics, dim: &ast::Dim) -> Option<i128> {
+    match dim {
+        ast::Dim::Int(value, _) => Some(i128::from(*value)),
+        ast::Dim::Name(ident) => {
+            diags.push(
+                Diagnostic::error(ident.span, format!("network sizes are numbers, found the name `{}`", ident.name))
+                    .with_help("write the size, e.g. `input x: [32];`"),
+            );
+            None
+        }
+        ast::Dim::Binary(lhs, op, rhs, span) => {
+            let lhs = const_dim(diags, lhs);
+            let rhs = const_dim(diags, rhs);
+            let (lhs, rhs) = (lhs?, rhs?);
+            let result = match op {
+                ast::DimOp::Add => lhs.checked_add(rhs),
+                ast::DimOp::Sub => lhs.checked_sub(rhs),
+                ast::DimOp::Mul => lhs.checked_mul(rhs),
+                ast::DimOp::Div if rhs != 0 && lhs % rhs == 0 => Some(lhs / rhs),
+                ast::DimOp::Div => None,
+            };
+            if result.is_none() {
+                diags.push(Diagnostic::error(*span, "size is not a whole number").with_label("this does not divide exactly or is too large"));
+            }
+            result
+        }
+    }
+}
+
+/// A network has exactly one `unroll` statement; static lengths and
+/// steps per iteration are positive and not absurdly large; bucket lists
+/// are non-empty, ascending and distinct.
+///
+/// ```text
+/// unroll static 0;
+/// unroll static buckets [50, 20];
+/// ```
+fn check_unroll(diags: &mut Diagnostics, network: &ast::Network) -> Option<UnrollMode> {
+    let Some(first) = network.unrolls.first() else {
+        diags.push(
+            Diagnostic::error(network.name.span, format!("network `{}` has no `unroll` statement", network.name.name))
+                .with_help("add `unroll dynamic;` (run-time length) or `unroll static N;` (fixed length)"),
+        );
+        return None;
+    };
+    for extra in &network.unrolls[1..] {
+        diags.push(
+            Diagnostic::error(extra.span, "a network has one `unroll` statement")
+                .with_secondary(first.span, "first `unroll` here")
+                .with_help("remove one of them"),
+        );
+    }
+    let span = first.span;
+    let positive = |diags: &mut Diagnostics, value: u64, what: &str, max: u64, help: &str| -> Option<usize> {
+        if value == 0 {
+            diags.push(Diagnostic::error(span, format!("{what} must be at least 1, found 0")).with_help(help.to_owned()));
+            None
+        } else if value > max {
+            diags.push(
+                Diagnostic::error(span, format!("{what} is too large: {value} (at most {max})"))
+                    .with_help(help.to_owned()),
+            );
+            None
+        } else {
+            Some(value as usize)
+        }
+    };
+    match &first.mode {
+        ast::UnrollMode::Static(steps) => positive(
+            diags,
+            *steps,
+            "static unroll length",
+            MAX_STATIC_STEPS,
+            "for long or variable sequences use `unroll dynamic;` or `unroll dynamic by 4;`",
+        )
+        .map(UnrollMode::Static),
+        ast::UnrollMode::Dynamic => Some(UnrollMode::Dynamic),
+        ast::UnrollMode::DynamicBy(steps) => positive(
+            diags,
+            *steps,
+            "steps per iteration",
+            MAX_STEPS_PER_ITERATION,
+            "a few steps per iteration (2 to 16) is where partial unrolling pays",
+        )
+        .map(UnrollMode::DynamicBy),
+        ast::UnrollMode::Buckets {
+            lengths,
+            dynamic_fallback,
+        } => {
+            if lengths.is_empty() {
+                diags.push(
+                    Diagnostic::error(span, "bucket list is empty")
+                        .with_help("list the lengths to compile, e.g. `static buckets [10, 20, 50]`"),
+                );
+                return None;
+            }
+            let mut checked = Vec::new();
+            for length in lengths {
+                checked.push(positive(diags, *length, "bucket length", MAX_STATIC_STEPS, "use `dynamic` for longer sequences")?);
+            }
+            if let Some(pair) = checked.windows(2).find(|pair| pair[0] >= pair[1]) {
+                let what = if pair[0] == pair[1] { "repeats" } else { "is not ascending" };
+                let mut sorted = checked.clone();
+                sorted.sort_unstable();
+                sorted.dedup();
+                let list: Vec<String> = sorted.iter().map(ToString::to_string).collect();
+                diags.push(
+                    Diagnostic::error(span, format!("bucket list {what}: {} then {}", pair[0], pair[1]))
+                        .with_help(format!("write the buckets ascending: `static buckets [{}]`", list.join(", "))),
+                );
+                return None;
+            }
+            Some(UnrollMode::Buckets {
+                lengths: checked,
+                dynamic_fallback: *dynamic_fallback,
+            })
+        }
+    }
+}
+
+struct LayerArgs {
+    n_layers: usize,
+    bidirectional: bool,
+    hidden: Option<(i128, Span)>,
+    sizes: Vec<Option<(i128, Span)>>,
+    consts: Vec<Value>,
+}
+
+#[allow(clippy::too_many_arguments)] // FIXME(cleanup): group the per-network context in a struct
+fn check_layer(
+    diags: &mut Diagnostics,
+    layer: &ast::Layer,
+    layer_idx: usize,
+    table: &CellTable<'_>,
+    inputs: &[NetInput],
+    previous_size: Option<usize>,
+    used_inputs: &mut [bool],
+) -> Option<Layer> {
+    let Some(cell_idx) = table.cells.iter().position(|cell| cell.name == layer.cell.name) else {
+        if !table.failed.contains(&layer.cell.name.as_str()) {
+            let mut diagnostic = Diagnostic::error(layer.cell.span, format!("unknown cell `{}`", layer.cell.name))
+                .with_label("no cell of this name");
+            if let Some(close) = suggest(&layer.cell.name, table.known.iter().copied()) {
+                diagnostic = diagnostic.with_help(format!("did you mean `{close}`?"));
+            } else {
+                diagnostic = diagnostic.with_note(format!("cells: {}", table.known.join(", ")));
+            }
+            diags.push(diagnostic);
+        }
+        return None;
+    };
+    let cell = &table.cells[cell_idx];
+    let args = check_layer_args(diags, layer, cell)?;
+    let mut stack = Vec::new();
+    let mut input_size = previous_size;
+    for stack_idx in 0..args.n_layers {
+        let first = layer_idx == 0 && stack_idx == 0;
+        let sources = bind_inputs(diags, layer, cell, inputs, first, used_inputs)?;
+        let instance = instantiate(diags, layer, cell, &args, inputs, &sources, input_size)?;
+        input_size = Some(instance.output_size * if args.bidirectional { 2 } else { 1 });
+        stack.push(instance);
+    }
+    Some(Layer {
+        name: layer.name.name.clone(),
+        span: layer.span,
+        cell: cell_idx,
+        bidirectional: args.bidirectional,
+        stack,
+    })
+}
+
+/// Layer arguments are `layers = N`, `bidirectional`, `hidden = N` (the
+/// size of the cell's first state), or the name of one of the cell's sizes
+/// or constants. Each is given once, with a value of the right kind.
+///
+/// ```text
+/// layer l = lstm(hiden = 64);      // unknown argument
+/// layer l = lstm(peepholes = 2);   // a flag, not a number
+/// ```
+fn check_layer_args(diags: &mut Diagnostics, layer: &ast::Layer, cell: &Cell) -> Option<LayerArgs> {
+    let errors_before = diags.error_count();
+    let mut args = LayerArgs {
+        n_layers: 1,
+        bidirectional: false,
+        hidden: None,
+        sizes: vec![None; cell.sizes.len()],
+        consts: cell.consts.iter().map(|konst| konst.default).collect(),
+    };
+    let mut seen: HashMap<&str, Span> = HashMap::new();
+    for arg in &layer.args {
+        let name = arg.name.name.as_str();
+        if let Some(first) = seen.insert(name, arg.name.span) {
+            diags.push(
+                Diagnostic::error(arg.name.span, format!("argument `{name}` is given twice"))
+                    .with_secondary(first, "first given here"),
+            );
+            continue;
+        }
+        let value_span = arg.value.map_or(arg.name.span, |value| value.span());
+        let value = arg.value.map_or(Value::Bool(true), |value| match value {
+            ast::ConstValue::Bool(flag, _) => Value::Bool(flag),
+            ast::ConstValue::Number(number, _) => Value::Number(number),
+        });
+        let whole = |diags: &mut Diagnostics, what: &str, max: i128| -> Option<i128> {
+            match value {
+                Value::Number(number) if number.fract() == 0.0 && number >= 1.0 && number <= max as f64 => Some(number as i128),
+                Value::Number(number) => {
+                    diags.push(
+                        Diagnostic::error(value_span, format!("{what} must be a whole number from 1 to {max}, found {number}"))
+                            .with_label("invalid value"),
+                    );
+                    None
+                }
+                Value::Bool(_) => {
+                    diags.push(
+                        Diagnostic::error(value_span, format!("{what} needs a number"))
+                            .with_help(format!("write `{name} = 64`")),
+                    );
+                    None
+                }
+            }
+        };
+        match name {
+            "layers" => {
+                if let Some(count) = whole(diags, "`layers`", MAX_LAYERS as i128) {
+                    args.n_layers = count as usize;
+                }
+            }
+            "bidirectional" => match value {
+                Value::Bool(flag) => args.bidirectional = flag,
+                Value::Number(_) => diags.push(
+                    Diagnostic::error(value_span, "`bidirectional` is a flag")
+                        .with_help("write `bidirectional` or `bidirectional = false`"),
+                ),
+            },
+            "hidden" => {
+                if let Some(size) = whole(diags, "`hidden`", MAX_SIZE) {
+                    args.hidden = Some((size, value_span));
+                }
+            }
+            _ => {
+                if let Some(size_idx) = cell.sizes.iter().position(|size| size == name) {
+                    if let Some(size) = whole(diags, &format!("size `{name}`"), MAX_SIZE) {
+                        args.sizes[size_idx] = Some((size, value_span));
+                    }
+                } else if let Some(const_idx) = cell.consts.iter().position(|konst| konst.name == name) {
+                    match (cell.consts[const_idx].default, value) {
+                        (Value::Bool(_), Value::Bool(_)) | (Value::Number(_), Value::Number(_)) => args.consts[const_idx] = value,
+                        (Value::Bool(_), Value::Number(_)) => diags.push(
+                            Diagnostic::error(value_span, format!("`{name}` is a flag, found a number"))
+                                .with_help(format!("write `{name}` or `{name} = false`")),
+                        ),
+                        (Value::Number(_), Value::Bool(_)) => diags.push(
+                            Diagnostic::error(value_span, format!("`{name}` is a number, found a flag"))
+                                .with_help(format!("write `{name} = 1.0`")),
+                        ),
+                    }
+                } else {
+                    let mut accepted: Vec<&str> = vec!["hidden", "layers", "bidirectional"];
+                    accepted.extend(cell.sizes.iter().map(String::as_str));
+                    accepted.extend(cell.consts.iter().map(|konst| konst.name.as_str()));
+                    let mut diagnostic = Diagnostic::error(arg.name.span, format!("cell `{}` has no argument `{name}`", cell.name))
+                        .with_label("unknown argument");
+                    if let Some(close) = suggest(name, accepted.iter().copied()) {
+                        diagnostic = diagnostic.with_help(format!("did you mean `{close}`?"));
+                    }
+                    diags.push(diagnostic.with_note(format!("arguments of `{}`: {}", cell.name, accepted.join(", "))));
+                }
+            }
+        }
+    }
+    (diags.error_count() == errors_before).then_some(args)
+}
+
+/// Every cell input reads something: the first layer's inputs read the
+/// network's inputs and contexts by name (a single unnamed per-step input
+/// also binds to the network's single per-step input); later layers read
+/// the previous layer's output in their first input and contexts by name.
+///
+/// ```text
+/// network N { context y: [4]; layer l = lstm(hidden = 8); ... }   // `x`?
+/// ```
+fn bind_inputs(
+    diags: &mut Diagnostics,
+    layer: &ast::Layer,
+    cell: &Cell,
+    inputs: &[NetInput],
+    first: bool,
+    used_inputs: &mut [bool],
+) -> Option<Vec<InputSource>> {
+    let mut sources: Vec<Option<InputSource>> = vec![None; cell.inputs.len()];
+    let mut bound_by_name = vec![false; inputs.len()];
+    for (slot, var) in sources.iter_mut().zip(&cell.inputs).skip(usize::from(!first)) {
+        if let Some(idx) = inputs.iter().position(|input| input.name == var.name) {
+            *slot = Some(InputSource::Network(idx));
+            bound_by_name[idx] = true;
+        }
+    }
+    if !first {
+        if let Some(slot) = sources.first_mut() {
+            *slot = Some(InputSource::Previous);
+        }
+    } else {
+        let unbound: Vec<usize> = (0..sources.len()).filter(|idx| sources[*idx].is_none()).collect();
+        let free_steps: Vec<usize> = (0..inputs.len()).filter(|idx| inputs[*idx].per_step && !bound_by_name[*idx]).collect();
+        if let ([slot], [input]) = (&unbound[..], &free_steps[..]) {
+            sources[*slot] = Some(InputSource::Network(*input));
+        }
+    }
+    let mut ok = true;
+    for (slot, var) in sources.iter().zip(&cell.inputs) {
+        match slot {
+            Some(InputSource::Network(idx)) => used_inputs[*idx] = true,
+            Some(InputSource::Previous) => {}
+            None => {
+                ok = false;
+                diags.push(
+                    Diagnostic::error(layer.cell.span, format!("input `{}` of cell `{}` has nothing to read", var.name, cell.name))
+                        .with_label(format!("`{}` is not bound", var.name))
+                        .with_help(format!("declare `input {}: [N];` (a value per step) or `context {}: [N];` (one value for all steps) in the network", var.name, var.name)),
+                );
+            }
+        }
+    }
+    ok.then(|| sources.into_iter().map(|slot| slot.expect("checked above")).collect())
+}
+
+/// Sizes are inferred from what a layer's inputs receive, `hidden`, and
+/// explicit size arguments; every size must end up known and consistent,
+/// and every shape, index and slice of the cell must be valid with them.
+///
+/// ```text
+/// input x: [10];
+/// layer l = my_cell(hidden = 8);   // my_cell(x: [H]) wants x of size 8
+/// ```
+fn instantiate(
+    diags: &mut Diagnostics,
+    layer: &ast::Layer,
+    cell: &Cell,
+    args: &LayerArgs,
+    inputs: &[NetInput],
+    sources: &[InputSource],
+    previous_size: Option<usize>,
+) -> Option<Instance> {
+    let names = &cell.sizes;
+    let mut values: Vec<Option<i128>> = args.sizes.iter().map(|size| size.map(|(value, _)| value)).collect();
+    // Equations: (size expression, value it must have, what the value is).
+    let mut equations: Vec<(SymDim, i128, String, Option<Span>)> = Vec::new();
+    if let Some((hidden, span)) = args.hidden {
+        equations.push((cell.states[0].dim.clone(), hidden, format!("`hidden = {hidden}`"), Some(span)));
+    }
+    for (var, source) in cell.inputs.iter().zip(sources) {
+        let (size, what, span) = match source {
+            InputSource::Network(idx) => (inputs[*idx].size, format!("network input `{}`", inputs[*idx].name), Some(inputs[*idx].span)),
+            InputSource::Previous => (
+                previous_size.expect("later layers know their input size"),
+                "the previous layer's output".to_owned(),
+                None,
+            ),
+        };
+        equations.push((var.dim.clone(), size as i128, format!("input `{}` receives {what}", var.name), span));
+    }
+    let mut ok = true;
+    let mut pending = equations;
+    loop {
+        let before = pending.len();
+        let mut still = Vec::new();
+        for (dim, target, what, span) in pending {
+            if let Some(value) = dim.eval(&values) {
+                if value.as_int() != Some(target) {
+                    ok = false;
+                    let mut diagnostic = Diagnostic::error(
+                        layer.cell.span,
+                        format!("size mismatch in layer `{}`: {what} of size {target}, but cell `{}` wants [{}] = [{}]", layer.name.name, cell.name, dim.display(names), value),
+                    )
+                    .with_note(size_note(cell, &values));
+                    if let Some(span) = span {
+                        diagnostic = diagnostic.with_secondary(span, format!("size {target} here"));
+                    }
+                    diags.push(diagnostic);
+                }
+                continue;
+            }
+            match dim.solve(&values, target) {
+                Some((sym, value)) => match value.as_int() {
+                    Some(int) if (1..=MAX_SIZE).contains(&int) => values[sym as usize] = Some(int),
+                    _ => {
+                        ok = false;
+                        diags.push(
+                            Diagnostic::error(
+                                layer.cell.span,
+                                format!("size `{}` of cell `{}` would be {value}, from {what} of size {target}", names[sym as usize], cell.name),
+                            )
+                            .with_note(format!("sizes are whole numbers from 1 to {MAX_SIZE}")),
+                        );
+                    }
+                },
+                None => still.push((dim, target, what, span)),
+            }
+        }
+        pending = still;
+        if pending.is_empty() || pending.len() == before {
+            break;
+        }
+    }
+    if !ok {
+        return None;
+    }
+    let unknown: Vec<&str> = values
+        .iter()
+        .zip(names)
+        .filter(|(value, _)| value.is_none())
+        .map(|(_, name)| name.as_str())
+        .collect();
+    if !unknown.is_empty() {
+        let example: Vec<String> = unknown.iter().map(|name| format!("{name} = ...")).collect();
+        diags.push(
+            Diagnostic::error(
+                layer.cell.span,
+                format!("cannot infer size{} {} of cell `{}`", if unknown.len() == 1 { "" } else { "s" }, unknown.iter().map(|name| format!("`{name}`")).collect::<Vec<_>>().join(", "), cell.name),
+            )
+            .with_note("sizes come from the layer's inputs, from `hidden` (the first state's size) and from size arguments")
+            .with_help(format!("pass {}: `{}({})`", if unknown.len() == 1 { "it" } else { "them" }, cell.name, example.join(", "))),
+        );
+        return None;
+    }
+    for constraint in &cell.constraints {
+        if let Some(message) = violated(constraint, &values, names) {
+            ok = false;
+            let span = match constraint {
+                Constraint::Positive(_, span) | Constraint::Index { span, .. } | Constraint::Slice { span, .. } => *span,
+            };
+            let mut diagnostic = Diagnostic::error(layer.cell.span, format!("in layer `{}`: {message}", layer.name.name))
+                .with_note(size_note(cell, &values));
+            if !cell.from_prelude {
+                diagnostic = diagnostic.with_secondary(span, "in the cell here");
+            }
+            diags.push(diagnostic);
+        }
+    }
+    if !ok {
+        return None;
+    }
+    let sizes: Vec<usize> = values.iter().map(|value| value.expect("all known") as usize).collect();
+    let Ty::Vector(output_dim) = &cell.bindings[cell.output].ty else {
+        unreachable!("check_output ensures the output is a vector")
+    };
+    let output_size = eval_usize(output_dim, &values).expect("constraints ensure a positive output size");
+    Some(Instance {
+        sizes,
+        consts: args.consts.clone(),
+        inputs: sources.to_vec(),
+        output_size,
+    })
+}
+
+fn size_note(cell: &Cell, values: &[Option<i128>]) -> String {
+    let known: Vec<String> = cell
+        .sizes
+        .iter()
+        .zip(values)
+        .filter_map(|(name, value)| value.map(|value| format!("{name} = {value}")))
+        .collect();
+    if known.is_empty() {
+        format!("no size of cell `{}` is known", cell.name)
+    } else {
+        format!("sizes of cell `{}`: {}", cell.name, known.join(", "))
+    }
+}
+
+fn eval_usize(dim: &SymDim, values: &[Option<i128>]) -> Option<usize> {
+    let value = dim.eval(values)?.as_int()?;
+    usize::try_from(value).ok()
+}
+
+fn violated(constraint: &Constraint, values: &[Option<i128>], names: &[String]) -> Option<String> {
+    let show = |dim: &SymDim| dim.display(names).to_string();
+    match constraint {
+        Constraint::Positive(dim, _) => match dim.eval(values) {
+            Some(value) if value.as_int().is_some_and(|int| (1..=MAX_SIZE).contains(&int)) => None,
+            Some(value) => Some(format!("size `{}` is {value}, not a whole number from 1 to {MAX_SIZE}", show(dim))),
+            None => Some(format!("size `{}` is too large", show(dim))),
+        },
+        Constraint::Index { index, len, .. } => {
+            let index_value = dim_int(index, values)?;
+            let len_value = dim_int(len, values)?;
+            (!(0..len_value).contains(&index_value)).then(|| format!("index {} = {index_value} is out of range for length {} = {len_value}", show(index), show(len)))
+        }
+        Constraint::Slice { start, end, len, .. } => {
+            let start_value = dim_int(start, values)?;
+            let end_value = dim_int(end, values)?;
+            let len_value = dim_int(len, values)?;
+            (!(0 <= start_value && start_value < end_value && end_value <= len_value)).then(|| {
+                format!(
+                    "slice {}..{} = {start_value}..{end_value} is not a non-empty range within length {} = {len_value}",
+                    show(start),
+                    show(end),
+                    show(len)
+                )
+            })
+        }
+    }
+}
+
+fn dim_int(dim: &SymDim, values: &[Option<i128>]) -> Option<i128> {
+    dim.eval(values)?.as_int()
+}
