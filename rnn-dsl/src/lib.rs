@@ -1,4 +1,13 @@
-//! unroll's language and compiler.
+//! unroll's language and compiler, as a library.
+//!
+//! The pipeline, one module per stage, data flowing one way:
+//!
+//! ```text
+//! text ─parse─▶ ast ─check─▶ checked model ─ir::build─▶ ir::Model ─▶ interp (reference)
+//! ```
+//!
+//! [`compile`] runs the front end on one source; [`Error`] renders every
+//! diagnostic with its source snippet.
 #![warn(missing_docs)]
 
 pub mod source;
@@ -6,3 +15,113 @@ pub mod diag;
 pub mod ast;
 pub mod parse;
 pub mod check;
+
+use std::fmt;
+use std::path::Path;
+
+pub use crate::diag::{Diagnostic, Diagnostics, Severity};
+pub use crate::source::{SourceFile, Span};
+
+/// The largest `.rnn` file read from disk, in bytes.
+pub const MAX_FILE_BYTES: u64 = parse::MAX_SOURCE_BYTES as u64;
+
+/// A model that passed every check, with the warnings found on the way.
+#[derive(Debug, Clone)]
+pub struct Checked {
+    /// The text it came from.
+    pub source: SourceFile,
+    /// The checked model.
+    pub model: check::Model,
+    /// Warnings (never errors).
+    pub warnings: Vec<Diagnostic>,
+}
+
+/// Parses and checks one model text.
+///
+/// # Errors
+///
+/// Returns [`Error::Diagnostics`] with every error found (and the warnings
+/// beside them) when the text is not a valid model.
+pub fn check_source(source: SourceFile) -> Result<Checked, Error> {
+    let mut diags = Diagnostics::new();
+    let file = parse::parse(&mut diags, &source);
+    let model = if diags.has_errors() {
+        None
+    } else {
+        Some(check::check(&mut diags, &file))
+    };
+    match diags.finish() {
+        Ok(warnings) => Ok(Checked {
+            source,
+            model: model.expect("no errors means check ran"),
+            warnings,
+        }),
+        Err(diagnostics) => Err(Error::Diagnostics { source, diagnostics }),
+    }
+}
+
+/// Reads a `.rnn` file as a [`SourceFile`], refusing directories, files
+/// over [`MAX_FILE_BYTES`] and text that is not UTF-8.
+///
+/// # Errors
+///
+/// Returns [`Error::Io`] naming the path and the reason.
+pub fn read_source(path: &Path) -> Result<SourceFile, Error> {
+    let io_error = |reason: String| Error::Io {
+        path: path.display().to_string(),
+        reason,
+    };
+    let metadata = std::fs::metadata(path).map_err(|error| io_error(error.to_string()))?;
+    if metadata.is_dir() {
+        return Err(io_error("is a directory, not a model file".to_owned()));
+    }
+    if metadata.len() > MAX_FILE_BYTES {
+        return Err(io_error(format!(
+            "is {} bytes; model files are at most {MAX_FILE_BYTES} bytes",
+            metadata.len()
+        )));
+    }
+    let bytes = std::fs::read(path).map_err(|error| io_error(error.to_string()))?;
+    let text = String::from_utf8(bytes).map_err(|error| {
+        io_error(format!(
+            "is not UTF-8 text (invalid byte at offset {}); is it a binary file?",
+            error.utf8_error().valid_up_to()
+        ))
+    })?;
+    Ok(SourceFile::new(path.display().to_string(), text))
+}
+
+/// Why a model could not be compiled.
+#[derive(Debug, Clone)]
+pub enum Error {
+    /// A model file could not be read.
+    Io {
+        /// The path as given.
+        path: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The text has errors; `diagnostics` holds every one found (and any
+    /// warnings), in source order.
+    Diagnostics {
+        /// The text the diagnostics point into.
+        source: SourceFile,
+        /// Errors and warnings.
+        diagnostics: Vec<Diagnostic>,
+    },
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Io { path, reason } => write!(f, "error: cannot read `{path}`: {reason}"),
+            Error::Diagnostics { source, diagnostics } => {
+                write!(f, "{}", diag::render(source, diagnostics))?;
+                let errors = diagnostics.iter().filter(|diag| diag.is_error()).count();
+                write!(f, "error: could not compile `{}` due to {errors} error{}", source.name(), if errors == 1 { "" } else { "s" })
+            }
+        }
+    }
+}
+
+impl std::error::Error for Error {}
