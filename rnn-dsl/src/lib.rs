@@ -15,6 +15,8 @@ pub mod diag;
 pub mod ast;
 pub mod parse;
 pub mod check;
+pub mod ir;
+pub mod interp;
 
 use std::fmt;
 use std::path::Path;
@@ -58,6 +60,56 @@ pub fn check_source(source: SourceFile) -> Result<Checked, Error> {
         }),
         Err(diagnostics) => Err(Error::Diagnostics { source, diagnostics }),
     }
+}
+
+/// A model ready to run or generate code from.
+#[derive(Debug, Clone)]
+pub struct Compiled {
+    /// The text it came from.
+    pub source: SourceFile,
+    /// The IR of every network.
+    pub model: ir::Model,
+    /// Warnings found on the way.
+    pub warnings: Vec<Diagnostic>,
+}
+
+impl Compiled {
+    /// The network called `name`, or the only one if `name` is `None`.
+    ///
+    /// # Errors
+    ///
+    /// Says which names exist when `name` is not one of them, or when the
+    /// file holds several networks and none was named.
+    pub fn network(&self, name: Option<&str>) -> Result<&ir::Network, String> {
+        let names: Vec<&str> = self.model.networks.iter().map(|network| network.name.as_str()).collect();
+        match name {
+            Some(name) => self
+                .model
+                .networks
+                .iter()
+                .find(|network| network.name == name)
+                .ok_or_else(|| format!("no network `{name}` in `{}` (networks: {})", self.source.name(), names.join(", "))),
+            None => match &self.model.networks[..] {
+                [only] => Ok(only),
+                [] => Err(format!("`{}` defines no network", self.source.name())),
+                _ => Err(format!("`{}` defines several networks ({}); choose one", self.source.name(), names.join(", "))),
+            },
+        }
+    }
+}
+
+/// Parses, checks and builds the IR of one model text.
+///
+/// # Errors
+///
+/// As [`check_source`].
+pub fn compile(source: SourceFile) -> Result<Compiled, Error> {
+    let checked = check_source(source)?;
+    Ok(Compiled {
+        model: ir::build(&checked.model),
+        source: checked.source,
+        warnings: checked.warnings,
+    })
 }
 
 /// Reads a `.rnn` file as a [`SourceFile`], refusing directories, files
