@@ -3,6 +3,7 @@
 //! - [`TensorMap`]: named tensors loaded from (and saved to) safetensors files, with accessors
 //!   that check names, dtypes and shapes.
 //! - [`kernels`]: activations, soft thresholding and matrix products on `f32`.
+//! - [`init`]: PyTorch's default initialisation from a seed, the same on every platform.
 //! - [`RnnError`]: the one error type, for every problem with user data; nothing here panics on a
 //!   bad file, a misshaped tensor or an out-of-range length.
 //!
@@ -29,6 +30,7 @@
 #![warn(missing_docs)]
 
 mod error;
+pub mod init;
 pub mod kernels;
 mod tensor;
 
