@@ -17,6 +17,7 @@ pub mod parse;
 pub mod check;
 pub mod ir;
 pub mod interp;
+pub mod weights;
 
 use std::fmt;
 use std::path::Path;
