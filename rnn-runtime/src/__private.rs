@@ -1,0 +1,371 @@
+//! What generated code calls. Not part of the public API: names and
+//! signatures here change whenever the code generator changes.
+//!
+//! Generated code names everything by absolute path,
+//! `::rnn_runtime::__private::...`.
+
+use ndarray::{s, Array1, Array2, Array3, ArrayView1, ArrayView2, ArrayView3, ArrayViewMut2, Axis, Ix1, Ix2, Zip};
+
+pub use crate::init::{pytorch_bound, uniform, SplitMix64};
+pub use crate::kernels::{matmul_bt, relu, sigmoid, soft_threshold, tanh};
+pub use crate::{RnnError, TensorMap};
+
+/// The layout of a batch of variable-length sequences, as PyTorch's packed
+/// sequences: sequences sorted by length (longest first, ties in batch
+/// order), time-major, so the sequences still running at step `t` are the
+/// first `batch_size(t)` rows of step `t`'s block of rows. Work at step
+/// `t` is proportional to the sequences still running.
+#[derive(Debug, Clone)]
+pub struct Packing {
+    batch: usize,
+    steps: usize,
+    /// `order[k]`: the batch index of the k-th longest sequence.
+    order: Vec<usize>,
+    /// Lengths in sorted order.
+    sorted_lengths: Vec<usize>,
+    /// `offsets[t]`: first packed row of step `t`; `offsets[max_len]` = total.
+    offsets: Vec<usize>,
+}
+
+impl Packing {
+    /// The packing of `batch` sequences of `steps` steps, cut to
+    /// `seq_len` when given.
+    ///
+    /// # Errors
+    ///
+    /// `seq_len` of the wrong length, or a length above `steps`.
+    pub fn new(seq_len: Option<&[usize]>, batch: usize, steps: usize) -> Result<Packing, RnnError> {
+        let lengths: Vec<usize> = match seq_len {
+            None => vec![steps; batch],
+            Some(lengths) => {
+                if lengths.len() != batch {
+                    return Err(RnnError::ShapeMismatch {
+                        tensor: "seq_len".to_owned(),
+                        expected: vec![batch],
+                        found: vec![lengths.len()],
+                    });
+                }
+                if let Some((idx, len)) = lengths.iter().enumerate().find(|(_, len)| **len > steps) {
+                    return Err(RnnError::InvalidValue {
+                        tensor: "seq_len".to_owned(),
+                        reason: format!("length {len} at index {idx} is above the {steps} time steps of the input"),
+                    });
+                }
+                lengths.to_vec()
+            }
+        };
+        let mut order: Vec<usize> = (0..batch).collect();
+        order.sort_by_key(|b| std::cmp::Reverse(lengths[*b]));
+        let sorted_lengths: Vec<usize> = order.iter().map(|b| lengths[*b]).collect();
+        let max_len = sorted_lengths.first().copied().unwrap_or(0);
+        let mut offsets = Vec::with_capacity(max_len + 1);
+        let mut total = 0;
+        for t in 0..max_len {
+            offsets.push(total);
+            total += sorted_lengths.iter().take_while(|len| **len > t).count();
+        }
+        offsets.push(total);
+        Ok(Packing {
+            batch,
+            steps,
+            order,
+            sorted_lengths,
+            offsets,
+        })
+    }
+
+    /// Number of sequences.
+    pub fn batch(&self) -> usize {
+        self.batch
+    }
+
+    /// Time steps of the padded input.
+    pub fn steps(&self) -> usize {
+        self.steps
+    }
+
+    /// The longest length: steps actually computed.
+    pub fn max_len(&self) -> usize {
+        self.offsets.len() - 1
+    }
+
+    /// Sequences still running at step `t`.
+    pub fn batch_size(&self, t: usize) -> usize {
+        self.offsets[t + 1] - self.offsets[t]
+    }
+
+    /// First packed row of step `t`.
+    pub fn offset(&self, t: usize) -> usize {
+        self.offsets[t]
+    }
+
+    /// Total packed rows: the sum of the lengths.
+    pub fn rows(&self) -> usize {
+        self.offsets[self.max_len()]
+    }
+
+    /// `[B, T, n]` → packed `[rows, n]`.
+    pub fn pack(&self, x: ArrayView3<'_, f32>) -> Array2<f32> {
+        let mut packed = Array2::zeros((self.rows(), x.shape()[2]));
+        for t in 0..self.max_len() {
+            let offset = self.offsets[t];
+            for k in 0..self.batch_size(t) {
+                packed.row_mut(offset + k).assign(&x.slice(s![self.order[k], t, ..]));
+            }
+        }
+        packed
+    }
+
+    /// Packed `[rows, n]` → `[B, T, n]`, zeros past each length.
+    pub fn unpack(&self, packed: ArrayView2<'_, f32>) -> Array3<f32> {
+        let mut out = Array3::zeros((self.batch, self.steps, packed.ncols()));
+        for t in 0..self.max_len() {
+            let offset = self.offsets[t];
+            for k in 0..self.batch_size(t) {
+                out.slice_mut(s![self.order[k], t, ..]).assign(&packed.row(offset + k));
+            }
+        }
+        out
+    }
+
+    /// Reverses each sequence within its own length: row `(t, k)` takes row
+    /// `(len_k - 1 - t, k)`. Its own inverse.
+    pub fn reverse(&self, packed: ArrayView2<'_, f32>) -> Array2<f32> {
+        let mut out = Array2::zeros(packed.raw_dim());
+        for t in 0..self.max_len() {
+            for k in 0..self.batch_size(t) {
+                let source = self.sorted_lengths[k] - 1 - t;
+                out.row_mut(self.offsets[t] + k).assign(&packed.row(self.offsets[source] + k));
+            }
+        }
+        out
+    }
+
+    /// `[B, n]` in batch order → sorted order.
+    pub fn sort_rows(&self, rows: ArrayView2<'_, f32>) -> Array2<f32> {
+        let mut out = Array2::zeros(rows.raw_dim());
+        for (k, b) in self.order.iter().enumerate() {
+            out.row_mut(k).assign(&rows.row(*b));
+        }
+        out
+    }
+
+    /// `[B, n]` in sorted order → batch order, written into `out`.
+    pub fn unsort_rows_into(&self, sorted: ArrayView2<'_, f32>, mut out: ArrayViewMut2<'_, f32>) {
+        for (k, b) in self.order.iter().enumerate() {
+            out.row_mut(*b).assign(&sorted.row(k));
+        }
+    }
+}
+
+/// An operand of an elementwise kernel.
+#[derive(Debug, Clone)]
+pub enum Arg<'a> {
+    /// The output's own shape.
+    Full(ArrayView2<'a, f32>),
+    /// One row for every row of the output (a parameter vector); a row of
+    /// length 1 stands for every element.
+    Row(ArrayView1<'a, f32>),
+    /// One value per row of the output, for every column.
+    Col(ArrayView1<'a, f32>),
+    /// One value for every element.
+    Scalar(f32),
+}
+
+/// The operand as a 2-D view that broadcasts to the output: `[n, c]`,
+/// `[1, c]`, `[n, 1]` or `[1, 1]` (`scalar` holds a scalar's value).
+fn as_2d<'s>(arg: &'s Arg<'_>, scalar: &'s [f32; 1]) -> ArrayView2<'s, f32> {
+    match arg {
+        Arg::Full(view) => view.view(),
+        Arg::Row(row) => row.view().insert_axis(Axis(0)),
+        Arg::Col(col) => col.view().insert_axis(Axis(1)),
+        Arg::Scalar(_) => ArrayView2::from_shape((1, 1), &scalar[..]).expect("one element"),
+    }
+}
+
+fn scalar_of(arg: &Arg<'_>) -> [f32; 1] {
+    match arg {
+        Arg::Scalar(value) => [*value],
+        _ => [0.0],
+    }
+}
+
+/// `out = f(a)` elementwise.
+pub fn map1(out: ArrayViewMut2<'_, f32>, a: Arg<'_>, f: impl Fn(f32) -> f32) {
+    let sa = scalar_of(&a);
+    Zip::from(out).and_broadcast(as_2d(&a, &sa)).for_each(|o, &a| *o = f(a));
+}
+
+/// `out = f(a, b)` elementwise.
+pub fn map2(out: ArrayViewMut2<'_, f32>, a: Arg<'_>, b: Arg<'_>, f: impl Fn(f32, f32) -> f32) {
+    let (sa, sb) = (scalar_of(&a), scalar_of(&b));
+    Zip::from(out)
+        .and_broadcast(as_2d(&a, &sa))
+        .and_broadcast(as_2d(&b, &sb))
+        .for_each(|o, &a, &b| *o = f(a, b));
+}
+
+/// `out = f(a, b, c)` elementwise.
+pub fn map3(out: ArrayViewMut2<'_, f32>, a: Arg<'_>, b: Arg<'_>, c: Arg<'_>, f: impl Fn(f32, f32, f32) -> f32) {
+    let (sa, sb, sc) = (scalar_of(&a), scalar_of(&b), scalar_of(&c));
+    Zip::from(out)
+        .and_broadcast(as_2d(&a, &sa))
+        .and_broadcast(as_2d(&b, &sb))
+        .and_broadcast(as_2d(&c, &sc))
+        .for_each(|o, &a, &b, &c| *o = f(a, b, c));
+}
+
+/// `sign(a)`: -1, 0 or 1.
+pub fn sign(a: f32) -> f32 {
+    if a > 0.0 {
+        1.0
+    } else if a < 0.0 {
+        -1.0
+    } else {
+        0.0
+    }
+}
+
+/// `log(1 + e^a)`, without overflow for large `a`.
+pub fn softplus(a: f32) -> f32 {
+    if a > 20.0 {
+        a
+    } else {
+        a.exp().ln_1p()
+    }
+}
+
+/// Loads a vector parameter by its first name in `names` that exists (the
+/// PyTorch name first, then a plain one).
+///
+/// # Errors
+///
+/// The tensor is missing, not float, or not of length `len`.
+pub fn load1(weights: &TensorMap, names: &[&str], len: usize) -> Result<Array1<f32>, RnnError> {
+    let name = pick(weights, names);
+    let array = weights.f32_shaped(name, &[len])?;
+    Ok(array.into_dimensionality::<Ix1>().expect("shape checked"))
+}
+
+/// Loads a matrix parameter; see [`load1`].
+///
+/// # Errors
+///
+/// The tensor is missing, not float, or not `[rows, cols]`.
+pub fn load2(weights: &TensorMap, names: &[&str], rows: usize, cols: usize) -> Result<Array2<f32>, RnnError> {
+    let name = pick(weights, names);
+    let array = weights.f32_shaped(name, &[rows, cols])?;
+    Ok(array.into_dimensionality::<Ix2>().expect("shape checked"))
+}
+
+fn pick<'a>(weights: &TensorMap, names: &[&'a str]) -> &'a str {
+    names
+        .iter()
+        .copied()
+        .find(|name| weights.contains(name))
+        .unwrap_or(names[0])
+}
+
+/// Checks a run-time tensor's shape; `None` in `expected` matches any size
+/// (and is reported as the size found).
+///
+/// # Errors
+///
+/// [`RnnError::ShapeMismatch`] naming `tensor` and both shapes.
+pub fn check_shape(tensor: &str, found: &[usize], expected: &[Option<usize>]) -> Result<(), RnnError> {
+    let matches = found.len() == expected.len()
+        && found
+            .iter()
+            .zip(expected)
+            .all(|(found, expected)| expected.is_none_or(|expected| expected == *found));
+    if matches {
+        return Ok(());
+    }
+    Err(RnnError::ShapeMismatch {
+        tensor: tensor.to_owned(),
+        expected: expected
+            .iter()
+            .enumerate()
+            .map(|(idx, size)| size.unwrap_or_else(|| found.get(idx).copied().unwrap_or(0)))
+            .collect(),
+        found: found.to_vec(),
+    })
+}
+
+/// Row `row` of an initial state `[L*D, B, H]`, or zeros.
+pub fn initial_rows(state: Option<&Array3<f32>>, row: usize, batch: usize, size: usize) -> Array2<f32> {
+    match state {
+        Some(state) => state.slice(s![row, .., ..]).to_owned(),
+        None => Array2::zeros((batch, size)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn packing_sorts_by_length_and_round_trips() {
+        let packing = Packing::new(Some(&[2, 0, 3, 1]), 4, 3).expect("valid");
+        assert_eq!(packing.max_len(), 3);
+        assert_eq!((packing.batch_size(0), packing.batch_size(1), packing.batch_size(2)), (3, 2, 1));
+        assert_eq!(packing.rows(), 6);
+        let x = Array3::from_shape_fn((4, 3, 2), |(b, t, f)| (100 * b + 10 * t + f) as f32 + 1.0);
+        let packed = packing.pack(x.view());
+        // Step 0 holds sequences 2, 0, 3 (lengths 3, 2, 1).
+        assert_eq!(packed.row(0)[0], x[(2, 0, 0)]);
+        assert_eq!(packed.row(1)[0], x[(0, 0, 0)]);
+        assert_eq!(packed.row(2)[0], x[(3, 0, 0)]);
+        let unpacked = packing.unpack(packed.view());
+        for b in 0..4 {
+            for t in 0..3 {
+                let valid = t < [2, 0, 3, 1][b];
+                for f in 0..2 {
+                    assert_eq!(unpacked[(b, t, f)], if valid { x[(b, t, f)] } else { 0.0 });
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn reverse_is_within_each_length_and_an_involution() {
+        let packing = Packing::new(Some(&[3, 1]), 2, 3).expect("valid");
+        let x = Array3::from_shape_fn((2, 3, 1), |(b, t, _)| (10 * b + t) as f32);
+        let packed = packing.pack(x.view());
+        let reversed = packing.reverse(packed.view());
+        let unpacked = packing.unpack(reversed.view());
+        assert_eq!(unpacked[(0, 0, 0)], 2.0);
+        assert_eq!(unpacked[(0, 2, 0)], 0.0 + 0.0);
+        assert_eq!(unpacked[(1, 0, 0)], 10.0);
+        assert_eq!(packing.reverse(reversed.view()), packed);
+    }
+
+    #[test]
+    fn bad_lengths_are_typed_errors() {
+        assert!(matches!(Packing::new(Some(&[1, 2]), 3, 4), Err(RnnError::ShapeMismatch { .. })));
+        let error = Packing::new(Some(&[1, 5]), 2, 4).unwrap_err();
+        assert!(error.to_string().contains("length 5 at index 1"), "{error}");
+    }
+
+    #[test]
+    fn maps_broadcast_rows_columns_and_scalars() {
+        let mut out = Array2::zeros((2, 3));
+        let full = Array2::from_shape_fn((2, 3), |(r, c)| (r * 3 + c) as f32);
+        let row = Array1::from(vec![10.0, 20.0, 30.0]);
+        let col = Array1::from(vec![100.0, 200.0]);
+        map3(out.view_mut(), Arg::Full(full.view()), Arg::Row(row.view()), Arg::Col(col.view()), |a, b, c| a + b + c);
+        assert_eq!(out[(1, 2)], 5.0 + 30.0 + 200.0);
+        map2(out.view_mut(), Arg::Full(full.view()), Arg::Scalar(2.0), |a, b| a * b);
+        assert_eq!(out[(1, 1)], 8.0);
+        let one = Array1::from(vec![3.0]);
+        map1(out.view_mut(), Arg::Row(one.view()), |a| -a);
+        assert_eq!(out[(0, 0)], -3.0);
+    }
+
+    #[test]
+    fn check_shape_reports_both_shapes() {
+        let error = check_shape("x", &[2, 5, 7], &[None, None, Some(8)]).unwrap_err();
+        assert_eq!(error.to_string(), "tensor `x`: expected shape [2, 5, 8], found [2, 5, 7]");
+        assert!(check_shape("x", &[2, 5, 8], &[None, None, Some(8)]).is_ok());
+    }
+}
