@@ -9,6 +9,7 @@
 use codespan_reporting::diagnostic as cs;
 use codespan_reporting::files::SimpleFile;
 use codespan_reporting::term;
+use codespan_reporting::term::termcolor;
 
 use crate::source::{SourceFile, Span};
 
@@ -152,11 +153,29 @@ impl Drop for Diagnostics {
 /// arrow line with `file:line:col`, the source line with carets under the
 /// span, labels, then notes and help. No colour.
 pub fn render(source: &SourceFile, diagnostics: &[Diagnostic]) -> String {
+    render_styled(source, diagnostics, false)
+}
+
+/// Renders diagnostics as [`render`] does, with ANSI colour escapes added:
+/// for a terminal (`rnnc` uses it only when stderr is one). Without the
+/// escapes the text is exactly [`render`]'s.
+pub fn render_ansi(source: &SourceFile, diagnostics: &[Diagnostic]) -> String {
+    render_styled(source, diagnostics, true)
+}
+
+fn render_styled(source: &SourceFile, diagnostics: &[Diagnostic], ansi: bool) -> String {
     let file = SimpleFile::new(source.name(), source.text());
     let config = term::Config::default();
     let mut out = String::new();
     for diagnostic in diagnostics {
-        let rendered = term::emit_into_string(&config, &file, &to_codespan(source, diagnostic));
+        let diagnostic_cs = to_codespan(source, diagnostic);
+        let rendered = if ansi {
+            let mut buffer = termcolor::Buffer::ansi();
+            term::emit_to_write_style(&mut buffer, &config, &file, &diagnostic_cs)
+                .map(|()| String::from_utf8_lossy(buffer.as_slice()).into_owned())
+        } else {
+            term::emit_into_string(&config, &file, &diagnostic_cs)
+        };
         match rendered {
             Ok(text) => out.push_str(&text),
             // A span outside the text is our bug; still show the message.
@@ -198,6 +217,45 @@ fn to_codespan(source: &SourceFile, diagnostic: &Diagnostic) -> cs::Diagnostic<(
         .with_notes(notes)
 }
 
+/// The closest candidate to `name` by edit distance, if close enough to be
+/// a likely typo.
+pub(crate) fn suggest<'a>(name: &str, candidates: impl Iterator<Item = &'a str>) -> Option<&'a str> {
+    // Any one- or two-letter name is one edit from any other: `z` is not a
+    // typo of `h`.
+    if name.chars().count() < 3 {
+        return None;
+    }
+    let limit = (name.chars().count() / 3).max(1);
+    candidates
+        .map(|candidate| (edit_distance(name, candidate), candidate))
+        .filter(|(distance, candidate)| *distance <= limit && *candidate != name)
+        .min_by_key(|(distance, candidate)| (*distance, *candidate))
+        .map(|(_, candidate)| candidate)
+}
+
+/// Optimal string alignment distance: insertions, deletions,
+/// substitutions and swaps of two neighbouring characters (`lsmt` is one
+/// edit from `lstm`).
+fn edit_distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().collect();
+    let b: Vec<char> = b.chars().collect();
+    // Rows i-1 and i of the table; `current` becomes row i+1.
+    let mut before_previous: Vec<usize> = Vec::new();
+    let mut previous: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.iter().enumerate() {
+        let mut current = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let substitute = previous[j] + usize::from(ca != cb);
+            current[j + 1] = substitute.min(previous[j + 1] + 1).min(current[j] + 1);
+            if i > 0 && j > 0 && a[i] == b[j - 1] && a[i - 1] == b[j] {
+                current[j + 1] = current[j + 1].min(before_previous[j - 1] + 1);
+            }
+        }
+        before_previous = std::mem::replace(&mut previous, current);
+    }
+    previous[b.len()]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -214,6 +272,49 @@ mod tests {
         assert!(text.contains("m.rnn:2:13"), "{text}");
         assert!(text.contains("^^^^ not a cell"), "{text}");
         assert!(text.contains("help: did you mean `lstm`?"), "{text}");
+    }
+
+    #[test]
+    fn render_ansi_is_render_with_colour_escapes() {
+        let source = SourceFile::new("m.rnn", "network N {\n  layer a = lsmt(hidden = 4);\n}\n");
+        let diagnostics = [
+            Diagnostic::error(Span::new(24, 28), "unknown cell `lsmt`")
+                .with_help("did you mean `lstm`?"),
+            Diagnostic::warning(Span::new(8, 9), "odd name"),
+        ];
+        let coloured = render_ansi(&source, &diagnostics);
+        assert!(coloured.contains('\u{1b}'), "{coloured:?}");
+        assert_eq!(strip_ansi(&coloured), render(&source, &diagnostics));
+    }
+
+    /// Removes `ESC [ ... m` colour sequences.
+    fn strip_ansi(text: &str) -> String {
+        let mut out = String::new();
+        let mut chars = text.chars();
+        while let Some(ch) = chars.next() {
+            if ch == '\u{1b}' {
+                for inner in chars.by_ref() {
+                    if inner == 'm' {
+                        break;
+                    }
+                }
+            } else {
+                out.push(ch);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn suggestions_catch_typos_and_swaps() {
+        assert_eq!(edit_distance("lsmt", "lstm"), 1);
+        assert_eq!(edit_distance("sigmod", "sigmoid"), 1);
+        assert_eq!(edit_distance("abc", "abc"), 0);
+        assert_eq!(edit_distance("", "abc"), 3);
+        assert_eq!(suggest("lsmt", ["rnn_tanh", "lstm", "gru"].into_iter()), Some("lstm"));
+        assert_eq!(suggest("hiden", ["hidden", "layers"].into_iter()), Some("hidden"));
+        assert_eq!(suggest("z", ["h", "x"].into_iter()), None);
+        assert_eq!(suggest("dropout", ["hidden", "layers"].into_iter()), None);
     }
 
     #[test]

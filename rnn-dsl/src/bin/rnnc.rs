@@ -1,1 +1,486 @@
-fn main(){}
+//! `rnnc`: the unroll compiler's command line.
+//!
+//! - `rnnc check FILE...` compiles model files and prints every diagnostic.
+//! - `rnnc run` runs a network through the reference interpreter on
+//!   safetensors weights and inputs and writes the outputs.
+//! - `rnnc graph` prints the network unrolled over N steps as Graphviz DOT.
+//!
+//! Diagnostics are rendered by `rnn_dsl::diag` exactly as `rnn_dsl::Error`
+//! displays them, in colour only when stderr is a terminal. Every other
+//! failure is one `error: ...` line on stderr. The exit status is 0 on
+//! success, 1 when the model or the data is wrong, 2 when the command line
+//! or a file could not be used (see [`EXIT_STATUS`]); nothing panics on user
+//! input.
+
+use std::fs;
+use std::io::{self, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use rnn_dsl::check::UnrollMode;
+use rnn_dsl::{diag, graph, interp, ir, Compiled, Error};
+use rnn_runtime::{RnnError, TensorMap};
+
+/// The exit status table, shown at the end of every help page.
+const EXIT_STATUS: &str = "\
+Exit status:
+  0  success (warnings do not make a run fail)
+  1  the model has errors, or the data does not fit it: a missing, misshaped
+     or mistyped tensor, a bad length, a file that is not valid safetensors
+  2  the command line or a file could not be used: a bad option or value, an
+     unknown network, a file that is missing, a directory, not UTF-8 text,
+     over the size limit, or that cannot be written";
+
+const ABOUT: &str =
+    "The unroll compiler: check, run and draw recurrent networks written in the unroll language";
+
+const LONG_ABOUT: &str = "\
+The unroll compiler: check, run and draw recurrent networks written in the
+unroll language (`.rnn` files of cells and networks).
+
+Every diagnostic names the file, line and column, shows the source line with
+carets under the problem, and says how to fix it; all errors of a file are
+reported in one run.
+
+Examples:
+  rnnc check models/*.rnn
+  rnnc run ista.rnn --weights w.safetensors --input x.safetensors --output y.safetensors
+  rnnc graph tagger.rnn --steps 4 -o tagger.dot && dot -Tsvg tagger.dot -o tagger.svg";
+
+const CHECK_ABOUT: &str = "Check model files and print every error and warning";
+
+const CHECK_LONG_ABOUT: &str = "\
+Check model files and print every error and warning.
+
+Each FILE is parsed, checked and compiled to the IR. Diagnostics (warnings
+too) go to stderr, in colour when stderr is a terminal; each file that
+compiles gets an `ok: FILE (networks: ...)` line on stdout. All files are
+checked even when one fails.
+
+Example:
+  rnnc check examples/models/ista.rnn models/tagger.rnn";
+
+const RUN_ABOUT: &str =
+    "Run a network on safetensors weights and inputs through the reference interpreter";
+
+const RUN_LONG_ABOUT: &str = "\
+Run a network on safetensors weights and inputs through the reference
+interpreter, and write its outputs as safetensors.
+
+Weights use PyTorch's names (`weight_ih_l0`, `bias_hh_l1_reverse`), prefixed
+with the layer's name when the network has several layer statements
+(`enc.weight_ih_l0`); a one-layer user cell also accepts its parameters' own
+names, such as `A`. Inputs are each
+per-step input `[B, T, n]` by its name, each context `[B, n]`, optionally
+`seq_len` `[B]` and initial states `h0`, `c0` `[layers*directions, B, H]`,
+and `steps` `[1]` for a dynamic network without per-step input.
+Outputs are `y` `[B, T, directions*O]` and each final state (`h_n`, `c_n`).
+One line per output tensor (name, dtype, shape) goes to stdout.
+
+Example:
+  rnnc run ista.rnn --weights ista-weights.safetensors \\
+      --input measurements.safetensors --output codes.safetensors";
+
+const EMIT_ABOUT: &str = "Generate the Rust code of a network";
+
+const EMIT_LONG_ABOUT: &str = "\
+Generate the Rust code of a network: a model type with `from_safetensors`,
+`from_weights`, `random`, `forward` (and `step` for streaming), its state and
+output types, formatted with prettyplease. The code names the runtime as
+`::rnn_runtime`; the crate that includes it depends on `rnn-runtime`.
+
+--mode overrides the file's unroll mode: `static N`, `dynamic`,
+`dynamic by K` (quote it in the shell). Without -o the code goes to stdout.
+
+Example:
+  rnnc emit tagger.rnn --network Tagger --mode 'static 20' -o src/tagger.rs";
+
+const GRAPH_ABOUT: &str = "Print a network unrolled over N steps as a Graphviz DOT graph";
+
+const GRAPH_LONG_ABOUT: &str = "\
+Print a network unrolled over N steps as a Graphviz DOT graph: one cluster
+per time step with a node per layer and direction, the step's inputs and its
+output, state edges from each step to the next (from the next to the previous
+for a backward direction), contexts feeding every step, and the initial and
+final states. The DOT goes to stdout unless -o names a file.
+
+Example:
+  rnnc graph tagger.rnn --steps 3 | dot -Tsvg -o tagger.svg";
+
+/// The command line.
+#[derive(Debug, Parser)]
+#[command(name = "rnnc", version, about = ABOUT, long_about = LONG_ABOUT, after_help = EXIT_STATUS)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    #[command(about = CHECK_ABOUT, long_about = CHECK_LONG_ABOUT, after_help = EXIT_STATUS)]
+    Check(CheckArgs),
+    #[command(about = RUN_ABOUT, long_about = RUN_LONG_ABOUT, after_help = EXIT_STATUS)]
+    Run(RunArgs),
+    #[command(about = EMIT_ABOUT, long_about = EMIT_LONG_ABOUT, after_help = EXIT_STATUS)]
+    Emit(EmitArgs),
+    #[command(about = GRAPH_ABOUT, long_about = GRAPH_LONG_ABOUT, after_help = EXIT_STATUS)]
+    Graph(GraphArgs),
+}
+
+#[derive(Debug, Args)]
+struct EmitArgs {
+    /// The model file
+    #[arg(value_name = "FILE")]
+    file: PathBuf,
+    /// The network to emit; all networks of the file when omitted
+    #[arg(short, long, value_name = "NAME")]
+    network: Option<String>,
+    /// Unroll mode instead of the file's: `static N`, `dynamic`, `dynamic by K`
+    #[arg(short, long, value_name = "MODE")]
+    mode: Option<String>,
+    /// Write the code to this file instead of stdout
+    #[arg(short, long, value_name = "OUT.rs")]
+    output: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct CheckArgs {
+    /// Model files to check
+    #[arg(value_name = "FILE", required = true)]
+    files: Vec<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// The model file
+    #[arg(value_name = "FILE")]
+    file: PathBuf,
+    /// Safetensors file of the weights
+    #[arg(short, long, value_name = "W.safetensors")]
+    weights: PathBuf,
+    /// Safetensors file of the inputs (and optional `seq_len`, initial states)
+    #[arg(short, long, value_name = "X.safetensors")]
+    input: PathBuf,
+    /// Safetensors file to write the outputs to (replaced if it exists)
+    #[arg(short, long, value_name = "Y.safetensors")]
+    output: PathBuf,
+    /// The network to run; needed when the file defines several
+    #[arg(short, long, value_name = "NAME")]
+    network: Option<String>,
+}
+
+#[derive(Debug, Args)]
+struct GraphArgs {
+    /// The model file
+    #[arg(value_name = "FILE")]
+    file: PathBuf,
+    /// Number of time steps to draw (1 to 1000)
+    #[arg(short, long, value_name = "N")]
+    steps: usize,
+    /// The network to draw; needed when the file defines several
+    #[arg(short, long, value_name = "NAME")]
+    network: Option<String>,
+    /// Write the DOT to this file instead of stdout
+    #[arg(short, long, value_name = "FILE")]
+    output: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let style = Style::for_stderr();
+    let result = match cli.command {
+        Command::Check(args) => check(&args, style),
+        Command::Run(args) => run(&args, style),
+        Command::Emit(args) => emit(&args, style),
+        Command::Graph(args) => draw(&args, style),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => {
+            print_stderr(&failure.text);
+            ExitCode::from(failure.status)
+        }
+    }
+}
+
+/// Exit status 1: the model has errors or the data does not fit it.
+const STATUS_INVALID: u8 = 1;
+/// Exit status 2: the command line or a file could not be used.
+const STATUS_UNUSABLE: u8 = 2;
+
+/// Why a command failed: the text for stderr (whole lines) and the exit
+/// status.
+#[derive(Debug)]
+struct Failure {
+    status: u8,
+    text: String,
+}
+
+impl Failure {
+    /// A one-line error about the command line or a file: status 2.
+    fn unusable(message: impl std::fmt::Display) -> Failure {
+        Failure {
+            status: STATUS_UNUSABLE,
+            text: format!("error: {message}\n"),
+        }
+    }
+
+    /// A one-line error about the model or the data: status 1.
+    fn invalid(message: impl std::fmt::Display) -> Failure {
+        Failure {
+            status: STATUS_INVALID,
+            text: format!("error: {message}\n"),
+        }
+    }
+
+    /// A compile error: unreadable files are status 2, diagnostics status 1.
+    fn compile(error: &Error, style: Style) -> Failure {
+        match error {
+            Error::Io { .. } => Failure {
+                status: STATUS_UNUSABLE,
+                text: format!("{error}\n"),
+            },
+            Error::Diagnostics {
+                source,
+                diagnostics,
+            } => {
+                let plain = error.to_string();
+                let text = match style {
+                    Style::Plain => format!("{plain}\n"),
+                    Style::Ansi => {
+                        // The summary line after the diagnostics is whatever
+                        // `Error`'s Display adds to `diag::render`.
+                        let rendered = diag::render(source, diagnostics);
+                        let summary = plain.strip_prefix(rendered.as_str()).unwrap_or("");
+                        format!("{}{summary}\n", diag::render_ansi(source, diagnostics))
+                    }
+                };
+                Failure {
+                    status: STATUS_INVALID,
+                    text,
+                }
+            }
+        }
+    }
+
+    /// A run-time error: file access is status 2, bad data status 1.
+    fn runtime(error: &RnnError) -> Failure {
+        if matches!(error, RnnError::Io { .. }) {
+            Failure::unusable(error)
+        } else {
+            Failure::invalid(error)
+        }
+    }
+}
+
+/// How diagnostics are printed to stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Style {
+    Plain,
+    Ansi,
+}
+
+impl Style {
+    /// Colour when stderr is a terminal and `NO_COLOR` is unset or empty.
+    fn for_stderr() -> Style {
+        let no_color = std::env::var_os("NO_COLOR").is_some_and(|value| !value.is_empty());
+        if io::stderr().is_terminal() && !no_color {
+            Style::Ansi
+        } else {
+            Style::Plain
+        }
+    }
+}
+
+/// `rnnc check`: every file, then the worst status.
+fn check(args: &CheckArgs, style: Style) -> Result<(), Failure> {
+    let mut status = 0;
+    for path in &args.files {
+        match compile_file(path, style) {
+            Ok(compiled) => {
+                let names: Vec<&str> = compiled
+                    .model
+                    .networks
+                    .iter()
+                    .map(|network| network.name.as_str())
+                    .collect();
+                let networks = if names.is_empty() {
+                    "no networks".to_owned()
+                } else {
+                    format!("networks: {}", names.join(", "))
+                };
+                print_stdout(&format!("ok: {} ({networks})\n", path.display()))?;
+            }
+            Err(failure) => {
+                print_stderr(&failure.text);
+                status = status.max(failure.status);
+            }
+        }
+    }
+    match status {
+        0 => Ok(()),
+        // Everything has been printed; only the status is left.
+        status => Err(Failure {
+            status,
+            text: String::new(),
+        }),
+    }
+}
+
+/// `rnnc run`: compile, load, interpret, save, summarise.
+fn run(args: &RunArgs, style: Style) -> Result<(), Failure> {
+    let compiled = compile_file(&args.file, style)?;
+    let network = choose_network(&compiled, args.network.as_deref())?;
+    let weights = TensorMap::load(&args.weights).map_err(|error| Failure::runtime(&error))?;
+    let inputs = TensorMap::load(&args.input).map_err(|error| Failure::runtime(&error))?;
+    let outputs =
+        interp::run(network, &weights, &inputs).map_err(|error| Failure::runtime(&error))?;
+    outputs
+        .save(&args.output)
+        .map_err(|error| Failure::runtime(&error))?;
+    let mut summary = String::new();
+    for (name, tensor) in outputs.iter() {
+        summary.push_str(&format!(
+            "{name}: {} {:?}\n",
+            tensor.dtype(),
+            tensor.shape()
+        ));
+    }
+    print_stdout(&summary)
+}
+
+/// `rnnc graph`: compile, draw, write.
+fn draw(args: &GraphArgs, style: Style) -> Result<(), Failure> {
+    if !(1..=graph::MAX_STEPS).contains(&args.steps) {
+        return Err(Failure::unusable(format!(
+            "--steps {} is out of range: rnnc graph draws 1 to {} steps",
+            args.steps,
+            graph::MAX_STEPS
+        )));
+    }
+    let compiled = compile_file(&args.file, style)?;
+    let network = choose_network(&compiled, args.network.as_deref())?;
+    if let Some(limit) = step_limit(network).filter(|limit| args.steps > *limit) {
+        print_stderr(&format!(
+            "warning: network `{}` runs at most {limit} steps; drawing {} anyway\n",
+            network.name, args.steps
+        ));
+    }
+    let dot = graph::to_dot(network, args.steps);
+    match &args.output {
+        Some(path) => fs::write(path, dot).map_err(|error| {
+            Failure::unusable(format!("cannot write `{}`: {error}", path.display()))
+        }),
+        None => print_stdout(&dot),
+    }
+}
+
+/// `rnnc emit`: generated Rust for one network or all of a file.
+fn emit(args: &EmitArgs, style: Style) -> Result<(), Failure> {
+    let compiled = compile_file(&args.file, style)?;
+    let mode = match &args.mode {
+        Some(text) => Some(parse_mode(text).map_err(Failure::unusable)?),
+        None => None,
+    };
+    let options = rnn_dsl::emit::Options {
+        mode,
+        ..rnn_dsl::emit::Options::default()
+    };
+    let mut model = compiled.model.clone();
+    if let Some(name) = &args.network {
+        let network = choose_network(&compiled, Some(name))?.clone();
+        model.networks = vec![network];
+    }
+    let code = rnn_dsl::emit::emit_file(&model, compiled.source.name(), &options);
+    match &args.output {
+        Some(path) => fs::write(path, code).map_err(|error| {
+            Failure::unusable(format!("cannot write `{}`: {error}", path.display()))
+        }),
+        None => print_stdout(&code),
+    }
+}
+
+/// Parses `--mode`: `static N`, `dynamic`, `dynamic by K`.
+fn parse_mode(text: &str) -> Result<UnrollMode, String> {
+    let words: Vec<&str> = text.split_whitespace().collect();
+    let count = |word: &str| -> Result<usize, String> {
+        match word.parse::<usize>() {
+            Ok(value) if value >= 1 && value <= rnn_dsl::check::MAX_STATIC_STEPS as usize => Ok(value),
+            _ => Err(format!(
+                "--mode: `{word}` is not a step count from 1 to {}",
+                rnn_dsl::check::MAX_STATIC_STEPS
+            )),
+        }
+    };
+    match words[..] {
+        ["static", steps] => Ok(UnrollMode::Static(count(steps)?)),
+        ["dynamic"] => Ok(UnrollMode::Dynamic),
+        ["dynamic", "by", steps] => Ok(UnrollMode::DynamicBy(count(steps)?)),
+        _ => Err(format!(
+            "--mode: expected `static N`, `dynamic` or `dynamic by K`, found `{text}`"
+        )),
+    }
+}
+
+/// Reads and compiles a model file; prints its warnings to stderr.
+fn compile_file(path: &Path, style: Style) -> Result<Compiled, Failure> {
+    let compiled = rnn_dsl::read_source(path)
+        .and_then(rnn_dsl::compile)
+        .map_err(|error| Failure::compile(&error, style))?;
+    if !compiled.warnings.is_empty() {
+        let text = match style {
+            Style::Plain => diag::render(&compiled.source, &compiled.warnings),
+            Style::Ansi => diag::render_ansi(&compiled.source, &compiled.warnings),
+        };
+        print_stderr(&text);
+    }
+    Ok(compiled)
+}
+
+/// The network named on the command line, or the file's only one.
+fn choose_network<'a>(
+    compiled: &'a Compiled,
+    name: Option<&str>,
+) -> Result<&'a ir::Network, Failure> {
+    compiled.network(name).map_err(|message| {
+        if name.is_none() && compiled.model.networks.len() > 1 {
+            Failure::unusable(format!("{message} with --network NAME"))
+        } else {
+            Failure::unusable(message)
+        }
+    })
+}
+
+/// The most steps a network can run, if its unroll mode bounds them.
+fn step_limit(network: &ir::Network) -> Option<usize> {
+    match &network.unroll {
+        UnrollMode::Static(steps) => Some(*steps),
+        UnrollMode::Buckets {
+            lengths,
+            dynamic_fallback: false,
+        } => lengths.last().copied(),
+        UnrollMode::Buckets { .. } | UnrollMode::Dynamic | UnrollMode::DynamicBy(_) => None,
+    }
+}
+
+/// Writes to stdout. A closed pipe (`rnnc graph ... | head`) ends the
+/// output quietly; any other write error is a failure.
+fn print_stdout(text: &str) -> Result<(), Failure> {
+    let mut stdout = io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Err(error) if error.kind() != io::ErrorKind::BrokenPipe => Err(Failure::unusable(format!(
+            "cannot write to standard output: {error}"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// Writes `text` to stderr as it is. Errors are ignored: there is nowhere
+/// left to report them.
+fn print_stderr(text: &str) {
+    let _ = io::stderr().lock().write_all(text.as_bytes());
+}
