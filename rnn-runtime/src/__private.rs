@@ -215,6 +215,124 @@ pub fn map3(out: ArrayViewMut2<'_, f32>, a: Arg<'_>, b: Arg<'_>, c: Arg<'_>, f: 
         .for_each(|o, &a, &b, &c| *o = f(a, b, c));
 }
 
+/// Elementwise functions of one value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unary {
+    /// `-a`
+    Neg,
+    /// logistic sigmoid
+    Sigmoid,
+    /// hyperbolic tangent
+    Tanh,
+    /// `max(a, 0)`
+    Relu,
+    /// `e^a`
+    Exp,
+    /// natural logarithm
+    Log,
+    /// `|a|`
+    Abs,
+    /// -1, 0 or 1
+    Sign,
+    /// square root
+    Sqrt,
+    /// `log(1 + e^a)`
+    Softplus,
+}
+
+/// Elementwise functions of two values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Binary {
+    /// `a + b`
+    Add,
+    /// `a - b`
+    Sub,
+    /// `a * b`
+    Mul,
+    /// `a / b`
+    Div,
+    /// smaller of two
+    Min,
+    /// larger of two
+    Max,
+    /// `sign(a) * max(|a| - b, 0)`
+    SoftThreshold,
+}
+
+/// `out = op(a)` elementwise. The operation is a value, not a closure, so
+/// generated code instantiates nothing: each operation's loop is compiled
+/// once, here.
+pub fn unary(out: ArrayViewMut2<'_, f32>, a: Arg<'_>, op: Unary) {
+    match op {
+        Unary::Neg => map1(out, a, |a| -a),
+        Unary::Sigmoid => map1(out, a, sigmoid),
+        Unary::Tanh => map1(out, a, tanh),
+        Unary::Relu => map1(out, a, relu),
+        Unary::Exp => map1(out, a, f32::exp),
+        Unary::Log => map1(out, a, f32::ln),
+        Unary::Abs => map1(out, a, f32::abs),
+        Unary::Sign => map1(out, a, sign),
+        Unary::Sqrt => map1(out, a, f32::sqrt),
+        Unary::Softplus => map1(out, a, softplus),
+    }
+}
+
+/// `out = op(a, b)` elementwise; see [`unary`].
+pub fn binary(out: ArrayViewMut2<'_, f32>, a: Arg<'_>, b: Arg<'_>, op: Binary) {
+    match op {
+        Binary::Add => map2(out, a, b, |a, b| a + b),
+        Binary::Sub => map2(out, a, b, |a, b| a - b),
+        Binary::Mul => map2(out, a, b, |a, b| a * b),
+        Binary::Div => map2(out, a, b, |a, b| a / b),
+        Binary::Min => map2(out, a, b, f32::min),
+        Binary::Max => map2(out, a, b, f32::max),
+        Binary::SoftThreshold => map2(out, a, b, soft_threshold),
+    }
+}
+
+/// `out = min(max(a, lo), hi)` elementwise.
+pub fn clip(out: ArrayViewMut2<'_, f32>, a: Arg<'_>, lo: Arg<'_>, hi: Arg<'_>) {
+    map3(out, a, lo, hi, |a, lo, hi| a.max(lo).min(hi));
+}
+
+/// A parameter-only value `op(a)` of shape `[rows, cols]`, computed once.
+pub fn const_unary(rows: usize, cols: usize, a: Arg<'_>, op: Unary) -> Array2<f32> {
+    let mut out = Array2::zeros((rows, cols));
+    unary(out.view_mut(), a, op);
+    out
+}
+
+/// A parameter-only value `op(a, b)`, computed once.
+pub fn const_binary(rows: usize, cols: usize, a: Arg<'_>, b: Arg<'_>, op: Binary) -> Array2<f32> {
+    let mut out = Array2::zeros((rows, cols));
+    binary(out.view_mut(), a, b, op);
+    out
+}
+
+/// A parameter-only value `clip(a, lo, hi)`, computed once.
+pub fn const_clip(rows: usize, cols: usize, a: Arg<'_>, lo: Arg<'_>, hi: Arg<'_>) -> Array2<f32> {
+    let mut out = Array2::zeros((rows, cols));
+    clip(out.view_mut(), a, lo, hi);
+    out
+}
+
+/// The only row of a `[1, n]` matrix, as a vector.
+pub fn into_vector(matrix: Array2<f32>) -> Array1<f32> {
+    matrix.row(0).to_owned()
+}
+
+/// `matrix @ vector` of parameters, computed once.
+pub fn matvec(matrix: ArrayView2<'_, f32>, vector: ArrayView1<'_, f32>) -> Array1<f32> {
+    let mut out = Array2::zeros((1, matrix.nrows()));
+    matmul_bt(vector.insert_axis(Axis(0)), matrix, out.view_mut(), false);
+    out.row(0).to_owned()
+}
+
+/// A transposed copy in standard layout.
+pub fn transpose(matrix: ArrayView2<'_, f32>) -> Array2<f32> {
+    matrix.t().as_standard_layout().into_owned()
+}
+
 /// `sign(a)`: -1, 0 or 1.
 pub fn sign(a: f32) -> f32 {
     if a > 0.0 {
@@ -290,6 +408,71 @@ pub fn check_shape(tensor: &str, found: &[usize], expected: &[Option<usize>]) ->
             .collect(),
         found: found.to_vec(),
     })
+}
+
+/// A float input `[B, T, n]` (or of any rank `expected` names) by name.
+///
+/// # Errors
+///
+/// Missing, not float, or of another rank.
+pub fn input3(inputs: &TensorMap, name: &str) -> Result<Array3<f32>, RnnError> {
+    let array = inputs.f32(name)?;
+    let shape = array.shape().to_vec();
+    array.into_dimensionality::<ndarray::Ix3>().map_err(|_| RnnError::ShapeMismatch {
+        tensor: name.to_owned(),
+        expected: vec![shape.first().copied().unwrap_or(0), shape.get(1).copied().unwrap_or(0), shape.last().copied().unwrap_or(0)],
+        found: shape,
+    })
+}
+
+/// A float context `[B, n]` by name.
+///
+/// # Errors
+///
+/// Missing, not float, or not of rank 2.
+pub fn input2(inputs: &TensorMap, name: &str) -> Result<Array2<f32>, RnnError> {
+    let array = inputs.f32(name)?;
+    let shape = array.shape().to_vec();
+    array.into_dimensionality::<Ix2>().map_err(|_| RnnError::ShapeMismatch {
+        tensor: name.to_owned(),
+        expected: vec![shape.first().copied().unwrap_or(0), shape.last().copied().unwrap_or(0)],
+        found: shape,
+    })
+}
+
+/// `seq_len` if present.
+///
+/// # Errors
+///
+/// See [`TensorMap::lengths`].
+pub fn optional_lengths(inputs: &TensorMap, batch: usize, steps: usize) -> Result<Option<Vec<usize>>, RnnError> {
+    if inputs.contains("seq_len") {
+        inputs.lengths("seq_len", batch, steps).map(Some)
+    } else {
+        Ok(None)
+    }
+}
+
+/// The `steps` count of a network without per-step input.
+///
+/// # Errors
+///
+/// Missing or not a single non-negative whole number.
+pub fn steps(inputs: &TensorMap) -> Result<usize, RnnError> {
+    Ok(inputs.lengths("steps", 1, usize::MAX)?[0])
+}
+
+/// An initial state tensor `[rows, B, size]` by name, or zeros.
+///
+/// # Errors
+///
+/// Present but not float or misshaped.
+pub fn state_or_zeros(inputs: &TensorMap, name: &str, rows: usize, batch: usize, size: usize) -> Result<Array3<f32>, RnnError> {
+    if !inputs.contains(name) {
+        return Ok(Array3::zeros((rows, batch, size)));
+    }
+    let array = inputs.f32_shaped(name, &[rows, batch, size])?;
+    Ok(array.into_dimensionality::<ndarray::Ix3>().expect("shape checked"))
 }
 
 /// Row `row` of an initial state `[L*D, B, H]`, or zeros.

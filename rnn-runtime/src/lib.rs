@@ -32,9 +32,11 @@
 mod error;
 pub mod init;
 pub mod kernels;
+mod model;
 mod tensor;
 
 pub use error::{Result, RnnError};
+pub use model::Model;
 pub use tensor::{Tensor, TensorMap};
 
 /// The `ndarray` version the runtime (and generated code) uses.

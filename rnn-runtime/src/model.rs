@@ -1,0 +1,29 @@
+//! The interface every generated model implements, for code that handles
+//! models by name rather than by type (tools, tests, serving).
+
+use crate::{Result, TensorMap};
+
+/// A compiled network, driven by named tensors.
+///
+/// Generated types also have typed `forward` methods; this trait is the
+/// uniform, name-based door: inputs as `rnnc run` takes them (each input by
+/// its name, `seq_len`, initial states `h0`, `c0`, …, `steps` for a
+/// network without per-step input), outputs `y` and the final states
+/// (`h_n`, `c_n`, …).
+pub trait Model: Send + Sync {
+    /// Builds the model from named weights (PyTorch `state_dict` names).
+    ///
+    /// # Errors
+    ///
+    /// A weight is missing, not floating point, or misshaped.
+    fn from_weights(weights: &TensorMap) -> Result<Self>
+    where
+        Self: Sized;
+
+    /// Runs the model on named inputs.
+    ///
+    /// # Errors
+    ///
+    /// An input is missing or misshaped, or a length is out of range.
+    fn run(&self, inputs: &TensorMap) -> Result<TensorMap>;
+}
