@@ -318,8 +318,8 @@ fn run_direction(
         };
         let new_states: Vec<Array2<f32>> = step.updates.iter().map(|id| value_rows(*id)).collect();
         let step_output = value_rows(step.output);
-        for b in 0..batch {
-            if t < lengths[b] {
+        for (b, length) in lengths.iter().enumerate() {
+            if t < *length {
                 for (state, new_state) in states.iter_mut().zip(&new_states) {
                     state.row_mut(b).assign(&new_state.row(b));
                 }
@@ -392,6 +392,10 @@ fn eval_node(
             };
             Val::Matrix(matrix.t().to_owned())
         }
+        Op::Row(matrix, index) => match get(*matrix) {
+            Val::Matrix(matrix) => Val::Rows(matrix.slice(s![*index..*index + 1, ..]).to_owned()),
+            _ => unreachable!("IR verification: rows are taken of matrices"),
+        },
         Op::Slice(inner, start, end) => match get(*inner) {
             Val::Matrix(matrix) => Val::Matrix(matrix.slice(s![*start..*end, ..]).to_owned()),
             Val::Rows(rows) => Val::Rows(rows.slice(s![.., *start..*end]).to_owned()),
@@ -435,41 +439,5 @@ fn elementwise(operands: &[&Val], func: impl Fn(&[f32]) -> f32) -> Val {
 }
 
 fn apply(func: Func, args: &[f32]) -> f32 {
-    let a = args[0];
-    match func {
-        Func::Neg => -a,
-        Func::Add => a + args[1],
-        Func::Sub => a - args[1],
-        Func::Mul => a * args[1],
-        Func::Div => a / args[1],
-        Func::Sigmoid => kernels::sigmoid(a),
-        Func::Tanh => kernels::tanh(a),
-        Func::Relu => kernels::relu(a),
-        Func::Exp => a.exp(),
-        Func::Log => a.ln(),
-        Func::Abs => a.abs(),
-        Func::Sign => {
-            if a > 0.0 {
-                1.0
-            } else if a < 0.0 {
-                -1.0
-            } else {
-                0.0
-            }
-        }
-        Func::Sqrt => a.sqrt(),
-        Func::Softplus => {
-            // log(1 + e^a) without overflow for large a.
-            if a > 20.0 {
-                a
-            } else {
-                a.exp().ln_1p()
-            }
-        }
-        Func::Min => a.min(args[1]),
-        Func::Max => a.max(args[1]),
-        Func::SoftThreshold => kernels::soft_threshold(a, args[1]),
-        Func::Clip => a.max(args[1]).min(args[2]),
-        Func::Transpose => unreachable!("transpose is not elementwise"),
-    }
+    crate::ir::fold(func, args)
 }

@@ -221,6 +221,8 @@ pub enum Op {
     Transpose(ValueId),
     /// Rows `start..end` of a matrix, or elements of a vector.
     Slice(ValueId, usize, usize),
+    /// One row of a matrix, as a vector.
+    Row(ValueId, usize),
 }
 
 impl Op {
@@ -228,7 +230,7 @@ impl Op {
     pub fn operands(&self) -> Vec<ValueId> {
         match self {
             Op::Input(_) | Op::State(_) | Op::Param(_) | Op::Literal(_) => Vec::new(),
-            Op::Unary(_, a) | Op::Transpose(a) | Op::Slice(a, _, _) => vec![*a],
+            Op::Unary(_, a) | Op::Transpose(a) | Op::Slice(a, _, _) | Op::Row(a, _) => vec![*a],
             Op::Binary(_, a, b) | Op::MatVec(a, b) => vec![*a, *b],
             Op::Clip(a, b, c) => vec![*a, *b, *c],
         }
@@ -510,10 +512,8 @@ impl<'a> StepBuilder<'a> {
             }
             TKind::Unary(func, inner) => {
                 let inner = self.expr(inner);
-                if *func == Func::Neg {
-                    if let Some(number) = self.literal(inner) {
-                        return self.push(Op::Literal(-number), Shape::Scalar, Dep::Const, span);
-                    }
+                if let Some(number) = self.literal(inner) {
+                    return self.push(Op::Literal(fold(*func, &[number])), Shape::Scalar, Dep::Const, span);
                 }
                 let node = &self.nodes[inner.index()];
                 let (shape, dep) = (node.shape, node.dep);
@@ -531,6 +531,11 @@ impl<'a> StepBuilder<'a> {
             }
             TKind::Call(func, args) => {
                 let ids: Vec<ValueId> = args.iter().map(|arg| self.expr(arg)).collect();
+                // Arithmetic on numbers alone is done here, once: `1 - 0.5`.
+                let literals: Option<Vec<f32>> = ids.iter().map(|id| self.literal(*id)).collect();
+                if let Some(values) = literals {
+                    return self.push(Op::Literal(fold(*func, &values)), Shape::Scalar, Dep::Const, span);
+                }
                 let shape = self.broadcast_shape(&ids);
                 let dep = self.dep_of(&ids);
                 match ids[..] {
@@ -567,6 +572,16 @@ impl<'a> StepBuilder<'a> {
                 let dep = node.dep;
                 self.push(Op::Slice(inner, start, end), shape, dep, span)
             }
+            TKind::Row(inner, index) => {
+                let inner = self.expr(inner);
+                let index = self.size_or_zero(index);
+                let node = &self.nodes[inner.index()];
+                let Shape::Matrix(_, cols) = node.shape else {
+                    unreachable!("check ensures rows are taken of matrices")
+                };
+                let dep = node.dep;
+                self.push(Op::Row(inner, index), Shape::Vector(cols), dep, span)
+            }
             TKind::If(flag, then, otherwise) => {
                 let Value::Bool(flag) = self.instance.consts[*flag] else {
                     unreachable!("check ensures conditions are flags")
@@ -595,6 +610,32 @@ impl<'a> StepBuilder<'a> {
             }
         }
         shape
+    }
+}
+
+/// Evaluates an elementwise function of numbers, as the kernels would.
+pub fn fold(func: Func, args: &[f32]) -> f32 {
+    let a = args[0];
+    match func {
+        Func::Neg => -a,
+        Func::Add => a + args[1],
+        Func::Sub => a - args[1],
+        Func::Mul => a * args[1],
+        Func::Div => a / args[1],
+        Func::Sigmoid => rnn_runtime::kernels::sigmoid(a),
+        Func::Tanh => rnn_runtime::kernels::tanh(a),
+        Func::Relu => rnn_runtime::kernels::relu(a),
+        Func::Exp => a.exp(),
+        Func::Log => a.ln(),
+        Func::Abs => a.abs(),
+        Func::Sign => rnn_runtime::__private::sign(a),
+        Func::Sqrt => a.sqrt(),
+        Func::Softplus => rnn_runtime::__private::softplus(a),
+        Func::Min => a.min(args[1]),
+        Func::Max => a.max(args[1]),
+        Func::SoftThreshold => rnn_runtime::kernels::soft_threshold(a, args[1]),
+        Func::Clip => a.max(args[1]).min(args[2]),
+        Func::Transpose => unreachable!("transpose is not elementwise"),
     }
 }
 
@@ -641,6 +682,7 @@ fn eliminate_dead(step: Step, n_params: usize) -> (Step, Vec<bool>) {
             Op::MatVec(a, b) => Op::MatVec(remap(a, &value_map), remap(b, &value_map)),
             Op::Transpose(a) => Op::Transpose(remap(a, &value_map)),
             Op::Slice(a, start, end) => Op::Slice(remap(a, &value_map), start, end),
+            Op::Row(a, index) => Op::Row(remap(a, &value_map), index),
             leaf @ (Op::Input(_) | Op::State(_) | Op::Literal(_)) => leaf,
         };
         nodes.push(Node { op, ..node });
@@ -663,7 +705,7 @@ fn eliminate_dead(step: Step, n_params: usize) -> (Step, Vec<bool>) {
 /// - `MatVec` takes a matrix `[m, n]` and a vector `[n]` and gives `[m]`;
 /// - elementwise operands are scalars, one-element vectors, or of the
 ///   node's own shape;
-/// - slices lie within their operand;
+/// - slices and rows lie within their operand;
 /// - parameter ids index the layer's parameter list and shapes agree;
 /// - there is one update per state, of the state's size; the output is a
 ///   vector of the layer's output size;
@@ -751,6 +793,10 @@ fn verify_step(layer: &Layer) -> Result<(), String> {
                     return Err(format!("{id}: slice {start}..{end} of length {len} gives {}", node.shape));
                 }
             }
+            Op::Row(inner, index) => match shape_of(*inner) {
+                Shape::Matrix(rows, cols) if *index < rows && node.shape == Shape::Vector(cols) => {}
+                other => return Err(format!("{id}: row {index} of {other} gives {}", node.shape)),
+            },
             Op::Unary(_, _) | Op::Binary(_, _, _) | Op::Clip(_, _, _) => {
                 for operand in &operands {
                     let shape = shape_of(*operand);
@@ -833,6 +879,7 @@ impl fmt::Display for Layer {
                 Op::MatVec(a, b) => format!("matvec({a}, {b})"),
                 Op::Transpose(a) => format!("transpose({a})"),
                 Op::Slice(a, start, end) => format!("{a}[{start}..{end}]"),
+                Op::Row(a, index) => format!("{a}[{index}]"),
             };
             writeln!(f, "    v{idx}: {} {} = {op}", node.shape, node.dep)?;
         }

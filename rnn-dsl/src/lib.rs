@@ -16,7 +16,10 @@ pub mod ast;
 pub mod parse;
 pub mod check;
 pub mod ir;
+pub mod lower;
+pub mod emit;
 pub mod interp;
+pub mod graph;
 pub mod weights;
 
 use std::fmt;

@@ -2,11 +2,15 @@
 //!
 //! After parse: the text matched the grammar and every node carries its
 //! span. Nothing is resolved yet. Parsing never panics and never recurses
-//! without bound: input over [`MAX_SOURCE_BYTES`], nesting deeper than
-//! [`MAX_NESTING`] or a statement with more than [`MAX_EXPR_NODES`] terms
-//! gets a diagnostic instead.
+//! without bound: input over [`MAX_SOURCE_BYTES`], brackets nested deeper
+//! than [`MAX_NESTING`], a statement with more than [`MAX_EXPR_NODES`]
+//! terms or an expression more than [`MAX_EXPR_DEPTH`] operations deep
+//! gets a diagnostic instead. Later stages walk expression trees
+//! recursively, so after parse every tree is at most [`MAX_EXPR_DEPTH`]
+//! deep.
 
 use std::collections::BTreeSet;
+use std::fmt;
 use std::num::NonZeroUsize;
 use std::sync::Once;
 
@@ -18,7 +22,7 @@ use crate::ast::{
     BinOp, Cell, CellStmt, ConstValue, Dim, DimOp, Expr, ExprKind, File, Ident, Layer, LayerArg,
     NetInput, Network, Shape, TypedName, Unroll, UnrollMode,
 };
-use crate::diag::{Diagnostic, Diagnostics};
+use crate::diag::{suggest, Diagnostic, Diagnostics};
 use crate::source::{SourceFile, Span};
 
 /// The largest model text accepted, in bytes.
@@ -27,6 +31,10 @@ pub const MAX_SOURCE_BYTES: usize = 1 << 20;
 pub const MAX_NESTING: usize = 64;
 /// The most terms (operators, names, numbers) one statement may hold.
 pub const MAX_EXPR_NODES: usize = 4096;
+/// The deepest expression (or size expression) tree accepted: `a + b + c`
+/// is two operations deep. Real cells stay far below; the bound keeps
+/// every recursive walk in later stages within a small thread stack.
+pub const MAX_EXPR_DEPTH: usize = 128;
 
 mod grammar {
     //! The pest parser generated from `grammar.pest`.
@@ -130,89 +138,278 @@ fn find_deep_nesting(text: &str) -> Option<Span> {
     None
 }
 
+/// Turns a pest error into a diagnostic in the language's own words: what
+/// was expected (rules become "a name", "a network statement (...)"), what
+/// was found, the whole offending word underlined, and a hint for the
+/// common slips: a missing `;`, a keyword used as a name, a misspelt
+/// keyword, an unclosed comment or body.
 fn syntax_error(text: &str, error: &pest::error::Error<Rule>) -> Diagnostic {
-    let pos = match error.location {
+    let mut pos = match error.location {
         InputLocation::Pos(pos) => pos,
         InputLocation::Span((start, _)) => start,
     };
-    let found = describe_found(text, pos);
-    let end = pos + text[pos..].chars().next().map_or(0, char::len_utf8);
-    let span = Span::new(pos, end);
-    let message = match &error.variant {
+    let positives = match &error.variant {
         ErrorVariant::CustomError { message } => {
-            if message.contains("limit") {
-                return Diagnostic::error(span, "model text is too complex to parse")
-                    .with_note(message.clone())
-                    .with_help("split long expressions with `let` bindings");
-            }
-            message.clone()
+            let diagnostic = Diagnostic::error(found_span(text, pos), "model text is too complex to parse")
+                .with_note(message.clone());
+            return diagnostic.with_help("split long expressions with `let` bindings");
         }
-        ErrorVariant::ParsingError { positives, .. } => {
-            let mut expected: BTreeSet<String> = positives.iter().filter_map(|rule| rule_words(*rule)).collect();
-            if let Some(attempts) = error.parse_attempts() {
-                if attempts.max_position == pos {
-                    for token in attempts.expected_tokens() {
-                        if let Some(words) = token_words(&token.to_string()) {
-                            expected.insert(words);
-                        }
-                    }
-                }
-            }
-            let expected: Vec<String> = expected.into_iter().collect();
-            match expected.len() {
-                0 => format!("unexpected {found}"),
-                1 => format!("expected {}, found {found}", expected[0]),
-                _ => format!("expected one of {}, found {found}", expected.join(", ")),
-            }
+        ErrorVariant::ParsingError { positives, .. } => positives,
+    };
+    let mut expected: BTreeSet<String> = positives.iter().filter_map(|rule| rule_words(*rule)).collect();
+    if let Some(attempts) = error.parse_attempts() {
+        let tokens: BTreeSet<String> = attempts
+            .expected_tokens()
+            .iter()
+            .filter_map(|token| token_words(&token.to_string()))
+            .collect();
+        if tokens.contains("`*/`") {
+            return unclosed_comment(text, pos, attempts.max_position);
         }
+        // Literal tokens are not rules, so pest's own position can stop
+        // short of them: `cell c(x: [I]) h: [H]` fails at the `h` where `->`
+        // was expected, not at the `]` before it.
+        if attempts.max_position > pos && !tokens.is_empty() {
+            pos = attempts.max_position;
+            expected = tokens;
+        } else if attempts.max_position == pos {
+            expected.extend(tokens);
+        }
+    }
+    group_expected(positives, &mut expected);
+    let found = Found::at(text, pos);
+    let span = found_span(text, pos);
+    if expected.contains("`;`") {
+        if let Some(diagnostic) = missing_semicolon(text, pos, &found) {
+            return diagnostic;
+        }
+    }
+    let mut expected: Vec<String> = expected.into_iter().collect();
+    // Closers read best last: "a network statement (...) or `}`".
+    expected.sort_by_key(|words| (words == "`}`" || words == "end of file", words.clone()));
+    let message = match expected.as_slice() {
+        [] => format!("unexpected {found}"),
+        [only] => format!("expected {only}, found {found}"),
+        [init @ .., last] => format!("expected {} or {last}, found {found}", init.join(", ")),
     };
     let mut diagnostic = Diagnostic::error(span, message).with_label("unexpected here");
-    if let Some(help) = hint_for(text, pos) {
-        diagnostic = diagnostic.with_help(help);
+    match &found {
+        Found::Word(word) if is_keyword(word) && expected.iter().any(|words| words == "a name") => {
+            diagnostic = diagnostic.with_help(format!("`{word}` is a keyword and cannot be used as a name"));
+        }
+        Found::Word(word) => {
+            let keywords = expected
+                .iter()
+                .flat_map(|words| words.split('`').skip(1).step_by(2))
+                .filter(|candidate| is_keyword(candidate));
+            if let Some(close) = suggest(word, keywords) {
+                diagnostic = diagnostic.with_help(format!("did you mean `{close}`?"));
+            }
+        }
+        Found::Char('.') if text[..pos].ends_with(|ch: char| ch.is_ascii_digit()) && expected.iter().any(|words| words == "`]`") => {
+            diagnostic = diagnostic.with_help("sizes are whole numbers");
+        }
+        Found::Char('*') if text[..pos].trim_end().ends_with('*') => {
+            diagnostic = diagnostic.with_help("there is no power operator; write the product, e.g. `h * h`");
+        }
+        _ => {}
+    }
+    let closes_body = matches!(&found, Found::End) || matches!(&found, Found::Word(word) if word == "cell" || word == "network");
+    if closes_body && expected.iter().any(|words| words == "`}`") {
+        if let Some(open) = unclosed_brace(text, pos) {
+            diagnostic = diagnostic
+                .with_secondary(open, "this `{` is never closed")
+                .with_help("add `}` at the end of the body");
+        }
     }
     diagnostic
 }
 
-fn describe_found(text: &str, pos: usize) -> String {
-    let rest = &text[pos..];
-    match rest.chars().next() {
-        None => "end of file".to_owned(),
-        Some(ch) if ch.is_ascii_alphanumeric() || ch == '_' => {
-            let word: String = rest.chars().take_while(|ch| ch.is_ascii_alphanumeric() || *ch == '_').collect();
-            format!("`{word}`")
+/// What the parser found where it stopped.
+enum Found {
+    /// A name, keyword or number.
+    Word(String),
+    /// Any other character.
+    Char(char),
+    /// The end of the text.
+    End,
+}
+
+impl Found {
+    fn at(text: &str, pos: usize) -> Found {
+        let rest = &text[pos..];
+        let word: String = rest.chars().take_while(|ch| ch.is_ascii_alphanumeric() || *ch == '_').collect();
+        match rest.chars().next() {
+            None => Found::End,
+            Some(_) if !word.is_empty() => Found::Word(word),
+            Some(ch) => Found::Char(ch),
         }
-        Some(ch) if ch.is_control() => format!("character {:?}", ch),
-        Some(ch) => format!("`{ch}`"),
     }
 }
 
-fn hint_for(text: &str, pos: usize) -> Option<String> {
-    let before = text[..pos].trim_end();
-    let rest = &text[pos..];
-    if before.ends_with(')') || before.ends_with(']') || before.chars().last().is_some_and(|ch| ch.is_ascii_alphanumeric()) {
-        let word: String = rest.chars().take_while(|ch| ch.is_ascii_alphanumeric() || *ch == '_').collect();
-        if matches!(word.as_str(), "let" | "param" | "const" | "output" | "layer" | "input" | "context" | "unroll") || rest.starts_with('}') {
-            return Some("statements end with `;`".to_owned());
+impl fmt::Display for Found {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Found::Word(word) if is_keyword(word) => write!(f, "keyword `{word}`"),
+            Found::Word(word) => write!(f, "`{word}`"),
+            Found::Char(ch) if ch.is_control() || ch.is_whitespace() => write!(f, "character {ch:?}"),
+            Found::Char(ch) => write!(f, "`{ch}`"),
+            Found::End => write!(f, "end of file"),
         }
     }
-    let word: String = rest.chars().take_while(|ch| ch.is_ascii_alphanumeric() || *ch == '_').collect();
-    if matches!(word.as_str(), "if" | "else" | "inf" | "true" | "false" | "cell" | "network" | "param" | "const" | "let" | "output" | "input" | "context" | "layer" | "unroll" | "static" | "dynamic" | "buckets" | "by")
-        && (before.ends_with("let") || before.ends_with("param") || before.ends_with("cell") || before.ends_with("network") || before.ends_with("layer"))
-    {
-        return Some(format!("`{word}` is a keyword and cannot be used as a name"));
+}
+
+/// The span of the word (or the one character) at `pos`.
+fn found_span(text: &str, pos: usize) -> Span {
+    let rest = &text[pos..];
+    let word_len: usize = rest
+        .chars()
+        .take_while(|ch| ch.is_ascii_alphanumeric() || *ch == '_')
+        .map(char::len_utf8)
+        .sum();
+    let len = if word_len > 0 {
+        word_len
+    } else {
+        rest.chars().next().map_or(0, char::len_utf8)
+    };
+    Span::new(pos, pos + len)
+}
+
+fn is_keyword(word: &str) -> bool {
+    KEYWORDS.contains(&word)
+}
+
+/// The language's keywords, as in `keyword` in the grammar.
+const KEYWORDS: &[&str] = &[
+    "cell", "network", "param", "const", "let", "output", "input", "context", "layer", "unroll", "static",
+    "dynamic", "buckets", "by", "if", "else", "true", "false", "inf",
+];
+
+/// A statement that runs into the next one: `let z = sigmoid(a)` followed
+/// by `let hh = ...` on the next line. Points just after the last token of
+/// the unfinished statement, where the `;` belongs, the way rustc does.
+fn missing_semicolon(text: &str, pos: usize, found: &Found) -> Option<Diagnostic> {
+    let end = end_of_previous_token(text, pos);
+    let next_line = text[end..pos].contains('\n');
+    let starts_statement = match found {
+        Found::Word(word) => {
+            matches!(word.as_str(), "param" | "const" | "let" | "output" | "input" | "context" | "layer" | "unroll")
+        }
+        Found::Char('}') | Found::End => true,
+        Found::Char(_) => false,
+    };
+    if end == 0 || !(next_line || starts_statement) {
+        return None;
     }
-    None
+    Some(
+        Diagnostic::error(Span::new(end, end), format!("expected `;`, found {found}"))
+            .with_label("add `;` here")
+            .with_secondary(found_span(text, pos), "unexpected here")
+            .with_note("statements end with `;`"),
+    )
+}
+
+/// The offset just after the last token before `pos`, skipping whitespace
+/// and comments (the language has no strings, so `//` always starts one).
+fn end_of_previous_token(text: &str, pos: usize) -> usize {
+    let mut before = &text[..pos];
+    loop {
+        let trimmed = before.trim_end();
+        let line_start = trimmed.rfind('\n').map_or(0, |idx| idx + 1);
+        if let Some(comment) = trimmed[line_start..].find("//") {
+            before = &trimmed[..line_start + comment];
+        } else if trimmed.ends_with("*/") {
+            match trimmed.rfind("/*") {
+                Some(open) => before = &trimmed[..open],
+                None => return trimmed.len(),
+            }
+        } else {
+            return trimmed.len();
+        }
+    }
+}
+
+/// A block comment that runs to the end of the text: point at its `/*`.
+fn unclosed_comment(text: &str, pos: usize, max_position: usize) -> Diagnostic {
+    let open = text[pos..]
+        .find("/*")
+        .map(|idx| pos + idx)
+        .or_else(|| text[..max_position.min(text.len())].rfind("/*"))
+        .unwrap_or(pos);
+    Diagnostic::error(Span::new(open, (open + 2).min(text.len())), "block comment is never closed")
+        .with_label("opened here")
+        .with_help("close it with `*/`")
+}
+
+/// The last `{` before `pos` that no `}` closes, outside comments.
+fn unclosed_brace(text: &str, pos: usize) -> Option<Span> {
+    let bytes = &text.as_bytes()[..pos];
+    let mut open: Vec<usize> = Vec::new();
+    let mut idx = 0;
+    while idx < bytes.len() {
+        match bytes[idx] {
+            b'/' if bytes.get(idx + 1) == Some(&b'/') => {
+                while idx < bytes.len() && bytes[idx] != b'\n' {
+                    idx += 1;
+                }
+            }
+            b'/' if bytes.get(idx + 1) == Some(&b'*') => {
+                idx += 2;
+                while idx < bytes.len() && !(bytes[idx] == b'*' && bytes.get(idx + 1) == Some(&b'/')) {
+                    idx += 1;
+                }
+                idx += 1;
+            }
+            b'{' => open.push(idx),
+            b'}' => {
+                open.pop();
+            }
+            _ => {}
+        }
+        idx += 1;
+    }
+    open.last().map(|idx| Span::new(*idx, idx + 1))
+}
+
+/// Replaces the members of a statement or expression list by one phrase:
+/// "a network statement (`input`, ...)" reads better than four keywords,
+/// and a body's statement list can always be closed with `}`.
+fn group_expected(positives: &[Rule], expected: &mut BTreeSet<String>) {
+    let has_all = |rules: &[Rule]| rules.iter().all(|rule| positives.contains(rule));
+    fn replace(expected: &mut BTreeSet<String>, members: &[&str], phrase: &str) {
+        for member in members {
+            expected.remove(*member);
+        }
+        expected.insert(phrase.to_owned());
+    }
+    if has_all(&[Rule::kw_input, Rule::kw_context, Rule::kw_layer, Rule::kw_unroll]) {
+        replace(
+            expected,
+            &["`input`", "`context`", "`layer`", "`unroll`"],
+            "a network statement (`input`, `context`, `layer` or `unroll`)",
+        );
+        expected.insert("`}`".to_owned());
+    }
+    if has_all(&[Rule::kw_param, Rule::kw_const, Rule::kw_let, Rule::kw_output]) {
+        replace(
+            expected,
+            &["`param`", "`const`", "`let`", "`output`", "a name"],
+            "a cell statement (`param`, `const`, `let`, `output` or a state update)",
+        );
+        expected.insert("`}`".to_owned());
+    }
+    if has_all(&[Rule::ident, Rule::float, Rule::neg]) {
+        replace(expected, &["a name", "a number", "`inf`", "`if`", "`(`", "an operator"], "an expression");
+    }
 }
 
 /// A literal token pest tried, in the language's own words; whitespace,
 /// comment openers and character ranges are left out.
 fn token_words(token: &str) -> Option<String> {
     match token {
-        ";" | "," | ":" | "(" | ")" | "[" | "]" | "{" | "}" | "=" | "->" | ".." => Some(format!("`{token}`")),
+        ";" | "," | ":" | "(" | ")" | "[" | "]" | "{" | "}" | "=" | "->" | ".." | "*/" => Some(format!("`{token}`")),
         "+" | "-" | "*" | "/" | "@" | "^T" | "'" => Some("an operator".to_owned()),
-        "cell" | "network" | "param" | "const" | "let" | "output" | "input" | "context" | "layer"
-        | "unroll" | "static" | "dynamic" | "buckets" | "by" | "if" | "else" | "true" | "false"
-        | "inf" => Some(format!("`{token}`")),
+        _ if is_keyword(token) => Some(format!("`{token}`")),
         _ => None,
     }
 }
@@ -225,40 +422,87 @@ fn rule_words(rule: Rule) -> Option<String> {
         Rule::ident => "a name",
         Rule::int => "a whole number",
         Rule::float => "a number",
-        Rule::cell_def => "`cell`",
-        Rule::network_def => "`network`",
+        Rule::cell_def | Rule::kw_cell => "`cell`",
+        Rule::network_def | Rule::kw_network => "`network`",
         Rule::typed_name | Rule::cell_inputs => "a name with a shape (`x: [I]`)",
         Rule::cell_states => "state variables (`h: [H]` or `(h: [H], c: [H])`)",
         Rule::shape => "a shape such as `[H, I]`",
         Rule::dim => "a size (a number or a size name)",
-        Rule::dim_add | Rule::dim_sub | Rule::dim_mul | Rule::dim_div => "a size operator",
-        Rule::param_decl => "`param`",
-        Rule::param_cond => "`if`",
-        Rule::const_decl => "`const`",
+        Rule::dim_add | Rule::dim_sub | Rule::dim_mul | Rule::dim_div => "an operator",
+        Rule::param_decl | Rule::kw_param => "`param`",
+        Rule::param_cond | Rule::if_expr | Rule::kw_if => "`if`",
+        Rule::kw_else | Rule::else_dynamic => "`else`",
+        Rule::const_decl | Rule::kw_const => "`const`",
         Rule::const_value | Rule::signed_num => "a value (a number, `inf`, `true` or `false`)",
-        Rule::let_stmt => "`let`",
-        Rule::output_stmt => "`output`",
+        Rule::let_stmt | Rule::kw_let => "`let`",
+        Rule::output_stmt | Rule::kw_output => "`output`",
         Rule::update_stmt => "a state update (`h = ...;`)",
         Rule::expr => "an expression",
-        Rule::add | Rule::sub | Rule::mul | Rule::div | Rule::matmul => "an operator",
+        Rule::add | Rule::sub | Rule::mul | Rule::div | Rule::matmul | Rule::neg => "an operator",
         Rule::transpose => "`^T`",
         Rule::index => "`[`",
         Rule::call => "a function call",
-        Rule::if_expr => "`if`",
-        Rule::input_decl => "`input`",
-        Rule::context_decl => "`context`",
-        Rule::layer_decl => "`layer`",
+        Rule::input_decl | Rule::kw_input => "`input`",
+        Rule::context_decl | Rule::kw_context => "`context`",
+        Rule::layer_decl | Rule::kw_layer => "`layer`",
         Rule::layer_arg => "a layer argument (`hidden = 64`)",
-        Rule::unroll_decl => "`unroll`",
-        Rule::static_n | Rule::static_buckets => "`static`",
-        Rule::dynamic | Rule::dynamic_by => "`dynamic`",
-        Rule::else_dynamic => "`else dynamic`",
+        Rule::unroll_decl | Rule::kw_unroll => "`unroll`",
+        Rule::static_n | Rule::static_buckets | Rule::kw_static => "`static`",
+        Rule::dynamic | Rule::dynamic_by | Rule::kw_dynamic => "`dynamic`",
+        Rule::kw_buckets => "`buckets`",
+        Rule::kw_by => "`by`",
         Rule::let_tuple => "`(`",
         Rule::inf => "`inf`",
         Rule::bool_lit => "`true` or `false`",
         _ => return None,
     };
     Some(words.to_owned())
+}
+
+/// How many operations deep an expression is, counting the size
+/// expressions in its indices; iterative, so any tree is safe to measure.
+fn expr_depth(expr: &Expr) -> usize {
+    let mut deepest = 0;
+    let mut stack: Vec<(&Expr, usize)> = vec![(expr, 0)];
+    while let Some((expr, depth)) = stack.pop() {
+        deepest = deepest.max(depth);
+        match &expr.kind {
+            ExprKind::Number(_) | ExprKind::Name(_) => {}
+            ExprKind::Neg(inner) | ExprKind::Transpose(inner) => stack.push((inner, depth + 1)),
+            ExprKind::Binary(lhs, _, rhs) => {
+                stack.push((lhs, depth + 1));
+                stack.push((rhs, depth + 1));
+            }
+            ExprKind::Call(_, args) => stack.extend(args.iter().map(|arg| (arg, depth + 1))),
+            ExprKind::Index(base, index) => {
+                deepest = deepest.max(depth + 1 + dim_depth(index));
+                stack.push((base, depth + 1));
+            }
+            ExprKind::Slice(base, start, end) => {
+                deepest = deepest.max(depth + 1 + dim_depth(start).max(dim_depth(end)));
+                stack.push((base, depth + 1));
+            }
+            ExprKind::If(_, then, otherwise) => {
+                stack.push((then, depth + 1));
+                stack.push((otherwise, depth + 1));
+            }
+        }
+    }
+    deepest
+}
+
+/// How many operations deep a size expression is; iterative.
+fn dim_depth(dim: &Dim) -> usize {
+    let mut deepest = 0;
+    let mut stack: Vec<(&Dim, usize)> = vec![(dim, 0)];
+    while let Some((dim, depth)) = stack.pop() {
+        deepest = deepest.max(depth);
+        if let Dim::Binary(lhs, _, rhs, _) = dim {
+            stack.push((lhs, depth + 1));
+            stack.push((rhs, depth + 1));
+        }
+    }
+    deepest
 }
 
 struct Builder<'d> {
@@ -282,32 +526,42 @@ impl Builder<'_> {
         let span = span_of(&pair);
         let mut inner = pair.into_inner();
         let name = ident(inner.next().expect("grammar: cell name"));
-        let inputs = inner
-            .next()
-            .expect("grammar: cell inputs")
-            .into_inner()
-            .map(|pair| self.typed_name(pair))
-            .collect();
-        let states = inner
-            .next()
-            .expect("grammar: cell states")
-            .into_inner()
-            .map(|pair| self.typed_name(pair))
-            .collect();
-        let mut body = Vec::new();
         let mut too_large = false;
+        let mut typed_names = |builder: &mut Self, list: Pair<'_, Rule>| -> Vec<TypedName> {
+            let mut names = Vec::new();
+            for pair in list.into_inner() {
+                if builder.check_statement_size(&pair) {
+                    let typed = builder.typed_name(pair);
+                    if builder.check_shape_depth(&typed.shape) {
+                        names.push(typed);
+                        continue;
+                    }
+                }
+                too_large = true;
+            }
+            names
+        };
+        let inputs = typed_names(self, inner.next().expect("grammar: cell inputs"));
+        let states = typed_names(self, inner.next().expect("grammar: cell states"));
+        let mut body = Vec::new();
         for stmt in inner {
-            let nodes = stmt.clone().into_inner().flatten().count();
-            if nodes > MAX_EXPR_NODES {
-                self.diags.push(
-                    Diagnostic::error(span_of(&stmt), "statement is too large")
-                        .with_note(format!("it has {nodes} terms; the limit is {MAX_EXPR_NODES}"))
-                        .with_help("split it with `let` bindings"),
-                );
+            if !self.check_statement_size(&stmt) {
                 too_large = true;
                 continue;
             }
-            body.push(self.cell_stmt(stmt));
+            let stmt = self.cell_stmt(stmt);
+            let deep_enough = match &stmt {
+                CellStmt::Param { shape, .. } => self.check_shape_depth(shape),
+                CellStmt::Const { .. } => true,
+                CellStmt::Let { value, .. } | CellStmt::Update { value, .. } | CellStmt::Output { value, .. } => {
+                    self.check_expr_depth(value)
+                }
+            };
+            if deep_enough {
+                body.push(stmt);
+            } else {
+                too_large = true;
+            }
         }
         (!too_large).then_some(Cell {
             name,
@@ -316,6 +570,44 @@ impl Builder<'_> {
             body,
             span,
         })
+    }
+
+    /// A statement holds at most [`MAX_EXPR_NODES`] terms, so that building
+    /// and checking it takes bounded time and memory.
+    fn check_statement_size(&mut self, pair: &Pair<'_, Rule>) -> bool {
+        let nodes = pair.clone().into_inner().flatten().count();
+        if nodes <= MAX_EXPR_NODES {
+            return true;
+        }
+        self.diags.push(
+            Diagnostic::error(span_of(pair), "statement is too large")
+                .with_note(format!("it has {nodes} terms; the limit is {MAX_EXPR_NODES}"))
+                .with_help("split it with `let` bindings"),
+        );
+        false
+    }
+
+    /// An expression is at most [`MAX_EXPR_DEPTH`] operations deep: later
+    /// stages walk it recursively.
+    fn check_expr_depth(&mut self, expr: &Expr) -> bool {
+        self.check_depth(expr.span, expr_depth(expr))
+    }
+
+    fn check_shape_depth(&mut self, shape: &Shape) -> bool {
+        let depth = shape.dims.iter().map(dim_depth).max().unwrap_or(0);
+        self.check_depth(shape.span, depth)
+    }
+
+    fn check_depth(&mut self, span: Span, depth: usize) -> bool {
+        if depth <= MAX_EXPR_DEPTH {
+            return true;
+        }
+        self.diags.push(
+            Diagnostic::error(span, "expression is nested too deeply")
+                .with_note(format!("it is {depth} operations deep; the limit is {MAX_EXPR_DEPTH}"))
+                .with_help("split it with `let` bindings"),
+        );
+        false
     }
 
     fn typed_name(&mut self, pair: Pair<'_, Rule>) -> TypedName {
@@ -357,7 +649,10 @@ impl Builder<'_> {
                 Rule::int => {
                     let span = span_of(&item);
                     let value = item.as_str().parse::<u64>().unwrap_or_else(|_| {
-                        self.diags.push(Diagnostic::error(span, "number is too large for a size"));
+                        self.diags.push(
+                            Diagnostic::error(span, "number is too large for a size")
+                                .with_label("does not fit in 64 bits"),
+                        );
                         0
                     });
                     operands.push(Dim::Int(value, span));
@@ -587,6 +882,9 @@ impl Builder<'_> {
         };
         for stmt in inner {
             let stmt_span = span_of(&stmt);
+            if !self.check_statement_size(&stmt) {
+                continue;
+            }
             match stmt.as_rule() {
                 Rule::input_decl | Rule::context_decl => {
                     let is_input = stmt.as_rule() == Rule::input_decl;
@@ -595,6 +893,9 @@ impl Builder<'_> {
                         name: ident(parts.next().expect("grammar: input name")),
                         shape: self.shape(parts.next().expect("grammar: input shape")),
                     };
+                    if !self.check_shape_depth(&input.shape) {
+                        continue;
+                    }
                     if is_input {
                         network.inputs.push(input);
                     } else {
@@ -656,7 +957,10 @@ impl Builder<'_> {
 
     fn count(&mut self, pair: &Pair<'_, Rule>) -> u64 {
         pair.as_str().parse::<u64>().unwrap_or_else(|_| {
-            self.diags.push(Diagnostic::error(span_of(pair), "number is too large"));
+            self.diags.push(
+                Diagnostic::error(span_of(pair), "number is too large")
+                    .with_label("does not fit in 64 bits"),
+            );
             u64::MAX
         })
     }

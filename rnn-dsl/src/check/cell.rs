@@ -31,9 +31,15 @@ pub(super) fn check_cell(diags: &mut Diagnostics, cell: &ast::Cell, from_prelude
         param_used: Vec::new(),
         binding_used: Vec::new(),
         var_dims: HashMap::new(),
+        states: Vec::new(),
+        updates: Vec::new(),
+        assigned: Vec::new(),
     };
     let inputs: Vec<Var> = cell.inputs.iter().filter_map(|input| cx.var(input)).collect();
     let states: Vec<Var> = cell.states.iter().filter_map(|state| cx.var(state)).collect();
+    cx.states = states.clone();
+    cx.updates = vec![None; states.len()];
+    cx.assigned = vec![None; states.len()];
     for (idx, input) in inputs.iter().enumerate() {
         cx.declare(&input.name, input.span, Name::Input(idx));
         cx.var_dims.insert(Name::Input(idx), input.dim.clone());
@@ -55,22 +61,23 @@ pub(super) fn check_cell(diags: &mut Diagnostics, cell: &ast::Cell, from_prelude
             cx.params[param].param.condition = cx.resolve_flag(&flag);
         }
     }
-    let mut updates: Vec<Option<usize>> = vec![None; states.len()];
     let mut output: Option<(usize, Span)> = None;
     for stmt in &cell.body {
         match stmt {
             ast::CellStmt::Param { .. } | ast::CellStmt::Const { .. } => {}
             ast::CellStmt::Let { names, tuple, value } => cx.check_let(names, *tuple, value),
-            ast::CellStmt::Update { name, value } => cx.check_update(name, value, &states, &mut updates),
+            ast::CellStmt::Update { name, value } => cx.check_update(name, value),
             ast::CellStmt::Output { value, span } => cx.check_output(value, *span, &mut output),
         }
     }
-    check_every_state_updated(cx.diags, cell, &states, &updates);
-    check_unused(&mut cx);
+    check_every_state_updated(cx.diags, cell, &states, &cx.assigned);
     if cx.diags.error_count() > errors_before {
         return None;
     }
-    let updates: Vec<usize> = updates.into_iter().map(|update| update.expect("checked above")).collect();
+    // Only a cell without errors is linted: in a broken cell, a value that
+    // looks unused is usually read by the statement that failed to check.
+    check_unused(&mut cx);
+    let updates: Vec<usize> = cx.updates.iter().map(|update| update.expect("every state is assigned and no error")).collect();
     let output = output.map_or(updates[0], |(binding, _)| binding);
     for var in inputs.iter().chain(&states) {
         cx.constraints.push(Constraint::Positive(var.dim.clone(), var.span));
@@ -92,14 +99,16 @@ pub(super) fn check_cell(diags: &mut Diagnostics, cell: &ast::Cell, from_prelude
 }
 
 /// Every state must be updated once per step: a state that is never
-/// assigned would silently stay at its initial value.
+/// assigned would silently stay at its initial value. A state whose
+/// assignment has an error counts as assigned, so that error is not
+/// followed by this one.
 ///
 /// ```text
 /// cell c(x: [N]) -> (h: [N], c: [N]) { h = x; }   // `c` never updated
 /// ```
-fn check_every_state_updated(diags: &mut Diagnostics, cell: &ast::Cell, states: &[Var], updates: &[Option<usize>]) {
-    for (state, update) in states.iter().zip(updates) {
-        if update.is_none() {
+fn check_every_state_updated(diags: &mut Diagnostics, cell: &ast::Cell, states: &[Var], assigned: &[Option<Span>]) {
+    for (state, assigned) in states.iter().zip(assigned) {
+        if assigned.is_none() {
             diags.push(
                 Diagnostic::error(state.span, format!("state `{}` is never updated", state.name))
                     .with_label("declared here")
@@ -142,6 +151,9 @@ enum Name {
     Param(usize),
     Const(usize),
     Binding(usize),
+    /// A name whose declaration had an error (already reported): uses of
+    /// it report nothing more.
+    Poisoned,
 }
 
 struct PendingParam {
@@ -161,6 +173,12 @@ struct CellCx<'d> {
     param_used: Vec<bool>,
     binding_used: Vec<bool>,
     var_dims: HashMap<Name, SymDim>,
+    /// The cell's states, by [`Name::State`] index.
+    states: Vec<Var>,
+    /// For each state, the binding holding its new value.
+    updates: Vec<Option<usize>>,
+    /// For each state, where it was first assigned (even with an error).
+    assigned: Vec<Option<Span>>,
 }
 
 impl CellCx<'_> {
@@ -199,32 +217,66 @@ impl CellCx<'_> {
                     ast::DimOp::Mul => lhs.mul(&rhs),
                     ast::DimOp::Div => lhs.div(&rhs),
                 };
-                match result {
-                    Ok(dim) => Some(dim),
-                    Err(error) => {
-                        let (message, help) = match error {
-                            DimError::DivideBySize => ("a size can only be divided by a number", "write the size in other terms, e.g. `[H]` instead of `[G*H/G]`"),
-                            DimError::DivideByZero => ("size divided by zero", "divide by a positive number"),
-                            DimError::Overflow => ("size is too large", "use smaller numbers"),
-                        };
-                        self.diags.push(Diagnostic::error(*span, message).with_help(help));
-                        None
-                    }
-                }
+                self.dim_result(result, *span)
             }
         }
     }
 
-    fn shape(&mut self, shape: &ast::Shape, max_rank: usize) -> Option<Vec<SymDim>> {
-        if shape.dims.len() > max_rank {
-            self.diags.push(
-                Diagnostic::error(shape.span, format!("shape has {} dimensions; at most {max_rank} allowed here", shape.dims.len()))
-                    .with_note(if max_rank == 1 {
-                        "inputs and states are vectors: one size per step, the batch is implicit"
-                    } else {
-                        "parameters are vectors or matrices"
-                    }),
-            );
+    /// Reports a failed size computation at `span`.
+    fn dim_result(&mut self, result: Result<SymDim, DimError>, span: Span) -> Option<SymDim> {
+        let error = match result {
+            Ok(dim) => return Some(dim),
+            Err(error) => error,
+        };
+        let (message, help) = match error {
+            DimError::DivideBySize => (
+                "a size can only be divided by a number",
+                "write the size in other terms, e.g. `[H]` instead of `[G*H/G]`",
+            ),
+            DimError::DivideByZero => ("size divided by zero", "divide by a positive number"),
+            DimError::Overflow => ("size is too large", "use smaller numbers"),
+            DimError::TooComplex => (
+                "size expression is too complex",
+                "write sizes as a few terms over the size names, e.g. `4*H + 1`",
+            ),
+        };
+        self.diags.push(Diagnostic::error(span, message).with_help(help));
+        None
+    }
+
+    /// Inputs and states are vectors (one size: the batch is implicit);
+    /// parameters are vectors or matrices. Larger ranks have no meaning in
+    /// a step.
+    ///
+    /// ```text
+    /// param w: [4, H, I];   // stack gates along the rows: [4*H, I]
+    /// ```
+    fn check_shape_rank(&mut self, what: &str, shape: &ast::Shape, max_rank: usize) -> bool {
+        let rank = shape.dims.len();
+        if rank <= max_rank {
+            return true;
+        }
+        let (message, note) = if max_rank == 1 {
+            (
+                format!("{what} must have one size, found {rank} sizes"),
+                "the batch dimension is implicit: `x: [I]` holds one vector per sequence",
+            )
+        } else {
+            (
+                format!("{what} has {rank} dimensions; parameters have at most {max_rank}"),
+                "parameters are vectors `[n]` or matrices `[m, n]`; stack gates along the rows, e.g. `[4*H, I]`",
+            )
+        };
+        self.diags.push(
+            Diagnostic::error(shape.span, message)
+                .with_label(format!("{rank} dimensions"))
+                .with_note(note),
+        );
+        false
+    }
+
+    fn shape(&mut self, what: &str, shape: &ast::Shape, max_rank: usize) -> Option<Vec<SymDim>> {
+        if !self.check_shape_rank(what, shape, max_rank) {
             return None;
         }
         let dims: Vec<Option<SymDim>> = shape.dims.iter().map(|dim| self.dim(dim, true)).collect();
@@ -232,7 +284,12 @@ impl CellCx<'_> {
     }
 
     fn var(&mut self, typed: &ast::TypedName) -> Option<Var> {
-        let dims = self.shape(&typed.shape, 1)?;
+        let Some(dims) = self.shape(&format!("`{}`", typed.name.name), &typed.shape, 1) else {
+            self.names
+                .entry(typed.name.name.clone())
+                .or_insert((Name::Poisoned, typed.name.span));
+            return None;
+        };
         Some(Var {
             name: typed.name.name.clone(),
             dim: dims.into_iter().next().expect("grammar: shapes have a dimension"),
@@ -261,7 +318,8 @@ impl CellCx<'_> {
     }
 
     fn declare_param(&mut self, name: &ast::Ident, shape: &ast::Shape, condition: Option<&ast::Ident>) {
-        let Some(dims) = self.shape(shape, 2) else {
+        let Some(dims) = self.shape(&format!("parameter `{}`", name.name), shape, 2) else {
+            self.declare(&name.name, name.span, Name::Poisoned);
             return;
         };
         for dim in &dims {
@@ -307,11 +365,20 @@ impl CellCx<'_> {
     fn resolve_flag(&mut self, flag: &ast::Ident) -> Option<usize> {
         match self.names.get(&flag.name) {
             Some((Name::Const(idx), _)) if matches!(self.consts[*idx].default, Value::Bool(_)) => Some(*idx),
-            Some(_) => {
+            Some((Name::Poisoned, _)) => None,
+            Some((name, declared)) => {
+                let what = match name {
+                    Name::Const(_) => "a number",
+                    Name::Input(_) => "an input",
+                    Name::State(_) => "a state",
+                    Name::Param(_) => "a parameter",
+                    Name::Binding(_) | Name::Poisoned => "a value",
+                };
                 self.diags.push(
-                    Diagnostic::error(flag.span, format!("`{}` is not a flag", flag.name))
+                    Diagnostic::error(flag.span, format!("`{}` is {what}, not a flag", flag.name))
                         .with_label("expected a `true`/`false` constant")
-                        .with_help(format!("declare it with `const {} = false;`", flag.name)),
+                        .with_secondary(*declared, format!("`{}` is declared here", flag.name))
+                        .with_help("conditions name a constant declared as `const flag = false;`"),
                 );
                 None
             }
@@ -346,18 +413,60 @@ impl CellCx<'_> {
     }
 
     fn check_let(&mut self, names: &[ast::Ident], tuple: bool, value: &ast::Expr) {
-        if !tuple {
-            let Some(value) = self.expr(value) else {
-                return;
-            };
-            let name = &names[0];
-            let idx = self.bindings.len();
-            if self.declare(&name.name, name.span, Name::Binding(idx)) {
-                self.push_binding(name, value, false, false);
+        let mut names_state = false;
+        for name in names {
+            names_state |= !self.check_let_not_state(name);
+        }
+        if names_state {
+            // Still check the value: it may hold errors of its own.
+            self.expr(value);
+            for name in names {
+                self.declare_poisoned(name);
             }
             return;
         }
-        self.check_chunk_let(names, value);
+        if tuple {
+            self.check_chunk_let(names, value);
+            return;
+        }
+        let name = &names[0];
+        match self.expr(value) {
+            Some(value) => {
+                let idx = self.bindings.len();
+                if self.declare(&name.name, name.span, Name::Binding(idx)) {
+                    self.push_binding(name, value, false, false);
+                }
+            }
+            None => self.declare_poisoned(name),
+        }
+    }
+
+    /// `let` names a new value; a state is updated without it. Writing
+    /// `let h = ...` for a state `h` is the likely slip, so it gets its own
+    /// message, and the state counts as assigned (no "never updated").
+    ///
+    /// ```text
+    /// cell c(x: [H]) -> h: [H] { let h = tanh(x); }
+    /// ```
+    fn check_let_not_state(&mut self, name: &ast::Ident) -> bool {
+        let Some(state_idx) = self.states.iter().position(|state| state.name == name.name) else {
+            return true;
+        };
+        let state_span = self.states[state_idx].span;
+        self.diags.push(
+            Diagnostic::error(name.span, format!("`let {}` declares a new name, but `{}` is a state", name.name, name.name))
+                .with_label("already the name of a state")
+                .with_secondary(state_span, "declared as a state here")
+                .with_help(format!("to update the state, write `{} = ...;` without `let`", name.name)),
+        );
+        self.assigned[state_idx].get_or_insert(name.span);
+        false
+    }
+
+    /// Reserves a name whose value had an error, so later uses of it are
+    /// not reported again as unknown.
+    fn declare_poisoned(&mut self, name: &ast::Ident) {
+        self.names.entry(name.name.clone()).or_insert((Name::Poisoned, name.span));
     }
 
     /// A tuple `let` splits a vector into equal chunks, in order:
@@ -367,49 +476,75 @@ impl CellCx<'_> {
     /// let (a, b) = chunk(v, 3);   // three chunks, two names
     /// ```
     fn check_chunk_let(&mut self, names: &[ast::Ident], value: &ast::Expr) {
-        let ast::ExprKind::Call(func, args) = &value.kind else {
-            self.diags.push(
-                Diagnostic::error(value.span, "only `chunk` can be bound to several names")
-                    .with_help(format!("write `let ({}) = chunk(v, {});`", names.iter().map(|n| n.name.as_str()).collect::<Vec<_>>().join(", "), names.len())),
-            );
-            return;
-        };
-        if func.name != "chunk" {
-            self.diags.push(
-                Diagnostic::error(func.span, format!("`{}` returns one value, not {}", func.name, names.len()))
-                    .with_help("use `chunk(v, n)` to split a vector into n names"),
-            );
-            return;
-        }
-        if args.is_empty() || args.len() > 2 {
-            self.diags.push(
-                Diagnostic::error(value.span, format!("`chunk` takes 2 arguments, found {}", args.len()))
-                    .with_help(format!("write `chunk(v, {})`", names.len())),
-            );
-            return;
-        }
-        if let Some(count) = args.get(1) {
-            let ok = matches!(count.kind, ast::ExprKind::Number(n) if n == names.len() as f64);
-            if !ok {
-                self.diags.push(
-                    Diagnostic::error(count.span, format!("`chunk` count must be the number of names, {}", names.len()))
-                        .with_label(format!("{} names are bound", names.len())),
-                );
-                return;
+        if self.chunk_let(names, value).is_none() {
+            for name in names {
+                self.declare_poisoned(name);
             }
         }
-        let Some(whole) = self.expr(&args[0]) else {
-            return;
+    }
+
+    /// Checks `let (a, b, ...) = chunk(v, n);` and binds the names; `None`
+    /// if it has an error (reported).
+    fn chunk_let(&mut self, names: &[ast::Ident], value: &ast::Expr) -> Option<()> {
+        let names_span = names[0].span.to(names[names.len() - 1].span);
+        let list = names.iter().map(|name| name.name.as_str()).collect::<Vec<_>>().join(", ");
+        let ast::ExprKind::Call(func, args) = &value.kind else {
+            self.expr(value);
+            self.diags.push(
+                Diagnostic::error(value.span, "only `chunk` can be bound to several names")
+                    .with_secondary(names_span, format!("{} names", names.len()))
+                    .with_help(format!("write `let ({list}) = chunk(v, {});`", names.len())),
+            );
+            return None;
         };
+        if func.name != "chunk" {
+            self.expr(value);
+            self.diags.push(
+                Diagnostic::error(func.span, format!("`{}` returns one value, not {}", func.name, names.len()))
+                    .with_secondary(names_span, format!("{} names", names.len()))
+                    .with_help(format!("to split a vector into {} names, write `chunk(v, {})`", names.len(), names.len())),
+            );
+            return None;
+        }
+        let whole = args.first().and_then(|arg| self.expr(arg));
+        if args.len() != 2 {
+            self.diags.push(
+                Diagnostic::error(value.span, format!("`chunk` takes 2 arguments, found {}", args.len()))
+                    .with_label(format!("{} given", args.len()))
+                    .with_help(format!("write `chunk(v, {})`", names.len())),
+            );
+            return None;
+        }
+        let count = &args[1];
+        match count.kind {
+            ast::ExprKind::Number(parts) if parts == names.len() as f64 => {}
+            ast::ExprKind::Number(parts) => {
+                self.diags.push(
+                    Diagnostic::error(count.span, format!("`chunk` splits into {parts} parts, but {} names are bound", names.len()))
+                        .with_label(format!("{parts} parts"))
+                        .with_secondary(names_span, format!("{} names", names.len()))
+                        .with_help(format!("split into {} parts: `chunk(..., {})`, or bind {parts} names", names.len(), names.len())),
+                );
+                return None;
+            }
+            _ => {
+                self.diags.push(
+                    Diagnostic::error(count.span, "the number of chunks must be written as a number")
+                        .with_label("not a number")
+                        .with_help(format!("write `chunk(..., {})`", names.len())),
+                );
+                return None;
+            }
+        }
+        let whole = whole?;
         let (Ty::Vector(len) | Ty::Matrix(len, _)) = whole.ty.clone() else {
-            self.diags.push(Diagnostic::error(args[0].span, "`chunk` splits a vector, found a scalar"));
-            return;
+            self.diags.push(
+                Diagnostic::error(args[0].span, "`chunk` splits a vector, found a scalar").with_label("this is a scalar"),
+            );
+            return None;
         };
         let count = SymDim::int(names.len() as i128);
-        let Ok(part) = len.div(&count) else {
-            self.diags.push(Diagnostic::error(args[0].span, "size is too large"));
-            return;
-        };
+        let part = self.dim_result(len.div(&count), args[0].span)?;
         self.constraints.push(Constraint::Positive(part.clone(), args[0].span));
         let whole_span = whole.span;
         let hidden_name = ast::Ident {
@@ -419,8 +554,10 @@ impl CellCx<'_> {
         let whole_idx = self.push_binding(&hidden_name, whole, false, true);
         self.binding_used[whole_idx] = true;
         for (k, name) in names.iter().enumerate() {
-            let start = part.mul(&SymDim::int(k as i128)).expect("small multiplier");
-            let end = part.mul(&SymDim::int(k as i128 + 1)).expect("small multiplier");
+            // Chunk k covers `k*part..(k+1)*part`, within the whole length,
+            // so these products cannot overflow; report it if they do.
+            let start = self.dim_result(part.mul(&SymDim::int(k as i128)), name.span)?;
+            let end = self.dim_result(part.mul(&SymDim::int(k as i128 + 1)), name.span)?;
             let ty = match &self.bindings[whole_idx].ty {
                 Ty::Matrix(_, cols) => Ty::Matrix(part.clone(), cols.clone()),
                 _ => Ty::Vector(part.clone()),
@@ -440,6 +577,7 @@ impl CellCx<'_> {
                 self.push_binding(name, slice, false, false);
             }
         }
+        Some(())
     }
 
     /// Each state is assigned once; later statements see the new value, the
@@ -448,63 +586,88 @@ impl CellCx<'_> {
     /// ```text
     /// h = x; h = 2 * x;   // updated twice
     /// ```
-    fn check_update(&mut self, name: &ast::Ident, value: &ast::Expr, states: &[Var], updates: &mut [Option<usize>]) {
+    fn check_update(&mut self, name: &ast::Ident, value: &ast::Expr) {
         let value = self.expr(value);
-        let Some((target, _)) = self.names.get(&name.name).copied() else {
-            let mut diagnostic = Diagnostic::error(name.span, format!("unknown state `{}`", name.name))
-                .with_label("assigned here");
-            if let Some(close) = suggest(&name.name, states.iter().map(|state| state.name.as_str())) {
-                diagnostic = diagnostic.with_help(format!("did you mean `{close}`?"));
-            } else {
-                diagnostic = diagnostic.with_help(format!("to name a value, write `let {} = ...;`", name.name));
-            }
-            self.diags.push(diagnostic);
+        let Some(state_idx) = self.states.iter().position(|state| state.name == name.name) else {
+            self.check_not_assignable(name);
             return;
         };
-        let state_idx = match target {
-            Name::State(idx) => idx,
-            Name::Binding(idx) if self.bindings[idx].is_update => {
-                let first = self.bindings[idx].span;
-                self.diags.push(
-                    Diagnostic::error(name.span, format!("state `{}` is updated twice", name.name))
-                        .with_label("second update")
-                        .with_secondary(first, "first updated here")
-                        .with_help("compute the value with `let` bindings and assign the state once"),
-                );
-                return;
-            }
-            _ => {
-                self.diags.push(
-                    Diagnostic::error(name.span, format!("`{}` is not a state and cannot be assigned", name.name))
-                        .with_help(format!("states are declared after `->`; to name a value, write `let {} = ...;`", name.name)),
-                );
-                return;
-            }
-        };
+        if let Some(first) = self.assigned[state_idx] {
+            self.diags.push(
+                Diagnostic::error(name.span, format!("state `{}` is updated twice", name.name))
+                    .with_label("second update")
+                    .with_secondary(first, "first updated here")
+                    .with_help("compute the value with `let` bindings and assign the state once"),
+            );
+            return;
+        }
+        self.assigned[state_idx] = Some(name.span);
         let Some(value) = value else {
             return;
         };
-        let state = &states[state_idx];
+        let state = &self.states[state_idx];
         let fits = match &value.ty {
             Ty::Scalar => true,
             Ty::Vector(dim) => *dim == state.dim || dim.as_const() == Some(super::dim::Ratio::int(1)),
             Ty::Matrix(..) => false,
         };
         if !fits {
+            let state_ty = Ty::Vector(state.dim.clone());
             self.diags.push(
-                Diagnostic::error(value.span, format!("shape mismatch: state `{}` is {}, the new value is {}", state.name, self.show(&Ty::Vector(state.dim.clone())), self.show(&value.ty)))
-                    .with_label(format!("this is {}", self.show(&value.ty)))
-                    .with_secondary(state.span, format!("declared as {}", self.show(&Ty::Vector(state.dim.clone())))),
+                Diagnostic::error(
+                    value.span,
+                    format!("shape mismatch: state `{}` is {}, the new value is {}", state.name, self.show(&state_ty), self.show(&value.ty)),
+                )
+                .with_label(format!("this is {}", self.show(&value.ty)))
+                .with_secondary(state.span, format!("declared as {}", self.show(&state_ty))),
             );
             return;
         }
+        let state_dim = state.dim.clone();
         let value = TExpr {
-            ty: Ty::Vector(state.dim.clone()),
+            ty: Ty::Vector(state_dim),
             ..value
         };
         let idx = self.push_binding(name, value, true, false);
-        updates[state_idx] = Some(idx);
+        self.updates[state_idx] = Some(idx);
         self.names.insert(name.name.clone(), (Name::Binding(idx), name.span));
+    }
+
+    /// Only states are assigned (`h = ...;`); inputs, parameters,
+    /// constants and `let` bindings are fixed within a step.
+    ///
+    /// ```text
+    /// cell c(x: [H]) -> h: [H] { x = 2 * x; h = x; }
+    /// ```
+    fn check_not_assignable(&mut self, name: &ast::Ident) {
+        let what = match self.names.get(&name.name).copied() {
+            Some((Name::Poisoned, _)) => return,
+            Some((Name::Input(_), span)) => Some(("an input", span)),
+            Some((Name::Param(_), span)) => Some(("a parameter", span)),
+            Some((Name::Const(_), span)) => Some(("a constant", span)),
+            Some((Name::Binding(_), span)) => Some(("a `let` binding", span)),
+            Some((Name::State(_), span)) => Some(("a state", span)),
+            None => None,
+        };
+        let Some((what, declared)) = what else {
+            let mut diagnostic = Diagnostic::error(name.span, format!("unknown state `{}`", name.name)).with_label("assigned here");
+            if let Some(close) = suggest(&name.name, self.states.iter().map(|state| state.name.as_str())) {
+                diagnostic = diagnostic.with_help(format!("did you mean `{close}`?"));
+            } else {
+                diagnostic = diagnostic.with_help(format!(
+                    "declare it as a state after `->`, or name a value with `let {} = ...;`",
+                    name.name
+                ));
+            }
+            self.diags.push(diagnostic);
+            return;
+        };
+        self.diags.push(
+            Diagnostic::error(name.span, format!("`{}` is {what}, not a state, and cannot be assigned", name.name))
+                .with_label("assigned here")
+                .with_secondary(declared, format!("declared as {what} here"))
+                .with_help("only states (declared after `->`) are assigned; name a new value with `let`"),
+        );
     }
 
     fn check_output(&mut self, value: &ast::Expr, span: Span, output: &mut Option<(usize, Span)>) {
@@ -590,14 +753,19 @@ impl CellCx<'_> {
                     len,
                     span,
                 });
-                (TKind::Slice(Box::new(base), index.clone(), index.add(&SymDim::int(1)).ok()?), ty)
+                if matches!(base.ty, Ty::Matrix(..)) {
+                    (TKind::Row(Box::new(base), index), ty)
+                } else {
+                    let end = self.dim_result(index.add(&SymDim::int(1)), span)?;
+                    (TKind::Slice(Box::new(base), index, end), ty)
+                }
             }
             ast::ExprKind::Slice(base, start, end) => {
                 let base = self.expr(base)?;
                 let start = self.dim(start, false);
                 let end = self.dim(end, false);
                 let (start, end) = (start?, end?);
-                let part = end.sub(&start).ok()?;
+                let part = self.dim_result(end.sub(&start), span)?;
                 let (len, ty) = match &base.ty {
                     Ty::Matrix(rows, cols) => (rows.clone(), Ty::Matrix(part, cols.clone())),
                     Ty::Vector(len) => (len.clone(), Ty::Vector(part)),
@@ -649,6 +817,7 @@ impl CellCx<'_> {
             return None;
         };
         let (kind, ty) = match name {
+            Name::Poisoned => return None,
             Name::Input(idx) => (TKind::Input(idx), None),
             Name::State(idx) => (TKind::State(idx), None),
             Name::Param(idx) => {
@@ -659,6 +828,7 @@ impl CellCx<'_> {
                         let flag_name = self.consts[flag].name.clone();
                         self.diags.push(
                             Diagnostic::error(span, format!("parameter `{}` exists only when `{flag_name}` is true", ident.name))
+                                .with_label(format!("used where `{flag_name}` may be false"))
                                 .with_secondary(param.span, format!("declared with `if {flag_name}`"))
                                 .with_help(format!("use it inside `if {flag_name} {{ ... }} else {{ ... }}`")),
                         );
@@ -708,9 +878,14 @@ impl CellCx<'_> {
             return None;
         };
         if args.len() != *arity {
+            // The arguments may hold errors of their own, and they use names.
+            for arg in args {
+                self.expr(arg);
+            }
             self.diags.push(
                 Diagnostic::error(span, format!("`{}` takes {} argument{}, found {}", func.name, arity, if *arity == 1 { "" } else { "s" }, args.len()))
-                    .with_label(format!("{} given", args.len())),
+                    .with_label(format!("{} given", args.len()))
+                    .with_help(format!("call it as `{}`", signature(&func.name))),
             );
             return None;
         }
@@ -718,7 +893,8 @@ impl CellCx<'_> {
             None => {
                 // `chunk` outside a tuple `let`.
                 self.diags.push(
-                    Diagnostic::error(func.span, "`chunk` splits a vector into several names")
+                    Diagnostic::error(func.span, "`chunk` can only be the value of a tuple `let`")
+                        .with_label("splits a vector into several names")
                         .with_help("write `let (a, b) = chunk(v, 2);`"),
                 );
                 None
@@ -811,6 +987,7 @@ impl CellCx<'_> {
             (Ty::Matrix(..), Ty::Scalar) => {
                 self.diags.push(
                     Diagnostic::error(rhs.span, "right side of `@` must be a vector, found a scalar")
+                        .with_label("this is a scalar")
                         .with_help("to scale a matrix, use `*`"),
                 );
                 None
@@ -818,6 +995,7 @@ impl CellCx<'_> {
             (lhs_ty, _) => {
                 self.diags.push(
                     Diagnostic::error(lhs.span, format!("left side of `@` must be a matrix, found {}", self.show(lhs_ty)))
+                        .with_label(format!("this is {}", self.show(lhs_ty)))
                         .with_help("write the matrix first: `w @ x`; for elementwise products use `*`"),
                 );
                 None
@@ -831,6 +1009,7 @@ impl CellCx<'_> {
             other => {
                 self.diags.push(
                     Diagnostic::error(inner.span, format!("only matrices can be transposed, found {}", self.show(other)))
+                        .with_label(format!("this is {}", self.show(other)))
                         .with_note("vectors have no orientation here: `w @ x` already treats `x` as a column"),
                 );
                 None
@@ -842,6 +1021,28 @@ impl CellCx<'_> {
         let names: Vec<String> = self.sizes.iter().map(|(name, _)| name.clone()).collect();
         let text = dim.display(&names).to_string();
         text
+    }
+}
+
+/// How a function is called, for help lines.
+fn signature(func: &str) -> &'static str {
+    match func {
+        "sigmoid" => "sigmoid(v)",
+        "tanh" => "tanh(v)",
+        "relu" => "relu(v)",
+        "exp" => "exp(v)",
+        "log" => "log(v)",
+        "abs" => "abs(v)",
+        "sign" => "sign(v)",
+        "sqrt" => "sqrt(v)",
+        "softplus" => "softplus(v)",
+        "min" => "min(a, b)",
+        "max" => "max(a, b)",
+        "soft_threshold" => "soft_threshold(v, threshold)",
+        "clip" => "clip(v, low, high)",
+        "transpose" => "transpose(matrix)",
+        "chunk" => "let (a, b) = chunk(v, 2)",
+        _ => "f(...)",
     }
 }
 

@@ -21,15 +21,17 @@ impl Ratio {
         Ratio { num: value, den: 1 }
     }
 
+    /// `num / den` in lowest terms; `None` for a zero denominator or a
+    /// value that does not fit.
     fn new(num: i128, den: i128) -> Option<Ratio> {
         if den == 0 {
             return None;
         }
-        let gcd = gcd(num.unsigned_abs(), den.unsigned_abs()).max(1) as i128;
+        let gcd = i128::try_from(gcd(num.unsigned_abs(), den.unsigned_abs()).max(1)).ok()?;
         let sign = if den < 0 { -1 } else { 1 };
         Some(Ratio {
-            num: sign * num / gcd,
-            den: sign * den / gcd,
+            num: num.checked_div(gcd)?.checked_mul(sign)?,
+            den: den.checked_div(gcd)?.checked_mul(sign)?,
         })
     }
 
@@ -91,7 +93,14 @@ pub enum DimError {
     DivideByZero,
     /// Numbers too large to represent.
     Overflow,
+    /// More than [`MAX_TERMS`] terms: `(H + I + G)*(H + I + G)*...`
+    /// would take time and memory that grow without bound.
+    TooComplex,
 }
+
+/// The most terms a size polynomial may have. Real sizes have one or two
+/// (`4*H`, `2*H + 1`); the bound keeps every operation on sizes cheap.
+pub const MAX_TERMS: usize = 64;
 
 impl SymDim {
     /// A whole number.
@@ -129,7 +138,7 @@ impl SymDim {
                 terms.remove(mono);
             }
         }
-        Ok(SymDim { terms })
+        SymDim { terms }.bounded()
     }
 
     /// `self - other`.
@@ -139,19 +148,34 @@ impl SymDim {
 
     /// `self * other`.
     pub fn mul(&self, other: &SymDim) -> Result<SymDim, DimError> {
-        let mut out = SymDim::default();
+        if self.terms.len() * other.terms.len() > MAX_TERMS * MAX_TERMS {
+            return Err(DimError::TooComplex);
+        }
+        let mut terms: BTreeMap<Vec<SymId>, Ratio> = BTreeMap::new();
         for (mono_a, coef_a) in &self.terms {
             for (mono_b, coef_b) in &other.terms {
+                if mono_a.len() + mono_b.len() > MAX_TERMS {
+                    return Err(DimError::TooComplex);
+                }
                 let mut mono = mono_a.clone();
                 mono.extend(mono_b);
                 mono.sort_unstable();
                 let coef = coef_a.mul(*coef_b).ok_or(DimError::Overflow)?;
-                let mut term = SymDim::default();
-                term.terms.insert(mono, coef);
-                out = out.add(&term)?;
+                let entry = terms.entry(mono).or_insert(Ratio::int(0));
+                *entry = entry.add(coef).ok_or(DimError::Overflow)?;
             }
         }
-        Ok(out)
+        terms.retain(|_, coef| !coef.is_zero());
+        SymDim { terms }.bounded()
+    }
+
+    /// Refuses polynomials with more than [`MAX_TERMS`] terms.
+    fn bounded(self) -> Result<SymDim, DimError> {
+        if self.terms.len() > MAX_TERMS {
+            Err(DimError::TooComplex)
+        } else {
+            Ok(self)
+        }
     }
 
     /// `self / other`, where `other` must be a plain non-zero number.
@@ -235,6 +259,20 @@ impl SymDim {
     }
 }
 
+/// The absolute value of a [`Ratio`], which always fits in `u128`.
+#[derive(PartialEq, Eq)]
+struct Magnitude(u128, u128);
+
+impl fmt::Display for Magnitude {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.1 == 1 {
+            write!(f, "{}", self.0)
+        } else {
+            write!(f, "{}/{}", self.0, self.1)
+        }
+    }
+}
+
 struct DimDisplay<'a> {
     dim: &'a SymDim,
     names: &'a [String],
@@ -250,7 +288,7 @@ impl fmt::Display for DimDisplay<'_> {
         terms.sort_by(|(a, _), (b, _)| b.len().cmp(&a.len()).then(a.cmp(b)));
         for (idx, (mono, coef)) in terms.into_iter().enumerate() {
             let negative = coef.num < 0;
-            let magnitude = Ratio::new(coef.num.abs(), coef.den).expect("non-zero denominator");
+            let magnitude = Magnitude(coef.num.unsigned_abs(), coef.den.unsigned_abs());
             if idx == 0 {
                 if negative {
                     write!(f, "-")?;
@@ -265,7 +303,7 @@ impl fmt::Display for DimDisplay<'_> {
             if mono.is_empty() {
                 write!(f, "{magnitude}")?;
             } else {
-                if magnitude != Ratio::int(1) {
+                if magnitude != Magnitude(1, 1) {
                     write!(f, "{magnitude}*")?;
                 }
                 write!(f, "{}", names.join("*"))?;
@@ -313,6 +351,23 @@ mod tests {
         assert_eq!(dim.display(&names).to_string(), "4*H + 1");
         let dim = SymDim::sym(0).sub(&SymDim::sym(1)).unwrap();
         assert_eq!(dim.display(&names).to_string(), "H - I");
+    }
+
+    #[test]
+    fn huge_products_are_refused_quickly() {
+        let sum = SymDim::sym(0).add(&SymDim::sym(1)).unwrap().add(&SymDim::sym(2)).unwrap();
+        let mut product = sum.clone();
+        let mut outcome = Ok(());
+        for _ in 0..100 {
+            match product.mul(&sum) {
+                Ok(next) => product = next,
+                Err(error) => {
+                    outcome = Err(error);
+                    break;
+                }
+            }
+        }
+        assert_eq!(outcome, Err(DimError::TooComplex));
     }
 
     #[test]

@@ -10,11 +10,14 @@ mod cell;
 pub mod dim;
 mod network;
 
+pub use self::network::{MAX_LAYERS, MAX_SIZE, MAX_STATIC_STEPS, MAX_STEPS_PER_ITERATION};
+
 use std::collections::HashMap;
 use std::sync::OnceLock;
 
 use crate::ast;
 use crate::diag::Diagnostics;
+pub(crate) use crate::diag::suggest;
 use crate::parse;
 use crate::source::{SourceFile, Span};
 
@@ -101,6 +104,7 @@ fn check_cell_name(diags: &mut Diagnostics, cell: &ast::Cell, all: &[ast::Cell],
     if prelude.iter().any(|built_in| built_in.name == cell.name.name) {
         diags.push(
             Diagnostic::error(cell.name.span, format!("`{}` is a built-in cell", cell.name.name))
+                .with_label("this name is taken by the prelude")
                 .with_help(format!("give your cell another name, e.g. `my_{}`", cell.name.name)),
         );
         return false;
@@ -115,6 +119,7 @@ fn check_network_name<'a>(diags: &mut Diagnostics, network: &'a ast::Network, se
     if let Some(first) = seen.get(network.name.name.as_str()) {
         diags.push(
             Diagnostic::error(network.name.span, format!("network `{}` is defined twice", network.name.name))
+                .with_label("defined again here")
                 .with_secondary(*first, "first defined here")
                 .with_help("rename one of them"),
         );
@@ -143,36 +148,6 @@ pub fn prelude_cells() -> &'static [Cell] {
         }
         cells
     })
-}
-
-/// The closest candidate to `name` by edit distance, if close enough to be
-/// a likely typo.
-pub(crate) fn suggest<'a>(name: &str, candidates: impl Iterator<Item = &'a str>) -> Option<&'a str> {
-    let limit = (name.chars().count() / 3).max(1);
-    candidates
-        .map(|candidate| (edit_distance(name, candidate), candidate))
-        .filter(|(distance, candidate)| *distance <= limit && *candidate != name)
-        .min_by_key(|(distance, candidate)| (*distance, *candidate))
-        .map(|(_, candidate)| candidate)
-}
-
-fn edit_distance(a: &str, b: &str) -> usize {
-    let a: Vec<char> = a.chars().collect();
-    let b: Vec<char> = b.chars().collect();
-    let mut previous: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.iter().enumerate() {
-        let mut current = vec![i + 1; b.len() + 1];
-        for (j, cb) in b.iter().enumerate() {
-            let substitute = previous[j] + usize::from(ca != cb);
-            current[j + 1] = substitute.min(previous[j + 1] + 1).min(current[j] + 1);
-            // Transposed neighbours count as one edit.
-            if i > 0 && j > 0 && a[i] == b[j - 1] && a[i - 1] == b[j] {
-                current[j + 1] = current[j + 1].min(previous[j - 1] + 1);
-            }
-        }
-        previous = current;
-    }
-    previous[b.len()]
 }
 
 /// A typed cell. Sizes are symbolic: `sizes[k]` names size `k`.
@@ -324,6 +299,8 @@ pub enum TKind {
     Transpose(Box<TExpr>),
     /// Rows (or elements) `start..end`.
     Slice(Box<TExpr>, SymDim, SymDim),
+    /// Row `index` of a matrix, as a vector.
+    Row(Box<TExpr>, SymDim),
     /// Chosen by a flag when the cell is instantiated.
     If(usize, Box<TExpr>, Box<TExpr>),
 }

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use crate::ast;
-use crate::check::dim::SymDim;
+use crate::check::dim::{SymDim, SymId};
 use crate::check::{
     suggest, Cell, Constraint, InputSource, Instance, Layer, NetInput, Network, Ty, UnrollMode, Value,
 };
@@ -32,7 +32,11 @@ pub(super) struct CellTable<'a> {
 
 pub(super) fn check_network(diags: &mut Diagnostics, network: &ast::Network, table: &CellTable<'_>) -> Option<Network> {
     let errors_before = diags.error_count();
+    let inputs_before = diags.error_count();
     let inputs = check_inputs(diags, network);
+    // A layer's input that would read a rejected input declaration is not
+    // reported again.
+    let inputs_ok = diags.error_count() == inputs_before;
     let unroll = check_unroll(diags, network);
     if network.layers.is_empty() {
         diags.push(
@@ -48,11 +52,12 @@ pub(super) fn check_network(diags: &mut Diagnostics, network: &ast::Network, tab
         if let Some(first) = layer_names.insert(&layer.name.name, layer.name.span) {
             diags.push(
                 Diagnostic::error(layer.name.span, format!("layer `{}` is defined twice", layer.name.name))
+                    .with_label("defined again here")
                     .with_secondary(first, "first defined here")
                     .with_help("rename one of them"),
             );
         }
-        let checked = check_layer(diags, layer, layer_idx, table, &inputs, previous_size, &mut used_inputs);
+        let checked = check_layer(diags, layer, layer_idx, table, &inputs, inputs_ok, previous_size, &mut used_inputs);
         match checked {
             Some(checked) => {
                 let last = checked.stack.last().expect("at least one stacked layer");
@@ -64,7 +69,7 @@ pub(super) fn check_network(diags: &mut Diagnostics, network: &ast::Network, tab
             None => break,
         }
     }
-    if layers.len() == network.layers.len() {
+    if !layers.is_empty() && layers.len() == network.layers.len() {
         for (input, used) in inputs.iter().zip(&used_inputs) {
             if !used {
                 diags.push(
@@ -99,7 +104,9 @@ fn check_inputs(diags: &mut Diagnostics, network: &ast::Network) -> Vec<NetInput
         if let Some(first) = seen.insert(&input.name.name, input.name.span) {
             diags.push(
                 Diagnostic::error(input.name.span, format!("input `{}` is declared twice", input.name.name))
-                    .with_secondary(first, "first declared here"),
+                    .with_label("declared again here")
+                    .with_secondary(first, "first declared here")
+                    .with_help("inputs and contexts share one namespace; rename one of them"),
             );
             continue;
         }
@@ -260,6 +267,33 @@ fn check_unroll(diags: &mut Diagnostics, network: &ast::Network) -> Option<Unrol
     }
 }
 
+/// A size condition from one layer: the cell's `dim` must equal `target`,
+/// the value `given` by the network.
+struct SizeEquation {
+    dim: SymDim,
+    target: i128,
+    /// What fixes the value: "`hidden = 64`", "network input `x` has size 32".
+    given: String,
+    /// Where that value was written in the network.
+    given_span: Option<Span>,
+    /// What in the cell has the size: "input `x` of cell `my_rnn`".
+    cell_side: String,
+    /// Where the cell declares it (`None` for prelude cells).
+    cell_span: Option<Span>,
+}
+
+impl SizeEquation {
+    fn labels(&self, mut diagnostic: Diagnostic, target: i128, names: &[String]) -> Diagnostic {
+        if let Some(span) = self.given_span {
+            diagnostic = diagnostic.with_secondary(span, format!("size {target} here"));
+        }
+        if let Some(span) = self.cell_span {
+            diagnostic = diagnostic.with_secondary(span, format!("declared as [{}] here", self.dim.display(names)));
+        }
+        diagnostic
+    }
+}
+
 struct LayerArgs {
     n_layers: usize,
     bidirectional: bool,
@@ -275,6 +309,7 @@ fn check_layer(
     layer_idx: usize,
     table: &CellTable<'_>,
     inputs: &[NetInput],
+    inputs_ok: bool,
     previous_size: Option<usize>,
     used_inputs: &mut [bool],
 ) -> Option<Layer> {
@@ -297,7 +332,7 @@ fn check_layer(
     let mut input_size = previous_size;
     for stack_idx in 0..args.n_layers {
         let first = layer_idx == 0 && stack_idx == 0;
-        let sources = bind_inputs(diags, layer, cell, inputs, first, used_inputs)?;
+        let sources = bind_inputs(diags, layer, cell, inputs, inputs_ok, first, used_inputs)?;
         let instance = instantiate(diags, layer, cell, &args, inputs, &sources, input_size)?;
         input_size = Some(instance.output_size * if args.bidirectional { 2 } else { 1 });
         stack.push(instance);
@@ -334,7 +369,9 @@ fn check_layer_args(diags: &mut Diagnostics, layer: &ast::Layer, cell: &Cell) ->
         if let Some(first) = seen.insert(name, arg.name.span) {
             diags.push(
                 Diagnostic::error(arg.name.span, format!("argument `{name}` is given twice"))
-                    .with_secondary(first, "first given here"),
+                    .with_label("given again here")
+                    .with_secondary(first, "first given here")
+                    .with_help("remove one of them"),
             );
             continue;
         }
@@ -427,6 +464,7 @@ fn bind_inputs(
     layer: &ast::Layer,
     cell: &Cell,
     inputs: &[NetInput],
+    inputs_ok: bool,
     first: bool,
     used_inputs: &mut [bool],
 ) -> Option<Vec<InputSource>> {
@@ -454,6 +492,7 @@ fn bind_inputs(
         match slot {
             Some(InputSource::Network(idx)) => used_inputs[*idx] = true,
             Some(InputSource::Previous) => {}
+            None if !inputs_ok => ok = false,
             None => {
                 ok = false;
                 diags.push(
@@ -486,58 +525,84 @@ fn instantiate(
 ) -> Option<Instance> {
     let names = &cell.sizes;
     let mut values: Vec<Option<i128>> = args.sizes.iter().map(|size| size.map(|(value, _)| value)).collect();
-    // Equations: (size expression, value it must have, what the value is).
-    let mut equations: Vec<(SymDim, i128, String, Option<Span>)> = Vec::new();
+    let cell_span = |span: Span| (!cell.from_prelude).then_some(span);
+    let mut equations: Vec<SizeEquation> = Vec::new();
     if let Some((hidden, span)) = args.hidden {
-        equations.push((cell.states[0].dim.clone(), hidden, format!("`hidden = {hidden}`"), Some(span)));
+        let state = &cell.states[0];
+        equations.push(SizeEquation {
+            dim: state.dim.clone(),
+            target: hidden,
+            given: format!("`hidden = {hidden}`"),
+            given_span: Some(span),
+            cell_side: format!("state `{}` of cell `{}`", state.name, cell.name),
+            cell_span: cell_span(state.span),
+        });
     }
     for (var, source) in cell.inputs.iter().zip(sources) {
-        let (size, what, span) = match source {
-            InputSource::Network(idx) => (inputs[*idx].size, format!("network input `{}`", inputs[*idx].name), Some(inputs[*idx].span)),
-            InputSource::Previous => (
-                previous_size.expect("later layers know their input size"),
-                "the previous layer's output".to_owned(),
-                None,
-            ),
+        let (size, given, given_span) = match source {
+            InputSource::Network(idx) => {
+                let input = &inputs[*idx];
+                let kind = if input.per_step { "network input" } else { "context" };
+                (input.size, format!("{kind} `{}` has size {}", input.name, input.size), Some(input.span))
+            }
+            InputSource::Previous => {
+                let size = previous_size.expect("later layers know their input size");
+                (size, format!("the previous layer's output has size {size}"), None)
+            }
         };
-        equations.push((var.dim.clone(), size as i128, format!("input `{}` receives {what}", var.name), span));
+        equations.push(SizeEquation {
+            dim: var.dim.clone(),
+            target: size as i128,
+            given,
+            given_span,
+            cell_side: format!("input `{}` of cell `{}`", var.name, cell.name),
+            cell_span: cell_span(var.span),
+        });
     }
     let mut ok = true;
     let mut pending = equations;
     loop {
         let before = pending.len();
         let mut still = Vec::new();
-        for (dim, target, what, span) in pending {
+        for equation in pending {
+            let SizeEquation { dim, target, .. } = &equation;
             if let Some(value) = dim.eval(&values) {
-                if value.as_int() != Some(target) {
+                if value.as_int() != Some(*target) {
                     ok = false;
-                    let mut diagnostic = Diagnostic::error(
-                        layer.cell.span,
-                        format!("size mismatch in layer `{}`: {what} of size {target}, but cell `{}` wants [{}] = [{}]", layer.name.name, cell.name, dim.display(names), value),
-                    )
-                    .with_note(size_note(cell, &values));
-                    if let Some(span) = span {
-                        diagnostic = diagnostic.with_secondary(span, format!("size {target} here"));
-                    }
-                    diags.push(diagnostic);
+                    let shown = if dim.as_const().is_some() {
+                        format!("[{value}]")
+                    } else {
+                        format!("[{}] (= {value})", dim.display(names))
+                    };
+                    let message = format!(
+                        "size mismatch in layer `{}`: {}, but {} is {shown}",
+                        layer.name.name, equation.given, equation.cell_side
+                    );
+                    diags.push(equation.labels(Diagnostic::error(layer.cell.span, message), *target, names).with_note(size_note(cell, &values)));
                 }
                 continue;
             }
-            match dim.solve(&values, target) {
+            match dim.solve(&values, *target) {
                 Some((sym, value)) => match value.as_int() {
                     Some(int) if (1..=MAX_SIZE).contains(&int) => values[sym as usize] = Some(int),
                     _ => {
                         ok = false;
+                        let message = format!(
+                            "size `{}` of cell `{}` would be {value}: {}, and {} is [{}]",
+                            names[sym as usize],
+                            cell.name,
+                            equation.given,
+                            equation.cell_side,
+                            dim.display(names)
+                        );
                         diags.push(
-                            Diagnostic::error(
-                                layer.cell.span,
-                                format!("size `{}` of cell `{}` would be {value}, from {what} of size {target}", names[sym as usize], cell.name),
-                            )
-                            .with_note(format!("sizes are whole numbers from 1 to {MAX_SIZE}")),
+                            equation
+                                .labels(Diagnostic::error(layer.cell.span, message), *target, names)
+                                .with_note(format!("sizes are whole numbers from 1 to {MAX_SIZE}")),
                         );
                     }
                 },
-                None => still.push((dim, target, what, span)),
+                None => still.push(equation),
             }
         }
         pending = still;
@@ -555,12 +620,28 @@ fn instantiate(
         .map(|(_, name)| name.as_str())
         .collect();
     if !unknown.is_empty() {
-        let example: Vec<String> = unknown.iter().map(|name| format!("{name} = ...")).collect();
+        // The first state's size is what `hidden` sets, and that is the
+        // word users know it by.
+        let first_state = &cell.states[0].dim;
+        let hidden_size = first_state.symbols().next().filter(|sym| *first_state == SymDim::sym(*sym));
+        let example: Vec<String> = values
+            .iter()
+            .enumerate()
+            .filter(|(_, value)| value.is_none())
+            .map(|(sym, _)| {
+                if hidden_size == Some(sym as SymId) {
+                    "hidden = ...".to_owned()
+                } else {
+                    format!("{} = ...", names[sym])
+                }
+            })
+            .collect();
         diags.push(
             Diagnostic::error(
                 layer.cell.span,
                 format!("cannot infer size{} {} of cell `{}`", if unknown.len() == 1 { "" } else { "s" }, unknown.iter().map(|name| format!("`{name}`")).collect::<Vec<_>>().join(", "), cell.name),
             )
+            .with_label(format!("no value for {}", unknown.iter().map(|name| format!("`{name}`")).collect::<Vec<_>>().join(", ")))
             .with_note("sizes come from the layer's inputs, from `hidden` (the first state's size) and from size arguments")
             .with_help(format!("pass {}: `{}({})`", if unknown.len() == 1 { "it" } else { "them" }, cell.name, example.join(", "))),
         );
@@ -573,6 +654,7 @@ fn instantiate(
                 Constraint::Positive(_, span) | Constraint::Index { span, .. } | Constraint::Slice { span, .. } => *span,
             };
             let mut diagnostic = Diagnostic::error(layer.cell.span, format!("in layer `{}`: {message}", layer.name.name))
+                .with_label("with the sizes of this layer")
                 .with_note(size_note(cell, &values));
             if !cell.from_prelude {
                 diagnostic = diagnostic.with_secondary(span, "in the cell here");
@@ -587,7 +669,18 @@ fn instantiate(
     let Ty::Vector(output_dim) = &cell.bindings[cell.output].ty else {
         unreachable!("check_output ensures the output is a vector")
     };
-    let output_size = eval_usize(output_dim, &values).expect("constraints ensure a positive output size");
+    // Every size the output can have is covered by a constraint above, so
+    // this only guards against a gap in them.
+    let Some(output_size) = eval_usize(output_dim, &values).filter(|size| *size >= 1) else {
+        diags.push(
+            Diagnostic::error(
+                layer.cell.span,
+                format!("in layer `{}`: the output size [{}] of cell `{}` is not a positive whole number", layer.name.name, output_dim.display(names), cell.name),
+            )
+            .with_note(size_note(cell, &values)),
+        );
+        return None;
+    };
     Some(Instance {
         sizes,
         consts: args.consts.clone(),
@@ -617,6 +710,13 @@ fn eval_usize(dim: &SymDim, values: &[Option<i128>]) -> Option<usize> {
 
 fn violated(constraint: &Constraint, values: &[Option<i128>], names: &[String]) -> Option<String> {
     let show = |dim: &SymDim| dim.display(names).to_string();
+    let length = |len: &SymDim, value: i128| {
+        if len.as_const().is_some() {
+            format!("length {value}")
+        } else {
+            format!("length {} = {value}", show(len))
+        }
+    };
     match constraint {
         Constraint::Positive(dim, _) => match dim.eval(values) {
             Some(value) if value.as_int().is_some_and(|int| (1..=MAX_SIZE).contains(&int)) => None,
@@ -626,20 +726,22 @@ fn violated(constraint: &Constraint, values: &[Option<i128>], names: &[String]) 
         Constraint::Index { index, len, .. } => {
             let index_value = dim_int(index, values)?;
             let len_value = dim_int(len, values)?;
-            (!(0..len_value).contains(&index_value)).then(|| format!("index {} = {index_value} is out of range for length {} = {len_value}", show(index), show(len)))
+            (!(0..len_value).contains(&index_value)).then(|| {
+                format!("index `[{}]` is {index_value}, past the end of {}", show(index), length(len, len_value))
+            })
         }
         Constraint::Slice { start, end, len, .. } => {
             let start_value = dim_int(start, values)?;
             let end_value = dim_int(end, values)?;
             let len_value = dim_int(len, values)?;
-            (!(0 <= start_value && start_value < end_value && end_value <= len_value)).then(|| {
-                format!(
-                    "slice {}..{} = {start_value}..{end_value} is not a non-empty range within length {} = {len_value}",
-                    show(start),
-                    show(end),
-                    show(len)
-                )
-            })
+            let slice = format!("slice `[{}..{}]` is `[{start_value}..{end_value}]`", show(start), show(end));
+            if start_value < 0 || end_value > len_value {
+                Some(format!("{slice}, outside {}", length(len, len_value)))
+            } else if start_value >= end_value {
+                Some(format!("{slice}, which is empty"))
+            } else {
+                None
+            }
         }
     }
 }

@@ -1,0 +1,1451 @@
+//! IR + plan → Rust source, with `quote`, formatted by `prettyplease`.
+//!
+//! Input: an [`ir::Network`] and the [`lower::LayerPlan`] of each layer.
+//! Output: a token stream defining, for a network `Tagger`, the model type
+//! `Tagger` (weights, `from_safetensors`, `from_weights`, `random`,
+//! `forward`, and `step` for unidirectional networks), `TaggerState` and
+//! `TaggerOutput`. The time loop depends on the unroll mode: straight-line
+//! blocks for `static N` (one per step, guarded by the batch's longest
+//! length), one loop for `dynamic`, a loop of k steps plus the remainder
+//! for `dynamic by k`, one straight-line layer function per bucket for
+//! `static buckets`. Generated code holds no `unsafe` and allocates nothing
+//! inside the time loop.
+//!
+//! Emission cannot fail: every size and name was decided by `check`.
+
+use proc_macro2::{Ident, Literal, Span, TokenStream};
+use quote::{format_ident, quote};
+
+use crate::check::{Func, InputSource, UnrollMode};
+use crate::interp::{final_state_name, initial_state_name};
+use crate::ir::{self, Network, Op, Shape, ValueId};
+use crate::lower::{self, LayerPlan, Place};
+use crate::weights;
+
+/// Options of code generation.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The path of the runtime crate in generated code (`::rnn_runtime`).
+    pub runtime_path: syn::Path,
+    /// Overrides the model's unroll mode (for `rnnc emit --mode`).
+    pub mode: Option<UnrollMode>,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            runtime_path: syn::parse_quote!(::rnn_runtime),
+            mode: None,
+        }
+    }
+}
+
+/// The generated items of one network.
+pub fn emit(network: &Network, options: &Options) -> TokenStream {
+    let mut network = network.clone();
+    if let Some(mode) = &options.mode {
+        network.unroll = mode.clone();
+    }
+    let cx = Cx {
+        rt: &options.runtime_path,
+        network: &network,
+        plans: network.layers.iter().map(lower::lower).collect(),
+        groups: state_groups(&network),
+    };
+    cx.emit_network()
+}
+
+/// Formats tokens as a Rust file with prettyplease.
+///
+/// # Panics
+///
+/// If the tokens are not a valid Rust file: that is an internal error of
+/// the generator, never a user error.
+pub fn format(tokens: &TokenStream) -> String {
+    let file: syn::File = syn::parse2(tokens.clone())
+        .unwrap_or_else(|error| panic!("internal error: generated code does not parse: {error}\n{tokens}"));
+    prettyplease::unparse(&file)
+}
+
+/// A layer statement's states, gathered over its stacked layers: one
+/// `[L*D, B, H]` tensor per state.
+#[derive(Debug, Clone)]
+struct StateGroup {
+    /// Field name in the state struct (`h`, or `enc_h` with several layer
+    /// statements).
+    field: Ident,
+    /// Field name in the output struct (`h_n`).
+    output_field: Ident,
+    /// Tensor name of the initial value (`h0`).
+    initial_name: String,
+    /// Tensor name of the final value (`h_n`).
+    final_name: String,
+    /// Rows: layers × directions.
+    rows: usize,
+    /// State size.
+    size: usize,
+    /// The layer statement.
+    layer_name: String,
+    /// The state's index in its cell.
+    state_idx: usize,
+}
+
+fn state_groups(network: &Network) -> Vec<StateGroup> {
+    let several = network.layers.first().is_some_and(|first| network.layers.iter().any(|layer| layer.name != first.name));
+    let mut groups: Vec<StateGroup> = Vec::new();
+    for layer in &network.layers {
+        if layer.stack_idx != 0 {
+            continue;
+        }
+        let n_stack = network.layers.iter().filter(|other| other.name == layer.name).count();
+        for (state_idx, state) in layer.states.iter().enumerate() {
+            let field_name = if several { format!("{}_{}", layer.name, state.name) } else { state.name.clone() };
+            groups.push(StateGroup {
+                field: format_ident!("{}", field_name),
+                output_field: format_ident!("{}_n", field_name),
+                initial_name: initial_state_name(layer, &state.name),
+                final_name: final_state_name(layer, &state.name),
+                rows: n_stack * layer.directions,
+                size: state.size,
+                layer_name: layer.name.clone(),
+                state_idx,
+            });
+        }
+    }
+    groups
+}
+
+struct Cx<'a> {
+    rt: &'a syn::Path,
+    network: &'a Network,
+    plans: Vec<LayerPlan>,
+    groups: Vec<StateGroup>,
+}
+
+/// One way to run the time loop of every layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Variant {
+    Static(usize),
+    Dynamic,
+    DynamicBy(usize),
+}
+
+impl Variant {
+    fn suffix(self) -> String {
+        match self {
+            Variant::Static(steps) => format!("static{steps}"),
+            Variant::Dynamic => "dynamic".to_owned(),
+            Variant::DynamicBy(steps) => format!("dynamic_by{steps}"),
+        }
+    }
+}
+
+fn usize_lit(value: usize) -> Literal {
+    Literal::usize_unsuffixed(value)
+}
+
+fn f32_tokens(value: f32) -> TokenStream {
+    if value.is_nan() {
+        quote!(f32::NAN)
+    } else if value == f32::INFINITY {
+        quote!(f32::INFINITY)
+    } else if value == f32::NEG_INFINITY {
+        quote!(f32::NEG_INFINITY)
+    } else {
+        let literal = Literal::f32_suffixed(value);
+        quote!(#literal)
+    }
+}
+
+fn value_ident(id: ValueId) -> Ident {
+    format_ident!("__rnn_v{}", id.0)
+}
+
+fn const_field(id: ValueId) -> Ident {
+    format_ident!("__rnn_c{}", id.0)
+}
+
+fn param_field(layer: &ir::Layer, param: ir::ParamId) -> Ident {
+    format_ident!("{}", layer.params[param.0 as usize].name)
+}
+
+fn state_ident(idx: usize) -> Ident {
+    format_ident!("__rnn_s{idx}")
+}
+
+fn input_ident(idx: usize) -> Ident {
+    format_ident!("__rnn_in{idx}")
+}
+
+impl Cx<'_> {
+    /// Short local names for the runtime, at the start of every generated
+    /// function body.
+    fn prelude(&self) -> TokenStream {
+        let rt = self.rt;
+        quote! {
+            #[allow(unused_imports)]
+            use #rt::ndarray::{self as __rnn_nd, s, Array2, Array3};
+            #[allow(unused_imports)]
+            use #rt::__private::{self as __rnn_rt, Arg};
+        }
+    }
+
+    fn model_ident(&self) -> Ident {
+        format_ident!("{}", self.network.name)
+    }
+
+    fn state_struct(&self) -> Ident {
+        format_ident!("{}State", self.network.name)
+    }
+
+    fn output_struct(&self) -> Ident {
+        format_ident!("{}Output", self.network.name)
+    }
+
+    fn weights_struct(&self, layer_idx: usize) -> Ident {
+        format_ident!("__Rnn{}Layer{}", self.network.name, layer_idx)
+    }
+
+    fn layer_fn(&self, layer_idx: usize, variant: Variant) -> Ident {
+        format_ident!("__rnn_layer{}_{}", layer_idx, variant.suffix())
+    }
+
+    fn variants(&self) -> Vec<Variant> {
+        match &self.network.unroll {
+            UnrollMode::Static(steps) => vec![Variant::Static(*steps)],
+            UnrollMode::Dynamic => vec![Variant::Dynamic],
+            UnrollMode::DynamicBy(steps) => vec![Variant::DynamicBy(*steps)],
+            UnrollMode::Buckets { lengths, dynamic_fallback } => {
+                let mut variants: Vec<Variant> = lengths.iter().map(|len| Variant::Static(*len)).collect();
+                if *dynamic_fallback {
+                    variants.push(Variant::Dynamic);
+                }
+                variants
+            }
+        }
+    }
+
+    fn emit_network(&self) -> TokenStream {
+        let weight_structs = (0..self.network.layers.len()).map(|idx| self.emit_weights_struct(idx));
+        let layer_fns = (0..self.network.layers.len()).flat_map(|idx| {
+            self.variants()
+                .into_iter()
+                .map(move |variant| self.emit_layer_fn(idx, variant))
+        });
+        let model = self.emit_model_struct();
+        let state = self.emit_state_struct();
+        let output = self.emit_output_struct();
+        let constructors = self.emit_constructors();
+        let forward = self.emit_forward();
+        let step = self.emit_step();
+        let run = self.emit_run();
+        let model_impl = self.emit_model_trait();
+        let model_ident = self.model_ident();
+        quote! {
+            #model
+            #state
+            #output
+            #(#weight_structs)*
+            impl #model_ident {
+                #constructors
+                #forward
+                #step
+                #run
+                #(#layer_fns)*
+            }
+            #model_impl
+        }
+    }
+
+    /// `impl Model`: the name-based door, as `rnnc run` takes tensors.
+    fn emit_model_trait(&self) -> TokenStream {
+        let rt = self.rt;
+        let prelude = self.prelude();
+        let model = self.model_ident();
+        let state = self.state_struct();
+        let static_steps = match self.network.unroll {
+            UnrollMode::Static(steps) => Some(steps),
+            _ => None,
+        };
+        let mut loads = Vec::new();
+        let mut args = Vec::new();
+        for (k, input) in self.network.inputs.iter().enumerate() {
+            let local = format_ident!("__rnn_input{}", k);
+            let name = &input.name;
+            if input.per_step {
+                loads.push(quote!(let #local = __rnn_rt::input3(inputs, #name)?;));
+            } else {
+                loads.push(quote!(let #local = __rnn_rt::input2(inputs, #name)?;));
+            }
+            args.push(quote!(#local.view()));
+        }
+        let per_step = self.per_step_inputs();
+        let (batch, steps) = match per_step.first() {
+            Some((k, _)) => {
+                let local = format_ident!("__rnn_input{}", k);
+                (quote!(#local.shape()[0]), quote!(#local.shape()[1]))
+            }
+            None => {
+                let (k, _) = self.context_inputs()[0];
+                let local = format_ident!("__rnn_input{}", k);
+                match static_steps {
+                    Some(steps) => {
+                        let steps = usize_lit(steps);
+                        (quote!(#local.shape()[0]), quote!(#steps))
+                    }
+                    None => {
+                        args.push(quote!(__rnn_steps));
+                        (quote!(#local.shape()[0]), quote!(__rnn_rt::steps(inputs)?))
+                    }
+                }
+            }
+        };
+        let states = self.groups.iter().map(|group| {
+            let field = &group.field;
+            let name = &group.initial_name;
+            let (rows, size) = (usize_lit(group.rows), usize_lit(group.size));
+            quote!(#field: __rnn_rt::state_or_zeros(inputs, #name, #rows, __rnn_batch, #size)?)
+        });
+        let names = self.groups.iter().map(|group| &group.initial_name);
+        let outputs = self.groups.iter().map(|group| {
+            let field = &group.output_field;
+            let name = &group.final_name;
+            quote!(__rnn_outputs.insert_f32(#name, __rnn_result.#field.into_dyn());)
+        });
+        quote! {
+            impl #rt::Model for #model {
+                fn from_weights(weights: &#rt::TensorMap) -> ::std::result::Result<Self, #rt::RnnError> {
+                    #model::from_weights(weights)
+                }
+
+                fn run(&self, inputs: &#rt::TensorMap) -> ::std::result::Result<#rt::TensorMap, #rt::RnnError> {
+                    #prelude
+                    #(#loads)*
+                    let __rnn_batch = #batch;
+                    let __rnn_steps = #steps;
+                    let __rnn_seq_len = __rnn_rt::optional_lengths(inputs, __rnn_batch, __rnn_steps)?;
+                    let __rnn_state = if [#(#names),*].iter().any(|name| inputs.contains(name)) {
+                        Some(#state { #(#states,)* })
+                    } else {
+                        None
+                    };
+                    let __rnn_result = self.forward(#(#args,)* __rnn_seq_len.as_deref(), __rnn_state.as_ref())?;
+                    let mut __rnn_outputs = #rt::TensorMap::new();
+                    #(#outputs)*
+                    __rnn_outputs.insert_f32("y", __rnn_result.y.into_dyn());
+                    Ok(__rnn_outputs)
+                }
+            }
+        }
+    }
+
+    fn doc_lines(&self) -> Vec<String> {
+        let network = self.network;
+        let mut lines = vec![format!("The `{}` network, compiled by unroll.", network.name), String::new()];
+        let mode = match &network.unroll {
+            UnrollMode::Static(steps) => format!("static {steps}: straight-line code for exactly {steps} steps"),
+            UnrollMode::Dynamic => "dynamic: one loop over the run-time length".to_owned(),
+            UnrollMode::DynamicBy(steps) => format!("dynamic by {steps}: a loop of {steps} steps per iteration"),
+            UnrollMode::Buckets { lengths, dynamic_fallback } => format!(
+                "static buckets {lengths:?}: the smallest bucket that holds the longest sequence{}",
+                if *dynamic_fallback { ", dynamic past the largest" } else { "" }
+            ),
+        };
+        lines.push(format!("Unrolled {mode}."));
+        lines.push(String::new());
+        lines.push("Inputs:".to_owned());
+        for input in &network.inputs {
+            if input.per_step {
+                lines.push(format!("- `{}`: `[B, T, {}]`, a value per step", input.name, input.size));
+            } else {
+                lines.push(format!("- `{}`: `[B, {}]`, the same at every step", input.name, input.size));
+            }
+        }
+        lines.push(String::new());
+        lines.push("Layers:".to_owned());
+        for layer in &network.layers {
+            let directions = if layer.directions == 2 { ", bidirectional" } else { "" };
+            lines.push(format!(
+                "- `{}` #{}: cell `{}`, output `[{}]`{directions}",
+                layer.name, layer.stack_idx, layer.cell, layer.output_size
+            ));
+        }
+        lines.push(String::new());
+        lines.push("Weights (PyTorch names):".to_owned());
+        for spec in weights::specs(network) {
+            lines.push(format!("- `{}`: `{:?}`", spec.name, spec.shape));
+        }
+        lines
+    }
+
+    fn emit_model_struct(&self) -> TokenStream {
+        let model = self.model_ident();
+        let docs = self.doc_lines();
+        let fields = (0..self.network.layers.len()).map(|idx| {
+            let field = format_ident!("__rnn_layer{}", idx);
+            let ty = self.weights_struct(idx);
+            quote!(#field: ::std::vec::Vec<#ty>)
+        });
+        quote! {
+            #(#[doc = #docs])*
+            #[derive(Debug, Clone)]
+            pub struct #model {
+                #(#fields,)*
+            }
+        }
+    }
+
+    fn emit_state_struct(&self) -> TokenStream {
+        let rt = self.rt;
+        let prelude = self.prelude();
+        let state = self.state_struct();
+        let name = &self.network.name;
+        let fields = self.groups.iter().map(|group| {
+            let field = &group.field;
+            let doc = format!(
+                "`{}` of layer `{}`: `[{}, B, {}]`, row `layer * directions + direction`.",
+                group.field, group.layer_name, group.rows, group.size
+            );
+            quote!(#[doc = #doc] pub #field: #rt::ndarray::Array3<f32>)
+        });
+        let checks = self.groups.iter().map(|group| {
+            let field = &group.field;
+            let tensor = &group.initial_name;
+            let (rows, size) = (usize_lit(group.rows), usize_lit(group.size));
+            quote!(__rnn_rt::check_shape(#tensor, self.#field.shape(), &[Some(#rows), Some(batch), Some(#size)])?;)
+        });
+        let zeros = self.groups.iter().map(|group| {
+            let field = &group.field;
+            let (rows, size) = (usize_lit(group.rows), usize_lit(group.size));
+            quote!(#field: #rt::ndarray::Array3::zeros((#rows, batch, #size)))
+        });
+        let doc = format!("The recurrent state of [`{name}`]: what carries from one step (or call) to the next.");
+        quote! {
+            #[doc = #doc]
+            #[derive(Debug, Clone, PartialEq)]
+            pub struct #state {
+                #(#fields,)*
+            }
+
+            impl #state {
+                /// The all-zero state for `batch` sequences.
+                pub fn zeros(batch: usize) -> Self {
+                    Self { #(#zeros,)* }
+                }
+
+                /// Checks every tensor's shape for `batch` sequences.
+                ///
+                /// # Errors
+                ///
+                /// A shape mismatch naming the tensor and both shapes.
+                pub fn check(&self, batch: usize) -> ::std::result::Result<(), #rt::RnnError> {
+                #prelude
+                    #(#checks)*
+                    Ok(())
+                }
+            }
+        }
+    }
+
+    fn emit_output_struct(&self) -> TokenStream {
+        let rt = self.rt;
+        let output = self.output_struct();
+        let state = self.state_struct();
+        let name = &self.network.name;
+        let y_doc = format!(
+            "The top layer's outputs: `[B, T, {}]`, zero past each sequence's length.",
+            self.network.output_size()
+        );
+        let fields = self.groups.iter().map(|group| {
+            let field = &group.output_field;
+            let doc = format!(
+                "Final `{}` of layer `{}` (tensor `{}`): `[{}, B, {}]`, the state after each sequence's last step.",
+                group.field, group.layer_name, group.final_name, group.rows, group.size
+            );
+            quote!(#[doc = #doc] pub #field: #rt::ndarray::Array3<f32>)
+        });
+        let into_state = self.groups.iter().map(|group| {
+            let (field, output_field) = (&group.field, &group.output_field);
+            quote!(#field: self.#output_field)
+        });
+        let doc = format!("What [`{name}::forward`] returns.");
+        quote! {
+            #[doc = #doc]
+            #[derive(Debug, Clone, PartialEq)]
+            pub struct #output {
+                #[doc = #y_doc]
+                pub y: #rt::ndarray::Array3<f32>,
+                #(#fields,)*
+            }
+
+            impl #output {
+                /// The final states, as the initial state of a next call.
+                pub fn into_state(self) -> #state {
+                    #state { #(#into_state,)* }
+                }
+            }
+        }
+    }
+
+    fn emit_weights_struct(&self, layer_idx: usize) -> TokenStream {
+        let rt = self.rt;
+        let layer = &self.network.layers[layer_idx];
+        let plan = &self.plans[layer_idx];
+        let ty = self.weights_struct(layer_idx);
+        let mut fields = Vec::new();
+        for param in &layer.params {
+            let field = format_ident!("{}", param.name);
+            fields.push(match param.shape.len() {
+                1 => quote!(#field: #rt::ndarray::Array1<f32>),
+                _ => quote!(#field: #rt::ndarray::Array2<f32>),
+            });
+        }
+        for (idx, node) in layer.step.nodes.iter().enumerate() {
+            if plan.places[idx] == Place::Const {
+                let field = const_field(ValueId(idx as u32));
+                fields.push(match node.shape {
+                    Shape::Matrix(..) => quote!(#field: #rt::ndarray::Array2<f32>),
+                    _ => quote!(#field: #rt::ndarray::Array1<f32>),
+                });
+            }
+        }
+        let doc = format!(
+            "Weights of layer `{}` #{} (cell `{}`) for one direction.",
+            layer.name, layer.stack_idx, layer.cell
+        );
+        quote! {
+            #[doc = #doc]
+            #[derive(Debug, Clone)]
+            struct #ty {
+                #(#fields,)*
+            }
+        }
+    }
+
+    fn emit_constructors(&self) -> TokenStream {
+        let rt = self.rt;
+        let prelude = self.prelude();
+        let mut layer_inits = Vec::new();
+        for (layer_idx, layer) in self.network.layers.iter().enumerate() {
+            let plan = &self.plans[layer_idx];
+            let ty = self.weights_struct(layer_idx);
+            let field = format_ident!("__rnn_layer{}", layer_idx);
+            let mut directions = Vec::new();
+            for direction in 0..layer.directions {
+                let mut statements = Vec::new();
+                let mut field_inits = Vec::new();
+                for param in &layer.params {
+                    let ident = format_ident!("{}", param.name);
+                    let mut names = vec![layer.weight_name(param, direction)];
+                    names.extend(layer.bare_weight_name(param));
+                    let load = match param.shape[..] {
+                        [len] => {
+                            let len = usize_lit(len);
+                            quote!(__rnn_rt::load1(weights, &[#(#names),*], #len)?)
+                        }
+                        [rows, cols] => {
+                            let (rows, cols) = (usize_lit(rows), usize_lit(cols));
+                            quote!(__rnn_rt::load2(weights, &[#(#names),*], #rows, #cols)?)
+                        }
+                        _ => unreachable!("parameters have rank 1 or 2"),
+                    };
+                    statements.push(quote!(let #ident = #load;));
+                    field_inits.push(quote!(#ident));
+                }
+                for (idx, node) in layer.step.nodes.iter().enumerate() {
+                    if plan.places[idx] != Place::Const {
+                        continue;
+                    }
+                    let id = ValueId(idx as u32);
+                    let ident = const_field(id);
+                    let value = self.emit_const_value(layer, plan, id, node);
+                    statements.push(quote!(let #ident = #value;));
+                    field_inits.push(quote!(#ident));
+                }
+                directions.push(quote! {{
+                    #(#statements)*
+                    #ty { #(#field_inits,)* }
+                }});
+            }
+            layer_inits.push(quote!(#field: ::std::vec![#(#directions),*]));
+        }
+        let specs = weights::specs(self.network);
+        let random_inserts = specs.iter().map(|spec| {
+            let name = &spec.name;
+            let dims = spec.shape.iter().map(|dim| usize_lit(*dim));
+            let hidden = usize_lit(((1.0 / spec.bound).powi(2)).round() as usize);
+            quote! {
+                weights.insert_f32(#name, __rnn_rt::uniform(&mut rng, &[#(#dims),*], __rnn_rt::pytorch_bound(#hidden)));
+            }
+        });
+        let model = self.model_ident();
+        quote! {
+            /// Loads the weights from a safetensors file (PyTorch `state_dict`
+            /// names; float32 or float64).
+            ///
+            /// # Errors
+            ///
+            /// The file cannot be read or parsed, or a weight is missing or
+            /// misshaped: the error names the tensor and both shapes.
+            pub fn from_safetensors(path: impl ::std::convert::AsRef<::std::path::Path>) -> ::std::result::Result<Self, #rt::RnnError> {
+                Self::from_weights(&#rt::TensorMap::load(path)?)
+            }
+
+            /// Builds the model from named weight tensors.
+            ///
+            /// # Errors
+            ///
+            /// A weight is missing, not floating point, or misshaped.
+            pub fn from_weights(weights: &#rt::TensorMap) -> ::std::result::Result<Self, #rt::RnnError> {
+                #prelude
+                Ok(Self { #(#layer_inits,)* })
+            }
+
+            /// Weights drawn as PyTorch initialises them, `U(-1/√H, 1/√H)`,
+            /// from `seed`: the same on every platform.
+            pub fn random(seed: u64) -> Self {
+                #prelude
+                let mut rng = #rt::__private::SplitMix64::new(seed);
+                let mut weights = #rt::TensorMap::new();
+                #(#random_inserts)*
+                match Self::from_weights(&weights) {
+                    Ok(model) => model,
+                    Err(error) => unreachable!("internal error: random weights of {} do not load: {error}", stringify!(#model)),
+                }
+            }
+        }
+    }
+
+    /// The expression computing a parameter-only value at construction.
+    fn emit_const_value(&self, layer: &ir::Layer, plan: &LayerPlan, id: ValueId, node: &ir::Node) -> TokenStream {
+        let rt = self.rt;
+        let local = |operand: ValueId| -> TokenStream {
+            match &layer.step.node(operand).op {
+                Op::Param(param) => {
+                    let ident = param_field(layer, *param);
+                    quote!(#ident)
+                }
+                _ => {
+                    let ident = const_field(operand);
+                    quote!(#ident)
+                }
+            }
+        };
+        let arg = |operand: ValueId| -> TokenStream {
+            let operand_node = layer.step.node(operand);
+            match (&operand_node.op, operand_node.shape) {
+                (Op::Literal(value), Shape::Scalar) => {
+                    let value = f32_tokens(*value);
+                    quote!(Arg::Scalar(#value))
+                }
+                (_, Shape::Matrix(..)) => {
+                    let local = local(operand);
+                    quote!(Arg::Full(#local.view()))
+                }
+                _ => {
+                    let local = local(operand);
+                    quote!(Arg::Row(#local.view()))
+                }
+            }
+        };
+        debug_assert_eq!(plan.place(id), Place::Const);
+        match &node.op {
+            Op::Literal(value) => {
+                let Shape::Vector(len) = node.shape else {
+                    unreachable!("scalar literals are inlined")
+                };
+                let (len, value) = (usize_lit(len), f32_tokens(*value));
+                quote!(#rt::ndarray::Array1::from_elem(#len, #value))
+            }
+            Op::Slice(base, start, end) => {
+                let base = local(*base);
+                let (start, end) = (usize_lit(*start), usize_lit(*end));
+                match node.shape {
+                    Shape::Matrix(..) => quote!(#base.slice(s![#start..#end, ..]).to_owned()),
+                    _ => quote!(#base.slice(s![#start..#end]).to_owned()),
+                }
+            }
+            Op::Row(matrix, index) => {
+                let matrix = local(*matrix);
+                let index = usize_lit(*index);
+                quote!(#matrix.row(#index).to_owned())
+            }
+            Op::Transpose(inner) => {
+                let inner = local(*inner);
+                quote!(__rnn_rt::transpose(#inner.view()))
+            }
+            Op::MatVec(matrix, vector) => {
+                let (matrix, vector) = (local(*matrix), local(*vector));
+                quote!(__rnn_rt::matvec(#matrix.view(), #vector.view()))
+            }
+            Op::Unary(..) | Op::Binary(..) | Op::Clip(..) => {
+                let operands = node.op.operands();
+                let args = operands.iter().map(|operand| arg(*operand));
+                let (function, operation) = self.elementwise(&node.op, true);
+                let operation = operation.into_iter();
+                match node.shape {
+                    Shape::Matrix(rows, cols) => {
+                        let (rows, cols) = (usize_lit(rows), usize_lit(cols));
+                        quote!(__rnn_rt::#function(#rows, #cols, #(#args,)* #(#operation)*))
+                    }
+                    Shape::Vector(len) => {
+                        let len = usize_lit(len);
+                        quote!(__rnn_rt::into_vector(__rnn_rt::#function(1, #len, #(#args,)* #(#operation)*)))
+                    }
+                    Shape::Scalar => unreachable!("scalar arithmetic is folded when the IR is built"),
+                }
+            }
+            Op::Input(_) | Op::State(_) | Op::Param(_) => unreachable!("not a derived constant"),
+        }
+    }
+
+    /// The runtime call computing an elementwise node (`unary`, `binary`
+    /// or `clip`, with a `const_` prefix at construction) and its
+    /// operation argument.
+    fn elementwise(&self, op: &Op, at_construction: bool) -> (Ident, Option<TokenStream>) {
+        let prefix = if at_construction { "const_" } else { "" };
+        let (kind, operation) = match op {
+            Op::Unary(func, _) => {
+                let variant = match func {
+                    Func::Neg => "Neg",
+                    Func::Sigmoid => "Sigmoid",
+                    Func::Tanh => "Tanh",
+                    Func::Relu => "Relu",
+                    Func::Exp => "Exp",
+                    Func::Log => "Log",
+                    Func::Abs => "Abs",
+                    Func::Sign => "Sign",
+                    Func::Sqrt => "Sqrt",
+                    Func::Softplus => "Softplus",
+                    other => unreachable!("{other:?} takes two operands"),
+                };
+                let variant = format_ident!("{}", variant);
+                ("unary", Some(quote!(__rnn_rt::Unary::#variant)))
+            }
+            Op::Binary(func, _, _) => {
+                let variant = match func {
+                    Func::Add => "Add",
+                    Func::Sub => "Sub",
+                    Func::Mul => "Mul",
+                    Func::Div => "Div",
+                    Func::Min => "Min",
+                    Func::Max => "Max",
+                    Func::SoftThreshold => "SoftThreshold",
+                    other => unreachable!("{other:?} does not take two operands"),
+                };
+                let variant = format_ident!("{}", variant);
+                ("binary", Some(quote!(__rnn_rt::Binary::#variant)))
+            }
+            Op::Clip(..) => ("clip", None),
+            other => unreachable!("{other:?} is not elementwise"),
+        };
+        (format_ident!("{prefix}{kind}"), operation)
+    }
+
+    /// The rows of a computed value or input as a 2-D view, in the current
+    /// phase: values with one row per valid step are read at rows
+    /// `__rnn_off..__rnn_off + __rnn_n`, values with one row per sequence
+    /// at rows `..__rnn_n`.
+    fn view(&self, layer: &ir::Layer, plan: &LayerPlan, id: ValueId, cols: Option<(usize, usize)>) -> TokenStream {
+        let node = layer.step.node(id);
+        let (base, rows_packed) = match (&node.op, plan.place(id)) {
+            (Op::Slice(inner, start, end), Place::View) => {
+                let cols = match cols {
+                    Some((a, b)) => (start + a, start + b),
+                    None => (*start, *end),
+                };
+                return self.view(layer, plan, *inner, Some(cols));
+            }
+            (Op::Input(k), _) => (input_ident(*k), plan.packed_rows[id.index()]),
+            (Op::State(k), _) => (state_ident(*k), false),
+            (_, Place::Hoisted) => (value_ident(id), true),
+            (_, Place::Context | Place::Step) => (value_ident(id), false),
+            (op, place) => unreachable!("{op:?} at {place:?} has no rows"),
+        };
+        let rows = if rows_packed {
+            quote!(__rnn_off..__rnn_off + __rnn_n)
+        } else {
+            quote!(..__rnn_n)
+        };
+        match cols {
+            Some((start, end)) => {
+                let (start, end) = (usize_lit(start), usize_lit(end));
+                quote!(#base.slice(s![#rows, #start..#end]))
+            }
+            None => quote!(#base.slice(s![#rows, ..])),
+        }
+    }
+
+    /// An elementwise operand as an `Arg`, broadcasting to `out_len` columns.
+    fn arg(&self, layer: &ir::Layer, plan: &LayerPlan, weights: &TokenStream, id: ValueId, out_len: usize) -> TokenStream {
+        let node = layer.step.node(id);
+        match plan.place(id) {
+            Place::Literal => {
+                let Op::Literal(value) = node.op else {
+                    unreachable!("literal place holds a literal")
+                };
+                let value = f32_tokens(value);
+                quote!(Arg::Scalar(#value))
+            }
+            Place::Param | Place::Const => {
+                let field = match &node.op {
+                    Op::Param(param) => param_field(layer, *param),
+                    _ => const_field(id),
+                };
+                quote!(Arg::Row(#weights.#field.view()))
+            }
+            _ => {
+                let view = self.view(layer, plan, id, None);
+                if node.shape == Shape::Vector(1) && out_len != 1 {
+                    quote!(Arg::Col(#view.column(0)))
+                } else {
+                    quote!(Arg::Full(#view))
+                }
+            }
+        }
+    }
+
+    /// The statement computing node `id` into its buffer.
+    fn emit_node(&self, layer: &ir::Layer, plan: &LayerPlan, id: ValueId) -> TokenStream {
+        let weights = quote!(__rnn_w);
+        let node = layer.step.node(id);
+        let out = value_ident(id);
+        let rows = if plan.place(id) == Place::Hoisted {
+            quote!(__rnn_off..__rnn_off + __rnn_n)
+        } else {
+            quote!(..__rnn_n)
+        };
+        let out_view = quote!(#out.slice_mut(s![#rows, ..]));
+        match &node.op {
+            Op::MatVec(matrix, vector) => {
+                let matrix_field = match &layer.step.node(*matrix).op {
+                    Op::Param(param) => param_field(layer, *param),
+                    _ => const_field(*matrix),
+                };
+                let vector = self.view(layer, plan, *vector, None);
+                quote!(__rnn_rt::matmul_bt(#vector, #weights.#matrix_field.view(), #out_view, false);)
+            }
+            Op::Unary(..) | Op::Binary(..) | Op::Clip(..) => {
+                let Shape::Vector(len) = node.shape else {
+                    unreachable!("per-sequence values are vectors")
+                };
+                let operands = node.op.operands();
+                let args = operands.iter().map(|operand| self.arg(layer, plan, &weights, *operand, len));
+                let (function, operation) = self.elementwise(&node.op, false);
+                let operation = operation.into_iter();
+                quote!(__rnn_rt::#function(#out_view, #(#args,)* #(#operation)*);)
+            }
+            op => unreachable!("{op:?} is not computed per step"),
+        }
+    }
+
+    fn emit_layer_fn(&self, layer_idx: usize, variant: Variant) -> TokenStream {
+        let rt = self.rt;
+        let prelude = self.prelude();
+        let layer = &self.network.layers[layer_idx];
+        let plan = &self.plans[layer_idx];
+        let ty = self.weights_struct(layer_idx);
+        let name = self.layer_fn(layer_idx, variant);
+        let input_params = (0..layer.inputs.len()).map(|k| {
+            let ident = input_ident(k);
+            quote!(#ident: #rt::ndarray::ArrayView2<'_, f32>)
+        });
+        let init_params = (0..layer.states.len()).map(|k| {
+            let ident = format_ident!("__rnn_init{}", k);
+            quote!(#ident: #rt::ndarray::Array2<f32>)
+        });
+        let state_types = layer.states.iter().map(|_| quote!(#rt::ndarray::Array2<f32>));
+        let states = (0..layer.states.len()).map(|k| {
+            let (state, init) = (state_ident(k), format_ident!("__rnn_init{}", k));
+            quote!(let mut #state = #init;)
+        });
+        let mut buffers = Vec::new();
+        let mut context_nodes = Vec::new();
+        let mut hoisted_nodes = Vec::new();
+        let mut step_nodes = Vec::new();
+        for (idx, node) in layer.step.nodes.iter().enumerate() {
+            let id = ValueId(idx as u32);
+            let place = plan.place(id);
+            if !matches!(place, Place::Context | Place::Hoisted | Place::Step) {
+                continue;
+            }
+            let Shape::Vector(len) = node.shape else {
+                unreachable!("per-sequence values are vectors")
+            };
+            let ident = value_ident(id);
+            let len = usize_lit(len);
+            let rows = if place == Place::Hoisted { quote!(__rnn_rows) } else { quote!(__rnn_batch) };
+            buffers.push(quote!(let mut #ident = Array2::<f32>::zeros((#rows, #len));));
+            let statement = self.emit_node(layer, plan, id);
+            match place {
+                Place::Context => context_nodes.push(statement),
+                Place::Hoisted => hoisted_nodes.push(statement),
+                _ => step_nodes.push(statement),
+            }
+        }
+        let output_len = usize_lit(layer.output_size);
+        let output_view = self.view_or_row(layer, plan, layer.step.output, layer.output_size);
+        let updates = layer.step.updates.iter().enumerate().map(|(k, update)| {
+            let state = state_ident(k);
+            let value = self.view_or_row(layer, plan, *update, layer.states[k].size);
+            quote!(#state.slice_mut(s![..__rnn_n, ..]).assign(&#value);)
+        });
+        // A state's new value may be another state read as it was (`h = c;
+        // c = h;`): copy such values aside before any state is written.
+        let reads_state = |id: ValueId| self.reads_state_directly(layer, plan, id);
+        let staged: Vec<usize> = (0..layer.states.len()).filter(|k| reads_state(layer.step.updates[*k])).collect();
+        let stage_buffers = staged.iter().map(|k| {
+            let ident = format_ident!("__rnn_next{}", k);
+            let len = usize_lit(layer.states[*k].size);
+            quote!(let mut #ident = Array2::<f32>::zeros((__rnn_batch, #len));)
+        });
+        let stage_copies = staged.iter().map(|k| {
+            let ident = format_ident!("__rnn_next{}", k);
+            let value = self.view_or_row(layer, plan, layer.step.updates[*k], layer.states[*k].size);
+            quote!(#ident.slice_mut(s![..__rnn_n, ..]).assign(&#value);)
+        });
+        let updates: Vec<TokenStream> = if staged.is_empty() {
+            updates.collect()
+        } else {
+            (0..layer.states.len())
+                .map(|k| {
+                    let state = state_ident(k);
+                    if staged.contains(&k) {
+                        let ident = format_ident!("__rnn_next{}", k);
+                        quote!(#state.slice_mut(s![..__rnn_n, ..]).assign(&#ident.slice(s![..__rnn_n, ..]));)
+                    } else {
+                        let value = self.view_or_row(layer, plan, layer.step.updates[k], layer.states[k].size);
+                        quote!(#state.slice_mut(s![..__rnn_n, ..]).assign(&#value);)
+                    }
+                })
+                .collect()
+        };
+        let step_body = quote! {
+            let __rnn_n = __rnn_packing.batch_size(__rnn_t);
+            let __rnn_off = __rnn_packing.offset(__rnn_t);
+            #(#step_nodes)*
+            __rnn_out.slice_mut(s![__rnn_off..__rnn_off + __rnn_n, ..]).assign(&#output_view);
+            #(#stage_copies)*
+            #(#updates)*
+        };
+        let time_loop = match variant {
+            Variant::Dynamic => quote! {
+                for __rnn_t in 0..__rnn_packing.max_len() {
+                    #step_body
+                }
+            },
+            Variant::DynamicBy(unroll) => {
+                let blocks = (0..unroll).map(|k| {
+                    let k = usize_lit(k);
+                    quote! {{
+                        let __rnn_t = __rnn_t0 + #k;
+                        #step_body
+                    }}
+                });
+                let unroll = usize_lit(unroll);
+                quote! {
+                    let __rnn_max_len = __rnn_packing.max_len();
+                    let mut __rnn_t0 = 0;
+                    while __rnn_t0 + #unroll <= __rnn_max_len {
+                        #(#blocks)*
+                        __rnn_t0 += #unroll;
+                    }
+                    for __rnn_t in __rnn_t0..__rnn_max_len {
+                        #step_body
+                    }
+                }
+            }
+            Variant::Static(steps) => {
+                let blocks = (0..steps).map(|t| {
+                    let t = usize_lit(t);
+                    quote! {
+                        if __rnn_max_len > #t {
+                            let __rnn_t: usize = #t;
+                            #step_body
+                        }
+                    }
+                });
+                quote! {
+                    let __rnn_max_len = __rnn_packing.max_len();
+                    #(#blocks)*
+                }
+            }
+        };
+        let state_returns = (0..layer.states.len()).map(state_ident);
+        let doc = format!(
+            "Layer `{}` #{} ({}), one direction, over packed rows.",
+            layer.name,
+            layer.stack_idx,
+            variant.suffix()
+        );
+        let stage_buffers: Vec<TokenStream> = stage_buffers.collect();
+        quote! {
+            #[doc = #doc]
+            #[allow(clippy::too_many_arguments, clippy::type_complexity, clippy::identity_op, unused_mut, unused_variables)]
+            fn #name(
+                __rnn_w: &#ty,
+                __rnn_packing: &#rt::__private::Packing,
+                #(#input_params,)*
+                #(#init_params,)*
+            ) -> (#rt::ndarray::Array2<f32>, #(#state_types,)*) {
+                #prelude
+                let __rnn_batch = __rnn_packing.batch();
+                let __rnn_rows = __rnn_packing.rows();
+                #(#states)*
+                #(#buffers)*
+                #(#stage_buffers)*
+                let mut __rnn_out = Array2::<f32>::zeros((__rnn_rows, #output_len));
+                {
+                    // Values that read contexts: once per call.
+                    let __rnn_n = __rnn_batch;
+                    #(#context_nodes)*
+                }
+                {
+                    // Values that read only the step's input: all steps at once.
+                    let __rnn_off = 0;
+                    let __rnn_n = __rnn_rows;
+                    #(#hoisted_nodes)*
+                }
+                #time_loop
+                (__rnn_out, #(#state_returns,)*)
+            }
+        }
+    }
+
+    /// Whether a value is a state's buffer itself (possibly a column range).
+    fn reads_state_directly(&self, layer: &ir::Layer, plan: &LayerPlan, id: ValueId) -> bool {
+        match (&layer.step.node(id).op, plan.place(id)) {
+            (Op::State(_), _) => true,
+            (Op::Slice(inner, _, _), Place::View) => self.reads_state_directly(layer, plan, *inner),
+            _ => false,
+        }
+    }
+
+    /// A value read whole at the current step, for `assign`: rows, or a
+    /// constant row that broadcasts.
+    fn view_or_row(&self, layer: &ir::Layer, plan: &LayerPlan, id: ValueId, len: usize) -> TokenStream {
+        match plan.place(id) {
+            Place::Param | Place::Const => {
+                let field = match &layer.step.node(id).op {
+                    Op::Param(param) => param_field(layer, *param),
+                    _ => const_field(id),
+                };
+                quote!(__rnn_w.#field)
+            }
+            Place::Literal => unreachable!("updates and outputs are vectors of size {len}"),
+            _ => self.view(layer, plan, id, None),
+        }
+    }
+
+    fn per_step_inputs(&self) -> Vec<(usize, &ir::Input)> {
+        self.network.inputs.iter().enumerate().filter(|(_, input)| input.per_step).collect()
+    }
+
+    fn context_inputs(&self) -> Vec<(usize, &ir::Input)> {
+        self.network.inputs.iter().enumerate().filter(|(_, input)| !input.per_step).collect()
+    }
+
+    /// `__rnn_run`: every layer and direction over packed inputs, given
+    /// the variant to use. Returns the packed output and the final state in
+    /// batch order.
+    fn emit_run(&self) -> TokenStream {
+        let rt = self.rt;
+        let prelude = self.prelude();
+        let state = self.state_struct();
+        let network_inputs = self.network.inputs.iter().enumerate().map(|(k, _)| {
+            let ident = format_ident!("__rnn_net{}", k);
+            quote!(#ident: #rt::ndarray::ArrayView2<'_, f32>)
+        });
+        let finals = self.groups.iter().map(|group| {
+            let field = &group.field;
+            let (rows, size) = (usize_lit(group.rows), usize_lit(group.size));
+            quote!(let mut #field = Array3::<f32>::zeros((#rows, __rnn_batch, #size));)
+        });
+        let variants = self.variants();
+        let mut layers = Vec::new();
+        for (layer_idx, layer) in self.network.layers.iter().enumerate() {
+            let weights_field = format_ident!("__rnn_layer{}", layer_idx);
+            let mut directions = Vec::new();
+            for direction in 0..layer.directions {
+                let reverse = direction == 1;
+                let row = usize_lit(layer.stack_idx * layer.directions + direction);
+                let input_bindings: Vec<TokenStream> = layer
+                    .inputs
+                    .iter()
+                    .enumerate()
+                    .map(|(k, input)| {
+                        let ident = input_ident(k);
+                        let source = match input.source {
+                            InputSource::Previous => {
+                                let previous = format_ident!("__rnn_y{}", layer_idx - 1);
+                                quote!(#previous.view())
+                            }
+                            InputSource::Network(idx) => {
+                                let net = format_ident!("__rnn_net{}", idx);
+                                quote!(#net)
+                            }
+                        };
+                        if reverse && input.per_step {
+                            quote!(let #ident = __rnn_packing.reverse(#source);)
+                        } else {
+                            quote!(let #ident = #source.to_owned();)
+                        }
+                    })
+                    .collect();
+                let init_bindings = layer.states.iter().enumerate().map(|(k, state_info)| {
+                    let group = self
+                        .groups
+                        .iter()
+                        .find(|group| group.layer_name == layer.name && group.state_idx == k)
+                        .expect("every state has a group");
+                    let field = &group.field;
+                    let ident = format_ident!("__rnn_init{}", k);
+                    let size = usize_lit(state_info.size);
+                    quote! {
+                        let #ident = __rnn_packing.sort_rows(
+                            __rnn_rt::initial_rows(__rnn_initial.map(|state| &state.#field), #row, __rnn_batch, #size).view(),
+                        );
+                    }
+                });
+                let args: Vec<TokenStream> = (0..layer.inputs.len())
+                    .map(|k| {
+                        let ident = input_ident(k);
+                        quote!(#ident.view())
+                    })
+                    .chain((0..layer.states.len()).map(|k| {
+                        let ident = format_ident!("__rnn_init{}", k);
+                        quote!(#ident)
+                    }))
+                    .collect();
+                let calls = variants.iter().enumerate().map(|(variant_idx, variant)| {
+                    let function = self.layer_fn(layer_idx, *variant);
+                    let index = usize_lit(variant_idx);
+                    let direction_lit = usize_lit(direction);
+                    let call = quote!(Self::#function(&self.#weights_field[#direction_lit], __rnn_packing, #(#args,)*));
+                    if variant_idx + 1 == variants.len() {
+                        quote!(_ => #call)
+                    } else {
+                        quote!(#index => #call)
+                    }
+                });
+                let final_idents: Vec<Ident> = (0..layer.states.len()).map(|k| format_ident!("__rnn_final{}", k)).collect();
+                let unsorts = layer.states.iter().enumerate().map(|(k, _)| {
+                    let group = self
+                        .groups
+                        .iter()
+                        .find(|group| group.layer_name == layer.name && group.state_idx == k)
+                        .expect("every state has a group");
+                    let field = &group.field;
+                    let ident = &final_idents[k];
+                    quote!(__rnn_packing.unsort_rows_into(#ident.view(), #field.index_axis_mut(__rnn_nd::Axis(0), #row));)
+                });
+                let out_fix = if reverse {
+                    quote!(__rnn_packing.reverse(__rnn_out.view()))
+                } else {
+                    quote!(__rnn_out)
+                };
+                directions.push(quote! {{
+                    #(#input_bindings)*
+                    #(#init_bindings)*
+                    let (__rnn_out, #(#final_idents,)*) = match __rnn_variant {
+                        #(#calls,)*
+                    };
+                    #(#unsorts)*
+                    #out_fix
+                }});
+            }
+            let y = format_ident!("__rnn_y{}", layer_idx);
+            let value = if directions.len() == 1 {
+                let only = &directions[0];
+                quote!(#only)
+            } else {
+                quote! {{
+                    let __rnn_forward = #(#directions)*;
+                    let __rnn_backward = #(#directions)*;
+                    __rnn_nd::concatenate(__rnn_nd::Axis(1), &[__rnn_forward.view(), __rnn_backward.view()])
+                        .expect("internal error: both directions have one row per valid step")
+                }}
+            };
+            // The quote above repeats both directions for each name; pick
+            // the right one instead.
+            let value = if directions.len() == 2 {
+                let (forward, backward) = (&directions[0], &directions[1]);
+                quote! {{
+                    let __rnn_forward = #forward;
+                    let __rnn_backward = #backward;
+                    __rnn_nd::concatenate(__rnn_nd::Axis(1), &[__rnn_forward.view(), __rnn_backward.view()])
+                        .expect("internal error: both directions have one row per valid step")
+                }}
+            } else {
+                value
+            };
+            layers.push(quote!(let #y = #value;));
+        }
+        let last = format_ident!("__rnn_y{}", self.network.layers.len() - 1);
+        let fields = self.groups.iter().map(|group| &group.field);
+        quote! {
+            /// Runs every layer over packed inputs with the variant of the
+            /// time loop given; returns the packed output and final states.
+            #[allow(clippy::too_many_arguments, clippy::type_complexity, unused_variables)]
+            fn __rnn_run(
+                &self,
+                __rnn_packing: &#rt::__private::Packing,
+                __rnn_variant: usize,
+                #(#network_inputs,)*
+                __rnn_initial: ::std::option::Option<&#state>,
+            ) -> (#rt::ndarray::Array2<f32>, #state) {
+                #prelude
+                let __rnn_batch = __rnn_packing.batch();
+                #(#finals)*
+                #(#layers)*
+                (#last, #state { #(#fields,)* })
+            }
+        }
+    }
+
+    /// How the public entry points pick the variant of the time loop.
+    fn emit_variant_choice(&self, steps_name: &str) -> TokenStream {
+        let rt = self.rt;
+        match &self.network.unroll {
+            UnrollMode::Buckets { lengths, dynamic_fallback } => {
+                let buckets = lengths.iter().map(|len| usize_lit(*len));
+                let largest = usize_lit(*lengths.last().expect("check ensures buckets are non-empty"));
+                let fallback = if *dynamic_fallback {
+                    let idx = usize_lit(lengths.len());
+                    quote!(#idx)
+                } else {
+                    quote! {
+                        return Err(#rt::RnnError::InvalidValue {
+                            tensor: #steps_name.to_owned(),
+                            reason: format!(
+                                "the longest sequence has {} steps; the largest bucket is {}",
+                                __rnn_packing.max_len(),
+                                #largest
+                            ),
+                        })
+                    }
+                };
+                quote! {
+                    let __rnn_variant = match [#(#buckets),*].iter().position(|bucket| __rnn_packing.max_len() <= *bucket) {
+                        Some(bucket) => bucket,
+                        None => #fallback,
+                    };
+                }
+            }
+            _ => quote!(let __rnn_variant = 0;),
+        }
+    }
+
+    fn emit_forward(&self) -> TokenStream {
+        let rt = self.rt;
+        let prelude = self.prelude();
+        let state = self.state_struct();
+        let output = self.output_struct();
+        let per_step = self.per_step_inputs();
+        let contexts = self.context_inputs();
+        let static_steps = match self.network.unroll {
+            UnrollMode::Static(steps) => Some(steps),
+            _ => None,
+        };
+        let mut params = Vec::new();
+        let mut checks = Vec::new();
+        for input in &self.network.inputs {
+            let ident = format_ident!("{}", input.name);
+            let name = &input.name;
+            let size = usize_lit(input.size);
+            if input.per_step {
+                params.push(quote!(#ident: #rt::ndarray::ArrayView3<'_, f32>));
+                let steps = match static_steps {
+                    Some(steps) => {
+                        let steps = usize_lit(steps);
+                        quote!(Some(#steps))
+                    }
+                    None => quote!(Some(__rnn_steps)),
+                };
+                checks.push(quote!(__rnn_rt::check_shape(#name, #ident.shape(), &[Some(__rnn_batch), #steps, Some(#size)])?;));
+            } else {
+                params.push(quote!(#ident: #rt::ndarray::ArrayView2<'_, f32>));
+                checks.push(quote!(__rnn_rt::check_shape(#name, #ident.shape(), &[Some(__rnn_batch), Some(#size)])?;));
+            }
+        }
+        let (batch_expr, steps_expr, steps_param) = match (per_step.first(), contexts.first()) {
+            (Some((_, input)), _) => {
+                let ident = format_ident!("{}", input.name);
+                (quote!(#ident.shape()[0]), quote!(#ident.shape()[1]), None)
+            }
+            (None, Some((_, context))) => {
+                let ident = format_ident!("{}", context.name);
+                match static_steps {
+                    Some(steps) => {
+                        let steps = usize_lit(steps);
+                        (quote!(#ident.shape()[0]), quote!(#steps), None)
+                    }
+                    None => (quote!(#ident.shape()[0]), quote!(steps), Some(quote!(steps: usize))),
+                }
+            }
+            (None, None) => unreachable!("check ensures a network has an input or a context"),
+        };
+        let steps_name = per_step.first().map_or("steps".to_owned(), |(_, input)| input.name.clone());
+        let choice = self.emit_variant_choice(&steps_name);
+        let packs = self.network.inputs.iter().enumerate().map(|(k, input)| {
+            let local = format_ident!("__rnn_net{}", k);
+            let ident = format_ident!("{}", input.name);
+            if input.per_step {
+                quote!(let #local = __rnn_packing.pack(#ident);)
+            } else {
+                quote!(let #local = __rnn_packing.sort_rows(#ident);)
+            }
+        });
+        let net_args = (0..self.network.inputs.len()).map(|k| {
+            let local = format_ident!("__rnn_net{}", k);
+            quote!(#local.view())
+        });
+        let output_fields = self.groups.iter().map(|group| {
+            let (field, output_field) = (&group.field, &group.output_field);
+            quote!(#output_field: __rnn_state.#field)
+        });
+        let steps_param = steps_param.into_iter();
+        let input_doc: Vec<String> = self
+            .network
+            .inputs
+            .iter()
+            .map(|input| {
+                if input.per_step {
+                    format!("- `{}`: `[B, T, {}]`", input.name, input.size)
+                } else {
+                    format!("- `{}`: `[B, {}]`, the same at every step", input.name, input.size)
+                }
+            })
+            .collect();
+        let static_doc = static_steps.map(|steps| format!("`T` must be {steps}: the network is unrolled for exactly {steps} steps."));
+        let static_doc = static_doc.into_iter();
+        quote! {
+            /// Runs the network over a batch of sequences.
+            ///
+            #(#[doc = #input_doc])*
+            /// - `seq_len`: each sequence's length (at most `T`); steps past it
+            ///   output zeros and leave the state unchanged. `None`: all `T`.
+            /// - `initial_state`: `None` for zeros.
+            ///
+            #(#[doc = #static_doc])*
+            ///
+            /// # Errors
+            ///
+            /// A misshaped input or state, or a length out of range: the error
+            /// names the tensor and both shapes.
+            pub fn forward(
+                &self,
+                #(#params,)*
+                #(#steps_param,)*
+                seq_len: ::std::option::Option<&[usize]>,
+                initial_state: ::std::option::Option<&#state>,
+            ) -> ::std::result::Result<#output, #rt::RnnError> {
+                #prelude
+                let __rnn_batch = #batch_expr;
+                let __rnn_steps = #steps_expr;
+                #(#checks)*
+                if let Some(state) = initial_state {
+                    state.check(__rnn_batch)?;
+                }
+                let __rnn_packing = #rt::__private::Packing::new(seq_len, __rnn_batch, __rnn_steps)?;
+                #choice
+                #(#packs)*
+                let (__rnn_y, __rnn_state) = self.__rnn_run(&__rnn_packing, __rnn_variant, #(#net_args,)* initial_state);
+                Ok(#output {
+                    y: __rnn_packing.unpack(__rnn_y.view()),
+                    #(#output_fields,)*
+                })
+            }
+
+            /// The all-zero state for `batch` sequences, to start streaming.
+            pub fn initial_state(&self, batch: usize) -> #state {
+                #state::zeros(batch)
+            }
+        }
+    }
+
+    /// `step`: one time step of a unidirectional network with a per-step
+    /// input, for streaming; the same arithmetic as `forward`.
+    fn emit_step(&self) -> TokenStream {
+        let rt = self.rt;
+        let prelude = self.prelude();
+        if self.network.layers.iter().any(|layer| layer.directions != 1) {
+            return TokenStream::new();
+        }
+        let per_step = self.per_step_inputs();
+        if per_step.len() != 1 {
+            return TokenStream::new();
+        }
+        let state = self.state_struct();
+        let (_, step_input) = per_step[0];
+        let x_ident = format_ident!("{}_t", step_input.name);
+        let x_name = &step_input.name;
+        let x_size = usize_lit(step_input.size);
+        let mut params = vec![quote!(#x_ident: #rt::ndarray::ArrayView2<'_, f32>)];
+        let mut checks = vec![quote!(__rnn_rt::check_shape(#x_name, #x_ident.shape(), &[None, Some(#x_size)])?;)];
+        for (_, context) in self.context_inputs() {
+            let ident = format_ident!("{}", context.name);
+            let name = &context.name;
+            let size = usize_lit(context.size);
+            params.push(quote!(#ident: #rt::ndarray::ArrayView2<'_, f32>));
+            checks.push(quote!(__rnn_rt::check_shape(#name, #ident.shape(), &[Some(__rnn_batch), Some(#size)])?;));
+        }
+        let packs = self.network.inputs.iter().enumerate().map(|(k, input)| {
+            let local = format_ident!("__rnn_net{}", k);
+            let ident = if input.per_step { x_ident.clone() } else { format_ident!("{}", input.name) };
+            quote!(let #local = #ident.to_owned();)
+        });
+        let net_args = (0..self.network.inputs.len()).map(|k| {
+            let local = format_ident!("__rnn_net{}", k);
+            quote!(#local.view())
+        });
+        let choice = self.emit_variant_choice(x_name);
+        let output_size = self.network.output_size();
+        let doc = format!("Returns the output `[B, {output_size}]` of this step and advances `state`.");
+        quote! {
+            /// Runs one time step for streaming input (audio frames, sensor
+            /// samples): the result equals `forward` over the whole sequence,
+            /// step by step.
+            ///
+            #[doc = #doc]
+            ///
+            /// # Errors
+            ///
+            /// A misshaped input or state.
+            pub fn step(
+                &self,
+                state: &mut #state,
+                #(#params,)*
+            ) -> ::std::result::Result<#rt::ndarray::Array2<f32>, #rt::RnnError> {
+                #prelude
+                let __rnn_batch = #x_ident.nrows();
+                #(#checks)*
+                state.check(__rnn_batch)?;
+                let __rnn_packing = #rt::__private::Packing::new(None, __rnn_batch, 1)?;
+                #choice
+                // All sequences run this step, so packing keeps batch order.
+                #(#packs)*
+                let (__rnn_y, __rnn_state) = self.__rnn_run(&__rnn_packing, __rnn_variant, #(#net_args,)* Some(state));
+                *state = __rnn_state;
+                Ok(__rnn_y)
+            }
+        }
+    }
+}
+
+/// Emits and formats the code of every network of a compiled file, with
+/// the `@generated` header.
+pub fn emit_file(model: &ir::Model, source_name: &str, options: &Options) -> String {
+    let items = model.networks.iter().map(|network| emit(network, options));
+    let tokens = quote!(#(#items)*);
+    let header = format!(
+        "// @generated by unroll {} from `{source_name}`. Do not edit: edit the model and regenerate.\n\n",
+        env!("CARGO_PKG_VERSION")
+    );
+    format!("{header}{}", format(&tokens))
+}
+
+#[allow(dead_code)]
+fn span() -> Span {
+    Span::call_site()
+}
