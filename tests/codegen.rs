@@ -1,0 +1,110 @@
+//! Generated code against the conformance fixtures and the interpreter:
+//! every case, in static (N = the case's length), dynamic, `dynamic by 3`
+//! and (for short cases) bucketed modes.
+
+use std::path::Path;
+
+use ndarray::{ArrayD, Axis, Dimension};
+use rnn_runtime::{Model, RnnError, TensorMap};
+
+include!("support/fixtures.rs");
+
+/// One generated model: its case, mode and constructor (or why none).
+#[derive(Debug)]
+pub struct Entry {
+    case: &'static str,
+    mode: &'static str,
+    build: Result<fn(&TensorMap) -> Result<Box<dyn Model>, RnnError>, &'static str>,
+}
+
+include!(concat!(env!("OUT_DIR"), "/conformance_models.rs"));
+
+fn within(name: &str, actual: &ArrayD<f32>, expected: &ArrayD<f32>, abs: f32, rel: f32) -> Result<f32, String> {
+    if actual.shape() != expected.shape() {
+        return Err(format!("`{name}`: shape {:?}, expected {:?}", actual.shape(), expected.shape()));
+    }
+    let mut worst = 0.0f32;
+    for ((idx, a), e) in actual.indexed_iter().zip(expected.iter()) {
+        let error = (a - e).abs();
+        if !(error <= abs + rel * e.abs()) {
+            return Err(format!("`{name}`{:?}: got {a}, expected {e}", idx.slice()));
+        }
+        worst = worst.max(error);
+    }
+    Ok(worst)
+}
+
+fn copy(from: &TensorMap, name: &str, to: &mut TensorMap) {
+    match from.get(name) {
+        Some(rnn_runtime::Tensor::F32(array)) => to.insert_f32(name, array.clone()),
+        Some(rnn_runtime::Tensor::I64(array)) => to.insert_i64(name, array.clone()),
+        _ => {}
+    }
+}
+
+/// Runs one entry on its case; returns the worst error or why it failed.
+fn check_entry(dir: &Path, case: &serde_json::Value, entry: &Entry) -> Result<f32, String> {
+    let build = entry.build.map_err(str::to_owned)?;
+    let file = dir.join(case["file"].as_str().ok_or("case has no `file`")?);
+    let tensors = TensorMap::load(&file).map_err(|error| error.to_string())?;
+    let model = build(&tensors).map_err(|error| error.to_string())?;
+    let tol = &case["tolerance"];
+    let (abs, rel) = (tol["abs"].as_f64().unwrap_or(0.0) as f32, tol["rel"].as_f64().unwrap_or(0.0) as f32);
+    let mut worst = 0.0f32;
+    if case["kind"] == "ista" {
+        let steps = case["K"].as_u64().ok_or("ista case has no `K`")? as i64;
+        for (measurement, iterates, last) in [("Y", "XS", "X_K"), ("y", "xs", "x_K")] {
+            let Ok(value) = tensors.f32(measurement) else { continue };
+            let value = if value.ndim() == 1 { value.insert_axis(Axis(0)) } else { value };
+            let mut inputs = TensorMap::new();
+            inputs.insert_f32("y", value);
+            inputs.insert_i64("steps", ndarray::arr1(&[steps]).into_dyn());
+            let outputs = model.run(&inputs).map_err(|error| error.to_string())?;
+            let mut sequence = outputs.f32("y").map_err(|error| error.to_string())?;
+            let mut last_state = outputs.f32("x_n").map_err(|error| error.to_string())?.index_axis(Axis(0), 0).to_owned();
+            if measurement == "y" {
+                sequence = sequence.index_axis(Axis(0), 0).to_owned();
+                last_state = last_state.index_axis(Axis(0), 0).to_owned();
+            }
+            let expected_iterates = tensors.f32(iterates).map_err(|error| error.to_string())?;
+            let expected_last = tensors.f32(last).map_err(|error| error.to_string())?;
+            worst = worst.max(within(iterates, &sequence, &expected_iterates, abs, rel)?);
+            worst = worst.max(within(last, &last_state, &expected_last, abs, rel)?);
+        }
+        return Ok(worst);
+    }
+    let mut inputs = TensorMap::new();
+    for name in ["x", "seq_len", "h0", "c0"] {
+        copy(&tensors, name, &mut inputs);
+    }
+    let outputs = model.run(&inputs).map_err(|error| error.to_string())?;
+    for name in ["y", "h_n", "c_n"] {
+        if let Ok(expected) = tensors.f32(name) {
+            let actual = outputs.f32(name).map_err(|error| format!("no output `{name}`: {error}"))?;
+            worst = worst.max(within(name, &actual, &expected, abs, rel)?);
+        }
+    }
+    Ok(worst)
+}
+
+#[test]
+fn conformance_generated_code_every_mode() {
+    let dir = fixture_dir(Path::new(env!("CARGO_MANIFEST_DIR")));
+    let cases = read_manifest(&dir);
+    let entries = registry();
+    let mut failures = Vec::new();
+    for case in &cases {
+        let name = case["name"].as_str().unwrap_or("<unnamed>");
+        let case_entries: Vec<&Entry> = entries.iter().filter(|entry| entry.case == name).collect();
+        if case_entries.is_empty() {
+            failures.push(format!("{name}: no generated model (rebuild the test crate after changing the manifest)"));
+        }
+        for entry in case_entries {
+            match check_entry(&dir, case, entry) {
+                Ok(worst) => println!("{name:<26} {:<26} max abs error {worst:.3e}", entry.mode),
+                Err(reason) => failures.push(format!("{name} [{}]: {reason}", entry.mode)),
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));
+}
