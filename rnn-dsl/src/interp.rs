@@ -22,6 +22,9 @@ use crate::ir::{Dep, Layer, Network, Op, Shape, Step};
 pub const SEQ_LEN: &str = "seq_len";
 /// The tensor name of the step count of a network with no per-step input.
 pub const STEPS: &str = "steps";
+/// The most values one output or state tensor may hold (4 GiB of `f32`).
+pub const MAX_FLOATS: usize = 1 << 30;
+
 /// The tensor name of the output sequence.
 pub const OUTPUT: &str = "y";
 
@@ -201,6 +204,15 @@ fn prepare_inputs(network: &Network, inputs: &TensorMap) -> Result<Prepared, Rnn
                 reason: format!("{steps} steps, but the network is unrolled statically for {n}"),
             });
         }
+    }
+    // The outputs take `B * T * width` floats: refuse sizes that cannot be
+    // allocated rather than abort.
+    let widest = network.layers.iter().map(Layer::output_width).max().unwrap_or(0).max(1);
+    if batch.checked_mul(steps).and_then(|cells| cells.checked_mul(widest)).is_none_or(|floats| floats > MAX_FLOATS) {
+        return Err(RnnError::InvalidValue {
+            tensor: network.step_input().map_or(STEPS.to_owned(), |input| input.name.clone()),
+            reason: format!("{batch} sequences of {steps} steps of {widest} outputs is more than {MAX_FLOATS} values"),
+        });
     }
     let lengths = if inputs.contains(SEQ_LEN) {
         inputs.lengths(SEQ_LEN, batch, steps)?

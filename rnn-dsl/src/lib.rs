@@ -21,6 +21,9 @@ pub mod emit;
 pub mod interp;
 pub mod graph;
 pub mod weights;
+pub mod config;
+
+pub use crate::config::{compile_files, Config, Config as Builder};
 
 use std::fmt;
 use std::path::Path;
@@ -137,7 +140,15 @@ pub fn read_source(path: &Path) -> Result<SourceFile, Error> {
             metadata.len()
         )));
     }
-    let bytes = std::fs::read(path).map_err(|error| io_error(error.to_string()))?;
+    // Read at most one byte past the limit: metadata says 0 bytes for pipes
+    // and devices (`/dev/zero`), so the size check above is not enough.
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|file| std::io::Read::read_to_end(&mut std::io::Read::take(file, MAX_FILE_BYTES + 1), &mut bytes))
+        .map_err(|error| io_error(error.to_string()))?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(io_error(format!("is over {MAX_FILE_BYTES} bytes; model files are at most that")));
+    }
     let text = String::from_utf8(bytes).map_err(|error| {
         io_error(format!(
             "is not UTF-8 text (invalid byte at offset {}); is it a binary file?",
@@ -157,6 +168,11 @@ pub enum Error {
         /// What went wrong.
         reason: String,
     },
+    /// The build configuration is unusable.
+    Config {
+        /// What is wrong.
+        message: String,
+    },
     /// The text has errors; `diagnostics` holds every one found (and any
     /// warnings), in source order.
     Diagnostics {
@@ -171,6 +187,7 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Error::Io { path, reason } => write!(f, "error: cannot read `{path}`: {reason}"),
+            Error::Config { message } => write!(f, "error: {message}"),
             Error::Diagnostics { source, diagnostics } => {
                 write!(f, "{}", diag::render(source, diagnostics))?;
                 let errors = diagnostics.iter().filter(|diag| diag.is_error()).count();

@@ -39,6 +39,20 @@ pub use error::{Result, RnnError};
 pub use model::Model;
 pub use tensor::{Tensor, TensorMap};
 
+/// Includes the Rust that `rnn_dsl::compile_files` wrote for a model into
+/// `OUT_DIR`: `include_model!("tagger")` for `models/tagger.rnn`.
+///
+/// ```ignore
+/// rnn_runtime::include_model!("tagger");
+/// let model = Tagger::random(0);
+/// ```
+#[macro_export]
+macro_rules! include_model {
+    ($name:literal) => {
+        include!(concat!(env!("OUT_DIR"), "/", $name, ".rs"));
+    };
+}
+
 /// The `ndarray` version the runtime (and generated code) uses.
 pub use ndarray;
 

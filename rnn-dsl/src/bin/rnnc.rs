@@ -237,7 +237,7 @@ impl Failure {
     /// A compile error: unreadable files are status 2, diagnostics status 1.
     fn compile(error: &Error, style: Style) -> Failure {
         match error {
-            Error::Io { .. } => Failure {
+            Error::Io { .. } | Error::Config { .. } => Failure {
                 status: STATUS_UNUSABLE,
                 text: format!("{error}\n"),
             },
