@@ -1,0 +1,154 @@
+//! Times unroll on the benchmark workloads and prints one line per
+//! measurement: a table, or JSON lines (`--json`) for `bench/table.py`.
+//!
+//! Data comes from `target/bench-data/<W>.safetensors` (made by
+//! `bench/workloads.py`, the peers read the same files); without it the
+//! workload runs on random weights and inputs of the same shapes.
+//!
+//! Usage: `bench_unroll [--json] [--reps N] [--data DIR] [--only W2]`
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use ndarray::Array3;
+use rnn_bench::{Workload, W1Dynamic, W1DynamicBy4, W2Dynamic, W3Dynamic, W3Static, W4Dynamic, WORKLOADS};
+use rnn_runtime::init::SplitMix64;
+use rnn_runtime::{Model, RnnError, TensorMap};
+
+struct Options {
+    json: bool,
+    reps: usize,
+    data: PathBuf,
+    only: Option<String>,
+}
+
+fn parse_args() -> Result<Options, String> {
+    let mut options = Options {
+        json: false,
+        reps: 7,
+        data: PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../target/bench-data")),
+        only: None,
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--json" => options.json = true,
+            "--reps" => {
+                options.reps = args
+                    .next()
+                    .and_then(|value| value.parse().ok())
+                    .filter(|reps| *reps >= 1)
+                    .ok_or("--reps takes a count of at least 1")?;
+            }
+            "--data" => options.data = PathBuf::from(args.next().ok_or("--data takes a folder")?),
+            "--only" => options.only = Some(args.next().ok_or("--only takes a workload id")?),
+            other => return Err(format!("unknown argument `{other}`; usage: bench_unroll [--json] [--reps N] [--data DIR] [--only W2]")),
+        }
+    }
+    Ok(options)
+}
+
+/// Weights and inputs of a workload: from the shared data file if present.
+fn data(workload: &Workload, options: &Options) -> Result<(TensorMap, TensorMap, &'static str), RnnError> {
+    let path = options.data.join(format!("{}.safetensors", workload.id));
+    if path.is_file() {
+        let tensors = TensorMap::load(&path)?;
+        let mut inputs = TensorMap::new();
+        inputs.insert_f32("x", tensors.f32("x")?);
+        if let Ok(lengths) = tensors.lengths("seq_len", workload.batch, workload.steps) {
+            let lengths: Vec<i64> = lengths.iter().map(|len| *len as i64).collect();
+            inputs.insert_i64("seq_len", ndarray::Array1::from(lengths).into_dyn());
+        }
+        return Ok((tensors, inputs, "shared data"));
+    }
+    let mut rng = SplitMix64::new(42);
+    let x = Array3::from_shape_simple_fn((workload.batch, workload.steps, workload.input), || rng.uniform(-1.0, 1.0));
+    let mut inputs = TensorMap::new();
+    inputs.insert_f32("x", x.into_dyn());
+    let lengths: Vec<i64> = workload.lengths().iter().map(|len| *len as i64).collect();
+    inputs.insert_i64("seq_len", ndarray::Array1::from(lengths).into_dyn());
+    Ok((TensorMap::new(), inputs, "random data"))
+}
+
+fn build<M: Model + 'static>(weights: &TensorMap, random: impl Fn() -> M) -> Result<Box<dyn Model>, RnnError> {
+    if weights.is_empty() {
+        Ok(Box::new(random()))
+    } else {
+        Ok(Box::new(M::from_weights(weights)?))
+    }
+}
+
+fn models(workload: &Workload, weights: &TensorMap) -> Result<Vec<(&'static str, Box<dyn Model>)>, RnnError> {
+    Ok(match workload.id {
+        "W1" => vec![
+            ("unroll dynamic", build(weights, || W1Dynamic::random(0))?),
+            ("unroll dynamic by 4", build(weights, || W1DynamicBy4::random(0))?),
+        ],
+        "W2" => vec![("unroll dynamic", build(weights, || W2Dynamic::random(0))?)],
+        "W3" => vec![
+            ("unroll static", build(weights, || W3Static::random(0))?),
+            ("unroll dynamic", build(weights, || W3Dynamic::random(0))?),
+        ],
+        "W4" => vec![("unroll dynamic", build(weights, || W4Dynamic::random(0))?)],
+        other => unreachable!("no workload {other}"),
+    })
+}
+
+fn main() -> std::process::ExitCode {
+    let options = match parse_args() {
+        Ok(options) => options,
+        Err(message) => {
+            eprintln!("error: {message}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    for workload in WORKLOADS.iter().filter(|w| options.only.as_deref().is_none_or(|only| only == w.id)) {
+        if let Err(error) = run(workload, &options) {
+            eprintln!("error: {}: {error}", workload.id);
+            return std::process::ExitCode::FAILURE;
+        }
+    }
+    std::process::ExitCode::SUCCESS
+}
+
+fn run(workload: &Workload, options: &Options) -> Result<(), RnnError> {
+    let (weights, inputs, source) = data(workload, options)?;
+    for (system, model) in models(workload, &weights)? {
+        model.run(&inputs)?;
+        let mut times: Vec<f64> = (0..options.reps)
+            .map(|_| {
+                let start = Instant::now();
+                let outputs = model.run(&inputs);
+                let elapsed = start.elapsed().as_secs_f64() * 1e3;
+                std::hint::black_box(outputs).expect("ran once already");
+                elapsed
+            })
+            .collect();
+        times.sort_by(f64::total_cmp);
+        let (median, min, max) = (times[times.len() / 2], times[0], times[times.len() - 1]);
+        let gflops = workload.flops() / (median * 1e-3) / 1e9;
+        // unroll runs on one thread today: the 2-thread line is the same
+        // code, reported so ratios at 2 threads have a row to compare with.
+        for threads in [1, 2] {
+            if options.json {
+                let line = serde_json::json!({
+                    "workload": workload.id,
+                    "system": system,
+                    "threads": threads,
+                    "median_ms": median,
+                    "min_ms": min,
+                    "max_ms": max,
+                    "gflops": gflops,
+                    "note": format!("{source}; single-threaded"),
+                });
+                println!("{line}");
+            } else {
+                println!(
+                    "{:<3} {:<22} threads {threads}  median {median:9.3} ms  min {min:9.3}  max {max:9.3}  {gflops:6.1} GFLOP/s  ({source})",
+                    workload.id, system
+                );
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,75 @@
+//! The benchmark workloads of `shared/WORKLOADS.md`, as unroll models.
+//!
+//! Each workload is compiled in the modes that fit it: static where `T` is
+//! fixed and the unrolling stays small enough to compile, dynamic always.
+
+use rnn_macros::rnn;
+
+rnn! {
+    // W1 stream: LSTM I=64 H=128, B=1, T=1000.
+    network W1Dynamic { input x: [64]; layer l = lstm(hidden = 128); unroll dynamic; }
+    network W1DynamicBy4 { input x: [64]; layer l = lstm(hidden = 128); unroll dynamic by 4; }
+
+    // W2 varlen: LSTM I=128 H=256, B=64, T=100, lengths 10..100.
+    network W2Dynamic { input x: [128]; layer l = lstm(hidden = 256); unroll dynamic; }
+
+    // W3 small-fixed: GRU (reset after) I=32 H=64, B=16, T=32.
+    network W3Static { input x: [32]; layer l = gru(hidden = 64); unroll static 32; }
+    network W3Dynamic { input x: [32]; layer l = gru(hidden = 64); unroll dynamic; }
+
+    // W4 speech: LSTM I=80 H=256, 2 layers, bidirectional, B=32, T=200.
+    network W4Dynamic { input x: [80]; layer l = lstm(hidden = 256, layers = 2, bidirectional); unroll dynamic; }
+}
+
+/// One workload's shape.
+#[derive(Debug, Clone, Copy)]
+pub struct Workload {
+    /// `W1` … `W4`.
+    pub id: &'static str,
+    /// Batch size.
+    pub batch: usize,
+    /// Time steps.
+    pub steps: usize,
+    /// Input size.
+    pub input: usize,
+    /// Hidden size.
+    pub hidden: usize,
+    /// Gates: 4 for LSTM, 3 for GRU.
+    pub gates: usize,
+    /// Layers × directions.
+    pub layer_directions: usize,
+    /// Whether lengths vary (`len[i] = 10 + (i*37 % 91)`).
+    pub varlen: bool,
+}
+
+/// The four forward workloads.
+pub const WORKLOADS: [Workload; 4] = [
+    Workload { id: "W1", batch: 1, steps: 1000, input: 64, hidden: 128, gates: 4, layer_directions: 1, varlen: false },
+    Workload { id: "W2", batch: 64, steps: 100, input: 128, hidden: 256, gates: 4, layer_directions: 1, varlen: true },
+    Workload { id: "W3", batch: 16, steps: 32, input: 32, hidden: 64, gates: 3, layer_directions: 1, varlen: false },
+    Workload { id: "W4", batch: 32, steps: 200, input: 80, hidden: 256, gates: 4, layer_directions: 4, varlen: false },
+];
+
+impl Workload {
+    /// Each sequence's length.
+    pub fn lengths(&self) -> Vec<usize> {
+        (0..self.batch)
+            .map(|i| if self.varlen { 10 + (i * 37 % 91) } else { self.steps })
+            .collect()
+    }
+
+    /// Useful floating-point operations of one forward pass:
+    /// `2·G·H·(I+H)` per valid step, per layer and direction (layer 2 of
+    /// W4 reads `2H` inputs).
+    pub fn flops(&self) -> f64 {
+        let steps: usize = self.lengths().iter().sum();
+        let (g, h) = (self.gates as f64, self.hidden as f64);
+        let per_step = if self.layer_directions == 4 {
+            // Two directions of layer 1 (input I) and of layer 2 (input 2H).
+            2.0 * (2.0 * g * h * (self.input as f64 + h)) + 2.0 * (2.0 * g * h * (2.0 * h + h))
+        } else {
+            2.0 * g * h * (self.input as f64 + h)
+        };
+        per_step * steps as f64
+    }
+}
