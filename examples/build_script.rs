@@ -14,12 +14,21 @@ fn main() -> Result<(), rnn_runtime::RnnError> {
     let mut rng = SplitMix64::new(1);
     let x = Array3::from_shape_simple_fn((4, 30, 32), || rng.uniform(-1.0, 1.0));
     let output = tagger.forward(x.view(), Some(&[30, 25, 12, 1]), None)?;
-    println!("Tagger: y {:?}, h_n {:?}, c_n {:?}", output.y.shape(), output.h_n.shape(), output.c_n.shape());
+    println!(
+        "Tagger: y {:?}, h_n {:?}, c_n {:?}",
+        output.y.shape(),
+        output.h_n.shape(),
+        output.c_n.shape()
+    );
 
     // ISTA unrolled 20 steps: sparse codes of two measurements.
     let ista = Ista::random(2);
     let y = Array2::from_shape_simple_fn((2, 20), || rng.uniform(-1.0, 1.0));
     let codes = ista.forward(y.view(), None, None)?;
-    println!("Ista: iterates {:?}, final codes {:?}", codes.y.shape(), codes.x_n.shape());
+    println!(
+        "Ista: iterates {:?}, final codes {:?}",
+        codes.y.shape(),
+        codes.x_n.shape()
+    );
     Ok(())
 }

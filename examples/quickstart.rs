@@ -54,7 +54,12 @@ fn main() -> Result<(), rnn_runtime::RnnError> {
     let by_static = static_model.forward(x.view(), Some(&lengths), None)?;
     let by_dynamic = dynamic_model.forward(x.view(), Some(&lengths), None)?;
     println!("lengths: {lengths:?}");
-    println!("y {:?}, h_n {:?}, c_n {:?}", by_static.y.shape(), by_static.h_n.shape(), by_static.c_n.shape());
+    println!(
+        "y {:?}, h_n {:?}, c_n {:?}",
+        by_static.y.shape(),
+        by_static.h_n.shape(),
+        by_static.c_n.shape()
+    );
 
     let difference = by_static
         .y
@@ -63,14 +68,24 @@ fn main() -> Result<(), rnn_runtime::RnnError> {
         .map(|(a, b)| (a - b).abs())
         .fold(0.0f32, f32::max);
     println!("static vs dynamic: max |difference| of y = {difference:e}");
-    let padded_zero = (0..batch).all(|b| by_static.y.slice(ndarray::s![b, lengths[b].., ..]).iter().all(|v| *v == 0.0));
+    let padded_zero = (0..batch).all(|b| {
+        by_static
+            .y
+            .slice(ndarray::s![b, lengths[b].., ..])
+            .iter()
+            .all(|v| *v == 0.0)
+    });
     println!("outputs past each length are zero: {padded_zero}");
 
     let static_time = median_time(21, || {
-        static_model.forward(x.view(), Some(&lengths), None).expect("runs");
+        static_model
+            .forward(x.view(), Some(&lengths), None)
+            .expect("runs");
     });
     let dynamic_time = median_time(21, || {
-        dynamic_model.forward(x.view(), Some(&lengths), None).expect("runs");
+        dynamic_model
+            .forward(x.view(), Some(&lengths), None)
+            .expect("runs");
     });
     println!(
         "time per batch (median of 21): static {:.3} ms, dynamic {:.3} ms",

@@ -11,17 +11,23 @@ include!("support/fixtures.rs");
 include!("support/random_models.rs");
 
 fn main() {
-    let manifest_dir = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
+    let manifest_dir = PathBuf::from(
+        std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"),
+    );
     let out_dir = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
     println!("cargo:rerun-if-env-changed=UNROLL_CONFORMANCE");
     println!("cargo:rerun-if-changed=support/fixtures.rs");
     println!("cargo:rerun-if-changed=support/random_models.rs");
     let dir = fixture_dir(&manifest_dir);
-    println!("cargo:rerun-if-changed={}", dir.join("manifest.json").display());
+    println!(
+        "cargo:rerun-if-changed={}",
+        dir.join("manifest.json").display()
+    );
     let ista_path = manifest_dir.join("../examples/models/ista.rnn");
     println!("cargo:rerun-if-changed={}", ista_path.display());
     let cases = read_manifest(&dir);
-    let ista_cell = std::fs::read_to_string(&ista_path).expect("examples/models/ista.rnn is readable");
+    let ista_cell =
+        std::fs::read_to_string(&ista_path).expect("examples/models/ista.rnn is readable");
 
     let mut modules = String::new();
     let mut entries = String::new();
@@ -38,7 +44,11 @@ fn main() {
             match generated {
                 Ok(code) => {
                     let module = format!("case{case_idx}_{mode_name}");
-                    writeln!(modules, "#[allow(dead_code, clippy::all)]\npub mod {module} {{\n{code}\n}}").expect("write to string");
+                    writeln!(
+                        modules,
+                        "#[allow(dead_code, clippy::all)]\npub mod {module} {{\n{code}\n}}"
+                    )
+                    .expect("write to string");
                     writeln!(
                         entries,
                         "    Entry {{ case: {case_name:?}, mode: {mode:?}, build: Ok(|weights| Ok(Box::new(<{module}::{network_name} as ::rnn_runtime::Model>::from_weights(weights)?))) }},"
@@ -55,7 +65,10 @@ fn main() {
         "{modules}\n/// Every generated conformance model.\npub fn registry() -> Vec<Entry> {{\n    vec![\n{entries}    ]\n}}\n"
     );
     write_if_changed(&out_dir.join("conformance_models.rs"), &registry);
-    write_if_changed(&out_dir.join("equivalence_models.rs"), &equivalence_registry());
+    write_if_changed(
+        &out_dir.join("equivalence_models.rs"),
+        &equivalence_registry(),
+    );
 }
 
 /// Every model of `support/random_models.rs` in every mode, with a registry
@@ -66,9 +79,18 @@ fn equivalence_registry() -> String {
     for model in equivalence_models() {
         for (suffix, mode) in random_modes(model.steps) {
             let text = model.text.replace("MODE", &mode);
-            let code = generate(&text, &model.name).unwrap_or_else(|error| panic!("random model {} does not compile:\n{text}\n{error}", model.name));
+            let code = generate(&text, &model.name).unwrap_or_else(|error| {
+                panic!(
+                    "random model {} does not compile:\n{text}\n{error}",
+                    model.name
+                )
+            });
             let module = format!("{}_{suffix}", model.name.to_lowercase());
-            writeln!(modules, "#[allow(dead_code, clippy::all)]\npub mod {module} {{\n{code}\n}}").expect("write to string");
+            writeln!(
+                modules,
+                "#[allow(dead_code, clippy::all)]\npub mod {module} {{\n{code}\n}}"
+            )
+            .expect("write to string");
             writeln!(
                 entries,
                 "    EquivalenceEntry {{ model: {:?}, mode: {mode:?}, build: |weights| Ok(Box::new(<{module}::{} as ::rnn_runtime::Model>::from_weights(weights)?)) }},",
@@ -82,14 +104,21 @@ fn equivalence_registry() -> String {
 
 /// The unroll modes each case is generated in.
 fn modes(case: &serde_json::Value) -> Vec<(String, String)> {
-    let steps = case["max_time"].as_u64().or_else(|| case["K"].as_u64()).unwrap_or(1).max(1);
+    let steps = case["max_time"]
+        .as_u64()
+        .or_else(|| case["K"].as_u64())
+        .unwrap_or(1)
+        .max(1);
     let mut modes = vec![
         (format!("static{steps}"), format!("static {steps}")),
         ("dynamic".to_owned(), "dynamic".to_owned()),
         ("dynamic_by3".to_owned(), "dynamic by 3".to_owned()),
     ];
     if steps >= 2 && steps <= 20 {
-        modes.push(("buckets".to_owned(), format!("static buckets [{}, {steps}]", steps / 2)));
+        modes.push((
+            "buckets".to_owned(),
+            format!("static buckets [{}, {steps}]", steps / 2),
+        ));
     }
     modes
 }
@@ -98,13 +127,19 @@ fn camel(text: &str) -> String {
     text.split('_')
         .map(|word| {
             let mut chars = word.chars();
-            chars.next().map_or(String::new(), |first| first.to_uppercase().chain(chars).collect())
+            chars.next().map_or(String::new(), |first| {
+                first.to_uppercase().chain(chars).collect()
+            })
         })
         .collect()
 }
 
 fn generate(text: &str, network_name: &str) -> Result<String, String> {
-    let compiled = rnn_dsl::compile(rnn_dsl::SourceFile::new(format!("{network_name}.rnn"), text)).map_err(|error| error.to_string())?;
+    let compiled = rnn_dsl::compile(rnn_dsl::SourceFile::new(
+        format!("{network_name}.rnn"),
+        text,
+    ))
+    .map_err(|error| error.to_string())?;
     let network = compiled.network(Some(network_name))?;
     let tokens = rnn_dsl::emit::emit(network, &rnn_dsl::emit::Options::default());
     // Unformatted: this code is compiled, not read, and formatting 60k lines
@@ -116,5 +151,6 @@ fn write_if_changed(path: &Path, text: &str) {
     if std::fs::read_to_string(path).is_ok_and(|old| old == text) {
         return;
     }
-    std::fs::write(path, text).unwrap_or_else(|error| panic!("cannot write {}: {error}", path.display()));
+    std::fs::write(path, text)
+        .unwrap_or_else(|error| panic!("cannot write {}: {error}", path.display()));
 }

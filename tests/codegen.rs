@@ -19,9 +19,19 @@ pub struct Entry {
 
 include!(concat!(env!("OUT_DIR"), "/conformance_models.rs"));
 
-fn within(name: &str, actual: &ArrayD<f32>, expected: &ArrayD<f32>, abs: f32, rel: f32) -> Result<f32, String> {
+fn within(
+    name: &str,
+    actual: &ArrayD<f32>,
+    expected: &ArrayD<f32>,
+    abs: f32,
+    rel: f32,
+) -> Result<f32, String> {
     if actual.shape() != expected.shape() {
-        return Err(format!("`{name}`: shape {:?}, expected {:?}", actual.shape(), expected.shape()));
+        return Err(format!(
+            "`{name}`: shape {:?}, expected {:?}",
+            actual.shape(),
+            expected.shape()
+        ));
     }
     let mut worst = 0.0f32;
     for ((idx, a), e) in actual.indexed_iter().zip(expected.iter()) {
@@ -49,19 +59,32 @@ fn check_entry(dir: &Path, case: &serde_json::Value, entry: &Entry) -> Result<f3
     let tensors = TensorMap::load(&file).map_err(|error| error.to_string())?;
     let model = build(&tensors).map_err(|error| error.to_string())?;
     let tol = &case["tolerance"];
-    let (abs, rel) = (tol["abs"].as_f64().unwrap_or(0.0) as f32, tol["rel"].as_f64().unwrap_or(0.0) as f32);
+    let (abs, rel) = (
+        tol["abs"].as_f64().unwrap_or(0.0) as f32,
+        tol["rel"].as_f64().unwrap_or(0.0) as f32,
+    );
     let mut worst = 0.0f32;
     if case["kind"] == "ista" {
         let steps = case["K"].as_u64().ok_or("ista case has no `K`")? as i64;
         for (measurement, iterates, last) in [("Y", "XS", "X_K"), ("y", "xs", "x_K")] {
-            let Ok(value) = tensors.f32(measurement) else { continue };
-            let value = if value.ndim() == 1 { value.insert_axis(Axis(0)) } else { value };
+            let Ok(value) = tensors.f32(measurement) else {
+                continue;
+            };
+            let value = if value.ndim() == 1 {
+                value.insert_axis(Axis(0))
+            } else {
+                value
+            };
             let mut inputs = TensorMap::new();
             inputs.insert_f32("y", value);
             inputs.insert_i64("steps", ndarray::arr1(&[steps]).into_dyn());
             let outputs = model.run(&inputs).map_err(|error| error.to_string())?;
             let mut sequence = outputs.f32("y").map_err(|error| error.to_string())?;
-            let mut last_state = outputs.f32("x_n").map_err(|error| error.to_string())?.index_axis(Axis(0), 0).to_owned();
+            let mut last_state = outputs
+                .f32("x_n")
+                .map_err(|error| error.to_string())?
+                .index_axis(Axis(0), 0)
+                .to_owned();
             if measurement == "y" {
                 sequence = sequence.index_axis(Axis(0), 0).to_owned();
                 last_state = last_state.index_axis(Axis(0), 0).to_owned();
@@ -80,7 +103,9 @@ fn check_entry(dir: &Path, case: &serde_json::Value, entry: &Entry) -> Result<f3
     let outputs = model.run(&inputs).map_err(|error| error.to_string())?;
     for name in ["y", "h_n", "c_n"] {
         if let Ok(expected) = tensors.f32(name) {
-            let actual = outputs.f32(name).map_err(|error| format!("no output `{name}`: {error}"))?;
+            let actual = outputs
+                .f32(name)
+                .map_err(|error| format!("no output `{name}`: {error}"))?;
             worst = worst.max(within(name, &actual, &expected, abs, rel)?);
         }
     }
@@ -97,7 +122,9 @@ fn conformance_generated_code_every_mode() {
         let name = case["name"].as_str().unwrap_or("<unnamed>");
         let case_entries: Vec<&Entry> = entries.iter().filter(|entry| entry.case == name).collect();
         if case_entries.is_empty() {
-            failures.push(format!("{name}: no generated model (rebuild the test crate after changing the manifest)"));
+            failures.push(format!(
+                "{name}: no generated model (rebuild the test crate after changing the manifest)"
+            ));
         }
         for entry in case_entries {
             match check_entry(&dir, case, entry) {
@@ -106,5 +133,10 @@ fn conformance_generated_code_every_mode() {
             }
         }
     }
-    assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} failures:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }

@@ -28,9 +28,13 @@ fn fixture_dir() -> PathBuf {
 }
 
 fn manifest(dir: &Path) -> Vec<Value> {
-    let text = std::fs::read_to_string(dir.join("manifest.json")).expect("manifest.json is readable");
+    let text =
+        std::fs::read_to_string(dir.join("manifest.json")).expect("manifest.json is readable");
     let value: Value = serde_json::from_str(&text).expect("manifest.json is JSON");
-    value.as_array().expect("manifest.json is a list of cases").clone()
+    value
+        .as_array()
+        .expect("manifest.json is a list of cases")
+        .clone()
 }
 
 /// One case's outcome: the worst error over its compared tensors.
@@ -51,16 +55,31 @@ fn tolerance(case: &Value) -> (f32, f32) {
 
 /// Compares `actual` with `expected`; returns the max abs error and the
 /// first element outside `abs + rel * |expected|`.
-fn compare(name: &str, actual: &ArrayD<f32>, expected: &ArrayD<f32>, (abs, rel): (f32, f32)) -> (f32, Option<String>) {
+fn compare(
+    name: &str,
+    actual: &ArrayD<f32>,
+    expected: &ArrayD<f32>,
+    (abs, rel): (f32, f32),
+) -> (f32, Option<String>) {
     if actual.shape() != expected.shape() {
-        return (f32::INFINITY, Some(format!("`{name}`: shape {:?}, expected {:?}", actual.shape(), expected.shape())));
+        return (
+            f32::INFINITY,
+            Some(format!(
+                "`{name}`: shape {:?}, expected {:?}",
+                actual.shape(),
+                expected.shape()
+            )),
+        );
     }
     let mut worst = 0.0f32;
     let mut failure = None;
     for ((idx, a), e) in actual.indexed_iter().zip(expected.iter()) {
         let error = (a - e).abs();
         if !(error <= abs + rel * e.abs()) && failure.is_none() {
-            failure = Some(format!("`{name}`{:?}: got {a}, expected {e} (error {error:e})", idx.slice()));
+            failure = Some(format!(
+                "`{name}`{:?}: got {a}, expected {e} (error {error:e})",
+                idx.slice()
+            ));
         }
         worst = worst.max(if error.is_nan() { f32::INFINITY } else { error });
     }
@@ -70,8 +89,12 @@ fn compare(name: &str, actual: &ArrayD<f32>, expected: &ArrayD<f32>, (abs, rel):
 fn rnn_model_text(case: &Value) -> Result<String, String> {
     let cell = case["cell"].as_str().ok_or("case has no `cell`")?;
     let variant = &case["variant"];
-    let input = case["input_size"].as_u64().ok_or("case has no `input_size`")?;
-    let hidden = case["hidden_size"].as_u64().ok_or("case has no `hidden_size`")?;
+    let input = case["input_size"]
+        .as_u64()
+        .ok_or("case has no `input_size`")?;
+    let hidden = case["hidden_size"]
+        .as_u64()
+        .ok_or("case has no `hidden_size`")?;
     let layers = case["num_layers"].as_u64().unwrap_or(1);
     let mut args = vec![format!("hidden = {hidden}"), format!("layers = {layers}")];
     if case["bidirectional"].as_bool().unwrap_or(false) {
@@ -93,9 +116,18 @@ fn rnn_model_text(case: &Value) -> Result<String, String> {
                 .ok_or("gru case without `variant.gru_linear_before_reset`")?;
             args.push(format!("reset_after = {reset_after}"));
         }
-        other => return Err(format!("unroll has no cell for fixture cell kind `{other}`")),
+        other => {
+            return Err(format!(
+                "unroll has no cell for fixture cell kind `{other}`"
+            ))
+        }
     }
-    let known = ["peepholes", "cell_clip", "gru_linear_before_reset", "forget_bias_folded"];
+    let known = [
+        "peepholes",
+        "cell_clip",
+        "gru_linear_before_reset",
+        "forget_bias_folded",
+    ];
     if let Some(flags) = variant.as_object() {
         if let Some(unknown) = flags.keys().find(|key| !known.contains(&key.as_str())) {
             return Err(format!("unknown variant flag `{unknown}`"));
@@ -107,9 +139,13 @@ fn rnn_model_text(case: &Value) -> Result<String, String> {
     ))
 }
 
-fn run_rnn_case(dir: &Path, case: &Value) -> Result<Vec<(String, ArrayD<f32>, ArrayD<f32>)>, String> {
+fn run_rnn_case(
+    dir: &Path,
+    case: &Value,
+) -> Result<Vec<(String, ArrayD<f32>, ArrayD<f32>)>, String> {
     let text = rnn_model_text(case)?;
-    let compiled = rnn_dsl::compile(SourceFile::new("case.rnn", text)).map_err(|error| error.to_string())?;
+    let compiled =
+        rnn_dsl::compile(SourceFile::new("case.rnn", text)).map_err(|error| error.to_string())?;
     let network = compiled.network(None)?;
     let file = dir.join(case["file"].as_str().ok_or("case has no `file`")?);
     let tensors = TensorMap::load(&file).map_err(|error| error.to_string())?;
@@ -119,7 +155,12 @@ fn run_rnn_case(dir: &Path, case: &Value) -> Result<Vec<(String, ArrayD<f32>, Ar
             match tensor {
                 rnn_runtime::Tensor::F32(array) => inputs.insert_f32(name, array.clone()),
                 rnn_runtime::Tensor::I64(array) => inputs.insert_i64(name, array.clone()),
-                other => return Err(format!("input `{name}` has unsupported dtype {}", other.dtype())),
+                other => {
+                    return Err(format!(
+                        "input `{name}` has unsupported dtype {}",
+                        other.dtype()
+                    ))
+                }
             }
         }
     }
@@ -128,22 +169,29 @@ fn run_rnn_case(dir: &Path, case: &Value) -> Result<Vec<(String, ArrayD<f32>, Ar
     for name in ["y", "h_n", "c_n"] {
         if tensors.contains(name) {
             let expected = tensors.f32(name).map_err(|error| error.to_string())?;
-            let actual = outputs.f32(name).map_err(|error| format!("interpreter gave no `{name}`: {error}"))?;
+            let actual = outputs
+                .f32(name)
+                .map_err(|error| format!("interpreter gave no `{name}`: {error}"))?;
             pairs.push((name.to_owned(), actual, expected));
         }
     }
     Ok(pairs)
 }
 
-fn run_ista_case(dir: &Path, case: &Value) -> Result<Vec<(String, ArrayD<f32>, ArrayD<f32>)>, String> {
+fn run_ista_case(
+    dir: &Path,
+    case: &Value,
+) -> Result<Vec<(String, ArrayD<f32>, ArrayD<f32>)>, String> {
     let steps = case["K"].as_u64().ok_or("ista case has no `K`")?;
     let m = case["M"].as_u64().ok_or("ista case has no `M`")?;
     let n = case["N"].as_u64().ok_or("ista case has no `N`")?;
     // The cell is the repository's own `.rnn` file; the case fixes the sizes.
     let cell_file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/models/ista.rnn");
-    let cell_text = std::fs::read_to_string(&cell_file).map_err(|error| format!("{}: {error}", cell_file.display()))?;
+    let cell_text = std::fs::read_to_string(&cell_file)
+        .map_err(|error| format!("{}: {error}", cell_file.display()))?;
     let text = format!("{cell_text}\nnetwork IstaCase {{\n    context y: [{m}];\n    layer solver = ista(N = {n});\n    unroll static {steps};\n}}\n");
-    let compiled = rnn_dsl::compile(SourceFile::new("ista_case.rnn", text)).map_err(|error| error.to_string())?;
+    let compiled = rnn_dsl::compile(SourceFile::new("ista_case.rnn", text))
+        .map_err(|error| error.to_string())?;
     let network = compiled.network(Some("IstaCase"))?;
     let file = dir.join(case["file"].as_str().ok_or("case has no `file`")?);
     let tensors = TensorMap::load(&file).map_err(|error| error.to_string())?;
@@ -154,18 +202,35 @@ fn run_ista_case(dir: &Path, case: &Value) -> Result<Vec<(String, ArrayD<f32>, A
             continue;
         }
         let mut inputs = TensorMap::new();
-        inputs.insert_f32("y", tensors.f32(measurement).map_err(|error| error.to_string())?);
+        inputs.insert_f32(
+            "y",
+            tensors
+                .f32(measurement)
+                .map_err(|error| error.to_string())?,
+        );
         let outputs = interp::run(network, &tensors, &inputs).map_err(|error| error.to_string())?;
         let mut sequence = outputs.f32("y").map_err(|error| error.to_string())?;
-        let mut final_state = outputs.f32("x_n").map_err(|error| error.to_string())?.index_axis(Axis(0), 0).to_owned();
+        let mut final_state = outputs
+            .f32("x_n")
+            .map_err(|error| error.to_string())?
+            .index_axis(Axis(0), 0)
+            .to_owned();
         if measurement == "y" {
             sequence = sequence.index_axis(Axis(0), 0).to_owned();
             final_state = final_state.index_axis(Axis(0), 0).to_owned();
         }
         let expected_iterates = tensors.f32(iterates).map_err(|error| error.to_string())?;
         let expected_last = tensors.f32(last).map_err(|error| error.to_string())?;
-        pairs.push((format!("{iterates} (from {measurement})"), sequence, expected_iterates));
-        pairs.push((format!("{last} (from {measurement})"), final_state.into_dimensionality::<IxDyn>().expect("dyn"), expected_last));
+        pairs.push((
+            format!("{iterates} (from {measurement})"),
+            sequence,
+            expected_iterates,
+        ));
+        pairs.push((
+            format!("{last} (from {measurement})"),
+            final_state.into_dimensionality::<IxDyn>().expect("dyn"),
+            expected_last,
+        ));
     }
     if pairs.is_empty() {
         return Err("ista case has neither `y` nor `Y`".to_owned());
@@ -212,7 +277,10 @@ fn conformance_forward_interpreter() {
         };
         outcomes.push(outcome);
     }
-    println!("{:<28} {:>14} {:>10} {:>10}", "case", "max abs error", "abs tol", "rel tol");
+    println!(
+        "{:<28} {:>14} {:>10} {:>10}",
+        "case", "max abs error", "abs tol", "rel tol"
+    );
     for outcome in &outcomes {
         println!(
             "{:<28} {:>14.3e} {:>10.0e} {:>10.0e} {}",
@@ -220,12 +288,27 @@ fn conformance_forward_interpreter() {
             outcome.max_abs_error,
             outcome.tolerance.0,
             outcome.tolerance.1,
-            if outcome.failure.is_some() { "FAIL" } else { "ok" }
+            if outcome.failure.is_some() {
+                "FAIL"
+            } else {
+                "ok"
+            }
         );
     }
     let failures: Vec<String> = outcomes
         .iter()
-        .filter_map(|outcome| outcome.failure.as_ref().map(|failure| format!("{}: {failure}", outcome.name)))
+        .filter_map(|outcome| {
+            outcome
+                .failure
+                .as_ref()
+                .map(|failure| format!("{}: {failure}", outcome.name))
+        })
         .collect();
-    assert!(failures.is_empty(), "{} of {} cases failed:\n{}", failures.len(), outcomes.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases failed:\n{}",
+        failures.len(),
+        outcomes.len(),
+        failures.join("\n")
+    );
 }

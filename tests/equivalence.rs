@@ -27,33 +27,59 @@ const TOLERANCE: f32 = 1e-6;
 
 fn max_abs_diff(a: &ArrayD<f32>, b: &ArrayD<f32>) -> f32 {
     assert_eq!(a.shape(), b.shape(), "shapes differ");
-    a.iter().zip(b.iter()).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b.iter())
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
 
 /// Random inputs for `network`: `x`, contexts, `seq_len`, maybe initial
 /// states.
-fn random_inputs(network: &rnn_dsl::ir::Network, batch: usize, steps: usize, lengths: &[usize], with_state: bool, seed: u64) -> TensorMap {
+fn random_inputs(
+    network: &rnn_dsl::ir::Network,
+    batch: usize,
+    steps: usize,
+    lengths: &[usize],
+    with_state: bool,
+    seed: u64,
+) -> TensorMap {
     let mut rng = SplitMix64::new(seed);
     let mut inputs = TensorMap::new();
     for input in &network.inputs {
-        let shape = if input.per_step { vec![batch, steps, input.size] } else { vec![batch, input.size] };
-        inputs.insert_f32(input.name.clone(), ArrayD::from_shape_simple_fn(shape, || rng.uniform(-1.0, 1.0)));
+        let shape = if input.per_step {
+            vec![batch, steps, input.size]
+        } else {
+            vec![batch, input.size]
+        };
+        inputs.insert_f32(
+            input.name.clone(),
+            ArrayD::from_shape_simple_fn(shape, || rng.uniform(-1.0, 1.0)),
+        );
     }
     let lengths: Vec<i64> = lengths.iter().map(|len| *len as i64).collect();
     inputs.insert_i64("seq_len", Array1::from(lengths).into_dyn());
     if with_state {
         let mut rows_by_name: Vec<(String, usize, usize)> = Vec::new();
         for layer in &network.layers {
-            let rows = network.layers.iter().filter(|other| other.name == layer.name).count() * layer.directions;
+            let rows = network
+                .layers
+                .iter()
+                .filter(|other| other.name == layer.name)
+                .count()
+                * layer.directions;
             for state in &layer.states {
                 let name = interp::initial_state_name(layer, &state.name);
-                if !rows_by_name.iter().any(|(existing, _, _)| *existing == name) {
+                if !rows_by_name
+                    .iter()
+                    .any(|(existing, _, _)| *existing == name)
+                {
                     rows_by_name.push((name, rows, state.size));
                 }
             }
         }
         for (name, rows, size) in rows_by_name {
-            let state = Array3::from_shape_simple_fn((rows, batch, size), || rng.uniform(-1.0, 1.0));
+            let state =
+                Array3::from_shape_simple_fn((rows, batch, size), || rng.uniform(-1.0, 1.0));
             inputs.insert_f32(name, state.into_dyn());
         }
     }
@@ -65,22 +91,48 @@ fn lengths_strategy(steps: usize) -> impl Strategy<Value = Vec<usize>> {
     proptest::collection::vec(one, 1..=4)
 }
 
-fn check_model(model: &RandomModel, lengths: &[usize], with_state: bool, seed: u64) -> Result<(), TestCaseError> {
+fn check_model(
+    model: &RandomModel,
+    lengths: &[usize],
+    with_state: bool,
+    seed: u64,
+) -> Result<(), TestCaseError> {
     let text = model.text.replace("MODE", "dynamic");
-    let compiled = rnn_dsl::compile(SourceFile::new("random.rnn", text)).map_err(|error| TestCaseError::fail(error.to_string()))?;
-    let network = compiled.network(Some(&model.name)).map_err(TestCaseError::fail)?;
+    let compiled = rnn_dsl::compile(SourceFile::new("random.rnn", text))
+        .map_err(|error| TestCaseError::fail(error.to_string()))?;
+    let network = compiled
+        .network(Some(&model.name))
+        .map_err(TestCaseError::fail)?;
     let weights = weights::random(network, seed);
-    let inputs = random_inputs(network, lengths.len(), model.steps, lengths, with_state, seed ^ 0xABCD);
-    let expected = interp::run(network, &weights, &inputs).map_err(|error| TestCaseError::fail(error.to_string()))?;
+    let inputs = random_inputs(
+        network,
+        lengths.len(),
+        model.steps,
+        lengths,
+        with_state,
+        seed ^ 0xABCD,
+    );
+    let expected = interp::run(network, &weights, &inputs)
+        .map_err(|error| TestCaseError::fail(error.to_string()))?;
     let entries = equivalence_registry();
-    let mine: Vec<&EquivalenceEntry> = entries.iter().filter(|entry| entry.model == model.name).collect();
+    let mine: Vec<&EquivalenceEntry> = entries
+        .iter()
+        .filter(|entry| entry.model == model.name)
+        .collect();
     prop_assert_eq!(mine.len(), 4, "every mode of {} is generated", model.name);
     for entry in mine {
-        let generated = (entry.build)(&weights).map_err(|error| TestCaseError::fail(error.to_string()))?;
-        let outputs = generated.run(&inputs).map_err(|error| TestCaseError::fail(format!("{} [{}]: {error}", model.name, entry.mode)))?;
+        let generated =
+            (entry.build)(&weights).map_err(|error| TestCaseError::fail(error.to_string()))?;
+        let outputs = generated.run(&inputs).map_err(|error| {
+            TestCaseError::fail(format!("{} [{}]: {error}", model.name, entry.mode))
+        })?;
         for (name, tensor) in expected.iter() {
-            let rnn_runtime::Tensor::F32(expected) = tensor else { continue };
-            let actual = outputs.f32(name).map_err(|error| TestCaseError::fail(error.to_string()))?;
+            let rnn_runtime::Tensor::F32(expected) = tensor else {
+                continue;
+            };
+            let actual = outputs
+                .f32(name)
+                .map_err(|error| TestCaseError::fail(error.to_string()))?;
             let diff = max_abs_diff(&actual, expected);
             prop_assert!(
                 diff <= TOLERANCE,
@@ -133,8 +185,14 @@ fn streaming_steps_equal_forward_bit_for_bit() {
     let whole = model.forward(x.view(), None, None).expect("forward runs");
     let mut state = model.initial_state(batch);
     for t in 0..steps {
-        let y_t = model.step(&mut state, x.slice(ndarray::s![.., t, ..])).expect("step runs");
-        assert_eq!(y_t, whole.y.slice(ndarray::s![.., t, ..]), "step {t} differs from forward");
+        let y_t = model
+            .step(&mut state, x.slice(ndarray::s![.., t, ..]))
+            .expect("step runs");
+        assert_eq!(
+            y_t,
+            whole.y.slice(ndarray::s![.., t, ..]),
+            "step {t} differs from forward"
+        );
     }
     assert_eq!(state, whole.into_state(), "final states differ");
 }
@@ -156,7 +214,9 @@ fn bucket_past_the_largest_is_a_typed_error() {
     assert!(matches!(error, RnnError::InvalidValue { .. }), "{error}");
     assert!(error.to_string().contains("largest bucket is 5"), "{error}");
     // Within the largest bucket it runs, whatever T is.
-    let output = model.forward(x.view(), Some(&[5, 3]), None).expect("fits a bucket");
+    let output = model
+        .forward(x.view(), Some(&[5, 3]), None)
+        .expect("fits a bucket");
     assert_eq!(output.y.shape(), &[2, 9, 3]);
 }
 
@@ -166,7 +226,10 @@ fn bad_run_time_shapes_are_typed_errors() {
     let model = BiLstm2::random(1);
     let x = Array3::<f32>::zeros((2, 4, 5));
     let error = model.forward(x.view(), None, None).unwrap_err();
-    assert_eq!(error.to_string(), "tensor `x`: expected shape [2, 4, 3], found [2, 4, 5]");
+    assert_eq!(
+        error.to_string(),
+        "tensor `x`: expected shape [2, 4, 3], found [2, 4, 5]"
+    );
     let x = Array3::<f32>::zeros((2, 4, 3));
     let error = model.forward(x.view(), Some(&[4, 5]), None).unwrap_err();
     assert!(error.to_string().contains("length 5 at index 1"), "{error}");
@@ -175,5 +238,8 @@ fn bad_run_time_shapes_are_typed_errors() {
     let mut state = model.initial_state(2);
     state.h = Array3::zeros((4, 2, 5));
     let error = model.forward(x.view(), None, Some(&state)).unwrap_err();
-    assert_eq!(error.to_string(), "tensor `h0`: expected shape [4, 2, 4], found [4, 2, 5]");
+    assert_eq!(
+        error.to_string(),
+        "tensor `h0`: expected shape [4, 2, 4], found [4, 2, 5]"
+    );
 }

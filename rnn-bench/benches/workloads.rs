@@ -8,9 +8,14 @@ use rnn_bench::{W1Dynamic, W2Dynamic, W3Dynamic, W3Static, W4Dynamic, WORKLOADS}
 use rnn_runtime::init::SplitMix64;
 
 fn input(id: &str) -> (Array3<f32>, Vec<usize>) {
-    let workload = WORKLOADS.iter().find(|w| w.id == id).expect("known workload");
+    let workload = WORKLOADS
+        .iter()
+        .find(|w| w.id == id)
+        .expect("known workload");
     let mut rng = SplitMix64::new(7);
-    let x = Array3::from_shape_simple_fn((workload.batch, workload.steps, workload.input), || rng.uniform(-1.0, 1.0));
+    let x = Array3::from_shape_simple_fn((workload.batch, workload.steps, workload.input), || {
+        rng.uniform(-1.0, 1.0)
+    });
     (x, workload.lengths())
 }
 
@@ -20,21 +25,39 @@ fn workloads(c: &mut Criterion) {
 
     let (x, lengths) = input("W1");
     let model = W1Dynamic::random(0);
-    group.bench_function("W1 dynamic", |b| b.iter(|| model.forward(x.view(), Some(&lengths), None).expect("runs")));
+    group.bench_function("W1 dynamic", |b| {
+        b.iter(|| model.forward(x.view(), Some(&lengths), None).expect("runs"))
+    });
 
     let (x, lengths) = input("W2");
     let model = W2Dynamic::random(0);
-    group.bench_function("W2 dynamic", |b| b.iter(|| model.forward(x.view(), Some(&lengths), None).expect("runs")));
+    group.bench_function("W2 dynamic", |b| {
+        b.iter(|| model.forward(x.view(), Some(&lengths), None).expect("runs"))
+    });
 
     let (x, lengths) = input("W3");
     let static_model = W3Static::random(0);
     let dynamic_model = W3Dynamic::random(0);
-    group.bench_function("W3 static", |b| b.iter(|| static_model.forward(x.view(), Some(&lengths), None).expect("runs")));
-    group.bench_function("W3 dynamic", |b| b.iter(|| dynamic_model.forward(x.view(), Some(&lengths), None).expect("runs")));
+    group.bench_function("W3 static", |b| {
+        b.iter(|| {
+            static_model
+                .forward(x.view(), Some(&lengths), None)
+                .expect("runs")
+        })
+    });
+    group.bench_function("W3 dynamic", |b| {
+        b.iter(|| {
+            dynamic_model
+                .forward(x.view(), Some(&lengths), None)
+                .expect("runs")
+        })
+    });
 
     let (x, lengths) = input("W4");
     let model = W4Dynamic::random(0);
-    group.bench_function("W4 dynamic", |b| b.iter(|| model.forward(x.view(), Some(&lengths), None).expect("runs")));
+    group.bench_function("W4 dynamic", |b| {
+        b.iter(|| model.forward(x.view(), Some(&lengths), None).expect("runs"))
+    });
     group.finish();
 }
 

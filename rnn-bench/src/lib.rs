@@ -44,17 +44,59 @@ pub struct Workload {
 
 /// The four forward workloads.
 pub const WORKLOADS: [Workload; 4] = [
-    Workload { id: "W1", batch: 1, steps: 1000, input: 64, hidden: 128, gates: 4, layer_directions: 1, varlen: false },
-    Workload { id: "W2", batch: 64, steps: 100, input: 128, hidden: 256, gates: 4, layer_directions: 1, varlen: true },
-    Workload { id: "W3", batch: 16, steps: 32, input: 32, hidden: 64, gates: 3, layer_directions: 1, varlen: false },
-    Workload { id: "W4", batch: 32, steps: 200, input: 80, hidden: 256, gates: 4, layer_directions: 4, varlen: false },
+    Workload {
+        id: "W1",
+        batch: 1,
+        steps: 1000,
+        input: 64,
+        hidden: 128,
+        gates: 4,
+        layer_directions: 1,
+        varlen: false,
+    },
+    Workload {
+        id: "W2",
+        batch: 64,
+        steps: 100,
+        input: 128,
+        hidden: 256,
+        gates: 4,
+        layer_directions: 1,
+        varlen: true,
+    },
+    Workload {
+        id: "W3",
+        batch: 16,
+        steps: 32,
+        input: 32,
+        hidden: 64,
+        gates: 3,
+        layer_directions: 1,
+        varlen: false,
+    },
+    Workload {
+        id: "W4",
+        batch: 32,
+        steps: 200,
+        input: 80,
+        hidden: 256,
+        gates: 4,
+        layer_directions: 4,
+        varlen: false,
+    },
 ];
 
 impl Workload {
     /// Each sequence's length.
     pub fn lengths(&self) -> Vec<usize> {
         (0..self.batch)
-            .map(|i| if self.varlen { 10 + (i * 37 % 91) } else { self.steps })
+            .map(|i| {
+                if self.varlen {
+                    10 + (i * 37 % 91)
+                } else {
+                    self.steps
+                }
+            })
             .collect()
     }
 

@@ -110,9 +110,13 @@ impl Config {
     /// A file cannot be read or has errors (the error renders every
     /// diagnostic), or the runtime path is not a Rust path.
     pub fn generate(&self, paths: &[impl AsRef<Path>]) -> Result<Vec<(String, String)>, Error> {
-        let runtime_path: syn::Path = syn::parse_str(&self.runtime_path).map_err(|error| Error::Config {
-            message: format!("runtime path `{}` is not a Rust path: {error}", self.runtime_path),
-        })?;
+        let runtime_path: syn::Path =
+            syn::parse_str(&self.runtime_path).map_err(|error| Error::Config {
+                message: format!(
+                    "runtime path `{}` is not a Rust path: {error}",
+                    self.runtime_path
+                ),
+            })?;
         let options = emit::Options {
             runtime_path,
             mode: None,
@@ -121,10 +125,13 @@ impl Config {
         for path in paths {
             let path = path.as_ref();
             let compiled = crate::read_source(path).and_then(crate::compile)?;
-            let stem = path.file_stem().and_then(|stem| stem.to_str()).ok_or_else(|| Error::Io {
-                path: path.display().to_string(),
-                reason: "has no file name to name the generated file after".to_owned(),
-            })?;
+            let stem = path
+                .file_stem()
+                .and_then(|stem| stem.to_str())
+                .ok_or_else(|| Error::Io {
+                    path: path.display().to_string(),
+                    reason: "has no file name to name the generated file after".to_owned(),
+                })?;
             let code = if self.format {
                 emit::emit_file(&compiled.model, compiled.source.name(), &options)
             } else {
@@ -150,12 +157,17 @@ impl Config {
             }
         }
         let files = self.generate(paths)?;
-        let out_dir = match &self.out_dir {
-            Some(dir) => dir.clone(),
-            None => PathBuf::from(std::env::var_os("OUT_DIR").ok_or_else(|| Error::Config {
-                message: "OUT_DIR is not set: call this from a build script, or set `out_dir`".to_owned(),
-            })?),
-        };
+        let out_dir =
+            match &self.out_dir {
+                Some(dir) => dir.clone(),
+                None => PathBuf::from(std::env::var_os("OUT_DIR").ok_or_else(|| {
+                    Error::Config {
+                        message:
+                            "OUT_DIR is not set: call this from a build script, or set `out_dir`"
+                                .to_owned(),
+                    }
+                })?),
+            };
         for (name, code) in files {
             let path = out_dir.join(name);
             if std::fs::read_to_string(&path).is_ok_and(|old| old == code) {
@@ -175,7 +187,9 @@ mod tests {
     use super::*;
 
     fn temp_dir(name: &str) -> PathBuf {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/config-tests").join(name);
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../target/config-tests")
+            .join(name);
         std::fs::create_dir_all(&dir).expect("create temp dir");
         dir
     }
@@ -184,7 +198,11 @@ mod tests {
     fn generate_names_files_after_models_and_writes_nothing() {
         let dir = temp_dir("generate");
         let model = dir.join("tagger.rnn");
-        std::fs::write(&model, "network Tagger { input x: [3]; layer l = gru(hidden = 2); unroll dynamic; }").expect("write");
+        std::fs::write(
+            &model,
+            "network Tagger { input x: [3]; layer l = gru(hidden = 2); unroll dynamic; }",
+        )
+        .expect("write");
         let files = Config::new().generate(&[&model]).expect("generates");
         assert_eq!(files.len(), 1);
         assert_eq!(files[0].0, "tagger.rs");
@@ -197,15 +215,23 @@ mod tests {
     fn compile_writes_only_when_changed() {
         let dir = temp_dir("compile");
         let model = dir.join("m.rnn");
-        std::fs::write(&model, "network M { input x: [2]; layer l = rnn_tanh(hidden = 2); unroll static 3; }").expect("write");
+        std::fs::write(
+            &model,
+            "network M { input x: [2]; layer l = rnn_tanh(hidden = 2); unroll static 3; }",
+        )
+        .expect("write");
         let mut config = Config::new();
         config.out_dir(&dir).emit_rerun_directives(false);
         config.compile(&[&model]).expect("compiles");
         let written = dir.join("m.rs");
-        let first = std::fs::metadata(&written).and_then(|meta| meta.modified()).expect("written");
+        let first = std::fs::metadata(&written)
+            .and_then(|meta| meta.modified())
+            .expect("written");
         std::thread::sleep(std::time::Duration::from_millis(20));
         config.compile(&[&model]).expect("compiles again");
-        let second = std::fs::metadata(&written).and_then(|meta| meta.modified()).expect("still there");
+        let second = std::fs::metadata(&written)
+            .and_then(|meta| meta.modified())
+            .expect("still there");
         assert_eq!(first, second, "unchanged output is not rewritten");
     }
 
@@ -213,13 +239,24 @@ mod tests {
     fn errors_render_and_bad_runtime_paths_are_reported() {
         let dir = temp_dir("errors");
         let model = dir.join("bad.rnn");
-        std::fs::write(&model, "network B { input x: [2]; layer l = lsmt(hidden = 2); unroll dynamic; }").expect("write");
+        std::fs::write(
+            &model,
+            "network B { input x: [2]; layer l = lsmt(hidden = 2); unroll dynamic; }",
+        )
+        .expect("write");
         let error = Config::new().generate(&[&model]).unwrap_err().to_string();
         assert!(error.contains("unknown cell `lsmt`"), "{error}");
         assert!(error.contains("did you mean `lstm`?"), "{error}");
         let good = dir.join("good.rnn");
-        std::fs::write(&good, "network G { input x: [2]; layer l = gru(hidden = 2); unroll dynamic; }").expect("write");
-        let error = Config::new().runtime_path("not a path!").generate(&[&good]).unwrap_err();
+        std::fs::write(
+            &good,
+            "network G { input x: [2]; layer l = gru(hidden = 2); unroll dynamic; }",
+        )
+        .expect("write");
+        let error = Config::new()
+            .runtime_path("not a path!")
+            .generate(&[&good])
+            .unwrap_err();
         assert!(error.to_string().contains("is not a Rust path"), "{error}");
     }
 }

@@ -219,7 +219,10 @@ fn to_codespan(source: &SourceFile, diagnostic: &Diagnostic) -> cs::Diagnostic<(
 
 /// The closest candidate to `name` by edit distance, if close enough to be
 /// a likely typo.
-pub(crate) fn suggest<'a>(name: &str, candidates: impl Iterator<Item = &'a str>) -> Option<&'a str> {
+pub(crate) fn suggest<'a>(
+    name: &str,
+    candidates: impl Iterator<Item = &'a str>,
+) -> Option<&'a str> {
     // Any one- or two-letter name is one edit from any other: `z` is not a
     // typo of `h`.
     if name.chars().count() < 3 {
@@ -311,8 +314,14 @@ mod tests {
         assert_eq!(edit_distance("sigmod", "sigmoid"), 1);
         assert_eq!(edit_distance("abc", "abc"), 0);
         assert_eq!(edit_distance("", "abc"), 3);
-        assert_eq!(suggest("lsmt", ["rnn_tanh", "lstm", "gru"].into_iter()), Some("lstm"));
-        assert_eq!(suggest("hiden", ["hidden", "layers"].into_iter()), Some("hidden"));
+        assert_eq!(
+            suggest("lsmt", ["rnn_tanh", "lstm", "gru"].into_iter()),
+            Some("lstm")
+        );
+        assert_eq!(
+            suggest("hiden", ["hidden", "layers"].into_iter()),
+            Some("hidden")
+        );
         assert_eq!(suggest("z", ["h", "x"].into_iter()), None);
         assert_eq!(suggest("dropout", ["hidden", "layers"].into_iter()), None);
     }

@@ -62,8 +62,9 @@ pub fn emit(network: &Network, options: &Options) -> TokenStream {
 /// If the tokens are not a valid Rust file: that is an internal error of
 /// the generator, never a user error.
 pub fn format(tokens: &TokenStream) -> String {
-    let file: syn::File = syn::parse2(tokens.clone())
-        .unwrap_or_else(|error| panic!("internal error: generated code does not parse: {error}\n{tokens}"));
+    let file: syn::File = syn::parse2(tokens.clone()).unwrap_or_else(|error| {
+        panic!("internal error: generated code does not parse: {error}\n{tokens}")
+    });
     prettyplease::unparse(&file)
 }
 
@@ -91,15 +92,26 @@ struct StateGroup {
 }
 
 fn state_groups(network: &Network) -> Vec<StateGroup> {
-    let several = network.layers.first().is_some_and(|first| network.layers.iter().any(|layer| layer.name != first.name));
+    let several = network
+        .layers
+        .first()
+        .is_some_and(|first| network.layers.iter().any(|layer| layer.name != first.name));
     let mut groups: Vec<StateGroup> = Vec::new();
     for layer in &network.layers {
         if layer.stack_idx != 0 {
             continue;
         }
-        let n_stack = network.layers.iter().filter(|other| other.name == layer.name).count();
+        let n_stack = network
+            .layers
+            .iter()
+            .filter(|other| other.name == layer.name)
+            .count();
         for (state_idx, state) in layer.states.iter().enumerate() {
-            let field_name = if several { format!("{}_{}", layer.name, state.name) } else { state.name.clone() };
+            let field_name = if several {
+                format!("{}_{}", layer.name, state.name)
+            } else {
+                state.name.clone()
+            };
             groups.push(StateGroup {
                 field: format_ident!("{}", field_name),
                 output_field: format_ident!("{}_n", field_name),
@@ -215,8 +227,12 @@ impl Cx<'_> {
             UnrollMode::Static(steps) => vec![Variant::Static(*steps)],
             UnrollMode::Dynamic => vec![Variant::Dynamic],
             UnrollMode::DynamicBy(steps) => vec![Variant::DynamicBy(*steps)],
-            UnrollMode::Buckets { lengths, dynamic_fallback } => {
-                let mut variants: Vec<Variant> = lengths.iter().map(|len| Variant::Static(*len)).collect();
+            UnrollMode::Buckets {
+                lengths,
+                dynamic_fallback,
+            } => {
+                let mut variants: Vec<Variant> =
+                    lengths.iter().map(|len| Variant::Static(*len)).collect();
                 if *dynamic_fallback {
                     variants.push(Variant::Dynamic);
                 }
@@ -226,7 +242,8 @@ impl Cx<'_> {
     }
 
     fn emit_network(&self) -> TokenStream {
-        let weight_structs = (0..self.network.layers.len()).map(|idx| self.emit_weights_struct(idx));
+        let weight_structs =
+            (0..self.network.layers.len()).map(|idx| self.emit_weights_struct(idx));
         let layer_fns = (0..self.network.layers.len()).flat_map(|idx| {
             self.variants()
                 .into_iter()
@@ -344,30 +361,51 @@ impl Cx<'_> {
 
     fn doc_lines(&self) -> Vec<String> {
         let network = self.network;
-        let mut lines = vec![format!("The `{}` network, compiled by unroll.", network.name), String::new()];
-        let mode = match &network.unroll {
-            UnrollMode::Static(steps) => format!("static {steps}: straight-line code for exactly {steps} steps"),
-            UnrollMode::Dynamic => "dynamic: one loop over the run-time length".to_owned(),
-            UnrollMode::DynamicBy(steps) => format!("dynamic by {steps}: a loop of {steps} steps per iteration"),
-            UnrollMode::Buckets { lengths, dynamic_fallback } => format!(
+        let mut lines = vec![
+            format!("The `{}` network, compiled by unroll.", network.name),
+            String::new(),
+        ];
+        let mode =
+            match &network.unroll {
+                UnrollMode::Static(steps) => {
+                    format!("static {steps}: straight-line code for exactly {steps} steps")
+                }
+                UnrollMode::Dynamic => "dynamic: one loop over the run-time length".to_owned(),
+                UnrollMode::DynamicBy(steps) => {
+                    format!("dynamic by {steps}: a loop of {steps} steps per iteration")
+                }
+                UnrollMode::Buckets {
+                    lengths,
+                    dynamic_fallback,
+                } => format!(
                 "static buckets {lengths:?}: the smallest bucket that holds the longest sequence{}",
                 if *dynamic_fallback { ", dynamic past the largest" } else { "" }
             ),
-        };
+            };
         lines.push(format!("Unrolled {mode}."));
         lines.push(String::new());
         lines.push("Inputs:".to_owned());
         for input in &network.inputs {
             if input.per_step {
-                lines.push(format!("- `{}`: `[B, T, {}]`, a value per step", input.name, input.size));
+                lines.push(format!(
+                    "- `{}`: `[B, T, {}]`, a value per step",
+                    input.name, input.size
+                ));
             } else {
-                lines.push(format!("- `{}`: `[B, {}]`, the same at every step", input.name, input.size));
+                lines.push(format!(
+                    "- `{}`: `[B, {}]`, the same at every step",
+                    input.name, input.size
+                ));
             }
         }
         lines.push(String::new());
         lines.push("Layers:".to_owned());
         for layer in &network.layers {
-            let directions = if layer.directions == 2 { ", bidirectional" } else { "" };
+            let directions = if layer.directions == 2 {
+                ", bidirectional"
+            } else {
+                ""
+            };
             lines.push(format!(
                 "- `{}` #{}: cell `{}`, output `[{}]`{directions}",
                 layer.name, layer.stack_idx, layer.cell, layer.output_size
@@ -423,7 +461,9 @@ impl Cx<'_> {
             let (rows, size) = (usize_lit(group.rows), usize_lit(group.size));
             quote!(#field: #rt::ndarray::Array3::zeros((#rows, batch, #size)))
         });
-        let doc = format!("The recurrent state of [`{name}`]: what carries from one step (or call) to the next.");
+        let doc = format!(
+            "The recurrent state of [`{name}`]: what carries from one step (or call) to the next."
+        );
         quote! {
             #[doc = #doc]
             #[derive(Debug, Clone, PartialEq)]
@@ -626,7 +666,13 @@ impl Cx<'_> {
     }
 
     /// The expression computing a parameter-only value at construction.
-    fn emit_const_value(&self, layer: &ir::Layer, plan: &LayerPlan, id: ValueId, node: &ir::Node) -> TokenStream {
+    fn emit_const_value(
+        &self,
+        layer: &ir::Layer,
+        plan: &LayerPlan,
+        id: ValueId,
+        node: &ir::Node,
+    ) -> TokenStream {
         let rt = self.rt;
         let local = |operand: ValueId| -> TokenStream {
             match &layer.step.node(operand).op {
@@ -701,7 +747,9 @@ impl Cx<'_> {
                         let len = usize_lit(len);
                         quote!(__rnn_rt::into_vector(__rnn_rt::#function(1, #len, #(#args,)* #(#operation)*)))
                     }
-                    Shape::Scalar => unreachable!("scalar arithmetic is folded when the IR is built"),
+                    Shape::Scalar => {
+                        unreachable!("scalar arithmetic is folded when the IR is built")
+                    }
                 }
             }
             Op::Input(_) | Op::State(_) | Op::Param(_) => unreachable!("not a derived constant"),
@@ -755,7 +803,13 @@ impl Cx<'_> {
     /// phase: values with one row per valid step are read at rows
     /// `__rnn_off..__rnn_off + __rnn_n`, values with one row per sequence
     /// at rows `..__rnn_n`.
-    fn view(&self, layer: &ir::Layer, plan: &LayerPlan, id: ValueId, cols: Option<(usize, usize)>) -> TokenStream {
+    fn view(
+        &self,
+        layer: &ir::Layer,
+        plan: &LayerPlan,
+        id: ValueId,
+        cols: Option<(usize, usize)>,
+    ) -> TokenStream {
         let node = layer.step.node(id);
         let (base, rows_packed) = match (&node.op, plan.place(id)) {
             (Op::Slice(inner, start, end), Place::View) => {
@@ -786,7 +840,14 @@ impl Cx<'_> {
     }
 
     /// An elementwise operand as an `Arg`, broadcasting to `out_len` columns.
-    fn arg(&self, layer: &ir::Layer, plan: &LayerPlan, weights: &TokenStream, id: ValueId, out_len: usize) -> TokenStream {
+    fn arg(
+        &self,
+        layer: &ir::Layer,
+        plan: &LayerPlan,
+        weights: &TokenStream,
+        id: ValueId,
+        out_len: usize,
+    ) -> TokenStream {
         let node = layer.step.node(id);
         match plan.place(id) {
             Place::Literal => {
@@ -839,7 +900,9 @@ impl Cx<'_> {
                     unreachable!("per-sequence values are vectors")
                 };
                 let operands = node.op.operands();
-                let args = operands.iter().map(|operand| self.arg(layer, plan, &weights, *operand, len));
+                let args = operands
+                    .iter()
+                    .map(|operand| self.arg(layer, plan, &weights, *operand, len));
                 let (function, operation) = self.elementwise(&node.op, false);
                 let operation = operation.into_iter();
                 quote!(__rnn_rt::#function(#out_view, #(#args,)* #(#operation)*);)
@@ -863,7 +926,10 @@ impl Cx<'_> {
             let ident = format_ident!("__rnn_init{}", k);
             quote!(#ident: #rt::ndarray::Array2<f32>)
         });
-        let state_types = layer.states.iter().map(|_| quote!(#rt::ndarray::Array2<f32>));
+        let state_types = layer
+            .states
+            .iter()
+            .map(|_| quote!(#rt::ndarray::Array2<f32>));
         let states = (0..layer.states.len()).map(|k| {
             let (state, init) = (state_ident(k), format_ident!("__rnn_init{}", k));
             quote!(let mut #state = #init;)
@@ -883,7 +949,11 @@ impl Cx<'_> {
             };
             let ident = value_ident(id);
             let len = usize_lit(len);
-            let rows = if place == Place::Hoisted { quote!(__rnn_rows) } else { quote!(__rnn_batch) };
+            let rows = if place == Place::Hoisted {
+                quote!(__rnn_rows)
+            } else {
+                quote!(__rnn_batch)
+            };
             buffers.push(quote!(let mut #ident = Array2::<f32>::zeros((#rows, #len));));
             let statement = self.emit_node(layer, plan, id);
             match place {
@@ -902,7 +972,9 @@ impl Cx<'_> {
         // A state's new value may be another state read as it was (`h = c;
         // c = h;`): copy such values aside before any state is written.
         let reads_state = |id: ValueId| self.reads_state_directly(layer, plan, id);
-        let staged: Vec<usize> = (0..layer.states.len()).filter(|k| reads_state(layer.step.updates[*k])).collect();
+        let staged: Vec<usize> = (0..layer.states.len())
+            .filter(|k| reads_state(layer.step.updates[*k]))
+            .collect();
         let stage_buffers = staged.iter().map(|k| {
             let ident = format_ident!("__rnn_next{}", k);
             let len = usize_lit(layer.states[*k].size);
@@ -910,7 +982,8 @@ impl Cx<'_> {
         });
         let stage_copies = staged.iter().map(|k| {
             let ident = format_ident!("__rnn_next{}", k);
-            let value = self.view_or_row(layer, plan, layer.step.updates[*k], layer.states[*k].size);
+            let value =
+                self.view_or_row(layer, plan, layer.step.updates[*k], layer.states[*k].size);
             quote!(#ident.slice_mut(s![..__rnn_n, ..]).assign(&#value);)
         });
         let updates: Vec<TokenStream> = if staged.is_empty() {
@@ -1032,7 +1105,13 @@ impl Cx<'_> {
 
     /// A value read whole at the current step, for `assign`: rows, or a
     /// constant row that broadcasts.
-    fn view_or_row(&self, layer: &ir::Layer, plan: &LayerPlan, id: ValueId, len: usize) -> TokenStream {
+    fn view_or_row(
+        &self,
+        layer: &ir::Layer,
+        plan: &LayerPlan,
+        id: ValueId,
+        len: usize,
+    ) -> TokenStream {
         match plan.place(id) {
             Place::Param | Place::Const => {
                 let field = match &layer.step.node(id).op {
@@ -1047,11 +1126,21 @@ impl Cx<'_> {
     }
 
     fn per_step_inputs(&self) -> Vec<(usize, &ir::Input)> {
-        self.network.inputs.iter().enumerate().filter(|(_, input)| input.per_step).collect()
+        self.network
+            .inputs
+            .iter()
+            .enumerate()
+            .filter(|(_, input)| input.per_step)
+            .collect()
     }
 
     fn context_inputs(&self) -> Vec<(usize, &ir::Input)> {
-        self.network.inputs.iter().enumerate().filter(|(_, input)| !input.per_step).collect()
+        self.network
+            .inputs
+            .iter()
+            .enumerate()
+            .filter(|(_, input)| !input.per_step)
+            .collect()
     }
 
     /// `__rnn_run`: every layer and direction over packed inputs, given
@@ -1137,7 +1226,9 @@ impl Cx<'_> {
                         quote!(#index => #call)
                     }
                 });
-                let final_idents: Vec<Ident> = (0..layer.states.len()).map(|k| format_ident!("__rnn_final{}", k)).collect();
+                let final_idents: Vec<Ident> = (0..layer.states.len())
+                    .map(|k| format_ident!("__rnn_final{}", k))
+                    .collect();
                 let unsorts = layer.states.iter().enumerate().map(|(k, _)| {
                     let group = self
                         .groups
@@ -1216,9 +1307,13 @@ impl Cx<'_> {
     fn emit_variant_choice(&self, steps_name: &str) -> TokenStream {
         let rt = self.rt;
         match &self.network.unroll {
-            UnrollMode::Buckets { lengths, dynamic_fallback } => {
+            UnrollMode::Buckets {
+                lengths,
+                dynamic_fallback,
+            } => {
                 let buckets = lengths.iter().map(|len| usize_lit(*len));
-                let largest = usize_lit(*lengths.last().expect("check ensures buckets are non-empty"));
+                let largest =
+                    usize_lit(*lengths.last().expect("check ensures buckets are non-empty"));
                 let fallback = if *dynamic_fallback {
                     let idx = usize_lit(lengths.len());
                     quote!(#idx)
@@ -1289,12 +1384,18 @@ impl Cx<'_> {
                         let steps = usize_lit(steps);
                         (quote!(#ident.shape()[0]), quote!(#steps), None)
                     }
-                    None => (quote!(#ident.shape()[0]), quote!(steps), Some(quote!(steps: usize))),
+                    None => (
+                        quote!(#ident.shape()[0]),
+                        quote!(steps),
+                        Some(quote!(steps: usize)),
+                    ),
                 }
             }
             (None, None) => unreachable!("check ensures a network has an input or a context"),
         };
-        let steps_name = per_step.first().map_or("steps".to_owned(), |(_, input)| input.name.clone());
+        let steps_name = per_step
+            .first()
+            .map_or("steps".to_owned(), |(_, input)| input.name.clone());
         let choice = self.emit_variant_choice(&steps_name);
         let packs = self.network.inputs.iter().enumerate().map(|(k, input)| {
             let local = format_ident!("__rnn_net{}", k);
@@ -1322,11 +1423,16 @@ impl Cx<'_> {
                 if input.per_step {
                     format!("- `{}`: `[B, T, {}]`", input.name, input.size)
                 } else {
-                    format!("- `{}`: `[B, {}]`, the same at every step", input.name, input.size)
+                    format!(
+                        "- `{}`: `[B, {}]`, the same at every step",
+                        input.name, input.size
+                    )
                 }
             })
             .collect();
-        let static_doc = static_steps.map(|steps| format!("`T` must be {steps}: the network is unrolled for exactly {steps} steps."));
+        let static_doc = static_steps.map(|steps| {
+            format!("`T` must be {steps}: the network is unrolled for exactly {steps} steps.")
+        });
         let static_doc = static_doc.into_iter();
         quote! {
             /// Runs the network over a batch of sequences.
@@ -1378,7 +1484,12 @@ impl Cx<'_> {
     fn emit_step(&self) -> TokenStream {
         let rt = self.rt;
         let prelude = self.prelude();
-        if self.network.layers.iter().any(|layer| layer.directions != 1) {
+        if self
+            .network
+            .layers
+            .iter()
+            .any(|layer| layer.directions != 1)
+        {
             return TokenStream::new();
         }
         let per_step = self.per_step_inputs();
@@ -1391,7 +1502,9 @@ impl Cx<'_> {
         let x_name = &step_input.name;
         let x_size = usize_lit(step_input.size);
         let mut params = vec![quote!(#x_ident: #rt::ndarray::ArrayView2<'_, f32>)];
-        let mut checks = vec![quote!(__rnn_rt::check_shape(#x_name, #x_ident.shape(), &[None, Some(#x_size)])?;)];
+        let mut checks = vec![
+            quote!(__rnn_rt::check_shape(#x_name, #x_ident.shape(), &[None, Some(#x_size)])?;),
+        ];
         for (_, context) in self.context_inputs() {
             let ident = format_ident!("{}", context.name);
             let name = &context.name;
@@ -1401,7 +1514,11 @@ impl Cx<'_> {
         }
         let packs = self.network.inputs.iter().enumerate().map(|(k, input)| {
             let local = format_ident!("__rnn_net{}", k);
-            let ident = if input.per_step { x_ident.clone() } else { format_ident!("{}", input.name) };
+            let ident = if input.per_step {
+                x_ident.clone()
+            } else {
+                format_ident!("{}", input.name)
+            };
             quote!(let #local = #ident.to_owned();)
         });
         let net_args = (0..self.network.inputs.len()).map(|k| {
@@ -1410,7 +1527,8 @@ impl Cx<'_> {
         });
         let choice = self.emit_variant_choice(x_name);
         let output_size = self.network.output_size();
-        let doc = format!("Returns the output `[B, {output_size}]` of this step and advances `state`.");
+        let doc =
+            format!("Returns the output `[B, {output_size}]` of this step and advances `state`.");
         quote! {
             /// Runs one time step for streaming input (audio frames, sensor
             /// samples): the result equals `forward` over the whole sequence,

@@ -49,7 +49,11 @@ pub fn final_state_name(layer: &Layer, state: &str) -> String {
 ///
 /// A missing, misshaped or mistyped weight or input, or lengths out of
 /// range, give an [`RnnError`] naming the tensor and both shapes.
-pub fn run(network: &Network, weights: &TensorMap, inputs: &TensorMap) -> Result<TensorMap, RnnError> {
+pub fn run(
+    network: &Network,
+    weights: &TensorMap,
+    inputs: &TensorMap,
+) -> Result<TensorMap, RnnError> {
     let layer_weights = load_weights(network, weights)?;
     let prepared = prepare_inputs(network, inputs)?;
     let mut sequence = prepared.step_input.clone();
@@ -60,7 +64,14 @@ pub fn run(network: &Network, weights: &TensorMap, inputs: &TensorMap) -> Result
         for (direction, params) in weights.iter().enumerate() {
             let layer_inputs = gather_layer_inputs(layer, &prepared, sequence.as_ref());
             let initial = initial_states(layer, direction, &prepared, inputs)?;
-            let (output, states) = run_direction(layer, params, &layer_inputs, initial, &prepared, direction == 1);
+            let (output, states) = run_direction(
+                layer,
+                params,
+                &layer_inputs,
+                initial,
+                &prepared,
+                direction == 1,
+            );
             for (state, value) in layer.states.iter().zip(states) {
                 let name = final_state_name(layer, &state.name);
                 let rows = stack_rows(network, layer);
@@ -72,7 +83,10 @@ pub fn run(network: &Network, weights: &TensorMap, inputs: &TensorMap) -> Result
             }
             direction_outputs.push(output);
         }
-        let views: Vec<_> = direction_outputs.iter().map(|output| output.view()).collect();
+        let views: Vec<_> = direction_outputs
+            .iter()
+            .map(|output| output.view())
+            .collect();
         sequence = Some(ndarray::concatenate(Axis(2), &views).expect("directions share B and T"));
     }
     let y = sequence.expect("a network has at least one layer");
@@ -109,7 +123,9 @@ fn load_weights(network: &Network, weights: &TensorMap) -> Result<Vec<LayerWeigh
                         .map(|param| {
                             let name = layer.weight_name(param, direction);
                             match layer.bare_weight_name(param) {
-                                Some(bare) if !weights.contains(&name) && weights.contains(&bare) => {
+                                Some(bare)
+                                    if !weights.contains(&name) && weights.contains(&bare) =>
+                                {
                                     weights.f32_shaped(&bare, &param.shape)
                                 }
                                 _ => weights.f32_shaped(&name, &param.shape),
@@ -143,9 +159,15 @@ fn prepare_inputs(network: &Network, inputs: &TensorMap) -> Result<Prepared, Rnn
         let array = inputs.f32(&input.name)?;
         let shape = array.shape().to_vec();
         let array3 = if input.per_step {
-            let expected_b = batch.as_ref().map_or(shape.first().copied().unwrap_or(0), |(b, _)| *b);
+            let expected_b = batch
+                .as_ref()
+                .map_or(shape.first().copied().unwrap_or(0), |(b, _)| *b);
             let expected_t = steps.unwrap_or(shape.get(1).copied().unwrap_or(0));
-            if shape.len() != 3 || shape[0] != expected_b || shape[1] != expected_t || shape[2] != input.size {
+            if shape.len() != 3
+                || shape[0] != expected_b
+                || shape[1] != expected_t
+                || shape[2] != input.size
+            {
                 return Err(RnnError::ShapeMismatch {
                     tensor: input.name.clone(),
                     expected: vec![expected_b, expected_t, input.size],
@@ -161,9 +183,14 @@ fn prepare_inputs(network: &Network, inputs: &TensorMap) -> Result<Prepared, Rnn
                 2 => array.into_dimensionality::<Ix2>().ok(),
                 _ => None,
             };
-            let expected_b = batch.as_ref().map_or(shape.first().copied().unwrap_or(1), |(b, _)| *b);
+            let expected_b = batch
+                .as_ref()
+                .map_or(shape.first().copied().unwrap_or(1), |(b, _)| *b);
             match array2 {
-                Some(array2) if array2.ncols() == input.size && batch.as_ref().is_none_or(|(b, _)| array2.nrows() == *b) => {
+                Some(array2)
+                    if array2.ncols() == input.size
+                        && batch.as_ref().is_none_or(|(b, _)| array2.nrows() == *b) =>
+                {
                     array2.insert_axis(Axis(1))
                 }
                 _ => {
@@ -187,28 +214,42 @@ fn prepare_inputs(network: &Network, inputs: &TensorMap) -> Result<Prepared, Rnn
     let steps = match steps {
         Some(steps) => steps,
         None => {
-            let lengths = inputs.lengths(STEPS, 1, usize::MAX).map_err(|error| match error {
-                RnnError::MissingTensor { available, .. } => RnnError::MissingTensor {
-                    tensor: STEPS.to_owned(),
-                    available,
-                },
-                other => other,
-            })?;
+            let lengths = inputs
+                .lengths(STEPS, 1, usize::MAX)
+                .map_err(|error| match error {
+                    RnnError::MissingTensor { available, .. } => RnnError::MissingTensor {
+                        tensor: STEPS.to_owned(),
+                        available,
+                    },
+                    other => other,
+                })?;
             lengths[0]
         }
     };
     if let UnrollMode::Static(n) = network.unroll {
         if steps > n {
             return Err(RnnError::InvalidValue {
-                tensor: network.step_input().map_or(STEPS.to_owned(), |input| input.name.clone()),
+                tensor: network
+                    .step_input()
+                    .map_or(STEPS.to_owned(), |input| input.name.clone()),
                 reason: format!("{steps} steps, but the network is unrolled statically for {n}"),
             });
         }
     }
     // The outputs take `B * T * width` floats: refuse sizes that cannot be
     // allocated rather than abort.
-    let widest = network.layers.iter().map(Layer::output_width).max().unwrap_or(0).max(1);
-    if batch.checked_mul(steps).and_then(|cells| cells.checked_mul(widest)).is_none_or(|floats| floats > MAX_FLOATS) {
+    let widest = network
+        .layers
+        .iter()
+        .map(Layer::output_width)
+        .max()
+        .unwrap_or(0)
+        .max(1);
+    if batch
+        .checked_mul(steps)
+        .and_then(|cells| cells.checked_mul(widest))
+        .is_none_or(|floats| floats > MAX_FLOATS)
+    {
         return Err(RnnError::InvalidValue {
             tensor: network.step_input().map_or(STEPS.to_owned(), |input| input.name.clone()),
             reason: format!("{batch} sequences of {steps} steps of {widest} outputs is more than {MAX_FLOATS} values"),
@@ -228,18 +269,29 @@ fn prepare_inputs(network: &Network, inputs: &TensorMap) -> Result<Prepared, Rnn
     })
 }
 
-fn gather_layer_inputs(layer: &Layer, prepared: &Prepared, previous: Option<&Array3<f32>>) -> Vec<Array3<f32>> {
+fn gather_layer_inputs(
+    layer: &Layer,
+    prepared: &Prepared,
+    previous: Option<&Array3<f32>>,
+) -> Vec<Array3<f32>> {
     layer
         .inputs
         .iter()
         .map(|input| match input.source {
-            InputSource::Previous => previous.expect("later layers have a previous output").clone(),
+            InputSource::Previous => previous
+                .expect("later layers have a previous output")
+                .clone(),
             InputSource::Network(idx) => prepared.network_inputs[idx].clone(),
         })
         .collect()
 }
 
-fn initial_states(layer: &Layer, direction: usize, prepared: &Prepared, inputs: &TensorMap) -> Result<Vec<Array2<f32>>, RnnError> {
+fn initial_states(
+    layer: &Layer,
+    direction: usize,
+    prepared: &Prepared,
+    inputs: &TensorMap,
+) -> Result<Vec<Array2<f32>>, RnnError> {
     layer
         .states
         .iter()
@@ -251,7 +303,11 @@ fn initial_states(layer: &Layer, direction: usize, prepared: &Prepared, inputs: 
             let array = inputs.f32(&name)?;
             let rows = array.shape().first().copied().unwrap_or(0);
             let needed = layer.stack_idx * layer.directions + direction;
-            if array.ndim() != 3 || rows <= needed || array.shape()[1] != prepared.batch || array.shape()[2] != state.size {
+            if array.ndim() != 3
+                || rows <= needed
+                || array.shape()[1] != prepared.batch
+                || array.shape()[2] != state.size
+            {
                 // The full expected shape needs the stack depth, which the
                 // caller of this layer knows only by counting; report what
                 // this layer needs at least.
@@ -306,14 +362,28 @@ fn run_direction(
     let layer_inputs: Vec<Array3<f32>> = layer_inputs
         .iter()
         .zip(&layer.inputs)
-        .map(|(input, info)| if reverse && info.per_step { reverse_valid(input, lengths) } else { input.clone() })
+        .map(|(input, info)| {
+            if reverse && info.per_step {
+                reverse_valid(input, lengths)
+            } else {
+                input.clone()
+            }
+        })
         .collect();
     let step = &layer.step;
     let mut values: Vec<Option<Val>> = vec![None; step.nodes.len()];
     // Parameters and contexts are the same at every step: evaluate once.
     for idx in 0..step.nodes.len() {
         if step.nodes[idx].dep <= Dep::Context {
-            values[idx] = Some(eval_node(step, idx, &values, params, &layer_inputs, &states, 0));
+            values[idx] = Some(eval_node(
+                step,
+                idx,
+                &values,
+                params,
+                &layer_inputs,
+                &states,
+                0,
+            ));
         }
     }
     let mut output = Array3::zeros((batch, steps, layer.output_size));
@@ -321,12 +391,22 @@ fn run_direction(
     for t in 0..max_len {
         for idx in 0..step.nodes.len() {
             if step.nodes[idx].dep > Dep::Context {
-                values[idx] = Some(eval_node(step, idx, &values, params, &layer_inputs, &states, t));
+                values[idx] = Some(eval_node(
+                    step,
+                    idx,
+                    &values,
+                    params,
+                    &layer_inputs,
+                    &states,
+                    t,
+                ));
             }
         }
         let value_rows = |id: crate::ir::ValueId| -> Array2<f32> {
             let rows = values[id.index()].as_ref().expect("evaluated").as_2d();
-            rows.broadcast((batch, rows.ncols())).expect("rows are 1 or B").to_owned()
+            rows.broadcast((batch, rows.ncols()))
+                .expect("rows are 1 or B")
+                .to_owned()
         };
         let new_states: Vec<Array2<f32>> = step.updates.iter().map(|id| value_rows(*id)).collect();
         let step_output = value_rows(step.output);
@@ -351,7 +431,8 @@ fn reverse_valid(sequence: &Array3<f32>, lengths: &[usize]) -> Array3<f32> {
     let mut out = Array3::zeros(sequence.raw_dim());
     for (b, len) in lengths.iter().enumerate() {
         for t in 0..*len {
-            out.slice_mut(s![b, t, ..]).assign(&sequence.slice(s![b, len - 1 - t, ..]));
+            out.slice_mut(s![b, t, ..])
+                .assign(&sequence.slice(s![b, len - 1 - t, ..]));
         }
     }
     out
@@ -367,7 +448,11 @@ fn eval_node(
     t: usize,
 ) -> Val {
     let node = &step.nodes[idx];
-    let get = |id: crate::ir::ValueId| values[id.index()].as_ref().expect("operands are evaluated first");
+    let get = |id: crate::ir::ValueId| {
+        values[id.index()]
+            .as_ref()
+            .expect("operands are evaluated first")
+    };
     match &node.op {
         Op::Input(k) => {
             let input = &inputs[*k];
@@ -378,8 +463,18 @@ fn eval_node(
         Op::Param(param) => {
             let array = &params[param.0 as usize];
             match node.shape {
-                Shape::Vector(len) => Val::Rows(array.clone().into_shape_with_order((1, len)).expect("shape checked at load")),
-                _ => Val::Matrix(array.clone().into_dimensionality::<Ix2>().expect("shape checked at load")),
+                Shape::Vector(len) => Val::Rows(
+                    array
+                        .clone()
+                        .into_shape_with_order((1, len))
+                        .expect("shape checked at load"),
+                ),
+                _ => Val::Matrix(
+                    array
+                        .clone()
+                        .into_dimensionality::<Ix2>()
+                        .expect("shape checked at load"),
+                ),
             }
         }
         Op::Literal(value) => match node.shape {
@@ -388,7 +483,9 @@ fn eval_node(
         },
         Op::Unary(func, a) => elementwise(&[get(*a)], |args| apply(*func, args)),
         Op::Binary(func, a, b) => elementwise(&[get(*a), get(*b)], |args| apply(*func, args)),
-        Op::Clip(a, lo, hi) => elementwise(&[get(*a), get(*lo), get(*hi)], |args| apply(Func::Clip, args)),
+        Op::Clip(a, lo, hi) => elementwise(&[get(*a), get(*lo), get(*hi)], |args| {
+            apply(Func::Clip, args)
+        }),
         Op::MatVec(matrix, vector) => {
             let Val::Matrix(matrix) = get(*matrix) else {
                 unreachable!("IR verification: matvec takes a matrix")
@@ -417,7 +514,10 @@ fn eval_node(
 }
 
 fn elementwise(operands: &[&Val], func: impl Fn(&[f32]) -> f32) -> Val {
-    if operands.iter().all(|operand| matches!(operand, Val::Scalar(_))) {
+    if operands
+        .iter()
+        .all(|operand| matches!(operand, Val::Scalar(_)))
+    {
         let args: Vec<f32> = operands
             .iter()
             .map(|operand| match operand {
@@ -427,13 +527,19 @@ fn elementwise(operands: &[&Val], func: impl Fn(&[f32]) -> f32) -> Val {
             .collect();
         return Val::Scalar(func(&args));
     }
-    let is_matrix = operands.iter().any(|operand| matches!(operand, Val::Matrix(_)));
+    let is_matrix = operands
+        .iter()
+        .any(|operand| matches!(operand, Val::Matrix(_)));
     let arrays: Vec<Array2<f32>> = operands.iter().map(|operand| operand.as_2d()).collect();
     let rows = arrays.iter().map(Array2::nrows).max().unwrap_or(1);
     let cols = arrays.iter().map(Array2::ncols).max().unwrap_or(1);
     let views: Vec<_> = arrays
         .iter()
-        .map(|array| array.broadcast((rows, cols)).expect("IR verification: operands broadcast"))
+        .map(|array| {
+            array
+                .broadcast((rows, cols))
+                .expect("IR verification: operands broadcast")
+        })
         .collect();
     let mut out = Array2::zeros((rows, cols));
     let mut args = vec![0.0; views.len()];

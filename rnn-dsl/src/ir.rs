@@ -346,7 +346,11 @@ fn build_network(model: &check::Model, network: &check::Network) -> Network {
             let built = Layer {
                 name: layer.name.clone(),
                 stack_idx,
-                prefix: if prefixed { format!("{}.", layer.name) } else { String::new() },
+                prefix: if prefixed {
+                    format!("{}.", layer.name)
+                } else {
+                    String::new()
+                },
                 cell: cell.name.clone(),
                 directions,
                 inputs: layer_inputs,
@@ -396,7 +400,11 @@ struct StepBuilder<'a> {
 }
 
 impl<'a> StepBuilder<'a> {
-    fn new(cell: &'a check::Cell, instance: &'a check::Instance, inputs: &'a [LayerInput]) -> StepBuilder<'a> {
+    fn new(
+        cell: &'a check::Cell,
+        instance: &'a check::Instance,
+        inputs: &'a [LayerInput],
+    ) -> StepBuilder<'a> {
         StepBuilder {
             cell,
             instance,
@@ -441,11 +449,21 @@ impl<'a> StepBuilder<'a> {
         // `h = 0` or `h = b[0]`: add a zero vector of the right size.
         let span = node.span;
         let zero_state = self.push(Op::Literal(0.0), Shape::Vector(size), Dep::Const, span);
-        self.push(Op::Binary(Func::Add, zero_state, value), Shape::Vector(size), self.nodes[value.index()].dep, span)
+        self.push(
+            Op::Binary(Func::Add, zero_state, value),
+            Shape::Vector(size),
+            self.nodes[value.index()].dep,
+            span,
+        )
     }
 
     fn push(&mut self, op: Op, shape: Shape, dep: Dep, span: Span) -> ValueId {
-        self.nodes.push(Node { op, shape, dep, span });
+        self.nodes.push(Node {
+            op,
+            shape,
+            dep,
+            span,
+        });
         ValueId((self.nodes.len() - 1) as u32)
     }
 
@@ -471,7 +489,9 @@ impl<'a> StepBuilder<'a> {
     fn expr(&mut self, expr: &TExpr) -> ValueId {
         let span = expr.span;
         match &expr.kind {
-            TKind::Number(value) => self.push(Op::Literal(*value as f32), Shape::Scalar, Dep::Const, span),
+            TKind::Number(value) => {
+                self.push(Op::Literal(*value as f32), Shape::Scalar, Dep::Const, span)
+            }
             TKind::Const(idx) => {
                 let Value::Number(value) = self.instance.consts[*idx] else {
                     unreachable!("check rejects flags used as numbers")
@@ -480,7 +500,11 @@ impl<'a> StepBuilder<'a> {
             }
             TKind::Input(idx) => {
                 let input = &self.inputs[*idx];
-                let dep = if input.per_step { Dep::Input } else { Dep::Context };
+                let dep = if input.per_step {
+                    Dep::Input
+                } else {
+                    Dep::Context
+                };
                 self.push(Op::Input(*idx), Shape::Vector(input.size), dep, span)
             }
             TKind::State(idx) => {
@@ -513,7 +537,12 @@ impl<'a> StepBuilder<'a> {
             TKind::Unary(func, inner) => {
                 let inner = self.expr(inner);
                 if let Some(number) = self.literal(inner) {
-                    return self.push(Op::Literal(fold(*func, &[number])), Shape::Scalar, Dep::Const, span);
+                    return self.push(
+                        Op::Literal(fold(*func, &[number])),
+                        Shape::Scalar,
+                        Dep::Const,
+                        span,
+                    );
                 }
                 let node = &self.nodes[inner.index()];
                 let (shape, dep) = (node.shape, node.dep);
@@ -522,7 +551,9 @@ impl<'a> StepBuilder<'a> {
             TKind::Call(Func::Clip, args) => {
                 let ids: Vec<ValueId> = args.iter().map(|arg| self.expr(arg)).collect();
                 // `clip(x, -inf, inf)` (an LSTM without `cell_clip`) is `x`.
-                if self.literal(ids[1]) == Some(f32::NEG_INFINITY) && self.literal(ids[2]) == Some(f32::INFINITY) {
+                if self.literal(ids[1]) == Some(f32::NEG_INFINITY)
+                    && self.literal(ids[2]) == Some(f32::INFINITY)
+                {
                     return ids[0];
                 }
                 let shape = self.broadcast_shape(&ids);
@@ -534,7 +565,12 @@ impl<'a> StepBuilder<'a> {
                 // Arithmetic on numbers alone is done here, once: `1 - 0.5`.
                 let literals: Option<Vec<f32>> = ids.iter().map(|id| self.literal(*id)).collect();
                 if let Some(values) = literals {
-                    return self.push(Op::Literal(fold(*func, &values)), Shape::Scalar, Dep::Const, span);
+                    return self.push(
+                        Op::Literal(fold(*func, &values)),
+                        Shape::Scalar,
+                        Dep::Const,
+                        span,
+                    );
                 }
                 let shape = self.broadcast_shape(&ids);
                 let dep = self.dep_of(&ids);
@@ -592,7 +628,12 @@ impl<'a> StepBuilder<'a> {
     }
 
     fn size_or_zero(&self, dim: &check::dim::SymDim) -> usize {
-        let values: Vec<Option<i128>> = self.instance.sizes.iter().map(|size| Some(*size as i128)).collect();
+        let values: Vec<Option<i128>> = self
+            .instance
+            .sizes
+            .iter()
+            .map(|size| Some(*size as i128))
+            .collect();
         dim.eval(&values)
             .and_then(|ratio| ratio.as_int())
             .and_then(|value| usize::try_from(value).ok())
@@ -669,7 +710,9 @@ fn eliminate_dead(step: Step, n_params: usize) -> (Step, Vec<bool>) {
     }
     let mut value_map: Vec<Option<ValueId>> = vec![None; step.nodes.len()];
     let mut nodes = Vec::new();
-    let remap = |id: ValueId, value_map: &[Option<ValueId>]| value_map[id.index()].expect("operands are live");
+    let remap = |id: ValueId, value_map: &[Option<ValueId>]| {
+        value_map[id.index()].expect("operands are live")
+    };
     for (idx, node) in step.nodes.into_iter().enumerate() {
         if !live[idx] {
             continue;
@@ -678,7 +721,11 @@ fn eliminate_dead(step: Step, n_params: usize) -> (Step, Vec<bool>) {
             Op::Param(param) => Op::Param(param_map[param.0 as usize].expect("live parameter")),
             Op::Unary(func, a) => Op::Unary(func, remap(a, &value_map)),
             Op::Binary(func, a, b) => Op::Binary(func, remap(a, &value_map), remap(b, &value_map)),
-            Op::Clip(a, b, c) => Op::Clip(remap(a, &value_map), remap(b, &value_map), remap(c, &value_map)),
+            Op::Clip(a, b, c) => Op::Clip(
+                remap(a, &value_map),
+                remap(b, &value_map),
+                remap(c, &value_map),
+            ),
             Op::MatVec(a, b) => Op::MatVec(remap(a, &value_map), remap(b, &value_map)),
             Op::Transpose(a) => Op::Transpose(remap(a, &value_map)),
             Op::Slice(a, start, end) => Op::Slice(remap(a, &value_map), start, end),
@@ -688,9 +735,20 @@ fn eliminate_dead(step: Step, n_params: usize) -> (Step, Vec<bool>) {
         nodes.push(Node { op, ..node });
         value_map[idx] = Some(ValueId((nodes.len() - 1) as u32));
     }
-    let updates = step.updates.iter().map(|id| remap(*id, &value_map)).collect();
+    let updates = step
+        .updates
+        .iter()
+        .map(|id| remap(*id, &value_map))
+        .collect();
     let output = remap(step.output, &value_map);
-    (Step { nodes, updates, output }, used_params)
+    (
+        Step {
+            nodes,
+            updates,
+            output,
+        },
+        used_params,
+    )
 }
 
 /// Checks the IR's invariants; returns the first violation.
@@ -714,10 +772,18 @@ pub fn verify(model: &Model) -> Result<(), String> {
     for network in &model.networks {
         let mut previous_width = None;
         for layer in &network.layers {
-            let at = |msg: String| format!("network `{}` layer `{}`#{}: {msg}", network.name, layer.name, layer.stack_idx);
+            let at = |msg: String| {
+                format!(
+                    "network `{}` layer `{}`#{}: {msg}",
+                    network.name, layer.name, layer.stack_idx
+                )
+            };
             for input in &layer.inputs {
                 if input.source == InputSource::Previous && Some(input.size) != previous_width {
-                    return Err(at(format!("input size {} but previous layer gives {previous_width:?}", input.size)));
+                    return Err(at(format!(
+                        "input size {} but previous layer gives {previous_width:?}",
+                        input.size
+                    )));
                 }
             }
             verify_step(layer).map_err(at)?;
@@ -740,44 +806,79 @@ fn verify_step(layer: &Layer) -> Result<(), String> {
         let shape_of = |value: ValueId| step.nodes[value.index()].shape;
         let expected_dep = match &node.op {
             Op::Input(k) => {
-                let input = layer.inputs.get(*k).ok_or_else(|| format!("{id} reads missing input {k}"))?;
+                let input = layer
+                    .inputs
+                    .get(*k)
+                    .ok_or_else(|| format!("{id} reads missing input {k}"))?;
                 if node.shape != Shape::Vector(input.size) {
-                    return Err(format!("{id} input shape {} but input size {}", node.shape, input.size));
+                    return Err(format!(
+                        "{id} input shape {} but input size {}",
+                        node.shape, input.size
+                    ));
                 }
-                if input.per_step { Dep::Input } else { Dep::Context }
+                if input.per_step {
+                    Dep::Input
+                } else {
+                    Dep::Context
+                }
             }
             Op::State(k) => {
-                let state = layer.states.get(*k).ok_or_else(|| format!("{id} reads missing state {k}"))?;
+                let state = layer
+                    .states
+                    .get(*k)
+                    .ok_or_else(|| format!("{id} reads missing state {k}"))?;
                 if node.shape != Shape::Vector(state.size) {
-                    return Err(format!("{id} state shape {} but state size {}", node.shape, state.size));
+                    return Err(format!(
+                        "{id} state shape {} but state size {}",
+                        node.shape, state.size
+                    ));
                 }
                 Dep::State
             }
             Op::Param(param) => {
-                let declared = layer.params.get(param.0 as usize).ok_or_else(|| format!("{id} reads missing {param}"))?;
+                let declared = layer
+                    .params
+                    .get(param.0 as usize)
+                    .ok_or_else(|| format!("{id} reads missing {param}"))?;
                 let matches = match node.shape {
                     Shape::Vector(len) => declared.shape == [len],
                     Shape::Matrix(rows, cols) => declared.shape == [rows, cols],
                     Shape::Scalar => false,
                 };
                 if !matches {
-                    return Err(format!("{id} has shape {} but {param} is {:?}", node.shape, declared.shape));
+                    return Err(format!(
+                        "{id} has shape {} but {param} is {:?}",
+                        node.shape, declared.shape
+                    ));
                 }
                 Dep::Const
             }
             Op::Literal(_) => Dep::Const,
-            _ => operands.iter().map(|operand| step.nodes[operand.index()].dep).max().unwrap_or(Dep::Const),
+            _ => operands
+                .iter()
+                .map(|operand| step.nodes[operand.index()].dep)
+                .max()
+                .unwrap_or(Dep::Const),
         };
         if node.dep != expected_dep {
-            return Err(format!("{id} has dependence {} but its operands give {expected_dep}", node.dep));
+            return Err(format!(
+                "{id} has dependence {} but its operands give {expected_dep}",
+                node.dep
+            ));
         }
         if matches!(node.shape, Shape::Matrix(..)) && node.dep != Dep::Const {
             return Err(format!("{id} is a matrix that depends on {}", node.dep));
         }
         match &node.op {
             Op::MatVec(matrix, vector) => match (shape_of(*matrix), shape_of(*vector)) {
-                (Shape::Matrix(rows, cols), Shape::Vector(len)) if cols == len && node.shape == Shape::Vector(rows) => {}
-                (lhs, rhs) => return Err(format!("{id}: matvec of {lhs} and {rhs} gives {}", node.shape)),
+                (Shape::Matrix(rows, cols), Shape::Vector(len))
+                    if cols == len && node.shape == Shape::Vector(rows) => {}
+                (lhs, rhs) => {
+                    return Err(format!(
+                        "{id}: matvec of {lhs} and {rhs} gives {}",
+                        node.shape
+                    ))
+                }
             },
             Op::Transpose(inner) => match shape_of(*inner) {
                 Shape::Matrix(rows, cols) if node.shape == Shape::Matrix(cols, rows) => {}
@@ -785,23 +886,33 @@ fn verify_step(layer: &Layer) -> Result<(), String> {
             },
             Op::Slice(inner, start, end) => {
                 let (len, expected) = match shape_of(*inner) {
-                    Shape::Matrix(rows, cols) => (rows, Shape::Matrix(end.saturating_sub(*start), cols)),
+                    Shape::Matrix(rows, cols) => {
+                        (rows, Shape::Matrix(end.saturating_sub(*start), cols))
+                    }
                     Shape::Vector(len) => (len, Shape::Vector(end.saturating_sub(*start))),
                     Shape::Scalar => return Err(format!("{id} slices a scalar")),
                 };
                 if !(start < end && *end <= len) || node.shape != expected {
-                    return Err(format!("{id}: slice {start}..{end} of length {len} gives {}", node.shape));
+                    return Err(format!(
+                        "{id}: slice {start}..{end} of length {len} gives {}",
+                        node.shape
+                    ));
                 }
             }
             Op::Row(inner, index) => match shape_of(*inner) {
-                Shape::Matrix(rows, cols) if *index < rows && node.shape == Shape::Vector(cols) => {}
+                Shape::Matrix(rows, cols) if *index < rows && node.shape == Shape::Vector(cols) => {
+                }
                 other => return Err(format!("{id}: row {index} of {other} gives {}", node.shape)),
             },
             Op::Unary(_, _) | Op::Binary(_, _, _) | Op::Clip(_, _, _) => {
                 for operand in &operands {
                     let shape = shape_of(*operand);
-                    if !(shape == Shape::Scalar || shape == Shape::Vector(1) || shape == node.shape) {
-                        return Err(format!("{id} of shape {} has an operand of shape {shape}", node.shape));
+                    if !(shape == Shape::Scalar || shape == Shape::Vector(1) || shape == node.shape)
+                    {
+                        return Err(format!(
+                            "{id} of shape {} has an operand of shape {shape}",
+                            node.shape
+                        ));
                     }
                 }
             }
@@ -809,17 +920,27 @@ fn verify_step(layer: &Layer) -> Result<(), String> {
         }
     }
     if step.updates.len() != layer.states.len() {
-        return Err(format!("{} updates for {} states", step.updates.len(), layer.states.len()));
+        return Err(format!(
+            "{} updates for {} states",
+            step.updates.len(),
+            layer.states.len()
+        ));
     }
     for (update, state) in step.updates.iter().zip(&layer.states) {
         let shape = step.nodes.get(update.index()).map(|node| node.shape);
         if shape != Some(Shape::Vector(state.size)) {
-            return Err(format!("update of `{}` has shape {shape:?}, state size {}", state.name, state.size));
+            return Err(format!(
+                "update of `{}` has shape {shape:?}, state size {}",
+                state.name, state.size
+            ));
         }
     }
     let output_shape = step.nodes.get(step.output.index()).map(|node| node.shape);
     if output_shape != Some(Shape::Vector(layer.output_size)) {
-        return Err(format!("output has shape {output_shape:?}, layer output size {}", layer.output_size));
+        return Err(format!(
+            "output has shape {output_shape:?}, layer output size {}",
+            layer.output_size
+        ));
     }
     Ok(())
 }
@@ -865,7 +986,13 @@ impl fmt::Display for Layer {
             writeln!(f, "    state {}: [{}]", state.name, state.size)?;
         }
         for (idx, param) in self.params.iter().enumerate() {
-            writeln!(f, "    p{idx} = {}: {:?} ({})", param.name, param.shape, self.weight_name(param, 0))?;
+            writeln!(
+                f,
+                "    p{idx} = {}: {:?} ({})",
+                param.name,
+                param.shape,
+                self.weight_name(param, 0)
+            )?;
         }
         for (idx, node) in self.step.nodes.iter().enumerate() {
             let op = match &node.op {
@@ -890,7 +1017,12 @@ impl fmt::Display for Layer {
             .zip(&self.states)
             .map(|(id, state)| format!("{} = {id}", state.name))
             .collect();
-        writeln!(f, "    update {}; output {}", updates.join(", "), self.step.output)
+        writeln!(
+            f,
+            "    update {}; output {}",
+            updates.join(", "),
+            self.step.output
+        )
     }
 }
 

@@ -10,18 +10,18 @@
 //! diagnostic with its source snippet.
 #![warn(missing_docs)]
 
-pub mod source;
-pub mod diag;
 pub mod ast;
-pub mod parse;
 pub mod check;
+pub mod config;
+pub mod diag;
+pub mod emit;
+pub mod graph;
+pub mod interp;
 pub mod ir;
 pub mod lower;
-pub mod emit;
-pub mod interp;
-pub mod graph;
+pub mod parse;
+pub mod source;
 pub mod weights;
-pub mod config;
 
 pub use crate::config::{compile_files, Config, Config as Builder};
 
@@ -65,7 +65,10 @@ pub fn check_source(source: SourceFile) -> Result<Checked, Error> {
             model: model.expect("no errors means check ran"),
             warnings,
         }),
-        Err(diagnostics) => Err(Error::Diagnostics { source, diagnostics }),
+        Err(diagnostics) => Err(Error::Diagnostics {
+            source,
+            diagnostics,
+        }),
     }
 }
 
@@ -88,18 +91,33 @@ impl Compiled {
     /// Says which names exist when `name` is not one of them, or when the
     /// file holds several networks and none was named.
     pub fn network(&self, name: Option<&str>) -> Result<&ir::Network, String> {
-        let names: Vec<&str> = self.model.networks.iter().map(|network| network.name.as_str()).collect();
+        let names: Vec<&str> = self
+            .model
+            .networks
+            .iter()
+            .map(|network| network.name.as_str())
+            .collect();
         match name {
             Some(name) => self
                 .model
                 .networks
                 .iter()
                 .find(|network| network.name == name)
-                .ok_or_else(|| format!("no network `{name}` in `{}` (networks: {})", self.source.name(), names.join(", "))),
+                .ok_or_else(|| {
+                    format!(
+                        "no network `{name}` in `{}` (networks: {})",
+                        self.source.name(),
+                        names.join(", ")
+                    )
+                }),
             None => match &self.model.networks[..] {
                 [only] => Ok(only),
                 [] => Err(format!("`{}` defines no network", self.source.name())),
-                _ => Err(format!("`{}` defines several networks ({}); choose one", self.source.name(), names.join(", "))),
+                _ => Err(format!(
+                    "`{}` defines several networks ({}); choose one",
+                    self.source.name(),
+                    names.join(", ")
+                )),
             },
         }
     }
@@ -144,10 +162,17 @@ pub fn read_source(path: &Path) -> Result<SourceFile, Error> {
     // and devices (`/dev/zero`), so the size check above is not enough.
     let mut bytes = Vec::new();
     std::fs::File::open(path)
-        .and_then(|file| std::io::Read::read_to_end(&mut std::io::Read::take(file, MAX_FILE_BYTES + 1), &mut bytes))
+        .and_then(|file| {
+            std::io::Read::read_to_end(
+                &mut std::io::Read::take(file, MAX_FILE_BYTES + 1),
+                &mut bytes,
+            )
+        })
         .map_err(|error| io_error(error.to_string()))?;
     if bytes.len() as u64 > MAX_FILE_BYTES {
-        return Err(io_error(format!("is over {MAX_FILE_BYTES} bytes; model files are at most that")));
+        return Err(io_error(format!(
+            "is over {MAX_FILE_BYTES} bytes; model files are at most that"
+        )));
     }
     let text = String::from_utf8(bytes).map_err(|error| {
         io_error(format!(
@@ -188,10 +213,18 @@ impl fmt::Display for Error {
         match self {
             Error::Io { path, reason } => write!(f, "error: cannot read `{path}`: {reason}"),
             Error::Config { message } => write!(f, "error: {message}"),
-            Error::Diagnostics { source, diagnostics } => {
+            Error::Diagnostics {
+                source,
+                diagnostics,
+            } => {
                 write!(f, "{}", diag::render(source, diagnostics))?;
                 let errors = diagnostics.iter().filter(|diag| diag.is_error()).count();
-                write!(f, "error: could not compile `{}` due to {errors} error{}", source.name(), if errors == 1 { "" } else { "s" })
+                write!(
+                    f,
+                    "error: could not compile `{}` due to {errors} error{}",
+                    source.name(),
+                    if errors == 1 { "" } else { "s" }
+                )
             }
         }
     }

@@ -105,7 +105,10 @@ pub fn lower(layer: &ir::Layer) -> LayerPlan {
         places.push(place);
         packed_rows.push(packed);
     }
-    LayerPlan { places, packed_rows }
+    LayerPlan {
+        places,
+        packed_rows,
+    }
 }
 
 #[cfg(test)]

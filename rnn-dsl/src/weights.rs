@@ -62,7 +62,10 @@ mod tests {
         assert_eq!(names.len(), 16);
         assert!(names.contains(&"weight_ih_l0"));
         assert!(names.contains(&"bias_hh_l1_reverse"));
-        let ih_l1 = specs.iter().find(|spec| spec.name == "weight_ih_l1").expect("present");
+        let ih_l1 = specs
+            .iter()
+            .find(|spec| spec.name == "weight_ih_l1")
+            .expect("present");
         assert_eq!(ih_l1.shape, vec![12, 6]);
         let weights = random(&compiled.model.networks[0], 1);
         assert_eq!(weights.len(), 16);

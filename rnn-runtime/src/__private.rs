@@ -4,7 +4,10 @@
 //! Generated code names everything by absolute path,
 //! `::rnn_runtime::__private::...`.
 
-use ndarray::{s, Array1, Array2, Array3, ArrayView1, ArrayView2, ArrayView3, ArrayViewMut2, Axis, Ix1, Ix2, Zip};
+use ndarray::{
+    s, Array1, Array2, Array3, ArrayView1, ArrayView2, ArrayView3, ArrayViewMut2, Axis, Ix1, Ix2,
+    Zip,
+};
 
 pub use crate::init::{pytorch_bound, uniform, SplitMix64};
 pub use crate::kernels::{matmul_bt, relu, sigmoid, soft_threshold, tanh};
@@ -45,7 +48,8 @@ impl Packing {
                         found: vec![lengths.len()],
                     });
                 }
-                if let Some((idx, len)) = lengths.iter().enumerate().find(|(_, len)| **len > steps) {
+                if let Some((idx, len)) = lengths.iter().enumerate().find(|(_, len)| **len > steps)
+                {
                     return Err(RnnError::InvalidValue {
                         tensor: "seq_len".to_owned(),
                         reason: format!("length {len} at index {idx} is above the {steps} time steps of the input"),
@@ -110,7 +114,9 @@ impl Packing {
         for t in 0..self.max_len() {
             let offset = self.offsets[t];
             for k in 0..self.batch_size(t) {
-                packed.row_mut(offset + k).assign(&x.slice(s![self.order[k], t, ..]));
+                packed
+                    .row_mut(offset + k)
+                    .assign(&x.slice(s![self.order[k], t, ..]));
             }
         }
         packed
@@ -122,7 +128,8 @@ impl Packing {
         for t in 0..self.max_len() {
             let offset = self.offsets[t];
             for k in 0..self.batch_size(t) {
-                out.slice_mut(s![self.order[k], t, ..]).assign(&packed.row(offset + k));
+                out.slice_mut(s![self.order[k], t, ..])
+                    .assign(&packed.row(offset + k));
             }
         }
         out
@@ -135,7 +142,8 @@ impl Packing {
         for t in 0..self.max_len() {
             for k in 0..self.batch_size(t) {
                 let source = self.sorted_lengths[k] - 1 - t;
-                out.row_mut(self.offsets[t] + k).assign(&packed.row(self.offsets[source] + k));
+                out.row_mut(self.offsets[t] + k)
+                    .assign(&packed.row(self.offsets[source] + k));
             }
         }
         out
@@ -193,7 +201,9 @@ fn scalar_of(arg: &Arg<'_>) -> [f32; 1] {
 /// `out = f(a)` elementwise.
 pub fn map1(out: ArrayViewMut2<'_, f32>, a: Arg<'_>, f: impl Fn(f32) -> f32) {
     let sa = scalar_of(&a);
-    Zip::from(out).and_broadcast(as_2d(&a, &sa)).for_each(|o, &a| *o = f(a));
+    Zip::from(out)
+        .and_broadcast(as_2d(&a, &sa))
+        .for_each(|o, &a| *o = f(a));
 }
 
 /// `out = f(a, b)` elementwise.
@@ -206,7 +216,13 @@ pub fn map2(out: ArrayViewMut2<'_, f32>, a: Arg<'_>, b: Arg<'_>, f: impl Fn(f32,
 }
 
 /// `out = f(a, b, c)` elementwise.
-pub fn map3(out: ArrayViewMut2<'_, f32>, a: Arg<'_>, b: Arg<'_>, c: Arg<'_>, f: impl Fn(f32, f32, f32) -> f32) {
+pub fn map3(
+    out: ArrayViewMut2<'_, f32>,
+    a: Arg<'_>,
+    b: Arg<'_>,
+    c: Arg<'_>,
+    f: impl Fn(f32, f32, f32) -> f32,
+) {
     let (sa, sb, sc) = (scalar_of(&a), scalar_of(&b), scalar_of(&c));
     Zip::from(out)
         .and_broadcast(as_2d(&a, &sa))
@@ -370,7 +386,12 @@ pub fn load1(weights: &TensorMap, names: &[&str], len: usize) -> Result<Array1<f
 /// # Errors
 ///
 /// The tensor is missing, not float, or not `[rows, cols]`.
-pub fn load2(weights: &TensorMap, names: &[&str], rows: usize, cols: usize) -> Result<Array2<f32>, RnnError> {
+pub fn load2(
+    weights: &TensorMap,
+    names: &[&str],
+    rows: usize,
+    cols: usize,
+) -> Result<Array2<f32>, RnnError> {
     let name = pick(weights, names);
     let array = weights.f32_shaped(name, &[rows, cols])?;
     Ok(array.into_dimensionality::<Ix2>().expect("shape checked"))
@@ -390,7 +411,11 @@ fn pick<'a>(weights: &TensorMap, names: &[&'a str]) -> &'a str {
 /// # Errors
 ///
 /// [`RnnError::ShapeMismatch`] naming `tensor` and both shapes.
-pub fn check_shape(tensor: &str, found: &[usize], expected: &[Option<usize>]) -> Result<(), RnnError> {
+pub fn check_shape(
+    tensor: &str,
+    found: &[usize],
+    expected: &[Option<usize>],
+) -> Result<(), RnnError> {
     let matches = found.len() == expected.len()
         && found
             .iter()
@@ -418,11 +443,17 @@ pub fn check_shape(tensor: &str, found: &[usize], expected: &[Option<usize>]) ->
 pub fn input3(inputs: &TensorMap, name: &str) -> Result<Array3<f32>, RnnError> {
     let array = inputs.f32(name)?;
     let shape = array.shape().to_vec();
-    array.into_dimensionality::<ndarray::Ix3>().map_err(|_| RnnError::ShapeMismatch {
-        tensor: name.to_owned(),
-        expected: vec![shape.first().copied().unwrap_or(0), shape.get(1).copied().unwrap_or(0), shape.last().copied().unwrap_or(0)],
-        found: shape,
-    })
+    array
+        .into_dimensionality::<ndarray::Ix3>()
+        .map_err(|_| RnnError::ShapeMismatch {
+            tensor: name.to_owned(),
+            expected: vec![
+                shape.first().copied().unwrap_or(0),
+                shape.get(1).copied().unwrap_or(0),
+                shape.last().copied().unwrap_or(0),
+            ],
+            found: shape,
+        })
 }
 
 /// A float context `[B, n]` by name.
@@ -433,11 +464,16 @@ pub fn input3(inputs: &TensorMap, name: &str) -> Result<Array3<f32>, RnnError> {
 pub fn input2(inputs: &TensorMap, name: &str) -> Result<Array2<f32>, RnnError> {
     let array = inputs.f32(name)?;
     let shape = array.shape().to_vec();
-    array.into_dimensionality::<Ix2>().map_err(|_| RnnError::ShapeMismatch {
-        tensor: name.to_owned(),
-        expected: vec![shape.first().copied().unwrap_or(0), shape.last().copied().unwrap_or(0)],
-        found: shape,
-    })
+    array
+        .into_dimensionality::<Ix2>()
+        .map_err(|_| RnnError::ShapeMismatch {
+            tensor: name.to_owned(),
+            expected: vec![
+                shape.first().copied().unwrap_or(0),
+                shape.last().copied().unwrap_or(0),
+            ],
+            found: shape,
+        })
 }
 
 /// `seq_len` if present.
@@ -445,7 +481,11 @@ pub fn input2(inputs: &TensorMap, name: &str) -> Result<Array2<f32>, RnnError> {
 /// # Errors
 ///
 /// See [`TensorMap::lengths`].
-pub fn optional_lengths(inputs: &TensorMap, batch: usize, steps: usize) -> Result<Option<Vec<usize>>, RnnError> {
+pub fn optional_lengths(
+    inputs: &TensorMap,
+    batch: usize,
+    steps: usize,
+) -> Result<Option<Vec<usize>>, RnnError> {
     if inputs.contains("seq_len") {
         inputs.lengths("seq_len", batch, steps).map(Some)
     } else {
@@ -467,16 +507,29 @@ pub fn steps(inputs: &TensorMap) -> Result<usize, RnnError> {
 /// # Errors
 ///
 /// Present but not float or misshaped.
-pub fn state_or_zeros(inputs: &TensorMap, name: &str, rows: usize, batch: usize, size: usize) -> Result<Array3<f32>, RnnError> {
+pub fn state_or_zeros(
+    inputs: &TensorMap,
+    name: &str,
+    rows: usize,
+    batch: usize,
+    size: usize,
+) -> Result<Array3<f32>, RnnError> {
     if !inputs.contains(name) {
         return Ok(Array3::zeros((rows, batch, size)));
     }
     let array = inputs.f32_shaped(name, &[rows, batch, size])?;
-    Ok(array.into_dimensionality::<ndarray::Ix3>().expect("shape checked"))
+    Ok(array
+        .into_dimensionality::<ndarray::Ix3>()
+        .expect("shape checked"))
 }
 
 /// Row `row` of an initial state `[L*D, B, H]`, or zeros.
-pub fn initial_rows(state: Option<&Array3<f32>>, row: usize, batch: usize, size: usize) -> Array2<f32> {
+pub fn initial_rows(
+    state: Option<&Array3<f32>>,
+    row: usize,
+    batch: usize,
+    size: usize,
+) -> Array2<f32> {
     match state {
         Some(state) => state.slice(s![row, .., ..]).to_owned(),
         None => Array2::zeros((batch, size)),
@@ -491,7 +544,14 @@ mod tests {
     fn packing_sorts_by_length_and_round_trips() {
         let packing = Packing::new(Some(&[2, 0, 3, 1]), 4, 3).expect("valid");
         assert_eq!(packing.max_len(), 3);
-        assert_eq!((packing.batch_size(0), packing.batch_size(1), packing.batch_size(2)), (3, 2, 1));
+        assert_eq!(
+            (
+                packing.batch_size(0),
+                packing.batch_size(1),
+                packing.batch_size(2)
+            ),
+            (3, 2, 1)
+        );
         assert_eq!(packing.rows(), 6);
         let x = Array3::from_shape_fn((4, 3, 2), |(b, t, f)| (100 * b + 10 * t + f) as f32 + 1.0);
         let packed = packing.pack(x.view());
@@ -525,7 +585,10 @@ mod tests {
 
     #[test]
     fn bad_lengths_are_typed_errors() {
-        assert!(matches!(Packing::new(Some(&[1, 2]), 3, 4), Err(RnnError::ShapeMismatch { .. })));
+        assert!(matches!(
+            Packing::new(Some(&[1, 2]), 3, 4),
+            Err(RnnError::ShapeMismatch { .. })
+        ));
         let error = Packing::new(Some(&[1, 5]), 2, 4).unwrap_err();
         assert!(error.to_string().contains("length 5 at index 1"), "{error}");
     }
@@ -536,9 +599,20 @@ mod tests {
         let full = Array2::from_shape_fn((2, 3), |(r, c)| (r * 3 + c) as f32);
         let row = Array1::from(vec![10.0, 20.0, 30.0]);
         let col = Array1::from(vec![100.0, 200.0]);
-        map3(out.view_mut(), Arg::Full(full.view()), Arg::Row(row.view()), Arg::Col(col.view()), |a, b, c| a + b + c);
+        map3(
+            out.view_mut(),
+            Arg::Full(full.view()),
+            Arg::Row(row.view()),
+            Arg::Col(col.view()),
+            |a, b, c| a + b + c,
+        );
         assert_eq!(out[(1, 2)], 5.0 + 30.0 + 200.0);
-        map2(out.view_mut(), Arg::Full(full.view()), Arg::Scalar(2.0), |a, b| a * b);
+        map2(
+            out.view_mut(),
+            Arg::Full(full.view()),
+            Arg::Scalar(2.0),
+            |a, b| a * b,
+        );
         assert_eq!(out[(1, 1)], 8.0);
         let one = Array1::from(vec![3.0]);
         map1(out.view_mut(), Arg::Row(one.view()), |a| -a);
@@ -548,7 +622,10 @@ mod tests {
     #[test]
     fn check_shape_reports_both_shapes() {
         let error = check_shape("x", &[2, 5, 7], &[None, None, Some(8)]).unwrap_err();
-        assert_eq!(error.to_string(), "tensor `x`: expected shape [2, 5, 8], found [2, 5, 7]");
+        assert_eq!(
+            error.to_string(),
+            "tensor `x`: expected shape [2, 5, 8], found [2, 5, 7]"
+        );
         assert!(check_shape("x", &[2, 5, 8], &[None, None, Some(8)]).is_ok());
     }
 }

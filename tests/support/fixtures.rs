@@ -21,7 +21,10 @@ pub fn read_manifest(dir: &std::path::Path) -> Vec<serde_json::Value> {
         )
     });
     let value: serde_json::Value = serde_json::from_str(&text).expect("manifest.json is JSON");
-    value.as_array().expect("manifest.json is a list of cases").clone()
+    value
+        .as_array()
+        .expect("manifest.json is a list of cases")
+        .clone()
 }
 
 /// The `.rnn` text of an `rnn` case: one network `name` with the case's
@@ -29,8 +32,12 @@ pub fn read_manifest(dir: &std::path::Path) -> Vec<serde_json::Value> {
 pub fn rnn_model_text(case: &serde_json::Value, name: &str, mode: &str) -> Result<String, String> {
     let cell = case["cell"].as_str().ok_or("case has no `cell`")?;
     let variant = &case["variant"];
-    let input = case["input_size"].as_u64().ok_or("case has no `input_size`")?;
-    let hidden = case["hidden_size"].as_u64().ok_or("case has no `hidden_size`")?;
+    let input = case["input_size"]
+        .as_u64()
+        .ok_or("case has no `input_size`")?;
+    let hidden = case["hidden_size"]
+        .as_u64()
+        .ok_or("case has no `hidden_size`")?;
     let layers = case["num_layers"].as_u64().unwrap_or(1);
     let mut args = vec![format!("hidden = {hidden}"), format!("layers = {layers}")];
     if case["bidirectional"].as_bool().unwrap_or(false) {
@@ -52,9 +59,18 @@ pub fn rnn_model_text(case: &serde_json::Value, name: &str, mode: &str) -> Resul
                 .ok_or("gru case without `variant.gru_linear_before_reset`")?;
             args.push(format!("reset_after = {reset_after}"));
         }
-        other => return Err(format!("unroll has no cell for fixture cell kind `{other}`")),
+        other => {
+            return Err(format!(
+                "unroll has no cell for fixture cell kind `{other}`"
+            ))
+        }
     }
-    let known = ["peepholes", "cell_clip", "gru_linear_before_reset", "forget_bias_folded"];
+    let known = [
+        "peepholes",
+        "cell_clip",
+        "gru_linear_before_reset",
+        "forget_bias_folded",
+    ];
     if let Some(flags) = variant.as_object() {
         if let Some(unknown) = flags.keys().find(|key| !known.contains(&key.as_str())) {
             return Err(format!("unknown variant flag `{unknown}`"));
@@ -68,7 +84,12 @@ pub fn rnn_model_text(case: &serde_json::Value, name: &str, mode: &str) -> Resul
 
 /// The `.rnn` text of an `ista` case: the repository's ISTA cell with the
 /// case's sizes, unrolled as `mode` says.
-pub fn ista_model_text(case: &serde_json::Value, cell_text: &str, name: &str, mode: &str) -> Result<String, String> {
+pub fn ista_model_text(
+    case: &serde_json::Value,
+    cell_text: &str,
+    name: &str,
+    mode: &str,
+) -> Result<String, String> {
     let m = case["M"].as_u64().ok_or("ista case has no `M`")?;
     let n = case["N"].as_u64().ok_or("ista case has no `N`")?;
     Ok(format!(

@@ -86,7 +86,12 @@ pub fn random_model(seed: u64, index: usize) -> RandomModel {
     body.push("    param u: [2*H, H];".to_owned());
     body.push("    param b: [2*H];".to_owned());
     body.push("    param v: [H, H];".to_owned());
-    let mut terms = vec!["h".to_owned(), "gate_a".to_owned(), "gate_b".to_owned(), "b[0..H]".to_owned()];
+    let mut terms = vec![
+        "h".to_owned(),
+        "gate_a".to_owned(),
+        "gate_b".to_owned(),
+        "b[0..H]".to_owned(),
+    ];
     body.push("    let (gate_a, gate_b) = chunk(w @ x + u @ h + b, 2);".to_owned());
     if context {
         body.push("    param k: [H, C];".to_owned());
@@ -108,16 +113,34 @@ pub fn random_model(seed: u64, index: usize) -> RandomModel {
         terms.push("s".to_owned());
     }
     let update = vector_expr(&mut dice, &terms, 2);
-    body.push(format!("    h = (1 - sigmoid(gate_b)) * h + sigmoid(gate_b) * tanh({update});"));
+    body.push(format!(
+        "    h = (1 - sigmoid(gate_b)) * h + sigmoid(gate_b) * tanh({update});"
+    ));
     if dice.range(0, 2) == 0 {
         body.push("    output 2 * h - mix;".to_owned());
     }
-    let inputs = if context { "x: [I], ctx: [C]" } else { "x: [I]" };
-    let states = if two_states { "(h: [H], s: [H])" } else { "h: [H]" };
+    let inputs = if context {
+        "x: [I], ctx: [C]"
+    } else {
+        "x: [I]"
+    };
+    let states = if two_states {
+        "(h: [H], s: [H])"
+    } else {
+        "h: [H]"
+    };
     let steps = dice.range(3, 6) as usize;
     let layers = dice.range(1, 2);
-    let bidirectional = if dice.range(0, 2) == 0 { ", bidirectional" } else { "" };
-    let context_decl = if context { format!("    context ctx: [{}];\n", dice.range(1, 4)) } else { String::new() };
+    let bidirectional = if dice.range(0, 2) == 0 {
+        ", bidirectional"
+    } else {
+        ""
+    };
+    let context_decl = if context {
+        format!("    context ctx: [{}];\n", dice.range(1, 4))
+    } else {
+        String::new()
+    };
     let text = format!(
         "cell {cell}({inputs}) -> {states} {{\n{}\n}}\n\nnetwork {name} {{\n    input x: [{input}];\n{context_decl}    layer l = {cell}(hidden = {hidden}, layers = {layers}{bidirectional});\n    unroll MODE;\n}}\n",
         body.join("\n")

@@ -11,7 +11,9 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use ndarray::Array3;
-use rnn_bench::{Workload, W1Dynamic, W1DynamicBy4, W2Dynamic, W3Dynamic, W3Static, W4Dynamic, WORKLOADS};
+use rnn_bench::{
+    W1Dynamic, W1DynamicBy4, W2Dynamic, W3Dynamic, W3Static, W4Dynamic, Workload, WORKLOADS,
+};
 use rnn_runtime::init::SplitMix64;
 use rnn_runtime::{Model, RnnError, TensorMap};
 
@@ -49,7 +51,10 @@ fn parse_args() -> Result<Options, String> {
 }
 
 /// Weights and inputs of a workload: from the shared data file if present.
-fn data(workload: &Workload, options: &Options) -> Result<(TensorMap, TensorMap, &'static str), RnnError> {
+fn data(
+    workload: &Workload,
+    options: &Options,
+) -> Result<(TensorMap, TensorMap, &'static str), RnnError> {
     let path = options.data.join(format!("{}.safetensors", workload.id));
     if path.is_file() {
         let tensors = TensorMap::load(&path)?;
@@ -62,7 +67,9 @@ fn data(workload: &Workload, options: &Options) -> Result<(TensorMap, TensorMap,
         return Ok((tensors, inputs, "shared data"));
     }
     let mut rng = SplitMix64::new(42);
-    let x = Array3::from_shape_simple_fn((workload.batch, workload.steps, workload.input), || rng.uniform(-1.0, 1.0));
+    let x = Array3::from_shape_simple_fn((workload.batch, workload.steps, workload.input), || {
+        rng.uniform(-1.0, 1.0)
+    });
     let mut inputs = TensorMap::new();
     inputs.insert_f32("x", x.into_dyn());
     let lengths: Vec<i64> = workload.lengths().iter().map(|len| *len as i64).collect();
@@ -70,7 +77,10 @@ fn data(workload: &Workload, options: &Options) -> Result<(TensorMap, TensorMap,
     Ok((TensorMap::new(), inputs, "random data"))
 }
 
-fn build<M: Model + 'static>(weights: &TensorMap, random: impl Fn() -> M) -> Result<Box<dyn Model>, RnnError> {
+fn build<M: Model + 'static>(
+    weights: &TensorMap,
+    random: impl Fn() -> M,
+) -> Result<Box<dyn Model>, RnnError> {
     if weights.is_empty() {
         Ok(Box::new(random()))
     } else {
@@ -78,11 +88,17 @@ fn build<M: Model + 'static>(weights: &TensorMap, random: impl Fn() -> M) -> Res
     }
 }
 
-fn models(workload: &Workload, weights: &TensorMap) -> Result<Vec<(&'static str, Box<dyn Model>)>, RnnError> {
+fn models(
+    workload: &Workload,
+    weights: &TensorMap,
+) -> Result<Vec<(&'static str, Box<dyn Model>)>, RnnError> {
     Ok(match workload.id {
         "W1" => vec![
             ("unroll dynamic", build(weights, || W1Dynamic::random(0))?),
-            ("unroll dynamic by 4", build(weights, || W1DynamicBy4::random(0))?),
+            (
+                "unroll dynamic by 4",
+                build(weights, || W1DynamicBy4::random(0))?,
+            ),
         ],
         "W2" => vec![("unroll dynamic", build(weights, || W2Dynamic::random(0))?)],
         "W3" => vec![
@@ -102,7 +118,10 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
-    for workload in WORKLOADS.iter().filter(|w| options.only.as_deref().is_none_or(|only| only == w.id)) {
+    for workload in WORKLOADS
+        .iter()
+        .filter(|w| options.only.as_deref().is_none_or(|only| only == w.id))
+    {
         if let Err(error) = run(workload, &options) {
             eprintln!("error: {}: {error}", workload.id);
             return std::process::ExitCode::FAILURE;

@@ -406,7 +406,9 @@ fn parse_mode(text: &str) -> Result<UnrollMode, String> {
     let words: Vec<&str> = text.split_whitespace().collect();
     let count = |word: &str| -> Result<usize, String> {
         match word.parse::<usize>() {
-            Ok(value) if value >= 1 && value <= rnn_dsl::check::MAX_STATIC_STEPS as usize => Ok(value),
+            Ok(value) if value >= 1 && value <= rnn_dsl::check::MAX_STATIC_STEPS as usize => {
+                Ok(value)
+            }
             _ => Err(format!(
                 "--mode: `{word}` is not a step count from 1 to {}",
                 rnn_dsl::check::MAX_STATIC_STEPS
