@@ -52,11 +52,10 @@ pub fn parse(diags: &mut Diagnostics, source: &SourceFile) -> File {
     let text = source.text();
     if text.len() > MAX_SOURCE_BYTES {
         diags.push(
-            Diagnostic::error(Span::new(0, 0), "model text is too large")
-                .with_note(format!(
-                    "the text is {} bytes; the limit is {MAX_SOURCE_BYTES} bytes",
-                    text.len()
-                )),
+            Diagnostic::error(Span::new(0, 0), "model text is too large").with_note(format!(
+                "the text is {} bytes; the limit is {MAX_SOURCE_BYTES} bytes",
+                text.len()
+            )),
         );
         return File::default();
     }
@@ -78,9 +77,10 @@ pub fn parse(diags: &mut Diagnostics, source: &SourceFile) -> File {
     };
     let mut builder = Builder { diags };
     let mut file = File::default();
-    for pair in pairs.flatten().filter(|pair| {
-        matches!(pair.as_rule(), Rule::cell_def | Rule::network_def)
-    }) {
+    for pair in pairs
+        .flatten()
+        .filter(|pair| matches!(pair.as_rule(), Rule::cell_def | Rule::network_def))
+    {
         match pair.as_rule() {
             Rule::cell_def => {
                 if let Some(cell) = builder.cell(pair) {
@@ -119,7 +119,9 @@ fn find_deep_nesting(text: &str) -> Option<Span> {
             }
             b'/' if bytes.get(idx + 1) == Some(&b'*') => {
                 idx += 2;
-                while idx < bytes.len() && !(bytes[idx] == b'*' && bytes.get(idx + 1) == Some(&b'/')) {
+                while idx < bytes.len()
+                    && !(bytes[idx] == b'*' && bytes.get(idx + 1) == Some(&b'/'))
+                {
                     idx += 1;
                 }
                 idx += 1;
@@ -148,15 +150,19 @@ fn syntax_error(text: &str, error: &pest::error::Error<Rule>) -> Diagnostic {
         InputLocation::Pos(pos) => pos,
         InputLocation::Span((start, _)) => start,
     };
-    let positives = match &error.variant {
+    let mut positives: &[Rule] = match &error.variant {
         ErrorVariant::CustomError { message } => {
-            let diagnostic = Diagnostic::error(found_span(text, pos), "model text is too complex to parse")
-                .with_note(message.clone());
+            let diagnostic =
+                Diagnostic::error(found_span(text, pos), "model text is too complex to parse")
+                    .with_note(message.clone());
             return diagnostic.with_help("split long expressions with `let` bindings");
         }
         ErrorVariant::ParsingError { positives, .. } => positives,
     };
-    let mut expected: BTreeSet<String> = positives.iter().filter_map(|rule| rule_words(*rule)).collect();
+    let mut expected: BTreeSet<String> = positives
+        .iter()
+        .filter_map(|rule| rule_words(*rule))
+        .collect();
     if let Some(attempts) = error.parse_attempts() {
         let tokens: BTreeSet<String> = attempts
             .expected_tokens()
@@ -172,6 +178,8 @@ fn syntax_error(text: &str, error: &pest::error::Error<Rule>) -> Diagnostic {
         if attempts.max_position > pos && !tokens.is_empty() {
             pos = attempts.max_position;
             expected = tokens;
+            // The rules pest names were tried at the earlier position.
+            positives = &[];
         } else if attempts.max_position == pos {
             expected.extend(tokens);
         }
@@ -195,7 +203,9 @@ fn syntax_error(text: &str, error: &pest::error::Error<Rule>) -> Diagnostic {
     let mut diagnostic = Diagnostic::error(span, message).with_label("unexpected here");
     match &found {
         Found::Word(word) if is_keyword(word) && expected.iter().any(|words| words == "a name") => {
-            diagnostic = diagnostic.with_help(format!("`{word}` is a keyword and cannot be used as a name"));
+            diagnostic = diagnostic.with_help(format!(
+                "`{word}` is a keyword and cannot be used as a name"
+            ));
         }
         Found::Word(word) => {
             let keywords = expected
@@ -206,15 +216,27 @@ fn syntax_error(text: &str, error: &pest::error::Error<Rule>) -> Diagnostic {
                 diagnostic = diagnostic.with_help(format!("did you mean `{close}`?"));
             }
         }
-        Found::Char('.') if text[..pos].ends_with(|ch: char| ch.is_ascii_digit()) && expected.iter().any(|words| words == "`]`") => {
+        Found::Char('.')
+            if text[..pos].ends_with(|ch: char| ch.is_ascii_digit())
+                && expected.iter().any(|words| words == "`]`") =>
+        {
             diagnostic = diagnostic.with_help("sizes are whole numbers");
         }
+        _ if expected.iter().any(|words| words == "`buckets`") => {
+            diagnostic = diagnostic.with_help("give the number of steps, e.g. `unroll static 50;`");
+        }
+        _ if expected == ["`else`"] => {
+            diagnostic = diagnostic
+                .with_help("an `if` expression has two branches: `if flag { a } else { b }`");
+        }
         Found::Char('*') if text[..pos].trim_end().ends_with('*') => {
-            diagnostic = diagnostic.with_help("there is no power operator; write the product, e.g. `h * h`");
+            diagnostic =
+                diagnostic.with_help("there is no power operator; write the product, e.g. `h * h`");
         }
         _ => {}
     }
-    let closes_body = matches!(&found, Found::End) || matches!(&found, Found::Word(word) if word == "cell" || word == "network");
+    let closes_body = matches!(&found, Found::End)
+        || matches!(&found, Found::Word(word) if word == "cell" || word == "network");
     if closes_body && expected.iter().any(|words| words == "`}`") {
         if let Some(open) = unclosed_brace(text, pos) {
             diagnostic = diagnostic
@@ -238,7 +260,10 @@ enum Found {
 impl Found {
     fn at(text: &str, pos: usize) -> Found {
         let rest = &text[pos..];
-        let word: String = rest.chars().take_while(|ch| ch.is_ascii_alphanumeric() || *ch == '_').collect();
+        let word: String = rest
+            .chars()
+            .take_while(|ch| ch.is_ascii_alphanumeric() || *ch == '_')
+            .collect();
         match rest.chars().next() {
             None => Found::End,
             Some(_) if !word.is_empty() => Found::Word(word),
@@ -252,7 +277,9 @@ impl fmt::Display for Found {
         match self {
             Found::Word(word) if is_keyword(word) => write!(f, "keyword `{word}`"),
             Found::Word(word) => write!(f, "`{word}`"),
-            Found::Char(ch) if ch.is_control() || ch.is_whitespace() => write!(f, "character {ch:?}"),
+            Found::Char(ch) if ch.is_control() || ch.is_whitespace() => {
+                write!(f, "character {ch:?}")
+            }
             Found::Char(ch) => write!(f, "`{ch}`"),
             Found::End => write!(f, "end of file"),
         }
@@ -281,8 +308,8 @@ fn is_keyword(word: &str) -> bool {
 
 /// The language's keywords, as in `keyword` in the grammar.
 const KEYWORDS: &[&str] = &[
-    "cell", "network", "param", "const", "let", "output", "input", "context", "layer", "unroll", "static",
-    "dynamic", "buckets", "by", "if", "else", "true", "false", "inf",
+    "cell", "network", "param", "const", "let", "output", "input", "context", "layer", "unroll",
+    "static", "dynamic", "buckets", "by", "if", "else", "true", "false", "inf",
 ];
 
 /// A statement that runs into the next one: `let z = sigmoid(a)` followed
@@ -293,7 +320,10 @@ fn missing_semicolon(text: &str, pos: usize, found: &Found) -> Option<Diagnostic
     let next_line = text[end..pos].contains('\n');
     let starts_statement = match found {
         Found::Word(word) => {
-            matches!(word.as_str(), "param" | "const" | "let" | "output" | "input" | "context" | "layer" | "unroll")
+            matches!(
+                word.as_str(),
+                "param" | "const" | "let" | "output" | "input" | "context" | "layer" | "unroll"
+            )
         }
         Found::Char('}') | Found::End => true,
         Found::Char(_) => false,
@@ -301,12 +331,15 @@ fn missing_semicolon(text: &str, pos: usize, found: &Found) -> Option<Diagnostic
     if end == 0 || !(next_line || starts_statement) {
         return None;
     }
-    Some(
+    let mut diagnostic =
         Diagnostic::error(Span::new(end, end), format!("expected `;`, found {found}"))
             .with_label("add `;` here")
-            .with_secondary(found_span(text, pos), "unexpected here")
-            .with_note("statements end with `;`"),
-    )
+            .with_note("statements end with `;`");
+    // On the same line the caret already sits next to what was found.
+    if next_line {
+        diagnostic = diagnostic.with_secondary(found_span(text, pos), "unexpected here");
+    }
+    Some(diagnostic)
 }
 
 /// The offset just after the last token before `pos`, skipping whitespace
@@ -336,9 +369,12 @@ fn unclosed_comment(text: &str, pos: usize, max_position: usize) -> Diagnostic {
         .map(|idx| pos + idx)
         .or_else(|| text[..max_position.min(text.len())].rfind("/*"))
         .unwrap_or(pos);
-    Diagnostic::error(Span::new(open, (open + 2).min(text.len())), "block comment is never closed")
-        .with_label("opened here")
-        .with_help("close it with `*/`")
+    Diagnostic::error(
+        Span::new(open, (open + 2).min(text.len())),
+        "block comment is never closed",
+    )
+    .with_label("opened here")
+    .with_help("close it with `*/`")
 }
 
 /// The last `{` before `pos` that no `}` closes, outside comments.
@@ -355,7 +391,9 @@ fn unclosed_brace(text: &str, pos: usize) -> Option<Span> {
             }
             b'/' if bytes.get(idx + 1) == Some(&b'*') => {
                 idx += 2;
-                while idx < bytes.len() && !(bytes[idx] == b'*' && bytes.get(idx + 1) == Some(&b'/')) {
+                while idx < bytes.len()
+                    && !(bytes[idx] == b'*' && bytes.get(idx + 1) == Some(&b'/'))
+                {
                     idx += 1;
                 }
                 idx += 1;
@@ -382,7 +420,12 @@ fn group_expected(positives: &[Rule], expected: &mut BTreeSet<String>) {
         }
         expected.insert(phrase.to_owned());
     }
-    if has_all(&[Rule::kw_input, Rule::kw_context, Rule::kw_layer, Rule::kw_unroll]) {
+    if has_all(&[
+        Rule::kw_input,
+        Rule::kw_context,
+        Rule::kw_layer,
+        Rule::kw_unroll,
+    ]) {
         replace(
             expected,
             &["`input`", "`context`", "`layer`", "`unroll`"],
@@ -390,7 +433,12 @@ fn group_expected(positives: &[Rule], expected: &mut BTreeSet<String>) {
         );
         expected.insert("`}`".to_owned());
     }
-    if has_all(&[Rule::kw_param, Rule::kw_const, Rule::kw_let, Rule::kw_output]) {
+    if has_all(&[
+        Rule::kw_param,
+        Rule::kw_const,
+        Rule::kw_let,
+        Rule::kw_output,
+    ]) {
         replace(
             expected,
             &["`param`", "`const`", "`let`", "`output`", "a name"],
@@ -398,8 +446,32 @@ fn group_expected(positives: &[Rule], expected: &mut BTreeSet<String>) {
         );
         expected.insert("`}`".to_owned());
     }
-    if has_all(&[Rule::ident, Rule::float, Rule::neg]) {
-        replace(expected, &["a name", "a number", "`inf`", "`if`", "`(`", "an operator"], "an expression");
+    if has_all(&[Rule::ident, Rule::float]) || expected.contains("an expression") {
+        replace(
+            expected,
+            &[
+                "a name",
+                "a number",
+                "`inf`",
+                "`if`",
+                "`(`",
+                "an operator",
+                "a function call",
+            ],
+            "an expression",
+        );
+    }
+    let value = "a value (a number, `inf`, `true` or `false`)";
+    if expected.contains(value) {
+        replace(
+            expected,
+            &["`true`", "`false`", "`inf`", "an operator", "a number"],
+            value,
+        );
+    }
+    let size = "a size (a number or a size name)";
+    if expected.contains(size) {
+        replace(expected, &["`(`", "a name", "a whole number"], size);
     }
 }
 
@@ -407,7 +479,9 @@ fn group_expected(positives: &[Rule], expected: &mut BTreeSet<String>) {
 /// comment openers and character ranges are left out.
 fn token_words(token: &str) -> Option<String> {
     match token {
-        ";" | "," | ":" | "(" | ")" | "[" | "]" | "{" | "}" | "=" | "->" | ".." | "*/" => Some(format!("`{token}`")),
+        ";" | "," | ":" | "(" | ")" | "[" | "]" | "{" | "}" | "=" | "->" | ".." | "*/" => {
+            Some(format!("`{token}`"))
+        }
         "+" | "-" | "*" | "/" | "@" | "^T" | "'" => Some("an operator".to_owned()),
         _ if is_keyword(token) => Some(format!("`{token}`")),
         _ => None,
@@ -553,9 +627,9 @@ impl Builder<'_> {
             let deep_enough = match &stmt {
                 CellStmt::Param { shape, .. } => self.check_shape_depth(shape),
                 CellStmt::Const { .. } => true,
-                CellStmt::Let { value, .. } | CellStmt::Update { value, .. } | CellStmt::Output { value, .. } => {
-                    self.check_expr_depth(value)
-                }
+                CellStmt::Let { value, .. }
+                | CellStmt::Update { value, .. }
+                | CellStmt::Output { value, .. } => self.check_expr_depth(value),
             };
             if deep_enough {
                 body.push(stmt);
@@ -581,7 +655,9 @@ impl Builder<'_> {
         }
         self.diags.push(
             Diagnostic::error(span_of(pair), "statement is too large")
-                .with_note(format!("it has {nodes} terms; the limit is {MAX_EXPR_NODES}"))
+                .with_note(format!(
+                    "it has {nodes} terms; the limit is {MAX_EXPR_NODES}"
+                ))
                 .with_help("split it with `let` bindings"),
         );
         false
@@ -604,7 +680,9 @@ impl Builder<'_> {
         }
         self.diags.push(
             Diagnostic::error(span, "expression is nested too deeply")
-                .with_note(format!("it is {depth} operations deep; the limit is {MAX_EXPR_DEPTH}"))
+                .with_note(format!(
+                    "it is {depth} operations deep; the limit is {MAX_EXPR_DEPTH}"
+                ))
                 .with_help("split it with `let` bindings"),
         );
         false
@@ -692,7 +770,11 @@ impl Builder<'_> {
                 let condition = inner
                     .next()
                     .map(|cond| ident(cond.into_inner().next().expect("grammar: param condition")));
-                CellStmt::Param { name, shape, condition }
+                CellStmt::Param {
+                    name,
+                    shape,
+                    condition,
+                }
             }
             Rule::const_decl => {
                 let name = ident(inner.next().expect("grammar: const name"));
@@ -706,7 +788,11 @@ impl Builder<'_> {
                     _ => (target.into_inner().map(ident).collect(), true),
                 };
                 let value = self.expr(inner.next().expect("grammar: let value"));
-                CellStmt::Let { names, tuple, value }
+                CellStmt::Let {
+                    names,
+                    tuple,
+                    value,
+                }
             }
             Rule::update_stmt => {
                 let name = ident(inner.next().expect("grammar: update target"));
@@ -770,7 +856,11 @@ impl Builder<'_> {
             BinOp::Mul | BinOp::Div => 2,
             BinOp::MatMul => 3,
         };
-        fn finish_operand(current: &mut Option<Expr>, negs: &mut Vec<Span>, operands: &mut Vec<Expr>) {
+        fn finish_operand(
+            current: &mut Option<Expr>,
+            negs: &mut Vec<Span>,
+            operands: &mut Vec<Expr>,
+        ) {
             let mut operand = current.take().expect("grammar: operand before operator");
             while let Some(neg_span) = negs.pop() {
                 let span = neg_span.to(operand.span);
@@ -815,7 +905,9 @@ impl Builder<'_> {
                     let mut dims = item.into_inner().filter(|part| part.as_rule() == Rule::dim);
                     let first = self.dim(dims.next().expect("grammar: index"));
                     let kind = match dims.next() {
-                        Some(second) => ExprKind::Slice(Box::new(base.clone()), first, self.dim(second)),
+                        Some(second) => {
+                            ExprKind::Slice(Box::new(base.clone()), first, self.dim(second))
+                        }
                         None => ExprKind::Index(Box::new(base.clone()), first),
                     };
                     current = Some(Expr {
@@ -924,7 +1016,10 @@ impl Builder<'_> {
                 Rule::unroll_decl => {
                     let mode_pair = stmt.into_inner().next().expect("grammar: unroll mode");
                     let mode = self.unroll_mode(mode_pair);
-                    network.unrolls.push(Unroll { mode, span: stmt_span });
+                    network.unrolls.push(Unroll {
+                        mode,
+                        span: stmt_span,
+                    });
                 }
                 rule => unreachable!("grammar: unexpected {rule:?} in network"),
             }
@@ -985,6 +1080,131 @@ mod tests {
         diags.finish().expect_err("expected a parse error")
     }
 
+    /// Parses `marked`, whose expected error span is written `>>>here<<<`,
+    /// and returns the one error after checking its span.
+    fn parse_err_at(marked: &str) -> Diagnostic {
+        let start = marked.find(">>>").expect("a >>> marker");
+        let text = marked.replacen(">>>", "", 1);
+        let end = text.find("<<<").expect("a <<< marker");
+        let text = text.replacen("<<<", "", 1);
+        let mut errors = parse_err(&text);
+        assert_eq!(errors.len(), 1, "{errors:#?}");
+        let error = errors.remove(0);
+        assert_eq!(error.span, Span::new(start, end), "{error:#?}");
+        error
+    }
+
+    #[test]
+    fn keywords_are_whole_words() {
+        // Each of these once parsed as a keyword followed by a name.
+        let file = parse_ok(
+            "cell c(x: [N]) -> (letter: [N], constant: [N], outputs: [N]) {
+                letter = x; constant = inflow(x); outputs = iffy + infinity;
+            }",
+        );
+        let names: Vec<&str> = file.cells[0]
+            .body
+            .iter()
+            .map(|stmt| match stmt {
+                CellStmt::Update { name, .. } => name.name.as_str(),
+                other => panic!("not an update: {other:?}"),
+            })
+            .collect();
+        assert_eq!(names, ["letter", "constant", "outputs"]);
+        let error = parse_err_at("network N { >>>inputx<<<: [3]; }");
+        assert!(
+            error.message.starts_with("expected a network statement"),
+            "{}",
+            error.message
+        );
+        assert!(
+            error.help.contains(&"did you mean `input`?".to_owned()),
+            "{error:?}"
+        );
+    }
+
+    #[test]
+    fn missing_semicolon_points_after_the_statement() {
+        let error = parse_err_at("cell c(x: [N]) -> h: [N] {\n  let a = x>>><<<\n  h = a;\n}");
+        assert_eq!(error.message, "expected `;`, found `h`");
+        assert_eq!(error.label.as_deref(), Some("add `;` here"));
+    }
+
+    #[test]
+    fn keyword_as_name_says_so() {
+        let error = parse_err_at("cell c(x: [N]) -> h: [N] { let >>>output<<< = x; h = x; }");
+        assert_eq!(
+            error.message,
+            "expected `(` or a name, found keyword `output`"
+        );
+        assert_eq!(
+            error.help,
+            ["`output` is a keyword and cannot be used as a name"]
+        );
+    }
+
+    #[test]
+    fn missing_literal_token_is_found_where_it_belongs() {
+        let error = parse_err_at("cell c(x: [N]) >>>h<<<: [N] { h = x; }");
+        assert_eq!(error.message, "expected `->`, found `h`");
+    }
+
+    #[test]
+    fn unclosed_comment_and_body_point_at_their_opening() {
+        let error = parse_err_at("network N { input x: [3]; >>>/*<<< layer l = gru(hidden = 2); }");
+        assert_eq!(error.message, "block comment is never closed");
+        let error = parse_err_at("cell c(x: [N]) -> h: [N] { h = x;\n>>>network<<< N { }");
+        assert!(
+            error.message.ends_with("or `}`, found keyword `network`"),
+            "{}",
+            error.message
+        );
+        assert_eq!(error.secondary[0].1, "this `{` is never closed");
+    }
+
+    #[test]
+    fn no_grammar_rule_names_leak() {
+        for text in [
+            "network",
+            "network N { unroll static; }",
+            "network N { unroll static buckets [1, ] else; }",
+            "cell c(x: [N]) -> h: [N] { h = x ** 2; }",
+            "cell c(x: [N]) -> h: [N] { param p: [N] if; }",
+            "cell c(x: [N]) -> h: [N] { const k = ; }",
+            "cell c(x: [N]) -> h: [N] { let (, a) = x; }",
+            "cell c(x: [N.5]) -> h: [N] { }",
+            "network N { layer l = gru(hidden = ); }",
+            "cell c(x: [N]) -> h: [N] { h = if f { x } { x }; }",
+        ] {
+            for error in parse_err(text) {
+                let words = format!("{} {:?} {:?}", error.message, error.label, error.help);
+                assert!(
+                    !words.contains('_') || words.contains("`_`"),
+                    "{text}: {words}"
+                );
+                assert!(
+                    error.message.starts_with(char::is_lowercase),
+                    "{text}: {words}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn deep_expressions_are_refused() {
+        let text = format!(
+            "cell c(x: [N]) -> h: [N] {{ h = x{}; }}",
+            " * x".repeat(MAX_EXPR_DEPTH + 1)
+        );
+        let errors = parse_err(&text);
+        assert_eq!(errors[0].message, "expression is nested too deeply");
+        let text = format!(
+            "cell c(x: [N]) -> h: [N] {{ h = x{}; }}",
+            " * x".repeat(MAX_EXPR_DEPTH)
+        );
+        parse_ok(&text);
+    }
+
     #[test]
     fn precedence_matmul_binds_tighter_than_mul() {
         let file = parse_ok("cell c(x: [N]) -> h: [N] { h = a * b @ x + c; }");
@@ -1031,17 +1251,27 @@ mod tests {
 
     #[test]
     fn deep_nesting_is_an_error_not_a_crash() {
-        let text = format!("cell c(x: [N]) -> h: [N] {{ h = {}x{}; }}", "(".repeat(100_000), ")".repeat(100_000));
+        let text = format!(
+            "cell c(x: [N]) -> h: [N] {{ h = {}x{}; }}",
+            "(".repeat(100_000),
+            ")".repeat(100_000)
+        );
         let errors = parse_err(&text);
         assert!(errors[0].message.contains("nested too deeply"));
     }
 
     #[test]
     fn long_chains_are_bounded() {
-        let text = format!("cell c(x: [N]) -> h: [N] {{ h = x{}; }}", " + x".repeat(10_000));
+        let text = format!(
+            "cell c(x: [N]) -> h: [N] {{ h = x{}; }}",
+            " + x".repeat(10_000)
+        );
         let errors = parse_err(&text);
         assert!(errors[0].message.contains("too large"), "{:?}", errors[0]);
-        let text = format!("cell c(x: [N]) -> h: [N] {{ h = {}x; }}", "-".repeat(10_000));
+        let text = format!(
+            "cell c(x: [N]) -> h: [N] {{ h = {}x; }}",
+            "-".repeat(10_000)
+        );
         let errors = parse_err(&text);
         assert!(errors[0].message.contains("too large"), "{:?}", errors[0]);
     }

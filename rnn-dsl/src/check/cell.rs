@@ -10,6 +10,7 @@ use std::collections::HashMap;
 
 use crate::ast;
 use crate::check::dim::{DimError, SymDim, SymId};
+use crate::check::network::MAX_SIZE;
 use crate::check::{
     suggest, Binding, Cell, Const, Constraint, Func, Param, TExpr, TKind, Ty, Value, Var,
 };
@@ -17,7 +18,11 @@ use crate::diag::{Diagnostic, Diagnostics};
 use crate::source::Span;
 
 /// Resolves and types `cell`. Returns `None` if it has errors.
-pub(super) fn check_cell(diags: &mut Diagnostics, cell: &ast::Cell, from_prelude: bool) -> Option<Cell> {
+pub(super) fn check_cell(
+    diags: &mut Diagnostics,
+    cell: &ast::Cell,
+    from_prelude: bool,
+) -> Option<Cell> {
     let errors_before = diags.error_count();
     let mut cx = CellCx {
         diags,
@@ -35,8 +40,16 @@ pub(super) fn check_cell(diags: &mut Diagnostics, cell: &ast::Cell, from_prelude
         updates: Vec::new(),
         assigned: Vec::new(),
     };
-    let inputs: Vec<Var> = cell.inputs.iter().filter_map(|input| cx.var(input)).collect();
-    let states: Vec<Var> = cell.states.iter().filter_map(|state| cx.var(state)).collect();
+    let inputs: Vec<Var> = cell
+        .inputs
+        .iter()
+        .filter_map(|input| cx.var(input))
+        .collect();
+    let states: Vec<Var> = cell
+        .states
+        .iter()
+        .filter_map(|state| cx.var(state))
+        .collect();
     cx.states = states.clone();
     cx.updates = vec![None; states.len()];
     cx.assigned = vec![None; states.len()];
@@ -51,7 +64,11 @@ pub(super) fn check_cell(diags: &mut Diagnostics, cell: &ast::Cell, from_prelude
     // Parameters and constants are declarations: usable anywhere in the body.
     for stmt in &cell.body {
         match stmt {
-            ast::CellStmt::Param { name, shape, condition } => cx.declare_param(name, shape, condition.as_ref()),
+            ast::CellStmt::Param {
+                name,
+                shape,
+                condition,
+            } => cx.declare_param(name, shape, condition.as_ref()),
             ast::CellStmt::Const { name, value } => cx.declare_const(name, *value),
             _ => {}
         }
@@ -65,7 +82,11 @@ pub(super) fn check_cell(diags: &mut Diagnostics, cell: &ast::Cell, from_prelude
     for stmt in &cell.body {
         match stmt {
             ast::CellStmt::Param { .. } | ast::CellStmt::Const { .. } => {}
-            ast::CellStmt::Let { names, tuple, value } => cx.check_let(names, *tuple, value),
+            ast::CellStmt::Let {
+                names,
+                tuple,
+                value,
+            } => cx.check_let(names, *tuple, value),
             ast::CellStmt::Update { name, value } => cx.check_update(name, value),
             ast::CellStmt::Output { value, span } => cx.check_output(value, *span, &mut output),
         }
@@ -77,10 +98,15 @@ pub(super) fn check_cell(diags: &mut Diagnostics, cell: &ast::Cell, from_prelude
     // Only a cell without errors is linted: in a broken cell, a value that
     // looks unused is usually read by the statement that failed to check.
     check_unused(&mut cx);
-    let updates: Vec<usize> = cx.updates.iter().map(|update| update.expect("every state is assigned and no error")).collect();
+    let updates: Vec<usize> = cx
+        .updates
+        .iter()
+        .map(|update| update.expect("every state is assigned and no error"))
+        .collect();
     let output = output.map_or(updates[0], |(binding, _)| binding);
     for var in inputs.iter().chain(&states) {
-        cx.constraints.push(Constraint::Positive(var.dim.clone(), var.span));
+        cx.constraints
+            .push(Constraint::Positive(var.dim.clone(), var.span));
     }
     Some(Cell {
         name: cell.name.name.clone(),
@@ -106,14 +132,22 @@ pub(super) fn check_cell(diags: &mut Diagnostics, cell: &ast::Cell, from_prelude
 /// ```text
 /// cell c(x: [N]) -> (h: [N], c: [N]) { h = x; }   // `c` never updated
 /// ```
-fn check_every_state_updated(diags: &mut Diagnostics, cell: &ast::Cell, states: &[Var], assigned: &[Option<Span>]) {
+fn check_every_state_updated(
+    diags: &mut Diagnostics,
+    cell: &ast::Cell,
+    states: &[Var],
+    assigned: &[Option<Span>],
+) {
     for (state, assigned) in states.iter().zip(assigned) {
         if assigned.is_none() {
             diags.push(
-                Diagnostic::error(state.span, format!("state `{}` is never updated", state.name))
-                    .with_label("declared here")
-                    .with_secondary(cell.name.span, "in this cell")
-                    .with_help(format!("add `{} = ...;` to the cell body", state.name)),
+                Diagnostic::error(
+                    state.span,
+                    format!("state `{}` is never updated", state.name),
+                )
+                .with_label("declared here")
+                .with_secondary(cell.name.span, "in this cell")
+                .with_help(format!("add `{} = ...;` to the cell body", state.name)),
             );
         }
     }
@@ -129,8 +163,11 @@ fn check_unused(cx: &mut CellCx<'_>) {
     for (param, used) in cx.params.iter().zip(&cx.param_used) {
         if !used {
             cx.diags.push(
-                Diagnostic::warning(param.param.span, format!("parameter `{}` is never used", param.param.name))
-                    .with_help("remove it, or use it in an expression"),
+                Diagnostic::warning(
+                    param.param.span,
+                    format!("parameter `{}` is never used", param.param.name),
+                )
+                .with_help("remove it, or use it in an expression"),
             );
         }
     }
@@ -191,9 +228,12 @@ impl CellCx<'_> {
             return Some((self.sizes.len() - 1) as SymId);
         }
         let known: Vec<&str> = self.sizes.iter().map(|(name, _)| name.as_str()).collect();
-        let mut diagnostic = Diagnostic::error(ident.span, format!("unknown size `{}`", ident.name))
-            .with_label("not a size of this cell")
-            .with_note("sizes are named in the shapes of the cell's inputs, states and parameters");
+        let mut diagnostic =
+            Diagnostic::error(ident.span, format!("unknown size `{}`", ident.name))
+                .with_label("not a size of this cell")
+                .with_note(
+                    "sizes are named in the shapes of the cell's inputs, states and parameters",
+                );
         if let Some(close) = suggest(&ident.name, known.iter().copied()) {
             diagnostic = diagnostic.with_help(format!("did you mean `{close}`?"));
         }
@@ -240,7 +280,8 @@ impl CellCx<'_> {
                 "write sizes as a few terms over the size names, e.g. `4*H + 1`",
             ),
         };
-        self.diags.push(Diagnostic::error(span, message).with_help(help));
+        self.diags
+            .push(Diagnostic::error(span, message).with_help(help));
         None
     }
 
@@ -279,8 +320,42 @@ impl CellCx<'_> {
         if !self.check_shape_rank(what, shape, max_rank) {
             return None;
         }
-        let dims: Vec<Option<SymDim>> = shape.dims.iter().map(|dim| self.dim(dim, true)).collect();
+        let dims: Vec<Option<SymDim>> = shape
+            .dims
+            .iter()
+            .map(|dim| {
+                let sym = self.dim(dim, true)?;
+                self.check_constant_size(&sym, dim.span()).then_some(sym)
+            })
+            .collect();
         dims.into_iter().collect()
+    }
+
+    /// A size written as a number (or arithmetic on numbers) is a whole
+    /// number from 1 to [`MAX_SIZE`]; that is known without any layer, so
+    /// it is reported at the cell.
+    ///
+    /// ```text
+    /// param w: [0, H];   // an empty matrix
+    /// ```
+    fn check_constant_size(&mut self, dim: &SymDim, span: Span) -> bool {
+        let Some(value) = dim.as_const() else {
+            return true;
+        };
+        if value
+            .as_int()
+            .is_some_and(|int| (1..=MAX_SIZE).contains(&int))
+        {
+            return true;
+        }
+        self.diags.push(
+            Diagnostic::error(
+                span,
+                format!("size must be a whole number from 1 to {MAX_SIZE}, found {value}"),
+            )
+            .with_label("invalid size"),
+        );
+        false
     }
 
     fn var(&mut self, typed: &ast::TypedName) -> Option<Var> {
@@ -292,7 +367,10 @@ impl CellCx<'_> {
         };
         Some(Var {
             name: typed.name.name.clone(),
-            dim: dims.into_iter().next().expect("grammar: shapes have a dimension"),
+            dim: dims
+                .into_iter()
+                .next()
+                .expect("grammar: shapes have a dimension"),
             span: typed.name.span,
         })
     }
@@ -317,13 +395,19 @@ impl CellCx<'_> {
         true
     }
 
-    fn declare_param(&mut self, name: &ast::Ident, shape: &ast::Shape, condition: Option<&ast::Ident>) {
+    fn declare_param(
+        &mut self,
+        name: &ast::Ident,
+        shape: &ast::Shape,
+        condition: Option<&ast::Ident>,
+    ) {
         let Some(dims) = self.shape(&format!("parameter `{}`", name.name), shape, 2) else {
             self.declare(&name.name, name.span, Name::Poisoned);
             return;
         };
         for dim in &dims {
-            self.constraints.push(Constraint::Positive(dim.clone(), shape.span));
+            self.constraints
+                .push(Constraint::Positive(dim.clone(), shape.span));
         }
         let idx = self.params.len();
         if self.declare(&name.name, name.span, Name::Param(idx)) {
@@ -364,7 +448,9 @@ impl CellCx<'_> {
     /// ```
     fn resolve_flag(&mut self, flag: &ast::Ident) -> Option<usize> {
         match self.names.get(&flag.name) {
-            Some((Name::Const(idx), _)) if matches!(self.consts[*idx].default, Value::Bool(_)) => Some(*idx),
+            Some((Name::Const(idx), _)) if matches!(self.consts[*idx].default, Value::Bool(_)) => {
+                Some(*idx)
+            }
             Some((Name::Poisoned, _)) => None,
             Some((name, declared)) => {
                 let what = match name {
@@ -383,8 +469,9 @@ impl CellCx<'_> {
                 None
             }
             None => {
-                let mut diagnostic = Diagnostic::error(flag.span, format!("unknown flag `{}`", flag.name))
-                    .with_help(format!("declare it with `const {} = false;`", flag.name));
+                let mut diagnostic =
+                    Diagnostic::error(flag.span, format!("unknown flag `{}`", flag.name))
+                        .with_help(format!("declare it with `const {} = false;`", flag.name));
                 let flags = self
                     .consts
                     .iter()
@@ -399,7 +486,13 @@ impl CellCx<'_> {
         }
     }
 
-    fn push_binding(&mut self, name: &ast::Ident, value: TExpr, is_update: bool, hidden: bool) -> usize {
+    fn push_binding(
+        &mut self,
+        name: &ast::Ident,
+        value: TExpr,
+        is_update: bool,
+        hidden: bool,
+    ) -> usize {
         self.bindings.push(Binding {
             name: name.name.clone(),
             ty: value.ty.clone(),
@@ -454,10 +547,19 @@ impl CellCx<'_> {
         };
         let state_span = self.states[state_idx].span;
         self.diags.push(
-            Diagnostic::error(name.span, format!("`let {}` declares a new name, but `{}` is a state", name.name, name.name))
-                .with_label("already the name of a state")
-                .with_secondary(state_span, "declared as a state here")
-                .with_help(format!("to update the state, write `{} = ...;` without `let`", name.name)),
+            Diagnostic::error(
+                name.span,
+                format!(
+                    "`let {}` declares a new name, but `{}` is a state",
+                    name.name, name.name
+                ),
+            )
+            .with_label("already the name of a state")
+            .with_secondary(state_span, "declared as a state here")
+            .with_help(format!(
+                "to update the state, write `{} = ...;` without `let`",
+                name.name
+            )),
         );
         self.assigned[state_idx].get_or_insert(name.span);
         false
@@ -466,7 +568,9 @@ impl CellCx<'_> {
     /// Reserves a name whose value had an error, so later uses of it are
     /// not reported again as unknown.
     fn declare_poisoned(&mut self, name: &ast::Ident) {
-        self.names.entry(name.name.clone()).or_insert((Name::Poisoned, name.span));
+        self.names
+            .entry(name.name.clone())
+            .or_insert((Name::Poisoned, name.span));
     }
 
     /// A tuple `let` splits a vector into equal chunks, in order:
@@ -487,7 +591,11 @@ impl CellCx<'_> {
     /// if it has an error (reported).
     fn chunk_let(&mut self, names: &[ast::Ident], value: &ast::Expr) -> Option<()> {
         let names_span = names[0].span.to(names[names.len() - 1].span);
-        let list = names.iter().map(|name| name.name.as_str()).collect::<Vec<_>>().join(", ");
+        let list = names
+            .iter()
+            .map(|name| name.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ");
         let ast::ExprKind::Call(func, args) = &value.kind else {
             self.expr(value);
             self.diags.push(
@@ -500,18 +608,28 @@ impl CellCx<'_> {
         if func.name != "chunk" {
             self.expr(value);
             self.diags.push(
-                Diagnostic::error(func.span, format!("`{}` returns one value, not {}", func.name, names.len()))
-                    .with_secondary(names_span, format!("{} names", names.len()))
-                    .with_help(format!("to split a vector into {} names, write `chunk(v, {})`", names.len(), names.len())),
+                Diagnostic::error(
+                    func.span,
+                    format!("`{}` returns one value, not {}", func.name, names.len()),
+                )
+                .with_secondary(names_span, format!("{} names", names.len()))
+                .with_help(format!(
+                    "to split a vector into {} names, write `chunk(v, {})`",
+                    names.len(),
+                    names.len()
+                )),
             );
             return None;
         }
         let whole = args.first().and_then(|arg| self.expr(arg));
         if args.len() != 2 {
             self.diags.push(
-                Diagnostic::error(value.span, format!("`chunk` takes 2 arguments, found {}", args.len()))
-                    .with_label(format!("{} given", args.len()))
-                    .with_help(format!("write `chunk(v, {})`", names.len())),
+                Diagnostic::error(
+                    value.span,
+                    format!("`chunk` takes 2 arguments, found {}", args.len()),
+                )
+                .with_label(format!("{} given", args.len()))
+                .with_help(format!("write `chunk(v, {})`", names.len())),
             );
             return None;
         }
@@ -520,18 +638,31 @@ impl CellCx<'_> {
             ast::ExprKind::Number(parts) if parts == names.len() as f64 => {}
             ast::ExprKind::Number(parts) => {
                 self.diags.push(
-                    Diagnostic::error(count.span, format!("`chunk` splits into {parts} parts, but {} names are bound", names.len()))
-                        .with_label(format!("{parts} parts"))
-                        .with_secondary(names_span, format!("{} names", names.len()))
-                        .with_help(format!("split into {} parts: `chunk(..., {})`, or bind {parts} names", names.len(), names.len())),
+                    Diagnostic::error(
+                        count.span,
+                        format!(
+                            "`chunk` splits into {parts} parts, but {} names are bound",
+                            names.len()
+                        ),
+                    )
+                    .with_label(format!("{parts} parts"))
+                    .with_secondary(names_span, format!("{} names", names.len()))
+                    .with_help(format!(
+                        "split into {} parts: `chunk(..., {})`, or bind {parts} names",
+                        names.len(),
+                        names.len()
+                    )),
                 );
                 return None;
             }
             _ => {
                 self.diags.push(
-                    Diagnostic::error(count.span, "the number of chunks must be written as a number")
-                        .with_label("not a number")
-                        .with_help(format!("write `chunk(..., {})`", names.len())),
+                    Diagnostic::error(
+                        count.span,
+                        "the number of chunks must be written as a number",
+                    )
+                    .with_label("not a number")
+                    .with_help(format!("write `chunk(..., {})`", names.len())),
                 );
                 return None;
             }
@@ -539,13 +670,15 @@ impl CellCx<'_> {
         let whole = whole?;
         let (Ty::Vector(len) | Ty::Matrix(len, _)) = whole.ty.clone() else {
             self.diags.push(
-                Diagnostic::error(args[0].span, "`chunk` splits a vector, found a scalar").with_label("this is a scalar"),
+                Diagnostic::error(args[0].span, "`chunk` splits a vector, found a scalar")
+                    .with_label("this is a scalar"),
             );
             return None;
         };
         let count = SymDim::int(names.len() as i128);
         let part = self.dim_result(len.div(&count), args[0].span)?;
-        self.constraints.push(Constraint::Positive(part.clone(), args[0].span));
+        self.constraints
+            .push(Constraint::Positive(part.clone(), args[0].span));
         let whole_span = whole.span;
         let hidden_name = ast::Ident {
             name: format!("__chunk{}", self.bindings.len()),
@@ -608,7 +741,9 @@ impl CellCx<'_> {
         let state = &self.states[state_idx];
         let fits = match &value.ty {
             Ty::Scalar => true,
-            Ty::Vector(dim) => *dim == state.dim || dim.as_const() == Some(super::dim::Ratio::int(1)),
+            Ty::Vector(dim) => {
+                *dim == state.dim || dim.as_const() == Some(super::dim::Ratio::int(1))
+            }
             Ty::Matrix(..) => false,
         };
         if !fits {
@@ -616,10 +751,18 @@ impl CellCx<'_> {
             self.diags.push(
                 Diagnostic::error(
                     value.span,
-                    format!("shape mismatch: state `{}` is {}, the new value is {}", state.name, self.show(&state_ty), self.show(&value.ty)),
+                    format!(
+                        "shape mismatch: state `{}` is {}, the new value is {}",
+                        state.name,
+                        self.show(&state_ty),
+                        self.show(&value.ty)
+                    ),
                 )
                 .with_label(format!("this is {}", self.show(&value.ty)))
-                .with_secondary(state.span, format!("declared as {}", self.show(&state_ty))),
+                .with_secondary(state.span, format!("declared as {}", self.show(&state_ty)))
+                .with_help(
+                    "a per-step result of another size goes in `output ...;`, not in a state",
+                ),
             );
             return;
         }
@@ -630,7 +773,8 @@ impl CellCx<'_> {
         };
         let idx = self.push_binding(name, value, true, false);
         self.updates[state_idx] = Some(idx);
-        self.names.insert(name.name.clone(), (Name::Binding(idx), name.span));
+        self.names
+            .insert(name.name.clone(), (Name::Binding(idx), name.span));
     }
 
     /// Only states are assigned (`h = ...;`); inputs, parameters,
@@ -650,8 +794,13 @@ impl CellCx<'_> {
             None => None,
         };
         let Some((what, declared)) = what else {
-            let mut diagnostic = Diagnostic::error(name.span, format!("unknown state `{}`", name.name)).with_label("assigned here");
-            if let Some(close) = suggest(&name.name, self.states.iter().map(|state| state.name.as_str())) {
+            let mut diagnostic =
+                Diagnostic::error(name.span, format!("unknown state `{}`", name.name))
+                    .with_label("assigned here");
+            if let Some(close) = suggest(
+                &name.name,
+                self.states.iter().map(|state| state.name.as_str()),
+            ) {
                 diagnostic = diagnostic.with_help(format!("did you mean `{close}`?"));
             } else {
                 diagnostic = diagnostic.with_help(format!(
@@ -663,10 +812,18 @@ impl CellCx<'_> {
             return;
         };
         self.diags.push(
-            Diagnostic::error(name.span, format!("`{}` is {what}, not a state, and cannot be assigned", name.name))
-                .with_label("assigned here")
-                .with_secondary(declared, format!("declared as {what} here"))
-                .with_help("only states (declared after `->`) are assigned; name a new value with `let`"),
+            Diagnostic::error(
+                name.span,
+                format!(
+                    "`{}` is {what}, not a state, and cannot be assigned",
+                    name.name
+                ),
+            )
+            .with_label("assigned here")
+            .with_secondary(declared, format!("declared as {what} here"))
+            .with_help(
+                "only states (declared after `->`) are assigned; name a new value with `let`",
+            ),
         );
     }
 
@@ -684,8 +841,14 @@ impl CellCx<'_> {
         };
         if !matches!(value.ty, Ty::Vector(_)) {
             self.diags.push(
-                Diagnostic::error(value.span, format!("the output must be a vector, found {}", self.show(&value.ty)))
-                    .with_note("the per-step output is one vector per sequence"),
+                Diagnostic::error(
+                    value.span,
+                    format!(
+                        "the output must be a vector, found {}",
+                        self.show(&value.ty)
+                    ),
+                )
+                .with_note("the per-step output is one vector per sequence"),
             );
             return;
         }
@@ -744,7 +907,10 @@ impl CellCx<'_> {
                     Ty::Matrix(rows, cols) => (rows.clone(), Ty::Vector(cols.clone())),
                     Ty::Vector(len) => (len.clone(), Ty::Vector(SymDim::int(1))),
                     Ty::Scalar => {
-                        self.diags.push(Diagnostic::error(span, "cannot index a scalar").with_label("this is a scalar"));
+                        self.diags.push(
+                            Diagnostic::error(span, "cannot index a scalar")
+                                .with_label("this is a scalar"),
+                        );
                         return None;
                     }
                 };
@@ -770,7 +936,10 @@ impl CellCx<'_> {
                     Ty::Matrix(rows, cols) => (rows.clone(), Ty::Matrix(part, cols.clone())),
                     Ty::Vector(len) => (len.clone(), Ty::Vector(part)),
                     Ty::Scalar => {
-                        self.diags.push(Diagnostic::error(span, "cannot slice a scalar").with_label("this is a scalar"));
+                        self.diags.push(
+                            Diagnostic::error(span, "cannot slice a scalar")
+                                .with_label("this is a scalar"),
+                        );
                         return None;
                     }
                 };
@@ -804,14 +973,35 @@ impl CellCx<'_> {
     fn name(&mut self, ident: &ast::Ident) -> Option<TExpr> {
         let span = ident.span;
         let Some((name, _)) = self.names.get(&ident.name).copied() else {
-            let candidates: Vec<String> = self.names.keys().filter(|name| !name.starts_with("__")).cloned().collect();
-            let mut diagnostic = Diagnostic::error(span, format!("unknown name `{}`", ident.name)).with_label("not defined in this cell");
+            let candidates: Vec<String> = self
+                .names
+                .keys()
+                .filter(|name| !name.starts_with("__"))
+                .cloned()
+                .collect();
+            if self.sizes.iter().any(|(size, _)| *size == ident.name) {
+                self.diags.push(
+                    Diagnostic::error(span, format!("size `{}` cannot be used as a value", ident.name))
+                        .with_label("a size of this cell")
+                        .with_note("sizes appear in shapes and indices; expressions compute on vectors")
+                        .with_help("for a number that depends on the layer, declare `const k = 1.0;` and set it per layer"),
+                );
+                return None;
+            }
+            let mut diagnostic = Diagnostic::error(span, format!("unknown name `{}`", ident.name))
+                .with_label("not defined in this cell");
             if let Some(close) = suggest(&ident.name, candidates.iter().map(String::as_str)) {
                 diagnostic = diagnostic.with_help(format!("did you mean `{close}`?"));
             } else if FUNCS.iter().any(|(name, _)| *name == ident.name) {
-                diagnostic = diagnostic.with_help(format!("`{}` is a function: call it as `{}(...)`", ident.name, ident.name));
+                diagnostic = diagnostic.with_help(format!(
+                    "`{}` is a function: call it as `{}(...)`",
+                    ident.name, ident.name
+                ));
             } else {
-                diagnostic = diagnostic.with_help(format!("declare it: `param {}: [H];` or `let {} = ...;`", ident.name, ident.name));
+                diagnostic = diagnostic.with_help(format!(
+                    "declare it: `param {}: [H];` or `let {} = ...;`",
+                    ident.name, ident.name
+                ));
             }
             self.diags.push(diagnostic);
             return None;
@@ -827,10 +1017,18 @@ impl CellCx<'_> {
                     if !self.true_flags.contains(&flag) {
                         let flag_name = self.consts[flag].name.clone();
                         self.diags.push(
-                            Diagnostic::error(span, format!("parameter `{}` exists only when `{flag_name}` is true", ident.name))
-                                .with_label(format!("used where `{flag_name}` may be false"))
-                                .with_secondary(param.span, format!("declared with `if {flag_name}`"))
-                                .with_help(format!("use it inside `if {flag_name} {{ ... }} else {{ ... }}`")),
+                            Diagnostic::error(
+                                span,
+                                format!(
+                                    "parameter `{}` exists only when `{flag_name}` is true",
+                                    ident.name
+                                ),
+                            )
+                            .with_label(format!("used where `{flag_name}` may be false"))
+                            .with_secondary(param.span, format!("declared with `if {flag_name}`"))
+                            .with_help(format!(
+                                "use it inside `if {flag_name} {{ ... }} else {{ ... }}`"
+                            )),
                         );
                         return None;
                     }
@@ -845,8 +1043,14 @@ impl CellCx<'_> {
             Name::Const(idx) => {
                 if matches!(self.consts[idx].default, Value::Bool(_)) {
                     self.diags.push(
-                        Diagnostic::error(span, format!("`{}` is a flag, not a number", ident.name))
-                            .with_help(format!("choose between values with `if {} {{ ... }} else {{ ... }}`", ident.name)),
+                        Diagnostic::error(
+                            span,
+                            format!("`{}` is a flag, not a number", ident.name),
+                        )
+                        .with_help(format!(
+                            "choose between values with `if {} {{ ... }} else {{ ... }}`",
+                            ident.name
+                        )),
                     );
                     return None;
                 }
@@ -866,12 +1070,15 @@ impl CellCx<'_> {
 
     fn call(&mut self, func: &ast::Ident, args: &[ast::Expr], span: Span) -> Option<TExpr> {
         let Some((_, (resolved, arity))) = FUNCS.iter().find(|(name, _)| *name == func.name) else {
-            let mut diagnostic = Diagnostic::error(func.span, format!("unknown function `{}`", func.name)).with_label("not a function");
+            let mut diagnostic =
+                Diagnostic::error(func.span, format!("unknown function `{}`", func.name))
+                    .with_label("not a function");
             if let Some(close) = suggest(&func.name, FUNCS.iter().map(|(name, _)| *name)) {
                 diagnostic = diagnostic.with_help(format!("did you mean `{close}`?"));
             }
             let list: Vec<&str> = FUNCS.iter().map(|(name, _)| *name).collect();
-            self.diags.push(diagnostic.with_note(format!("functions: {}", list.join(", "))));
+            self.diags
+                .push(diagnostic.with_note(format!("functions: {}", list.join(", "))));
             for arg in args {
                 self.expr(arg);
             }
@@ -883,9 +1090,18 @@ impl CellCx<'_> {
                 self.expr(arg);
             }
             self.diags.push(
-                Diagnostic::error(span, format!("`{}` takes {} argument{}, found {}", func.name, arity, if *arity == 1 { "" } else { "s" }, args.len()))
-                    .with_label(format!("{} given", args.len()))
-                    .with_help(format!("call it as `{}`", signature(&func.name))),
+                Diagnostic::error(
+                    span,
+                    format!(
+                        "`{}` takes {} argument{}, found {}",
+                        func.name,
+                        arity,
+                        if *arity == 1 { "" } else { "s" },
+                        args.len()
+                    ),
+                )
+                .with_label(format!("{} given", args.len()))
+                .with_help(format!("call it as `{}`", signature(&func.name))),
             );
             return None;
         }
@@ -914,7 +1130,10 @@ impl CellCx<'_> {
                 let refs: Vec<&TExpr> = typed.iter().collect();
                 let ty = self.broadcast(&refs, func.name(), span)?;
                 let kind = if typed.len() == 1 {
-                    TKind::Unary(*func, Box::new(typed.into_iter().next().expect("one argument")))
+                    TKind::Unary(
+                        *func,
+                        Box::new(typed.into_iter().next().expect("one argument")),
+                    )
                 } else {
                     TKind::Call(*func, typed)
                 };
@@ -941,14 +1160,32 @@ impl CellCx<'_> {
                 (_, Ty::Scalar) => current,
                 (Ty::Scalar, _) => operand,
                 (Ty::Vector(a), Ty::Vector(b)) if a == b => current,
-                (Ty::Vector(a), Ty::Vector(_)) if a.as_const() == Some(super::dim::Ratio::int(1)) => operand,
-                (Ty::Vector(_), Ty::Vector(b)) if b.as_const() == Some(super::dim::Ratio::int(1)) => current,
+                (Ty::Vector(a), Ty::Vector(_))
+                    if a.as_const() == Some(super::dim::Ratio::int(1)) =>
+                {
+                    operand
+                }
+                (Ty::Vector(_), Ty::Vector(b))
+                    if b.as_const() == Some(super::dim::Ratio::int(1)) =>
+                {
+                    current
+                }
                 (Ty::Matrix(a, b), Ty::Matrix(c, d)) if a == c && b == d => current,
                 (lhs, rhs) => {
-                    let mut diagnostic = Diagnostic::error(span, format!("shape mismatch in `{what}`: {} and {}", self.show(lhs), self.show(rhs)))
-                        .with_secondary(current.span, format!("this is {}", self.show(lhs)))
-                        .with_secondary(operand.span, format!("this is {}", self.show(rhs)));
-                    if matches!((lhs, rhs), (Ty::Matrix(..), Ty::Vector(_)) | (Ty::Vector(_), Ty::Matrix(..))) {
+                    let mut diagnostic = Diagnostic::error(
+                        span,
+                        format!(
+                            "shape mismatch in `{what}`: {} and {}",
+                            self.show(lhs),
+                            self.show(rhs)
+                        ),
+                    )
+                    .with_secondary(current.span, format!("this is {}", self.show(lhs)))
+                    .with_secondary(operand.span, format!("this is {}", self.show(rhs)));
+                    if matches!(
+                        (lhs, rhs),
+                        (Ty::Matrix(..), Ty::Vector(_)) | (Ty::Vector(_), Ty::Matrix(..))
+                    ) {
                         diagnostic = diagnostic.with_help("for a matrix–vector product, use `@`");
                     }
                     self.diags.push(diagnostic);
@@ -968,12 +1205,27 @@ impl CellCx<'_> {
     /// ```
     fn matmul_ty(&mut self, lhs: &TExpr, rhs: &TExpr, span: Span) -> Option<Ty> {
         match (&lhs.ty, &rhs.ty) {
-            (Ty::Matrix(rows, cols), Ty::Vector(len)) if cols == len => Some(Ty::Vector(rows.clone())),
+            (Ty::Matrix(rows, cols), Ty::Vector(len)) if cols == len => {
+                Some(Ty::Vector(rows.clone()))
+            }
             (Ty::Matrix(_, cols), Ty::Vector(len)) => {
                 self.diags.push(
-                    Diagnostic::error(span, format!("shape mismatch in `@`: {} @ {}", self.show(&lhs.ty), self.show(&rhs.ty)))
-                        .with_secondary(lhs.span, format!("this matrix takes vectors of size {}", self.show_dim(cols)))
-                        .with_secondary(rhs.span, format!("this vector has size {}", self.show_dim(len))),
+                    Diagnostic::error(
+                        span,
+                        format!(
+                            "shape mismatch in `@`: {} @ {}",
+                            self.show(&lhs.ty),
+                            self.show(&rhs.ty)
+                        ),
+                    )
+                    .with_secondary(
+                        lhs.span,
+                        format!("this matrix takes vectors of size {}", self.show_dim(cols)),
+                    )
+                    .with_secondary(
+                        rhs.span,
+                        format!("this vector has size {}", self.show_dim(len)),
+                    ),
                 );
                 None
             }
@@ -986,17 +1238,26 @@ impl CellCx<'_> {
             }
             (Ty::Matrix(..), Ty::Scalar) => {
                 self.diags.push(
-                    Diagnostic::error(rhs.span, "right side of `@` must be a vector, found a scalar")
-                        .with_label("this is a scalar")
-                        .with_help("to scale a matrix, use `*`"),
+                    Diagnostic::error(
+                        rhs.span,
+                        "right side of `@` must be a vector, found a scalar",
+                    )
+                    .with_label("this is a scalar")
+                    .with_help("to scale a matrix, use `*`"),
                 );
                 None
             }
             (lhs_ty, _) => {
                 self.diags.push(
-                    Diagnostic::error(lhs.span, format!("left side of `@` must be a matrix, found {}", self.show(lhs_ty)))
-                        .with_label(format!("this is {}", self.show(lhs_ty)))
-                        .with_help("write the matrix first: `w @ x`; for elementwise products use `*`"),
+                    Diagnostic::error(
+                        lhs.span,
+                        format!(
+                            "left side of `@` must be a matrix, found {}",
+                            self.show(lhs_ty)
+                        ),
+                    )
+                    .with_label(format!("this is {}", self.show(lhs_ty)))
+                    .with_help("write the matrix first: `w @ x`; for elementwise products use `*`"),
                 );
                 None
             }
@@ -1008,9 +1269,17 @@ impl CellCx<'_> {
             Ty::Matrix(rows, cols) => Some(Ty::Matrix(cols.clone(), rows.clone())),
             other => {
                 self.diags.push(
-                    Diagnostic::error(inner.span, format!("only matrices can be transposed, found {}", self.show(other)))
-                        .with_label(format!("this is {}", self.show(other)))
-                        .with_note("vectors have no orientation here: `w @ x` already treats `x` as a column"),
+                    Diagnostic::error(
+                        inner.span,
+                        format!(
+                            "only matrices can be transposed, found {}",
+                            self.show(other)
+                        ),
+                    )
+                    .with_label(format!("this is {}", self.show(other)))
+                    .with_note(
+                        "vectors have no orientation here: `w @ x` already treats `x` as a column",
+                    ),
                 );
                 None
             }

@@ -46,13 +46,18 @@ impl Ratio {
 
     fn add(self, other: Ratio) -> Option<Ratio> {
         Ratio::new(
-            self.num.checked_mul(other.den)?.checked_add(other.num.checked_mul(self.den)?)?,
+            self.num
+                .checked_mul(other.den)?
+                .checked_add(other.num.checked_mul(self.den)?)?,
             self.den.checked_mul(other.den)?,
         )
     }
 
     fn mul(self, other: Ratio) -> Option<Ratio> {
-        Ratio::new(self.num.checked_mul(other.num)?, self.den.checked_mul(other.den)?)
+        Ratio::new(
+            self.num.checked_mul(other.num)?,
+            self.den.checked_mul(other.den)?,
+        )
     }
 
     fn recip(self) -> Option<Ratio> {
@@ -336,7 +341,11 @@ mod tests {
     #[test]
     fn solve_linear_sizes() {
         // 4*H + 2 = 42 → H = 10
-        let dim = SymDim::int(4).mul(&SymDim::sym(0)).unwrap().add(&SymDim::int(2)).unwrap();
+        let dim = SymDim::int(4)
+            .mul(&SymDim::sym(0))
+            .unwrap()
+            .add(&SymDim::int(2))
+            .unwrap();
         assert_eq!(dim.solve(&[None], 42), Some((0, Ratio::int(10))));
         // H*I = 12 with I = 3 → H = 4
         let dim = SymDim::sym(0).mul(&SymDim::sym(1)).unwrap();
@@ -347,7 +356,11 @@ mod tests {
     #[test]
     fn display_reads_naturally() {
         let names = vec!["H".to_owned(), "I".to_owned()];
-        let dim = SymDim::int(4).mul(&SymDim::sym(0)).unwrap().add(&SymDim::int(1)).unwrap();
+        let dim = SymDim::int(4)
+            .mul(&SymDim::sym(0))
+            .unwrap()
+            .add(&SymDim::int(1))
+            .unwrap();
         assert_eq!(dim.display(&names).to_string(), "4*H + 1");
         let dim = SymDim::sym(0).sub(&SymDim::sym(1)).unwrap();
         assert_eq!(dim.display(&names).to_string(), "H - I");
@@ -355,7 +368,11 @@ mod tests {
 
     #[test]
     fn huge_products_are_refused_quickly() {
-        let sum = SymDim::sym(0).add(&SymDim::sym(1)).unwrap().add(&SymDim::sym(2)).unwrap();
+        let sum = SymDim::sym(0)
+            .add(&SymDim::sym(1))
+            .unwrap()
+            .add(&SymDim::sym(2))
+            .unwrap();
         let mut product = sum.clone();
         let mut outcome = Ok(());
         for _ in 0..100 {
@@ -372,7 +389,13 @@ mod tests {
 
     #[test]
     fn divide_by_size_is_refused() {
-        assert_eq!(SymDim::sym(0).div(&SymDim::sym(1)), Err(DimError::DivideBySize));
-        assert_eq!(SymDim::sym(0).div(&SymDim::int(0)), Err(DimError::DivideByZero));
+        assert_eq!(
+            SymDim::sym(0).div(&SymDim::sym(1)),
+            Err(DimError::DivideBySize)
+        );
+        assert_eq!(
+            SymDim::sym(0).div(&SymDim::int(0)),
+            Err(DimError::DivideByZero)
+        );
     }
 }

@@ -16,8 +16,8 @@ use std::collections::HashMap;
 use std::sync::OnceLock;
 
 use crate::ast;
-use crate::diag::Diagnostics;
 pub(crate) use crate::diag::suggest;
+use crate::diag::Diagnostics;
 use crate::parse;
 use crate::source::{SourceFile, Span};
 
@@ -88,24 +88,41 @@ pub fn check(diags: &mut Diagnostics, file: &ast::File) -> Model {
 /// ```text
 /// cell lstm(x: [I]) -> h: [H] { ... }   // `lstm` is built in
 /// ```
-fn check_cell_name(diags: &mut Diagnostics, cell: &ast::Cell, all: &[ast::Cell], prelude: &[Cell]) -> bool {
+fn check_cell_name(
+    diags: &mut Diagnostics,
+    cell: &ast::Cell,
+    all: &[ast::Cell],
+    prelude: &[Cell],
+) -> bool {
     use crate::diag::Diagnostic;
     if let Some(first) = all.iter().find(|other| other.name.name == cell.name.name) {
         if first.name.span != cell.name.span {
             diags.push(
-                Diagnostic::error(cell.name.span, format!("cell `{}` is defined twice", cell.name.name))
-                    .with_label("second definition")
-                    .with_secondary(first.name.span, "first defined here")
-                    .with_help("rename one of them"),
+                Diagnostic::error(
+                    cell.name.span,
+                    format!("cell `{}` is defined twice", cell.name.name),
+                )
+                .with_label("second definition")
+                .with_secondary(first.name.span, "first defined here")
+                .with_help("rename one of them"),
             );
             return false;
         }
     }
-    if prelude.iter().any(|built_in| built_in.name == cell.name.name) {
+    if prelude
+        .iter()
+        .any(|built_in| built_in.name == cell.name.name)
+    {
         diags.push(
-            Diagnostic::error(cell.name.span, format!("`{}` is a built-in cell", cell.name.name))
-                .with_label("this name is taken by the prelude")
-                .with_help(format!("give your cell another name, e.g. `my_{}`", cell.name.name)),
+            Diagnostic::error(
+                cell.name.span,
+                format!("`{}` is a built-in cell", cell.name.name),
+            )
+            .with_label("this name is taken by the prelude")
+            .with_help(format!(
+                "give your cell another name, e.g. `my_{}`",
+                cell.name.name
+            )),
         );
         return false;
     }
@@ -114,14 +131,21 @@ fn check_cell_name(diags: &mut Diagnostics, cell: &ast::Cell, all: &[ast::Cell],
 
 /// Network names are unique in a file: `rnnc run --network NAME` and the
 /// generated type names depend on it.
-fn check_network_name<'a>(diags: &mut Diagnostics, network: &'a ast::Network, seen: &mut HashMap<&'a str, Span>) {
+fn check_network_name<'a>(
+    diags: &mut Diagnostics,
+    network: &'a ast::Network,
+    seen: &mut HashMap<&'a str, Span>,
+) {
     use crate::diag::Diagnostic;
     if let Some(first) = seen.get(network.name.name.as_str()) {
         diags.push(
-            Diagnostic::error(network.name.span, format!("network `{}` is defined twice", network.name.name))
-                .with_label("defined again here")
-                .with_secondary(*first, "first defined here")
-                .with_help("rename one of them"),
+            Diagnostic::error(
+                network.name.span,
+                format!("network `{}` is defined twice", network.name.name),
+            )
+            .with_label("defined again here")
+            .with_secondary(*first, "first defined here")
+            .with_help("rename one of them"),
         );
     } else {
         seen.insert(&network.name.name, network.name.span);

@@ -6,7 +6,8 @@ use std::collections::HashMap;
 use crate::ast;
 use crate::check::dim::{SymDim, SymId};
 use crate::check::{
-    suggest, Cell, Constraint, InputSource, Instance, Layer, NetInput, Network, Ty, UnrollMode, Value,
+    suggest, Cell, Constraint, InputSource, Instance, Layer, NetInput, Network, Ty, UnrollMode,
+    Value,
 };
 use crate::diag::{Diagnostic, Diagnostics};
 use crate::source::Span;
@@ -30,7 +31,11 @@ pub(super) struct CellTable<'a> {
     pub known: &'a [&'a str],
 }
 
-pub(super) fn check_network(diags: &mut Diagnostics, network: &ast::Network, table: &CellTable<'_>) -> Option<Network> {
+pub(super) fn check_network(
+    diags: &mut Diagnostics,
+    network: &ast::Network,
+    table: &CellTable<'_>,
+) -> Option<Network> {
     let errors_before = diags.error_count();
     let inputs_before = diags.error_count();
     let inputs = check_inputs(diags, network);
@@ -40,8 +45,11 @@ pub(super) fn check_network(diags: &mut Diagnostics, network: &ast::Network, tab
     let unroll = check_unroll(diags, network);
     if network.layers.is_empty() {
         diags.push(
-            Diagnostic::error(network.name.span, format!("network `{}` has no layers", network.name.name))
-                .with_help("add a layer, e.g. `layer rnn = lstm(hidden = 64);`"),
+            Diagnostic::error(
+                network.name.span,
+                format!("network `{}` has no layers", network.name.name),
+            )
+            .with_help("add a layer, e.g. `layer rnn = lstm(hidden = 64);`"),
         );
     }
     let mut layers: Vec<Layer> = Vec::new();
@@ -51,13 +59,25 @@ pub(super) fn check_network(diags: &mut Diagnostics, network: &ast::Network, tab
     for (layer_idx, layer) in network.layers.iter().enumerate() {
         if let Some(first) = layer_names.insert(&layer.name.name, layer.name.span) {
             diags.push(
-                Diagnostic::error(layer.name.span, format!("layer `{}` is defined twice", layer.name.name))
-                    .with_label("defined again here")
-                    .with_secondary(first, "first defined here")
-                    .with_help("rename one of them"),
+                Diagnostic::error(
+                    layer.name.span,
+                    format!("layer `{}` is defined twice", layer.name.name),
+                )
+                .with_label("defined again here")
+                .with_secondary(first, "first defined here")
+                .with_help("rename one of them"),
             );
         }
-        let checked = check_layer(diags, layer, layer_idx, table, &inputs, inputs_ok, previous_size, &mut used_inputs);
+        let checked = check_layer(
+            diags,
+            layer,
+            layer_idx,
+            table,
+            &inputs,
+            inputs_ok,
+            previous_size,
+            &mut used_inputs,
+        );
         match checked {
             Some(checked) => {
                 let last = checked.stack.last().expect("at least one stacked layer");
@@ -103,10 +123,13 @@ fn check_inputs(diags: &mut Diagnostics, network: &ast::Network) -> Vec<NetInput
     for (input, per_step) in all {
         if let Some(first) = seen.insert(&input.name.name, input.name.span) {
             diags.push(
-                Diagnostic::error(input.name.span, format!("input `{}` is declared twice", input.name.name))
-                    .with_label("declared again here")
-                    .with_secondary(first, "first declared here")
-                    .with_help("inputs and contexts share one namespace; rename one of them"),
+                Diagnostic::error(
+                    input.name.span,
+                    format!("input `{}` is declared twice", input.name.name),
+                )
+                .with_label("declared again here")
+                .with_secondary(first, "first declared here")
+                .with_help("inputs and contexts share one namespace; rename one of them"),
             );
             continue;
         }
@@ -131,16 +154,27 @@ fn check_inputs(diags: &mut Diagnostics, network: &ast::Network) -> Vec<NetInput
 fn check_input_shape(diags: &mut Diagnostics, shape: &ast::Shape) -> Option<usize> {
     if shape.dims.len() != 1 {
         diags.push(
-            Diagnostic::error(shape.span, format!("an input has one size per step, found {} sizes", shape.dims.len()))
-                .with_note("the batch and time dimensions are implicit: `input x: [32];` takes `[B, T, 32]`"),
+            Diagnostic::error(
+                shape.span,
+                format!(
+                    "an input has one size per step, found {} sizes",
+                    shape.dims.len()
+                ),
+            )
+            .with_note(
+                "the batch and time dimensions are implicit: `input x: [32];` takes `[B, T, 32]`",
+            ),
         );
         return None;
     }
     let value = const_dim(diags, &shape.dims[0])?;
     if !(1..=MAX_SIZE).contains(&value) {
         diags.push(
-            Diagnostic::error(shape.span, format!("input size must be between 1 and {MAX_SIZE}, found {value}"))
-                .with_label("invalid size"),
+            Diagnostic::error(
+                shape.span,
+                format!("input size must be a whole number from 1 to {MAX_SIZE}, found {value}"),
+            )
+            .with_label("invalid size"),
         );
         return None;
     }
@@ -152,8 +186,13 @@ fn const_dim(diags: &mut Diagnostics, dim: &ast::Dim) -> Option<i128> {
         ast::Dim::Int(value, _) => Some(i128::from(*value)),
         ast::Dim::Name(ident) => {
             diags.push(
-                Diagnostic::error(ident.span, format!("network sizes are numbers, found the name `{}`", ident.name))
-                    .with_help("write the size, e.g. `input x: [32];`"),
+                Diagnostic::error(
+                    ident.span,
+                    format!("network sizes are numbers, found the name `{}`", ident.name),
+                )
+                .with_label("a size name")
+                .with_note("size names belong to cells; the network gives them values")
+                .with_help("write the size, e.g. `input x: [32];`"),
             );
             None
         }
@@ -169,7 +208,10 @@ fn const_dim(diags: &mut Diagnostics, dim: &ast::Dim) -> Option<i128> {
                 ast::DimOp::Div => None,
             };
             if result.is_none() {
-                diags.push(Diagnostic::error(*span, "size is not a whole number").with_label("this does not divide exactly or is too large"));
+                diags.push(
+                    Diagnostic::error(*span, "size is not a whole number")
+                        .with_label("this does not divide exactly or is too large"),
+                );
             }
             result
         }
@@ -187,8 +229,13 @@ fn const_dim(diags: &mut Diagnostics, dim: &ast::Dim) -> Option<i128> {
 fn check_unroll(diags: &mut Diagnostics, network: &ast::Network) -> Option<UnrollMode> {
     let Some(first) = network.unrolls.first() else {
         diags.push(
-            Diagnostic::error(network.name.span, format!("network `{}` has no `unroll` statement", network.name.name))
-                .with_help("add `unroll dynamic;` (run-time length) or `unroll static N;` (fixed length)"),
+            Diagnostic::error(
+                network.name.span,
+                format!("network `{}` has no `unroll` statement", network.name.name),
+            )
+            .with_help(
+                "add `unroll dynamic;` (run-time length) or `unroll static N;` (fixed length)",
+            ),
         );
         return None;
     };
@@ -200,20 +247,27 @@ fn check_unroll(diags: &mut Diagnostics, network: &ast::Network) -> Option<Unrol
         );
     }
     let span = first.span;
-    let positive = |diags: &mut Diagnostics, value: u64, what: &str, max: u64, help: &str| -> Option<usize> {
-        if value == 0 {
-            diags.push(Diagnostic::error(span, format!("{what} must be at least 1, found 0")).with_help(help.to_owned()));
-            None
-        } else if value > max {
-            diags.push(
-                Diagnostic::error(span, format!("{what} is too large: {value} (at most {max})"))
+    let positive =
+        |diags: &mut Diagnostics, value: u64, what: &str, max: u64, help: &str| -> Option<usize> {
+            if value == 0 {
+                diags.push(
+                    Diagnostic::error(span, format!("{what} must be at least 1, found 0"))
+                        .with_help(help.to_owned()),
+                );
+                None
+            } else if value > max {
+                diags.push(
+                    Diagnostic::error(
+                        span,
+                        format!("{what} is too large: {value} (at most {max})"),
+                    )
                     .with_help(help.to_owned()),
-            );
-            None
-        } else {
-            Some(value as usize)
-        }
-    };
+                );
+                None
+            } else {
+                Some(value as usize)
+            }
+        };
     match &first.mode {
         ast::UnrollMode::Static(steps) => positive(
             diags,
@@ -238,24 +292,41 @@ fn check_unroll(diags: &mut Diagnostics, network: &ast::Network) -> Option<Unrol
         } => {
             if lengths.is_empty() {
                 diags.push(
-                    Diagnostic::error(span, "bucket list is empty")
-                        .with_help("list the lengths to compile, e.g. `static buckets [10, 20, 50]`"),
+                    Diagnostic::error(span, "bucket list is empty").with_help(
+                        "list the lengths to compile, e.g. `static buckets [10, 20, 50]`",
+                    ),
                 );
                 return None;
             }
             let mut checked = Vec::new();
             for length in lengths {
-                checked.push(positive(diags, *length, "bucket length", MAX_STATIC_STEPS, "use `dynamic` for longer sequences")?);
+                checked.push(positive(
+                    diags,
+                    *length,
+                    "bucket length",
+                    MAX_STATIC_STEPS,
+                    "use `dynamic` for longer sequences",
+                )?);
             }
             if let Some(pair) = checked.windows(2).find(|pair| pair[0] >= pair[1]) {
-                let what = if pair[0] == pair[1] { "repeats" } else { "is not ascending" };
+                let what = if pair[0] == pair[1] {
+                    "repeats"
+                } else {
+                    "is not ascending"
+                };
                 let mut sorted = checked.clone();
                 sorted.sort_unstable();
                 sorted.dedup();
                 let list: Vec<String> = sorted.iter().map(ToString::to_string).collect();
                 diags.push(
-                    Diagnostic::error(span, format!("bucket list {what}: {} then {}", pair[0], pair[1]))
-                        .with_help(format!("write the buckets ascending: `static buckets [{}]`", list.join(", "))),
+                    Diagnostic::error(
+                        span,
+                        format!("bucket list {what}: {} then {}", pair[0], pair[1]),
+                    )
+                    .with_help(format!(
+                        "write the buckets ascending: `static buckets [{}]`",
+                        list.join(", ")
+                    )),
                 );
                 return None;
             }
@@ -288,7 +359,10 @@ impl SizeEquation {
             diagnostic = diagnostic.with_secondary(span, format!("size {target} here"));
         }
         if let Some(span) = self.cell_span {
-            diagnostic = diagnostic.with_secondary(span, format!("declared as [{}] here", self.dim.display(names)));
+            diagnostic = diagnostic.with_secondary(
+                span,
+                format!("declared as [{}] here", self.dim.display(names)),
+            );
         }
         diagnostic
     }
@@ -313,10 +387,17 @@ fn check_layer(
     previous_size: Option<usize>,
     used_inputs: &mut [bool],
 ) -> Option<Layer> {
-    let Some(cell_idx) = table.cells.iter().position(|cell| cell.name == layer.cell.name) else {
+    let Some(cell_idx) = table
+        .cells
+        .iter()
+        .position(|cell| cell.name == layer.cell.name)
+    else {
         if !table.failed.contains(&layer.cell.name.as_str()) {
-            let mut diagnostic = Diagnostic::error(layer.cell.span, format!("unknown cell `{}`", layer.cell.name))
-                .with_label("no cell of this name");
+            let mut diagnostic = Diagnostic::error(
+                layer.cell.span,
+                format!("unknown cell `{}`", layer.cell.name),
+            )
+            .with_label("no cell of this name");
             if let Some(close) = suggest(&layer.cell.name, table.known.iter().copied()) {
                 diagnostic = diagnostic.with_help(format!("did you mean `{close}`?"));
             } else {
@@ -382,11 +463,20 @@ fn check_layer_args(diags: &mut Diagnostics, layer: &ast::Layer, cell: &Cell) ->
         });
         let whole = |diags: &mut Diagnostics, what: &str, max: i128| -> Option<i128> {
             match value {
-                Value::Number(number) if number.fract() == 0.0 && number >= 1.0 && number <= max as f64 => Some(number as i128),
+                Value::Number(number)
+                    if number.fract() == 0.0 && number >= 1.0 && number <= max as f64 =>
+                {
+                    Some(number as i128)
+                }
                 Value::Number(number) => {
                     diags.push(
-                        Diagnostic::error(value_span, format!("{what} must be a whole number from 1 to {max}, found {number}"))
-                            .with_label("invalid value"),
+                        Diagnostic::error(
+                            value_span,
+                            format!(
+                                "{what} must be a whole number from 1 to {max}, found {number}"
+                            ),
+                        )
+                        .with_label("invalid value"),
                     );
                     None
                 }
@@ -422,28 +512,47 @@ fn check_layer_args(diags: &mut Diagnostics, layer: &ast::Layer, cell: &Cell) ->
                     if let Some(size) = whole(diags, &format!("size `{name}`"), MAX_SIZE) {
                         args.sizes[size_idx] = Some((size, value_span));
                     }
-                } else if let Some(const_idx) = cell.consts.iter().position(|konst| konst.name == name) {
+                } else if let Some(const_idx) =
+                    cell.consts.iter().position(|konst| konst.name == name)
+                {
                     match (cell.consts[const_idx].default, value) {
-                        (Value::Bool(_), Value::Bool(_)) | (Value::Number(_), Value::Number(_)) => args.consts[const_idx] = value,
+                        (Value::Bool(_), Value::Bool(_)) | (Value::Number(_), Value::Number(_)) => {
+                            args.consts[const_idx] = value
+                        }
                         (Value::Bool(_), Value::Number(_)) => diags.push(
-                            Diagnostic::error(value_span, format!("`{name}` is a flag, found a number"))
-                                .with_help(format!("write `{name}` or `{name} = false`")),
+                            Diagnostic::error(
+                                value_span,
+                                format!("`{name}` is a flag, found a number"),
+                            )
+                            .with_label("a number")
+                            .with_help(format!("write `{name}` or `{name} = false`")),
                         ),
                         (Value::Number(_), Value::Bool(_)) => diags.push(
-                            Diagnostic::error(value_span, format!("`{name}` is a number, found a flag"))
-                                .with_help(format!("write `{name} = 1.0`")),
+                            Diagnostic::error(
+                                value_span,
+                                format!("`{name}` is a number, found a flag"),
+                            )
+                            .with_label("a flag")
+                            .with_help(format!("write `{name} = 1.0`")),
                         ),
                     }
                 } else {
                     let mut accepted: Vec<&str> = vec!["hidden", "layers", "bidirectional"];
                     accepted.extend(cell.sizes.iter().map(String::as_str));
                     accepted.extend(cell.consts.iter().map(|konst| konst.name.as_str()));
-                    let mut diagnostic = Diagnostic::error(arg.name.span, format!("cell `{}` has no argument `{name}`", cell.name))
-                        .with_label("unknown argument");
+                    let mut diagnostic = Diagnostic::error(
+                        arg.name.span,
+                        format!("cell `{}` has no argument `{name}`", cell.name),
+                    )
+                    .with_label("unknown argument");
                     if let Some(close) = suggest(name, accepted.iter().copied()) {
                         diagnostic = diagnostic.with_help(format!("did you mean `{close}`?"));
                     }
-                    diags.push(diagnostic.with_note(format!("arguments of `{}`: {}", cell.name, accepted.join(", "))));
+                    diags.push(diagnostic.with_note(format!(
+                        "arguments of `{}`: {}",
+                        cell.name,
+                        accepted.join(", ")
+                    )));
                 }
             }
         }
@@ -470,7 +579,11 @@ fn bind_inputs(
 ) -> Option<Vec<InputSource>> {
     let mut sources: Vec<Option<InputSource>> = vec![None; cell.inputs.len()];
     let mut bound_by_name = vec![false; inputs.len()];
-    for (slot, var) in sources.iter_mut().zip(&cell.inputs).skip(usize::from(!first)) {
+    for (slot, var) in sources
+        .iter_mut()
+        .zip(&cell.inputs)
+        .skip(usize::from(!first))
+    {
         if let Some(idx) = inputs.iter().position(|input| input.name == var.name) {
             *slot = Some(InputSource::Network(idx));
             bound_by_name[idx] = true;
@@ -481,8 +594,12 @@ fn bind_inputs(
             *slot = Some(InputSource::Previous);
         }
     } else {
-        let unbound: Vec<usize> = (0..sources.len()).filter(|idx| sources[*idx].is_none()).collect();
-        let free_steps: Vec<usize> = (0..inputs.len()).filter(|idx| inputs[*idx].per_step && !bound_by_name[*idx]).collect();
+        let unbound: Vec<usize> = (0..sources.len())
+            .filter(|idx| sources[*idx].is_none())
+            .collect();
+        let free_steps: Vec<usize> = (0..inputs.len())
+            .filter(|idx| inputs[*idx].per_step && !bound_by_name[*idx])
+            .collect();
         if let ([slot], [input]) = (&unbound[..], &free_steps[..]) {
             sources[*slot] = Some(InputSource::Network(*input));
         }
@@ -503,7 +620,12 @@ fn bind_inputs(
             }
         }
     }
-    ok.then(|| sources.into_iter().map(|slot| slot.expect("checked above")).collect())
+    ok.then(|| {
+        sources
+            .into_iter()
+            .map(|slot| slot.expect("checked above"))
+            .collect()
+    })
 }
 
 /// Sizes are inferred from what a layer's inputs receive, `hidden`, and
@@ -524,7 +646,11 @@ fn instantiate(
     previous_size: Option<usize>,
 ) -> Option<Instance> {
     let names = &cell.sizes;
-    let mut values: Vec<Option<i128>> = args.sizes.iter().map(|size| size.map(|(value, _)| value)).collect();
+    let mut values: Vec<Option<i128>> = args
+        .sizes
+        .iter()
+        .map(|size| size.map(|(value, _)| value))
+        .collect();
     let cell_span = |span: Span| (!cell.from_prelude).then_some(span);
     let mut equations: Vec<SizeEquation> = Vec::new();
     if let Some((hidden, span)) = args.hidden {
@@ -542,12 +668,24 @@ fn instantiate(
         let (size, given, given_span) = match source {
             InputSource::Network(idx) => {
                 let input = &inputs[*idx];
-                let kind = if input.per_step { "network input" } else { "context" };
-                (input.size, format!("{kind} `{}` has size {}", input.name, input.size), Some(input.span))
+                let kind = if input.per_step {
+                    "network input"
+                } else {
+                    "context"
+                };
+                (
+                    input.size,
+                    format!("{kind} `{}` has size {}", input.name, input.size),
+                    Some(input.span),
+                )
             }
             InputSource::Previous => {
                 let size = previous_size.expect("later layers know their input size");
-                (size, format!("the previous layer's output has size {size}"), None)
+                (
+                    size,
+                    format!("the previous layer's output has size {size}"),
+                    None,
+                )
             }
         };
         equations.push(SizeEquation {
@@ -578,7 +716,12 @@ fn instantiate(
                         "size mismatch in layer `{}`: {}, but {} is {shown}",
                         layer.name.name, equation.given, equation.cell_side
                     );
-                    diags.push(equation.labels(Diagnostic::error(layer.cell.span, message), *target, names).with_note(size_note(cell, &values)));
+                    diags.push(
+                        equation
+                            .labels(Diagnostic::error(layer.cell.span, message), *target, names)
+                            .with_label("in this layer")
+                            .with_note(size_note(cell, &values)),
+                    );
                 }
                 continue;
             }
@@ -623,7 +766,10 @@ fn instantiate(
         // The first state's size is what `hidden` sets, and that is the
         // word users know it by.
         let first_state = &cell.states[0].dim;
-        let hidden_size = first_state.symbols().next().filter(|sym| *first_state == SymDim::sym(*sym));
+        let hidden_size = first_state
+            .symbols()
+            .next()
+            .filter(|sym| *first_state == SymDim::sym(*sym));
         let example: Vec<String> = values
             .iter()
             .enumerate()
@@ -651,11 +797,16 @@ fn instantiate(
         if let Some(message) = violated(constraint, &values, names) {
             ok = false;
             let span = match constraint {
-                Constraint::Positive(_, span) | Constraint::Index { span, .. } | Constraint::Slice { span, .. } => *span,
+                Constraint::Positive(_, span)
+                | Constraint::Index { span, .. }
+                | Constraint::Slice { span, .. } => *span,
             };
-            let mut diagnostic = Diagnostic::error(layer.cell.span, format!("in layer `{}`: {message}", layer.name.name))
-                .with_label("with the sizes of this layer")
-                .with_note(size_note(cell, &values));
+            let mut diagnostic = Diagnostic::error(
+                layer.cell.span,
+                format!("in layer `{}`: {message}", layer.name.name),
+            )
+            .with_label("with the sizes of this layer")
+            .with_note(size_note(cell, &values));
             if !cell.from_prelude {
                 diagnostic = diagnostic.with_secondary(span, "in the cell here");
             }
@@ -665,7 +816,10 @@ fn instantiate(
     if !ok {
         return None;
     }
-    let sizes: Vec<usize> = values.iter().map(|value| value.expect("all known") as usize).collect();
+    let sizes: Vec<usize> = values
+        .iter()
+        .map(|value| value.expect("all known") as usize)
+        .collect();
     let Ty::Vector(output_dim) = &cell.bindings[cell.output].ty else {
         unreachable!("check_output ensures the output is a vector")
     };
@@ -719,22 +873,41 @@ fn violated(constraint: &Constraint, values: &[Option<i128>], names: &[String]) 
     };
     match constraint {
         Constraint::Positive(dim, _) => match dim.eval(values) {
-            Some(value) if value.as_int().is_some_and(|int| (1..=MAX_SIZE).contains(&int)) => None,
-            Some(value) => Some(format!("size `{}` is {value}, not a whole number from 1 to {MAX_SIZE}", show(dim))),
+            Some(value)
+                if value
+                    .as_int()
+                    .is_some_and(|int| (1..=MAX_SIZE).contains(&int)) =>
+            {
+                None
+            }
+            Some(value) => Some(format!(
+                "size `{}` is {value}, not a whole number from 1 to {MAX_SIZE}",
+                show(dim)
+            )),
             None => Some(format!("size `{}` is too large", show(dim))),
         },
         Constraint::Index { index, len, .. } => {
             let index_value = dim_int(index, values)?;
             let len_value = dim_int(len, values)?;
             (!(0..len_value).contains(&index_value)).then(|| {
-                format!("index `[{}]` is {index_value}, past the end of {}", show(index), length(len, len_value))
+                format!(
+                    "index `[{}]` is {index_value}, past the end of {}",
+                    show(index),
+                    length(len, len_value)
+                )
             })
         }
-        Constraint::Slice { start, end, len, .. } => {
+        Constraint::Slice {
+            start, end, len, ..
+        } => {
             let start_value = dim_int(start, values)?;
             let end_value = dim_int(end, values)?;
             let len_value = dim_int(len, values)?;
-            let slice = format!("slice `[{}..{}]` is `[{start_value}..{end_value}]`", show(start), show(end));
+            let slice = format!(
+                "slice `[{}..{}]` is `[{start_value}..{end_value}]`",
+                show(start),
+                show(end)
+            );
             if start_value < 0 || end_value > len_value {
                 Some(format!("{slice}, outside {}", length(len, len_value)))
             } else if start_value >= end_value {

@@ -1,5 +1,6 @@
 use super::*;
 use crate::diag::Diagnostic;
+use crate::source::Span;
 
 fn check_text(text: &str) -> Result<Model, Vec<Diagnostic>> {
     let source = SourceFile::new("t.rnn", text);
@@ -25,4 +26,127 @@ fn lstm_network_instantiates_with_inferred_sizes() {
     let input_size = cell.sizes.iter().position(|name| name == "I").unwrap();
     assert_eq!(layer.stack[0].sizes[input_size], 7);
     assert_eq!(layer.stack[1].sizes[input_size], 20);
+}
+
+/// Checks `marked`, whose expected error span is written `>>>here<<<`,
+/// and returns every error after checking that the first one is there.
+fn check_err_at(marked: &str) -> Vec<Diagnostic> {
+    let start = marked.find(">>>").expect("a >>> marker");
+    let text = marked.replacen(">>>", "", 1);
+    let end = text.find("<<<").expect("a <<< marker");
+    let text = text.replacen("<<<", "", 1);
+    let errors: Vec<Diagnostic> = check_text(&text)
+        .expect_err("the model is rejected")
+        .into_iter()
+        .filter(Diagnostic::is_error)
+        .collect();
+    assert_eq!(errors[0].span, Span::new(start, end), "{errors:#?}");
+    errors
+}
+
+const NET: &str = "network N { input x: [4]; layer l = c(hidden = 3); unroll dynamic; }";
+
+#[test]
+fn failed_update_is_not_also_never_updated() {
+    let errors = check_err_at(&format!(
+        "cell c(x: [H]) -> h: [H] {{ h = >>>sigmod<<<(x); }} {NET}"
+    ));
+    assert_eq!(errors.len(), 1, "{errors:#?}");
+    assert_eq!(errors[0].message, "unknown function `sigmod`");
+}
+
+#[test]
+fn failed_let_is_not_also_unknown() {
+    let errors = check_err_at(&format!(
+        "cell c(x: [H]) -> h: [H] {{ let z = >>>tahn<<<(x); h = z * z; }} {NET}"
+    ));
+    assert_eq!(errors.len(), 1, "{errors:#?}");
+}
+
+#[test]
+fn chunk_count_mismatch_is_one_error() {
+    let errors = check_err_at(&format!(
+        "cell c(x: [H]) -> h: [H] {{ param w: [2*H, H]; let (a, b) = chunk(w @ x, >>>3<<<); h = a * b; }} {NET}"
+    ));
+    assert_eq!(errors.len(), 1, "{errors:#?}");
+    assert_eq!(
+        errors[0].message,
+        "`chunk` splits into 3 parts, but 2 names are bound"
+    );
+}
+
+#[test]
+fn let_of_a_state_is_explained() {
+    let errors = check_err_at(&format!(
+        "cell c(x: [H]) -> h: [H] {{ let >>>h<<< = tanh(x); }} {NET}"
+    ));
+    assert_eq!(errors.len(), 1, "{errors:#?}");
+    assert!(errors[0].help[0].contains("without `let`"), "{errors:#?}");
+}
+
+#[test]
+fn updated_twice_points_at_the_second() {
+    let errors = check_err_at(&format!(
+        "cell c(x: [H]) -> h: [H] {{ h = x; >>>h<<< = 2 * x; }} {NET}"
+    ));
+    assert_eq!(errors[0].message, "state `h` is updated twice");
+}
+
+#[test]
+fn no_unused_warnings_in_a_cell_with_errors() {
+    let diagnostics = check_text(&format!(
+        "cell c(x: [H]) -> h: [H] {{ param w: [H, H]; h = clip(w @ x, 1); }} {NET}"
+    ))
+    .expect_err("the model is rejected");
+    assert_eq!(diagnostics.len(), 1, "{diagnostics:#?}");
+}
+
+#[test]
+fn rejected_input_is_not_also_unbound() {
+    let errors = check_err_at(
+        "network N { input x: [>>>I<<<]; layer l = gru(hidden = 3); unroll dynamic; }",
+    );
+    assert_eq!(errors.len(), 1, "{errors:#?}");
+}
+
+#[test]
+fn size_mismatch_names_both_sides() {
+    let errors = check_err_at(
+        "cell c(x: [16]) -> h: [H] { param w: [H, 16]; h = w @ x; }
+         network N { input x: [32]; layer l = >>>c<<<(hidden = 3); unroll dynamic; }",
+    );
+    assert_eq!(
+        errors[0].message,
+        "size mismatch in layer `l`: network input `x` has size 32, but input `x` of cell `c` is [16]"
+    );
+}
+
+#[test]
+fn cannot_infer_suggests_hidden() {
+    let errors = check_err_at("network N { input x: [4]; layer l = >>>gru<<<(); unroll dynamic; }");
+    assert_eq!(errors[0].help, ["pass it: `gru(hidden = ...)`"]);
+}
+
+#[test]
+fn constant_sizes_are_checked_at_the_cell() {
+    let errors = check_err_at(&format!(
+        "cell c(x: [H]) -> h: [H] {{ param w: [H, >>>2 - 2<<<]; h = x; }} {NET}"
+    ));
+    assert_eq!(errors.len(), 1, "{errors:#?}");
+    assert_eq!(
+        errors[0].message,
+        "size must be a whole number from 1 to 16777216, found 0"
+    );
+}
+
+#[test]
+fn keyword_prefixed_names_check() {
+    check_text(
+        "cell c(x: [H]) -> (letter: [H], constant: [H]) {
+            let inflow = x; let iffy = inflow;
+            letter = iffy; constant = letter;
+        }
+        network N { input x: [4]; layer l = c(hidden = 4); unroll dynamic; }",
+    )
+    .expect("checks");
 }
