@@ -114,7 +114,7 @@ fn modes(case: &serde_json::Value) -> Vec<(String, String)> {
         ("dynamic".to_owned(), "dynamic".to_owned()),
         ("dynamic_by3".to_owned(), "dynamic by 3".to_owned()),
     ];
-    if steps >= 2 && steps <= 20 {
+    if (2..=20).contains(&steps) {
         modes.push((
             "buckets".to_owned(),
             format!("static buckets [{}, {steps}]", steps / 2),

@@ -9,12 +9,15 @@ use rnn_runtime::{Model, RnnError, TensorMap};
 
 include!("support/fixtures.rs");
 
+/// Builds a generated model from weights.
+type Constructor = fn(&TensorMap) -> Result<Box<dyn Model>, RnnError>;
+
 /// One generated model: its case, mode and constructor (or why none).
 #[derive(Debug)]
 pub struct Entry {
     case: &'static str,
     mode: &'static str,
-    build: Result<fn(&TensorMap) -> Result<Box<dyn Model>, RnnError>, &'static str>,
+    build: Result<Constructor, &'static str>,
 }
 
 include!(concat!(env!("OUT_DIR"), "/conformance_models.rs"));
@@ -36,7 +39,8 @@ fn within(
     let mut worst = 0.0f32;
     for ((idx, a), e) in actual.indexed_iter().zip(expected.iter()) {
         let error = (a - e).abs();
-        if !(error <= abs + rel * e.abs()) {
+        let within = error <= abs + rel * e.abs();
+        if !within {
             return Err(format!("`{name}`{:?}: got {a}, expected {e}", idx.slice()));
         }
         worst = worst.max(error);

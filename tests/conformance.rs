@@ -7,35 +7,17 @@
 //! reads the manifest, so every case listed there is tested; a case of a
 //! kind or variant unroll cannot express fails with a message, never skips.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use ndarray::{ArrayD, Axis, Dimension, IxDyn};
 use rnn_dsl::{interp, SourceFile};
 use rnn_runtime::TensorMap;
 use serde_json::Value;
 
-fn fixture_dir() -> PathBuf {
-    let dir = match std::env::var_os("UNROLL_CONFORMANCE") {
-        Some(dir) => PathBuf::from(dir),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/conformance"),
-    };
-    assert!(
-        dir.join("manifest.json").is_file(),
-        "conformance fixtures not found at {} (set UNROLL_CONFORMANCE to the folder holding manifest.json)",
-        dir.display()
-    );
-    dir
-}
+include!("support/fixtures.rs");
 
-fn manifest(dir: &Path) -> Vec<Value> {
-    let text =
-        std::fs::read_to_string(dir.join("manifest.json")).expect("manifest.json is readable");
-    let value: Value = serde_json::from_str(&text).expect("manifest.json is JSON");
-    value
-        .as_array()
-        .expect("manifest.json is a list of cases")
-        .clone()
-}
+/// Compared tensors: (name, actual, expected).
+type Pairs = Vec<(String, ArrayD<f32>, ArrayD<f32>)>;
 
 /// One case's outcome: the worst error over its compared tensors.
 struct Outcome {
@@ -75,7 +57,8 @@ fn compare(
     let mut failure = None;
     for ((idx, a), e) in actual.indexed_iter().zip(expected.iter()) {
         let error = (a - e).abs();
-        if !(error <= abs + rel * e.abs()) && failure.is_none() {
+        let within = error <= abs + rel * e.abs();
+        if !within && failure.is_none() {
             failure = Some(format!(
                 "`{name}`{:?}: got {a}, expected {e} (error {error:e})",
                 idx.slice()
@@ -86,64 +69,8 @@ fn compare(
     (worst, failure)
 }
 
-fn rnn_model_text(case: &Value) -> Result<String, String> {
-    let cell = case["cell"].as_str().ok_or("case has no `cell`")?;
-    let variant = &case["variant"];
-    let input = case["input_size"]
-        .as_u64()
-        .ok_or("case has no `input_size`")?;
-    let hidden = case["hidden_size"]
-        .as_u64()
-        .ok_or("case has no `hidden_size`")?;
-    let layers = case["num_layers"].as_u64().unwrap_or(1);
-    let mut args = vec![format!("hidden = {hidden}"), format!("layers = {layers}")];
-    if case["bidirectional"].as_bool().unwrap_or(false) {
-        args.push("bidirectional".to_owned());
-    }
-    match cell {
-        "rnn_tanh" | "rnn_relu" => {}
-        "lstm" => {
-            if variant["peepholes"].as_bool().unwrap_or(false) {
-                args.push("peepholes".to_owned());
-            }
-            if let Some(clip) = variant["cell_clip"].as_f64() {
-                args.push(format!("cell_clip = {clip:?}"));
-            }
-        }
-        "gru" => {
-            let reset_after = variant["gru_linear_before_reset"]
-                .as_bool()
-                .ok_or("gru case without `variant.gru_linear_before_reset`")?;
-            args.push(format!("reset_after = {reset_after}"));
-        }
-        other => {
-            return Err(format!(
-                "unroll has no cell for fixture cell kind `{other}`"
-            ))
-        }
-    }
-    let known = [
-        "peepholes",
-        "cell_clip",
-        "gru_linear_before_reset",
-        "forget_bias_folded",
-    ];
-    if let Some(flags) = variant.as_object() {
-        if let Some(unknown) = flags.keys().find(|key| !known.contains(&key.as_str())) {
-            return Err(format!("unknown variant flag `{unknown}`"));
-        }
-    }
-    Ok(format!(
-        "network Case {{\n    input x: [{input}];\n    layer rnn = {cell}({});\n    unroll dynamic;\n}}\n",
-        args.join(", ")
-    ))
-}
-
-fn run_rnn_case(
-    dir: &Path,
-    case: &Value,
-) -> Result<Vec<(String, ArrayD<f32>, ArrayD<f32>)>, String> {
-    let text = rnn_model_text(case)?;
+fn run_rnn_case(dir: &Path, case: &Value) -> Result<Pairs, String> {
+    let text = rnn_model_text(case, "Case", "dynamic")?;
     let compiled =
         rnn_dsl::compile(SourceFile::new("case.rnn", text)).map_err(|error| error.to_string())?;
     let network = compiled.network(None)?;
@@ -178,18 +105,13 @@ fn run_rnn_case(
     Ok(pairs)
 }
 
-fn run_ista_case(
-    dir: &Path,
-    case: &Value,
-) -> Result<Vec<(String, ArrayD<f32>, ArrayD<f32>)>, String> {
+fn run_ista_case(dir: &Path, case: &Value) -> Result<Pairs, String> {
     let steps = case["K"].as_u64().ok_or("ista case has no `K`")?;
-    let m = case["M"].as_u64().ok_or("ista case has no `M`")?;
-    let n = case["N"].as_u64().ok_or("ista case has no `N`")?;
     // The cell is the repository's own `.rnn` file; the case fixes the sizes.
     let cell_file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/models/ista.rnn");
     let cell_text = std::fs::read_to_string(&cell_file)
         .map_err(|error| format!("{}: {error}", cell_file.display()))?;
-    let text = format!("{cell_text}\nnetwork IstaCase {{\n    context y: [{m}];\n    layer solver = ista(N = {n});\n    unroll static {steps};\n}}\n");
+    let text = ista_model_text(case, &cell_text, "IstaCase", &format!("static {steps}"))?;
     let compiled = rnn_dsl::compile(SourceFile::new("ista_case.rnn", text))
         .map_err(|error| error.to_string())?;
     let network = compiled.network(Some("IstaCase"))?;
@@ -240,8 +162,8 @@ fn run_ista_case(
 
 #[test]
 fn conformance_forward_interpreter() {
-    let dir = fixture_dir();
-    let cases = manifest(&dir);
+    let dir = fixture_dir(Path::new(env!("CARGO_MANIFEST_DIR")));
+    let cases = read_manifest(&dir);
     assert!(!cases.is_empty(), "manifest lists no cases");
     let mut outcomes = Vec::new();
     for case in &cases {

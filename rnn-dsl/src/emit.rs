@@ -1215,17 +1215,24 @@ impl Cx<'_> {
                         quote!(#ident)
                     }))
                     .collect();
-                let calls = variants.iter().enumerate().map(|(variant_idx, variant)| {
+                let calls: Vec<TokenStream> = variants.iter().enumerate().map(|(variant_idx, variant)| {
                     let function = self.layer_fn(layer_idx, *variant);
                     let index = usize_lit(variant_idx);
                     let direction_lit = usize_lit(direction);
                     let call = quote!(Self::#function(&self.#weights_field[#direction_lit], __rnn_packing, #(#args,)*));
-                    if variant_idx + 1 == variants.len() {
+                    if variants.len() == 1 {
+                        call
+                    } else if variant_idx + 1 == variants.len() {
                         quote!(_ => #call)
                     } else {
                         quote!(#index => #call)
                     }
-                });
+                }).collect();
+                let call = if variants.len() == 1 {
+                    calls[0].clone()
+                } else {
+                    quote!(match __rnn_variant { #(#calls,)* })
+                };
                 let final_idents: Vec<Ident> = (0..layer.states.len())
                     .map(|k| format_ident!("__rnn_final{}", k))
                     .collect();
@@ -1247,9 +1254,7 @@ impl Cx<'_> {
                 directions.push(quote! {{
                     #(#input_bindings)*
                     #(#init_bindings)*
-                    let (__rnn_out, #(#final_idents,)*) = match __rnn_variant {
-                        #(#calls,)*
-                    };
+                    let (__rnn_out, #(#final_idents,)*) = #call;
                     #(#unsorts)*
                     #out_fix
                 }});

@@ -12,7 +12,7 @@ impl Dice {
         Dice(seed)
     }
 
-    pub fn next(&mut self) -> u64 {
+    pub fn roll(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -22,11 +22,11 @@ impl Dice {
 
     /// A number in `low..=high`.
     pub fn range(&mut self, low: u64, high: u64) -> u64 {
-        low + self.next() % (high - low + 1)
+        low + self.roll() % (high - low + 1)
     }
 
     pub fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
-        items[self.next() as usize % items.len()]
+        items[self.roll() as usize % items.len()]
     }
 }
 
@@ -52,7 +52,7 @@ pub fn random_modes(steps: usize) -> Vec<(String, String)> {
 /// A random vector expression of size `[H]` over the cell's terms.
 fn vector_expr(dice: &mut Dice, terms: &[String], depth: u32) -> String {
     if depth == 0 || dice.range(0, 3) == 0 {
-        return terms[dice.next() as usize % terms.len()].clone();
+        return terms[dice.roll() as usize % terms.len()].clone();
     }
     let a = vector_expr(dice, terms, depth - 1);
     let b = vector_expr(dice, terms, depth - 1);
@@ -81,11 +81,12 @@ pub fn random_model(seed: u64, index: usize) -> RandomModel {
     let context = dice.range(0, 2) == 0;
     let name = format!("Random{index}");
     let cell = format!("rcell{index}");
-    let mut body = Vec::new();
-    body.push("    param w: [2*H, I];".to_owned());
-    body.push("    param u: [2*H, H];".to_owned());
-    body.push("    param b: [2*H];".to_owned());
-    body.push("    param v: [H, H];".to_owned());
+    let mut body = vec![
+        "    param w: [2*H, I];".to_owned(),
+        "    param u: [2*H, H];".to_owned(),
+        "    param b: [2*H];".to_owned(),
+        "    param v: [H, H];".to_owned(),
+    ];
     let mut terms = vec![
         "h".to_owned(),
         "gate_a".to_owned(),

@@ -88,10 +88,10 @@ fn build<M: Model + 'static>(
     }
 }
 
-fn models(
-    workload: &Workload,
-    weights: &TensorMap,
-) -> Result<Vec<(&'static str, Box<dyn Model>)>, RnnError> {
+/// A model with the system name it is reported under.
+type Labelled = (&'static str, Box<dyn Model>);
+
+fn models(workload: &Workload, weights: &TensorMap) -> Result<Vec<Labelled>, RnnError> {
     Ok(match workload.id {
         "W1" => vec![
             ("unroll dynamic", build(weights, || W1Dynamic::random(0))?),
