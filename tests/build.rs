@@ -69,6 +69,58 @@ fn main() {
         &out_dir.join("equivalence_models.rs"),
         &equivalence_registry(),
     );
+    write_if_changed(
+        &out_dir.join("ok_models.rs"),
+        &ok_registry(&manifest_dir.join("data/ok")),
+    );
+}
+
+/// Every network of every valid model in `data/ok`, as written.
+fn ok_registry(dir: &Path) -> String {
+    println!("cargo:rerun-if-changed={}", dir.display());
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
+        .expect("tests/data/ok exists")
+        .map(|entry| entry.expect("readable directory entry").path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "rnn"))
+        .collect();
+    paths.sort();
+    let mut modules = String::new();
+    let mut entries = String::new();
+    for (idx, path) in paths.iter().enumerate() {
+        println!("cargo:rerun-if-changed={}", path.display());
+        let text = std::fs::read_to_string(path).expect("readable model");
+        let compiled = rnn_dsl::compile(rnn_dsl::SourceFile::new(
+            path.display().to_string(),
+            text.clone(),
+        ))
+        .unwrap_or_else(|error| panic!("{error}"));
+        let tokens: Vec<String> = compiled
+            .model
+            .networks
+            .iter()
+            .map(|network| {
+                rnn_dsl::emit::emit(network, &rnn_dsl::emit::Options::default()).to_string()
+            })
+            .collect();
+        let module = format!("ok{idx}");
+        writeln!(
+            modules,
+            "#[allow(dead_code, clippy::all)]\npub mod {module} {{\n{}\n}}",
+            tokens.join("\n")
+        )
+        .expect("write to string");
+        for network in &compiled.model.networks {
+            writeln!(
+                entries,
+                "    OkEntry {{ file: {:?}, network: {:?}, text: {text:?}, build: |weights| Ok(Box::new(<{module}::{} as ::rnn_runtime::Model>::from_weights(weights)?)) }},",
+                path.file_name().expect("file name").to_string_lossy(),
+                network.name,
+                network.name
+            )
+            .expect("write to string");
+        }
+    }
+    format!("{modules}\n/// Every network of every valid model.\npub fn ok_registry() -> Vec<OkEntry> {{\n    vec![\n{entries}    ]\n}}\n")
 }
 
 /// Every model of `support/random_models.rs` in every mode, with a registry

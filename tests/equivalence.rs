@@ -22,6 +22,17 @@ pub struct EquivalenceEntry {
 
 include!(concat!(env!("OUT_DIR"), "/equivalence_models.rs"));
 
+/// One network of a valid model in `data/ok`, generated as written.
+#[derive(Debug)]
+pub struct OkEntry {
+    file: &'static str,
+    network: &'static str,
+    text: &'static str,
+    build: fn(&TensorMap) -> Result<Box<dyn Model>, RnnError>,
+}
+
+include!(concat!(env!("OUT_DIR"), "/ok_models.rs"));
+
 /// The largest difference allowed between any two implementations.
 const TOLERANCE: f32 = 1e-6;
 
@@ -242,4 +253,47 @@ fn bad_run_time_shapes_are_typed_errors() {
         error.to_string(),
         "tensor `h0`: expected shape [4, 2, 4], found [4, 2, 5]"
     );
+}
+
+/// Every valid model of `data/ok` is compiled (by the build script) and
+/// runs, agreeing with the interpreter.
+#[test]
+fn every_valid_model_compiles_and_agrees_with_the_interpreter() {
+    let entries = ok_registry();
+    assert!(entries.len() >= 8, "only {} networks", entries.len());
+    for entry in entries {
+        let compiled =
+            rnn_dsl::compile(SourceFile::new(entry.file, entry.text)).expect("valid model");
+        let network = compiled
+            .network(Some(entry.network))
+            .expect("network exists");
+        let steps = match network.unroll {
+            rnn_dsl::check::UnrollMode::Static(steps) => steps,
+            _ => 6,
+        };
+        let lengths: Vec<usize> = [steps, 0, 1, steps / 2].to_vec();
+        let weights = weights::random(network, 11);
+        let mut inputs = random_inputs(network, lengths.len(), steps, &lengths, true, 12);
+        if network.step_input().is_none() {
+            inputs.insert_i64("steps", ndarray::arr1(&[steps as i64]).into_dyn());
+        }
+        let expected = interp::run(network, &weights, &inputs).expect("interpreter runs");
+        let model = (entry.build)(&weights).expect("weights load");
+        let outputs = model
+            .run(&inputs)
+            .unwrap_or_else(|error| panic!("{} {}: {error}", entry.file, entry.network));
+        for (name, tensor) in expected.iter() {
+            let rnn_runtime::Tensor::F32(expected) = tensor else {
+                continue;
+            };
+            let actual = outputs.f32(name).expect("same outputs");
+            let diff = max_abs_diff(&actual, expected);
+            assert!(
+                diff <= TOLERANCE,
+                "{} {} `{name}` differs by {diff:e}",
+                entry.file,
+                entry.network
+            );
+        }
+    }
 }

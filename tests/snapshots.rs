@@ -155,3 +155,75 @@ fn the_ista_example_is_a_valid_model() {
     assert_eq!((size("M"), size("N")), (20, 40));
     assert_eq!(instance.output_size, 40);
 }
+
+/// The unroll modes every valid model's generated code is snapshotted in:
+/// (snapshot suffix, mode).
+fn snapshot_modes() -> Vec<(&'static str, rnn_dsl::check::UnrollMode)> {
+    use rnn_dsl::check::UnrollMode;
+    vec![
+        ("static3", UnrollMode::Static(3)),
+        ("dynamic", UnrollMode::Dynamic),
+        ("dynamic_by2", UnrollMode::DynamicBy(2)),
+        (
+            "buckets",
+            UnrollMode::Buckets {
+                lengths: vec![2, 4],
+                dynamic_fallback: false,
+            },
+        ),
+    ]
+}
+
+/// The IR of every valid model, as `ir::Model`'s stable text form.
+#[test]
+fn valid_models_ir() {
+    insta::glob!("data/ok/*.rnn", |path| {
+        let compiled = rnn_dsl::compile(read_model(path))
+            .unwrap_or_else(|error| panic!("{} does not compile:\n{error}", path.display()));
+        insta::with_settings!({
+            prepend_module_to_snapshot => false,
+            description => what_is_wrong(path),
+            omit_expression => true,
+        }, {
+            insta::assert_snapshot!("ir", compiled.model.to_string());
+        });
+    });
+}
+
+/// The generated Rust of every valid model in every unroll mode, formatted
+/// by prettyplease: `cargo insta review` shows what a generator change does.
+/// Snapshots are named `rust@<model>.<mode>`.
+#[test]
+fn valid_models_generated_code() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/ok");
+    let mut paths: Vec<_> = std::fs::read_dir(&dir)
+        .expect("tests/data/ok exists")
+        .map(|entry| entry.expect("readable directory entry").path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "rnn"))
+        .collect();
+    paths.sort();
+    assert!(paths.len() >= 6, "only {} valid models", paths.len());
+    for path in paths {
+        let compiled = rnn_dsl::compile(read_model(&path))
+            .unwrap_or_else(|error| panic!("{} does not compile:\n{error}", path.display()));
+        let stem = path
+            .file_stem()
+            .expect("file name")
+            .to_string_lossy()
+            .into_owned();
+        for (suffix, mode) in snapshot_modes() {
+            let options = rnn_dsl::emit::Options {
+                mode: Some(mode),
+                ..rnn_dsl::emit::Options::default()
+            };
+            let code = rnn_dsl::emit::emit_file(&compiled.model, compiled.source.name(), &options);
+            insta::with_settings!({
+                prepend_module_to_snapshot => false,
+                description => what_is_wrong(&path),
+                omit_expression => true,
+            }, {
+                insta::assert_snapshot!(format!("rust@{stem}.{suffix}"), code);
+            });
+        }
+    }
+}

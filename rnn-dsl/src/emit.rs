@@ -1061,6 +1061,25 @@ impl Cx<'_> {
             variant.suffix()
         );
         let stage_buffers: Vec<TokenStream> = stage_buffers.collect();
+        let context_block = if context_nodes.is_empty() {
+            TokenStream::new()
+        } else {
+            quote! {{
+                // Values that read contexts: once per call.
+                let __rnn_n = __rnn_batch;
+                #(#context_nodes)*
+            }}
+        };
+        let hoisted_block = if hoisted_nodes.is_empty() {
+            TokenStream::new()
+        } else {
+            quote! {{
+                // Values that read only the step's input: all steps at once.
+                let __rnn_off = 0;
+                let __rnn_n = __rnn_rows;
+                #(#hoisted_nodes)*
+            }}
+        };
         quote! {
             #[doc = #doc]
             #[allow(clippy::too_many_arguments, clippy::type_complexity, clippy::identity_op, unused_mut, unused_variables)]
@@ -1077,17 +1096,8 @@ impl Cx<'_> {
                 #(#buffers)*
                 #(#stage_buffers)*
                 let mut __rnn_out = Array2::<f32>::zeros((__rnn_rows, #output_len));
-                {
-                    // Values that read contexts: once per call.
-                    let __rnn_n = __rnn_batch;
-                    #(#context_nodes)*
-                }
-                {
-                    // Values that read only the step's input: all steps at once.
-                    let __rnn_off = 0;
-                    let __rnn_n = __rnn_rows;
-                    #(#hoisted_nodes)*
-                }
+                #context_block
+                #hoisted_block
                 #time_loop
                 (__rnn_out, #(#state_returns,)*)
             }
