@@ -8,7 +8,7 @@
 //! }
 //! ```
 //!
-//! ```ignore
+//! ```text
 //! // src/lib.rs
 //! rnn_runtime::include_model!("tagger");
 //! ```

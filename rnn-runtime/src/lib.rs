@@ -42,7 +42,7 @@ pub use tensor::{Tensor, TensorMap};
 /// Includes the Rust that `rnn_dsl::compile_files` wrote for a model into
 /// `OUT_DIR`: `include_model!("tagger")` for `models/tagger.rnn`.
 ///
-/// ```ignore
+/// ```text
 /// rnn_runtime::include_model!("tagger");
 /// let model = Tagger::random(0);
 /// ```
