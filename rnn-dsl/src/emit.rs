@@ -181,6 +181,24 @@ fn param_field(layer: &ir::Layer, param: ir::ParamId) -> Ident {
     format_ident!("{}", layer.params[param.0 as usize].name)
 }
 
+/// The field holding a weight matrix packed for the matrix product kernel.
+fn packed_field(matrix: ValueId) -> Ident {
+    format_ident!("__rnn_k{}", matrix.0)
+}
+
+/// The matrices that per-call matrix products read (once each, in order).
+fn packed_matrices(layer: &ir::Layer, plan: &LayerPlan) -> Vec<ValueId> {
+    let mut matrices = Vec::new();
+    for (idx, node) in layer.step.nodes.iter().enumerate() {
+        if let Op::MatVec(matrix, _) = node.op {
+            if !plan.places[idx].is_const() && !matrices.contains(&matrix) {
+                matrices.push(matrix);
+            }
+        }
+    }
+    matrices
+}
+
 fn state_ident(idx: usize) -> Ident {
     format_ident!("__rnn_s{idx}")
 }
@@ -555,6 +573,10 @@ impl Cx<'_> {
                 });
             }
         }
+        for matrix in packed_matrices(layer, plan) {
+            let field = packed_field(matrix);
+            fields.push(quote!(#field: #rt::__private::PackedMatrix));
+        }
         let doc = format!(
             "Weights of layer `{}` #{} (cell `{}`) for one direction.",
             layer.name, layer.stack_idx, layer.cell
@@ -610,6 +632,16 @@ impl Cx<'_> {
                     let value = self.emit_const_value(layer, plan, id, node);
                     statements.push(quote!(let #ident = #value;));
                     field_inits.push(quote!(#ident));
+                }
+                for matrix in packed_matrices(layer, plan) {
+                    let field = packed_field(matrix);
+                    let local = match &layer.step.node(matrix).op {
+                        Op::Param(param) => param_field(layer, *param),
+                        _ => const_field(matrix),
+                    };
+                    statements
+                        .push(quote!(let #field = __rnn_rt::PackedMatrix::new(#local.view());));
+                    field_inits.push(quote!(#field));
                 }
                 directions.push(quote! {{
                     #(#statements)*
@@ -888,12 +920,9 @@ impl Cx<'_> {
         let out_view = quote!(#out.slice_mut(s![#rows, ..]));
         match &node.op {
             Op::MatVec(matrix, vector) => {
-                let matrix_field = match &layer.step.node(*matrix).op {
-                    Op::Param(param) => param_field(layer, *param),
-                    _ => const_field(*matrix),
-                };
+                let packed = packed_field(*matrix);
                 let vector = self.view(layer, plan, *vector, None);
-                quote!(__rnn_rt::matmul_bt(#vector, #weights.#matrix_field.view(), #out_view, false);)
+                quote!(__rnn_rt::gemm_packed(#vector, &#weights.#packed, #out_view, false);)
             }
             Op::Unary(..) | Op::Binary(..) | Op::Clip(..) => {
                 let Shape::Vector(len) = node.shape else {

@@ -10,7 +10,9 @@ use ndarray::{
 };
 
 pub use crate::init::{pytorch_bound, uniform, SplitMix64};
-pub use crate::kernels::{matmul_bt, relu, sigmoid, soft_threshold, tanh};
+pub use crate::kernels::{
+    gemm_packed, matmul_bt, relu, sigmoid, soft_threshold, tanh, PackedMatrix,
+};
 pub use crate::{RnnError, TensorMap};
 
 /// The layout of a batch of variable-length sequences, as PyTorch's packed

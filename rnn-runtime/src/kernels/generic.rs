@@ -8,6 +8,17 @@
 use ndarray::linalg::general_mat_mul;
 use ndarray::{ArrayView2, ArrayViewMut2};
 
+use super::gemm::{gemm_rows, PackedMatrix, Separate};
+
+/// Columns per panel of the generic table: two 128-bit vectors, the baseline width of x86-64
+/// (SSE2) and aarch64 (NEON).
+pub(super) const GENERIC_PANEL: usize = 8;
+
+/// Rows per register tile of the generic table: 4 × 8 accumulators are 8 of the 16 vector
+/// registers of baseline x86-64, leaving room for the weights, the broadcast input and the
+/// products (no fused multiply-add there). Wider tiles spill and run slower.
+const GENERIC_TILE_ROWS: usize = 4;
+
 /// The logistic sigmoid, σ(x) = 1 / (1 + e^(−x)).
 ///
 /// Evaluated as `1 / (1 + e^(−x))` for x ≥ 0 and as `e^x / (1 + e^x)` for x < 0, so `exp` only
@@ -125,6 +136,23 @@ pub fn sigmoid_f32_generic(values: &mut [f32]) {
 /// Applies [`tanh`] to every element.
 pub fn tanh_f32_generic(values: &mut [f32]) {
     values.iter_mut().for_each(|value| *value = tanh(*value));
+}
+
+/// Applies `f32::exp` to every element.
+pub fn exp_f32_generic(values: &mut [f32]) {
+    values.iter_mut().for_each(|value| *value = value.exp());
+}
+
+/// `out (+)= x · wᵀ` with `w` packed for the generic table: the blocked loop nest of
+/// [`gemm_rows`] with separate multiplies and adds (two roundings per step), which LLVM
+/// vectorises for the baseline instruction set.
+pub(super) fn gemm_generic(
+    x: ArrayView2<'_, f32>,
+    w: &PackedMatrix,
+    out: ArrayViewMut2<'_, f32>,
+    accumulate: bool,
+) {
+    gemm_rows::<GENERIC_TILE_ROWS, GENERIC_PANEL, Separate>(x, w, out, accumulate);
 }
 
 /// Applies [`relu`] to every element.

@@ -1,26 +1,49 @@
-//! The shared kernel suite: every implementation table runs the same checks against the scalar
-//! reference functions.
+//! The shared kernel suite: every test runs against every implementation this CPU can run (the
+//! generic table always; on x86-64 the AVX2 and AVX-512 tables when detected), and compares with
+//! the scalar reference or with exact `f64` evaluations within documented tolerances.
+//!
+//! An implementation the CPU lacks is skipped with a notice on stderr; naming it in the
+//! environment variable `UNROLL_REQUIRE_KERNELS` (comma-separated, e.g. `avx2,avx512`) turns the
+//! skip into a failure, for CI machines known to have the features. Run the whole runtime suite
+//! once more with `UNROLL_KERNELS=generic` to exercise the public entry points on the generic
+//! table as well.
 
+use ndarray::{s, Array2, ArrayView2};
 use proptest::collection::vec;
 use proptest::prelude::*;
 
-use super::{generic, table, Kernels, SliceKernel, GENERIC};
+use super::gemm::PackedMatrix;
+use super::{
+    approx, available, gemm_packed, generic, select, table, Kernels, SliceKernel, GENERIC,
+};
+use crate::init::SplitMix64;
 
-/// The largest absolute difference allowed between a table kernel and the scalar reference.
-/// Sigmoid and tanh have outputs in [-1, 1], so this is also about 8 units in the last place
-/// near 1; the generic table meets it with zero error.
+/// The largest absolute difference allowed between a table's sigmoid, tanh or relu and the scalar
+/// reference. Their outputs are in [-1, 1], so this is about 8 units in the last place near 1;
+/// the documented bounds of the approximations (`approx.rs`) are well inside it.
 const MAX_ABS_ERROR: f32 = 1e-6;
+
+/// The largest relative difference allowed between a table's `exp` and `f32::exp` (about 8 units
+/// in the last place), on results above [`EXP_ABS_FLOOR`].
+const EXP_MAX_REL_ERROR: f32 = 1e-6;
+
+/// Below this, `exp` results are compared absolutely (subnormal results have fewer significant
+/// bits, so a relative comparison would be meaningless there).
+const EXP_ABS_FLOOR: f32 = f32::MIN_POSITIVE;
 
 /// Inputs that stress every regime: signed zeros, subnormals, where `exp` overflows, infinities
 /// and NaN.
-const EDGE_INPUTS: [f32; 19] = [
+const EDGE_INPUTS: [f32; 23] = [
     0.0,
     -0.0,
     f32::MIN_POSITIVE,
     -f32::MIN_POSITIVE,
     1e-40,
+    -1e-40,
     0.5,
     -0.5,
+    0.625,
+    -0.625,
     9.0,
     -9.0,
     88.8,
@@ -33,38 +56,77 @@ const EDGE_INPUTS: [f32; 19] = [
     f32::INFINITY,
     f32::NEG_INFINITY,
     f32::NAN,
+    -f32::NAN,
 ];
 
-/// Every implementation on this machine, by name: the generic table and the selected one.
-fn implementations() -> [(&'static str, &'static Kernels); 2] {
-    [("generic", &GENERIC), ("selected", table())]
+/// Every implementation this CPU runs, generic first.
+///
+/// Prints a skip notice for each implementation of this architecture that the CPU cannot run,
+/// and fails if `UNROLL_REQUIRE_KERNELS` names one that is not available.
+fn implementations() -> Vec<&'static Kernels> {
+    let (found, missing) = available();
+    let required = std::env::var("UNROLL_REQUIRE_KERNELS").unwrap_or_default();
+    for name in required
+        .split(',')
+        .map(str::trim)
+        .filter(|name| !name.is_empty())
+    {
+        assert!(
+            found.iter().any(|kernels| kernels.name == name),
+            "UNROLL_REQUIRE_KERNELS names `{name}`, which this CPU or architecture cannot run \
+             (available: {:?})",
+            found.iter().map(|kernels| kernels.name).collect::<Vec<_>>()
+        );
+    }
+    for name in missing {
+        eprintln!("skipping the `{name}` kernels: this CPU lacks the features");
+    }
+    found
+}
+
+// ---------------------------------------------------------------------------------------------
+// Activations
+
+type Activation = (&'static str, fn(&Kernels) -> SliceKernel, fn(f32) -> f32);
+
+const ACTIVATIONS: [Activation; 4] = [
+    ("sigmoid", |kernels| kernels.sigmoid_f32, generic::sigmoid),
+    ("tanh", |kernels| kernels.tanh_f32, generic::tanh),
+    ("relu", |kernels| kernels.relu_f32, generic::relu),
+    ("exp", |kernels| kernels.exp_f32, f32::exp),
+];
+
+/// Whether `output` agrees with the scalar reference `expected` of `activation`.
+fn agrees(activation: &str, output: f32, expected: f32) -> bool {
+    if expected.is_nan() {
+        return output.is_nan();
+    }
+    // Equality first, so that matching infinities count as agreement.
+    if output == expected {
+        return true;
+    }
+    let difference = (output - expected).abs();
+    if activation == "exp" {
+        difference <= EXP_MAX_REL_ERROR * expected.abs() || difference <= EXP_ABS_FLOOR
+    } else {
+        difference <= MAX_ABS_ERROR
+    }
 }
 
 /// Runs each activation kernel of each implementation on `inputs` and compares every output with
 /// the scalar reference.
 fn check_activations(inputs: &[f32]) -> std::result::Result<(), String> {
-    type Activation = (&'static str, fn(&Kernels) -> SliceKernel, fn(f32) -> f32);
-    let activations: [Activation; 3] = [
-        ("sigmoid", |kernels| kernels.sigmoid_f32, generic::sigmoid),
-        ("tanh", |kernels| kernels.tanh_f32, generic::tanh),
-        ("relu", |kernels| kernels.relu_f32, generic::relu),
-    ];
-    for (implementation, kernels) in implementations() {
-        for (activation, kernel_of, reference) in activations {
+    for kernels in implementations() {
+        for (activation, kernel_of, reference) in ACTIVATIONS {
             let mut outputs = inputs.to_vec();
             kernel_of(kernels)(&mut outputs);
             for (idx, (&input, &output)) in inputs.iter().zip(&outputs).enumerate() {
                 let expected = reference(input);
-                let agrees = if expected.is_nan() {
-                    output.is_nan()
-                } else {
-                    // Equality first, so that matching infinities count as agreement.
-                    output == expected || (output - expected).abs() <= MAX_ABS_ERROR
-                };
-                if !agrees {
+                if !agrees(activation, output, expected) {
                     return Err(format!(
-                        "{activation} ({implementation}) at index {idx} of {}: \
-                         f({input}) = {output}, reference {expected}",
+                        "{activation} ({}) at index {idx} of {}: f({input}) = {output}, \
+                         reference {expected}",
+                        kernels.name,
                         inputs.len()
                     ));
                 }
@@ -80,6 +142,60 @@ fn activations_at_edge_values() {
 }
 
 #[test]
+fn activations_saturate_exactly_and_keep_nan() {
+    for kernels in implementations() {
+        let apply = |kernel: SliceKernel, x: f32| {
+            let mut values = [x];
+            kernel(&mut values);
+            values[0]
+        };
+        let name = kernels.name;
+        assert_eq!(apply(kernels.sigmoid_f32, f32::INFINITY), 1.0, "{name}");
+        assert_eq!(apply(kernels.sigmoid_f32, f32::NEG_INFINITY), 0.0, "{name}");
+        assert_eq!(apply(kernels.sigmoid_f32, 1e30), 1.0, "{name}");
+        assert_eq!(apply(kernels.sigmoid_f32, -1e30), 0.0, "{name}");
+        assert_eq!(apply(kernels.sigmoid_f32, 0.0), 0.5, "{name}");
+        assert_eq!(apply(kernels.tanh_f32, f32::INFINITY), 1.0, "{name}");
+        assert_eq!(apply(kernels.tanh_f32, f32::NEG_INFINITY), -1.0, "{name}");
+        assert_eq!(apply(kernels.tanh_f32, 20.0), 1.0, "{name}");
+        assert_eq!(apply(kernels.tanh_f32, -20.0), -1.0, "{name}");
+        assert_eq!(
+            apply(kernels.tanh_f32, 0.0).to_bits(),
+            0.0f32.to_bits(),
+            "{name}"
+        );
+        assert_eq!(
+            apply(kernels.tanh_f32, -0.0).to_bits(),
+            (-0.0f32).to_bits(),
+            "{name}"
+        );
+        assert_eq!(apply(kernels.tanh_f32, 1e-30), 1e-30, "{name}");
+        assert_eq!(apply(kernels.exp_f32, 0.0), 1.0, "{name}");
+        assert_eq!(
+            apply(kernels.exp_f32, f32::INFINITY),
+            f32::INFINITY,
+            "{name}"
+        );
+        assert_eq!(apply(kernels.exp_f32, 89.0), f32::INFINITY, "{name}");
+        assert_eq!(apply(kernels.exp_f32, f32::NEG_INFINITY), 0.0, "{name}");
+        assert_eq!(apply(kernels.exp_f32, -104.0), 0.0, "{name}");
+        assert!(
+            apply(kernels.exp_f32, -100.0) > 0.0,
+            "{name}: subnormal result"
+        );
+        for kernel in [
+            kernels.sigmoid_f32,
+            kernels.tanh_f32,
+            kernels.exp_f32,
+            kernels.relu_f32,
+        ] {
+            assert!(apply(kernel, f32::NAN).is_nan(), "{name}");
+            assert!(apply(kernel, -f32::NAN).is_nan(), "{name}");
+        }
+    }
+}
+
+#[test]
 fn activations_at_every_tail_length() {
     // Lengths up to a few multiples of any plausible lane width, so that every remainder after
     // the vector loop is exercised.
@@ -92,9 +208,10 @@ fn activations_at_every_tail_length() {
 #[test]
 fn public_slice_functions_use_the_table() {
     let selected = table();
-    let wiring: [(SliceKernel, SliceKernel); 3] = [
+    let wiring: [(SliceKernel, SliceKernel); 4] = [
         (super::sigmoid_slice, selected.sigmoid_f32),
         (super::tanh_slice, selected.tanh_f32),
+        (super::exp_slice, selected.exp_f32),
         (super::relu_slice, selected.relu_f32),
     ];
     for (public, kernel) in wiring {
@@ -106,9 +223,429 @@ fn public_slice_functions_use_the_table() {
     }
 }
 
+/// The spacing of `f32` values around `value` (one unit in the last place), as `f64`.
+fn ulp(value: f64) -> f64 {
+    let magnitude = value.abs();
+    if magnitude < f64::from(f32::MIN_POSITIVE) {
+        return 2f64.powi(-149);
+    }
+    2f64.powi(magnitude.log2().floor() as i32 - 23)
+}
+
+/// The worst errors of one kernel over `inputs` against an exact `f64` function: absolute, and in
+/// units in the last place of the exact result.
+fn worst_errors(kernel: SliceKernel, exact: fn(f64) -> f64, inputs: &[f32]) -> (f64, f64, f32) {
+    let mut outputs = inputs.to_vec();
+    kernel(&mut outputs);
+    let (mut worst_abs, mut worst_ulp, mut worst_at) = (0.0f64, 0.0f64, 0.0f32);
+    for (&input, &output) in inputs.iter().zip(&outputs) {
+        let expected = exact(f64::from(input));
+        // Results beyond f32 range round to infinity; compare against the rounded value.
+        let expected_f32 = expected as f32;
+        if expected_f32.is_infinite() {
+            assert_eq!(output, expected_f32, "f({input})");
+            continue;
+        }
+        let error = (f64::from(output) - expected).abs();
+        let in_ulp = error / ulp(expected);
+        worst_abs = worst_abs.max(error);
+        if in_ulp > worst_ulp {
+            worst_ulp = in_ulp;
+            worst_at = input;
+        }
+    }
+    (worst_abs, worst_ulp, worst_at)
+}
+
+/// Every 4099th bit pattern that is an `f32` between `low` and `high` (about half a million values
+/// for the ranges used here, every binade of both signs sampled densely), plus the ends.
+fn dense_sample(low: f32, high: f32) -> Vec<f32> {
+    let mut values: Vec<f32> = (0..=u32::MAX / 4099)
+        .map(|idx| f32::from_bits(idx * 4099))
+        .filter(|value| (low..=high).contains(value))
+        .collect();
+    values.extend([low, high]);
+    values
+}
+
+/// Error bounds of one table's `exp`, sigmoid and `tanh` against exact values.
+struct Bounds {
+    exp_ulp: f64,
+    sigmoid_ulp: f64,
+    sigmoid_abs: f64,
+    tanh_ulp: f64,
+    tanh_abs: f64,
+}
+
+/// The bounds `approx.rs` documents for its approximations (the vectorised tables).
+const APPROXIMATION_BOUNDS: Bounds = Bounds {
+    exp_ulp: approx::EXP_MAX_ULP as f64,
+    sigmoid_ulp: approx::SIGMOID_MAX_ULP as f64,
+    sigmoid_abs: approx::SIGMOID_MAX_ABS_ERROR,
+    tanh_ulp: approx::TANH_MAX_ULP as f64,
+    tanh_abs: approx::TANH_MAX_ABS_ERROR,
+};
+
+/// Bounds for the generic table, which evaluates the textbook formulas with the standard
+/// library's `exp` and `tanh`: an exhaustive run measured 0.50 ulp for `exp`, 2.40 ulp and
+/// 8.9e-8 for sigmoid, 2.19 ulp and 1.04e-7 for `tanh`.
+const LIBRARY_BOUNDS: Bounds = Bounds {
+    exp_ulp: 1.0,
+    sigmoid_ulp: 3.0,
+    sigmoid_abs: 1e-7,
+    tanh_ulp: 2.5,
+    tanh_abs: 1.2e-7,
+};
+
+#[test]
+fn activations_within_documented_bounds_of_exact_values() {
+    let exp_inputs = dense_sample(-104.0, 89.0);
+    let wide_inputs = dense_sample(-120.0, 120.0);
+    let sigmoid_exact = |x: f64| 1.0 / (1.0 + (-x).exp());
+    for kernels in implementations() {
+        let bounds = if std::ptr::eq(kernels, &GENERIC) {
+            &LIBRARY_BOUNDS
+        } else {
+            &APPROXIMATION_BOUNDS
+        };
+        let name = kernels.name;
+        let (_, exp_ulp, exp_at) = worst_errors(kernels.exp_f32, f64::exp, &exp_inputs);
+        let (sigmoid_abs, sigmoid_ulp, sigmoid_at) =
+            worst_errors(kernels.sigmoid_f32, sigmoid_exact, &wide_inputs);
+        let (tanh_abs, tanh_ulp, tanh_at) = worst_errors(kernels.tanh_f32, f64::tanh, &wide_inputs);
+        eprintln!(
+            "{name}: exp {exp_ulp:.2} ulp (at {exp_at}); sigmoid {sigmoid_abs:.3e} abs, \
+             {sigmoid_ulp:.2} ulp (at {sigmoid_at}); tanh {tanh_abs:.3e} abs, {tanh_ulp:.2} ulp \
+             (at {tanh_at})"
+        );
+        assert!(exp_ulp <= bounds.exp_ulp, "{name}: exp {exp_ulp} ulp");
+        assert!(
+            sigmoid_abs <= bounds.sigmoid_abs,
+            "{name}: sigmoid {sigmoid_abs}"
+        );
+        assert!(
+            sigmoid_ulp <= bounds.sigmoid_ulp,
+            "{name}: sigmoid {sigmoid_ulp} ulp"
+        );
+        assert!(tanh_abs <= bounds.tanh_abs, "{name}: tanh {tanh_abs}");
+        assert!(tanh_ulp <= bounds.tanh_ulp, "{name}: tanh {tanh_ulp} ulp");
+    }
+}
+
 proptest! {
     #[test]
     fn activations_on_random_inputs(inputs in vec(-120.0f32..120.0, 0..100)) {
         check_activations(&inputs).map_err(TestCaseError::fail)?;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Packed matrix products
+
+/// A `[rows, cols]` matrix of uniform values in [-1, 1) from `seed`.
+fn random_matrix(rows: usize, cols: usize, seed: u64) -> Array2<f32> {
+    let mut rng = SplitMix64::new(seed);
+    Array2::from_shape_simple_fn((rows, cols), || rng.uniform(-1.0, 1.0))
+}
+
+/// `init + x · wᵀ` in `f64`, and the sum of the magnitudes of its terms, for the error bound.
+fn reference_product(
+    x: ArrayView2<'_, f32>,
+    w: ArrayView2<'_, f32>,
+    init: Option<ArrayView2<'_, f32>>,
+) -> (Array2<f64>, Array2<f64>) {
+    let (n, m) = (x.nrows(), w.nrows());
+    let mut product = Array2::zeros((n, m));
+    let mut magnitude = Array2::zeros((n, m));
+    let k = x.ncols();
+    let x = x.as_standard_layout();
+    let w = w.as_standard_layout();
+    let x = x.as_slice().expect("standard layout");
+    let w = w.as_slice().expect("standard layout");
+    for row in 0..n {
+        for col in 0..m {
+            let start = init.map_or(0.0, |init| f64::from(init[[row, col]]));
+            let (mut sum, mut abs) = (start, start.abs());
+            for inner in 0..k {
+                let term = f64::from(x[row * k + inner]) * f64::from(w[col * k + inner]);
+                sum += term;
+                abs += term.abs();
+            }
+            product[[row, col]] = sum;
+            magnitude[[row, col]] = abs;
+        }
+    }
+    (product, magnitude)
+}
+
+/// The documented error bound of one output element of [`gemm_packed`]: a chain of `k`
+/// multiply-adds with at most two roundings each (u = 2⁻²⁴) is within `2k·u/(1 − 2k·u)` of the
+/// sum of the magnitudes of its terms and starting value; `(k + 1)·2⁻²³` covers it for every `k`
+/// used here.
+fn gemm_tolerance(k: usize, magnitude: f64) -> f64 {
+    (k as f64 + 1.0) * 2f64.powi(-23) * magnitude
+}
+
+/// Runs `gemm_packed` with `w` packed for `kernels`, on a copy of `init`.
+fn product_with(
+    kernels: &'static Kernels,
+    x: ArrayView2<'_, f32>,
+    w: ArrayView2<'_, f32>,
+    init: &Array2<f32>,
+    accumulate: bool,
+) -> Array2<f32> {
+    let packed = PackedMatrix::for_kernels(w, kernels);
+    let mut out = init.clone();
+    gemm_packed(x, &packed, out.view_mut(), accumulate);
+    out
+}
+
+#[test]
+fn gemm_matches_f64_reference_on_tail_shapes() {
+    let implementations = implementations();
+    let mut seed = 0;
+    for n in [0, 1, 7, 64] {
+        for k in [1, 3, 128, 257] {
+            for m in [1, 5, 512, 1024] {
+                seed += 3;
+                let x = random_matrix(n, k, seed);
+                let w = random_matrix(m, k, seed + 1);
+                let init = random_matrix(n, m, seed + 2);
+                for accumulate in [false, true] {
+                    let start = accumulate.then(|| init.view());
+                    let (expected, magnitude) = reference_product(x.view(), w.view(), start);
+                    for &kernels in &implementations {
+                        let out = product_with(kernels, x.view(), w.view(), &init, accumulate);
+                        for ((idx, &value), &reference) in out.indexed_iter().zip(&expected) {
+                            let error = (f64::from(value) - reference).abs();
+                            assert!(
+                                error <= gemm_tolerance(k, magnitude[idx]),
+                                "{} n={n} k={k} m={m} accumulate={accumulate} at {idx:?}: \
+                                 {value} vs {reference}",
+                                kernels.name
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn gemm_with_empty_dimensions() {
+    for kernels in implementations() {
+        // k = 0: the product is zero, so `out` becomes 0 or stays as it was.
+        let x = Array2::<f32>::zeros((3, 0));
+        let w = Array2::<f32>::zeros((5, 0));
+        let init = random_matrix(3, 5, 1);
+        assert_eq!(
+            product_with(kernels, x.view(), w.view(), &init, false),
+            Array2::<f32>::zeros((3, 5))
+        );
+        assert_eq!(product_with(kernels, x.view(), w.view(), &init, true), init);
+        // m = 0 and n = 0: nothing to compute.
+        let x = random_matrix(3, 4, 2);
+        let w = Array2::<f32>::zeros((0, 4));
+        let init = Array2::<f32>::zeros((3, 0));
+        assert_eq!(
+            product_with(kernels, x.view(), w.view(), &init, false).dim(),
+            (3, 0)
+        );
+        let x = Array2::<f32>::zeros((0, 4));
+        let w = random_matrix(6, 4, 3);
+        let init = Array2::<f32>::zeros((0, 6));
+        assert_eq!(
+            product_with(kernels, x.view(), w.view(), &init, true).dim(),
+            (0, 6)
+        );
+    }
+}
+
+#[test]
+fn gemm_overwrites_nan_unless_accumulating() {
+    for kernels in implementations() {
+        let x = random_matrix(7, 9, 4);
+        let w = random_matrix(70, 9, 5);
+        let nan = Array2::from_elem((7, 70), f32::NAN);
+        let overwritten = product_with(kernels, x.view(), w.view(), &nan, false);
+        assert!(
+            overwritten.iter().all(|value| value.is_finite()),
+            "{}",
+            kernels.name
+        );
+        let zeros = Array2::zeros((7, 70));
+        let from_zero = product_with(kernels, x.view(), w.view(), &zeros, false);
+        assert_eq!(
+            overwritten.map(|v| v.to_bits()),
+            from_zero.map(|v| v.to_bits())
+        );
+        let accumulated = product_with(kernels, x.view(), w.view(), &nan, true);
+        assert!(
+            accumulated.iter().all(|value| value.is_nan()),
+            "{}",
+            kernels.name
+        );
+    }
+}
+
+#[test]
+fn gemm_accepts_strided_views_with_identical_results() {
+    let (n, k, m) = (9, 37, 83);
+    let x = random_matrix(n, k, 6);
+    let w = random_matrix(m, k, 7);
+    let init = random_matrix(n, m, 8);
+    for kernels in implementations() {
+        let packed = PackedMatrix::for_kernels(w.view(), kernels);
+        for accumulate in [false, true] {
+            let expected = product_with(kernels, x.view(), w.view(), &init, accumulate);
+            let bits = expected.map(|v| v.to_bits());
+
+            // Rows of bigger arrays: row strides above the column counts.
+            let mut x_big = random_matrix(n + 5, k + 11, 9);
+            x_big.slice_mut(s![2..2 + n, 3..3 + k]).assign(&x);
+            let mut out_big = random_matrix(n + 4, m + 7, 10);
+            out_big.slice_mut(s![1..1 + n, 5..5 + m]).assign(&init);
+            gemm_packed(
+                x_big.slice(s![2..2 + n, 3..3 + k]),
+                &packed,
+                out_big.slice_mut(s![1..1 + n, 5..5 + m]),
+                accumulate,
+            );
+            let got = out_big.slice(s![1..1 + n, 5..5 + m]).map(|v| v.to_bits());
+            assert_eq!(
+                got, bits,
+                "{} row-strided, accumulate={accumulate}",
+                kernels.name
+            );
+
+            // Non-contiguous rows: every other column of `x`, and a transposed `out`.
+            let mut x_spread = Array2::zeros((n, 2 * k));
+            x_spread.slice_mut(s![.., ..;2]).assign(&x);
+            let mut out_t = init.t().to_owned();
+            gemm_packed(
+                x_spread.slice(s![.., ..;2]),
+                &packed,
+                out_t.view_mut().reversed_axes(),
+                accumulate,
+            );
+            let got = out_t.t().map(|v| v.to_bits());
+            assert_eq!(
+                got, bits,
+                "{} non-contiguous, accumulate={accumulate}",
+                kernels.name
+            );
+        }
+    }
+}
+
+proptest! {
+    /// Row `r` of the product depends only on row `r` of `x` (and of `out`): computed alone,
+    /// inside the whole batch or inside any sub-batch, it has the same bits.
+    #[test]
+    fn gemm_rows_are_independent_of_the_batch(
+        n in 1usize..20,
+        k in 0usize..40,
+        m in 1usize..150,
+        seed: u64,
+        accumulate: bool,
+        cut in (0usize..20, 0usize..20),
+    ) {
+        let x = random_matrix(n, k, seed);
+        let w = random_matrix(m, k, seed.wrapping_add(1));
+        let init = random_matrix(n, m, seed.wrapping_add(2));
+        // A sub-batch `from..to`, at least one row long.
+        let from = cut.0 % n;
+        let to = from + 1 + cut.1 % (n - from);
+        for kernels in implementations() {
+            let packed = PackedMatrix::for_kernels(w.view(), kernels);
+            let mut batch = init.clone();
+            gemm_packed(x.view(), &packed, batch.view_mut(), accumulate);
+            for row in 0..n {
+                let mut alone = init.slice(s![row..row + 1, ..]).to_owned();
+                gemm_packed(x.slice(s![row..row + 1, ..]), &packed, alone.view_mut(), accumulate);
+                prop_assert_eq!(
+                    alone.row(0).map(|v| v.to_bits()),
+                    batch.row(row).map(|v| v.to_bits()),
+                    "{} row {} of {}", kernels.name, row, n
+                );
+            }
+            let mut part = init.slice(s![from..to, ..]).to_owned();
+            gemm_packed(x.slice(s![from..to, ..]), &packed, part.view_mut(), accumulate);
+            prop_assert_eq!(
+                part.map(|v| v.to_bits()),
+                batch.slice(s![from..to, ..]).map(|v| v.to_bits()),
+                "{} rows {}..{} of {}", kernels.name, from, to, n
+            );
+        }
+    }
+}
+
+#[test]
+fn packed_matrix_accessors_clone_and_threads() {
+    fn assert_traits<T: Clone + std::fmt::Debug + Send + Sync + 'static>() {}
+    assert_traits::<PackedMatrix>();
+    let w = random_matrix(70, 13, 11);
+    let x = random_matrix(5, 13, 12);
+    let init = Array2::zeros((5, 70));
+    for kernels in implementations() {
+        let packed = PackedMatrix::for_kernels(w.view(), kernels);
+        assert_eq!((packed.rows(), packed.cols()), (70, 13));
+        let debug = format!("{packed:?}");
+        assert!(debug.contains(kernels.name), "{debug}");
+        let copy = packed.clone();
+        drop(packed);
+        let from_copy = {
+            let mut out = init.clone();
+            gemm_packed(x.view(), &copy, out.view_mut(), false);
+            out
+        };
+        let fresh = product_with(kernels, x.view(), w.view(), &init, false);
+        assert_eq!(from_copy.map(|v| v.to_bits()), fresh.map(|v| v.to_bits()));
+        // Packing reads any strides: a transposed copy packs to the same products.
+        let w_t = w.t().to_owned();
+        let from_strided = {
+            let packed = PackedMatrix::for_kernels(w_t.t(), kernels);
+            let mut out = init.clone();
+            gemm_packed(x.view(), &packed, out.view_mut(), false);
+            out
+        };
+        assert_eq!(
+            from_strided.map(|v| v.to_bits()),
+            fresh.map(|v| v.to_bits())
+        );
+    }
+}
+
+#[test]
+fn public_packing_uses_the_selected_table() {
+    let packed = PackedMatrix::new(random_matrix(3, 2, 13).view());
+    assert!(std::ptr::eq(packed.kernels(), table()));
+}
+
+#[test]
+#[should_panic(expected = "gemm_packed")]
+fn gemm_rejects_mismatched_shapes() {
+    let packed = PackedMatrix::new(random_matrix(4, 3, 14).view());
+    let x = random_matrix(2, 5, 15);
+    let mut out = Array2::zeros((2, 4));
+    gemm_packed(x.view(), &packed, out.view_mut(), false);
+}
+
+#[test]
+fn environment_variable_selects_the_table() {
+    let (found, missing) = available();
+    let best = *found.last().expect("generic is always available");
+    assert!(std::ptr::eq(select(None), best));
+    assert!(std::ptr::eq(select(Some("")), best));
+    assert!(std::ptr::eq(select(Some("auto")), best));
+    assert!(std::ptr::eq(select(Some("no-such-table")), best));
+    assert!(std::ptr::eq(select(Some("generic")), &GENERIC));
+    assert!(std::ptr::eq(select(Some(" generic ")), &GENERIC));
+    for &kernels in &found {
+        assert!(std::ptr::eq(select(Some(kernels.name)), kernels));
+    }
+    for name in missing {
+        assert!(std::ptr::eq(select(Some(name)), &GENERIC));
     }
 }

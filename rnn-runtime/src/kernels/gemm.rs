@@ -1,0 +1,434 @@
+//! Packed weight matrices and the blocked product behind [`gemm_packed`](super::gemm_packed).
+//!
+//! This module is portable and free of `unsafe`: it holds the packed layout, the loop nest and the
+//! register-blocked microkernel, all written as plain Rust on fixed-size arrays. Each
+//! implementation instantiates [`gemm_rows`] with its own tile shape and [`GemmOps`] (fused or
+//! separate multiply-add, and an optional prefetch hint); the architecture modules do so inside
+//! `#[target_feature]` functions, where LLVM vectorises the microkernel for that instruction set.
+//!
+//! # Layout
+//!
+//! A [`PackedMatrix`] built from `w: [m, k]` stores `w` as `ceil(m / NR)` *panels* of `NR`
+//! consecutive rows of `w` (output columns of the product), each panel k-major: element
+//! `(kk, j)` of panel `p` is `w[p·NR + j, kk]`, at offset `(p·k + kk)·NR + j`. A panel is
+//! therefore `k` contiguous vectors of `NR` weights, one per step of the inner product, and the
+//! last panel is padded with zeros up to `NR` columns. The buffer starts on a 64-byte boundary, so
+//! with `NR` a multiple of 16 every vector load of a weight row is aligned.
+//!
+//! # Summation order
+//!
+//! Every output element is one sequential chain over the inner dimension, whatever the tile,
+//! block or batch size:
+//!
+//! ```text
+//! acc = accumulate ? out[r, c] : 0
+//! for kk in 0..k { acc = mul_add(x[r, kk], w[c, kk], acc) }
+//! out[r, c] = acc
+//! ```
+//!
+//! where `mul_add` is a fused multiply-add or a multiply then an add, fixed per implementation
+//! ([`MulAdd`]). Tiles only decide how many of these independent chains run side by side, so a
+//! row of the output depends on nothing but the same row of `x`: the result for a row is
+//! bit-identical whether it is computed alone (`n = 1`), anywhere inside a batch, or in a tail
+//! tile. Error bound of one chain (`u = 2⁻²⁴`): `|error| ≤ γ · (|init| + Σ|x·w|)` with
+//! `γ = k·u/(1 − k·u)` fused or `γ = 2k·u/(1 − 2k·u)` separate.
+
+use ndarray::{ArrayView2, ArrayViewMut2};
+
+use super::Kernels;
+
+/// How an implementation performs one step of an inner product, `a · b + c`.
+pub(super) trait MulAdd {
+    /// `a · b + c`, rounded once ([`Fused`]) or twice ([`Separate`]).
+    fn mul_add(a: f32, b: f32, c: f32) -> f32;
+}
+
+/// The operations of one implementation's matrix product beyond arithmetic.
+pub(super) trait GemmOps: MulAdd {
+    /// Hints that the cache lines under `target` will be written soon. The default does nothing;
+    /// an implementation may issue prefetches (which never change results).
+    #[inline(always)]
+    fn prefetch_for_write(target: &[f32]) {
+        let _ = target;
+    }
+}
+
+/// Fused multiply-add, one rounding: only for code compiled with the `fma` target feature, where
+/// [`f32::mul_add`] is a single instruction (elsewhere it is a slow library call).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Fused;
+
+impl MulAdd for Fused {
+    #[inline(always)]
+    fn mul_add(a: f32, b: f32, c: f32) -> f32 {
+        a.mul_add(b, c)
+    }
+}
+
+/// A multiply then an add, two roundings: available everywhere. Rust never contracts `a * b + c`
+/// into a fused operation, so this stays two roundings even on FMA hardware.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Separate;
+
+impl MulAdd for Separate {
+    #[inline(always)]
+    fn mul_add(a: f32, b: f32, c: f32) -> f32 {
+        a * b + c
+    }
+}
+
+impl GemmOps for Separate {}
+
+/// `f32`s per cache line (64 bytes on every x86-64 and most aarch64 cores).
+const CACHE_LINE_FLOATS: usize = 16;
+
+/// Alignment of the packed buffer, in `f32`s (64 bytes: one cache line, one AVX-512 vector).
+const ALIGN_FLOATS: usize = 16;
+
+/// Bytes of `x` one row block may occupy, so that the block stays in the L2 cache while every
+/// panel of weights sweeps over it (the per-core L2 is 512 KiB or more on current x86 cores).
+const ROW_BLOCK_BYTES: usize = 256 * 1024;
+
+/// Weights per vector in the microkernel's loop order: 16 (one 512-bit register), or the
+/// largest power of two below that divides a panel of `panel_width` columns.
+const fn vector_width(panel_width: usize) -> usize {
+    let mut width = 16;
+    while !panel_width.is_multiple_of(width) {
+        width /= 2;
+    }
+    width
+}
+
+/// The largest register tile height any implementation uses (tail tiles have fewer rows).
+pub(super) const MAX_TILE_ROWS: usize = 8;
+
+/// A weight matrix `w: [m, k]` (PyTorch layout: one row per output unit) packed once for
+/// [`gemm_packed`](super::gemm_packed), which computes `out (+)= x · wᵀ`.
+///
+/// The layout (panels of output columns, k-major, zero-padded, 64-byte aligned) is chosen by the
+/// kernel implementation selected for this process, and the matrix remembers that
+/// implementation: every product with it uses the same kernel, hence the same rounding, whatever
+/// the number of rows of `x`.
+pub struct PackedMatrix {
+    rows: usize,
+    cols: usize,
+    /// Offset of the first panel in `buffer`, which makes it 64-byte aligned.
+    start: usize,
+    /// `ceil(rows / panel_width) · cols · panel_width` weights from `start`, then slack.
+    buffer: Vec<f32>,
+    kernels: &'static Kernels,
+}
+
+impl PackedMatrix {
+    /// Packs `w: [m, k]` for the kernels selected for this process.
+    ///
+    /// Any strides are accepted; packing reads `w` once.
+    pub fn new(w: ArrayView2<'_, f32>) -> PackedMatrix {
+        PackedMatrix::for_kernels(w, super::table())
+    }
+
+    /// Packs `w` for a given implementation (the shared test suite packs for each of them).
+    pub(super) fn for_kernels(w: ArrayView2<'_, f32>, kernels: &'static Kernels) -> PackedMatrix {
+        let (rows, cols) = w.dim();
+        let width = kernels.panel_width;
+        let mut packed = PackedMatrix::zeroed(rows, cols, kernels);
+        let data = packed.panels_mut();
+        for (row, weights) in w.outer_iter().enumerate() {
+            let (panel, lane) = (row / width, row % width);
+            let base = panel * cols * width + lane;
+            for (inner, &weight) in weights.iter().enumerate() {
+                data[base + inner * width] = weight;
+            }
+        }
+        packed
+    }
+
+    /// A packed `[rows, cols]` matrix of zeros, aligned.
+    fn zeroed(rows: usize, cols: usize, kernels: &'static Kernels) -> PackedMatrix {
+        let len = rows.div_ceil(kernels.panel_width) * cols * kernels.panel_width;
+        let buffer = vec![0.0f32; len + ALIGN_FLOATS];
+        // `align_offset` may in principle decline (usize::MAX); unaligned data is still correct.
+        let start = buffer.as_ptr().align_offset(ALIGN_FLOATS * 4);
+        let start = if start < ALIGN_FLOATS { start } else { 0 };
+        PackedMatrix {
+            rows,
+            cols,
+            start,
+            buffer,
+            kernels,
+        }
+    }
+
+    /// `m`: rows of the original matrix, columns of the product.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// `k`: columns of the original matrix, the inner dimension of the product.
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// The implementation this matrix was packed for.
+    pub(super) fn kernels(&self) -> &'static Kernels {
+        self.kernels
+    }
+
+    /// The panels, without the alignment slack.
+    pub(super) fn panels(&self) -> &[f32] {
+        let len = self.buffer.len() - ALIGN_FLOATS;
+        &self.buffer[self.start..self.start + len]
+    }
+
+    fn panels_mut(&mut self) -> &mut [f32] {
+        let len = self.buffer.len() - ALIGN_FLOATS;
+        &mut self.buffer[self.start..self.start + len]
+    }
+}
+
+impl Clone for PackedMatrix {
+    /// A copy in a new buffer, aligned again (so not a plain `Vec` clone).
+    fn clone(&self) -> PackedMatrix {
+        let mut copy = PackedMatrix::zeroed(self.rows, self.cols, self.kernels);
+        copy.panels_mut().copy_from_slice(self.panels());
+        copy
+    }
+}
+
+impl std::fmt::Debug for PackedMatrix {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PackedMatrix")
+            .field("rows", &self.rows)
+            .field("cols", &self.cols)
+            .field("kernels", &self.kernels.name)
+            .field("panel_width", &self.kernels.panel_width)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `out (+)= x · wᵀ` with register tiles of `MR` rows by `NR` columns; see the module docs for
+/// the layout and the summation order.
+///
+/// Preconditions (checked by the caller, `debug_assert!`ed here): `w` was packed with panels of
+/// `NR` columns, `x` is `[n, w.cols()]` and `out` is `[n, w.rows()]`, and both have contiguous
+/// rows (column stride 1, any row stride).
+///
+/// Loop nest: blocks of rows of `x` small enough to stay in L2 ([`ROW_BLOCK_BYTES`]), then
+/// panels, then `MR`-row tiles, so the weights are read once per block and one panel is reused by
+/// every tile of the block (from L1 while `k · NR · 4` bytes fit, e.g. `k ≤ 128` for `NR = 64`,
+/// else from L2). The rows left over after the last full tile run in a shorter tile; when they
+/// are few, over two panels at once, so that a lone row (`n = 1`, the matrix-vector case) still
+/// keeps `2·NR` independent chains in flight. Each tile prefetches its output lines before its
+/// inner loop ([`GemmOps::prefetch_for_write`]).
+#[inline(always)]
+pub(super) fn gemm_rows<const MR: usize, const NR: usize, A: GemmOps>(
+    x: ArrayView2<'_, f32>,
+    w: &PackedMatrix,
+    mut out: ArrayViewMut2<'_, f32>,
+    accumulate: bool,
+) {
+    let (n, k) = x.dim();
+    let m = w.rows();
+    const { assert!(MR >= 1 && MR <= MAX_TILE_ROWS) };
+    debug_assert_eq!(w.kernels().panel_width, NR);
+    debug_assert_eq!(w.cols(), k);
+    debug_assert_eq!(out.dim(), (n, m));
+    let panel_count = m.div_ceil(NR);
+    let operands = Operands {
+        panels: w.panels(),
+        k,
+        m,
+        accumulate,
+    };
+    let block = (ROW_BLOCK_BYTES / (4 * k.max(1)) / MR * MR).max(MR);
+    let mut block_start = 0;
+    while block_start < n {
+        let block_end = (block_start + block).min(n);
+        let full_end = block_start + (block_end - block_start) / MR * MR;
+        let tail = block_end - full_end;
+        let mut panel = 0;
+        while panel < panel_count {
+            let pair = panel + 1 < panel_count && 2 * tail <= MR;
+            let panels_now = if pair { 2 } else { 1 };
+            for one in panel..(panel + panels_now).min(panel_count) {
+                let mut row = block_start;
+                while row < full_end {
+                    tile::<MR, 1, NR, A>(&operands, x, &mut out, row, one);
+                    row += MR;
+                }
+            }
+            if tail > 0 {
+                if pair {
+                    tail_tile_pair::<NR, A>(tail, &operands, x, &mut out, full_end, panel);
+                } else {
+                    tail_tile::<NR, A>(tail, &operands, x, &mut out, full_end, panel);
+                }
+            }
+            panel += panels_now;
+        }
+        block_start = block_end;
+    }
+}
+
+/// What every tile of one product shares.
+struct Operands<'a> {
+    panels: &'a [f32],
+    k: usize,
+    m: usize,
+    accumulate: bool,
+}
+
+/// A tile of `rows < MAX_TILE_ROWS` rows over one panel: the row count becomes a constant.
+#[inline(always)]
+fn tail_tile<const NR: usize, A: GemmOps>(
+    rows: usize,
+    operands: &Operands<'_>,
+    x: ArrayView2<'_, f32>,
+    out: &mut ArrayViewMut2<'_, f32>,
+    row: usize,
+    panel: usize,
+) {
+    match rows {
+        1 => tile::<1, 1, NR, A>(operands, x, out, row, panel),
+        2 => tile::<2, 1, NR, A>(operands, x, out, row, panel),
+        3 => tile::<3, 1, NR, A>(operands, x, out, row, panel),
+        4 => tile::<4, 1, NR, A>(operands, x, out, row, panel),
+        5 => tile::<5, 1, NR, A>(operands, x, out, row, panel),
+        6 => tile::<6, 1, NR, A>(operands, x, out, row, panel),
+        7 => tile::<7, 1, NR, A>(operands, x, out, row, panel),
+        _ => unreachable!("tail tiles have fewer than {MAX_TILE_ROWS} rows"),
+    }
+}
+
+/// A tile of `rows ≤ MAX_TILE_ROWS / 2` rows over two panels.
+#[inline(always)]
+fn tail_tile_pair<const NR: usize, A: GemmOps>(
+    rows: usize,
+    operands: &Operands<'_>,
+    x: ArrayView2<'_, f32>,
+    out: &mut ArrayViewMut2<'_, f32>,
+    row: usize,
+    panel: usize,
+) {
+    match rows {
+        1 => tile::<1, 2, NR, A>(operands, x, out, row, panel),
+        2 => tile::<2, 2, NR, A>(operands, x, out, row, panel),
+        3 => tile::<3, 2, NR, A>(operands, x, out, row, panel),
+        4 => tile::<4, 2, NR, A>(operands, x, out, row, panel),
+        _ => unreachable!("paired tail tiles have at most {} rows", MAX_TILE_ROWS / 2),
+    }
+}
+
+/// One register tile: rows `row..row + R` of the output, columns of panels `panel..panel + P`.
+///
+/// Loads the starting values, runs [`microkernel`] over the whole inner dimension and stores the
+/// valid columns (the zero padding of the last panel is computed and dropped).
+#[inline(always)]
+fn tile<const R: usize, const P: usize, const NR: usize, A: GemmOps>(
+    operands: &Operands<'_>,
+    x: ArrayView2<'_, f32>,
+    out: &mut ArrayViewMut2<'_, f32>,
+    row: usize,
+    panel: usize,
+) {
+    let Operands {
+        panels,
+        k,
+        m,
+        accumulate,
+    } = *operands;
+    let x_rows: [&[f32]; R] = std::array::from_fn(|r| {
+        let slice = x
+            .index_axis_move(ndarray::Axis(0), row + r)
+            .to_slice()
+            .expect("rows of x are contiguous");
+        &slice[..k]
+    });
+    let weights: [&[f32]; P] = std::array::from_fn(|p| {
+        let start = (panel + p) * k * NR;
+        &panels[start..start + k * NR]
+    });
+    // Columns of panel `p` of this tile that exist in `out` (all `NR` but in the last panel).
+    let columns = |p: usize| {
+        let first = (panel + p) * NR;
+        first..(first + NR).min(m)
+    };
+    // The stores at the end of this tile would otherwise wait for their lines to arrive (from
+    // memory when `out` is large, e.g. a product hoisted over every time step); the inner loop
+    // takes far longer than the fetch.
+    for r in 0..R {
+        let out_row = out.row(row + r);
+        let out_row = out_row.to_slice().expect("rows of out are contiguous");
+        for p in 0..P {
+            for column in columns(p).step_by(CACHE_LINE_FLOATS) {
+                A::prefetch_for_write(&out_row[column..]);
+            }
+        }
+    }
+    let mut acc = [[[0.0f32; NR]; P]; R];
+    if accumulate {
+        for (r, acc_row) in acc.iter_mut().enumerate() {
+            let out_row = out.row(row + r);
+            let out_row = out_row.to_slice().expect("rows of out are contiguous");
+            for (p, acc_panel) in acc_row.iter_mut().enumerate() {
+                let range = columns(p);
+                match <&[f32; NR]>::try_from(&out_row[range.clone()]) {
+                    Ok(full) => *acc_panel = *full,
+                    Err(_) => acc_panel[..range.len()].copy_from_slice(&out_row[range]),
+                }
+            }
+        }
+    }
+    let acc = microkernel::<R, P, NR, A>(k, &x_rows, &weights, acc);
+    for (r, acc_row) in acc.iter().enumerate() {
+        let out_row = out.row_mut(row + r);
+        let out_row = out_row.into_slice().expect("rows of out are contiguous");
+        for (p, acc_panel) in acc_row.iter().enumerate() {
+            let target = &mut out_row[columns(p)];
+            if target.len() == NR {
+                let full: &mut [f32; NR] = target.try_into().expect("length checked");
+                *full = *acc_panel;
+            } else {
+                let len = target.len();
+                target.copy_from_slice(&acc_panel[..len]);
+            }
+        }
+    }
+}
+
+/// The register-blocked inner loop: `R · P · NR` independent chains, one step of each per `kk`.
+///
+/// `x_rows` are `R` rows of `k` inputs; `weights` are `P` panels of `k · NR` packed weights. Each
+/// step broadcasts one input per row and loads one `NR`-wide weight vector per panel; with `NR` a
+/// multiple of the vector width and `acc` small enough for the register file, LLVM keeps `acc` in
+/// vector registers and emits `R · P · NR / lanes` vector multiply-adds per step.
+#[inline(always)]
+fn microkernel<const R: usize, const P: usize, const NR: usize, A: MulAdd>(
+    k: usize,
+    x_rows: &[&[f32]; R],
+    weights: &[&[f32]; P],
+    mut acc: [[[f32; NR]; P]; R],
+) -> [[[f32; NR]; P]; R] {
+    // Weights per vector: the order below loads one vector of weights and uses it for every row.
+    let width = vector_width(NR);
+    // Cut to exactly `k` steps here, so that LLVM sees every index below is in bounds.
+    let x_rows: [&[f32]; R] = std::array::from_fn(|r| &x_rows[r][..k]);
+    let weights: [&[f32]; P] = std::array::from_fn(|p| &weights[p][..k * NR]);
+    for kk in 0..k {
+        let inputs: [f32; R] = std::array::from_fn(|r| x_rows[r][kk]);
+        for p in 0..P {
+            let w: &[f32; NR] = weights[p][kk * NR..kk * NR + NR]
+                .try_into()
+                .expect("a panel holds NR weights per step");
+            for (chunk, vector) in w.chunks_exact(width).enumerate() {
+                for r in 0..R {
+                    for (lane, &weight) in vector.iter().enumerate() {
+                        let j = chunk * width + lane;
+                        acc[r][p][j] = A::mul_add(inputs[r], weight, acc[r][p][j]);
+                    }
+                }
+            }
+        }
+    }
+    acc
+}

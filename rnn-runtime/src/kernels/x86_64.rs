@@ -1,0 +1,204 @@
+//! x86-64 implementations: AVX2 with FMA, and AVX-512F.
+//!
+//! Both compile the portable kernels ([`gemm_rows`], [`approx`]) inside `#[target_feature]`
+//! functions, where LLVM vectorises them for 256-bit (`ymm`, 16 registers) or 512-bit (`zmm`,
+//! 32 registers) vectors and contracts every multiply-add into one FMA instruction. The code is
+//! the same; only the register tile differs, sized to the register file:
+//!
+//! | table | tile (rows × columns) | accumulators | per inner step |
+//! |-------|------|--------------|----------------|
+//! | `avx2` | [`AVX2_TILE_ROWS`] × [`AVX2_PANEL`] | 12 `ymm` | 2 loads, 6 broadcasts, 12 FMAs |
+//! | `avx512` | [`AVX512_TILE_ROWS`] × [`AVX512_PANEL`] | 24 `zmm` | 4 loads, 6 broadcasts, 24 FMAs |
+//!
+//! Twelve or more independent accumulators cover the FMA latency (4 cycles) times the FMA
+//! throughput (two 256-bit or one 512-bit per cycle on Zen 4) with room to spare, and the loads
+//! per FMA stay under the two loads per cycle the cores sustain. Each weight vector is loaded
+//! once per step and used for every row of the tile. A lone row (`n = 1`) runs a 1 × 2·panel
+//! tile: 8 `zmm` (or 4 `ymm`) chains, bound by streaming the weights from L2.
+//!
+//! Safety: every `#[target_feature]` function here is private and called only from its safe
+//! wrapper, which checks the features with `is_x86_feature_detected!` (a cached atomic load) on
+//! every call. The tables themselves are handed out only after the same detection, so the check
+//! always passes; were it to fail, the wrapper would run the same portable code compiled without
+//! the features, which gives bit-identical results (`f32::mul_add` is correctly rounded
+//! everywhere, in software if need be), only slowly.
+
+use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+
+use ndarray::{ArrayView2, ArrayViewMut2};
+
+use super::gemm::{gemm_rows, Fused, GemmOps, MulAdd, PackedMatrix};
+use super::{approx, generic, Kernels};
+
+/// Columns per panel (and per register tile) of the AVX2 table: two `ymm` vectors.
+const AVX2_PANEL: usize = 16;
+/// Rows per register tile of the AVX2 table.
+const AVX2_TILE_ROWS: usize = 6;
+/// Columns per panel (and per register tile) of the AVX-512 table: four `zmm` vectors.
+const AVX512_PANEL: usize = 64;
+/// Rows per register tile of the AVX-512 table.
+const AVX512_TILE_ROWS: usize = 6;
+
+/// The matrix product's operations on x86-64: fused multiply-adds, and prefetches of the output.
+struct X86;
+
+impl MulAdd for X86 {
+    #[inline(always)]
+    fn mul_add(a: f32, b: f32, c: f32) -> f32 {
+        Fused::mul_add(a, b, c)
+    }
+}
+
+impl GemmOps for X86 {
+    #[inline(always)]
+    fn prefetch_for_write(target: &[f32]) {
+        // SAFETY: a prefetch is only a hint: it never faults and has no architectural effect,
+        // whatever the address (here, that of a live slice). It is part of SSE, which every
+        // x86-64 CPU has.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(target.as_ptr().cast()) }
+    }
+}
+
+/// The AVX2 + FMA table.
+static AVX2: Kernels = Kernels {
+    name: "avx2",
+    panel_width: AVX2_PANEL,
+    gemm: gemm_avx2,
+    sigmoid_f32: sigmoid_avx2,
+    tanh_f32: tanh_avx2,
+    exp_f32: exp_avx2,
+    relu_f32: generic::relu_f32_generic,
+};
+
+/// The AVX-512F table.
+static AVX512: Kernels = Kernels {
+    name: "avx512",
+    panel_width: AVX512_PANEL,
+    gemm: gemm_avx512,
+    sigmoid_f32: sigmoid_avx512,
+    tanh_f32: tanh_avx512,
+    exp_f32: exp_avx512,
+    relu_f32: generic::relu_f32_generic,
+};
+
+fn has_avx2() -> bool {
+    is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
+}
+
+fn has_avx512() -> bool {
+    has_avx2() && is_x86_feature_detected!("avx512f")
+}
+
+/// The AVX2 + FMA table, if this CPU has both.
+pub(super) fn avx2() -> Option<&'static Kernels> {
+    has_avx2().then_some(&AVX2)
+}
+
+/// The AVX-512F table, if this CPU has AVX-512F (and AVX2 + FMA, which every such CPU has).
+pub(super) fn avx512() -> Option<&'static Kernels> {
+    has_avx512().then_some(&AVX512)
+}
+
+/// Declares, for one instruction set, a `#[target_feature]` slice kernel and its safe wrapper
+/// that checks the features.
+macro_rules! slice_kernel {
+    ($wrapper:ident, $body:ident, $features:literal, $has:ident, $approx:path) => {
+        fn $wrapper(values: &mut [f32]) {
+            if $has() {
+                // SAFETY: `$has()` has just detected every feature `$body` enables.
+                unsafe { $body(values) }
+            } else {
+                values.iter_mut().for_each(|value| *value = $approx(*value));
+            }
+        }
+
+        #[target_feature(enable = $features)]
+        unsafe fn $body(values: &mut [f32]) {
+            values.iter_mut().for_each(|value| *value = $approx(*value));
+        }
+    };
+}
+
+slice_kernel!(
+    sigmoid_avx2,
+    sigmoid_avx2_body,
+    "avx2,fma",
+    has_avx2,
+    approx::sigmoid::<Fused>
+);
+slice_kernel!(
+    tanh_avx2,
+    tanh_avx2_body,
+    "avx2,fma",
+    has_avx2,
+    approx::tanh::<Fused>
+);
+slice_kernel!(
+    exp_avx2,
+    exp_avx2_body,
+    "avx2,fma",
+    has_avx2,
+    approx::exp::<Fused>
+);
+slice_kernel!(
+    sigmoid_avx512,
+    sigmoid_avx512_body,
+    "avx512f,avx2,fma",
+    has_avx512,
+    approx::sigmoid::<Fused>
+);
+slice_kernel!(
+    tanh_avx512,
+    tanh_avx512_body,
+    "avx512f,avx2,fma",
+    has_avx512,
+    approx::tanh::<Fused>
+);
+slice_kernel!(
+    exp_avx512,
+    exp_avx512_body,
+    "avx512f,avx2,fma",
+    has_avx512,
+    approx::exp::<Fused>
+);
+
+/// `out (+)= x · wᵀ` with the AVX2 tile; `w` packed for [`AVX2`].
+fn gemm_avx2(x: ArrayView2<'_, f32>, w: &PackedMatrix, out: ArrayViewMut2<'_, f32>, acc: bool) {
+    if has_avx2() {
+        // SAFETY: `has_avx2()` has just detected AVX2 and FMA, all `gemm_avx2_body` enables.
+        unsafe { gemm_avx2_body(x, w, out, acc) }
+    } else {
+        gemm_rows::<AVX2_TILE_ROWS, AVX2_PANEL, X86>(x, w, out, acc);
+    }
+}
+
+#[target_feature(enable = "avx2,fma")]
+unsafe fn gemm_avx2_body(
+    x: ArrayView2<'_, f32>,
+    w: &PackedMatrix,
+    out: ArrayViewMut2<'_, f32>,
+    accumulate: bool,
+) {
+    gemm_rows::<AVX2_TILE_ROWS, AVX2_PANEL, X86>(x, w, out, accumulate);
+}
+
+/// `out (+)= x · wᵀ` with the AVX-512 tile; `w` packed for [`AVX512`].
+fn gemm_avx512(x: ArrayView2<'_, f32>, w: &PackedMatrix, out: ArrayViewMut2<'_, f32>, acc: bool) {
+    if has_avx512() {
+        // SAFETY: `has_avx512()` has just detected AVX-512F, AVX2 and FMA, all
+        // `gemm_avx512_body` enables.
+        unsafe { gemm_avx512_body(x, w, out, acc) }
+    } else {
+        gemm_rows::<AVX512_TILE_ROWS, AVX512_PANEL, X86>(x, w, out, acc);
+    }
+}
+
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn gemm_avx512_body(
+    x: ArrayView2<'_, f32>,
+    w: &PackedMatrix,
+    out: ArrayViewMut2<'_, f32>,
+    accumulate: bool,
+) {
+    gemm_rows::<AVX512_TILE_ROWS, AVX512_PANEL, X86>(x, w, out, accumulate);
+}
