@@ -280,7 +280,30 @@ pub enum Binary {
 /// `out = op(a)` elementwise. The operation is a value, not a closure, so
 /// generated code instantiates nothing: each operation's loop is compiled
 /// once, here.
-pub fn unary(out: ArrayViewMut2<'_, f32>, a: Arg<'_>, op: Unary) {
+pub fn unary(mut out: ArrayViewMut2<'_, f32>, a: Arg<'_>, op: Unary) {
+    // The transcendental functions have vectorised slice kernels: copy the
+    // operand, then run the kernel over each (contiguous) row.
+    let slice_kernel: Option<fn(&mut [f32])> = match op {
+        Unary::Sigmoid => Some(crate::kernels::sigmoid_slice),
+        Unary::Tanh => Some(crate::kernels::tanh_slice),
+        Unary::Exp => Some(crate::kernels::exp_slice),
+        _ => None,
+    };
+    if let Some(kernel) = slice_kernel {
+        let scalar: fn(f32) -> f32 = match op {
+            Unary::Sigmoid => sigmoid,
+            Unary::Tanh => tanh,
+            _ => f32::exp,
+        };
+        map1(out.view_mut(), a, |a| a);
+        for mut row in out.rows_mut() {
+            match row.as_slice_mut() {
+                Some(values) => kernel(values),
+                None => row.mapv_inplace(scalar),
+            }
+        }
+        return;
+    }
     match op {
         Unary::Neg => map1(out, a, |a| -a),
         Unary::Sigmoid => map1(out, a, sigmoid),
