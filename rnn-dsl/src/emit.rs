@@ -181,6 +181,15 @@ fn param_field(layer: &ir::Layer, param: ir::ParamId) -> Ident {
     format_ident!("{}", layer.params[param.0 as usize].name)
 }
 
+/// The field of a layer's weights struct holding a parameter-only value:
+/// the parameter's own name, or `__rnn_c<id>` for a derived constant.
+fn weight_field(layer: &ir::Layer, id: ValueId) -> Ident {
+    match &layer.step.node(id).op {
+        Op::Param(param) => param_field(layer, *param),
+        _ => const_field(id),
+    }
+}
+
 /// The field holding a weight matrix packed for the matrix product kernel.
 fn packed_field(matrix: ValueId) -> Ident {
     format_ident!("__rnn_k{}", matrix.0)
@@ -217,6 +226,14 @@ impl Cx<'_> {
             use #rt::ndarray::{self as __rnn_nd, s, Array2, Array3};
             #[allow(unused_imports)]
             use #rt::__private::{self as __rnn_rt, Arg};
+        }
+    }
+
+    /// The fixed length of a `static N` network.
+    fn static_steps(&self) -> Option<usize> {
+        match self.network.unroll {
+            UnrollMode::Static(steps) => Some(steps),
+            _ => None,
         }
     }
 
@@ -300,10 +317,7 @@ impl Cx<'_> {
         let prelude = self.prelude();
         let model = self.model_ident();
         let state = self.state_struct();
-        let static_steps = match self.network.unroll {
-            UnrollMode::Static(steps) => Some(steps),
-            _ => None,
-        };
+        let static_steps = self.static_steps();
         let mut loads = Vec::new();
         let mut args = Vec::new();
         for (k, input) in self.network.inputs.iter().enumerate() {
@@ -635,10 +649,7 @@ impl Cx<'_> {
                 }
                 for matrix in packed_matrices(layer, plan) {
                     let field = packed_field(matrix);
-                    let local = match &layer.step.node(matrix).op {
-                        Op::Param(param) => param_field(layer, *param),
-                        _ => const_field(matrix),
-                    };
+                    let local = weight_field(layer, matrix);
                     statements
                         .push(quote!(let #field = __rnn_rt::PackedMatrix::new(#local.view());));
                     field_inits.push(quote!(#field));
@@ -706,17 +717,11 @@ impl Cx<'_> {
         node: &ir::Node,
     ) -> TokenStream {
         let rt = self.rt;
+        // At construction, parameters and constants are locals named like
+        // the fields they become.
         let local = |operand: ValueId| -> TokenStream {
-            match &layer.step.node(operand).op {
-                Op::Param(param) => {
-                    let ident = param_field(layer, *param);
-                    quote!(#ident)
-                }
-                _ => {
-                    let ident = const_field(operand);
-                    quote!(#ident)
-                }
-            }
+            let ident = weight_field(layer, operand);
+            quote!(#ident)
         };
         let arg = |operand: ValueId| -> TokenStream {
             let operand_node = layer.step.node(operand);
@@ -890,10 +895,7 @@ impl Cx<'_> {
                 quote!(Arg::Scalar(#value))
             }
             Place::Param | Place::Const => {
-                let field = match &node.op {
-                    Op::Param(param) => param_field(layer, *param),
-                    _ => const_field(id),
-                };
+                let field = weight_field(layer, id);
                 quote!(Arg::Row(#weights.#field.view()))
             }
             _ => {
@@ -1153,10 +1155,7 @@ impl Cx<'_> {
     ) -> TokenStream {
         match plan.place(id) {
             Place::Param | Place::Const => {
-                let field = match &layer.step.node(id).op {
-                    Op::Param(param) => param_field(layer, *param),
-                    _ => const_field(id),
-                };
+                let field = weight_field(layer, id);
                 quote!(__rnn_w.#field)
             }
             Place::Literal => unreachable!("updates and outputs are vectors of size {len}"),
@@ -1391,10 +1390,7 @@ impl Cx<'_> {
         let output = self.output_struct();
         let per_step = self.per_step_inputs();
         let contexts = self.context_inputs();
-        let static_steps = match self.network.unroll {
-            UnrollMode::Static(steps) => Some(steps),
-            _ => None,
-        };
+        let static_steps = self.static_steps();
         let mut params = Vec::new();
         let mut checks = Vec::new();
         for input in &self.network.inputs {
