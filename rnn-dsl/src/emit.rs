@@ -19,7 +19,7 @@ use quote::{format_ident, quote};
 use crate::check::{Func, InputSource, UnrollMode};
 use crate::interp::{final_state_name, initial_state_name};
 use crate::ir::{self, Network, Op, Shape, ValueId};
-use crate::lower::{self, LayerPlan, Place};
+use crate::lower::{self, LayerPlan, Place, Work};
 use crate::weights;
 
 /// Options of code generation.
@@ -208,6 +208,26 @@ fn packed_matrices(layer: &ir::Layer, plan: &LayerPlan) -> Vec<ValueId> {
     matrices
 }
 
+/// A step value that lives in one scratch row.
+fn scratch_ident(id: ValueId) -> Ident {
+    format_ident!("__rnn_t{}", id.0)
+}
+
+/// The slice a fused pass binds for a buffer (or constant vector).
+fn binding_ident(id: ValueId) -> Ident {
+    format_ident!("__rnn_b{}", id.0)
+}
+
+/// The row of the current sequence inside a fused pass: its packed row
+/// for values with a row per valid step, else its own row.
+fn row_index(packed: bool) -> TokenStream {
+    if packed {
+        quote!(__rnn_p)
+    } else {
+        quote!(__rnn_r)
+    }
+}
+
 fn state_ident(idx: usize) -> Ident {
     format_ident!("__rnn_s{idx}")
 }
@@ -370,6 +390,9 @@ impl Cx<'_> {
                     #model::from_weights(weights)
                 }
 
+                fn set_threads(&mut self, threads: #rt::Threads) {
+                    #model::set_threads(self, threads)
+                }
                 fn run(&self, inputs: &#rt::TensorMap) -> ::std::result::Result<#rt::TensorMap, #rt::RnnError> {
                     #prelude
                     #(#loads)*
@@ -452,6 +475,7 @@ impl Cx<'_> {
     }
 
     fn emit_model_struct(&self) -> TokenStream {
+        let rt = self.rt;
         let model = self.model_ident();
         let docs = self.doc_lines();
         let fields = (0..self.network.layers.len()).map(|idx| {
@@ -465,6 +489,10 @@ impl Cx<'_> {
             #[allow(non_snake_case, non_camel_case_types)]
             pub struct #model {
                 #(#fields,)*
+                /// Buffers of earlier calls, reused by the next.
+                __rnn_workspace: #rt::__private::Workspace,
+                /// How many threads a call may use.
+                __rnn_threads: #rt::Threads,
             }
         }
     }
@@ -690,7 +718,25 @@ impl Cx<'_> {
             /// A weight is missing, not floating point, or misshaped.
             pub fn from_weights(weights: &#rt::TensorMap) -> ::std::result::Result<Self, #rt::RnnError> {
                 #prelude
-                Ok(Self { #(#layer_inits,)* })
+                Ok(Self {
+                    #(#layer_inits,)*
+                    __rnn_workspace: __rnn_rt::Workspace::new(),
+                    __rnn_threads: #rt::Threads::default(),
+                })
+            }
+
+            /// Sets how many threads one call may use (default `Auto`: the
+            /// two directions of a bidirectional layer run side by side when
+            /// they are large enough). Results do not depend on it.
+            pub fn set_threads(&mut self, threads: #rt::Threads) {
+                self.__rnn_threads = threads;
+            }
+
+            /// The model with a thread setting (see [`Self::set_threads`]).
+            #[must_use]
+            pub fn with_threads(mut self, threads: #rt::Threads) -> Self {
+                self.set_threads(threads);
+                self
             }
 
             /// Weights drawn as PyTorch initialises them, `U(-1/√H, 1/√H)`,
@@ -876,70 +922,195 @@ impl Cx<'_> {
         }
     }
 
-    /// An elementwise operand as an `Arg`, broadcasting to `out_len` columns.
-    fn arg(
+    /// The statements computing `out`: the matrix product `product`, plus
+    /// the constant row `init` when given (rows set to it, then the product
+    /// accumulated onto them).
+    fn emit_product(
         &self,
         layer: &ir::Layer,
         plan: &LayerPlan,
-        weights: &TokenStream,
-        id: ValueId,
-        out_len: usize,
+        out: ValueId,
+        product: ValueId,
+        init: Option<ValueId>,
     ) -> TokenStream {
-        let node = layer.step.node(id);
-        match plan.place(id) {
-            Place::Literal => {
-                let Op::Literal(value) = node.op else {
-                    unreachable!("literal place holds a literal")
-                };
-                let value = f32_tokens(value);
-                quote!(Arg::Scalar(#value))
-            }
-            Place::Param | Place::Const => {
-                let field = weight_field(layer, id);
-                quote!(Arg::Row(#weights.#field.view()))
-            }
-            _ => {
-                let view = self.view(layer, plan, id, None);
-                if node.shape == Shape::Vector(1) && out_len != 1 {
-                    quote!(Arg::Col(#view.column(0)))
-                } else {
-                    quote!(Arg::Full(#view))
+        let Op::MatVec(matrix, vector) = layer.step.node(product).op else {
+            unreachable!("a product is a matrix product")
+        };
+        let buffer = value_ident(out);
+        let rows = if plan.place(out) == Place::Hoisted {
+            quote!(__rnn_off..__rnn_off + __rnn_n)
+        } else {
+            quote!(..__rnn_n)
+        };
+        let out_view = quote!(#buffer.slice_mut(s![#rows, ..]));
+        let packed = packed_field(matrix);
+        let vector = self.view(layer, plan, vector, None);
+        match init {
+            None => quote!(__rnn_rt::gemm_packed(#vector, &__rnn_w.#packed, #out_view, false);),
+            Some(init) => {
+                let field = weight_field(layer, init);
+                quote! {
+                    #out_view.assign(&__rnn_w.#field);
+                    __rnn_rt::gemm_packed(#vector, &__rnn_w.#packed, #out_view, true);
                 }
             }
         }
     }
 
-    /// The statement computing node `id` into its buffer.
-    fn emit_node(&self, layer: &ir::Layer, plan: &LayerPlan, id: ValueId) -> TokenStream {
-        let weights = quote!(__rnn_w);
-        let node = layer.step.node(id);
-        let out = value_ident(id);
-        let rows = if plan.place(id) == Place::Hoisted {
-            quote!(__rnn_off..__rnn_off + __rnn_n)
-        } else {
-            quote!(..__rnn_n)
-        };
-        let out_view = quote!(#out.slice_mut(s![#rows, ..]));
-        match &node.op {
-            Op::MatVec(matrix, vector) => {
-                let packed = packed_field(*matrix);
-                let vector = self.view(layer, plan, *vector, None);
-                quote!(__rnn_rt::gemm_packed(#vector, &#weights.#packed, #out_view, false);)
+    /// The statements of a phase's work, in order.
+    fn emit_work(&self, layer: &ir::Layer, plan: &LayerPlan, work: &[Work]) -> Vec<TokenStream> {
+        work.iter()
+            .map(|item| match item {
+                Work::MatVec { out, product, init } => {
+                    self.emit_product(layer, plan, *out, *product, *init)
+                }
+                Work::Fused(ids) => self.emit_fused(layer, plan, ids),
+            })
+            .collect()
+    }
+
+    /// One pass over the rows `..__rnn_n` running the elementwise nodes
+    /// `ids` on each row in turn. Buffers are bound as slices once, before
+    /// the loop; values read only in this pass live in scratch rows.
+    fn emit_fused(&self, layer: &ir::Layer, plan: &LayerPlan, ids: &[ValueId]) -> TokenStream {
+        let places = &plan.places;
+        let written: Vec<ValueId> = ids
+            .iter()
+            .copied()
+            .filter(|id| !plan.scratch[id.index()])
+            .collect();
+        let mut read: Vec<ValueId> = Vec::new();
+        for id in ids {
+            for operand in layer.step.node(*id).op.operands() {
+                let root = lower::view_root(layer, places, operand);
+                let place = plan.place(root);
+                let bound = place == Place::Literal
+                    || plan.scratch[root.index()]
+                    || written.contains(&root)
+                    || read.contains(&root);
+                if !bound {
+                    read.push(root);
+                }
             }
-            Op::Unary(..) | Op::Binary(..) | Op::Clip(..) => {
+        }
+        let bindings = read.iter().map(|root| {
+            let binding = binding_ident(*root);
+            let source = match (&layer.step.node(*root).op, plan.place(*root)) {
+                (_, Place::Param | Place::Const) => {
+                    let field = weight_field(layer, *root);
+                    return quote!(let #binding = __rnn_rt::vector(&__rnn_w.#field););
+                }
+                (Op::Input(k), _) => input_ident(*k),
+                (Op::State(k), _) => state_ident(*k),
+                _ => value_ident(*root),
+            };
+            quote!(let #binding = __rnn_rt::rows(&#source);)
+        });
+        let outputs = written.iter().map(|id| {
+            let (binding, buffer) = (binding_ident(*id), value_ident(*id));
+            quote!(let #binding = __rnn_rt::rows_mut(&mut #buffer);)
+        });
+        let statements = ids.iter().map(|id| {
+            let node = layer.step.node(*id);
+            let operands = node.op.operands();
+            let operands = operands
+                .iter()
+                .map(|operand| self.row_operand(layer, plan, *operand, None));
+            let (function, operation) = self.elementwise(&node.op, false);
+            let function = format_ident!("{}_row", function);
+            let operation = operation.into_iter();
+            let out = if plan.scratch[id.index()] {
+                let ident = scratch_ident(*id);
+                quote!(&mut #ident[..])
+            } else {
+                let binding = binding_ident(*id);
+                let row = row_index(plan.place(*id) == Place::Hoisted);
                 let Shape::Vector(len) = node.shape else {
                     unreachable!("per-sequence values are vectors")
                 };
-                let operands = node.op.operands();
-                let args = operands
-                    .iter()
-                    .map(|operand| self.arg(layer, plan, &weights, *operand, len));
-                let (function, operation) = self.elementwise(&node.op, false);
-                let operation = operation.into_iter();
-                quote!(__rnn_rt::#function(#out_view, #(#args,)* #(#operation)*);)
+                let len = usize_lit(len);
+                quote!(&mut #binding[#row * #len..#row * #len + #len])
+            };
+            quote!(__rnn_rt::#function(#out, #(#operands,)* #(#operation)*);)
+        });
+        quote! {{
+            #(#bindings)*
+            #(#outputs)*
+            for __rnn_r in 0..__rnn_n {
+                let __rnn_p = __rnn_off + __rnn_r;
+                #(#statements)*
             }
-            op => unreachable!("{op:?} is not computed per step"),
+        }}
+    }
+
+    /// An operand of a row operation inside a fused pass: columns
+    /// `cols` (all by default) of the current row of value `id`.
+    fn row_operand(
+        &self,
+        layer: &ir::Layer,
+        plan: &LayerPlan,
+        id: ValueId,
+        cols: Option<(usize, usize)>,
+    ) -> TokenStream {
+        let node = layer.step.node(id);
+        let place = plan.place(id);
+        if let (Op::Slice(inner, start, end), Place::View) = (&node.op, place) {
+            let cols = match cols {
+                Some((a, b)) => (start + a, start + b),
+                None => (*start, *end),
+            };
+            return self.row_operand(layer, plan, *inner, Some(cols));
         }
+        if place == Place::Literal {
+            let Op::Literal(value) = node.op else {
+                unreachable!("literal place holds a literal")
+            };
+            let value = f32_tokens(value);
+            return quote!(__rnn_rt::Operand::Value(#value));
+        }
+        let range = |start: TokenStream| match cols {
+            Some((0, b)) => {
+                let b = usize_lit(b);
+                quote!(#start..#start + #b)
+            }
+            Some((a, b)) => {
+                let (a, b) = (usize_lit(a), usize_lit(b));
+                quote!(#start + #a..#start + #b)
+            }
+            None => {
+                let len = match node.shape {
+                    Shape::Vector(len) => len,
+                    _ => 1,
+                };
+                let len = usize_lit(len);
+                quote!(#start..#start + #len)
+            }
+        };
+        if plan.scratch[id.index()] {
+            let ident = scratch_ident(id);
+            let range = match cols {
+                Some(_) => range(quote!(0)),
+                None => quote!(..),
+            };
+            return quote!(__rnn_rt::Operand::Row(&#ident[#range]));
+        }
+        let binding = binding_ident(id);
+        if place.is_const() {
+            return match cols {
+                Some(_) => {
+                    let range = range(quote!(0));
+                    quote!(__rnn_rt::Operand::Row(&#binding[#range]))
+                }
+                None => quote!(__rnn_rt::Operand::Row(#binding)),
+            };
+        }
+        let Shape::Vector(width) = node.shape else {
+            unreachable!("per-sequence values are vectors")
+        };
+        let width = usize_lit(width);
+        let row = row_index(plan.packed_rows[id.index()]);
+        let range = range(quote!(#row * #width));
+        quote!(__rnn_rt::Operand::Row(&#binding[#range]))
     }
 
     fn emit_layer_fn(&self, layer_idx: usize, variant: Variant) -> TokenStream {
@@ -966,33 +1137,38 @@ impl Cx<'_> {
             quote!(let mut #state = #init;)
         });
         let mut buffers = Vec::new();
-        let mut context_nodes = Vec::new();
-        let mut hoisted_nodes = Vec::new();
-        let mut step_nodes = Vec::new();
+        // Buffers given back to the workspace at the end.
+        let mut returned: Vec<Ident> = Vec::new();
         for (idx, node) in layer.step.nodes.iter().enumerate() {
             let id = ValueId(idx as u32);
             let place = plan.place(id);
             if !matches!(place, Place::Context | Place::Hoisted | Place::Step) {
                 continue;
             }
+            if plan.folded[idx] {
+                continue;
+            }
             let Shape::Vector(len) = node.shape else {
                 unreachable!("per-sequence values are vectors")
             };
-            let ident = value_ident(id);
             let len = usize_lit(len);
+            if plan.scratch[idx] {
+                let ident = scratch_ident(id);
+                buffers.push(quote!(let mut #ident = vec![0f32; #len];));
+                continue;
+            }
+            let ident = value_ident(id);
             let rows = if place == Place::Hoisted {
                 quote!(__rnn_rows)
             } else {
                 quote!(__rnn_batch)
             };
-            buffers.push(quote!(let mut #ident = Array2::<f32>::zeros((#rows, #len));));
-            let statement = self.emit_node(layer, plan, id);
-            match place {
-                Place::Context => context_nodes.push(statement),
-                Place::Hoisted => hoisted_nodes.push(statement),
-                _ => step_nodes.push(statement),
-            }
+            buffers.push(quote!(let mut #ident = __rnn_ws.take(#rows, #len);));
+            returned.push(ident);
         }
+        let context_nodes = self.emit_work(layer, plan, &plan.context);
+        let hoisted_nodes = self.emit_work(layer, plan, &plan.hoisted);
+        let step_nodes = self.emit_work(layer, plan, &plan.step);
         let output_len = usize_lit(layer.output_size);
         let output_view = self.view_or_row(layer, plan, layer.step.output, layer.output_size);
         let updates = layer.step.updates.iter().enumerate().map(|(k, update)| {
@@ -1009,8 +1185,9 @@ impl Cx<'_> {
         let stage_buffers = staged.iter().map(|k| {
             let ident = format_ident!("__rnn_next{}", k);
             let len = usize_lit(layer.states[*k].size);
-            quote!(let mut #ident = Array2::<f32>::zeros((__rnn_batch, #len));)
+            quote!(let mut #ident = __rnn_ws.take(__rnn_batch, #len);)
         });
+        returned.extend(staged.iter().map(|k| format_ident!("__rnn_next{}", k)));
         let stage_copies = staged.iter().map(|k| {
             let ident = format_ident!("__rnn_next{}", k);
             let value =
@@ -1097,6 +1274,7 @@ impl Cx<'_> {
         } else {
             quote! {{
                 // Values that read contexts: once per call.
+                let __rnn_off = 0;
                 let __rnn_n = __rnn_batch;
                 #(#context_nodes)*
             }}
@@ -1113,9 +1291,10 @@ impl Cx<'_> {
         };
         quote! {
             #[doc = #doc]
-            #[allow(clippy::too_many_arguments, clippy::type_complexity, clippy::identity_op, unused_mut, unused_variables)]
+            #[allow(clippy::too_many_arguments, clippy::type_complexity, clippy::identity_op, clippy::useless_vec, unused_mut, unused_variables)]
             fn #name(
                 __rnn_w: &#ty,
+                __rnn_ws: &#rt::__private::Workspace,
                 __rnn_packing: &#rt::__private::Packing,
                 #(#input_params,)*
                 #(#init_params,)*
@@ -1126,10 +1305,11 @@ impl Cx<'_> {
                 #(#states)*
                 #(#buffers)*
                 #(#stage_buffers)*
-                let mut __rnn_out = Array2::<f32>::zeros((__rnn_rows, #output_len));
+                let mut __rnn_out = __rnn_ws.take(__rnn_rows, #output_len);
                 #context_block
                 #hoisted_block
                 #time_loop
+                #(__rnn_ws.give(#returned);)*
                 (__rnn_out, #(#state_returns,)*)
             }
         }
@@ -1224,7 +1404,7 @@ impl Cx<'_> {
                         if reverse && input.per_step {
                             quote!(let #ident = __rnn_packing.reverse(#source);)
                         } else {
-                            quote!(let #ident = #source.to_owned();)
+                            quote!(let #ident = #source;)
                         }
                     })
                     .collect();
@@ -1257,7 +1437,7 @@ impl Cx<'_> {
                     let function = self.layer_fn(layer_idx, *variant);
                     let index = usize_lit(variant_idx);
                     let direction_lit = usize_lit(direction);
-                    let call = quote!(Self::#function(&self.#weights_field[#direction_lit], __rnn_packing, #(#args,)*));
+                    let call = quote!(Self::#function(&self.#weights_field[#direction_lit], &self.__rnn_workspace, __rnn_packing, #(#args,)*));
                     if variants.len() == 1 {
                         call
                     } else if variant_idx + 1 == variants.len() {
@@ -1274,55 +1454,77 @@ impl Cx<'_> {
                 let final_idents: Vec<Ident> = (0..layer.states.len())
                     .map(|k| format_ident!("__rnn_final{}", k))
                     .collect();
-                let unsorts = layer.states.iter().enumerate().map(|(k, _)| {
+                let results = format_ident!("__rnn_dir{}", direction);
+                let unsorts: Vec<TokenStream> = layer.states.iter().enumerate().map(|(k, _)| {
                     let group = self
                         .groups
                         .iter()
                         .find(|group| group.layer_name == layer.name && group.state_idx == k)
                         .expect("every state has a group");
                     let field = &group.field;
-                    let ident = &final_idents[k];
-                    quote!(__rnn_packing.unsort_rows_into(#ident.view(), #field.index_axis_mut(__rnn_nd::Axis(0), #row));)
-                });
+                    let position = syn::Index::from(k + 1);
+                    quote!(__rnn_packing.unsort_rows_into(#results.#position.view(), #field.index_axis_mut(__rnn_nd::Axis(0), #row));)
+                }).collect();
                 let out_fix = if reverse {
-                    quote!(__rnn_packing.reverse(__rnn_out.view()))
+                    quote! {{
+                        let __rnn_reversed = __rnn_packing.reverse(__rnn_out.view());
+                        self.__rnn_workspace.give(__rnn_out);
+                        __rnn_reversed
+                    }}
                 } else {
                     quote!(__rnn_out)
                 };
-                directions.push(quote! {{
-                    #(#input_bindings)*
-                    #(#init_bindings)*
-                    let (__rnn_out, #(#final_idents,)*) = #call;
-                    #(#unsorts)*
-                    #out_fix
-                }});
+                directions.push((
+                    quote! {{
+                        #(#input_bindings)*
+                        #(#init_bindings)*
+                        let (__rnn_out, #(#final_idents,)*) = #call;
+                        (#out_fix, #(#final_idents,)*)
+                    }},
+                    unsorts,
+                ));
             }
             let y = format_ident!("__rnn_y{}", layer_idx);
-            let value = if directions.len() == 1 {
-                let only = &directions[0];
-                quote!(#only)
-            } else {
-                quote! {{
-                    let __rnn_forward = #(#directions)*;
-                    let __rnn_backward = #(#directions)*;
-                    __rnn_nd::concatenate(__rnn_nd::Axis(1), &[__rnn_forward.view(), __rnn_backward.view()])
-                        .expect("internal error: both directions have one row per valid step")
-                }}
-            };
-            // The quote above repeats both directions for each name; pick
-            // the right one instead.
-            let value = if directions.len() == 2 {
-                let (forward, backward) = (&directions[0], &directions[1]);
-                quote! {{
-                    let __rnn_forward = #forward;
-                    let __rnn_backward = #backward;
-                    __rnn_nd::concatenate(__rnn_nd::Axis(1), &[__rnn_forward.view(), __rnn_backward.view()])
-                        .expect("internal error: both directions have one row per valid step")
-                }}
-            } else {
-                value
+            let value = match &directions[..] {
+                [(only, unsorts)] => quote! {{
+                    let __rnn_dir0 = #only;
+                    #(#unsorts)*
+                    __rnn_dir0.0
+                }},
+                [(forward, forward_unsorts), (backward, backward_unsorts)] => {
+                    // Multiply-adds of the per-call matrix products of one
+                    // direction per valid step: the size of each half.
+                    let plan = &self.plans[layer_idx];
+                    let macs_per_row: usize = packed_matrices(layer, plan)
+                        .iter()
+                        .map(|matrix| match layer.step.node(*matrix).shape {
+                            Shape::Matrix(rows, cols) => rows * cols,
+                            _ => 0,
+                        })
+                        .sum();
+                    let macs_per_row = usize_lit(macs_per_row);
+                    let width = usize_lit(layer.output_size);
+                    let both = usize_lit(2 * layer.output_size);
+                    quote! {{
+                        let __rnn_split = self.__rnn_threads.split(__rnn_packing.rows() * #macs_per_row);
+                        let (__rnn_dir0, __rnn_dir1) = __rnn_rt::join(__rnn_split, || #forward, || #backward);
+                        #(#forward_unsorts)*
+                        #(#backward_unsorts)*
+                        let mut __rnn_both = self.__rnn_workspace.take(__rnn_packing.rows(), #both);
+                        __rnn_both.slice_mut(s![.., ..#width]).assign(&__rnn_dir0.0);
+                        __rnn_both.slice_mut(s![.., #width..]).assign(&__rnn_dir1.0);
+                        self.__rnn_workspace.give(__rnn_dir0.0);
+                        self.__rnn_workspace.give(__rnn_dir1.0);
+                        __rnn_both
+                    }}
+                }
+                _ => unreachable!("a layer has one or two directions"),
             };
             layers.push(quote!(let #y = #value;));
+            if layer_idx > 0 {
+                let previous = format_ident!("__rnn_y{}", layer_idx - 1);
+                layers.push(quote!(self.__rnn_workspace.give(#previous);));
+            }
         }
         let last = format_ident!("__rnn_y{}", self.network.layers.len() - 1);
         let fields = self.groups.iter().map(|group| &group.field);
@@ -1506,8 +1708,10 @@ impl Cx<'_> {
                 #choice
                 #(#packs)*
                 let (__rnn_y, __rnn_state) = self.__rnn_run(&__rnn_packing, __rnn_variant, #(#net_args,)* initial_state);
+                let __rnn_unpacked = __rnn_packing.unpack(__rnn_y.view());
+                self.__rnn_workspace.give(__rnn_y);
                 Ok(#output {
-                    y: __rnn_packing.unpack(__rnn_y.view()),
+                    y: __rnn_unpacked,
                     #(#output_fields,)*
                 })
             }

@@ -9,6 +9,14 @@
 //! valid step of every sequence ([`Place::Hoisted`]); only what reads the
 //! state is computed step by step ([`Place::Step`]). Slices of computed
 //! values are views, never copies ([`Place::View`]).
+//!
+//! Each phase (context, hoisted, step) is then scheduled as a list of
+//! [`Work`]: matrix products, and runs of elementwise operations fused into
+//! one pass over the rows. A matrix product whose vector is ready moves
+//! ahead of the open fused run, so a step with several products (GRU)
+//! still has one elementwise pass. A value used only inside its own fused
+//! run lives in a scratch row ([`LayerPlan::scratch`]) instead of a
+//! `[batch, width]` buffer.
 
 use crate::ir::{self, Dep, Op, Shape, ValueId};
 
@@ -50,6 +58,27 @@ impl Place {
     }
 }
 
+/// One unit of work of a phase.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Work {
+    /// A matrix product over all rows of the phase: the `MatVec` node
+    /// `product`, or, when `init` is a constant vector, `init + product`
+    /// computed by starting every row at `init` and accumulating the
+    /// product onto it (the `Add` node `out`; `product` then has no buffer
+    /// of its own). For a plain product `out == product`.
+    MatVec {
+        /// The value written.
+        out: ValueId,
+        /// The `MatVec` node.
+        product: ValueId,
+        /// The constant row each output row starts from.
+        init: Option<ValueId>,
+    },
+    /// Elementwise operations, in order, run as one pass: for each row,
+    /// every operation on that row.
+    Fused(Vec<ValueId>),
+}
+
 /// The plan of one layer.
 #[derive(Debug, Clone)]
 pub struct LayerPlan {
@@ -58,6 +87,18 @@ pub struct LayerPlan {
     /// For each node, whether its rows are per valid step (packed, like a
     /// per-step input) rather than per sequence.
     pub packed_rows: Vec<bool>,
+    /// Work once per call, on values that read contexts.
+    pub context: Vec<Work>,
+    /// Work before the time loop, over every valid step at once.
+    pub hoisted: Vec<Work>,
+    /// Work at each step.
+    pub step: Vec<Work>,
+    /// For each node, whether it lives in one scratch row (read only by
+    /// its own fused run) rather than a buffer with a row per sequence.
+    pub scratch: Vec<bool>,
+    /// For each node, whether it is a product folded into the `Add` of a
+    /// constant (see [`Work::MatVec`]) and so has no buffer.
+    pub folded: Vec<bool>,
 }
 
 impl LayerPlan {
@@ -105,10 +146,192 @@ pub fn lower(layer: &ir::Layer) -> LayerPlan {
         places.push(place);
         packed_rows.push(packed);
     }
+    let folds = bias_folds(layer, &places);
+    let phase = |wanted: Place| schedule(layer, &places, &folds, wanted);
+    let (context, hoisted, step_work) = (
+        phase(Place::Context),
+        phase(Place::Hoisted),
+        phase(Place::Step),
+    );
+    let scratch = scratch_values(layer, &places, [&context, &hoisted, &step_work]);
+    let folded = (0..layer.step.nodes.len())
+        .map(|idx| folds.iter().any(|fold| fold.product.index() == idx))
+        .collect();
     LayerPlan {
         places,
         packed_rows,
+        context,
+        hoisted,
+        step: step_work,
+        scratch,
+        folded,
     }
+}
+
+/// `out = product + init` (either order) where `product` is a per-call
+/// matrix product read by nothing else and `init` a constant vector of the
+/// same length: the product can accumulate onto rows set to `init` (one
+/// buffer and one pass fewer: the bias of a hoisted input projection).
+#[derive(Debug, Clone, Copy)]
+struct Fold {
+    out: ValueId,
+    product: ValueId,
+    init: ValueId,
+}
+
+fn bias_folds(layer: &ir::Layer, places: &[Place]) -> Vec<Fold> {
+    let nodes = &layer.step.nodes;
+    let mut uses = vec![0usize; nodes.len()];
+    for node in nodes {
+        for operand in node.op.operands() {
+            uses[operand.index()] += 1;
+        }
+    }
+    for result in std::iter::once(layer.step.output).chain(layer.step.updates.iter().copied()) {
+        uses[result.index()] += 1;
+    }
+    let mut folds = Vec::new();
+    for (idx, node) in nodes.iter().enumerate() {
+        let Op::Binary(crate::check::Func::Add, a, b) = node.op else {
+            continue;
+        };
+        let place = places[idx];
+        if !matches!(place, Place::Context | Place::Hoisted | Place::Step) {
+            continue;
+        }
+        let is_product = |id: ValueId| {
+            matches!(nodes[id.index()].op, Op::MatVec(..))
+                && places[id.index()] == place
+                && uses[id.index()] == 1
+        };
+        let is_row = |id: ValueId| {
+            matches!(places[id.index()], Place::Param | Place::Const)
+                && nodes[id.index()].shape == node.shape
+        };
+        let (product, init) = if is_product(a) && is_row(b) {
+            (a, b)
+        } else if is_product(b) && is_row(a) {
+            (b, a)
+        } else {
+            continue;
+        };
+        folds.push(Fold {
+            out: ValueId(idx as u32),
+            product,
+            init,
+        });
+    }
+    folds
+}
+
+/// The value a view reads (itself for anything else).
+pub fn view_root(layer: &ir::Layer, places: &[Place], mut id: ValueId) -> ValueId {
+    while let (Op::Slice(base, _, _), Place::View) = (&layer.step.node(id).op, places[id.index()]) {
+        id = *base;
+    }
+    id
+}
+
+/// The work of the nodes placed at `wanted`, in dependency order: runs of
+/// elementwise nodes fused, a matrix product moved ahead of the open run
+/// when its vector does not come from that run.
+fn schedule(layer: &ir::Layer, places: &[Place], folds: &[Fold], wanted: Place) -> Vec<Work> {
+    let mut work: Vec<Work> = Vec::new();
+    // Index in `work` of the open fused run.
+    let mut open: Option<usize> = None;
+    for (idx, node) in layer.step.nodes.iter().enumerate() {
+        if places[idx] != wanted {
+            continue;
+        }
+        let id = ValueId(idx as u32);
+        if folds.iter().any(|fold| fold.product == id) {
+            // Computed by the `Add` it folds into.
+            continue;
+        }
+        let fold = folds.iter().find(|fold| fold.out == id);
+        let product = match (fold, &node.op) {
+            (Some(fold), _) => Some((fold.product, Some(fold.init))),
+            (None, Op::MatVec(..)) => Some((id, None)),
+            _ => None,
+        };
+        match product {
+            Some((product, init)) => {
+                let Op::MatVec(_, vector) = layer.step.node(product).op else {
+                    unreachable!("a fold's product is a matrix product")
+                };
+                let item = Work::MatVec {
+                    out: id,
+                    product,
+                    init,
+                };
+                let root = view_root(layer, places, vector);
+                let in_open = open.is_some_and(|run| match &work[run] {
+                    Work::Fused(ids) => ids.contains(&root),
+                    Work::MatVec { .. } => false,
+                });
+                match open {
+                    Some(run) if !in_open => {
+                        work.insert(run, item);
+                        open = Some(run + 1);
+                    }
+                    _ => {
+                        work.push(item);
+                        open = None;
+                    }
+                }
+            }
+            None => match open {
+                Some(run) => {
+                    if let Work::Fused(ids) = &mut work[run] {
+                        ids.push(id);
+                    }
+                }
+                None => {
+                    work.push(Work::Fused(vec![id]));
+                    open = Some(work.len() - 1);
+                }
+            },
+        }
+    }
+    work
+}
+
+/// Which values are read only inside their own fused run: not by another
+/// run, a matrix product, or as the step's output or a state's update.
+fn scratch_values(layer: &ir::Layer, places: &[Place], phases: [&Vec<Work>; 3]) -> Vec<bool> {
+    let len = layer.step.nodes.len();
+    // The fused run of each value, numbered across phases.
+    let mut run_of: Vec<Option<usize>> = vec![None; len];
+    let mut scratch = vec![false; len];
+    let runs = phases
+        .iter()
+        .flat_map(|work| work.iter())
+        .filter_map(|work| match work {
+            Work::Fused(ids) => Some(ids),
+            Work::MatVec { .. } => None,
+        });
+    for (run, ids) in runs.enumerate() {
+        for id in ids {
+            run_of[id.index()] = Some(run);
+            scratch[id.index()] = true;
+        }
+    }
+    for (idx, node) in layer.step.nodes.iter().enumerate() {
+        if !matches!(places[idx], Place::Context | Place::Hoisted | Place::Step) {
+            continue;
+        }
+        for operand in node.op.operands() {
+            let root = view_root(layer, places, operand);
+            if run_of[root.index()].is_some() && run_of[root.index()] != run_of[idx] {
+                scratch[root.index()] = false;
+            }
+        }
+    }
+    let results = std::iter::once(layer.step.output).chain(layer.step.updates.iter().copied());
+    for id in results {
+        scratch[view_root(layer, places, id).index()] = false;
+    }
+    scratch
 }
 
 #[cfg(test)]
@@ -135,5 +358,59 @@ mod tests {
             .collect();
         assert_eq!(matvecs, vec![Place::Hoisted, Place::Step]);
         assert!(plan.places.iter().all(|place| *place != Place::Context));
+    }
+
+    fn plan_of(source: &str) -> (ir::Layer, LayerPlan) {
+        let compiled = crate::compile(SourceFile::new("t.rnn", source)).expect("compiles");
+        let layer = compiled.model.networks[0].layers[0].clone();
+        let plan = lower(&layer);
+        (layer, plan)
+    }
+
+    #[test]
+    fn a_gru_step_is_its_products_then_one_fused_pass() {
+        let (layer, plan) =
+            plan_of("network N { input x: [3]; layer l = gru(hidden = 4); unroll dynamic; }");
+        let products = plan
+            .step
+            .iter()
+            .take_while(|work| matches!(work, Work::MatVec { .. }))
+            .count();
+        assert_eq!(products, 3, "{:?}", plan.step);
+        assert_eq!(plan.step.len(), 4, "one fused pass after the products");
+        // Only the new state leaves the pass: every other value of the pass
+        // lives in a scratch row.
+        let Work::Fused(ids) = &plan.step[3] else {
+            panic!("the last work is the fused pass")
+        };
+        let buffered: Vec<ValueId> = ids
+            .iter()
+            .copied()
+            .filter(|id| !plan.scratch[id.index()])
+            .collect();
+        assert_eq!(
+            buffered,
+            vec![view_root(&layer, &plan.places, layer.step.updates[0])]
+        );
+    }
+
+    #[test]
+    fn the_input_projection_accumulates_onto_its_bias() {
+        let (layer, plan) =
+            plan_of("network N { input x: [3]; layer l = lstm(hidden = 4); unroll dynamic; }");
+        let [Work::MatVec {
+            out,
+            product,
+            init: Some(init),
+        }] = plan.hoisted[..]
+        else {
+            panic!("one hoisted product with a bias: {:?}", plan.hoisted)
+        };
+        assert!(plan.folded[product.index()]);
+        assert!(matches!(
+            layer.step.node(out).op,
+            Op::Binary(crate::check::Func::Add, ..)
+        ));
+        assert_eq!(plan.place(init), Place::Param);
     }
 }

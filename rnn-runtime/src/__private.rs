@@ -9,11 +9,13 @@ use ndarray::{
     Zip,
 };
 
+pub use crate::fused::{binary_row, clip_row, rows, rows_mut, unary_row, vector, Operand};
 pub use crate::init::{pytorch_bound, uniform, SplitMix64};
 pub use crate::kernels::{
     gemm_packed, matmul_bt, relu, sigmoid, soft_threshold, tanh, PackedMatrix,
 };
-pub use crate::{RnnError, TensorMap};
+pub use crate::workspace::{join, Workspace};
+pub use crate::{RnnError, TensorMap, Threads};
 
 /// The layout of a batch of variable-length sequences, as PyTorch's packed
 /// sequences: sequences sorted by length (longest first, ties in batch

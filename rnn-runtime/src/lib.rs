@@ -30,14 +30,17 @@
 #![warn(missing_docs)]
 
 mod error;
+mod fused;
 pub mod init;
 pub mod kernels;
 mod model;
 mod tensor;
+mod workspace;
 
 pub use error::{Result, RnnError};
 pub use model::Model;
 pub use tensor::{Tensor, TensorMap};
+pub use workspace::Threads;
 
 /// Includes the Rust that `rnn_dsl::compile_files` wrote for a model into
 /// `OUT_DIR`: `include_model!("tagger")` for `models/tagger.rnn`.

@@ -1,7 +1,7 @@
 //! The interface every generated model implements, for code that handles
 //! models by name rather than by type (tools, tests, serving).
 
-use crate::{Result, TensorMap};
+use crate::{Result, TensorMap, Threads};
 
 /// A compiled network, driven by named tensors.
 ///
@@ -26,4 +26,8 @@ pub trait Model: Send + Sync {
     ///
     /// An input is missing or misshaped, or a length is out of range.
     fn run(&self, inputs: &TensorMap) -> Result<TensorMap>;
+
+    /// Sets how many threads one call may use; results do not depend on
+    /// it (see [`Threads`]).
+    fn set_threads(&mut self, threads: Threads);
 }

@@ -1,0 +1,170 @@
+//! Buffers kept from one call to the next, and the model's thread setting.
+//!
+//! A call's buffers (input projections of every step, per-step values,
+//! layer outputs) are megabytes for real workloads. Allocating them afresh
+//! on every call costs page faults and zeroing of new pages, about a fifth
+//! of the run time of the benchmark workloads; a model therefore keeps the
+//! buffers of its earlier calls in a [`Workspace`] and takes them back on
+//! the next call. Only what is returned to the caller is allocated anew.
+
+use std::sync::{Mutex, PoisonError};
+
+use ndarray::Array2;
+
+/// Free buffers of earlier calls, shared by the threads that call one model.
+///
+/// The pool holds at most the buffers of the largest call made so far (a
+/// call gives back what it took); dropping or cloning the model releases
+/// them (a clone starts empty).
+#[derive(Default)]
+pub struct Workspace {
+    free: Mutex<Vec<Vec<f32>>>,
+}
+
+impl Workspace {
+    /// An empty workspace.
+    pub fn new() -> Workspace {
+        Workspace::default()
+    }
+
+    /// A `[rows, cols]` matrix of zeros, in the smallest free buffer that
+    /// holds it (a new one if none does).
+    pub fn take(&self, rows: usize, cols: usize) -> Array2<f32> {
+        let len = rows * cols;
+        let reused = {
+            let mut free = self.free.lock().unwrap_or_else(PoisonError::into_inner);
+            let best = free
+                .iter()
+                .enumerate()
+                .filter(|(_, buffer)| buffer.capacity() >= len)
+                .min_by_key(|(_, buffer)| buffer.capacity())
+                .map(|(idx, _)| idx);
+            best.map(|idx| free.swap_remove(idx))
+        };
+        let mut buffer = reused.unwrap_or_default();
+        buffer.clear();
+        buffer.resize(len, 0.0);
+        Array2::from_shape_vec((rows, cols), buffer).expect("the buffer has rows * cols elements")
+    }
+
+    /// Returns a matrix's buffer for later calls.
+    pub fn give(&self, matrix: Array2<f32>) {
+        let (buffer, _) = matrix.into_raw_vec_and_offset();
+        if buffer.capacity() == 0 {
+            return;
+        }
+        self.free
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(buffer);
+    }
+
+    /// Bytes held for later calls.
+    pub fn held_bytes(&self) -> usize {
+        let free = self.free.lock().unwrap_or_else(PoisonError::into_inner);
+        free.iter().map(|buffer| buffer.capacity() * 4).sum()
+    }
+}
+
+impl Clone for Workspace {
+    /// An empty workspace: buffers are per model value.
+    fn clone(&self) -> Workspace {
+        Workspace::new()
+    }
+}
+
+impl std::fmt::Debug for Workspace {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Workspace")
+            .field("held_bytes", &self.held_bytes())
+            .finish()
+    }
+}
+
+/// How many threads one call of a model may use.
+///
+/// Work splits along independent parts of a network: the two directions of
+/// a bidirectional layer run side by side. `Auto` (the default) does so
+/// when a direction has enough work to pay for starting a thread and the
+/// machine has a second core; a single direction (streaming at batch 1,
+/// say) always stays on the calling thread.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Threads {
+    /// Parallel where it pays, up to the available parallelism.
+    #[default]
+    Auto,
+    /// Exactly this many at most (`Fixed(1)`: only the calling thread).
+    Fixed(usize),
+}
+
+/// Multiply-adds per direction below which `Auto` stays on one thread
+/// (starting and joining a thread costs tens of microseconds).
+const PARALLEL_MIN_WORK: usize = 1 << 22;
+
+impl Threads {
+    /// Whether two independent parts of `work` multiply-adds each should
+    /// run on two threads.
+    pub fn split(self, work: usize) -> bool {
+        match self {
+            Threads::Fixed(threads) => threads >= 2,
+            Threads::Auto => {
+                work >= PARALLEL_MIN_WORK
+                    && std::thread::available_parallelism().is_ok_and(|cores| cores.get() >= 2)
+            }
+        }
+    }
+}
+
+/// Runs `a` and `b`, on two threads when `parallel`, and returns both
+/// results. A panic in either is resumed on the calling thread.
+pub fn join<A: Send, B: Send>(
+    parallel: bool,
+    a: impl FnOnce() -> A + Send,
+    b: impl FnOnce() -> B + Send,
+) -> (A, B) {
+    if !parallel {
+        let first = a();
+        return (first, b());
+    }
+    std::thread::scope(|scope| {
+        let second = scope.spawn(b);
+        let first = a();
+        let second = second
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        (first, second)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buffers_come_back_zeroed_and_best_fitting() {
+        let workspace = Workspace::new();
+        let mut big = workspace.take(10, 10);
+        big.fill(7.0);
+        let small = workspace.take(2, 2);
+        let (big_ptr, small_ptr) = (big.as_ptr(), small.as_ptr());
+        workspace.give(big);
+        workspace.give(small);
+        let again = workspace.take(1, 3);
+        assert_eq!(again.as_ptr(), small_ptr, "the smallest buffer that fits");
+        let large = workspace.take(5, 20);
+        assert_eq!(large.as_ptr(), big_ptr);
+        assert!(large.iter().all(|value| *value == 0.0));
+        assert_eq!(workspace.held_bytes(), 0);
+    }
+
+    #[test]
+    fn join_returns_both_results_in_order_either_way() {
+        for parallel in [false, true] {
+            let (a, b) = join(parallel, || 1 + 1, || "two");
+            assert_eq!((a, b), (2, "two"));
+        }
+        assert!(Threads::Fixed(2).split(0));
+        assert!(!Threads::Fixed(1).split(usize::MAX));
+        assert!(!Threads::Auto.split(10));
+    }
+}

@@ -1,0 +1,160 @@
+//! No allocation inside the time loop: a counting global allocator shows
+//! that a call allocates the same number of times whether the sequences
+//! are 4 or 64 steps long, in every time-loop variant, for built-in and
+//! user cells, one or two directions; and that a model's later calls
+//! reuse the buffers of its first.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+
+use ndarray::Array3;
+use rnn_macros::rnn;
+use rnn_runtime::init::SplitMix64;
+use rnn_runtime::Threads;
+
+/// The system allocator, counting the allocations of the thread that
+/// asked for counting (the test harness runs other tests on other threads).
+struct Counting;
+
+thread_local! {
+    static COUNT: Cell<Option<usize>> = const { Cell::new(None) };
+}
+
+// SAFETY: every call is forwarded unchanged to the system allocator; the
+// counter only reads and writes a thread-local `Cell`, which allocates
+// nothing.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        count_one();
+        // SAFETY: forwarded with the caller's guarantees.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        count_one();
+        // SAFETY: forwarded with the caller's guarantees.
+        unsafe { System.alloc_zeroed(layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        count_one();
+        // SAFETY: forwarded with the caller's guarantees.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: forwarded with the caller's guarantees.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+fn count_one() {
+    // `try_with`: the thread-local may already be gone while a thread exits.
+    let _ = COUNT.try_with(|count| {
+        if let Some(n) = count.get() {
+            count.set(Some(n + 1));
+        }
+    });
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+/// Allocations made by `work` on this thread.
+fn allocations(work: impl FnOnce()) -> usize {
+    COUNT.with(|count| count.set(Some(0)));
+    work();
+    COUNT.with(|count| count.replace(None)).expect("counting was on")
+}
+
+rnn! {
+    cell coupled_lstm(x: [I]) -> (h: [H], c: [H]) {
+        param weight_ih: [3*H, I];
+        param weight_hh: [3*H, H];
+        param bias: [3*H];
+        let (gate_f, gate_g, gate_o) = chunk(weight_ih @ x + weight_hh @ h + bias, 3);
+        let f = sigmoid(gate_f);
+        c = f * c + (1 - f) * tanh(gate_g);
+        h = sigmoid(gate_o) * tanh(c);
+        output h;
+    }
+
+    network BiLstm {
+        input x: [8];
+        layer enc = lstm(hidden = 16, layers = 2, bidirectional);
+        unroll dynamic;
+    }
+
+    network GruBy3 {
+        input x: [8];
+        layer enc = gru(hidden = 16);
+        unroll dynamic by 3;
+    }
+
+    network Coupled {
+        input x: [8];
+        layer enc = coupled_lstm(hidden = 12);
+        layer top = rnn_tanh(hidden = 5);
+        unroll static buckets [4, 64];
+    }
+}
+
+fn input(batch: usize, steps: usize) -> (Array3<f32>, Vec<usize>) {
+    let mut rng = SplitMix64::new(steps as u64);
+    let x = Array3::from_shape_simple_fn((batch, steps, 8), || rng.uniform(-1.0, 1.0));
+    // Varied lengths, one full and one empty sequence.
+    let lengths = (0..batch).map(|b| (steps * b) / (batch - 1)).collect();
+    (x, lengths)
+}
+
+/// Allocations of one cold call (a new model) at `steps` steps.
+macro_rules! cold_call {
+    ($model:ty, $threads:expr, $steps:expr) => {{
+        let model = <$model>::random(7).with_threads($threads);
+        let (x, lengths) = input(5, $steps);
+        allocations(|| {
+            model
+                .forward(x.view(), Some(&lengths), None)
+                .expect("valid input");
+        })
+    }};
+}
+
+#[test]
+fn a_call_allocates_the_same_whatever_the_length() {
+    for threads in [Threads::Fixed(1), Threads::Fixed(2)] {
+        let short = cold_call!(BiLstm, threads, 4);
+        let long = cold_call!(BiLstm, threads, 64);
+        assert_eq!(short, long, "BiLstm with {threads:?}");
+        assert!(short > 0, "the counter counts");
+    }
+    assert_eq!(
+        cold_call!(GruBy3, Threads::Fixed(1), 4),
+        cold_call!(GruBy3, Threads::Fixed(1), 64)
+    );
+    assert_eq!(
+        cold_call!(Coupled, Threads::Fixed(1), 4),
+        cold_call!(Coupled, Threads::Fixed(1), 64)
+    );
+}
+
+#[test]
+fn later_calls_reuse_the_first_calls_buffers() {
+    let model = BiLstm::random(3).with_threads(Threads::Fixed(1));
+    let (x, lengths) = input(5, 32);
+    let run = || {
+        model
+            .forward(x.view(), Some(&lengths), None)
+            .expect("valid input")
+    };
+    let first_output = run();
+    let first = allocations(|| drop(run()));
+    let again = allocations(|| drop(run()));
+    assert_eq!(first, again, "a warm call allocates the same each time");
+    let cold = cold_call!(BiLstm, Threads::Fixed(1), 32);
+    assert!(
+        again < cold,
+        "a warm call ({again}) allocates less than a cold one ({cold})"
+    );
+    assert_eq!(run().y, first_output.y, "reused buffers change nothing");
+}
