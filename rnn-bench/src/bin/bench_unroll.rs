@@ -5,7 +5,10 @@
 //! `bench/workloads.py`, the peers read the same files); without it the
 //! workload runs on random weights and inputs of the same shapes.
 //!
-//! Usage: `bench_unroll [--json] [--reps N] [--data DIR] [--only W2]`
+//! Usage: `bench_unroll [--json] [--reps N] [--data DIR] [--only W2] [--memory]`
+//!
+//! `--memory` prints the process's resident memory (Linux `/proc`) before
+//! the first call and at its peak, to check a workload's footprint.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -15,13 +18,14 @@ use rnn_bench::{
     W1Dynamic, W1DynamicBy4, W2Dynamic, W3Dynamic, W3Static, W4Dynamic, Workload, WORKLOADS,
 };
 use rnn_runtime::init::SplitMix64;
-use rnn_runtime::{Model, RnnError, TensorMap};
+use rnn_runtime::{Model, RnnError, TensorMap, Threads};
 
 struct Options {
     json: bool,
     reps: usize,
     data: PathBuf,
     only: Option<String>,
+    memory: bool,
 }
 
 fn parse_args() -> Result<Options, String> {
@@ -30,11 +34,13 @@ fn parse_args() -> Result<Options, String> {
         reps: 7,
         data: PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../target/bench-data")),
         only: None,
+        memory: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--json" => options.json = true,
+            "--memory" => options.memory = true,
             "--reps" => {
                 options.reps = args
                     .next()
@@ -44,7 +50,7 @@ fn parse_args() -> Result<Options, String> {
             }
             "--data" => options.data = PathBuf::from(args.next().ok_or("--data takes a folder")?),
             "--only" => options.only = Some(args.next().ok_or("--only takes a workload id")?),
-            other => return Err(format!("unknown argument `{other}`; usage: bench_unroll [--json] [--reps N] [--data DIR] [--only W2]")),
+            other => return Err(format!("unknown argument `{other}`; usage: bench_unroll [--json] [--reps N] [--data DIR] [--only W2] [--memory]")),
         }
     }
     Ok(options)
@@ -130,25 +136,48 @@ fn main() -> std::process::ExitCode {
     std::process::ExitCode::SUCCESS
 }
 
+/// A line of `/proc/self/status` in KiB (`VmRSS`: resident now, `VmHWM`:
+/// peak resident), where the system has it.
+fn memory_kib(field: &str) -> Option<usize> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|line| line.starts_with(field))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
 fn run(workload: &Workload, options: &Options) -> Result<(), RnnError> {
     let (weights, inputs, source) = data(workload, options)?;
-    for (system, model) in models(workload, &weights)? {
-        model.run(&inputs)?;
-        let mut times: Vec<f64> = (0..options.reps)
-            .map(|_| {
-                let start = Instant::now();
-                let outputs = model.run(&inputs);
-                let elapsed = start.elapsed().as_secs_f64() * 1e3;
-                std::hint::black_box(outputs).expect("ran once already");
-                elapsed
-            })
-            .collect();
-        times.sort_by(f64::total_cmp);
-        let (median, min, max) = (times[times.len() / 2], times[0], times[times.len() - 1]);
-        let gflops = workload.flops() / (median * 1e-3) / 1e9;
-        // unroll runs on one thread today: the 2-thread line is the same
-        // code, reported so ratios at 2 threads have a row to compare with.
+    for (system, mut model) in models(workload, &weights)? {
         for threads in [1, 2] {
+            model.set_threads(Threads::Fixed(threads));
+            let before = memory_kib("VmRSS");
+            model.run(&inputs)?;
+            if options.memory {
+                println!(
+                    "{} {system} threads {threads}: resident before the first call {} MiB, peak {} MiB",
+                    workload.id,
+                    before.unwrap_or(0) / 1024,
+                    memory_kib("VmHWM").unwrap_or(0) / 1024
+                );
+            }
+            let mut times: Vec<f64> = (0..options.reps)
+                .map(|_| {
+                    let start = Instant::now();
+                    let outputs = model.run(&inputs);
+                    let elapsed = start.elapsed().as_secs_f64() * 1e3;
+                    std::hint::black_box(outputs).expect("ran once already");
+                    elapsed
+                })
+                .collect();
+            times.sort_by(f64::total_cmp);
+            let (median, min, max) = (times[times.len() / 2], times[0], times[times.len() - 1]);
+            let gflops = workload.flops() / (median * 1e-3) / 1e9;
+            // Only bidirectional layers split across threads (one thread
+            // per direction); the other workloads run on one either way.
+            let parallel = if workload.id == "W4" && threads > 1 {
+                "directions on 2 threads"
+            } else {
+                "single-threaded"
+            };
             if options.json {
                 let line = serde_json::json!({
                     "workload": workload.id,
@@ -158,12 +187,12 @@ fn run(workload: &Workload, options: &Options) -> Result<(), RnnError> {
                     "min_ms": min,
                     "max_ms": max,
                     "gflops": gflops,
-                    "note": format!("{source}; single-threaded"),
+                    "note": format!("{source}; {parallel}"),
                 });
                 println!("{line}");
             } else {
                 println!(
-                    "{:<3} {:<22} threads {threads}  median {median:9.3} ms  min {min:9.3}  max {max:9.3}  {gflops:6.1} GFLOP/s  ({source})",
+                    "{:<3} {:<22} threads {threads}  median {median:9.3} ms  min {min:9.3}  max {max:9.3}  {gflops:6.1} GFLOP/s  ({source}; {parallel})",
                     workload.id, system
                 );
             }
