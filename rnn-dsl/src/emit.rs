@@ -218,14 +218,41 @@ fn binding_ident(id: ValueId) -> Ident {
     format_ident!("__rnn_b{}", id.0)
 }
 
-/// The row of the current sequence inside a fused pass: its packed row
-/// for values with a row per valid step, else its own row.
-fn row_index(packed: bool) -> TokenStream {
+/// The first row of the current tile inside a fused pass: a packed row
+/// for values with a row per valid step, else a sequence's own row.
+fn tile_row(packed: bool) -> TokenStream {
     if packed {
-        quote!(__rnn_p)
+        quote!(__rnn_p0)
     } else {
-        quote!(__rnn_r)
+        quote!(__rnn_r0)
     }
+}
+
+/// Bytes of scratch tiles a fused pass aims for: well inside a 32 KiB L1
+/// data cache, with room for the rows it reads.
+const SCRATCH_TILE_BYTES: usize = 16 * 1024;
+
+/// Rows per tile of a layer's fused passes: as many as keep the scratch
+/// tiles of its widest pass within [`SCRATCH_TILE_BYTES`] (1 to 32).
+fn tile_rows(layer: &ir::Layer, plan: &LayerPlan) -> usize {
+    let widest: usize = [&plan.context, &plan.hoisted, &plan.step]
+        .into_iter()
+        .flatten()
+        .filter_map(|work| match work {
+            Work::Fused(ids) => Some(
+                ids.iter()
+                    .filter(|id| plan.scratch[id.index()])
+                    .map(|id| match layer.step.node(*id).shape {
+                        Shape::Vector(len) => len,
+                        _ => 1,
+                    })
+                    .sum::<usize>(),
+            ),
+            Work::MatVec { .. } => None,
+        })
+        .max()
+        .unwrap_or(0);
+    (SCRATCH_TILE_BYTES / (4 * widest.max(1))).clamp(1, 32)
 }
 
 fn state_ident(idx: usize) -> Ident {
@@ -521,6 +548,10 @@ impl Cx<'_> {
             let (rows, size) = (usize_lit(group.rows), usize_lit(group.size));
             quote!(#field: #rt::ndarray::Array3::zeros((#rows, batch, #size)))
         });
+        let selects = self.groups.iter().map(|group| {
+            let field = &group.field;
+            quote!(#field: self.#field.select(#rt::ndarray::Axis(1), idx))
+        });
         let doc = format!(
             "The recurrent state of [`{name}`]: what carries from one step (or call) to the next."
         );
@@ -548,6 +579,12 @@ impl Cx<'_> {
                     #(#checks)*
                     Ok(())
                 }
+
+                /// The state of the sequences `idx` (batch indices), in that order.
+                #[doc(hidden)]
+                pub fn __rnn_select(&self, idx: &[usize]) -> Self {
+                    Self { #(#selects,)* }
+                }
             }
         }
     }
@@ -573,6 +610,16 @@ impl Cx<'_> {
             let (field, output_field) = (&group.field, &group.output_field);
             quote!(#field: self.#output_field)
         });
+        let merges = self.groups.iter().map(|group| {
+            let field = &group.output_field;
+            let (rows, size) = (usize_lit(group.rows), usize_lit(group.size));
+            quote! {
+                let mut #field = #rt::ndarray::Array3::zeros((#rows, batch, #size));
+                #rt::__private::scatter(&mut #field, #rt::ndarray::Axis(1), first.0, &first.1.#field);
+                #rt::__private::scatter(&mut #field, #rt::ndarray::Axis(1), second.0, &second.1.#field);
+            }
+        });
+        let merged_fields = self.groups.iter().map(|group| &group.output_field);
         let doc = format!("What [`{name}::forward`] returns.");
         quote! {
             #[doc = #doc]
@@ -588,6 +635,17 @@ impl Cx<'_> {
                 /// The final states, as the initial state of a next call.
                 pub fn into_state(self) -> #state {
                     #state { #(#into_state,)* }
+                }
+
+                /// The output of a batch from those of two parts of it
+                /// (batch indices and output of each).
+                fn __rnn_merge(batch: usize, first: (&[usize], Self), second: (&[usize], Self)) -> Self {
+                    let (time, width) = (first.1.y.shape()[1], first.1.y.shape()[2]);
+                    let mut y = #rt::ndarray::Array3::zeros((batch, time, width));
+                    #rt::__private::scatter(&mut y, #rt::ndarray::Axis(0), first.0, &first.1.y);
+                    #rt::__private::scatter(&mut y, #rt::ndarray::Axis(0), second.0, &second.1.y);
+                    #(#merges)*
+                    Self { y, #(#merged_fields,)* }
                 }
             }
         }
@@ -1010,47 +1068,54 @@ impl Cx<'_> {
             let (binding, buffer) = (binding_ident(*id), value_ident(*id));
             quote!(let #binding = __rnn_rt::rows_mut(&mut #buffer);)
         });
+        let tile_rows = tile_rows(layer, plan);
         let statements = ids.iter().map(|id| {
             let node = layer.step.node(*id);
+            let Shape::Vector(width) = node.shape else {
+                unreachable!("per-sequence values are vectors")
+            };
             let operands = node.op.operands();
             let operands = operands
                 .iter()
-                .map(|operand| self.row_operand(layer, plan, *operand, None));
+                .map(|operand| self.tile_operand(layer, plan, *operand, None, width));
             let (function, operation) = self.elementwise(&node.op, false);
-            let function = format_ident!("{}_row", function);
+            let function = format_ident!("{}_tile", function);
             let operation = operation.into_iter();
+            let width_lit = usize_lit(width);
             let out = if plan.scratch[id.index()] {
                 let ident = scratch_ident(*id);
-                quote!(&mut #ident[..])
+                quote!(&mut #ident)
             } else {
                 let binding = binding_ident(*id);
-                let row = row_index(plan.place(*id) == Place::Hoisted);
-                let Shape::Vector(len) = node.shape else {
-                    unreachable!("per-sequence values are vectors")
-                };
-                let len = usize_lit(len);
-                quote!(&mut #binding[#row * #len..#row * #len + #len])
+                let row = tile_row(plan.place(*id) == Place::Hoisted);
+                quote!(&mut #binding[#row * #width_lit..])
             };
-            quote!(__rnn_rt::#function(#out, #(#operands,)* #(#operation)*);)
+            let tile =
+                quote!(__rnn_rt::Tile { rows: __rnn_m, width: #width_lit, out_stride: #width_lit });
+            quote!(__rnn_rt::#function(#tile, #out, #(#operands,)* #(#operation)*);)
         });
+        let tile_rows = usize_lit(tile_rows);
         quote! {{
             #(#bindings)*
             #(#outputs)*
-            for __rnn_r in 0..__rnn_n {
-                let __rnn_p = __rnn_off + __rnn_r;
+            for __rnn_r0 in (0..__rnn_n).step_by(#tile_rows) {
+                let __rnn_m = (__rnn_n - __rnn_r0).min(#tile_rows);
+                let __rnn_p0 = __rnn_off + __rnn_r0;
                 #(#statements)*
             }
         }}
     }
 
-    /// An operand of a row operation inside a fused pass: columns
-    /// `cols` (all by default) of the current row of value `id`.
-    fn row_operand(
+    /// An operand of a tile operation inside a fused pass, for an output of
+    /// `out_width` columns: columns `cols` (all by default) of the current
+    /// tile's rows of value `id`.
+    fn tile_operand(
         &self,
         layer: &ir::Layer,
         plan: &LayerPlan,
         id: ValueId,
         cols: Option<(usize, usize)>,
+        out_width: usize,
     ) -> TokenStream {
         let node = layer.step.node(id);
         let place = plan.place(id);
@@ -1059,7 +1124,7 @@ impl Cx<'_> {
                 Some((a, b)) => (start + a, start + b),
                 None => (*start, *end),
             };
-            return self.row_operand(layer, plan, *inner, Some(cols));
+            return self.tile_operand(layer, plan, *inner, Some(cols), out_width);
         }
         if place == Place::Literal {
             let Op::Literal(value) = node.op else {
@@ -1068,49 +1133,49 @@ impl Cx<'_> {
             let value = f32_tokens(value);
             return quote!(__rnn_rt::Operand::Value(#value));
         }
-        let range = |start: TokenStream| match cols {
-            Some((0, b)) => {
-                let b = usize_lit(b);
-                quote!(#start..#start + #b)
-            }
-            Some((a, b)) => {
-                let (a, b) = (usize_lit(a), usize_lit(b));
-                quote!(#start + #a..#start + #b)
-            }
-            None => {
-                let len = match node.shape {
-                    Shape::Vector(len) => len,
-                    _ => 1,
-                };
-                let len = usize_lit(len);
-                quote!(#start..#start + #len)
-            }
+        let full = match node.shape {
+            Shape::Vector(len) => len,
+            _ => 1,
         };
-        if plan.scratch[id.index()] {
-            let ident = scratch_ident(id);
-            let range = match cols {
-                Some(_) => range(quote!(0)),
-                None => quote!(..),
-            };
-            return quote!(__rnn_rt::Operand::Row(&#ident[#range]));
-        }
+        let (start, end) = cols.unwrap_or((0, full));
+        // A one-element vector broadcasts over the columns.
+        let per_row = end - start == 1 && out_width != 1;
         let binding = binding_ident(id);
+        let start_lit = usize_lit(start);
         if place.is_const() {
-            return match cols {
-                Some(_) => {
-                    let range = range(quote!(0));
-                    quote!(__rnn_rt::Operand::Row(&#binding[#range]))
-                }
-                None => quote!(__rnn_rt::Operand::Row(#binding)),
+            if per_row {
+                return quote!(__rnn_rt::Operand::Value(#binding[#start_lit]));
+            }
+            let data = if cols.is_none() {
+                quote!(#binding)
+            } else {
+                let end = usize_lit(end);
+                quote!(&#binding[#start_lit..#end])
             };
+            return quote!(__rnn_rt::Operand::Rows { data: #data, stride: 0 });
         }
-        let Shape::Vector(width) = node.shape else {
-            unreachable!("per-sequence values are vectors")
+        let data = if plan.scratch[id.index()] {
+            let ident = scratch_ident(id);
+            if start == 0 {
+                quote!(&#ident)
+            } else {
+                quote!(&#ident[#start_lit..])
+            }
+        } else {
+            let row = tile_row(plan.packed_rows[id.index()]);
+            let full = usize_lit(full);
+            if start == 0 {
+                quote!(&#binding[#row * #full..])
+            } else {
+                quote!(&#binding[#row * #full + #start_lit..])
+            }
         };
-        let width = usize_lit(width);
-        let row = row_index(plan.packed_rows[id.index()]);
-        let range = range(quote!(#row * #width));
-        quote!(__rnn_rt::Operand::Row(&#binding[#range]))
+        let stride = usize_lit(full);
+        if per_row {
+            quote!(__rnn_rt::Operand::PerRow { data: #data, stride: #stride })
+        } else {
+            quote!(__rnn_rt::Operand::Rows { data: #data, stride: #stride })
+        }
     }
 
     fn emit_layer_fn(&self, layer_idx: usize, variant: Variant) -> TokenStream {
@@ -1154,7 +1219,8 @@ impl Cx<'_> {
             let len = usize_lit(len);
             if plan.scratch[idx] {
                 let ident = scratch_ident(id);
-                buffers.push(quote!(let mut #ident = vec![0f32; #len];));
+                let tile = usize_lit(tile_rows(layer, plan));
+                buffers.push(quote!(let mut #ident = vec![0f32; #tile * #len];));
                 continue;
             }
             let ident = value_ident(id);
@@ -1506,7 +1572,7 @@ impl Cx<'_> {
                     let width = usize_lit(layer.output_size);
                     let both = usize_lit(2 * layer.output_size);
                     quote! {{
-                        let __rnn_split = self.__rnn_threads.split(__rnn_packing.rows() * #macs_per_row);
+                        let __rnn_split = __rnn_threads.split(__rnn_packing.rows() * #macs_per_row);
                         let (__rnn_dir0, __rnn_dir1) = __rnn_rt::join(__rnn_split, || #forward, || #backward);
                         #(#forward_unsorts)*
                         #(#backward_unsorts)*
@@ -1538,6 +1604,7 @@ impl Cx<'_> {
                 __rnn_variant: usize,
                 #(#network_inputs,)*
                 __rnn_initial: ::std::option::Option<&#state>,
+                __rnn_threads: #rt::Threads,
             ) -> (#rt::ndarray::Array2<f32>, #state) {
                 #prelude
                 let __rnn_batch = __rnn_packing.batch();
@@ -1656,7 +1723,7 @@ impl Cx<'_> {
             let (field, output_field) = (&group.field, &group.output_field);
             quote!(#output_field: __rnn_state.#field)
         });
-        let steps_param = steps_param.into_iter();
+        let steps_param: Vec<TokenStream> = steps_param.into_iter().collect();
         let input_doc: Vec<String> = self
             .network
             .inputs
@@ -1676,6 +1743,59 @@ impl Cx<'_> {
             format!("`T` must be {steps}: the network is unrolled for exactly {steps} steps.")
         });
         let static_doc = static_doc.into_iter();
+        // Batch halves on two threads for networks without a bidirectional
+        // layer (those split by direction instead, in `__rnn_run`).
+        let bidirectional = self
+            .network
+            .layers
+            .iter()
+            .any(|layer| layer.directions == 2);
+        let split_threads = if bidirectional {
+            quote!(#rt::Threads::Fixed(1))
+        } else {
+            quote!(self.__rnn_threads)
+        };
+        let macs_per_row: usize = self
+            .network
+            .layers
+            .iter()
+            .zip(&self.plans)
+            .map(|(layer, plan)| {
+                let per_direction: usize = packed_matrices(layer, plan)
+                    .iter()
+                    .map(|matrix| match layer.step.node(*matrix).shape {
+                        Shape::Matrix(rows, cols) => rows * cols,
+                        _ => 0,
+                    })
+                    .sum();
+                per_direction * layer.directions
+            })
+            .sum();
+        let macs_per_row = usize_lit(macs_per_row);
+        let half_inputs = self.network.inputs.iter().map(|input| {
+            let ident = format_ident!("{}", input.name);
+            quote!(let #ident = #ident.select(__rnn_nd::Axis(0), __rnn_idx);)
+        });
+        let half_args: Vec<TokenStream> = self
+            .network
+            .inputs
+            .iter()
+            .map(|input| {
+                let ident = format_ident!("{}", input.name);
+                quote!(#ident.view())
+            })
+            .chain(steps_param.iter().map(|_| quote!(steps)))
+            .collect();
+        let whole_args: Vec<TokenStream> = self
+            .network
+            .inputs
+            .iter()
+            .map(|input| {
+                let ident = format_ident!("{}", input.name);
+                quote!(#ident)
+            })
+            .chain(steps_param.iter().map(|_| quote!(steps)))
+            .collect();
         quote! {
             /// Runs the network over a batch of sequences.
             ///
@@ -1704,10 +1824,40 @@ impl Cx<'_> {
                 if let Some(state) = initial_state {
                     state.check(__rnn_batch)?;
                 }
+                // Checks the lengths, and tells whether to run two halves of
+                // the batch on two threads.
+                let __rnn_packing = #rt::__private::Packing::new(seq_len, __rnn_batch, __rnn_steps)?;
+                if let Some((__rnn_a, __rnn_b)) = __rnn_packing.halves(#split_threads, #macs_per_row) {
+                    let __rnn_half = |__rnn_idx: &[usize]| {
+                        let __rnn_lengths = __rnn_packing.lengths_of(__rnn_idx);
+                        let __rnn_initial = initial_state.map(|state| state.__rnn_select(__rnn_idx));
+                        #(#half_inputs)*
+                        self.__rnn_forward_whole(#(#half_args,)* Some(&__rnn_lengths), __rnn_initial.as_ref(), #rt::Threads::Fixed(1))
+                    };
+                    let (__rnn_ya, __rnn_yb) = __rnn_rt::join(true, || __rnn_half(&__rnn_a), || __rnn_half(&__rnn_b));
+                    return Ok(#output::__rnn_merge(__rnn_batch, (&__rnn_a, __rnn_ya?), (&__rnn_b, __rnn_yb?)));
+                }
+                self.__rnn_forward_whole(#(#whole_args,)* seq_len, initial_state, self.__rnn_threads)
+            }
+
+            /// `forward` after its checks, on the calling thread (and a
+            /// second one for bidirectional layers if `threads` allows).
+            #[allow(clippy::too_many_arguments)]
+            fn __rnn_forward_whole(
+                &self,
+                #(#params,)*
+                #(#steps_param,)*
+                seq_len: ::std::option::Option<&[usize]>,
+                initial_state: ::std::option::Option<&#state>,
+                __rnn_threads: #rt::Threads,
+            ) -> ::std::result::Result<#output, #rt::RnnError> {
+                #prelude
+                let __rnn_batch = #batch_expr;
+                let __rnn_steps = #steps_expr;
                 let __rnn_packing = #rt::__private::Packing::new(seq_len, __rnn_batch, __rnn_steps)?;
                 #choice
                 #(#packs)*
-                let (__rnn_y, __rnn_state) = self.__rnn_run(&__rnn_packing, __rnn_variant, #(#net_args,)* initial_state);
+                let (__rnn_y, __rnn_state) = self.__rnn_run(&__rnn_packing, __rnn_variant, #(#net_args,)* initial_state, __rnn_threads);
                 let __rnn_unpacked = __rnn_packing.unpack(__rnn_y.view());
                 self.__rnn_workspace.give(__rnn_y);
                 Ok(#output {
@@ -1796,7 +1946,7 @@ impl Cx<'_> {
                 #choice
                 // All sequences run this step, so packing keeps batch order.
                 #(#packs)*
-                let (__rnn_y, __rnn_state) = self.__rnn_run(&__rnn_packing, __rnn_variant, #(#net_args,)* Some(state));
+                let (__rnn_y, __rnn_state) = self.__rnn_run(&__rnn_packing, __rnn_variant, #(#net_args,)* Some(state), self.__rnn_threads);
                 *state = __rnn_state;
                 Ok(__rnn_y)
             }

@@ -9,7 +9,7 @@ use ndarray::{
     Zip,
 };
 
-pub use crate::fused::{binary_row, clip_row, rows, rows_mut, unary_row, vector, Operand};
+pub use crate::fused::{binary_tile, clip_tile, rows, rows_mut, unary_tile, vector, Operand, Tile};
 pub use crate::init::{pytorch_bound, uniform, SplitMix64};
 pub use crate::kernels::{
     gemm_packed, matmul_bt, relu, sigmoid, soft_threshold, tanh, PackedMatrix,
@@ -112,6 +112,44 @@ impl Packing {
         self.offsets[self.max_len()]
     }
 
+    /// The lengths of the sequences `idx` (batch indices), in that order.
+    pub fn lengths_of(&self, idx: &[usize]) -> Vec<usize> {
+        let mut lengths = vec![0; self.batch];
+        for (k, b) in self.order.iter().enumerate() {
+            lengths[*b] = self.sorted_lengths[k];
+        }
+        idx.iter().map(|b| lengths[*b]).collect()
+    }
+
+    /// Two halves of the batch (batch indices, ascending) with about equal
+    /// total length, when `threads` says a call of `macs_per_row`
+    /// multiply-adds per valid step should run on two threads: `None` for
+    /// one thread or a single sequence.
+    pub fn halves(
+        &self,
+        threads: Threads,
+        macs_per_row: usize,
+    ) -> Option<(Vec<usize>, Vec<usize>)> {
+        if self.batch < 2 || !threads.split(self.rows() / 2 * macs_per_row) {
+            return None;
+        }
+        // Longest first, each to the half with less work so far.
+        let (mut first, mut second) = (Vec::new(), Vec::new());
+        let (mut first_rows, mut second_rows) = (0, 0);
+        for (k, b) in self.order.iter().enumerate() {
+            if first_rows <= second_rows {
+                first.push(*b);
+                first_rows += self.sorted_lengths[k];
+            } else {
+                second.push(*b);
+                second_rows += self.sorted_lengths[k];
+            }
+        }
+        first.sort_unstable();
+        second.sort_unstable();
+        Some((first, second))
+    }
+
     /// `[B, T, n]` → packed `[rows, n]`.
     pub fn pack(&self, x: ArrayView3<'_, f32>) -> Array2<f32> {
         let mut packed = Array2::zeros((self.rows(), x.shape()[2]));
@@ -167,6 +205,15 @@ impl Packing {
         for (k, b) in self.order.iter().enumerate() {
             out.row_mut(*b).assign(&sorted.row(k));
         }
+    }
+}
+
+/// Writes the parts of a batch computed apart back in batch order: index
+/// `k` of `part` along `axis` goes to index `idx[k]` of `into`.
+pub fn scatter(into: &mut Array3<f32>, axis: Axis, idx: &[usize], part: &Array3<f32>) {
+    for (k, b) in idx.iter().enumerate() {
+        into.index_axis_mut(axis, *b)
+            .assign(&part.index_axis(axis, k));
     }
 }
 

@@ -1,38 +1,63 @@
-//! Elementwise work of a step, one row at a time.
+//! Elementwise work of a step, a tile of rows at a time.
 //!
 //! Generated code runs the elementwise operations of a step as one pass
-//! over the running sequences: for each row, every operation in turn on
-//! that row's values, so the intermediate values of a row stay in the L1
-//! cache (most live in one small scratch row each) instead of each
-//! operation sweeping a `[batch, width]` buffer. The functions here work on
-//! slices; the operation is a value, so each loop is compiled once, here,
-//! not once per call site.
+//! over the running sequences in tiles of a few rows: for each tile, every
+//! operation in turn on that tile, so the intermediate values stay in the
+//! L1 cache (most live in one small scratch tile each) instead of each
+//! operation sweeping a `[batch, width]` buffer, and each call does a whole
+//! tile's work. The functions here work on strided slices; the operation
+//! is a value, so each loop is compiled once, here, not once per call site.
 
 use ndarray::{ArrayRef1, ArrayRef2};
 
 use crate::__private::{Binary, Unary};
 use crate::kernels;
 
-/// One operand of a row operation.
+/// One operand of a tile operation of `rows` rows by `width` columns.
 #[derive(Debug, Clone, Copy)]
 pub enum Operand<'a> {
-    /// One value per element of the output. A row of length 1 stands for
-    /// every element (a one-element vector broadcasts).
-    Row(&'a [f32]),
+    /// Row `i` is `data[i * stride..][..width]`; stride 0 repeats one row
+    /// (a parameter vector) for every row.
+    Rows {
+        /// The first row, and what follows it.
+        data: &'a [f32],
+        /// Elements from one row to the next.
+        stride: usize,
+    },
+    /// One value per row, for every column (a one-element vector): row
+    /// `i`'s value is `data[i * stride]`.
+    PerRow {
+        /// The first row's value, and what follows it.
+        data: &'a [f32],
+        /// Elements from one row to the next.
+        stride: usize,
+    },
     /// One value for every element.
     Value(f32),
 }
 
-impl Operand<'_> {
-    /// The operand for an output of `len` elements, with a one-element row
-    /// turned into a value.
-    #[inline]
-    fn broadcast(self, len: usize) -> Self {
+/// An operand's values for row `i` of a tile of `width` columns.
+#[derive(Clone, Copy)]
+enum Row<'a> {
+    Slice(&'a [f32]),
+    Value(f32),
+}
+
+impl<'a> Operand<'a> {
+    #[inline(always)]
+    fn row(self, i: usize, width: usize) -> Row<'a> {
         match self {
-            Operand::Row(row) if row.len() == 1 && len != 1 => Operand::Value(row[0]),
-            other => other,
+            Operand::Rows { data, stride } => Row::Slice(&data[i * stride..i * stride + width]),
+            Operand::PerRow { data, stride } => Row::Value(data[i * stride]),
+            Operand::Value(value) => Row::Value(value),
         }
     }
+}
+
+/// The rows of a tile's output: row `i` is `out[i * stride..][..width]`.
+#[inline(always)]
+fn out_row(out: &mut [f32], stride: usize, i: usize, width: usize) -> &mut [f32] {
+    &mut out[i * stride..i * stride + width]
 }
 
 /// All elements of a matrix with standard (row-major, contiguous) layout.
@@ -64,24 +89,51 @@ pub fn vector(vector: &ArrayRef1<f32>) -> &[f32] {
         .expect("generated code passes contiguous vectors")
 }
 
-/// `out = op(a)` elementwise.
-pub fn unary_row(out: &mut [f32], a: Operand<'_>, op: Unary) {
-    let len = out.len();
-    match a.broadcast(len) {
-        Operand::Row(a) => out.copy_from_slice(&a[..len]),
-        Operand::Value(a) => out.fill(a),
+/// The shape of a tile: `rows` rows of `width` columns, output row `i` at
+/// `out[i * out_stride..][..width]`.
+#[derive(Debug, Clone, Copy)]
+pub struct Tile {
+    /// Rows.
+    pub rows: usize,
+    /// Columns.
+    pub width: usize,
+    /// Elements from one output row to the next.
+    pub out_stride: usize,
+}
+
+/// `out = op(a)` elementwise over a tile.
+pub fn unary_tile(tile: Tile, out: &mut [f32], a: Operand<'_>, op: Unary) {
+    let Tile {
+        rows,
+        width,
+        out_stride,
+    } = tile;
+    for i in 0..rows {
+        let row = out_row(out, out_stride, i, width);
+        match a.row(i, width) {
+            Row::Slice(a) => row.copy_from_slice(a),
+            Row::Value(a) => row.fill(a),
+        }
     }
-    match op {
-        Unary::Sigmoid => kernels::sigmoid_slice(out),
-        Unary::Tanh => kernels::tanh_slice(out),
-        Unary::Exp => kernels::exp_slice(out),
-        Unary::Relu => kernels::relu_slice(out),
-        Unary::Neg => in_place(out, |a| -a),
-        Unary::Log => in_place(out, f32::ln),
-        Unary::Abs => in_place(out, f32::abs),
-        Unary::Sign => in_place(out, crate::__private::sign),
-        Unary::Sqrt => in_place(out, f32::sqrt),
-        Unary::Softplus => in_place(out, crate::__private::softplus),
+    // The vectorised kernels run once over a contiguous tile.
+    let kernel: fn(&mut [f32]) = match op {
+        Unary::Sigmoid => kernels::sigmoid_slice,
+        Unary::Tanh => kernels::tanh_slice,
+        Unary::Exp => kernels::exp_slice,
+        Unary::Relu => kernels::relu_slice,
+        Unary::Neg => |values| in_place(values, |a| -a),
+        Unary::Log => |values| in_place(values, f32::ln),
+        Unary::Abs => |values| in_place(values, f32::abs),
+        Unary::Sign => |values| in_place(values, crate::__private::sign),
+        Unary::Sqrt => |values| in_place(values, f32::sqrt),
+        Unary::Softplus => |values| in_place(values, crate::__private::softplus),
+    };
+    if out_stride == width {
+        kernel(&mut out[..rows * width]);
+    } else {
+        for i in 0..rows {
+            kernel(out_row(out, out_stride, i, width));
+        }
     }
 }
 
@@ -92,55 +144,76 @@ fn in_place(out: &mut [f32], f: impl Fn(f32) -> f32) {
     }
 }
 
-/// `out = op(a, b)` elementwise.
-pub fn binary_row(out: &mut [f32], a: Operand<'_>, b: Operand<'_>, op: Binary) {
+/// `out = op(a, b)` elementwise over a tile, with the vector instructions
+/// of this CPU.
+pub fn binary_tile(tile: Tile, out: &mut [f32], a: Operand<'_>, b: Operand<'_>, op: Binary) {
+    kernels::binary_tile(tile, out, a, b, op);
+}
+
+/// [`binary_tile`] in portable code, inlined into each instruction set's
+/// `#[target_feature]` function by the kernel tables.
+#[inline(always)]
+pub(crate) fn binary_tile_portable(
+    tile: Tile,
+    out: &mut [f32],
+    a: Operand<'_>,
+    b: Operand<'_>,
+    op: Binary,
+) {
     match op {
-        Binary::Add => zip2(out, a, b, |a, b| a + b),
-        Binary::Sub => zip2(out, a, b, |a, b| a - b),
-        Binary::Mul => zip2(out, a, b, |a, b| a * b),
-        Binary::Div => zip2(out, a, b, |a, b| a / b),
-        Binary::Min => zip2(out, a, b, f32::min),
-        Binary::Max => zip2(out, a, b, f32::max),
-        Binary::SoftThreshold => zip2(out, a, b, kernels::soft_threshold),
+        Binary::Add => zip2(tile, out, a, b, |a, b| a + b),
+        Binary::Sub => zip2(tile, out, a, b, |a, b| a - b),
+        Binary::Mul => zip2(tile, out, a, b, |a, b| a * b),
+        Binary::Div => zip2(tile, out, a, b, |a, b| a / b),
+        Binary::Min => zip2(tile, out, a, b, f32::min),
+        Binary::Max => zip2(tile, out, a, b, f32::max),
+        Binary::SoftThreshold => zip2(tile, out, a, b, kernels::soft_threshold),
     }
 }
 
-/// `out = min(max(a, lo), hi)` elementwise.
-pub fn clip_row(out: &mut [f32], a: Operand<'_>, lo: Operand<'_>, hi: Operand<'_>) {
-    let len = out.len();
-    let (a, lo, hi) = (a.broadcast(len), lo.broadcast(len), hi.broadcast(len));
-    let at = |operand: Operand<'_>, j: usize| match operand {
-        Operand::Row(row) => row[j],
-        Operand::Value(value) => value,
+/// `out = min(max(a, lo), hi)` elementwise over a tile.
+pub fn clip_tile(tile: Tile, out: &mut [f32], a: Operand<'_>, lo: Operand<'_>, hi: Operand<'_>) {
+    let width = tile.width;
+    let at = |row: Row<'_>, j: usize| match row {
+        Row::Slice(values) => values[j],
+        Row::Value(value) => value,
     };
-    for (j, value) in out.iter_mut().enumerate() {
-        *value = at(a, j).max(at(lo, j)).min(at(hi, j));
+    for i in 0..tile.rows {
+        let (a, lo, hi) = (a.row(i, width), lo.row(i, width), hi.row(i, width));
+        for (j, value) in out_row(out, tile.out_stride, i, width)
+            .iter_mut()
+            .enumerate()
+        {
+            *value = at(a, j).max(at(lo, j)).min(at(hi, j));
+        }
     }
 }
 
 /// The loop of a binary operation, specialised for each operand shape so
 /// that every variant is a straight vectorisable loop.
 #[inline(always)]
-fn zip2(out: &mut [f32], a: Operand<'_>, b: Operand<'_>, f: impl Fn(f32, f32) -> f32) {
-    let len = out.len();
-    match (a.broadcast(len), b.broadcast(len)) {
-        (Operand::Row(a), Operand::Row(b)) => {
-            let (a, b) = (&a[..len], &b[..len]);
-            for j in 0..len {
-                out[j] = f(a[j], b[j]);
+fn zip2(tile: Tile, out: &mut [f32], a: Operand<'_>, b: Operand<'_>, f: impl Fn(f32, f32) -> f32) {
+    let width = tile.width;
+    for i in 0..tile.rows {
+        let out = out_row(out, tile.out_stride, i, width);
+        match (a.row(i, width), b.row(i, width)) {
+            (Row::Slice(a), Row::Slice(b)) => {
+                for ((o, a), b) in out.iter_mut().zip(a).zip(b) {
+                    *o = f(*a, *b);
+                }
             }
-        }
-        (Operand::Row(a), Operand::Value(b)) => {
-            for (o, a) in out.iter_mut().zip(&a[..len]) {
-                *o = f(*a, b);
+            (Row::Slice(a), Row::Value(b)) => {
+                for (o, a) in out.iter_mut().zip(a) {
+                    *o = f(*a, b);
+                }
             }
-        }
-        (Operand::Value(a), Operand::Row(b)) => {
-            for (o, b) in out.iter_mut().zip(&b[..len]) {
-                *o = f(a, *b);
+            (Row::Value(a), Row::Slice(b)) => {
+                for (o, b) in out.iter_mut().zip(b) {
+                    *o = f(a, *b);
+                }
             }
+            (Row::Value(a), Row::Value(b)) => out.fill(f(a, b)),
         }
-        (Operand::Value(a), Operand::Value(b)) => out.fill(f(a, b)),
     }
 }
 
@@ -148,28 +221,50 @@ fn zip2(out: &mut [f32], a: Operand<'_>, b: Operand<'_>, f: impl Fn(f32, f32) ->
 mod tests {
     use super::*;
 
-    #[test]
-    fn binary_rows_broadcast_values_and_one_element_rows() {
-        let mut out = [0.0; 3];
-        binary_row(
-            &mut out,
-            Operand::Row(&[1.0, 2.0, 3.0]),
-            Operand::Row(&[10.0]),
-            Binary::Sub,
-        );
-        assert_eq!(out, [-9.0, -8.0, -7.0]);
-        binary_row(
-            &mut out,
-            Operand::Value(2.0),
-            Operand::Row(&[1.0, 4.0, 8.0]),
-            Binary::Div,
-        );
-        assert_eq!(out, [2.0, 0.5, 0.25]);
+    const fn tile(rows: usize, width: usize, out_stride: usize) -> Tile {
+        Tile {
+            rows,
+            width,
+            out_stride,
+        }
     }
 
     #[test]
-    fn unary_rows_match_the_scalar_functions() {
-        let input = [-3.0f32, -0.5, 0.0, 0.25, 4.0];
+    fn binary_tiles_read_strided_rows_repeated_rows_and_values() {
+        // Two rows of 3 out of a [2, 5] buffer (columns 1..4), minus a
+        // parameter row repeated (stride 0), into a [2, 3] tile.
+        let buffer = [0.0, 1.0, 2.0, 3.0, 0.0, 0.0, 4.0, 5.0, 6.0, 0.0];
+        let mut out = [0.0; 6];
+        binary_tile(
+            tile(2, 3, 3),
+            &mut out,
+            Operand::Rows {
+                data: &buffer[1..],
+                stride: 5,
+            },
+            Operand::Rows {
+                data: &[1.0, 1.0, 2.0],
+                stride: 0,
+            },
+            Binary::Sub,
+        );
+        assert_eq!(out, [0.0, 1.0, 1.0, 3.0, 4.0, 4.0]);
+        binary_tile(
+            tile(2, 3, 3),
+            &mut out,
+            Operand::Value(2.0),
+            Operand::PerRow {
+                data: &[1.0, 9.0, 4.0],
+                stride: 2,
+            },
+            Binary::Div,
+        );
+        assert_eq!(out, [2.0, 2.0, 2.0, 0.5, 0.5, 0.5]);
+    }
+
+    #[test]
+    fn unary_tiles_match_the_scalar_functions_contiguous_or_strided() {
+        let input = [-3.0f32, -0.5, 0.0, 0.25, 4.0, 1.5];
         for (op, reference) in [
             (Unary::Neg, (|a: f32| -a) as fn(f32) -> f32),
             (Unary::Abs, f32::abs),
@@ -177,23 +272,39 @@ mod tests {
             (Unary::Sigmoid, |a: f32| 1.0 / (1.0 + (-a).exp())),
             (Unary::Tanh, f32::tanh),
         ] {
-            let mut out = [0.0; 5];
-            unary_row(&mut out, Operand::Row(&input), op);
-            for (got, a) in out.iter().zip(input) {
-                assert!((got - reference(a)).abs() <= 2e-7, "{op:?}({a}) = {got}");
+            for out_stride in [3, 4] {
+                let mut out = [f32::NAN; 8];
+                let rows = Operand::Rows {
+                    data: &input,
+                    stride: 3,
+                };
+                unary_tile(tile(2, 3, out_stride), &mut out, rows, op);
+                for i in 0..2 {
+                    for j in 0..3 {
+                        let (got, a) = (out[i * out_stride + j], input[i * 3 + j]);
+                        assert!((got - reference(a)).abs() <= 2e-7, "{op:?}({a}) = {got}");
+                    }
+                }
             }
         }
     }
 
     #[test]
-    fn clip_rows_bound_each_element() {
+    fn clip_tiles_bound_each_element() {
         let mut out = [0.0; 4];
-        clip_row(
+        clip_tile(
+            tile(2, 2, 2),
             &mut out,
-            Operand::Row(&[-5.0, -0.5, 0.5, 5.0]),
+            Operand::Rows {
+                data: &[-5.0, -0.5, 0.5, 5.0],
+                stride: 2,
+            },
             Operand::Value(-1.0),
-            Operand::Row(&[1.0, 1.0, 0.25, 2.0]),
+            Operand::PerRow {
+                data: &[1.0, 0.25],
+                stride: 1,
+            },
         );
-        assert_eq!(out, [-1.0, -0.5, 0.25, 2.0]);
+        assert_eq!(out, [-1.0, -0.5, 0.25, 0.25]);
     }
 }

@@ -27,8 +27,9 @@ impl Workspace {
         Workspace::default()
     }
 
-    /// A `[rows, cols]` matrix of zeros, in the smallest free buffer that
-    /// holds it (a new one if none does).
+    /// A `[rows, cols]` matrix in the smallest free buffer that holds it
+    /// (a new one, of zeros, if none does). A reused buffer keeps values of
+    /// an earlier call: generated code writes every element it reads.
     pub fn take(&self, rows: usize, cols: usize) -> Array2<f32> {
         let len = rows * cols;
         let reused = {
@@ -42,7 +43,9 @@ impl Workspace {
             best.map(|idx| free.swap_remove(idx))
         };
         let mut buffer = reused.unwrap_or_default();
-        buffer.clear();
+        // Shrinking keeps old values without a pass over them; growing
+        // (within the capacity, or a new buffer) writes zeros.
+        buffer.truncate(len);
         buffer.resize(len, 0.0);
         Array2::from_shape_vec((rows, cols), buffer).expect("the buffer has rows * cols elements")
     }
@@ -141,7 +144,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn buffers_come_back_zeroed_and_best_fitting() {
+    fn buffers_come_back_best_fitting_and_new_ones_zeroed() {
         let workspace = Workspace::new();
         let mut big = workspace.take(10, 10);
         big.fill(7.0);
@@ -153,7 +156,9 @@ mod tests {
         assert_eq!(again.as_ptr(), small_ptr, "the smallest buffer that fits");
         let large = workspace.take(5, 20);
         assert_eq!(large.as_ptr(), big_ptr);
-        assert!(large.iter().all(|value| *value == 0.0));
+        assert_eq!(large.len(), 100);
+        let fresh = workspace.take(3, 3);
+        assert!(fresh.iter().all(|value| *value == 0.0));
         assert_eq!(workspace.held_bytes(), 0);
     }
 

@@ -66,6 +66,19 @@ pub fn exp_slice(values: &mut [f32]) {
     (table().exp_f32)(values);
 }
 
+/// `out = op(a, b)` over a tile, vectorised for this CPU (the results are
+/// the same on every table: each element is one correctly rounded
+/// operation).
+pub(crate) fn binary_tile(
+    tile: crate::fused::Tile,
+    out: &mut [f32],
+    a: crate::fused::Operand<'_>,
+    b: crate::fused::Operand<'_>,
+    op: crate::__private::Binary,
+) {
+    (table().binary_tile)(tile, out, a, b, op);
+}
+
 /// Applies [`relu`] to every element, in place.
 pub fn relu_slice(values: &mut [f32]) {
     (table().relu_f32)(values);
@@ -131,6 +144,15 @@ fn rows_are_contiguous(view: ArrayView2<'_, f32>) -> bool {
 /// An elementwise kernel that rewrites a slice in place.
 type SliceKernel = fn(&mut [f32]);
 
+/// A binary elementwise operation over a tile (see [`crate::fused`]).
+type BinaryTileKernel = fn(
+    crate::fused::Tile,
+    &mut [f32],
+    crate::fused::Operand<'_>,
+    crate::fused::Operand<'_>,
+    crate::__private::Binary,
+);
+
 /// `out (+)= x · wᵀ` with `w` packed for the same table; the rows of `x` and `out` are contiguous
 /// and the shapes agree (checked by [`gemm_packed`]).
 type GemmKernel = fn(ArrayView2<'_, f32>, &PackedMatrix, ArrayViewMut2<'_, f32>, bool);
@@ -147,6 +169,7 @@ struct Kernels {
     tanh_f32: SliceKernel,
     exp_f32: SliceKernel,
     relu_f32: SliceKernel,
+    binary_tile: BinaryTileKernel,
 }
 
 /// The portable implementations: the starting point of every table.
@@ -158,6 +181,7 @@ static GENERIC: Kernels = Kernels {
     tanh_f32: generic::tanh_f32_generic,
     exp_f32: generic::exp_f32_generic,
     relu_f32: generic::relu_f32_generic,
+    binary_tile: crate::fused::binary_tile_portable,
 };
 
 /// The environment variable that overrides the choice of table.

@@ -649,3 +649,56 @@ fn environment_variable_selects_the_table() {
         assert!(std::ptr::eq(select(Some(name)), &GENERIC));
     }
 }
+
+#[test]
+fn binary_tiles_are_exact_on_every_table() {
+    use crate::__private::Binary;
+    use crate::fused::{Operand, Tile};
+    // Odd widths and strides exercise the vector loops' tails.
+    let (rows, width, stride) = (3, 37, 41);
+    let a = random_matrix(rows, stride, 11);
+    let b = random_matrix(1, width, 12);
+    let (a, b) = (
+        a.as_slice().expect("standard"),
+        b.as_slice().expect("standard"),
+    );
+    type Reference = fn(f32, f32) -> f32;
+    let ops: [(Binary, Reference); 7] = [
+        (Binary::Add, |x, y| x + y),
+        (Binary::Sub, |x, y| x - y),
+        (Binary::Mul, |x, y| x * y),
+        (Binary::Div, |x, y| x / y),
+        (Binary::Min, f32::min),
+        (Binary::Max, f32::max),
+        (Binary::SoftThreshold, generic::soft_threshold),
+    ];
+    for kernels in implementations() {
+        for (op, reference) in ops {
+            let mut out = vec![f32::NAN; rows * width];
+            let tile = Tile {
+                rows,
+                width,
+                out_stride: width,
+            };
+            let a_rows = Operand::Rows { data: a, stride };
+            let b_row = Operand::Rows { data: b, stride: 0 };
+            (kernels.binary_tile)(tile, &mut out, a_rows, b_row, op);
+            for i in 0..rows {
+                for j in 0..width {
+                    let expected = reference(a[i * stride + j], b[j]);
+                    assert_eq!(
+                        out[i * width + j].to_bits(),
+                        expected.to_bits(),
+                        "{op:?} at ({i}, {j}) with {}",
+                        kernels.name
+                    );
+                }
+            }
+            (kernels.binary_tile)(tile, &mut out, Operand::Value(0.5), a_rows, op);
+            assert_eq!(
+                out[width + 1].to_bits(),
+                reference(0.5, a[stride + 1]).to_bits()
+            );
+        }
+    }
+}

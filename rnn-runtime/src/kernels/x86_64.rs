@@ -29,6 +29,8 @@ use ndarray::{ArrayView2, ArrayViewMut2};
 
 use super::gemm::{gemm_rows, Fused, GemmOps, MulAdd, PackedMatrix};
 use super::{approx, generic, Kernels};
+use crate::__private::Binary;
+use crate::fused::{binary_tile_portable, Operand, Tile};
 
 /// Columns per panel (and per register tile) of the AVX2 table: two `ymm` vectors.
 const AVX2_PANEL: usize = 16;
@@ -68,6 +70,7 @@ static AVX2: Kernels = Kernels {
     tanh_f32: tanh_avx2,
     exp_f32: exp_avx2,
     relu_f32: generic::relu_f32_generic,
+    binary_tile: binary_tile_avx2,
 };
 
 /// The AVX-512F table.
@@ -79,6 +82,7 @@ static AVX512: Kernels = Kernels {
     tanh_f32: tanh_avx512,
     exp_f32: exp_avx512,
     relu_f32: generic::relu_f32_generic,
+    binary_tile: binary_tile_avx512,
 };
 
 fn has_avx2() -> bool {
@@ -160,6 +164,39 @@ slice_kernel!(
     "avx512f,avx2,fma",
     has_avx512,
     approx::exp::<Fused>
+);
+
+/// Declares, for one instruction set, a `#[target_feature]` binary tile operation and its safe
+/// wrapper that checks the features.
+macro_rules! binary_tile_kernel {
+    ($wrapper:ident, $body:ident, $features:literal, $has:ident) => {
+        fn $wrapper(tile: Tile, out: &mut [f32], a: Operand<'_>, b: Operand<'_>, op: Binary) {
+            if $has() {
+                // SAFETY: `$has()` has just detected every feature `$body` enables.
+                unsafe { $body(tile, out, a, b, op) }
+            } else {
+                binary_tile_portable(tile, out, a, b, op);
+            }
+        }
+
+        #[target_feature(enable = $features)]
+        unsafe fn $body(tile: Tile, out: &mut [f32], a: Operand<'_>, b: Operand<'_>, op: Binary) {
+            binary_tile_portable(tile, out, a, b, op);
+        }
+    };
+}
+
+binary_tile_kernel!(
+    binary_tile_avx2,
+    binary_tile_avx2_body,
+    "avx2,fma",
+    has_avx2
+);
+binary_tile_kernel!(
+    binary_tile_avx512,
+    binary_tile_avx512_body,
+    "avx512f,avx2,fma",
+    has_avx512
 );
 
 /// `out (+)= x · wᵀ` with the AVX2 tile; `w` packed for [`AVX2`].
