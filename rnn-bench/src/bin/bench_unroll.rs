@@ -171,12 +171,12 @@ fn run(workload: &Workload, options: &Options) -> Result<(), RnnError> {
             times.sort_by(f64::total_cmp);
             let (median, min, max) = (times[times.len() / 2], times[0], times[times.len() - 1]);
             let gflops = workload.flops() / (median * 1e-3) / 1e9;
-            // Only bidirectional layers split across threads (one thread
-            // per direction); the other workloads run on one either way.
-            let parallel = if workload.id == "W4" && threads > 1 {
-                "directions on 2 threads"
-            } else {
-                "single-threaded"
+            // Two threads: one per direction for the bidirectional W4, two
+            // halves of the batch for the others (W1 has one sequence).
+            let parallel = match (workload.id, threads) {
+                (_, 1) | ("W1", _) => "single-threaded",
+                ("W4", _) => "directions on 2 threads",
+                _ => "batch halves on 2 threads",
             };
             if options.json {
                 let line = serde_json::json!({
