@@ -255,6 +255,41 @@ fn tile_rows(layer: &ir::Layer, plan: &LayerPlan) -> usize {
     (SCRATCH_TILE_BYTES / (4 * widest.max(1))).clamp(1, 32)
 }
 
+/// The weights-struct fields (parameters and derived constants) that run
+/// time reads: operands of fused passes, the starting rows of products,
+/// constant outputs or updates. Matrices only multiplied are kept packed
+/// only, and values only used to derive others are not kept.
+fn runtime_weight_fields(layer: &ir::Layer, plan: &LayerPlan) -> Vec<Ident> {
+    let mut ids: Vec<ValueId> = Vec::new();
+    for work in [&plan.context, &plan.hoisted, &plan.step]
+        .into_iter()
+        .flatten()
+    {
+        match work {
+            Work::Fused(fused) => {
+                for id in fused {
+                    for operand in layer.step.node(*id).op.operands() {
+                        ids.push(lower::view_root(layer, &plan.places, operand));
+                    }
+                }
+            }
+            Work::MatVec { init, .. } => ids.extend(*init),
+        }
+    }
+    ids.push(layer.step.output);
+    ids.extend(layer.step.updates.iter().copied());
+    let mut fields: Vec<Ident> = Vec::new();
+    for id in ids {
+        if matches!(plan.place(id), Place::Param | Place::Const) {
+            let field = weight_field(layer, id);
+            if !fields.contains(&field) {
+                fields.push(field);
+            }
+        }
+    }
+    fields
+}
+
 fn state_ident(idx: usize) -> Ident {
     format_ident!("__rnn_s{idx}")
 }
@@ -656,9 +691,13 @@ impl Cx<'_> {
         let layer = &self.network.layers[layer_idx];
         let plan = &self.plans[layer_idx];
         let ty = self.weights_struct(layer_idx);
+        let kept = runtime_weight_fields(layer, plan);
         let mut fields = Vec::new();
         for param in &layer.params {
             let field = format_ident!("{}", param.name);
+            if !kept.contains(&field) {
+                continue;
+            }
             fields.push(match param.shape.len() {
                 1 => quote!(#field: #rt::ndarray::Array1<f32>),
                 _ => quote!(#field: #rt::ndarray::Array2<f32>),
@@ -667,6 +706,9 @@ impl Cx<'_> {
         for (idx, node) in layer.step.nodes.iter().enumerate() {
             if plan.places[idx] == Place::Const {
                 let field = const_field(ValueId(idx as u32));
+                if !kept.contains(&field) {
+                    continue;
+                }
                 fields.push(match node.shape {
                     Shape::Matrix(..) => quote!(#field: #rt::ndarray::Array2<f32>),
                     _ => quote!(#field: #rt::ndarray::Array1<f32>),
@@ -684,9 +726,9 @@ impl Cx<'_> {
         quote! {
             #[doc = #doc]
             #[derive(Debug, Clone)]
-            // Fields keep the model's own parameter names; parameters only
-            // read to derive constants are kept for inspection.
-            #[allow(non_snake_case, dead_code)]
+            // Fields keep the model's own parameter names. Only what run
+            // time reads is kept: matrices only multiplied live packed.
+            #[allow(non_snake_case)]
             struct #ty {
                 #(#fields,)*
             }
@@ -701,6 +743,7 @@ impl Cx<'_> {
             let plan = &self.plans[layer_idx];
             let ty = self.weights_struct(layer_idx);
             let field = format_ident!("__rnn_layer{}", layer_idx);
+            let kept = runtime_weight_fields(layer, plan);
             let mut directions = Vec::new();
             for direction in 0..layer.directions {
                 let mut statements = Vec::new();
@@ -721,7 +764,9 @@ impl Cx<'_> {
                         _ => unreachable!("parameters have rank 1 or 2"),
                     };
                     statements.push(quote!(let #ident = #load;));
-                    field_inits.push(quote!(#ident));
+                    if kept.contains(&ident) {
+                        field_inits.push(quote!(#ident));
+                    }
                 }
                 for (idx, node) in layer.step.nodes.iter().enumerate() {
                     if plan.places[idx] != Place::Const {
@@ -731,7 +776,9 @@ impl Cx<'_> {
                     let ident = const_field(id);
                     let value = self.emit_const_value(layer, plan, id, node);
                     statements.push(quote!(let #ident = #value;));
-                    field_inits.push(quote!(#ident));
+                    if kept.contains(&ident) {
+                        field_inits.push(quote!(#ident));
+                    }
                 }
                 for matrix in packed_matrices(layer, plan) {
                     let field = packed_field(matrix);
