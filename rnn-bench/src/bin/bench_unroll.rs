@@ -5,7 +5,7 @@
 //! `bench/workloads.py`, the peers read the same files); without it the
 //! workload runs on random weights and inputs of the same shapes.
 //!
-//! Usage: `bench_unroll [--json] [--reps N] [--data DIR] [--only W2] [--memory]`
+//! Usage: `bench_unroll [--json] [--reps N] [--data DIR] [--only W2] [--memory] [--threads N]`
 //!
 //! `--memory` prints the process's resident memory (Linux `/proc`) before
 //! the first call and at its peak, to check a workload's footprint.
@@ -26,6 +26,7 @@ struct Options {
     data: PathBuf,
     only: Option<String>,
     memory: bool,
+    threads: Vec<usize>,
 }
 
 fn parse_args() -> Result<Options, String> {
@@ -35,12 +36,21 @@ fn parse_args() -> Result<Options, String> {
         data: PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../target/bench-data")),
         only: None,
         memory: false,
+        threads: vec![1, 2],
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--json" => options.json = true,
             "--memory" => options.memory = true,
+            "--threads" => {
+                let count = args
+                    .next()
+                    .and_then(|value| value.parse().ok())
+                    .filter(|count| *count >= 1)
+                    .ok_or("--threads takes a count of at least 1")?;
+                options.threads = vec![count];
+            }
             "--reps" => {
                 options.reps = args
                     .next()
@@ -50,7 +60,7 @@ fn parse_args() -> Result<Options, String> {
             }
             "--data" => options.data = PathBuf::from(args.next().ok_or("--data takes a folder")?),
             "--only" => options.only = Some(args.next().ok_or("--only takes a workload id")?),
-            other => return Err(format!("unknown argument `{other}`; usage: bench_unroll [--json] [--reps N] [--data DIR] [--only W2] [--memory]")),
+            other => return Err(format!("unknown argument `{other}`; usage: bench_unroll [--json] [--reps N] [--data DIR] [--only W2] [--memory] [--threads N]")),
         }
     }
     Ok(options)
@@ -146,8 +156,11 @@ fn memory_kib(field: &str) -> Option<usize> {
 
 fn run(workload: &Workload, options: &Options) -> Result<(), RnnError> {
     let (weights, inputs, source) = data(workload, options)?;
-    for (system, mut model) in models(workload, &weights)? {
-        for threads in [1, 2] {
+    let models = models(workload, &weights)?;
+    // A serving process keeps the model, not the file's tensors.
+    drop(weights);
+    for (system, mut model) in models {
+        for &threads in &options.threads {
             model.set_threads(Threads::Fixed(threads));
             let before = memory_kib("VmRSS");
             model.run(&inputs)?;
