@@ -38,6 +38,14 @@ rnn! {
 
 const SETTINGS: [Threads; 3] = [Threads::Fixed(1), Threads::Fixed(2), Threads::Auto];
 
+/// Runs `run` with every setting and asserts the results are equal.
+fn same_for_every_setting<T: PartialEq + std::fmt::Debug>(run: impl Fn(Threads) -> T) {
+    let reference = run(SETTINGS[0]);
+    for threads in &SETTINGS[1..] {
+        assert_eq!(run(*threads), reference, "{threads:?}");
+    }
+}
+
 fn batch(seed: u64, batch: usize, steps: usize) -> (Array3<f32>, Vec<usize>) {
     let mut rng = SplitMix64::new(seed);
     let x = Array3::from_shape_simple_fn((batch, steps, 6), || rng.uniform(-1.0, 1.0));
@@ -52,17 +60,12 @@ fn batch_halves_give_the_same_bits_as_one_thread() {
     let mut initial = Stacked::random(0).initial_state(9);
     initial.h.mapv_inplace(|_| rng.uniform(-1.0, 1.0));
     initial.c.mapv_inplace(|_| rng.uniform(-1.0, 1.0));
-    let outputs: Vec<_> = SETTINGS
-        .iter()
-        .map(|threads| {
-            Stacked::random(0)
-                .with_threads(*threads)
-                .forward(x.view(), Some(&lengths), Some(&initial))
-                .expect("valid input")
-        })
-        .collect();
-    assert_eq!(outputs[0], outputs[1], "two halves");
-    assert_eq!(outputs[0], outputs[2], "automatic");
+    same_for_every_setting(|threads| {
+        Stacked::random(0)
+            .with_threads(threads)
+            .forward(x.view(), Some(&lengths), Some(&initial))
+            .expect("valid input")
+    });
     // A batch of one has nothing to split: it stays on one thread.
     let one = Stacked::random(0).with_threads(Threads::Fixed(2));
     let (x1, lengths1) = batch(3, 1, 5);
@@ -78,34 +81,24 @@ fn batch_halves_give_the_same_bits_as_one_thread() {
 #[test]
 fn directions_on_two_threads_give_the_same_bits() {
     let (x, lengths) = batch(4, 7, 10);
-    let outputs: Vec<_> = SETTINGS
-        .iter()
-        .map(|threads| {
-            Both::random(5)
-                .with_threads(*threads)
-                .forward(x.view(), Some(&lengths), None)
-                .expect("valid input")
-        })
-        .collect();
-    assert_eq!(outputs[0], outputs[1]);
-    assert_eq!(outputs[0], outputs[2]);
+    same_for_every_setting(|threads| {
+        Both::random(5)
+            .with_threads(threads)
+            .forward(x.view(), Some(&lengths), None)
+            .expect("valid input")
+    });
 }
 
 #[test]
 fn a_network_over_contexts_splits_its_batch_too() {
     let mut rng = SplitMix64::new(6);
     let y = Array2::from_shape_simple_fn((5, 20), || rng.uniform(-1.0, 1.0));
-    let outputs: Vec<_> = SETTINGS
-        .iter()
-        .map(|threads| {
-            Ista::random(8)
-                .with_threads(*threads)
-                .forward(y.view(), None, None)
-                .expect("valid input")
-        })
-        .collect();
-    assert_eq!(outputs[0], outputs[1]);
-    assert_eq!(outputs[0], outputs[2]);
+    same_for_every_setting(|threads| {
+        Ista::random(8)
+            .with_threads(threads)
+            .forward(y.view(), None, None)
+            .expect("valid input")
+    });
 }
 
 #[test]

@@ -255,6 +255,18 @@ fn tile_rows(layer: &ir::Layer, plan: &LayerPlan) -> usize {
     (SCRATCH_TILE_BYTES / (4 * widest.max(1))).clamp(1, 32)
 }
 
+/// Multiply-adds of a layer's per-call matrix products, per direction and
+/// valid step: the measure of work that decides whether to use threads.
+fn macs_per_row(layer: &ir::Layer, plan: &LayerPlan) -> usize {
+    packed_matrices(layer, plan)
+        .iter()
+        .map(|matrix| match layer.step.node(*matrix).shape {
+            Shape::Matrix(rows, cols) => rows * cols,
+            _ => 0,
+        })
+        .sum()
+}
+
 /// The weights-struct fields (parameters and derived constants) that run
 /// time reads: operands of fused passes, the starting rows of products,
 /// constant outputs or updates. Matrices only multiplied are kept packed
@@ -1607,15 +1619,7 @@ impl Cx<'_> {
                 [(forward, forward_unsorts), (backward, backward_unsorts)] => {
                     // Multiply-adds of the per-call matrix products of one
                     // direction per valid step: the size of each half.
-                    let plan = &self.plans[layer_idx];
-                    let macs_per_row: usize = packed_matrices(layer, plan)
-                        .iter()
-                        .map(|matrix| match layer.step.node(*matrix).shape {
-                            Shape::Matrix(rows, cols) => rows * cols,
-                            _ => 0,
-                        })
-                        .sum();
-                    let macs_per_row = usize_lit(macs_per_row);
+                    let macs_per_row = usize_lit(macs_per_row(layer, &self.plans[layer_idx]));
                     let width = usize_lit(layer.output_size);
                     let both = usize_lit(2 * layer.output_size);
                     quote! {{
@@ -1807,16 +1811,7 @@ impl Cx<'_> {
             .layers
             .iter()
             .zip(&self.plans)
-            .map(|(layer, plan)| {
-                let per_direction: usize = packed_matrices(layer, plan)
-                    .iter()
-                    .map(|matrix| match layer.step.node(*matrix).shape {
-                        Shape::Matrix(rows, cols) => rows * cols,
-                        _ => 0,
-                    })
-                    .sum();
-                per_direction * layer.directions
-            })
+            .map(|(layer, plan)| macs_per_row(layer, plan) * layer.directions)
             .sum();
         let macs_per_row = usize_lit(macs_per_row);
         let half_inputs = self.network.inputs.iter().map(|input| {
