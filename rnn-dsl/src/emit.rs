@@ -6,7 +6,8 @@
 //! `forward`, and `step` for unidirectional networks), `TaggerState` and
 //! `TaggerOutput`. The time loop depends on the unroll mode: straight-line
 //! blocks for `static N` (one per step, guarded by the batch's longest
-//! length), one loop for `dynamic`, a loop of k steps plus the remainder
+//! length; past 64 steps one call per step of a single copy of the step,
+//! which keeps build time linear), one loop for `dynamic`, a loop of k steps plus the remainder
 //! for `dynamic by k`, one straight-line layer function per bucket for
 //! `static buckets`. Generated code holds no `unsafe` and allocates nothing
 //! inside the time loop.
@@ -227,6 +228,13 @@ fn tile_row(packed: bool) -> TokenStream {
         quote!(__rnn_r0)
     }
 }
+
+/// The longest `static N` whose steps are each written out in full; longer
+/// ones call one copy of the step N times. Build time grows faster than
+/// linearly with the size of the layer function (BENCHMARKS.md: an LSTM at
+/// 100 inline steps builds in 11 s, at 500 in 464 s), and a copy per step
+/// is no faster to run than a call.
+const STATIC_INLINE_STEPS: usize = 64;
 
 /// Bytes of scratch tiles a fused pass aims for: well inside a 32 KiB L1
 /// data cache, with room for the rows it reads.
@@ -1370,7 +1378,7 @@ impl Cx<'_> {
                     }
                 }
             }
-            Variant::Static(steps) => {
+            Variant::Static(steps) if steps <= STATIC_INLINE_STEPS => {
                 let blocks = (0..steps).map(|t| {
                     let t = usize_lit(t);
                     quote! {
@@ -1383,6 +1391,27 @@ impl Cx<'_> {
                 quote! {
                     let __rnn_max_len = __rnn_packing.max_len();
                     #(#blocks)*
+                }
+            }
+            Variant::Static(steps) => {
+                // Past `STATIC_INLINE_STEPS` the step is written once, as a
+                // closure over the buffers, and called once per step: a
+                // copy of the step per time step made `static 500` take
+                // minutes of rustc (BENCHMARKS.md), for no speed.
+                let calls = (0..steps).map(|t| {
+                    let t = usize_lit(t);
+                    quote! {
+                        if __rnn_max_len > #t {
+                            __rnn_step(#t);
+                        }
+                    }
+                });
+                quote! {
+                    let mut __rnn_step = |__rnn_t: usize| {
+                        #step_body
+                    };
+                    let __rnn_max_len = __rnn_packing.max_len();
+                    #(#calls)*
                 }
             }
         };

@@ -14,14 +14,10 @@ use crate::source::Span;
 
 /// The most stacked layers one `layer` statement may ask for.
 pub const MAX_LAYERS: usize = 64;
-/// The longest static unrolling accepted.
+/// The longest static unrolling accepted. Each step is a few lines of
+/// generated code (a call of the step), so this bounds code size, not
+/// build time (BENCHMARKS.md: static 500 builds in about a second).
 pub const MAX_STATIC_STEPS: u64 = 2_000;
-/// Past this many steps a static unrolling is costly to build: the
-/// generated code grows by about 80 lines per step and layer, and rustc's
-/// time grows faster than linearly with function size (BENCHMARKS.md:
-/// an LSTM builds in 14 s at 100 steps, 237 s at 500, against 1 s for
-/// dynamic), so the checker warns and suggests `dynamic by k`.
-pub const STATIC_STEPS_WARNING: u64 = 256;
 /// The most steps one `dynamic by k` loop body may hold.
 pub const MAX_STEPS_PER_ITERATION: u64 = 256;
 /// The largest size (input, hidden, any cell size) accepted.
@@ -274,7 +270,6 @@ fn check_unroll(diags: &mut Diagnostics, network: &ast::Network) -> Option<Unrol
                 Some(value as usize)
             }
         };
-    check_static_cost(diags, &first.mode, span);
     match &first.mode {
         ast::UnrollMode::Static(steps) => positive(
             diags,
@@ -372,29 +367,6 @@ impl SizeEquation {
             );
         }
         diagnostic
-    }
-}
-
-/// A long static unrolling is legal but slow to build; say so, with the
-/// alternative that keeps most of the benefit.
-///
-/// ```text
-/// unroll static 1000;   // builds for minutes
-/// ```
-fn check_static_cost(diags: &mut Diagnostics, mode: &ast::UnrollMode, span: Span) {
-    let longest = match mode {
-        ast::UnrollMode::Static(steps) => *steps,
-        ast::UnrollMode::Buckets { lengths, .. } => lengths.iter().copied().max().unwrap_or(0),
-        ast::UnrollMode::Dynamic | ast::UnrollMode::DynamicBy(_) => 0,
-    };
-    if longest > STATIC_STEPS_WARNING && longest <= MAX_STATIC_STEPS {
-        diags.push(
-            Diagnostic::warning(span, format!("static unrolling of {longest} steps is slow to build"))
-                .with_note(format!(
-                    "the generated code grows with every step; past {STATIC_STEPS_WARNING} steps it takes a minute or more to compile"
-                ))
-                .with_help("use `unroll dynamic by 4;`: a loop of 4 unrolled steps, for any length"),
-        );
     }
 }
 
