@@ -34,11 +34,14 @@
 
 use std::path::PathBuf;
 
-use proc_macro2::{Delimiter, Spacing, Span, TokenStream, TokenTree};
+use proc_macro2::{Span, TokenStream};
 use quote::{quote, quote_spanned};
 use rnn_dsl::{diag, emit, Diagnostic, SourceFile};
 use syn::parse::{ParseStream, Parser};
 use syn::{Ident, LitStr, Token};
+
+mod text;
+use text::Text;
 
 /// Compiles unroll model text, given inline or as `file = "path"`, into Rust
 /// types; see the crate docs.
@@ -134,92 +137,6 @@ fn read(literal: &LitStr) -> Result<SourceFile, TokenStream> {
         let message = error.to_string().trim_start_matches("error: ").to_owned();
         syn::Error::new(literal.span(), message).into_compile_error()
     })
-}
-
-/// The text handed to pest, and where each of its tokens came from.
-#[derive(Default)]
-struct Text {
-    text: String,
-    line: usize,
-    column: usize,
-    /// The previous token must touch the next one (`-` of `->`, `^` of `^T`).
-    glue: bool,
-    /// Byte range in `text` and Rust span of every token.
-    map: Vec<(usize, usize, Span)>,
-}
-
-impl Text {
-    fn walk(&mut self, stream: TokenStream) {
-        let tokens: Vec<TokenTree> = stream.into_iter().collect();
-        let mut rest = &tokens[..];
-        while let [token, after @ ..] = rest {
-            rest = skip_doc_comment(rest).unwrap_or(after);
-            match token {
-                _ if rest.len() != after.len() => {}
-                TokenTree::Group(group) => {
-                    let (open, close) = match group.delimiter() {
-                        Delimiter::Parenthesis => ("(", ")"),
-                        Delimiter::Bracket => ("[", "]"),
-                        Delimiter::Brace => ("{", "}"),
-                        Delimiter::None => ("", ""),
-                    };
-                    self.push(open, group.span_open(), false);
-                    self.walk(group.stream());
-                    self.push(close, group.span_close(), false);
-                }
-                TokenTree::Punct(punct) => {
-                    let glue = punct.spacing() == Spacing::Joint || punct.as_char() == '^';
-                    self.push(&punct.to_string(), punct.span(), glue);
-                }
-                token => self.push(&token.to_string(), token.span(), false),
-            }
-        }
-    }
-
-    /// Appends a token at its line and column in the Rust file, so that
-    /// rendered snippets show what the user wrote, at the same line:column;
-    /// where positions are unknown (before Rust 1.88) or go backwards, one
-    /// space separates tokens (none after `glue`).
-    fn push(&mut self, piece: &str, span: Span, glue: bool) {
-        // Text line `self.line + 1` is Rust line `self.line + 1`.
-        let (line, column) = (span.start().line.saturating_sub(1), span.start().column);
-        if (line, column) >= (self.line, self.column) {
-            if line > self.line {
-                self.text += &"\n".repeat(line - self.line);
-                self.column = 0;
-            }
-            self.text += &" ".repeat(column - self.column);
-            (self.line, self.column) = (line, column);
-        } else if !self.glue {
-            self.text.push(' ');
-            self.column += 1;
-        }
-        let start = self.text.len();
-        self.map.push((start, start + piece.len(), span));
-        self.text.push_str(piece);
-        self.column += piece.chars().count();
-        self.glue = glue;
-    }
-}
-
-/// The tokens after a doc comment at the start of `tokens`: `///` and
-/// `//!` arrive as `#[doc = ".."]` and `#![doc = ".."]`.
-fn skip_doc_comment(tokens: &[TokenTree]) -> Option<&[TokenTree]> {
-    let [TokenTree::Punct(hash), rest @ ..] = tokens else {
-        return None;
-    };
-    let rest = match rest {
-        [TokenTree::Punct(bang), rest @ ..] if bang.as_char() == '!' => rest,
-        rest => rest,
-    };
-    match rest {
-        [TokenTree::Group(doc), rest @ ..]
-            if hash.as_char() == '#' && doc.stream().to_string().starts_with("doc") =>
-        {
-            Some(rest)
-        }
-        _ => None,
-    }
 }
 
 /// `compile_error!` with the diagnostic's headline and rendered text,
