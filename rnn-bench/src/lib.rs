@@ -1,16 +1,19 @@
 //! The benchmark workloads of `shared/WORKLOADS.md`, as unroll models.
 //!
-//! Each workload is compiled in the modes that fit it: static where `T` is
-//! fixed and the unrolling stays small enough to compile, dynamic always.
+//! Each workload is compiled static (its `T` is fixed) and dynamic. A
+//! static network longer than 64 steps calls one copy of its step per time
+//! step, so W1's `static 1000` builds as fast as the dynamic one.
 
 use rnn_macros::rnn;
 
 rnn! {
     // W1 stream: LSTM I=64 H=128, B=1, T=1000.
+    network W1Static { input x: [64]; layer l = lstm(hidden = 128); unroll static 1000; }
     network W1Dynamic { input x: [64]; layer l = lstm(hidden = 128); unroll dynamic; }
     network W1DynamicBy4 { input x: [64]; layer l = lstm(hidden = 128); unroll dynamic by 4; }
 
     // W2 varlen: LSTM I=128 H=256, B=64, T=100, lengths 10..100.
+    network W2Static { input x: [128]; layer l = lstm(hidden = 256); unroll static 100; }
     network W2Dynamic { input x: [128]; layer l = lstm(hidden = 256); unroll dynamic; }
 
     // W3 small-fixed: GRU (reset after) I=32 H=64, B=16, T=32.
@@ -18,6 +21,7 @@ rnn! {
     network W3Dynamic { input x: [32]; layer l = gru(hidden = 64); unroll dynamic; }
 
     // W4 speech: LSTM I=80 H=256, 2 layers, bidirectional, B=32, T=200.
+    network W4Static { input x: [80]; layer l = lstm(hidden = 256, layers = 2, bidirectional); unroll static 200; }
     network W4Dynamic { input x: [80]; layer l = lstm(hidden = 256, layers = 2, bidirectional); unroll dynamic; }
 }
 

@@ -15,7 +15,8 @@ use std::time::Instant;
 
 use ndarray::Array3;
 use rnn_bench::{
-    W1Dynamic, W1DynamicBy4, W2Dynamic, W3Dynamic, W3Static, W4Dynamic, Workload, WORKLOADS,
+    W1Dynamic, W1DynamicBy4, W1Static, W2Dynamic, W2Static, W3Dynamic, W3Static, W4Dynamic,
+    W4Static, Workload, WORKLOADS,
 };
 use rnn_runtime::init::SplitMix64;
 use rnn_runtime::{Model, RnnError, TensorMap, Threads};
@@ -110,18 +111,25 @@ type Labelled = (&'static str, Box<dyn Model>);
 fn models(workload: &Workload, weights: &TensorMap) -> Result<Vec<Labelled>, RnnError> {
     Ok(match workload.id {
         "W1" => vec![
+            ("unroll static", build(weights, || W1Static::random(0))?),
             ("unroll dynamic", build(weights, || W1Dynamic::random(0))?),
             (
                 "unroll dynamic by 4",
                 build(weights, || W1DynamicBy4::random(0))?,
             ),
         ],
-        "W2" => vec![("unroll dynamic", build(weights, || W2Dynamic::random(0))?)],
+        "W2" => vec![
+            ("unroll static", build(weights, || W2Static::random(0))?),
+            ("unroll dynamic", build(weights, || W2Dynamic::random(0))?),
+        ],
         "W3" => vec![
             ("unroll static", build(weights, || W3Static::random(0))?),
             ("unroll dynamic", build(weights, || W3Dynamic::random(0))?),
         ],
-        "W4" => vec![("unroll dynamic", build(weights, || W4Dynamic::random(0))?)],
+        "W4" => vec![
+            ("unroll static", build(weights, || W4Static::random(0))?),
+            ("unroll dynamic", build(weights, || W4Dynamic::random(0))?),
+        ],
         other => unreachable!("no workload {other}"),
     })
 }
