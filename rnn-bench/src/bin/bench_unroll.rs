@@ -5,7 +5,7 @@
 //! `bench/workloads.py`, the peers read the same files); without it the
 //! workload runs on random weights and inputs of the same shapes.
 //!
-//! Usage: `bench_unroll [--json] [--reps N] [--data DIR] [--only W2] [--memory] [--threads N]`
+//! Usage: `bench_unroll [--json] [--reps N] [--data DIR] [--only W2] [--mode M] [--memory] [--threads N]`
 //!
 //! `--memory` prints the process's resident memory (Linux `/proc`) before
 //! the first call and at its peak, to check a workload's footprint.
@@ -28,6 +28,7 @@ struct Options {
     only: Option<String>,
     memory: bool,
     threads: Vec<usize>,
+    mode: Option<String>,
 }
 
 fn parse_args() -> Result<Options, String> {
@@ -38,12 +39,14 @@ fn parse_args() -> Result<Options, String> {
         only: None,
         memory: false,
         threads: vec![1, 2],
+        mode: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--json" => options.json = true,
             "--memory" => options.memory = true,
+            "--mode" => options.mode = Some(args.next().ok_or("--mode takes static, dynamic or 'dynamic by 4'")?),
             "--threads" => {
                 let count = args
                     .next()
@@ -61,7 +64,7 @@ fn parse_args() -> Result<Options, String> {
             }
             "--data" => options.data = PathBuf::from(args.next().ok_or("--data takes a folder")?),
             "--only" => options.only = Some(args.next().ok_or("--only takes a workload id")?),
-            other => return Err(format!("unknown argument `{other}`; usage: bench_unroll [--json] [--reps N] [--data DIR] [--only W2] [--memory] [--threads N]")),
+            other => return Err(format!("unknown argument `{other}`; usage: bench_unroll [--json] [--reps N] [--data DIR] [--only W2] [--mode M] [--memory] [--threads N]")),
         }
     }
     Ok(options)
@@ -164,7 +167,11 @@ fn memory_kib(field: &str) -> Option<usize> {
 
 fn run(workload: &Workload, options: &Options) -> Result<(), RnnError> {
     let (weights, inputs, source) = data(workload, options)?;
-    let models = models(workload, &weights)?;
+    let mut models = models(workload, &weights)?;
+    // One mode alone, e.g. to measure its memory without another model's.
+    if let Some(mode) = &options.mode {
+        models.retain(|(system, _)| *system == format!("unroll {mode}"));
+    }
     // A serving process keeps the model, not the file's tensors.
     drop(weights);
     for (system, mut model) in models {
