@@ -4,10 +4,11 @@
 
 use std::path::Path;
 
-use ndarray::{ArrayD, Axis, Dimension};
+use ndarray::{ArrayD, Axis};
 use rnn_runtime::{Model, RnnError, TensorMap};
 
 include!("support/fixtures.rs");
+include!("support/compare.rs");
 
 /// Builds a generated model from weights.
 type Constructor = fn(&TensorMap) -> Result<Box<dyn Model>, RnnError>;
@@ -22,30 +23,18 @@ pub struct Entry {
 
 include!(concat!(env!("OUT_DIR"), "/conformance_models.rs"));
 
+/// The worst error of `actual` against `expected`, or the first element
+/// outside the tolerance.
 fn within(
     name: &str,
     actual: &ArrayD<f32>,
     expected: &ArrayD<f32>,
-    abs: f32,
-    rel: f32,
+    tolerance: (f32, f32),
 ) -> Result<f32, String> {
-    if actual.shape() != expected.shape() {
-        return Err(format!(
-            "`{name}`: shape {:?}, expected {:?}",
-            actual.shape(),
-            expected.shape()
-        ));
+    match compare(name, actual, expected, tolerance) {
+        (worst, None) => Ok(worst),
+        (_, Some(failure)) => Err(failure),
     }
-    let mut worst = 0.0f32;
-    for ((idx, a), e) in actual.indexed_iter().zip(expected.iter()) {
-        let error = (a - e).abs();
-        let within = error <= abs + rel * e.abs();
-        if !within {
-            return Err(format!("`{name}`{:?}: got {a}, expected {e}", idx.slice()));
-        }
-        worst = worst.max(error);
-    }
-    Ok(worst)
 }
 
 fn copy(from: &TensorMap, name: &str, to: &mut TensorMap) {
@@ -62,11 +51,7 @@ fn check_entry(dir: &Path, case: &serde_json::Value, entry: &Entry) -> Result<f3
     let file = dir.join(case["file"].as_str().ok_or("case has no `file`")?);
     let tensors = TensorMap::load(&file).map_err(|error| error.to_string())?;
     let model = build(&tensors).map_err(|error| error.to_string())?;
-    let tol = &case["tolerance"];
-    let (abs, rel) = (
-        tol["abs"].as_f64().unwrap_or(0.0) as f32,
-        tol["rel"].as_f64().unwrap_or(0.0) as f32,
-    );
+    let tolerance = tolerance(case);
     let mut worst = 0.0f32;
     if case["kind"] == "ista" {
         let steps = case["K"].as_u64().ok_or("ista case has no `K`")? as i64;
@@ -83,20 +68,11 @@ fn check_entry(dir: &Path, case: &serde_json::Value, entry: &Entry) -> Result<f3
             inputs.insert_f32("y", value);
             inputs.insert_i64("steps", ndarray::arr1(&[steps]).into_dyn());
             let outputs = model.run(&inputs).map_err(|error| error.to_string())?;
-            let mut sequence = outputs.f32("y").map_err(|error| error.to_string())?;
-            let mut last_state = outputs
-                .f32("x_n")
-                .map_err(|error| error.to_string())?
-                .index_axis(Axis(0), 0)
-                .to_owned();
-            if measurement == "y" {
-                sequence = sequence.index_axis(Axis(0), 0).to_owned();
-                last_state = last_state.index_axis(Axis(0), 0).to_owned();
-            }
+            let (sequence, last_state) = ista_outputs(&outputs, measurement)?;
             let expected_iterates = tensors.f32(iterates).map_err(|error| error.to_string())?;
             let expected_last = tensors.f32(last).map_err(|error| error.to_string())?;
-            worst = worst.max(within(iterates, &sequence, &expected_iterates, abs, rel)?);
-            worst = worst.max(within(last, &last_state, &expected_last, abs, rel)?);
+            worst = worst.max(within(iterates, &sequence, &expected_iterates, tolerance)?);
+            worst = worst.max(within(last, &last_state, &expected_last, tolerance)?);
         }
         return Ok(worst);
     }
@@ -110,7 +86,7 @@ fn check_entry(dir: &Path, case: &serde_json::Value, entry: &Entry) -> Result<f3
             let actual = outputs
                 .f32(name)
                 .map_err(|error| format!("no output `{name}`: {error}"))?;
-            worst = worst.max(within(name, &actual, &expected, abs, rel)?);
+            worst = worst.max(within(name, &actual, &expected, tolerance)?);
         }
     }
     Ok(worst)

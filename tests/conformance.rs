@@ -9,12 +9,13 @@
 
 use std::path::Path;
 
-use ndarray::{ArrayD, Axis, Dimension, IxDyn};
+use ndarray::{ArrayD, IxDyn};
 use rnn_dsl::{interp, SourceFile};
 use rnn_runtime::TensorMap;
 use serde_json::Value;
 
 include!("support/fixtures.rs");
+include!("support/compare.rs");
 
 /// Compared tensors: (name, actual, expected).
 type Pairs = Vec<(String, ArrayD<f32>, ArrayD<f32>)>;
@@ -25,48 +26,6 @@ struct Outcome {
     max_abs_error: f32,
     tolerance: (f32, f32),
     failure: Option<String>,
-}
-
-fn tolerance(case: &Value) -> (f32, f32) {
-    let tol = &case["tolerance"];
-    (
-        tol["abs"].as_f64().expect("tolerance.abs") as f32,
-        tol["rel"].as_f64().expect("tolerance.rel") as f32,
-    )
-}
-
-/// Compares `actual` with `expected`; returns the max abs error and the
-/// first element outside `abs + rel * |expected|`.
-fn compare(
-    name: &str,
-    actual: &ArrayD<f32>,
-    expected: &ArrayD<f32>,
-    (abs, rel): (f32, f32),
-) -> (f32, Option<String>) {
-    if actual.shape() != expected.shape() {
-        return (
-            f32::INFINITY,
-            Some(format!(
-                "`{name}`: shape {:?}, expected {:?}",
-                actual.shape(),
-                expected.shape()
-            )),
-        );
-    }
-    let mut worst = 0.0f32;
-    let mut failure = None;
-    for ((idx, a), e) in actual.indexed_iter().zip(expected.iter()) {
-        let error = (a - e).abs();
-        let within = error <= abs + rel * e.abs();
-        if !within && failure.is_none() {
-            failure = Some(format!(
-                "`{name}`{:?}: got {a}, expected {e} (error {error:e})",
-                idx.slice()
-            ));
-        }
-        worst = worst.max(if error.is_nan() { f32::INFINITY } else { error });
-    }
-    (worst, failure)
 }
 
 fn run_rnn_case(dir: &Path, case: &Value) -> Result<Pairs, String> {
@@ -131,16 +90,7 @@ fn run_ista_case(dir: &Path, case: &Value) -> Result<Pairs, String> {
                 .map_err(|error| error.to_string())?,
         );
         let outputs = interp::run(network, &tensors, &inputs).map_err(|error| error.to_string())?;
-        let mut sequence = outputs.f32("y").map_err(|error| error.to_string())?;
-        let mut final_state = outputs
-            .f32("x_n")
-            .map_err(|error| error.to_string())?
-            .index_axis(Axis(0), 0)
-            .to_owned();
-        if measurement == "y" {
-            sequence = sequence.index_axis(Axis(0), 0).to_owned();
-            final_state = final_state.index_axis(Axis(0), 0).to_owned();
-        }
+        let (sequence, final_state) = ista_outputs(&outputs, measurement)?;
         let expected_iterates = tensors.f32(iterates).map_err(|error| error.to_string())?;
         let expected_last = tensors.f32(last).map_err(|error| error.to_string())?;
         pairs.push((
