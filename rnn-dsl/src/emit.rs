@@ -1271,6 +1271,7 @@ impl Cx<'_> {
         let mut buffers = Vec::new();
         // Buffers given back to the workspace at the end.
         let mut returned: Vec<Ident> = Vec::new();
+        let tile = usize_lit(tile_rows(layer, plan));
         for (idx, node) in layer.step.nodes.iter().enumerate() {
             let id = ValueId(idx as u32);
             let place = plan.place(id);
@@ -1286,7 +1287,6 @@ impl Cx<'_> {
             let len = usize_lit(len);
             if plan.scratch[idx] {
                 let ident = scratch_ident(id);
-                let tile = usize_lit(tile_rows(layer, plan));
                 buffers.push(quote!(let mut #ident = vec![0f32; #tile * #len];));
                 continue;
             }
@@ -1855,7 +1855,6 @@ impl Cx<'_> {
                 let ident = format_ident!("{}", input.name);
                 quote!(#ident.view())
             })
-            .chain(steps_param.iter().map(|_| quote!(steps)))
             .collect();
         let whole_args: Vec<TokenStream> = self
             .network
@@ -1865,7 +1864,6 @@ impl Cx<'_> {
                 let ident = format_ident!("{}", input.name);
                 quote!(#ident)
             })
-            .chain(steps_param.iter().map(|_| quote!(steps)))
             .collect();
         quote! {
             /// Runs the network over a batch of sequences.
@@ -1901,34 +1899,32 @@ impl Cx<'_> {
                 if let Some((__rnn_a, __rnn_b)) = __rnn_packing.halves(#split_threads, #macs_per_row) {
                     let __rnn_half = |__rnn_idx: &[usize]| {
                         let __rnn_lengths = __rnn_packing.lengths_of(__rnn_idx);
+                        let __rnn_half_packing = #rt::__private::Packing::new(Some(&__rnn_lengths), __rnn_idx.len(), __rnn_steps)?;
                         let __rnn_initial = initial_state.map(|state| state.__rnn_select(__rnn_idx));
                         #(#half_inputs)*
-                        self.__rnn_forward_whole(#(#half_args,)* Some(&__rnn_lengths), __rnn_initial.as_ref(), #rt::Threads::Fixed(1))
+                        self.__rnn_forward_whole(#(#half_args,)* &__rnn_half_packing, __rnn_initial.as_ref(), #rt::Threads::Fixed(1))
                     };
                     let (__rnn_ya, __rnn_yb) = __rnn_rt::join(true, || __rnn_half(&__rnn_a), || __rnn_half(&__rnn_b));
                     return Ok(#output::__rnn_merge(__rnn_batch, (&__rnn_a, __rnn_ya?), (&__rnn_b, __rnn_yb?)));
                 }
-                self.__rnn_forward_whole(#(#whole_args,)* seq_len, initial_state, self.__rnn_threads)
+                self.__rnn_forward_whole(#(#whole_args,)* &__rnn_packing, initial_state, self.__rnn_threads)
             }
 
-            /// `forward` after its checks, on the calling thread (and a
-            /// second one for bidirectional layers if `threads` allows).
+            /// `forward` after its checks, over the batch `__rnn_packing`
+            /// describes, on the calling thread (and a second one for
+            /// bidirectional layers if `threads` allows).
             #[allow(clippy::too_many_arguments)]
             fn __rnn_forward_whole(
                 &self,
                 #(#params,)*
-                #(#steps_param,)*
-                seq_len: ::std::option::Option<&[usize]>,
+                __rnn_packing: &#rt::__private::Packing,
                 initial_state: ::std::option::Option<&#state>,
                 __rnn_threads: #rt::Threads,
             ) -> ::std::result::Result<#output, #rt::RnnError> {
                 #prelude
-                let __rnn_batch = #batch_expr;
-                let __rnn_steps = #steps_expr;
-                let __rnn_packing = #rt::__private::Packing::new(seq_len, __rnn_batch, __rnn_steps)?;
                 #choice
                 #(#packs)*
-                let (__rnn_y, __rnn_state) = self.__rnn_run(&__rnn_packing, __rnn_variant, #(#net_args,)* initial_state, __rnn_threads);
+                let (__rnn_y, __rnn_state) = self.__rnn_run(__rnn_packing, __rnn_variant, #(#net_args,)* initial_state, __rnn_threads);
                 let __rnn_unpacked = __rnn_packing.unpack(__rnn_y.view());
                 self.__rnn_workspace.give(__rnn_y);
                 Ok(#output {
