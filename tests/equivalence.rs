@@ -297,3 +297,70 @@ fn every_valid_model_compiles_and_agrees_with_the_interpreter() {
         }
     }
 }
+
+/// Networks wide and long enough that their input projections are computed
+/// in several chunks of steps (a chunk holds about 512 KiB of them: here
+/// 8 to 10 steps of 24 sequences), in the dynamic and static loops, with
+/// built-in and user cells.
+const CHUNKED: &str = "
+    cell gated(x: [I]) -> h: [H] {
+        param w: [2*H, I];
+        param u: [2*H, H];
+        param b: [2*H];
+        let (a, g) = chunk(w @ x + b + u @ h, 2);
+        h = sigmoid(g) * tanh(a) + (1 - sigmoid(g)) * h;
+    }
+    network ChunkedLstm { input x: [16]; layer l = lstm(hidden = 128, layers = 2, bidirectional); unroll dynamic; }
+    network ChunkedGru { input x: [16]; layer l = gru(hidden = 128); unroll static 40; }
+    network ChunkedUser { input x: [16]; layer l = gated(hidden = 160); unroll dynamic by 3; }
+";
+
+rnn_macros::rnn! {
+    cell gated(x: [I]) -> h: [H] {
+        param w: [2*H, I];
+        param u: [2*H, H];
+        param b: [2*H];
+        let (a, g) = chunk(w @ x + b + u @ h, 2);
+        h = sigmoid(g) * tanh(a) + (1 - sigmoid(g)) * h;
+    }
+    network ChunkedLstm { input x: [16]; layer l = lstm(hidden = 128, layers = 2, bidirectional); unroll dynamic; }
+    network ChunkedGru { input x: [16]; layer l = gru(hidden = 128); unroll static 40; }
+    network ChunkedUser { input x: [16]; layer l = gated(hidden = 160); unroll dynamic by 3; }
+}
+
+/// Builds a generated model from weights, as a trait object.
+type Build = fn(&TensorMap) -> Result<Box<dyn Model>, RnnError>;
+
+#[test]
+fn input_projections_computed_in_chunks_agree_with_the_interpreter() {
+    let compiled = rnn_dsl::compile(SourceFile::new("chunked.rnn", CHUNKED)).expect("valid model");
+    let builds: [(&str, Build); 3] = [
+        ("ChunkedLstm", |w| {
+            Ok(Box::new(ChunkedLstm::from_weights(w)?))
+        }),
+        ("ChunkedGru", |w| Ok(Box::new(ChunkedGru::from_weights(w)?))),
+        ("ChunkedUser", |w| {
+            Ok(Box::new(ChunkedUser::from_weights(w)?))
+        }),
+    ];
+    let (batch, steps) = (24, 40);
+    // Lengths 0..=40: sequences end inside and at the edges of chunks.
+    let lengths: Vec<usize> = (0..batch).map(|b| (b * 37) % (steps + 1)).collect();
+    for (name, build) in builds {
+        let network = compiled.network(Some(name)).expect("network exists");
+        let weights = weights::random(network, 5);
+        let inputs = random_inputs(network, batch, steps, &lengths, true, 6);
+        let expected = interp::run(network, &weights, &inputs).expect("interpreter runs");
+        let outputs = build(&weights)
+            .expect("weights load")
+            .run(&inputs)
+            .expect("generated code runs");
+        for (tensor_name, tensor) in expected.iter() {
+            let rnn_runtime::Tensor::F32(expected) = tensor else {
+                continue;
+            };
+            let diff = max_abs_diff(&outputs.f32(tensor_name).expect("same outputs"), expected);
+            assert!(diff <= 1e-5, "{name} `{tensor_name}` differs by {diff:e}");
+        }
+    }
+}

@@ -174,6 +174,12 @@ fn value_ident(id: ValueId) -> Ident {
     format_ident!("__rnn_v{}", id.0)
 }
 
+/// The buffer holding a computed value: its own, or the one it lives in
+/// ([`LayerPlan::alias`]).
+fn buffer_ident(plan: &LayerPlan, id: ValueId) -> Ident {
+    value_ident(plan.alias[id.index()].unwrap_or(id))
+}
+
 fn const_field(id: ValueId) -> Ident {
     format_ident!("__rnn_c{}", id.0)
 }
@@ -219,15 +225,53 @@ fn binding_ident(id: ValueId) -> Ident {
     format_ident!("__rnn_b{}", id.0)
 }
 
-/// The first row of the current tile inside a fused pass: a packed row
-/// for values with a row per valid step, else a sequence's own row.
-fn tile_row(packed: bool) -> TokenStream {
-    if packed {
-        quote!(__rnn_p0)
-    } else {
-        quote!(__rnn_r0)
+/// How a value's buffer is indexed by row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Rows {
+    /// One row per sequence: the running sequences are rows `..__rnn_n`.
+    Sequence,
+    /// The layer's input, one row per valid step of each sequence: the
+    /// current step's rows start at `__rnn_off`.
+    Input,
+    /// Computed before the loop, one row per valid step of the current
+    /// chunk of steps: the current step's rows start at `__rnn_hoff`.
+    Hoisted,
+}
+
+impl Rows {
+    /// The rows of `id`'s buffer, `id` not being a view.
+    fn of(layer: &ir::Layer, plan: &LayerPlan, id: ValueId) -> Rows {
+        match layer.step.node(id).op {
+            _ if !plan.packed_rows[id.index()] => Rows::Sequence,
+            Op::Input(_) => Rows::Input,
+            _ => Rows::Hoisted,
+        }
+    }
+
+    /// The current step's (or chunk's) rows.
+    fn range(self) -> TokenStream {
+        match self {
+            Rows::Sequence => quote!(..__rnn_n),
+            Rows::Input => quote!(__rnn_off..__rnn_off + __rnn_n),
+            Rows::Hoisted => quote!(__rnn_hoff..__rnn_hoff + __rnn_n),
+        }
+    }
+
+    /// The first row of the current tile inside a fused pass.
+    fn tile_row(self) -> TokenStream {
+        match self {
+            Rows::Sequence => quote!(__rnn_r0),
+            Rows::Input => quote!(__rnn_p0),
+            Rows::Hoisted => quote!(__rnn_h0),
+        }
     }
 }
+
+/// Bytes of input projections (hoisted values) computed ahead of the time
+/// loop at once: the steps are taken in chunks of about this size, so the
+/// projections are read back from the cache rather than from memory, and a
+/// call holds one chunk of them, not every step's.
+const HOISTED_CHUNK_BYTES: usize = 512 * 1024;
 
 /// The longest `static N` whose steps are each written out in full; longer
 /// ones call one copy of the step N times. Build time grows faster than
@@ -1019,7 +1063,7 @@ impl Cx<'_> {
         cols: Option<(usize, usize)>,
     ) -> TokenStream {
         let node = layer.step.node(id);
-        let (base, rows_packed) = match (&node.op, plan.place(id)) {
+        let (base, rows) = match (&node.op, plan.place(id)) {
             (Op::Slice(inner, start, end), Place::View) => {
                 let cols = match cols {
                     Some((a, b)) => (start + a, start + b),
@@ -1027,17 +1071,14 @@ impl Cx<'_> {
                 };
                 return self.view(layer, plan, *inner, Some(cols));
             }
-            (Op::Input(k), _) => (input_ident(*k), plan.packed_rows[id.index()]),
-            (Op::State(k), _) => (state_ident(*k), false),
-            (_, Place::Hoisted) => (value_ident(id), true),
-            (_, Place::Context | Place::Step) => (value_ident(id), false),
+            (Op::Input(k), _) => (input_ident(*k), Rows::of(layer, plan, id)),
+            (Op::State(k), _) => (state_ident(*k), Rows::Sequence),
+            (_, Place::Hoisted | Place::Context | Place::Step) => {
+                (buffer_ident(plan, id), Rows::of(layer, plan, id))
+            }
             (op, place) => unreachable!("{op:?} at {place:?} has no rows"),
         };
-        let rows = if rows_packed {
-            quote!(__rnn_off..__rnn_off + __rnn_n)
-        } else {
-            quote!(..__rnn_n)
-        };
+        let rows = rows.range();
         match cols {
             Some((start, end)) => {
                 let (start, end) = (usize_lit(start), usize_lit(end));
@@ -1048,8 +1089,9 @@ impl Cx<'_> {
     }
 
     /// The statements computing `out`: the matrix product `product`, plus
-    /// the constant row `init` when given (rows set to it, then the product
-    /// accumulated onto them).
+    /// `init` when given: a constant row (rows set to it, then the product
+    /// accumulated onto them) or a hoisted value (the product accumulated
+    /// onto its rows, in place).
     fn emit_product(
         &self,
         layer: &ir::Layer,
@@ -1061,17 +1103,16 @@ impl Cx<'_> {
         let Op::MatVec(matrix, vector) = layer.step.node(product).op else {
             unreachable!("a product is a matrix product")
         };
-        let buffer = value_ident(out);
-        let rows = if plan.place(out) == Place::Hoisted {
-            quote!(__rnn_off..__rnn_off + __rnn_n)
-        } else {
-            quote!(..__rnn_n)
-        };
+        let buffer = buffer_ident(plan, out);
+        let rows = Rows::of(layer, plan, out).range();
         let out_view = quote!(#buffer.slice_mut(s![#rows, ..]));
         let packed = packed_field(matrix);
         let vector = self.view(layer, plan, vector, None);
         match init {
             None => quote!(__rnn_rt::gemm_packed(#vector, &__rnn_w.#packed, #out_view, false);),
+            Some(init) if plan.alias[out.index()] == Some(init) => {
+                quote!(__rnn_rt::gemm_packed(#vector, &__rnn_w.#packed, #out_view, true);)
+            }
             Some(init) => {
                 let field = weight_field(layer, init);
                 quote! {
@@ -1127,7 +1168,7 @@ impl Cx<'_> {
                 }
                 (Op::Input(k), _) => input_ident(*k),
                 (Op::State(k), _) => state_ident(*k),
-                _ => value_ident(*root),
+                _ => buffer_ident(plan, *root),
             };
             quote!(let #binding = __rnn_rt::rows(&#source);)
         });
@@ -1154,7 +1195,7 @@ impl Cx<'_> {
                 quote!(&mut #ident)
             } else {
                 let binding = binding_ident(*id);
-                let row = tile_row(plan.place(*id) == Place::Hoisted);
+                let row = Rows::of(layer, plan, *id).tile_row();
                 quote!(&mut #binding[#row * #width_lit..])
             };
             let tile =
@@ -1168,6 +1209,7 @@ impl Cx<'_> {
             for __rnn_r0 in (0..__rnn_n).step_by(#tile_rows) {
                 let __rnn_m = (__rnn_n - __rnn_r0).min(#tile_rows);
                 let __rnn_p0 = __rnn_off + __rnn_r0;
+                let __rnn_h0 = __rnn_hoff + __rnn_r0;
                 #(#statements)*
             }
         }}
@@ -1229,7 +1271,7 @@ impl Cx<'_> {
                 quote!(&#ident[#start_lit..])
             }
         } else {
-            let row = tile_row(plan.packed_rows[id.index()]);
+            let row = Rows::of(layer, plan, id).tile_row();
             let full = usize_lit(full);
             if start == 0 {
                 quote!(&#binding[#row * #full..])
@@ -1278,7 +1320,7 @@ impl Cx<'_> {
             if !matches!(place, Place::Context | Place::Hoisted | Place::Step) {
                 continue;
             }
-            if plan.folded[idx] {
+            if plan.folded[idx] || plan.alias[idx].is_some() {
                 continue;
             }
             let Shape::Vector(len) = node.shape else {
@@ -1292,7 +1334,7 @@ impl Cx<'_> {
             }
             let ident = value_ident(id);
             let rows = if place == Place::Hoisted {
-                quote!(__rnn_rows)
+                quote!(__rnn_hrows)
             } else {
                 quote!(__rnn_batch)
             };
@@ -1343,9 +1385,25 @@ impl Cx<'_> {
                 })
                 .collect()
         };
+        // Values that read only the step's input: every step of a chunk of
+        // steps at once, when the chunk starts.
+        let hoisted_chunk = if hoisted_nodes.is_empty() {
+            TokenStream::new()
+        } else {
+            quote! {
+                if __rnn_t % __rnn_chunk == 0 {
+                    __rnn_hbase = __rnn_off;
+                    let __rnn_hoff = 0;
+                    let __rnn_n = __rnn_packing.offset((__rnn_t + __rnn_chunk).min(__rnn_packing.max_len())) - __rnn_off;
+                    #(#hoisted_nodes)*
+                }
+            }
+        };
         let step_body = quote! {
             let __rnn_n = __rnn_packing.batch_size(__rnn_t);
             let __rnn_off = __rnn_packing.offset(__rnn_t);
+            #hoisted_chunk
+            let __rnn_hoff = __rnn_off - __rnn_hbase;
             #(#step_nodes)*
             __rnn_out.slice_mut(s![__rnn_off..__rnn_off + __rnn_n, ..]).assign(&#output_view);
             #(#stage_copies)*
@@ -1429,19 +1487,32 @@ impl Cx<'_> {
             quote! {{
                 // Values that read contexts: once per call.
                 let __rnn_off = 0;
+                let __rnn_hoff = 0;
                 let __rnn_n = __rnn_batch;
                 #(#context_nodes)*
             }}
         };
-        let hoisted_block = if hoisted_nodes.is_empty() {
-            TokenStream::new()
-        } else {
-            quote! {{
-                // Values that read only the step's input: all steps at once.
-                let __rnn_off = 0;
-                let __rnn_n = __rnn_rows;
-                #(#hoisted_nodes)*
-            }}
+        let hoisted_width: usize = layer
+            .step
+            .nodes
+            .iter()
+            .enumerate()
+            .filter(|(idx, _)| {
+                plan.places[*idx] == Place::Hoisted && !plan.folded[*idx] && !plan.scratch[*idx]
+            })
+            .map(|(_, node)| match node.shape {
+                Shape::Vector(len) => len,
+                _ => 1,
+            })
+            .sum();
+        // Steps per chunk of input projections, and the rows of the largest
+        // chunk (the first: sequences are sorted by length).
+        let chunk_bytes = usize_lit(HOISTED_CHUNK_BYTES);
+        let row_bytes = usize_lit(4 * hoisted_width.max(1));
+        let chunking = quote! {
+            let __rnn_chunk = __rnn_packing.chunk_steps(#row_bytes, #chunk_bytes);
+            let __rnn_hrows = __rnn_packing.chunk_rows(__rnn_chunk);
+            let mut __rnn_hbase = 0usize;
         };
         quote! {
             #[doc = #doc]
@@ -1456,12 +1527,12 @@ impl Cx<'_> {
                 #prelude
                 let __rnn_batch = __rnn_packing.batch();
                 let __rnn_rows = __rnn_packing.rows();
+                #chunking
                 #(#states)*
                 #(#buffers)*
                 #(#stage_buffers)*
                 let mut __rnn_out = __rnn_ws.take(__rnn_rows, #output_len);
                 #context_block
-                #hoisted_block
                 #time_loop
                 #(__rnn_ws.give(#returned);)*
                 (__rnn_out, #(#state_returns,)*)

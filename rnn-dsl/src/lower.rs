@@ -62,16 +62,18 @@ impl Place {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Work {
     /// A matrix product over all rows of the phase: the `MatVec` node
-    /// `product`, or, when `init` is a constant vector, `init + product`
-    /// computed by starting every row at `init` and accumulating the
-    /// product onto it (the `Add` node `out`; `product` then has no buffer
-    /// of its own). For a plain product `out == product`.
+    /// `product`, or `init + product` (the `Add` node `out`; `product` then
+    /// has no buffer of its own) computed by accumulating the product onto
+    /// `init`. A constant `init` is a row every output row starts from; a
+    /// hoisted `init` is accumulated onto in place, at this step's rows of
+    /// its buffer, which then holds `out` ([`LayerPlan::alias`]). For a
+    /// plain product `out == product`.
     MatVec {
         /// The value written.
         out: ValueId,
         /// The `MatVec` node.
         product: ValueId,
-        /// The constant row each output row starts from.
+        /// What each output row starts from.
         init: Option<ValueId>,
     },
     /// Elementwise operations, in order, run as one pass: for each row,
@@ -97,8 +99,12 @@ pub struct LayerPlan {
     /// its own fused run) rather than a buffer with a row per sequence.
     pub scratch: Vec<bool>,
     /// For each node, whether it is a product folded into the `Add` of a
-    /// constant (see [`Work::MatVec`]) and so has no buffer.
+    /// constant or hoisted row (see [`Work::MatVec`]) and so has no buffer.
     pub folded: Vec<bool>,
+    /// For each node, the value whose buffer holds it: the step sum of a
+    /// hoisted row and a product lives in the hoisted buffer, at this
+    /// step's rows (so its rows are packed).
+    pub alias: Vec<Option<ValueId>>,
 }
 
 impl LayerPlan {
@@ -146,7 +152,14 @@ pub fn lower(layer: &ir::Layer) -> LayerPlan {
         places.push(place);
         packed_rows.push(packed);
     }
-    let folds = bias_folds(layer, &places);
+    let folds = folds(layer, &places);
+    let mut alias = vec![None; step.nodes.len()];
+    for fold in &folds {
+        if places[fold.init.index()] == Place::Hoisted {
+            alias[fold.out.index()] = Some(fold.init);
+            packed_rows[fold.out.index()] = true;
+        }
+    }
     let phase = |wanted: Place| schedule(layer, &places, &folds, wanted);
     let (context, hoisted, step_work) = (
         phase(Place::Context),
@@ -165,13 +178,17 @@ pub fn lower(layer: &ir::Layer) -> LayerPlan {
         step: step_work,
         scratch,
         folded,
+        alias,
     }
 }
 
-/// `out = product + init` (either order) where `product` is a per-call
-/// matrix product read by nothing else and `init` a constant vector of the
-/// same length: the product can accumulate onto rows set to `init` (one
-/// buffer and one pass fewer: the bias of a hoisted input projection).
+/// `out = product + init` (either order) where `product` is a matrix
+/// product read by nothing else, computed in the same phase as `out`, and
+/// `init` of the same length is either a constant vector (the product
+/// accumulates onto rows set to it: the bias of a hoisted input projection)
+/// or, for a step sum, a hoisted value read by nothing else (the product
+/// accumulates onto the hoisted rows in place: `W_ih x + b + W_hh h` costs
+/// no elementwise pass and no copy).
 #[derive(Debug, Clone, Copy)]
 struct Fold {
     out: ValueId,
@@ -179,7 +196,7 @@ struct Fold {
     init: ValueId,
 }
 
-fn bias_folds(layer: &ir::Layer, places: &[Place]) -> Vec<Fold> {
+fn folds(layer: &ir::Layer, places: &[Place]) -> Vec<Fold> {
     let nodes = &layer.step.nodes;
     let mut uses = vec![0usize; nodes.len()];
     for node in nodes {
@@ -205,8 +222,12 @@ fn bias_folds(layer: &ir::Layer, places: &[Place]) -> Vec<Fold> {
                 && uses[id.index()] == 1
         };
         let is_row = |id: ValueId| {
-            matches!(places[id.index()], Place::Param | Place::Const)
-                && nodes[id.index()].shape == node.shape
+            let init = &nodes[id.index()];
+            let hoisted = place == Place::Step
+                && places[id.index()] == Place::Hoisted
+                && uses[id.index()] == 1;
+            (matches!(places[id.index()], Place::Param | Place::Const) || hoisted)
+                && init.shape == node.shape
         };
         let (product, init) = if is_product(a) && is_row(b) {
             (a, b)
@@ -412,6 +433,23 @@ mod tests {
             layer.step.node(out).op,
             Op::Binary(crate::check::Func::Add, ..)
         ));
-        assert_eq!(plan.place(init), Place::Param);
+        // `bias_ih + bias_hh`, added once when the model is built.
+        assert_eq!(plan.place(init), Place::Const);
+        // The step's product accumulates onto the hoisted rows in place: no
+        // elementwise pass adds them.
+        let [Work::MatVec {
+            out: sum,
+            product: recurrent,
+            init: Some(hoisted),
+        }, Work::Fused(_)] = &plan.step[..]
+        else {
+            panic!(
+                "one product onto the hoisted rows, one pass: {:?}",
+                plan.step
+            )
+        };
+        assert_eq!(*hoisted, out);
+        assert_eq!(plan.alias[sum.index()], Some(out));
+        assert!(plan.packed_rows[sum.index()] && plan.folded[recurrent.index()]);
     }
 }

@@ -107,6 +107,19 @@ impl Packing {
         self.offsets[t]
     }
 
+    /// Steps per chunk of work ahead of the time loop, so that a chunk's
+    /// rows of `row_bytes` each take about `bytes` at most (at least one
+    /// step per chunk).
+    pub fn chunk_steps(&self, row_bytes: usize, bytes: usize) -> usize {
+        (bytes / (row_bytes.max(1) * self.batch.max(1))).max(1)
+    }
+
+    /// Rows of the largest chunk of `chunk` steps: the first, as sequences
+    /// are sorted by length.
+    pub fn chunk_rows(&self, chunk: usize) -> usize {
+        self.offsets[chunk.min(self.max_len())]
+    }
+
     /// Total packed rows: the sum of the lengths.
     pub fn rows(&self) -> usize {
         self.offsets[self.max_len()]
