@@ -337,17 +337,22 @@ fn tile<const R: usize, const P: usize, const NR: usize, A: GemmOps>(
         m,
         accumulate,
     } = *operands;
-    let x_rows: [&[f32]; R] = std::array::from_fn(|r| {
+    // Plain loops over constant ranges (no closures, no slices of dynamic
+    // length into `acc`), so that LLVM keeps `acc` in vector registers from
+    // its first load to its last store instead of building it on the stack.
+    let mut x_rows: [&[f32]; R] = [&[]; R];
+    for (r, x_row) in x_rows.iter_mut().enumerate() {
         let slice = x
             .index_axis_move(ndarray::Axis(0), row + r)
             .to_slice()
             .expect("rows of x are contiguous");
-        &slice[..k]
-    });
-    let weights: [&[f32]; P] = std::array::from_fn(|p| {
+        *x_row = &slice[..k];
+    }
+    let mut weights: [&[f32]; P] = [&[]; P];
+    for (p, panel_weights) in weights.iter_mut().enumerate() {
         let start = (panel + p) * k * NR;
-        &panels[start..start + k * NR]
-    });
+        *panel_weights = &panels[start..start + k * NR];
+    }
     // Columns of panel `p` of this tile that exist in `out` (all `NR` but in the last panel).
     let columns = |p: usize| {
         let first = (panel + p) * NR;
@@ -371,11 +376,7 @@ fn tile<const R: usize, const P: usize, const NR: usize, A: GemmOps>(
             let out_row = out.row(row + r);
             let out_row = out_row.to_slice().expect("rows of out are contiguous");
             for (p, acc_panel) in acc_row.iter_mut().enumerate() {
-                let range = columns(p);
-                match <&[f32; NR]>::try_from(&out_row[range.clone()]) {
-                    Ok(full) => *acc_panel = *full,
-                    Err(_) => acc_panel[..range.len()].copy_from_slice(&out_row[range]),
-                }
+                *acc_panel = load_panel::<NR>(&out_row[columns(p)]);
             }
         }
     }
@@ -384,14 +385,34 @@ fn tile<const R: usize, const P: usize, const NR: usize, A: GemmOps>(
         let out_row = out.row_mut(row + r);
         let out_row = out_row.into_slice().expect("rows of out are contiguous");
         for (p, acc_panel) in acc_row.iter().enumerate() {
-            let target = &mut out_row[columns(p)];
-            if target.len() == NR {
-                let full: &mut [f32; NR] = target.try_into().expect("length checked");
-                *full = *acc_panel;
-            } else {
-                let len = target.len();
-                target.copy_from_slice(&acc_panel[..len]);
-            }
+            store_panel::<NR>(*acc_panel, &mut out_row[columns(p)]);
+        }
+    }
+}
+
+/// The `NR` values of one panel's columns, zero past the end of `values`
+/// (the last panel's padding). Returned by value: the caller's accumulators
+/// are then written whole.
+#[inline(always)]
+fn load_panel<const NR: usize>(values: &[f32]) -> [f32; NR] {
+    match <&[f32; NR]>::try_from(values) {
+        Ok(full) => *full,
+        Err(_) => {
+            let mut padded = [0.0; NR];
+            padded[..values.len()].copy_from_slice(values);
+            padded
+        }
+    }
+}
+
+/// Stores the first `target.len()` (at most `NR`) of one panel's values.
+#[inline(always)]
+fn store_panel<const NR: usize>(values: [f32; NR], target: &mut [f32]) {
+    match <&mut [f32; NR]>::try_from(&mut *target) {
+        Ok(full) => *full = values,
+        Err(_) => {
+            let len = target.len();
+            target.copy_from_slice(&values[..len]);
         }
     }
 }
@@ -412,10 +433,19 @@ fn microkernel<const R: usize, const P: usize, const NR: usize, A: MulAdd>(
     // Weights per vector: the order below loads one vector of weights and uses it for every row.
     let width = vector_width(NR);
     // Cut to exactly `k` steps here, so that LLVM sees every index below is in bounds.
-    let x_rows: [&[f32]; R] = std::array::from_fn(|r| &x_rows[r][..k]);
-    let weights: [&[f32]; P] = std::array::from_fn(|p| &weights[p][..k * NR]);
+    let mut x_rows: [&[f32]; R] = *x_rows;
+    for x_row in &mut x_rows {
+        *x_row = &x_row[..k];
+    }
+    let mut weights: [&[f32]; P] = *weights;
+    for panel_weights in &mut weights {
+        *panel_weights = &panel_weights[..k * NR];
+    }
     for kk in 0..k {
-        let inputs: [f32; R] = std::array::from_fn(|r| x_rows[r][kk]);
+        let mut inputs = [0.0f32; R];
+        for (input, x_row) in inputs.iter_mut().zip(&x_rows) {
+            *input = x_row[kk];
+        }
         for p in 0..P {
             let w: &[f32; NR] = weights[p][kk * NR..kk * NR + NR]
                 .try_into()
