@@ -174,10 +174,13 @@ fn value_ident(id: ValueId) -> Ident {
     format_ident!("__rnn_v{}", id.0)
 }
 
-/// The buffer holding a computed value: its own, or the one it lives in
-/// ([`LayerPlan::alias`]).
+/// The buffer holding a computed value: its own, the one it lives in
+/// ([`LayerPlan::alias`]), or its state's ([`LayerPlan::home`]).
 fn buffer_ident(plan: &LayerPlan, id: ValueId) -> Ident {
-    value_ident(plan.alias[id.index()].unwrap_or(id))
+    match plan.home[id.index()] {
+        Some(state) => state_ident(state),
+        None => value_ident(plan.alias[id.index()].unwrap_or(id)),
+    }
 }
 
 fn const_field(id: ValueId) -> Ident {
@@ -220,9 +223,14 @@ fn scratch_ident(id: ValueId) -> Ident {
     format_ident!("__rnn_t{}", id.0)
 }
 
-/// The slice a fused pass binds for a buffer (or constant vector).
-fn binding_ident(id: ValueId) -> Ident {
-    format_ident!("__rnn_b{}", id.0)
+/// The slice a fused pass binds for a buffer (or constant vector): a
+/// state's buffer has one name, whether the pass reads the state or writes
+/// its new value into it ([`LayerPlan::home`]).
+fn binding_ident(layer: &ir::Layer, plan: &LayerPlan, id: ValueId) -> Ident {
+    match (&layer.step.node(id).op, plan.home[id.index()]) {
+        (&Op::State(state), _) | (_, Some(state)) => format_ident!("__rnn_sb{}", state),
+        _ => format_ident!("__rnn_b{}", id.0),
+    }
 }
 
 /// How a value's buffer is indexed by row.
@@ -1116,7 +1124,7 @@ impl Cx<'_> {
             Some(init) => {
                 let field = weight_field(layer, init);
                 quote! {
-                    #out_view.assign(&__rnn_w.#field);
+                    __rnn_rt::fill_rows(#out_view, &__rnn_w.#field);
                     __rnn_rt::gemm_packed(#vector, &__rnn_w.#packed, #out_view, true);
                 }
             }
@@ -1150,17 +1158,20 @@ impl Cx<'_> {
             for operand in layer.step.node(*id).op.operands() {
                 let root = lower::view_root(layer, places, operand);
                 let place = plan.place(root);
+                let name = binding_ident(layer, plan, root);
                 let bound = place == Place::Literal
                     || plan.scratch[root.index()]
                     || written.contains(&root)
-                    || read.contains(&root);
+                    || read.contains(&root)
+                    // A state whose new value this pass writes into it.
+                    || written.iter().any(|id| binding_ident(layer, plan, *id) == name);
                 if !bound {
                     read.push(root);
                 }
             }
         }
         let bindings = read.iter().map(|root| {
-            let binding = binding_ident(*root);
+            let binding = binding_ident(layer, plan, *root);
             let source = match (&layer.step.node(*root).op, plan.place(*root)) {
                 (_, Place::Param | Place::Const) => {
                     let field = weight_field(layer, *root);
@@ -1173,7 +1184,7 @@ impl Cx<'_> {
             quote!(let #binding = __rnn_rt::rows(&#source);)
         });
         let outputs = written.iter().map(|id| {
-            let (binding, buffer) = (binding_ident(*id), value_ident(*id));
+            let (binding, buffer) = (binding_ident(layer, plan, *id), buffer_ident(plan, *id));
             quote!(let #binding = __rnn_rt::rows_mut(&mut #buffer);)
         });
         let tile_rows = tile_rows(layer, plan);
@@ -1194,7 +1205,7 @@ impl Cx<'_> {
                 let ident = scratch_ident(*id);
                 quote!(&mut #ident)
             } else {
-                let binding = binding_ident(*id);
+                let binding = binding_ident(layer, plan, *id);
                 let row = Rows::of(layer, plan, *id).tile_row();
                 quote!(&mut #binding[#row * #width_lit..])
             };
@@ -1249,7 +1260,7 @@ impl Cx<'_> {
         let (start, end) = cols.unwrap_or((0, full));
         // A one-element vector broadcasts over the columns.
         let per_row = end - start == 1 && out_width != 1;
-        let binding = binding_ident(id);
+        let binding = binding_ident(layer, plan, id);
         let start_lit = usize_lit(start);
         if place.is_const() {
             if per_row {
@@ -1320,7 +1331,7 @@ impl Cx<'_> {
             if !matches!(place, Place::Context | Place::Hoisted | Place::Step) {
                 continue;
             }
-            if plan.folded[idx] || plan.alias[idx].is_some() {
+            if plan.folded[idx] || plan.alias[idx].is_some() || plan.home[idx].is_some() {
                 continue;
             }
             let Shape::Vector(len) = node.shape else {
@@ -1345,12 +1356,29 @@ impl Cx<'_> {
         let hoisted_nodes = self.emit_work(layer, plan, &plan.hoisted);
         let step_nodes = self.emit_work(layer, plan, &plan.step);
         let output_len = usize_lit(layer.output_size);
-        let output_view = self.view_or_row(layer, plan, layer.step.output, layer.output_size);
-        let updates = layer.step.updates.iter().enumerate().map(|(k, update)| {
+        let output_copy = self.copy_into(
+            layer,
+            plan,
+            quote!(__rnn_out.slice_mut(s![__rnn_off..__rnn_off + __rnn_n, ..])),
+            layer.step.output,
+            layer.output_size,
+        );
+        let update = |k: usize| {
+            if plan.home[layer.step.updates[k].index()] == Some(k) {
+                // Written into the state by the step's pass.
+                return TokenStream::new();
+            }
             let state = state_ident(k);
-            let value = self.view_or_row(layer, plan, *update, layer.states[k].size);
-            quote!(#state.slice_mut(s![..__rnn_n, ..]).assign(&#value);)
-        });
+            let target = quote!(#state.slice_mut(s![..__rnn_n, ..]));
+            self.copy_into(
+                layer,
+                plan,
+                target,
+                layer.step.updates[k],
+                layer.states[k].size,
+            )
+        };
+        let updates = (0..layer.states.len()).map(update);
         // A state's new value may be another state read as it was (`h = c;
         // c = h;`): copy such values aside before any state is written.
         let reads_state = |id: ValueId| self.reads_state_directly(layer, plan, id);
@@ -1365,9 +1393,14 @@ impl Cx<'_> {
         returned.extend(staged.iter().map(|k| format_ident!("__rnn_next{}", k)));
         let stage_copies = staged.iter().map(|k| {
             let ident = format_ident!("__rnn_next{}", k);
-            let value =
-                self.view_or_row(layer, plan, layer.step.updates[*k], layer.states[*k].size);
-            quote!(#ident.slice_mut(s![..__rnn_n, ..]).assign(&#value);)
+            let target = quote!(#ident.slice_mut(s![..__rnn_n, ..]));
+            self.copy_into(
+                layer,
+                plan,
+                target,
+                layer.step.updates[*k],
+                layer.states[*k].size,
+            )
         });
         let updates: Vec<TokenStream> = if staged.is_empty() {
             updates.collect()
@@ -1377,10 +1410,9 @@ impl Cx<'_> {
                     let state = state_ident(k);
                     if staged.contains(&k) {
                         let ident = format_ident!("__rnn_next{}", k);
-                        quote!(#state.slice_mut(s![..__rnn_n, ..]).assign(&#ident.slice(s![..__rnn_n, ..]));)
+                        quote!(__rnn_rt::copy_rows(#state.slice_mut(s![..__rnn_n, ..]), #ident.slice(s![..__rnn_n, ..]));)
                     } else {
-                        let value = self.view_or_row(layer, plan, layer.step.updates[k], layer.states[k].size);
-                        quote!(#state.slice_mut(s![..__rnn_n, ..]).assign(&#value);)
+                        update(k)
                     }
                 })
                 .collect()
@@ -1405,7 +1437,7 @@ impl Cx<'_> {
             #hoisted_chunk
             let __rnn_hoff = __rnn_off - __rnn_hbase;
             #(#step_nodes)*
-            __rnn_out.slice_mut(s![__rnn_off..__rnn_off + __rnn_n, ..]).assign(&#output_view);
+            #output_copy
             #(#stage_copies)*
             #(#updates)*
         };
@@ -1549,22 +1581,27 @@ impl Cx<'_> {
         }
     }
 
-    /// A value read whole at the current step, for `assign`: rows, or a
-    /// constant row that broadcasts.
-    fn view_or_row(
+    /// The statement copying value `id` (of `len` columns), read whole at
+    /// the current step, into the rows `target`: a computed value's rows,
+    /// or a constant row repeated.
+    fn copy_into(
         &self,
         layer: &ir::Layer,
         plan: &LayerPlan,
+        target: TokenStream,
         id: ValueId,
         len: usize,
     ) -> TokenStream {
         match plan.place(id) {
             Place::Param | Place::Const => {
                 let field = weight_field(layer, id);
-                quote!(__rnn_w.#field)
+                quote!(__rnn_rt::fill_rows(#target, &__rnn_w.#field);)
             }
             Place::Literal => unreachable!("updates and outputs are vectors of size {len}"),
-            _ => self.view(layer, plan, id, None),
+            _ => {
+                let view = self.view(layer, plan, id, None);
+                quote!(__rnn_rt::copy_rows(#target, #view);)
+            }
         }
     }
 
@@ -1690,14 +1727,19 @@ impl Cx<'_> {
                     let position = syn::Index::from(k + 1);
                     quote!(__rnn_packing.unsort_rows_into(#results.#position.view(), #field.index_axis_mut(__rnn_nd::Axis(0), #row));)
                 }).collect();
-                let out_fix = if reverse {
-                    quote! {{
-                        let __rnn_reversed = __rnn_packing.reverse(__rnn_out.view());
+                // One direction returns its output; each of two writes its
+                // own columns of the layer's output (the backward one put
+                // back in time order), on its own thread.
+                let out_fix = match (layer.directions, reverse) {
+                    (1, _) => quote!(__rnn_out),
+                    (_, false) => quote! {{
+                        __rnn_rt::copy_rows(__rnn_left, __rnn_out.view());
                         self.__rnn_workspace.give(__rnn_out);
-                        __rnn_reversed
-                    }}
-                } else {
-                    quote!(__rnn_out)
+                    }},
+                    (_, true) => quote! {{
+                        __rnn_packing.reverse_into(__rnn_out.view(), __rnn_right);
+                        self.__rnn_workspace.give(__rnn_out);
+                    }},
                 };
                 directions.push((
                     quote! {{
@@ -1724,14 +1766,11 @@ impl Cx<'_> {
                     let both = usize_lit(2 * layer.output_size);
                     quote! {{
                         let __rnn_split = __rnn_threads.split(__rnn_packing.rows() * #macs_per_row);
+                        let mut __rnn_both = self.__rnn_workspace.take(__rnn_packing.rows(), #both);
+                        let (__rnn_left, __rnn_right) = __rnn_both.view_mut().split_at(__rnn_nd::Axis(1), #width);
                         let (__rnn_dir0, __rnn_dir1) = __rnn_rt::join(__rnn_split, || #forward, || #backward);
                         #(#forward_unsorts)*
                         #(#backward_unsorts)*
-                        let mut __rnn_both = self.__rnn_workspace.take(__rnn_packing.rows(), #both);
-                        __rnn_both.slice_mut(s![.., ..#width]).assign(&__rnn_dir0.0);
-                        __rnn_both.slice_mut(s![.., #width..]).assign(&__rnn_dir1.0);
-                        self.__rnn_workspace.give(__rnn_dir0.0);
-                        self.__rnn_workspace.give(__rnn_dir1.0);
                         __rnn_both
                     }}
                 }

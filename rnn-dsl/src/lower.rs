@@ -105,6 +105,10 @@ pub struct LayerPlan {
     /// hoisted row and a product lives in the hoisted buffer, at this
     /// step's rows (so its rows are packed).
     pub alias: Vec<Option<ValueId>>,
+    /// For each node, the state whose buffer it is written into: a state's
+    /// new value computed by a fused pass after the last read of the old
+    /// value goes straight into the state (no buffer, no copy per step).
+    pub home: Vec<Option<usize>>,
 }
 
 impl LayerPlan {
@@ -170,6 +174,7 @@ pub fn lower(layer: &ir::Layer) -> LayerPlan {
     let folded = (0..layer.step.nodes.len())
         .map(|idx| folds.iter().any(|fold| fold.product.index() == idx))
         .collect();
+    let home = state_homes(layer, &places, &step_work);
     LayerPlan {
         places,
         packed_rows,
@@ -179,6 +184,7 @@ pub fn lower(layer: &ir::Layer) -> LayerPlan {
         scratch,
         folded,
         alias,
+        home,
     }
 }
 
@@ -243,6 +249,79 @@ fn folds(layer: &ir::Layer, places: &[Place]) -> Vec<Fold> {
         });
     }
     folds
+}
+
+/// Which step values are written straight into their state: state `k`'s
+/// new value `u`, computed by a fused pass of the step, when nothing reads
+/// the old value of state `k` from the operation computing `u` on (in that
+/// pass, in later work of the step, or as the step's output or another
+/// state's update). Each operation works on whole rows, so within a pass
+/// the old value of a row is read before the row is written.
+fn state_homes(layer: &ir::Layer, places: &[Place], step_work: &[Work]) -> Vec<Option<usize>> {
+    let step = &layer.step;
+    let mut home = vec![None; step.nodes.len()];
+    let reads_state = |id: ValueId, k: usize| matches!(step.node(view_root(layer, places, id)).op, Op::State(state) if state == k);
+    let work_reads_state = |work: &Work, k: usize| match work {
+        Work::Fused(ids) => ids.iter().any(|id| {
+            step.node(*id)
+                .op
+                .operands()
+                .iter()
+                .any(|o| reads_state(*o, k))
+        }),
+        Work::MatVec { product, init, .. } => {
+            step.node(*product)
+                .op
+                .operands()
+                .iter()
+                .any(|o| reads_state(*o, k))
+                || init.is_some_and(|init| reads_state(init, k))
+        }
+    };
+    for (k, &update) in step.updates.iter().enumerate() {
+        let shared = step
+            .updates
+            .iter()
+            .filter(|other| **other == update)
+            .count()
+            > 1;
+        let results_read_state = std::iter::once(step.output)
+            .chain(step.updates.iter().copied())
+            .any(|result| result != update && reads_state(result, k));
+        if shared || results_read_state || places[update.index()] != Place::Step {
+            continue;
+        }
+        let found = step_work
+            .iter()
+            .enumerate()
+            .find_map(|(idx, work)| match work {
+                Work::Fused(ids) => ids
+                    .iter()
+                    .position(|id| *id == update)
+                    .map(|pos| (idx, pos)),
+                Work::MatVec { .. } => None,
+            });
+        let Some((run, position)) = found else {
+            continue;
+        };
+        let Work::Fused(ids) = &step_work[run] else {
+            unreachable!("found in a fused run")
+        };
+        let read_later_in_run = ids[position..].iter().any(|id| {
+            step.node(*id)
+                .op
+                .operands()
+                .iter()
+                .any(|o| reads_state(*o, k))
+        });
+        let read_later = step_work[run + 1..]
+            .iter()
+            .any(|work| work_reads_state(work, k));
+        if !read_later_in_run && !read_later {
+            home[update.index()] = Some(k);
+        }
+    }
+    home
 }
 
 /// The value a view reads (itself for anything else).

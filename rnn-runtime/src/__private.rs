@@ -165,43 +165,63 @@ impl Packing {
 
     /// `[B, T, n]` → packed `[rows, n]`.
     pub fn pack(&self, x: ArrayView3<'_, f32>) -> Array2<f32> {
-        let mut packed = Array2::zeros((self.rows(), x.shape()[2]));
+        let width = x.shape()[2];
+        let mut packed = Vec::with_capacity(self.rows() * width);
         for t in 0..self.max_len() {
-            let offset = self.offsets[t];
-            for k in 0..self.batch_size(t) {
-                packed
-                    .row_mut(offset + k)
-                    .assign(&x.slice(s![self.order[k], t, ..]));
+            for &b in &self.order[..self.batch_size(t)] {
+                extend_row(&mut packed, x.slice(s![b, t, ..]));
             }
         }
-        packed
+        Array2::from_shape_vec((self.rows(), width), packed).expect("one row per valid step")
     }
 
     /// Packed `[rows, n]` → `[B, T, n]`, zeros past each length.
     pub fn unpack(&self, packed: ArrayView2<'_, f32>) -> Array3<f32> {
-        let mut out = Array3::zeros((self.batch, self.steps, packed.ncols()));
-        for t in 0..self.max_len() {
-            let offset = self.offsets[t];
-            for k in 0..self.batch_size(t) {
-                out.slice_mut(s![self.order[k], t, ..])
-                    .assign(&packed.row(offset + k));
-            }
+        let width = packed.ncols();
+        let mut rank = vec![0; self.batch];
+        for (k, &b) in self.order.iter().enumerate() {
+            rank[b] = k;
         }
-        out
+        let mut out = Vec::with_capacity(self.batch * self.steps * width);
+        for &k in &rank {
+            let len = self.sorted_lengths[k];
+            for t in 0..len {
+                extend_row(&mut out, packed.row(self.offsets[t] + k));
+            }
+            out.resize(out.len() + (self.steps - len) * width, 0.0);
+        }
+        Array3::from_shape_vec((self.batch, self.steps, width), out)
+            .expect("every step of every sequence")
     }
 
     /// Reverses each sequence within its own length: row `(t, k)` takes row
     /// `(len_k - 1 - t, k)`. Its own inverse.
     pub fn reverse(&self, packed: ArrayView2<'_, f32>) -> Array2<f32> {
-        let mut out = Array2::zeros(packed.raw_dim());
+        let mut out = Vec::with_capacity(packed.len());
         for t in 0..self.max_len() {
             for k in 0..self.batch_size(t) {
                 let source = self.sorted_lengths[k] - 1 - t;
-                out.row_mut(self.offsets[t] + k)
-                    .assign(&packed.row(self.offsets[source] + k));
+                extend_row(&mut out, packed.row(self.offsets[source] + k));
             }
         }
-        out
+        Array2::from_shape_vec(packed.raw_dim(), out).expect("as many rows as the input")
+    }
+
+    /// [`reverse`](Self::reverse) written into `out` (same shape), e.g. a
+    /// range of columns of a wider buffer.
+    pub fn reverse_into(&self, packed: ArrayView2<'_, f32>, mut out: ArrayViewMut2<'_, f32>) {
+        assert_eq!(packed.dim(), out.dim(), "reverse_into: shapes differ");
+        for t in 0..self.max_len() {
+            for k in 0..self.batch_size(t) {
+                let source = self.sorted_lengths[k] - 1 - t;
+                let row = packed.row(self.offsets[source] + k);
+                let mut target = out.row_mut(self.offsets[t] + k);
+                match (target.as_slice_mut(), row.as_slice()) {
+                    (Some(target), Some(row)) => target.copy_from_slice(row),
+                    _ => target.assign(&row),
+                }
+            }
+        }
     }
 
     /// `[B, n]` in batch order → sorted order.
@@ -218,6 +238,14 @@ impl Packing {
         for (k, b) in self.order.iter().enumerate() {
             out.row_mut(*b).assign(&sorted.row(k));
         }
+    }
+}
+
+/// Appends a row: one copy when it is contiguous.
+fn extend_row(out: &mut Vec<f32>, row: ArrayView1<'_, f32>) {
+    match row.as_slice() {
+        Some(values) => out.extend_from_slice(values),
+        None => out.extend(row.iter().copied()),
     }
 }
 
@@ -522,15 +550,51 @@ pub fn check_shape(
     })
 }
 
-/// A float input `[B, T, n]` (or of any rank `expected` names) by name.
+/// `target = source`, both `[n, w]`: rows copied as slices when they are
+/// contiguous (always, for the buffers generated code passes).
+///
+/// # Panics
+///
+/// If the shapes differ (generated code passes matching views).
+pub fn copy_rows(mut target: ArrayViewMut2<'_, f32>, source: ArrayView2<'_, f32>) {
+    assert_eq!(target.dim(), source.dim(), "copy_rows: shapes differ");
+    if let (Some(target), Some(source)) = (target.as_slice_mut(), source.as_slice()) {
+        target.copy_from_slice(source);
+        return;
+    }
+    for (mut target, source) in target.rows_mut().into_iter().zip(source.rows()) {
+        match (target.as_slice_mut(), source.as_slice()) {
+            (Some(target), Some(source)) => target.copy_from_slice(source),
+            _ => target.assign(&source),
+        }
+    }
+}
+
+/// Every row of `target` set to `row`.
+///
+/// # Panics
+///
+/// If `row` is not as long as a row of `target`.
+pub fn fill_rows(mut target: ArrayViewMut2<'_, f32>, row: &ndarray::ArrayRef1<f32>) {
+    assert_eq!(target.ncols(), row.len(), "fill_rows: row length differs");
+    for mut target in target.rows_mut() {
+        match (target.as_slice_mut(), row.as_slice()) {
+            (Some(target), Some(row)) => target.copy_from_slice(row),
+            _ => target.assign(row),
+        }
+    }
+}
+
+/// A float input `[B, T, n]` by name, borrowed (not copied).
 ///
 /// # Errors
 ///
 /// Missing, not float, or of another rank.
-pub fn input3(inputs: &TensorMap, name: &str) -> Result<Array3<f32>, RnnError> {
-    let array = inputs.f32(name)?;
+pub fn input3<'a>(inputs: &'a TensorMap, name: &str) -> Result<ArrayView3<'a, f32>, RnnError> {
+    let array = inputs.f32_ref(name)?;
     let shape = array.shape().to_vec();
     array
+        .view()
         .into_dimensionality::<ndarray::Ix3>()
         .map_err(|_| RnnError::ShapeMismatch {
             tensor: name.to_owned(),
@@ -543,15 +607,16 @@ pub fn input3(inputs: &TensorMap, name: &str) -> Result<Array3<f32>, RnnError> {
         })
 }
 
-/// A float context `[B, n]` by name.
+/// A float context `[B, n]` by name, borrowed (not copied).
 ///
 /// # Errors
 ///
 /// Missing, not float, or not of rank 2.
-pub fn input2(inputs: &TensorMap, name: &str) -> Result<Array2<f32>, RnnError> {
-    let array = inputs.f32(name)?;
+pub fn input2<'a>(inputs: &'a TensorMap, name: &str) -> Result<ArrayView2<'a, f32>, RnnError> {
+    let array = inputs.f32_ref(name)?;
     let shape = array.shape().to_vec();
     array
+        .view()
         .into_dimensionality::<Ix2>()
         .map_err(|_| RnnError::ShapeMismatch {
             tensor: name.to_owned(),

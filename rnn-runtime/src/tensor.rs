@@ -267,7 +267,7 @@ impl TensorMap {
         })
     }
 
-    fn f32_ref(&self, name: &str) -> Result<&ArrayD<f32>> {
+    pub(crate) fn f32_ref(&self, name: &str) -> Result<&ArrayD<f32>> {
         match self.require(name)? {
             Tensor::F32(array) => Ok(array),
             other => Err(RnnError::WrongDtype {
