@@ -1355,14 +1355,31 @@ impl Cx<'_> {
         let context_nodes = self.emit_work(layer, plan, &plan.context);
         let hoisted_nodes = self.emit_work(layer, plan, &plan.hoisted);
         let step_nodes = self.emit_work(layer, plan, &plan.step);
-        let output_len = usize_lit(layer.output_size);
-        let output_copy = self.copy_into(
+        let forward_copy = self.copy_into(
             layer,
             plan,
             quote!(__rnn_out.slice_mut(s![__rnn_off..__rnn_off + __rnn_n, ..])),
             layer.step.output,
             layer.output_size,
         );
+        let output_rows = match plan.place(layer.step.output) {
+            Place::Param | Place::Const => {
+                let field = weight_field(layer, layer.step.output);
+                let len = usize_lit(layer.output_size);
+                quote!(__rnn_w.#field.broadcast((__rnn_n, #len)).expect("a row broadcasts"))
+            }
+            _ => self.view(layer, plan, layer.step.output, None),
+        };
+        // The backward direction of a layer runs over the sequences
+        // reversed; its outputs go back to their time order as they are
+        // written.
+        let output_copy = quote! {
+            if __rnn_reverse {
+                __rnn_packing.copy_step_reversed(__rnn_t, #output_rows, __rnn_out.view_mut());
+            } else {
+                #forward_copy
+            }
+        };
         let update = |k: usize| {
             if plan.home[layer.step.updates[k].index()] == Some(k) {
                 // Written into the state by the step's pass.
@@ -1555,7 +1572,9 @@ impl Cx<'_> {
                 __rnn_packing: &#rt::__private::Packing,
                 #(#input_params,)*
                 #(#init_params,)*
-            ) -> (#rt::ndarray::Array2<f32>, #(#state_types,)*) {
+                mut __rnn_out: #rt::ndarray::ArrayViewMut2<'_, f32>,
+                __rnn_reverse: bool,
+            ) -> (#(#state_types,)*) {
                 #prelude
                 let __rnn_batch = __rnn_packing.batch();
                 let __rnn_rows = __rnn_packing.rows();
@@ -1563,11 +1582,10 @@ impl Cx<'_> {
                 #(#states)*
                 #(#buffers)*
                 #(#stage_buffers)*
-                let mut __rnn_out = __rnn_ws.take(__rnn_rows, #output_len);
                 #context_block
                 #time_loop
                 #(__rnn_ws.give(#returned);)*
-                (__rnn_out, #(#state_returns,)*)
+                (#(#state_returns,)*)
             }
         }
     }
@@ -1664,7 +1682,13 @@ impl Cx<'_> {
                             }
                         };
                         if reverse && input.per_step {
-                            quote!(let #ident = __rnn_packing.reverse(#source);)
+                            // The input in the backward direction's time
+                            // order, in a buffer of the workspace.
+                            let width = usize_lit(input.size);
+                            quote! {
+                                let mut #ident = self.__rnn_workspace.take(__rnn_packing.rows(), #width);
+                                __rnn_packing.reverse_into(#source, #ident.view_mut());
+                            }
                         } else {
                             quote!(let #ident = #source;)
                         }
@@ -1695,11 +1719,18 @@ impl Cx<'_> {
                         quote!(#ident)
                     }))
                     .collect();
+                // Where the direction writes its output: the whole output of
+                // a one-direction layer, else its own half of the columns.
+                let out_arg = match (layer.directions, reverse) {
+                    (1, _) => quote!(__rnn_y.view_mut()),
+                    (_, false) => quote!(__rnn_left),
+                    (_, true) => quote!(__rnn_right),
+                };
                 let calls: Vec<TokenStream> = variants.iter().enumerate().map(|(variant_idx, variant)| {
                     let function = self.layer_fn(layer_idx, *variant);
                     let index = usize_lit(variant_idx);
                     let direction_lit = usize_lit(direction);
-                    let call = quote!(Self::#function(&self.#weights_field[#direction_lit], &self.__rnn_workspace, __rnn_packing, #(#args,)*));
+                    let call = quote!(Self::#function(&self.#weights_field[#direction_lit], &self.__rnn_workspace, __rnn_packing, #(#args,)* #out_arg, #reverse));
                     if variants.len() == 1 {
                         call
                     } else if variant_idx + 1 == variants.len() {
@@ -1727,26 +1758,31 @@ impl Cx<'_> {
                     let position = syn::Index::from(k + 1);
                     quote!(__rnn_packing.unsort_rows_into(#results.#position.view(), #field.index_axis_mut(__rnn_nd::Axis(0), #row));)
                 }).collect();
-                // One direction returns its output; each of two writes its
-                // own columns of the layer's output (the backward one put
-                // back in time order), on its own thread.
-                let out_fix = match (layer.directions, reverse) {
-                    (1, _) => quote!(__rnn_out),
-                    (_, false) => quote! {{
-                        __rnn_rt::copy_rows(__rnn_left, __rnn_out.view());
-                        self.__rnn_workspace.give(__rnn_out);
-                    }},
-                    (_, true) => quote! {{
-                        __rnn_packing.reverse_into(__rnn_out.view(), __rnn_right);
-                        self.__rnn_workspace.give(__rnn_out);
-                    }},
+                // One direction returns its output buffer; each of two has
+                // written its own columns of the layer's, on its own thread.
+                let (out_buffer, out_result) = if layer.directions == 1 {
+                    let width = usize_lit(layer.output_size);
+                    (
+                        quote!(let mut __rnn_y = self.__rnn_workspace.take(__rnn_packing.rows(), #width);),
+                        quote!(__rnn_y),
+                    )
+                } else {
+                    (TokenStream::new(), quote!(()))
                 };
+                let reversed_inputs = layer
+                    .inputs
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, input)| reverse && input.per_step)
+                    .map(|(k, _)| input_ident(k));
                 directions.push((
                     quote! {{
                         #(#input_bindings)*
                         #(#init_bindings)*
-                        let (__rnn_out, #(#final_idents,)*) = #call;
-                        (#out_fix, #(#final_idents,)*)
+                        #out_buffer
+                        let (#(#final_idents,)*) = #call;
+                        #(self.__rnn_workspace.give(#reversed_inputs);)*
+                        (#out_result, #(#final_idents,)*)
                     }},
                     unsorts,
                 ));

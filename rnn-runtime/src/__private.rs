@@ -194,21 +194,9 @@ impl Packing {
             .expect("every step of every sequence")
     }
 
-    /// Reverses each sequence within its own length: row `(t, k)` takes row
-    /// `(len_k - 1 - t, k)`. Its own inverse.
-    pub fn reverse(&self, packed: ArrayView2<'_, f32>) -> Array2<f32> {
-        let mut out = Vec::with_capacity(packed.len());
-        for t in 0..self.max_len() {
-            for k in 0..self.batch_size(t) {
-                let source = self.sorted_lengths[k] - 1 - t;
-                extend_row(&mut out, packed.row(self.offsets[source] + k));
-            }
-        }
-        Array2::from_shape_vec(packed.raw_dim(), out).expect("as many rows as the input")
-    }
-
-    /// [`reverse`](Self::reverse) written into `out` (same shape), e.g. a
-    /// range of columns of a wider buffer.
+    /// Packed rows with each sequence reversed within its own length, into
+    /// `out` (same shape, e.g. a range of columns of a wider buffer): row
+    /// `(t, k)` takes row `(len_k - 1 - t, k)`. Its own inverse.
     pub fn reverse_into(&self, packed: ArrayView2<'_, f32>, mut out: ArrayViewMut2<'_, f32>) {
         assert_eq!(packed.dim(), out.dim(), "reverse_into: shapes differ");
         for t in 0..self.max_len() {
@@ -220,6 +208,25 @@ impl Packing {
                     (Some(target), Some(row)) => target.copy_from_slice(row),
                     _ => target.assign(&row),
                 }
+            }
+        }
+    }
+
+    /// Writes the rows `[batch_size(t), n]` of step `t` of the reversed
+    /// sequences (see [`reverse_into`](Self::reverse_into)) at their rows in
+    /// time order: row `k` goes to packed row `(len_k - 1 - t, k)` of `out`.
+    pub fn copy_step_reversed(
+        &self,
+        t: usize,
+        rows: ArrayView2<'_, f32>,
+        mut out: ArrayViewMut2<'_, f32>,
+    ) {
+        for (k, row) in rows.outer_iter().enumerate() {
+            let target_step = self.sorted_lengths[k] - 1 - t;
+            let mut target = out.row_mut(self.offsets[target_step] + k);
+            match (target.as_slice_mut(), row.as_slice()) {
+                (Some(target), Some(row)) => target.copy_from_slice(row),
+                _ => target.assign(&row),
             }
         }
     }
@@ -727,12 +734,25 @@ mod tests {
         let packing = Packing::new(Some(&[3, 1]), 2, 3).expect("valid");
         let x = Array3::from_shape_fn((2, 3, 1), |(b, t, _)| (10 * b + t) as f32);
         let packed = packing.pack(x.view());
-        let reversed = packing.reverse(packed.view());
+        let reverse = |rows: &Array2<f32>| {
+            let mut out = Array2::from_elem(rows.raw_dim(), f32::NAN);
+            packing.reverse_into(rows.view(), out.view_mut());
+            out
+        };
+        let reversed = reverse(&packed);
         let unpacked = packing.unpack(reversed.view());
         assert_eq!(unpacked[(0, 0, 0)], 2.0);
         assert_eq!(unpacked[(0, 2, 0)], 0.0 + 0.0);
         assert_eq!(unpacked[(1, 0, 0)], 10.0);
-        assert_eq!(packing.reverse(reversed.view()), packed);
+        assert_eq!(reverse(&reversed), packed);
+        // The reversed rows written back one step at a time are in time
+        // order again (how a backward direction writes its outputs).
+        let mut back = Array2::from_elem(packed.raw_dim(), f32::NAN);
+        for t in 0..packing.max_len() {
+            let rows = packing.offset(t)..packing.offset(t) + packing.batch_size(t);
+            packing.copy_step_reversed(t, reversed.slice(s![rows, ..]), back.view_mut());
+        }
+        assert_eq!(back, packed);
     }
 
     #[test]
