@@ -1124,8 +1124,7 @@ impl Cx<'_> {
             Some(init) => {
                 let field = weight_field(layer, init);
                 quote! {
-                    __rnn_rt::fill_rows(#out_view, &__rnn_w.#field);
-                    __rnn_rt::gemm_packed(#vector, &__rnn_w.#packed, #out_view, true);
+                    __rnn_rt::gemm_packed_onto_row(#vector, &__rnn_w.#packed, #out_view, __rnn_rt::vector(&__rnn_w.#field));
                 }
             }
         }

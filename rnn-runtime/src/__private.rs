@@ -12,7 +12,7 @@ use ndarray::{
 pub use crate::fused::{binary_tile, clip_tile, rows, rows_mut, unary_tile, vector, Operand, Tile};
 pub use crate::init::{pytorch_bound, uniform, SplitMix64};
 pub use crate::kernels::{
-    gemm_packed, matmul_bt, relu, sigmoid, soft_threshold, tanh, PackedMatrix,
+    gemm_packed, gemm_packed_onto_row, matmul_bt, relu, sigmoid, soft_threshold, tanh, PackedMatrix,
 };
 pub use crate::workspace::{join, Workspace};
 pub use crate::{RnnError, TensorMap, Threads};

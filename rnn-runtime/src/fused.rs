@@ -101,6 +101,9 @@ pub struct Tile {
     pub out_stride: usize,
 }
 
+/// A kernel from one slice into another.
+type MapInto = fn(&[f32], &mut [f32]);
+
 /// `out = op(a)` elementwise over a tile.
 pub fn unary_tile(tile: Tile, out: &mut [f32], a: Operand<'_>, op: Unary) {
     let Tile {
@@ -108,6 +111,27 @@ pub fn unary_tile(tile: Tile, out: &mut [f32], a: Operand<'_>, op: Unary) {
         width,
         out_stride,
     } = tile;
+    let into: Option<MapInto> = match op {
+        Unary::Sigmoid => Some(kernels::sigmoid_into),
+        Unary::Tanh => Some(kernels::tanh_into),
+        Unary::Exp => Some(kernels::exp_into),
+        _ => None,
+    };
+    if let (Some(into), Operand::Rows { data, stride }) = (into, a) {
+        // The vectorised kernels read the operand's rows and write the
+        // tile's, once over both when both are contiguous.
+        if stride == width && out_stride == width {
+            into(&data[..rows * width], &mut out[..rows * width]);
+        } else {
+            for i in 0..rows {
+                into(
+                    &data[i * stride..i * stride + width],
+                    out_row(out, out_stride, i, width),
+                );
+            }
+        }
+        return;
+    }
     for i in 0..rows {
         let row = out_row(out, out_stride, i, width);
         match a.row(i, width) {

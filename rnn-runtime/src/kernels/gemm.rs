@@ -21,7 +21,7 @@
 //! block or batch size:
 //!
 //! ```text
-//! acc = accumulate ? out[r, c] : 0
+//! acc = start (0, out[r, c], or row[c]; see Start)
 //! for kk in 0..k { acc = mul_add(x[r, kk], w[c, kk], acc) }
 //! out[r, c] = acc
 //! ```
@@ -36,6 +36,18 @@
 use ndarray::{ArrayView2, ArrayViewMut2};
 
 use super::Kernels;
+
+/// What each output element's chain of multiply-adds starts from.
+#[derive(Debug, Clone, Copy)]
+pub enum Start<'a> {
+    /// Zero: `out = x · wᵀ` (the previous contents of `out` are ignored, even NaN).
+    Zero,
+    /// The output's own value: `out += x · wᵀ`.
+    Out,
+    /// One row for every output row: `out = row + x · wᵀ` (a bias), without a pass writing
+    /// the row into `out` first. `row` holds `w.rows()` values.
+    Row(&'a [f32]),
+}
 
 /// How an implementation performs one step of an inner product, `a · b + c`.
 pub(super) trait MulAdd {
@@ -225,7 +237,7 @@ pub(super) fn gemm_rows<const MR: usize, const NR: usize, A: GemmOps>(
     x: ArrayView2<'_, f32>,
     w: &PackedMatrix,
     mut out: ArrayViewMut2<'_, f32>,
-    accumulate: bool,
+    start: Start<'_>,
 ) {
     let (n, k) = x.dim();
     let m = w.rows();
@@ -234,11 +246,14 @@ pub(super) fn gemm_rows<const MR: usize, const NR: usize, A: GemmOps>(
     debug_assert_eq!(w.cols(), k);
     debug_assert_eq!(out.dim(), (n, m));
     let panel_count = m.div_ceil(NR);
+    if let Start::Row(row) = start {
+        debug_assert_eq!(row.len(), m);
+    }
     let operands = Operands {
         panels: w.panels(),
         k,
         m,
-        accumulate,
+        start,
     };
     let block = (ROW_BLOCK_BYTES / (4 * k.max(1)) / MR * MR).max(MR);
     let mut block_start = 0;
@@ -275,7 +290,7 @@ struct Operands<'a> {
     panels: &'a [f32],
     k: usize,
     m: usize,
-    accumulate: bool,
+    start: Start<'a>,
 }
 
 /// A tile of `rows < MAX_TILE_ROWS` rows over one panel: the row count becomes a constant.
@@ -335,7 +350,7 @@ fn tile<const R: usize, const P: usize, const NR: usize, A: GemmOps>(
         panels,
         k,
         m,
-        accumulate,
+        start,
     } = *operands;
     // Plain loops over constant ranges (no closures, no slices of dynamic
     // length into `acc`), so that LLVM keeps `acc` in vector registers from
@@ -371,13 +386,23 @@ fn tile<const R: usize, const P: usize, const NR: usize, A: GemmOps>(
         }
     }
     let mut acc = [[[0.0f32; NR]; P]; R];
-    if accumulate {
-        for (r, acc_row) in acc.iter_mut().enumerate() {
-            let out_row = out.row(row + r);
-            let out_row = out_row.to_slice().expect("rows of out are contiguous");
-            for (p, acc_panel) in acc_row.iter_mut().enumerate() {
-                *acc_panel = load_panel::<NR>(&out_row[columns(p)]);
+    match start {
+        Start::Zero => {}
+        Start::Out => {
+            for (r, acc_row) in acc.iter_mut().enumerate() {
+                let out_row = out.row(row + r);
+                let out_row = out_row.to_slice().expect("rows of out are contiguous");
+                for (p, acc_panel) in acc_row.iter_mut().enumerate() {
+                    *acc_panel = load_panel::<NR>(&out_row[columns(p)]);
+                }
             }
+        }
+        Start::Row(values) => {
+            let mut panels_of_row = [[0.0f32; NR]; P];
+            for (p, panel_values) in panels_of_row.iter_mut().enumerate() {
+                *panel_values = load_panel::<NR>(&values[columns(p)]);
+            }
+            acc = [panels_of_row; R];
         }
     }
     let acc = microkernel::<R, P, NR, A>(k, &x_rows, &weights, acc);

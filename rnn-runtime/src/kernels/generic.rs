@@ -8,7 +8,7 @@
 use ndarray::linalg::general_mat_mul;
 use ndarray::{ArrayView2, ArrayViewMut2};
 
-use super::gemm::{gemm_rows, PackedMatrix, Separate};
+use super::gemm::{gemm_rows, PackedMatrix, Separate, Start};
 
 /// Columns per panel of the generic table: two 128-bit vectors, the baseline width of x86-64
 /// (SSE2) and aarch64 (NEON).
@@ -128,6 +128,30 @@ pub fn matmul(
     general_mat_mul(1.0, &x, &w, beta(accumulate), &mut out);
 }
 
+/// `output[i] = f(input[i])` (the slices have the same length).
+#[inline(always)]
+pub(super) fn map_into(input: &[f32], output: &mut [f32], f: impl Fn(f32) -> f32) {
+    assert_eq!(input.len(), output.len(), "map_into: lengths differ");
+    for (out, &value) in output.iter_mut().zip(input) {
+        *out = f(value);
+    }
+}
+
+/// [`sigmoid`] of every element of `input`, into `output`.
+pub fn sigmoid_into_generic(input: &[f32], output: &mut [f32]) {
+    map_into(input, output, sigmoid);
+}
+
+/// [`tanh`] of every element of `input`, into `output`.
+pub fn tanh_into_generic(input: &[f32], output: &mut [f32]) {
+    map_into(input, output, tanh);
+}
+
+/// `f32::exp` of every element of `input`, into `output`.
+pub fn exp_into_generic(input: &[f32], output: &mut [f32]) {
+    map_into(input, output, f32::exp);
+}
+
 /// Applies [`sigmoid`] to every element.
 pub fn sigmoid_f32_generic(values: &mut [f32]) {
     values.iter_mut().for_each(|value| *value = sigmoid(*value));
@@ -143,16 +167,16 @@ pub fn exp_f32_generic(values: &mut [f32]) {
     values.iter_mut().for_each(|value| *value = value.exp());
 }
 
-/// `out (+)= x · wᵀ` with `w` packed for the generic table: the blocked loop nest of
+/// `out = start + x · wᵀ` with `w` packed for the generic table: the blocked loop nest of
 /// [`gemm_rows`] with separate multiplies and adds (two roundings per step), which LLVM
 /// vectorises for the baseline instruction set.
 pub(super) fn gemm_generic(
     x: ArrayView2<'_, f32>,
     w: &PackedMatrix,
     out: ArrayViewMut2<'_, f32>,
-    accumulate: bool,
+    start: Start<'_>,
 ) {
-    gemm_rows::<GENERIC_TILE_ROWS, GENERIC_PANEL, Separate>(x, w, out, accumulate);
+    gemm_rows::<GENERIC_TILE_ROWS, GENERIC_PANEL, Separate>(x, w, out, start);
 }
 
 /// Applies [`relu`] to every element.

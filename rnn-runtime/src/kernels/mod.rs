@@ -45,6 +45,7 @@ use std::sync::OnceLock;
 use ndarray::{Array2, ArrayView2, ArrayViewMut2};
 
 pub use gemm::PackedMatrix;
+use gemm::Start;
 pub use generic::{matmul, matmul_bt, relu, sigmoid, soft_threshold, tanh};
 
 /// Applies [`sigmoid`] to every element, in place.
@@ -79,6 +80,33 @@ pub(crate) fn binary_tile(
     (table().binary_tile)(tile, out, a, b, op);
 }
 
+/// [`sigmoid_slice`] of `input` written into `output` (same length; the same results).
+///
+/// # Panics
+///
+/// If the lengths differ.
+pub fn sigmoid_into(input: &[f32], output: &mut [f32]) {
+    (table().sigmoid_into)(input, output);
+}
+
+/// [`tanh_slice`] of `input` written into `output` (same length; the same results).
+///
+/// # Panics
+///
+/// If the lengths differ.
+pub fn tanh_into(input: &[f32], output: &mut [f32]) {
+    (table().tanh_into)(input, output);
+}
+
+/// [`exp_slice`] of `input` written into `output` (same length; the same results).
+///
+/// # Panics
+///
+/// If the lengths differ.
+pub fn exp_into(input: &[f32], output: &mut [f32]) {
+    (table().exp_into)(input, output);
+}
+
 /// Applies [`relu`] to every element, in place.
 pub fn relu_slice(values: &mut [f32]) {
     (table().relu_f32)(values);
@@ -105,8 +133,43 @@ pub fn relu_slice(values: &mut [f32]) {
 pub fn gemm_packed(
     x: ArrayView2<'_, f32>,
     w: &PackedMatrix,
-    mut out: ArrayViewMut2<'_, f32>,
+    out: ArrayViewMut2<'_, f32>,
     accumulate: bool,
+) {
+    let start = if accumulate { Start::Out } else { Start::Zero };
+    gemm_packed_from(x, w, out, start);
+}
+
+/// Computes `out = row + x · wᵀ` for every row of `out`, with `w` packed: [`gemm_packed`]
+/// accumulating onto `row` (a bias) without writing it into `out` first, bit-identical to
+/// filling every row of `out` with `row` and then calling [`gemm_packed`] with `accumulate`.
+///
+/// # Panics
+///
+/// If the shapes disagree (see [`gemm_packed`]), or `row` is not `w.rows()` long.
+pub fn gemm_packed_onto_row(
+    x: ArrayView2<'_, f32>,
+    w: &PackedMatrix,
+    out: ArrayViewMut2<'_, f32>,
+    row: &[f32],
+) {
+    assert_eq!(
+        row.len(),
+        w.rows(),
+        "gemm_packed_onto_row: a row of {} for packed w [{}, {}]",
+        row.len(),
+        w.rows(),
+        w.cols()
+    );
+    gemm_packed_from(x, w, out, Start::Row(row));
+}
+
+/// [`gemm_packed`] with any starting values.
+fn gemm_packed_from(
+    x: ArrayView2<'_, f32>,
+    w: &PackedMatrix,
+    mut out: ArrayViewMut2<'_, f32>,
+    start: Start<'_>,
 ) {
     assert!(
         x.ncols() == w.cols() && out.dim() == (x.nrows(), w.rows()),
@@ -120,17 +183,16 @@ pub fn gemm_packed(
     if !rows_are_contiguous(x.view()) {
         let x = x.as_standard_layout();
         debug_assert!(rows_are_contiguous(x.view()));
-        return gemm_packed(x.view(), w, out, accumulate);
+        return gemm_packed_from(x.view(), w, out, start);
     }
     if rows_are_contiguous(out.view()) {
-        gemm(x, w, out, accumulate);
+        gemm(x, w, out, start);
     } else {
-        let mut contiguous = if accumulate {
-            out.as_standard_layout().into_owned()
-        } else {
-            Array2::zeros(out.raw_dim())
+        let mut contiguous = match start {
+            Start::Out => out.as_standard_layout().into_owned(),
+            Start::Zero | Start::Row(_) => Array2::zeros(out.raw_dim()),
         };
-        gemm(x, w, contiguous.view_mut(), accumulate);
+        gemm(x, w, contiguous.view_mut(), start);
         out.assign(&contiguous);
     }
 }
@@ -144,6 +206,9 @@ fn rows_are_contiguous(view: ArrayView2<'_, f32>) -> bool {
 /// An elementwise kernel that rewrites a slice in place.
 type SliceKernel = fn(&mut [f32]);
 
+/// An elementwise kernel from one slice into another of the same length.
+type MapKernel = fn(&[f32], &mut [f32]);
+
 /// A binary elementwise operation over a tile (see [`crate::fused`]).
 type BinaryTileKernel = fn(
     crate::fused::Tile,
@@ -153,9 +218,9 @@ type BinaryTileKernel = fn(
     crate::__private::Binary,
 );
 
-/// `out (+)= x · wᵀ` with `w` packed for the same table; the rows of `x` and `out` are contiguous
-/// and the shapes agree (checked by [`gemm_packed`]).
-type GemmKernel = fn(ArrayView2<'_, f32>, &PackedMatrix, ArrayViewMut2<'_, f32>, bool);
+/// `out = start + x · wᵀ` with `w` packed for the same table; the rows of `x` and `out` are
+/// contiguous and the shapes agree (checked by [`gemm_packed`]).
+type GemmKernel = fn(ArrayView2<'_, f32>, &PackedMatrix, ArrayViewMut2<'_, f32>, Start<'_>);
 
 /// One implementation of every dispatched kernel.
 #[derive(Debug, Clone, Copy)]
@@ -169,6 +234,9 @@ struct Kernels {
     tanh_f32: SliceKernel,
     exp_f32: SliceKernel,
     relu_f32: SliceKernel,
+    sigmoid_into: MapKernel,
+    tanh_into: MapKernel,
+    exp_into: MapKernel,
     binary_tile: BinaryTileKernel,
 }
 
@@ -181,6 +249,9 @@ static GENERIC: Kernels = Kernels {
     tanh_f32: generic::tanh_f32_generic,
     exp_f32: generic::exp_f32_generic,
     relu_f32: generic::relu_f32_generic,
+    sigmoid_into: generic::sigmoid_into_generic,
+    tanh_into: generic::tanh_into_generic,
+    exp_into: generic::exp_into_generic,
     binary_tile: crate::fused::binary_tile_portable,
 };
 

@@ -14,7 +14,8 @@ use proptest::prelude::*;
 
 use super::gemm::PackedMatrix;
 use super::{
-    approx, available, gemm_packed, generic, select, table, Kernels, SliceKernel, GENERIC,
+    approx, available, gemm_packed, gemm_packed_onto_row, generic, select, table, Kernels,
+    MapKernel, SliceKernel, GENERIC,
 };
 use crate::init::SplitMix64;
 
@@ -95,6 +96,37 @@ const ACTIVATIONS: [Activation; 4] = [
     ("relu", |kernels| kernels.relu_f32, generic::relu),
     ("exp", |kernels| kernels.exp_f32, f32::exp),
 ];
+
+#[test]
+fn activations_into_another_slice_equal_the_in_place_ones() {
+    let mut rng = SplitMix64::new(31);
+    let input: Vec<f32> = (0..1000).map(|_| rng.uniform(-30.0, 30.0)).collect();
+    type InPlace = fn(&Kernels) -> SliceKernel;
+    type Into = fn(&Kernels) -> MapKernel;
+    let pairs: [(&str, InPlace, Into); 3] = [
+        (
+            "sigmoid",
+            |kernels| kernels.sigmoid_f32,
+            |kernels| kernels.sigmoid_into,
+        ),
+        (
+            "tanh",
+            |kernels| kernels.tanh_f32,
+            |kernels| kernels.tanh_into,
+        ),
+        ("exp", |kernels| kernels.exp_f32, |kernels| kernels.exp_into),
+    ];
+    for kernels in implementations() {
+        for (name, in_place, into) in pairs {
+            let mut expected = input.clone();
+            in_place(kernels)(&mut expected);
+            let mut output = vec![f32::NAN; input.len()];
+            into(kernels)(&input, &mut output);
+            let bits = |values: &[f32]| values.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&output), bits(&expected), "{} {name}", kernels.name);
+        }
+    }
+}
 
 /// Whether `output` agrees with the scalar reference `expected` of `activation`.
 fn agrees(activation: &str, output: f32, expected: f32) -> bool {
@@ -486,6 +518,36 @@ fn gemm_overwrites_nan_unless_accumulating() {
             "{}",
             kernels.name
         );
+    }
+}
+
+#[test]
+fn gemm_onto_a_row_equals_filling_the_row_then_accumulating() {
+    // Tail shapes: a lone row, a partial tile, a partial last panel.
+    for (n, k, m) in [(1, 5, 3), (7, 64, 100), (13, 33, 1030)] {
+        let x = random_matrix(n, k, 21);
+        let w = random_matrix(m, k, 22);
+        let row = random_matrix(1, m, 23)
+            .into_shape_with_order(m)
+            .expect("one row");
+        let filled = Array2::from_shape_fn((n, m), |(_, c)| row[c]);
+        for kernels in implementations() {
+            let expected = product_with(kernels, x.view(), w.view(), &filled, true);
+            let packed = PackedMatrix::for_kernels(w.view(), kernels);
+            let mut out = Array2::from_elem((n, m), f32::NAN);
+            gemm_packed_onto_row(
+                x.view(),
+                &packed,
+                out.view_mut(),
+                row.as_slice().expect("contiguous"),
+            );
+            assert_eq!(
+                out.map(|v| v.to_bits()),
+                expected.map(|v| v.to_bits()),
+                "{} n={n} k={k} m={m}",
+                kernels.name
+            );
+        }
     }
 }
 

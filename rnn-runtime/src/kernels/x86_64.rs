@@ -27,7 +27,7 @@ use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
 
 use ndarray::{ArrayView2, ArrayViewMut2};
 
-use super::gemm::{gemm_rows, Fused, GemmOps, MulAdd, PackedMatrix};
+use super::gemm::{gemm_rows, Fused, GemmOps, MulAdd, PackedMatrix, Start};
 use super::{approx, generic, Kernels};
 use crate::__private::Binary;
 use crate::fused::{binary_tile_portable, Operand, Tile};
@@ -69,6 +69,9 @@ static AVX2: Kernels = Kernels {
     sigmoid_f32: sigmoid_avx2,
     tanh_f32: tanh_avx2,
     exp_f32: exp_avx2,
+    sigmoid_into: sigmoid_into_avx2,
+    tanh_into: tanh_into_avx2,
+    exp_into: exp_into_avx2,
     relu_f32: generic::relu_f32_generic,
     binary_tile: binary_tile_avx2,
 };
@@ -81,6 +84,9 @@ static AVX512: Kernels = Kernels {
     sigmoid_f32: sigmoid_avx512,
     tanh_f32: tanh_avx512,
     exp_f32: exp_avx512,
+    sigmoid_into: sigmoid_into_avx512,
+    tanh_into: tanh_into_avx512,
+    exp_into: exp_into_avx512,
     relu_f32: generic::relu_f32_generic,
     binary_tile: binary_tile_avx512,
 };
@@ -103,10 +109,10 @@ pub(super) fn avx512() -> Option<&'static Kernels> {
     has_avx512().then_some(&AVX512)
 }
 
-/// Declares, for one instruction set, a `#[target_feature]` slice kernel and its safe wrapper
-/// that checks the features.
+/// Declares, for one instruction set, `#[target_feature]` slice kernels (in place, and from one
+/// slice into another) and their safe wrappers that check the features.
 macro_rules! slice_kernel {
-    ($wrapper:ident, $body:ident, $features:literal, $has:ident, $approx:path) => {
+    ($wrapper:ident, $into:ident, $body:ident, $into_body:ident, $features:literal, $has:ident, $approx:path) => {
         fn $wrapper(values: &mut [f32]) {
             if $has() {
                 // SAFETY: `$has()` has just detected every feature `$body` enables.
@@ -120,47 +126,73 @@ macro_rules! slice_kernel {
         unsafe fn $body(values: &mut [f32]) {
             values.iter_mut().for_each(|value| *value = $approx(*value));
         }
+
+        fn $into(input: &[f32], output: &mut [f32]) {
+            if $has() {
+                // SAFETY: `$has()` has just detected every feature `$into_body` enables.
+                unsafe { $into_body(input, output) }
+            } else {
+                generic::map_into(input, output, $approx);
+            }
+        }
+
+        #[target_feature(enable = $features)]
+        unsafe fn $into_body(input: &[f32], output: &mut [f32]) {
+            generic::map_into(input, output, $approx);
+        }
     };
 }
 
 slice_kernel!(
     sigmoid_avx2,
+    sigmoid_into_avx2,
     sigmoid_avx2_body,
+    sigmoid_into_avx2_body,
     "avx2,fma",
     has_avx2,
     approx::sigmoid::<Fused>
 );
 slice_kernel!(
     tanh_avx2,
+    tanh_into_avx2,
     tanh_avx2_body,
+    tanh_into_avx2_body,
     "avx2,fma",
     has_avx2,
     approx::tanh::<Fused>
 );
 slice_kernel!(
     exp_avx2,
+    exp_into_avx2,
     exp_avx2_body,
+    exp_into_avx2_body,
     "avx2,fma",
     has_avx2,
     approx::exp::<Fused>
 );
 slice_kernel!(
     sigmoid_avx512,
+    sigmoid_into_avx512,
     sigmoid_avx512_body,
+    sigmoid_into_avx512_body,
     "avx512f,avx2,fma",
     has_avx512,
     approx::sigmoid::<Fused>
 );
 slice_kernel!(
     tanh_avx512,
+    tanh_into_avx512,
     tanh_avx512_body,
+    tanh_into_avx512_body,
     "avx512f,avx2,fma",
     has_avx512,
     approx::tanh::<Fused>
 );
 slice_kernel!(
     exp_avx512,
+    exp_into_avx512,
     exp_avx512_body,
+    exp_into_avx512_body,
     "avx512f,avx2,fma",
     has_avx512,
     approx::exp::<Fused>
@@ -199,8 +231,13 @@ binary_tile_kernel!(
     has_avx512
 );
 
-/// `out (+)= x · wᵀ` with the AVX2 tile; `w` packed for [`AVX2`].
-fn gemm_avx2(x: ArrayView2<'_, f32>, w: &PackedMatrix, out: ArrayViewMut2<'_, f32>, acc: bool) {
+/// `out = start + x · wᵀ` with the AVX2 tile; `w` packed for [`AVX2`].
+fn gemm_avx2(
+    x: ArrayView2<'_, f32>,
+    w: &PackedMatrix,
+    out: ArrayViewMut2<'_, f32>,
+    acc: Start<'_>,
+) {
     if has_avx2() {
         // SAFETY: `has_avx2()` has just detected AVX2 and FMA, all `gemm_avx2_body` enables.
         unsafe { gemm_avx2_body(x, w, out, acc) }
@@ -214,13 +251,18 @@ unsafe fn gemm_avx2_body(
     x: ArrayView2<'_, f32>,
     w: &PackedMatrix,
     out: ArrayViewMut2<'_, f32>,
-    accumulate: bool,
+    start: Start<'_>,
 ) {
-    gemm_rows::<AVX2_TILE_ROWS, AVX2_PANEL, X86>(x, w, out, accumulate);
+    gemm_rows::<AVX2_TILE_ROWS, AVX2_PANEL, X86>(x, w, out, start);
 }
 
-/// `out (+)= x · wᵀ` with the AVX-512 tile; `w` packed for [`AVX512`].
-fn gemm_avx512(x: ArrayView2<'_, f32>, w: &PackedMatrix, out: ArrayViewMut2<'_, f32>, acc: bool) {
+/// `out = start + x · wᵀ` with the AVX-512 tile; `w` packed for [`AVX512`].
+fn gemm_avx512(
+    x: ArrayView2<'_, f32>,
+    w: &PackedMatrix,
+    out: ArrayViewMut2<'_, f32>,
+    acc: Start<'_>,
+) {
     if has_avx512() {
         // SAFETY: `has_avx512()` has just detected AVX-512F, AVX2 and FMA, all
         // `gemm_avx512_body` enables.
@@ -235,7 +277,7 @@ unsafe fn gemm_avx512_body(
     x: ArrayView2<'_, f32>,
     w: &PackedMatrix,
     out: ArrayViewMut2<'_, f32>,
-    accumulate: bool,
+    start: Start<'_>,
 ) {
-    gemm_rows::<AVX512_TILE_ROWS, AVX512_PANEL, X86>(x, w, out, accumulate);
+    gemm_rows::<AVX512_TILE_ROWS, AVX512_PANEL, X86>(x, w, out, start);
 }
