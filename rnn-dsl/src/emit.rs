@@ -1369,14 +1369,13 @@ impl Cx<'_> {
             }
             _ => self.view(layer, plan, layer.step.output, None),
         };
-        // The backward direction of a layer runs over the sequences
-        // reversed; its outputs go back to their time order as they are
-        // written.
+        // Where a step's outputs go: the next step's rows of a packed
+        // buffer, or (backward direction: the sequences run reversed; last
+        // layer: the network's padded output) rows found per sequence.
         let output_copy = quote! {
-            if __rnn_reverse {
-                __rnn_packing.copy_step_reversed(__rnn_t, #output_rows, __rnn_out.view_mut());
-            } else {
-                #forward_copy
+            match __rnn_place {
+                __rnn_rt::Placement::Packed => { #forward_copy }
+                __rnn_place => __rnn_packing.write_step(__rnn_t, #output_rows, __rnn_out.view_mut(), __rnn_place),
             }
         };
         let update = |k: usize| {
@@ -1572,7 +1571,7 @@ impl Cx<'_> {
                 #(#input_params,)*
                 #(#init_params,)*
                 mut __rnn_out: #rt::ndarray::ArrayViewMut2<'_, f32>,
-                __rnn_reverse: bool,
+                __rnn_place: #rt::__private::Placement,
             ) -> (#(#state_types,)*) {
                 #prelude
                 let __rnn_batch = __rnn_packing.batch();
@@ -1719,17 +1718,25 @@ impl Cx<'_> {
                     }))
                     .collect();
                 // Where the direction writes its output: the whole output of
-                // a one-direction layer, else its own half of the columns.
+                // a one-direction layer, else its own half of the columns;
+                // the last layer writes the network's padded output.
+                let last = layer_idx + 1 == self.network.layers.len();
                 let out_arg = match (layer.directions, reverse) {
-                    (1, _) => quote!(__rnn_y.view_mut()),
+                    (1, _) => quote!(__rnn_y2),
                     (_, false) => quote!(__rnn_left),
                     (_, true) => quote!(__rnn_right),
+                };
+                let place = match (last, reverse) {
+                    (false, false) => quote!(__rnn_rt::Placement::Packed),
+                    (false, true) => quote!(__rnn_rt::Placement::Reversed),
+                    (true, false) => quote!(__rnn_rt::Placement::Padded),
+                    (true, true) => quote!(__rnn_rt::Placement::PaddedReversed),
                 };
                 let calls: Vec<TokenStream> = variants.iter().enumerate().map(|(variant_idx, variant)| {
                     let function = self.layer_fn(layer_idx, *variant);
                     let index = usize_lit(variant_idx);
                     let direction_lit = usize_lit(direction);
-                    let call = quote!(Self::#function(&self.#weights_field[#direction_lit], &self.__rnn_workspace, __rnn_packing, #(#args,)* #out_arg, #reverse));
+                    let call = quote!(Self::#function(&self.#weights_field[#direction_lit], &self.__rnn_workspace, __rnn_packing, #(#args,)* #out_arg, #place));
                     if variants.len() == 1 {
                         call
                     } else if variant_idx + 1 == variants.len() {
@@ -1759,14 +1766,23 @@ impl Cx<'_> {
                 }).collect();
                 // One direction returns its output buffer; each of two has
                 // written its own columns of the layer's, on its own thread.
-                let (out_buffer, out_result) = if layer.directions == 1 {
-                    let width = usize_lit(layer.output_size);
-                    (
-                        quote!(let mut __rnn_y = self.__rnn_workspace.take(__rnn_packing.rows(), #width);),
+                let width = usize_lit(layer.output_size);
+                let (out_buffer, out_result) = match (layer.directions, last) {
+                    (1, false) => (
+                        quote! {
+                            let mut __rnn_y = self.__rnn_workspace.take(__rnn_packing.rows(), #width);
+                            let __rnn_y2 = __rnn_y.view_mut();
+                        },
                         quote!(__rnn_y),
-                    )
-                } else {
-                    (TokenStream::new(), quote!(()))
+                    ),
+                    (1, true) => (
+                        quote! {
+                            let mut __rnn_y = Array3::<f32>::zeros((__rnn_batch, __rnn_packing.steps(), #width));
+                            let __rnn_y2 = __rnn_rt::flat_steps(&mut __rnn_y);
+                        },
+                        quote!(__rnn_y),
+                    ),
+                    _ => (TokenStream::new(), quote!(())),
                 };
                 let reversed_inputs = layer
                     .inputs
@@ -1799,10 +1815,20 @@ impl Cx<'_> {
                     let macs_per_row = usize_lit(macs_per_row(layer, &self.plans[layer_idx]));
                     let width = usize_lit(layer.output_size);
                     let both = usize_lit(2 * layer.output_size);
+                    let both_buffer = if layer_idx + 1 == self.network.layers.len() {
+                        quote! {
+                            let mut __rnn_both = Array3::<f32>::zeros((__rnn_batch, __rnn_packing.steps(), #both));
+                            let (__rnn_left, __rnn_right) = __rnn_rt::flat_steps(&mut __rnn_both).split_at(__rnn_nd::Axis(1), #width);
+                        }
+                    } else {
+                        quote! {
+                            let mut __rnn_both = self.__rnn_workspace.take(__rnn_packing.rows(), #both);
+                            let (__rnn_left, __rnn_right) = __rnn_both.view_mut().split_at(__rnn_nd::Axis(1), #width);
+                        }
+                    };
                     quote! {{
                         let __rnn_split = __rnn_threads.split(__rnn_packing.rows() * #macs_per_row);
-                        let mut __rnn_both = self.__rnn_workspace.take(__rnn_packing.rows(), #both);
-                        let (__rnn_left, __rnn_right) = __rnn_both.view_mut().split_at(__rnn_nd::Axis(1), #width);
+                        #both_buffer
                         let (__rnn_dir0, __rnn_dir1) = __rnn_rt::join(__rnn_split, || #forward, || #backward);
                         #(#forward_unsorts)*
                         #(#backward_unsorts)*
@@ -1821,7 +1847,8 @@ impl Cx<'_> {
         let fields = self.groups.iter().map(|group| &group.field);
         quote! {
             /// Runs every layer over packed inputs with the variant of the
-            /// time loop given; returns the packed output and final states.
+            /// time loop given; returns the output `[B, T, n]` (zeros past
+            /// each length) and the final states.
             #[allow(clippy::too_many_arguments, clippy::type_complexity, unused_variables)]
             fn __rnn_run(
                 &self,
@@ -1830,7 +1857,7 @@ impl Cx<'_> {
                 #(#network_inputs,)*
                 __rnn_initial: ::std::option::Option<&#state>,
                 __rnn_threads: #rt::Threads,
-            ) -> (#rt::ndarray::Array2<f32>, #state) {
+            ) -> (#rt::ndarray::Array3<f32>, #state) {
                 #prelude
                 let __rnn_batch = __rnn_packing.batch();
                 #(#finals)*
@@ -2070,10 +2097,8 @@ impl Cx<'_> {
                 #choice
                 #(#packs)*
                 let (__rnn_y, __rnn_state) = self.__rnn_run(__rnn_packing, __rnn_variant, #(#net_args,)* initial_state, __rnn_threads);
-                let __rnn_unpacked = __rnn_packing.unpack(__rnn_y.view());
-                self.__rnn_workspace.give(__rnn_y);
                 Ok(#output {
-                    y: __rnn_unpacked,
+                    y: __rnn_y,
                     #(#output_fields,)*
                 })
             }
@@ -2160,7 +2185,7 @@ impl Cx<'_> {
                 #(#packs)*
                 let (__rnn_y, __rnn_state) = self.__rnn_run(&__rnn_packing, __rnn_variant, #(#net_args,)* Some(state), self.__rnn_threads);
                 *state = __rnn_state;
-                Ok(__rnn_y)
+                Ok(__rnn_y.index_axis_move(__rnn_nd::Axis(1), 0))
             }
         }
     }

@@ -212,18 +212,29 @@ impl Packing {
         }
     }
 
-    /// Writes the rows `[batch_size(t), n]` of step `t` of the reversed
-    /// sequences (see [`reverse_into`](Self::reverse_into)) at their rows in
-    /// time order: row `k` goes to packed row `(len_k - 1 - t, k)` of `out`.
-    pub fn copy_step_reversed(
+    /// Writes the rows `[batch_size(t), n]` of step `t` (one per running
+    /// sequence, in sorted order) into `out` at the rows `place` gives:
+    /// [`Placement::Packed`] rows of step `t`, [`Placement::Reversed`] rows
+    /// of step `len_k - 1 - t` of each sequence `k`, or, for a flattened
+    /// `[B, T, n]` output ([`flat_steps`]), row `b·T + t` of batch index `b`
+    /// (`b·T + len_k - 1 - t` reversed).
+    pub fn write_step(
         &self,
         t: usize,
         rows: ArrayView2<'_, f32>,
         mut out: ArrayViewMut2<'_, f32>,
+        place: Placement,
     ) {
         for (k, row) in rows.outer_iter().enumerate() {
-            let target_step = self.sorted_lengths[k] - 1 - t;
-            let mut target = out.row_mut(self.offsets[target_step] + k);
+            let step = match place {
+                Placement::Packed | Placement::Padded => t,
+                Placement::Reversed | Placement::PaddedReversed => self.sorted_lengths[k] - 1 - t,
+            };
+            let target_row = match place {
+                Placement::Packed | Placement::Reversed => self.offsets[step] + k,
+                Placement::Padded | Placement::PaddedReversed => self.order[k] * self.steps + step,
+            };
+            let mut target = out.row_mut(target_row);
             match (target.as_slice_mut(), row.as_slice()) {
                 (Some(target), Some(row)) => target.copy_from_slice(row),
                 _ => target.assign(&row),
@@ -246,6 +257,35 @@ impl Packing {
             out.row_mut(*b).assign(&sorted.row(k));
         }
     }
+}
+
+/// Where a layer writes the rows of each step's output (see
+/// [`Packing::write_step`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placement {
+    /// Packed rows in time order.
+    Packed,
+    /// Packed rows, the layer running over the sequences reversed (a
+    /// backward direction): each row goes back to its time order.
+    Reversed,
+    /// The network's output `[B, T, n]`, flattened to `[B·T, n]`.
+    Padded,
+    /// As `Padded`, from a backward direction.
+    PaddedReversed,
+}
+
+/// A standard-layout `[B, T, n]` array as `[B·T, n]` rows (row `b·T + t`).
+///
+/// # Panics
+///
+/// If the array is not in standard layout (generated code passes arrays
+/// it has just made).
+pub fn flat_steps(array: &mut Array3<f32>) -> ArrayViewMut2<'_, f32> {
+    let (batch, steps, width) = array.dim();
+    array
+        .view_mut()
+        .into_shape_with_order((batch * steps, width))
+        .expect("a new array is in standard layout")
 }
 
 /// Appends a row: one copy when it is contiguous.
@@ -746,13 +786,28 @@ mod tests {
         assert_eq!(unpacked[(1, 0, 0)], 10.0);
         assert_eq!(reverse(&reversed), packed);
         // The reversed rows written back one step at a time are in time
-        // order again (how a backward direction writes its outputs).
+        // order again (how a backward direction writes its outputs), and
+        // in the padded layout they are the unpacked input.
         let mut back = Array2::from_elem(packed.raw_dim(), f32::NAN);
+        let mut padded = Array3::zeros(x.raw_dim());
+        let mut padded_forward = Array3::zeros(x.raw_dim());
         for t in 0..packing.max_len() {
             let rows = packing.offset(t)..packing.offset(t) + packing.batch_size(t);
-            packing.copy_step_reversed(t, reversed.slice(s![rows, ..]), back.view_mut());
+            let forward = packed.slice(s![rows.clone(), ..]);
+            let rows = reversed.slice(s![rows, ..]);
+            packing.write_step(t, rows, back.view_mut(), Placement::Reversed);
+            packing.write_step(t, rows, flat_steps(&mut padded), Placement::PaddedReversed);
+            packing.write_step(
+                t,
+                forward,
+                flat_steps(&mut padded_forward),
+                Placement::Padded,
+            );
         }
         assert_eq!(back, packed);
+        let unpacked = packing.unpack(packed.view());
+        assert_eq!(padded, unpacked);
+        assert_eq!(padded_forward, unpacked);
     }
 
     #[test]
