@@ -288,9 +288,13 @@ const HOISTED_CHUNK_BYTES: usize = 512 * 1024;
 /// is no faster to run than a call.
 const STATIC_INLINE_STEPS: usize = 64;
 
-/// Bytes of scratch tiles a fused pass aims for: well inside a 32 KiB L1
-/// data cache, with room for the rows it reads.
-const SCRATCH_TILE_BYTES: usize = 16 * 1024;
+/// Bytes of scratch tiles a fused pass aims for. Fewer rows per tile mean
+/// more calls per step (one per operation and tile); more mean scratch
+/// spilling from L1 to L2, which costs less: with 16 KiB a GRU of H = 64
+/// took 5-row tiles (four passes of a dozen calls for 16 sequences) and
+/// W3 ran 300 µs, with 64 KiB one 16-row pass and 286 µs (W2 28.9 →
+/// 28.5 ms; 128 KiB gained nothing more; BENCHMARKS.md).
+const SCRATCH_TILE_BYTES: usize = 64 * 1024;
 
 /// Rows per tile of a layer's fused passes: as many as keep the scratch
 /// tiles of its widest pass within [`SCRATCH_TILE_BYTES`] (1 to 32).
