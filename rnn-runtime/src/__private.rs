@@ -242,6 +242,30 @@ impl Packing {
         }
     }
 
+    /// The packed rows of steps `start..end` of the sequences reversed
+    /// (see [`reverse_into`](Self::reverse_into)), gathered from `packed`
+    /// in time order into the first rows of `out`.
+    pub fn gather_reversed(
+        &self,
+        packed: ArrayView2<'_, f32>,
+        start: usize,
+        end: usize,
+        mut out: ArrayViewMut2<'_, f32>,
+    ) {
+        let base = self.offsets[start];
+        for t in start..end {
+            for k in 0..self.batch_size(t) {
+                let source = self.sorted_lengths[k] - 1 - t;
+                let row = packed.row(self.offsets[source] + k);
+                let mut target = out.row_mut(self.offsets[t] - base + k);
+                match (target.as_slice_mut(), row.as_slice()) {
+                    (Some(target), Some(row)) => target.copy_from_slice(row),
+                    _ => target.assign(&row),
+                }
+            }
+        }
+    }
+
     /// `[B, n]` in batch order → sorted order.
     pub fn sort_rows(&self, rows: ArrayView2<'_, f32>) -> Array2<f32> {
         let mut out = Array2::zeros(rows.raw_dim());
@@ -272,6 +296,13 @@ pub enum Placement {
     Padded,
     /// As `Padded`, from a backward direction.
     PaddedReversed,
+}
+
+impl Placement {
+    /// Whether the layer runs over the sequences reversed.
+    pub fn reversed(self) -> bool {
+        matches!(self, Placement::Reversed | Placement::PaddedReversed)
+    }
 }
 
 /// A standard-layout `[B, T, n]` array as `[B·T, n]` rows (row `b·T + t`).
@@ -805,6 +836,21 @@ mod tests {
             );
         }
         assert_eq!(back, packed);
+        // Gathered a chunk of steps at a time, the reversed rows are the same.
+        for chunk in 1..=packing.max_len() {
+            let mut gathered = Array2::from_elem(packed.raw_dim(), f32::NAN);
+            for start in (0..packing.max_len()).step_by(chunk) {
+                let end = (start + chunk).min(packing.max_len());
+                let rows = packing.offset(start)..packing.offset(end);
+                packing.gather_reversed(
+                    packed.view(),
+                    start,
+                    end,
+                    gathered.slice_mut(s![rows, ..]),
+                );
+            }
+            assert_eq!(gathered, reversed, "chunks of {chunk} steps");
+        }
         let unpacked = packing.unpack(packed.view());
         assert_eq!(padded, unpacked);
         assert_eq!(padded_forward, unpacked);
