@@ -301,7 +301,8 @@ fn every_valid_model_compiles_and_agrees_with_the_interpreter() {
 /// Networks wide and long enough that their input projections are computed
 /// in several chunks of steps (a chunk holds about 512 KiB of them: here
 /// 8 to 10 steps of 24 sequences), in the dynamic and static loops, with
-/// built-in and user cells.
+/// built-in and user cells, bidirectional ones gathering their inputs per
+/// chunk (`ChunkedLstm`) or reversing them whole (`ChunkedMixed`).
 const CHUNKED: &str = "
     cell gated(x: [I]) -> h: [H] {
         param w: [2*H, I];
@@ -313,6 +314,12 @@ const CHUNKED: &str = "
     network ChunkedLstm { input x: [16]; layer l = lstm(hidden = 128, layers = 2, bidirectional); unroll dynamic; }
     network ChunkedGru { input x: [16]; layer l = gru(hidden = 128); unroll static 40; }
     network ChunkedUser { input x: [16]; layer l = gated(hidden = 160); unroll dynamic by 3; }
+    cell mixed(x: [H]) -> h: [H] {
+        param u: [H, H];
+        param w: [H, H];
+        h = tanh(u @ h + w @ x) * x;
+    }
+    network ChunkedMixed { input x: [512]; layer l = mixed(hidden = 512, bidirectional); unroll dynamic; }
 ";
 
 rnn_macros::rnn! {
@@ -326,6 +333,14 @@ rnn_macros::rnn! {
     network ChunkedLstm { input x: [16]; layer l = lstm(hidden = 128, layers = 2, bidirectional); unroll dynamic; }
     network ChunkedGru { input x: [16]; layer l = gru(hidden = 128); unroll static 40; }
     network ChunkedUser { input x: [16]; layer l = gated(hidden = 160); unroll dynamic by 3; }
+    // Reads its input at each step too: a backward direction takes a
+    // reversed copy of the whole input instead of gathering per chunk.
+    cell mixed(x: [H]) -> h: [H] {
+        param u: [H, H];
+        param w: [H, H];
+        h = tanh(u @ h + w @ x) * x;
+    }
+    network ChunkedMixed { input x: [512]; layer l = mixed(hidden = 512, bidirectional); unroll dynamic; }
 }
 
 /// Builds a generated model from weights, as a trait object.
@@ -334,7 +349,10 @@ type Build = fn(&TensorMap) -> Result<Box<dyn Model>, RnnError>;
 #[test]
 fn input_projections_computed_in_chunks_agree_with_the_interpreter() {
     let compiled = rnn_dsl::compile(SourceFile::new("chunked.rnn", CHUNKED)).expect("valid model");
-    let builds: [(&str, Build); 3] = [
+    let builds: [(&str, Build); 4] = [
+        ("ChunkedMixed", |w| {
+            Ok(Box::new(ChunkedMixed::from_weights(w)?))
+        }),
         ("ChunkedLstm", |w| {
             Ok(Box::new(ChunkedLstm::from_weights(w)?))
         }),
