@@ -298,50 +298,11 @@ fn every_valid_model_compiles_and_agrees_with_the_interpreter() {
     }
 }
 
-/// Networks wide and long enough that their input projections are computed
-/// in several chunks of steps (a chunk holds about 512 KiB of them: here
-/// 8 to 10 steps of 24 sequences), in the dynamic and static loops, with
-/// built-in and user cells, bidirectional ones gathering their inputs per
-/// chunk (`ChunkedLstm`) or reversing them whole (`ChunkedMixed`).
-const CHUNKED: &str = "
-    cell gated(x: [I]) -> h: [H] {
-        param w: [2*H, I];
-        param u: [2*H, H];
-        param b: [2*H];
-        let (a, g) = chunk(w @ x + b + u @ h, 2);
-        h = sigmoid(g) * tanh(a) + (1 - sigmoid(g)) * h;
-    }
-    network ChunkedLstm { input x: [16]; layer l = lstm(hidden = 128, layers = 2, bidirectional); unroll dynamic; }
-    network ChunkedGru { input x: [16]; layer l = gru(hidden = 128); unroll static 40; }
-    network ChunkedUser { input x: [16]; layer l = gated(hidden = 160); unroll dynamic by 3; }
-    cell mixed(x: [H]) -> h: [H] {
-        param u: [H, H];
-        param w: [H, H];
-        h = tanh(u @ h + w @ x) * x;
-    }
-    network ChunkedMixed { input x: [512]; layer l = mixed(hidden = 512, bidirectional); unroll dynamic; }
-";
+/// Networks whose input projections take several chunks per call (see the
+/// file's comments).
+const CHUNKED: &str = include_str!("data/chunked.rnn");
 
-rnn_macros::rnn! {
-    cell gated(x: [I]) -> h: [H] {
-        param w: [2*H, I];
-        param u: [2*H, H];
-        param b: [2*H];
-        let (a, g) = chunk(w @ x + b + u @ h, 2);
-        h = sigmoid(g) * tanh(a) + (1 - sigmoid(g)) * h;
-    }
-    network ChunkedLstm { input x: [16]; layer l = lstm(hidden = 128, layers = 2, bidirectional); unroll dynamic; }
-    network ChunkedGru { input x: [16]; layer l = gru(hidden = 128); unroll static 40; }
-    network ChunkedUser { input x: [16]; layer l = gated(hidden = 160); unroll dynamic by 3; }
-    // Reads its input at each step too: a backward direction takes a
-    // reversed copy of the whole input instead of gathering per chunk.
-    cell mixed(x: [H]) -> h: [H] {
-        param u: [H, H];
-        param w: [H, H];
-        h = tanh(u @ h + w @ x) * x;
-    }
-    network ChunkedMixed { input x: [512]; layer l = mixed(hidden = 512, bidirectional); unroll dynamic; }
-}
+rnn_macros::rnn!(file = "data/chunked.rnn");
 
 /// Builds a generated model from weights, as a trait object.
 type Build = fn(&TensorMap) -> Result<Box<dyn Model>, RnnError>;

@@ -183,6 +183,20 @@ impl Step {
     pub fn node(&self, id: ValueId) -> &Node {
         &self.nodes[id.index()]
     }
+
+    /// This step's results in a rebuilt arena, `value_map[old]` being the
+    /// new id of each old value.
+    fn rebuilt(&self, nodes: Vec<Node>, value_map: &[ValueId]) -> Step {
+        Step {
+            nodes,
+            updates: self
+                .updates
+                .iter()
+                .map(|id| value_map[id.index()])
+                .collect(),
+            output: value_map[self.output.index()],
+        }
+    }
 }
 
 /// One operation.
@@ -857,15 +871,7 @@ fn merge_row_products(step: Step) -> Step {
         });
         value_map.push(ValueId((nodes.len() - 1) as u32));
     }
-    Step {
-        nodes,
-        updates: step
-            .updates
-            .iter()
-            .map(|id| value_map[id.index()])
-            .collect(),
-        output: value_map[step.output.index()],
-    }
+    step.rebuilt(nodes, &value_map)
 }
 
 /// Sums are regrouped so that terms that depend on less are added first:
@@ -904,15 +910,7 @@ fn reassociate_sums(step: Step) -> Step {
         sums.private[id.index()] = uses[idx] == 1;
         value_map.push(id);
     }
-    Step {
-        nodes: sums.nodes,
-        updates: step
-            .updates
-            .iter()
-            .map(|id| value_map[id.index()])
-            .collect(),
-        output: value_map[step.output.index()],
-    }
+    step.rebuilt(sums.nodes, &value_map)
 }
 
 /// The arena being rebuilt by [`reassociate_sums`].
