@@ -319,26 +319,6 @@ fn tile_rows(layer: &ir::Layer, plan: &LayerPlan) -> usize {
     (SCRATCH_TILE_BYTES / (4 * widest.max(1))).clamp(1, 32)
 }
 
-/// Whether a layer reads its per-step inputs only before the time loop
-/// (in its hoisted work): then a backward direction takes its inputs in
-/// time order and gathers each chunk's rows reversed as the chunk starts,
-/// instead of a reversed copy of the whole input.
-fn gathers_inputs(layer: &ir::Layer, plan: &LayerPlan) -> bool {
-    let reads_step_input = |id: ValueId| {
-        let root = lower::view_root(layer, &plan.places, id);
-        matches!(layer.step.node(root).op, Op::Input(k) if layer.inputs[k].per_step)
-    };
-    let late_reads = layer
-        .step
-        .nodes
-        .iter()
-        .enumerate()
-        .filter(|(idx, _)| matches!(plan.places[*idx], Place::Context | Place::Step))
-        .any(|(_, node)| node.op.operands().into_iter().any(reads_step_input));
-    let results = std::iter::once(layer.step.output).chain(layer.step.updates.iter().copied());
-    !plan.hoisted.is_empty() && !late_reads && !results.into_iter().any(reads_step_input)
-}
-
 /// Multiply-adds of a layer's per-call matrix products, per direction and
 /// valid step: the measure of work that decides whether to use threads.
 fn macs_per_row(layer: &ir::Layer, plan: &LayerPlan) -> usize {
@@ -1458,50 +1438,36 @@ impl Cx<'_> {
         };
         // Values that read only the step's input: every step of a chunk of
         // steps at once, when the chunk starts.
-        let per_step_inputs: Vec<usize> = (0..layer.inputs.len())
-            .filter(|k| layer.inputs[*k].per_step)
+        // A backward direction's chunk of each per-step input, gathered
+        // reversed into a buffer when the chunk starts.
+        let gathered: Vec<usize> = (0..layer.inputs.len())
+            .filter(|k| plan.gathers_inputs && layer.inputs[*k].per_step)
             .collect();
-        // A backward direction's chunk of inputs, gathered reversed.
-        let gather_buffers: Vec<TokenStream> = if gathers_inputs(layer, plan) {
-            per_step_inputs
-                .iter()
-                .map(|k| {
-                    let gather = format_ident!("__rnn_g{}", k);
-                    let width = usize_lit(layer.inputs[*k].size);
-                    returned.push(gather.clone());
-                    quote! {
-                        let mut #gather = if __rnn_place.reversed() {
-                            __rnn_ws.take(__rnn_hrows, #width)
-                        } else {
-                            Array2::zeros((0, #width))
-                        };
-                    }
-                })
-                .collect()
-        } else {
-            Vec::new()
-        };
+        let mut gather_buffers = Vec::new();
+        let mut gathers = Vec::new();
+        for &k in &gathered {
+            let (ident, gather) = (input_ident(k), format_ident!("__rnn_g{}", k));
+            let width = usize_lit(layer.inputs[k].size);
+            gather_buffers.push(quote! {
+                let mut #gather = if __rnn_place.reversed() {
+                    __rnn_ws.take(__rnn_hrows, #width)
+                } else {
+                    Array2::zeros((0, #width))
+                };
+            });
+            gathers.push(quote! {
+                let #ident = if __rnn_place.reversed() {
+                    __rnn_packing.gather_reversed(#ident, __rnn_t, __rnn_end, #gather.view_mut());
+                    #gather.slice(s![..__rnn_n, ..])
+                } else {
+                    #ident.slice(s![__rnn_off..__rnn_off + __rnn_n, ..])
+                };
+            });
+            returned.push(gather);
+        }
         let hoisted_chunk = if hoisted_nodes.is_empty() {
             TokenStream::new()
         } else {
-            let gathers: Vec<TokenStream> = if gathers_inputs(layer, plan) {
-                per_step_inputs
-                    .iter()
-                    .map(|k| {
-                        let (ident, gather) = (input_ident(*k), format_ident!("__rnn_g{}", k));
-                        quote! {
-                            let #ident = if __rnn_place.reversed() {
-                                __rnn_packing.gather_reversed(#ident, __rnn_t, __rnn_end, #gather.view_mut());
-                                #gather.slice(s![..__rnn_n, ..])
-                            } else {
-                                #ident.slice(s![__rnn_off..__rnn_off + __rnn_n, ..])
-                            };
-                        }
-                    })
-                    .collect()
-            } else {
-                Vec::new()
-            };
             // Gathered inputs are read from their first row.
             let input_offset = if gathers.is_empty() {
                 TokenStream::new()
@@ -1715,8 +1681,8 @@ impl Cx<'_> {
     }
 
     /// `__rnn_run`: every layer and direction over packed inputs, given
-    /// the variant to use. Returns the packed output and the final state in
-    /// batch order.
+    /// the variant to use. Returns the padded output `[B, T, n]` and the
+    /// final state in batch order.
     fn emit_run(&self) -> TokenStream {
         let rt = self.rt;
         let prelude = self.prelude();
@@ -1754,7 +1720,7 @@ impl Cx<'_> {
                                 quote!(#net)
                             }
                         };
-                        let gathered = gathers_inputs(layer, &self.plans[layer_idx]);
+                        let gathered = self.plans[layer_idx].gathers_inputs;
                         if reverse && input.per_step && !gathered {
                             // The input in the backward direction's time
                             // order, in a buffer of the workspace.
@@ -1860,7 +1826,7 @@ impl Cx<'_> {
                     ),
                     _ => (TokenStream::new(), quote!(())),
                 };
-                let gathered = gathers_inputs(layer, &self.plans[layer_idx]);
+                let gathered = self.plans[layer_idx].gathers_inputs;
                 let reversed_inputs = layer
                     .inputs
                     .iter()

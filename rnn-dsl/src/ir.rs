@@ -184,6 +184,21 @@ impl Step {
         &self.nodes[id.index()]
     }
 
+    /// How many times each value is read: as an operand, the output or an
+    /// update (once per role).
+    pub fn uses(&self) -> Vec<usize> {
+        let mut uses = vec![0usize; self.nodes.len()];
+        for node in &self.nodes {
+            for operand in node.op.operands() {
+                uses[operand.index()] += 1;
+            }
+        }
+        for root in self.updates.iter().chain(std::iter::once(&self.output)) {
+            uses[root.index()] += 1;
+        }
+        uses
+    }
+
     /// This step's results in a rebuilt arena, `value_map[old]` being the
     /// new id of each old value.
     fn rebuilt(&self, nodes: Vec<Node>, value_map: &[ValueId]) -> Step {
@@ -887,15 +902,7 @@ fn merge_row_products(step: Step) -> Step {
 /// term, like any reordering of a sum; the interpreter runs the same IR, and
 /// both are checked against the conformance fixtures).
 fn reassociate_sums(step: Step) -> Step {
-    let mut uses = vec![0usize; step.nodes.len()];
-    for node in &step.nodes {
-        for operand in node.op.operands() {
-            uses[operand.index()] += 1;
-        }
-    }
-    for root in step.updates.iter().chain(std::iter::once(&step.output)) {
-        uses[root.index()] += 1;
-    }
+    let uses = step.uses();
     let mut sums = SumBuilder {
         nodes: Vec::with_capacity(step.nodes.len()),
         private: Vec::with_capacity(step.nodes.len()),

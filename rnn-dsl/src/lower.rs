@@ -109,6 +109,11 @@ pub struct LayerPlan {
     /// new value computed by a fused pass after the last read of the old
     /// value goes straight into the state (no buffer, no copy per step).
     pub home: Vec<Option<usize>>,
+    /// Whether the layer reads its per-step inputs only in its hoisted work:
+    /// then a backward direction takes its inputs in time order and gathers
+    /// each chunk's rows reversed as the chunk starts, instead of a reversed
+    /// copy of the whole input.
+    pub gathers_inputs: bool,
 }
 
 impl LayerPlan {
@@ -175,6 +180,7 @@ pub fn lower(layer: &ir::Layer) -> LayerPlan {
         .map(|idx| folds.iter().any(|fold| fold.product.index() == idx))
         .collect();
     let home = state_homes(layer, &places, &step_work);
+    let gathers_inputs = !hoisted.is_empty() && !reads_inputs_late(layer, &places);
     LayerPlan {
         places,
         packed_rows,
@@ -185,6 +191,7 @@ pub fn lower(layer: &ir::Layer) -> LayerPlan {
         folded,
         alias,
         home,
+        gathers_inputs,
     }
 }
 
@@ -204,15 +211,7 @@ struct Fold {
 
 fn folds(layer: &ir::Layer, places: &[Place]) -> Vec<Fold> {
     let nodes = &layer.step.nodes;
-    let mut uses = vec![0usize; nodes.len()];
-    for node in nodes {
-        for operand in node.op.operands() {
-            uses[operand.index()] += 1;
-        }
-    }
-    for result in std::iter::once(layer.step.output).chain(layer.step.updates.iter().copied()) {
-        uses[result.index()] += 1;
-    }
+    let uses = layer.step.uses();
     let mut folds = Vec::new();
     for (idx, node) in nodes.iter().enumerate() {
         let Op::Binary(crate::check::Func::Add, a, b) = node.op else {
@@ -322,6 +321,24 @@ fn state_homes(layer: &ir::Layer, places: &[Place], step_work: &[Work]) -> Vec<O
         }
     }
     home
+}
+
+/// Whether a per-step input is read after the hoisted work: by a value
+/// computed per call or per step, or as the output or an update.
+fn reads_inputs_late(layer: &ir::Layer, places: &[Place]) -> bool {
+    let step = &layer.step;
+    let reads_step_input = |id: ValueId| {
+        let root = view_root(layer, places, id);
+        matches!(step.node(root).op, Op::Input(k) if layer.inputs[k].per_step)
+    };
+    let by_values = step
+        .nodes
+        .iter()
+        .enumerate()
+        .filter(|(idx, _)| matches!(places[*idx], Place::Context | Place::Step))
+        .any(|(_, node)| node.op.operands().into_iter().any(reads_step_input));
+    let results = std::iter::once(step.output).chain(step.updates.iter().copied());
+    by_values || results.into_iter().any(reads_step_input)
 }
 
 /// The value a view reads (itself for anything else).

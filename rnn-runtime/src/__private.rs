@@ -5,8 +5,8 @@
 //! `::rnn_runtime::__private::...`.
 
 use ndarray::{
-    s, Array1, Array2, Array3, ArrayView1, ArrayView2, ArrayView3, ArrayViewMut2, Axis, Ix1, Ix2,
-    Zip,
+    s, Array1, Array2, Array3, ArrayView1, ArrayView2, ArrayView3, ArrayViewMut1, ArrayViewMut2,
+    Axis, Ix1, Ix2, Zip,
 };
 
 pub use crate::fused::{binary_tile, clip_tile, rows, rows_mut, unary_tile, vector, Operand, Tile};
@@ -175,7 +175,10 @@ impl Packing {
         Array2::from_shape_vec((self.rows(), width), packed).expect("one row per valid step")
     }
 
-    /// Packed `[rows, n]` → `[B, T, n]`, zeros past each length.
+    /// Packed `[rows, n]` → `[B, T, n]`, zeros past each length: the layout
+    /// the tests check [`write_step`](Self::write_step) against (generated
+    /// code writes the padded output directly).
+    #[cfg(test)]
     pub fn unpack(&self, packed: ArrayView2<'_, f32>) -> Array3<f32> {
         let width = packed.ncols();
         let mut rank = vec![0; self.batch];
@@ -203,11 +206,7 @@ impl Packing {
             for k in 0..self.batch_size(t) {
                 let source = self.sorted_lengths[k] - 1 - t;
                 let row = packed.row(self.offsets[source] + k);
-                let mut target = out.row_mut(self.offsets[t] + k);
-                match (target.as_slice_mut(), row.as_slice()) {
-                    (Some(target), Some(row)) => target.copy_from_slice(row),
-                    _ => target.assign(&row),
-                }
+                copy_row(out.row_mut(self.offsets[t] + k), row);
             }
         }
     }
@@ -234,11 +233,7 @@ impl Packing {
                 Placement::Packed | Placement::Reversed => self.offsets[step] + k,
                 Placement::Padded | Placement::PaddedReversed => self.order[k] * self.steps + step,
             };
-            let mut target = out.row_mut(target_row);
-            match (target.as_slice_mut(), row.as_slice()) {
-                (Some(target), Some(row)) => target.copy_from_slice(row),
-                _ => target.assign(&row),
-            }
+            copy_row(out.row_mut(target_row), row);
         }
     }
 
@@ -257,11 +252,7 @@ impl Packing {
             for k in 0..self.batch_size(t) {
                 let source = self.sorted_lengths[k] - 1 - t;
                 let row = packed.row(self.offsets[source] + k);
-                let mut target = out.row_mut(self.offsets[t] - base + k);
-                match (target.as_slice_mut(), row.as_slice()) {
-                    (Some(target), Some(row)) => target.copy_from_slice(row),
-                    _ => target.assign(&row),
-                }
+                copy_row(out.row_mut(self.offsets[t] - base + k), row);
             }
         }
     }
@@ -317,6 +308,14 @@ pub fn flat_steps(array: &mut Array3<f32>) -> ArrayViewMut2<'_, f32> {
         .view_mut()
         .into_shape_with_order((batch * steps, width))
         .expect("a new array is in standard layout")
+}
+
+/// `target = source` for one row: one slice copy when both are contiguous.
+fn copy_row(mut target: ArrayViewMut1<'_, f32>, source: ArrayView1<'_, f32>) {
+    match (target.as_slice_mut(), source.as_slice()) {
+        (Some(target), Some(source)) => target.copy_from_slice(source),
+        _ => target.assign(&source),
+    }
 }
 
 /// Appends a row: one copy when it is contiguous.
@@ -640,11 +639,8 @@ pub fn copy_rows(mut target: ArrayViewMut2<'_, f32>, source: ArrayView2<'_, f32>
         target.copy_from_slice(source);
         return;
     }
-    for (mut target, source) in target.rows_mut().into_iter().zip(source.rows()) {
-        match (target.as_slice_mut(), source.as_slice()) {
-            (Some(target), Some(source)) => target.copy_from_slice(source),
-            _ => target.assign(&source),
-        }
+    for (target, source) in target.rows_mut().into_iter().zip(source.rows()) {
+        copy_row(target, source);
     }
 }
 
@@ -655,11 +651,8 @@ pub fn copy_rows(mut target: ArrayViewMut2<'_, f32>, source: ArrayView2<'_, f32>
 /// If `row` is not as long as a row of `target`.
 pub fn fill_rows(mut target: ArrayViewMut2<'_, f32>, row: &ndarray::ArrayRef1<f32>) {
     assert_eq!(target.ncols(), row.len(), "fill_rows: row length differs");
-    for mut target in target.rows_mut() {
-        match (target.as_slice_mut(), row.as_slice()) {
-            (Some(target), Some(row)) => target.copy_from_slice(row),
-            _ => target.assign(row),
-        }
+    for target in target.rows_mut() {
+        copy_row(target, row.view());
     }
 }
 
