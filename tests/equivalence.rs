@@ -310,7 +310,7 @@ type Build = fn(&TensorMap) -> Result<Box<dyn Model>, RnnError>;
 #[test]
 fn input_projections_computed_in_chunks_agree_with_the_interpreter() {
     let compiled = rnn_dsl::compile(SourceFile::new("chunked.rnn", CHUNKED)).expect("valid model");
-    let builds: [(&str, Build); 4] = [
+    let builds: [(&str, Build); 5] = [
         ("ChunkedMixed", |w| {
             Ok(Box::new(ChunkedMixed::from_weights(w)?))
         }),
@@ -320,6 +320,9 @@ fn input_projections_computed_in_chunks_agree_with_the_interpreter() {
         ("ChunkedGru", |w| Ok(Box::new(ChunkedGru::from_weights(w)?))),
         ("ChunkedUser", |w| {
             Ok(Box::new(ChunkedUser::from_weights(w)?))
+        }),
+        ("ChunkedScalarGate", |w| {
+            Ok(Box::new(ChunkedScalarGate::from_weights(w)?))
         }),
     ];
     let (batch, steps) = (24, 40);

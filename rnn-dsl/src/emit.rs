@@ -1134,22 +1134,115 @@ impl Cx<'_> {
         }
     }
 
-    /// The statements of a phase's work, in order.
-    fn emit_work(&self, layer: &ir::Layer, plan: &LayerPlan, work: &[Work]) -> Vec<TokenStream> {
+    /// The statements of a phase's work, in order; the types of its fused
+    /// passes are added to `items`.
+    fn emit_work(
+        &self,
+        layer: &ir::Layer,
+        plan: &LayerPlan,
+        work: &[Work],
+        items: &mut Vec<TokenStream>,
+    ) -> Vec<TokenStream> {
         work.iter()
             .map(|item| match item {
                 Work::MatVec { out, product, init } => {
                     self.emit_product(layer, plan, *out, *product, *init)
                 }
-                Work::Fused(ids) => self.emit_fused(layer, plan, ids),
+                Work::Fused(ids) => self.emit_fused(layer, plan, ids, items),
             })
             .collect()
     }
 
+    /// The columns of every node of a fused pass that can run in blocks of
+    /// lanes ([`Self::emit_pass_lanes`]): all nodes of one width `w`, and
+    /// every operand a value of this pass (all of it), a literal, or `w`
+    /// columns (or one, broadcast) of a value computed elsewhere that this
+    /// pass does not write (or reads in place, all of it: a state updated
+    /// in place). Otherwise the pass runs as tile operations.
+    fn lanes_width(&self, layer: &ir::Layer, plan: &LayerPlan, ids: &[ValueId]) -> Option<usize> {
+        let width = |id: ValueId| match layer.step.node(id).shape {
+            Shape::Vector(len) => len,
+            _ => 1,
+        };
+        let w = width(*ids.first()?);
+        if ids.iter().any(|id| width(*id) != w) {
+            return None;
+        }
+        let written: Vec<Ident> = ids
+            .iter()
+            .filter(|id| !plan.scratch[id.index()])
+            .map(|id| binding_ident(layer, plan, *id))
+            .collect();
+        for id in ids {
+            for operand in layer.step.node(*id).op.operands() {
+                let (root, start, end) = self.operand_columns(layer, plan, operand);
+                if plan.place(root) == Place::Literal {
+                    continue;
+                }
+                let full = start == 0 && end == width(root);
+                if ids.contains(&root) {
+                    if !full || end != w {
+                        return None;
+                    }
+                    continue;
+                }
+                if plan.scratch[root.index()] || (end - start != w && end - start != 1) {
+                    return None;
+                }
+                let in_place = written.contains(&binding_ident(layer, plan, root));
+                if in_place && !(full && end == w) {
+                    return None;
+                }
+            }
+        }
+        Some(w)
+    }
+
+    /// The value under a chain of column views, and the columns read.
+    fn operand_columns(
+        &self,
+        layer: &ir::Layer,
+        plan: &LayerPlan,
+        mut id: ValueId,
+    ) -> (ValueId, usize, usize) {
+        let mut cols: Option<(usize, usize)> = None;
+        loop {
+            let node = layer.step.node(id);
+            match (&node.op, plan.place(id)) {
+                (Op::Slice(inner, start, end), Place::View) => {
+                    cols = Some(match cols {
+                        Some((a, b)) => (start + a, start + b),
+                        None => (*start, *end),
+                    });
+                    id = *inner;
+                }
+                _ => {
+                    let full = match node.shape {
+                        Shape::Vector(len) => len,
+                        _ => 1,
+                    };
+                    let (start, end) = cols.unwrap_or((0, full));
+                    return (id, start, end);
+                }
+            }
+        }
+    }
+
     /// One pass over the rows `..__rnn_n` running the elementwise nodes
     /// `ids` on each row in turn. Buffers are bound as slices once, before
-    /// the loop; values read only in this pass live in scratch rows.
-    fn emit_fused(&self, layer: &ir::Layer, plan: &LayerPlan, ids: &[ValueId]) -> TokenStream {
+    /// the loop. In blocks of lanes when the pass allows it
+    /// ([`Self::lanes_width`]): the pass is a type implementing the
+    /// runtime's `Pass`, declared once per layer function in `items`, and
+    /// values read only in the pass live in registers. Otherwise in tiles
+    /// of rows, one runtime call per operation and tile, with values read
+    /// only in this pass in scratch rows.
+    fn emit_fused(
+        &self,
+        layer: &ir::Layer,
+        plan: &LayerPlan,
+        ids: &[ValueId],
+        items: &mut Vec<TokenStream>,
+    ) -> TokenStream {
         let places = &plan.places;
         let written: Vec<ValueId> = ids
             .iter()
@@ -1190,6 +1283,28 @@ impl Cx<'_> {
             let (binding, buffer) = (binding_ident(layer, plan, *id), buffer_ident(plan, *id));
             quote!(let #binding = __rnn_rt::rows_mut(&mut #buffer);)
         });
+        let bindings: Vec<TokenStream> = bindings.chain(outputs).collect();
+        if let Some(width) = self.lanes_width(layer, plan, ids) {
+            let reads: Vec<Ident> = read
+                .iter()
+                .map(|id| binding_ident(layer, plan, *id))
+                .collect();
+            let writes: Vec<Ident> = written
+                .iter()
+                .map(|id| binding_ident(layer, plan, *id))
+                .collect();
+            let name = format_ident!("__RnnPass{}", items.len());
+            items.push(self.emit_pass_lanes(layer, plan, ids, width, &name, &reads, &writes));
+            let width = usize_lit(width);
+            return quote! {{
+                #(#bindings)*
+                __rnn_rt::run_pass(
+                    &mut #name { #(#reads,)* #(#writes,)* __rnn_off, __rnn_hoff },
+                    __rnn_n,
+                    #width,
+                );
+            }};
+        }
         let tile_rows = tile_rows(layer, plan);
         let statements = ids.iter().map(|id| {
             let node = layer.step.node(*id);
@@ -1219,7 +1334,6 @@ impl Cx<'_> {
         let tile_rows = usize_lit(tile_rows);
         quote! {{
             #(#bindings)*
-            #(#outputs)*
             for __rnn_r0 in (0..__rnn_n).step_by(#tile_rows) {
                 let __rnn_m = (__rnn_n - __rnn_r0).min(#tile_rows);
                 let __rnn_p0 = __rnn_off + __rnn_r0;
@@ -1227,6 +1341,118 @@ impl Cx<'_> {
                 #(#statements)*
             }
         }}
+    }
+
+    /// The type of a fused pass in blocks of lanes, and its `Pass`
+    /// implementation: one block of columns `__rnn_col..` of one row
+    /// through every node of the pass, each node a local value, stored
+    /// where it lives beyond the pass.
+    #[allow(clippy::too_many_arguments)]
+    fn emit_pass_lanes(
+        &self,
+        layer: &ir::Layer,
+        plan: &LayerPlan,
+        ids: &[ValueId],
+        width: usize,
+        name: &Ident,
+        reads: &[Ident],
+        writes: &[Ident],
+    ) -> TokenStream {
+        let rt = self.rt;
+        let local = |id: ValueId| format_ident!("__rnn_l{}", id.0);
+        let operand = |id: ValueId| -> TokenStream {
+            let (root, start, end) = self.operand_columns(layer, plan, id);
+            let node = layer.step.node(root);
+            let place = plan.place(root);
+            if place == Place::Literal {
+                let Op::Literal(value) = node.op else {
+                    unreachable!("literal place holds a literal")
+                };
+                let value = f32_tokens(value);
+                return quote!(V::splat(#value));
+            }
+            if ids.contains(&root) {
+                let ident = local(root);
+                return quote!(#ident);
+            }
+            let per_row = end - start == 1 && width != 1;
+            let binding = binding_ident(layer, plan, root);
+            // The index of the row's first element read, as terms of a sum.
+            let mut at = Vec::new();
+            if !place.is_const() {
+                let full = match node.shape {
+                    Shape::Vector(len) => len,
+                    _ => 1,
+                };
+                let row = Rows::of(layer, plan, root).tile_row();
+                let full = usize_lit(full);
+                at.push(quote!(#row * #full));
+            }
+            if start != 0 || (per_row && at.is_empty()) {
+                let start = usize_lit(start);
+                at.push(quote!(#start));
+            }
+            if per_row {
+                quote!(V::splat(#binding[#(#at)+*]))
+            } else {
+                quote!(V::load(&#binding[#(#at +)* __rnn_col..]))
+            }
+        };
+        let width_lit = usize_lit(width);
+        let statements = ids.iter().map(|id| {
+            let node = layer.step.node(*id);
+            let operands: Vec<TokenStream> =
+                node.op.operands().iter().map(|o| operand(*o)).collect();
+            let (_, operation) = self.elementwise(&node.op, false);
+            let value = match (&node.op, operation) {
+                (Op::Unary(..), Some(op)) => {
+                    let a = &operands[0];
+                    quote!(#a.unary(#op))
+                }
+                (Op::Binary(..), Some(op)) => {
+                    let (a, b) = (&operands[0], &operands[1]);
+                    quote!(#a.binary(#b, #op))
+                }
+                (Op::Clip(..), _) => {
+                    let (a, lo, hi) = (&operands[0], &operands[1], &operands[2]);
+                    quote!(#a.clip(#lo, #hi))
+                }
+                (op, _) => unreachable!("{op:?} is not elementwise"),
+            };
+            let ident = local(*id);
+            let store = if plan.scratch[id.index()] {
+                TokenStream::new()
+            } else {
+                let binding = binding_ident(layer, plan, *id);
+                let row = Rows::of(layer, plan, *id).tile_row();
+                quote!(#ident.store(&mut #binding[#row * #width_lit + __rnn_col..]);)
+            };
+            quote! {
+                let #ident: V = #value;
+                #store
+            }
+        });
+        quote! {
+            struct #name<'a> {
+                #(#reads: &'a [f32],)*
+                #(#writes: &'a mut [f32],)*
+                __rnn_off: usize,
+                __rnn_hoff: usize,
+            }
+            impl #rt::__private::Pass for #name<'_> {
+                #[inline(always)]
+                #[allow(unused_variables, clippy::identity_op, clippy::erasing_op)]
+                fn lanes<V: #rt::__private::Lanes>(&mut self, __rnn_row: usize, __rnn_col: usize) {
+                    use #rt::__private as __rnn_rt;
+                    #(let #reads: &[f32] = self.#reads;)*
+                    #(let #writes: &mut [f32] = &mut *self.#writes;)*
+                    let __rnn_r0 = __rnn_row;
+                    let __rnn_p0 = self.__rnn_off + __rnn_row;
+                    let __rnn_h0 = self.__rnn_hoff + __rnn_row;
+                    #(#statements)*
+                }
+            }
+        }
     }
 
     /// An operand of a tile operation inside a fused pass, for an output of
@@ -1328,6 +1554,18 @@ impl Cx<'_> {
         // Buffers given back to the workspace at the end.
         let mut returned: Vec<Ident> = Vec::new();
         let tile = usize_lit(tile_rows(layer, plan));
+        // Values of passes run in blocks of lanes live in registers.
+        let mut in_registers = vec![false; layer.step.nodes.len()];
+        for work in [&plan.context, &plan.hoisted, &plan.step]
+            .into_iter()
+            .flatten()
+        {
+            if let Work::Fused(ids) = work {
+                if self.lanes_width(layer, plan, ids).is_some() {
+                    ids.iter().for_each(|id| in_registers[id.index()] = true);
+                }
+            }
+        }
         for (idx, node) in layer.step.nodes.iter().enumerate() {
             let id = ValueId(idx as u32);
             let place = plan.place(id);
@@ -1342,6 +1580,9 @@ impl Cx<'_> {
             };
             let len = usize_lit(len);
             if plan.scratch[idx] {
+                if in_registers[idx] {
+                    continue;
+                }
                 let ident = scratch_ident(id);
                 buffers.push(quote!(let mut #ident = vec![0f32; #tile * #len];));
                 continue;
@@ -1355,9 +1596,10 @@ impl Cx<'_> {
             buffers.push(quote!(let mut #ident = __rnn_ws.take(#rows, #len);));
             returned.push(ident);
         }
-        let context_nodes = self.emit_work(layer, plan, &plan.context);
-        let hoisted_nodes = self.emit_work(layer, plan, &plan.hoisted);
-        let step_nodes = self.emit_work(layer, plan, &plan.step);
+        let mut passes = Vec::new();
+        let context_nodes = self.emit_work(layer, plan, &plan.context, &mut passes);
+        let hoisted_nodes = self.emit_work(layer, plan, &plan.hoisted, &mut passes);
+        let step_nodes = self.emit_work(layer, plan, &plan.step, &mut passes);
         let forward_copy = self.copy_into(
             layer,
             plan,
@@ -1614,6 +1856,7 @@ impl Cx<'_> {
                 __rnn_place: #rt::__private::Placement,
             ) -> (#(#state_types,)*) {
                 #prelude
+                #(#passes)*
                 let __rnn_batch = __rnn_packing.batch();
                 let __rnn_rows = __rnn_packing.rows();
                 #chunking

@@ -9,7 +9,10 @@ use ndarray::{
     Axis, Ix1, Ix2, Zip,
 };
 
-pub use crate::fused::{binary_tile, clip_tile, rows, rows_mut, unary_tile, vector, Operand, Tile};
+pub use crate::fused::{
+    binary_tile, clip_tile, rows, rows_mut, run_pass, unary_tile, vector, Lanes, Operand, Pass,
+    Tile,
+};
 pub use crate::init::{pytorch_bound, uniform, SplitMix64};
 pub use crate::kernels::{
     gemm_packed, gemm_packed_onto_row, matmul_bt, relu, sigmoid, soft_threshold, tanh, PackedMatrix,

@@ -8,6 +8,8 @@
 //! tile's work. The functions here work on strided slices; the operation
 //! is a value, so each loop is compiled once, here, not once per call site.
 
+use std::marker::PhantomData;
+
 use ndarray::{ArrayRef1, ArrayRef2};
 
 use crate::__private::{Binary, Unary};
@@ -238,6 +240,152 @@ fn zip2(tile: Tile, out: &mut [f32], a: Operand<'_>, b: Operand<'_>, f: impl Fn(
             }
             (Row::Value(a), Row::Value(b)) => out.fill(f(a, b)),
         }
+    }
+}
+
+/// The values a fused pass computes with: a block of consecutive elements
+/// of one row, as many as [`Lanes::LANES`]. Implemented by the runtime for
+/// each kernel table, so that one pass written by generated code (a
+/// [`Pass`]) runs on this CPU's vectors with the table's activations, and
+/// gives the same results as the table's tile operations.
+pub trait Lanes: Copy {
+    /// Elements per block.
+    const LANES: usize;
+    /// The first [`LANES`](Self::LANES) elements of `data`.
+    fn load(data: &[f32]) -> Self;
+    /// `value` in every lane.
+    fn splat(value: f32) -> Self;
+    /// Writes the block into the first [`LANES`](Self::LANES) elements of `out`.
+    fn store(self, out: &mut [f32]);
+    /// `op(self)` lane by lane.
+    fn unary(self, op: Unary) -> Self;
+    /// `op(self, other)` lane by lane.
+    fn binary(self, other: Self, op: Binary) -> Self;
+    /// `min(max(self, lo), hi)` lane by lane.
+    fn clip(self, lo: Self, hi: Self) -> Self;
+}
+
+/// The elementwise work of a fused pass, written by generated code as one
+/// function of a block of lanes: every operation of the pass on the block
+/// in registers, reading and writing only the buffers that live beyond
+/// the pass.
+pub trait Pass {
+    /// Computes columns `col..col + V::LANES` of row `row`.
+    fn lanes<V: Lanes>(&mut self, row: usize, col: usize);
+}
+
+/// Runs `pass` over `rows` rows of `width` columns, in blocks of this CPU's
+/// vector width (the last columns of each row one at a time).
+pub fn run_pass<P: Pass>(pass: &mut P, rows: usize, width: usize) {
+    kernels::run_pass(pass, rows, width);
+}
+
+/// The loop of [`run_pass`] for blocks `V` and a remainder of blocks `T`
+/// (one element), inlined into each table's `#[target_feature]` function.
+#[inline(always)]
+pub(crate) fn run_rows<P: Pass, V: Lanes, T: Lanes>(pass: &mut P, rows: usize, width: usize) {
+    let full = width - width % V::LANES;
+    for row in 0..rows {
+        let mut col = 0;
+        while col < full {
+            pass.lanes::<V>(row, col);
+            col += V::LANES;
+        }
+        while col < width {
+            pass.lanes::<T>(row, col);
+            col += T::LANES;
+        }
+    }
+}
+
+/// How a table computes the activations of a block.
+pub(crate) trait Activations: Copy {
+    fn sigmoid(x: f32) -> f32;
+    fn tanh(x: f32) -> f32;
+    fn exp(x: f32) -> f32;
+}
+
+/// A block of `N` lanes with activations `A`: each operation is a loop
+/// over the lanes, which LLVM turns into vector instructions of the
+/// `#[target_feature]` function the pass is inlined into.
+#[derive(Clone, Copy)]
+pub(crate) struct Block<const N: usize, A>([f32; N], PhantomData<A>);
+
+impl<const N: usize, A: Activations> Block<N, A> {
+    #[inline(always)]
+    fn map(self, f: impl Fn(f32) -> f32) -> Self {
+        let mut out = self.0;
+        for lane in &mut out {
+            *lane = f(*lane);
+        }
+        Block(out, PhantomData)
+    }
+
+    #[inline(always)]
+    fn zip(self, other: Self, f: impl Fn(f32, f32) -> f32) -> Self {
+        let mut out = self.0;
+        for (lane, b) in out.iter_mut().zip(other.0) {
+            *lane = f(*lane, b);
+        }
+        Block(out, PhantomData)
+    }
+}
+
+impl<const N: usize, A: Activations> Lanes for Block<N, A> {
+    const LANES: usize = N;
+
+    #[inline(always)]
+    fn load(data: &[f32]) -> Self {
+        let mut out = [0.0; N];
+        out.copy_from_slice(&data[..N]);
+        Block(out, PhantomData)
+    }
+
+    #[inline(always)]
+    fn splat(value: f32) -> Self {
+        Block([value; N], PhantomData)
+    }
+
+    #[inline(always)]
+    fn store(self, out: &mut [f32]) {
+        out[..N].copy_from_slice(&self.0);
+    }
+
+    /// The same functions as [`unary_tile`] with the same table.
+    #[inline(always)]
+    fn unary(self, op: Unary) -> Self {
+        match op {
+            Unary::Sigmoid => self.map(A::sigmoid),
+            Unary::Tanh => self.map(A::tanh),
+            Unary::Exp => self.map(A::exp),
+            Unary::Relu => self.map(kernels::relu),
+            Unary::Neg => self.map(|a| -a),
+            Unary::Log => self.map(f32::ln),
+            Unary::Abs => self.map(f32::abs),
+            Unary::Sign => self.map(crate::__private::sign),
+            Unary::Sqrt => self.map(f32::sqrt),
+            Unary::Softplus => self.map(crate::__private::softplus),
+        }
+    }
+
+    /// The same functions as [`binary_tile`].
+    #[inline(always)]
+    fn binary(self, other: Self, op: Binary) -> Self {
+        match op {
+            Binary::Add => self.zip(other, |a, b| a + b),
+            Binary::Sub => self.zip(other, |a, b| a - b),
+            Binary::Mul => self.zip(other, |a, b| a * b),
+            Binary::Div => self.zip(other, |a, b| a / b),
+            Binary::Min => self.zip(other, f32::min),
+            Binary::Max => self.zip(other, f32::max),
+            Binary::SoftThreshold => self.zip(other, kernels::soft_threshold),
+        }
+    }
+
+    /// The same function as [`clip_tile`].
+    #[inline(always)]
+    fn clip(self, lo: Self, hi: Self) -> Self {
+        self.zip(lo, f32::max).zip(hi, f32::min)
     }
 }
 

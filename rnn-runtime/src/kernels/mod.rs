@@ -238,6 +238,62 @@ struct Kernels {
     tanh_into: MapKernel,
     exp_into: MapKernel,
     binary_tile: BinaryTileKernel,
+    /// The blocks fused passes run in ([`run_pass`]).
+    lanes: LaneSet,
+}
+
+/// The blocks of lanes a table runs fused passes in: a generic function
+/// cannot sit in a table, so the table names its instantiation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LaneSet {
+    /// Four lanes with the library's activations, compiled for the baseline.
+    Generic,
+    /// Eight lanes (one `ymm`) with the approximations, AVX2 + FMA.
+    #[cfg(target_arch = "x86_64")]
+    Avx2,
+    /// Sixteen lanes (one `zmm`) with the approximations, AVX-512F.
+    #[cfg(target_arch = "x86_64")]
+    Avx512,
+}
+
+/// The generic table's activations: the reference formulas and the
+/// standard library, as its slice kernels.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Library;
+
+impl crate::fused::Activations for Library {
+    #[inline(always)]
+    fn sigmoid(x: f32) -> f32 {
+        sigmoid(x)
+    }
+
+    #[inline(always)]
+    fn tanh(x: f32) -> f32 {
+        tanh(x)
+    }
+
+    #[inline(always)]
+    fn exp(x: f32) -> f32 {
+        x.exp()
+    }
+}
+
+/// Runs a fused pass over `rows` rows of `width` columns with this table's
+/// blocks of lanes (see [`crate::fused::run_pass`]).
+pub(crate) fn run_pass<P: crate::fused::Pass>(pass: &mut P, rows: usize, width: usize) {
+    run_pass_on(table(), pass, rows, width);
+}
+
+/// [`run_pass`] with the blocks of `kernels`.
+fn run_pass_on<P: crate::fused::Pass>(kernels: &Kernels, pass: &mut P, rows: usize, width: usize) {
+    use crate::fused::{run_rows, Block};
+    match kernels.lanes {
+        LaneSet::Generic => run_rows::<P, Block<4, Library>, Block<1, Library>>(pass, rows, width),
+        #[cfg(target_arch = "x86_64")]
+        LaneSet::Avx2 => x86_64::pass_avx2(pass, rows, width),
+        #[cfg(target_arch = "x86_64")]
+        LaneSet::Avx512 => x86_64::pass_avx512(pass, rows, width),
+    }
 }
 
 /// The portable implementations: the starting point of every table.
@@ -253,6 +309,7 @@ static GENERIC: Kernels = Kernels {
     tanh_into: generic::tanh_into_generic,
     exp_into: generic::exp_into_generic,
     binary_tile: crate::fused::binary_tile_portable,
+    lanes: LaneSet::Generic,
 };
 
 /// The environment variable that overrides the choice of table.

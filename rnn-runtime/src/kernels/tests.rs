@@ -764,3 +764,123 @@ fn binary_tiles_are_exact_on_every_table() {
         }
     }
 }
+
+/// A fused pass computing every lane operation of a row block: plane `k` of `out` gets the
+/// `k`-th operation of `a` (and `b`).
+struct EveryOperation<'a> {
+    a: &'a [f32],
+    b: &'a [f32],
+    out: &'a mut [f32],
+    rows: usize,
+    width: usize,
+}
+
+/// The unary operations a pass can run, in the planes' order.
+const PASS_UNARIES: [crate::__private::Unary; 10] = {
+    use crate::__private::Unary::*;
+    [
+        Neg, Sigmoid, Tanh, Relu, Exp, Log, Abs, Sign, Sqrt, Softplus,
+    ]
+};
+
+/// The binary operations a pass can run, in the planes' order (after the unary ones).
+const PASS_BINARIES: [crate::__private::Binary; 7] = {
+    use crate::__private::Binary::*;
+    [Add, Sub, Mul, Div, Min, Max, SoftThreshold]
+};
+
+impl crate::fused::Pass for EveryOperation<'_> {
+    fn lanes<V: crate::fused::Lanes>(&mut self, row: usize, col: usize) {
+        let at = row * self.width + col;
+        let plane = self.rows * self.width;
+        let (a, b) = (V::load(&self.a[at..]), V::load(&self.b[at..]));
+        let mut k = 0;
+        for op in PASS_UNARIES {
+            a.unary(op).store(&mut self.out[k * plane + at..]);
+            k += 1;
+        }
+        for op in PASS_BINARIES {
+            a.binary(b, op).store(&mut self.out[k * plane + at..]);
+            k += 1;
+        }
+        // A per-row value broadcast, and a clip between a value and a row.
+        let lo = V::splat(self.b[row * self.width]);
+        a.clip(lo, V::splat(0.75))
+            .store(&mut self.out[k * plane + at..]);
+    }
+}
+
+#[test]
+fn fused_passes_equal_the_tile_operations_on_every_table() {
+    use crate::__private::{sign, softplus, Unary};
+    use crate::fused::{clip_tile, Operand, Tile};
+    // Widths with a tail after blocks of 16, 8 and 4 lanes, and one narrower than a block.
+    for (rows, width) in [(3, 37), (2, 3)] {
+        let mut a = random_matrix(rows, width, 21).into_raw_vec_and_offset().0;
+        let b = random_matrix(rows, width, 22).into_raw_vec_and_offset().0;
+        for (slot, edge) in a.iter_mut().zip(EDGE_INPUTS) {
+            *slot = edge;
+        }
+        let plane = rows * width;
+        let planes = PASS_UNARIES.len() + PASS_BINARIES.len() + 1;
+        for kernels in implementations() {
+            let mut out = vec![f32::NAN; planes * plane];
+            let mut pass = EveryOperation {
+                a: &a,
+                b: &b,
+                out: &mut out,
+                rows,
+                width,
+            };
+            super::run_pass_on(kernels, &mut pass, rows, width);
+            // The table's tile operations and slice kernels, plane by plane.
+            let mut expected = Vec::with_capacity(planes * plane);
+            for op in PASS_UNARIES {
+                let mut values = a.clone();
+                match op {
+                    Unary::Sigmoid => (kernels.sigmoid_f32)(&mut values),
+                    Unary::Tanh => (kernels.tanh_f32)(&mut values),
+                    Unary::Exp => (kernels.exp_f32)(&mut values),
+                    Unary::Relu => (kernels.relu_f32)(&mut values),
+                    Unary::Neg => values.iter_mut().for_each(|v| *v = -*v),
+                    Unary::Log => values.iter_mut().for_each(|v| *v = v.ln()),
+                    Unary::Abs => values.iter_mut().for_each(|v| *v = v.abs()),
+                    Unary::Sign => values.iter_mut().for_each(|v| *v = sign(*v)),
+                    Unary::Sqrt => values.iter_mut().for_each(|v| *v = v.sqrt()),
+                    Unary::Softplus => values.iter_mut().for_each(|v| *v = softplus(*v)),
+                }
+                expected.extend(values);
+            }
+            let tile = Tile {
+                rows,
+                width,
+                out_stride: width,
+            };
+            let rows_of = |data| Operand::Rows {
+                data,
+                stride: width,
+            };
+            for op in PASS_BINARIES {
+                let mut values = vec![0.0; plane];
+                (kernels.binary_tile)(tile, &mut values, rows_of(&a), rows_of(&b), op);
+                expected.extend(values);
+            }
+            let mut values = vec![0.0; plane];
+            let lo = Operand::PerRow {
+                data: &b,
+                stride: width,
+            };
+            clip_tile(tile, &mut values, rows_of(&a), lo, Operand::Value(0.75));
+            expected.extend(values);
+            for (k, (got, want)) in out.iter().zip(&expected).enumerate() {
+                let (plane_idx, at) = (k / plane, k % plane);
+                assert!(
+                    got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()),
+                    "{} plane {plane_idx} at {at}: pass {got}, tiles {want} (input {})",
+                    kernels.name,
+                    a[at]
+                );
+            }
+        }
+    }
+}

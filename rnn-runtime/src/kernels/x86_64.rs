@@ -28,9 +28,9 @@ use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
 use ndarray::{ArrayView2, ArrayViewMut2};
 
 use super::gemm::{gemm_rows, Fused, GemmOps, MulAdd, PackedMatrix, Start};
-use super::{approx, generic, Kernels};
+use super::{approx, generic, Kernels, LaneSet};
 use crate::__private::Binary;
-use crate::fused::{binary_tile_portable, Operand, Tile};
+use crate::fused::{binary_tile_portable, run_rows, Activations, Block, Operand, Pass, Tile};
 
 /// Columns per panel (and per register tile) of the AVX2 table: two `ymm` vectors.
 const AVX2_PANEL: usize = 16;
@@ -74,6 +74,7 @@ static AVX2: Kernels = Kernels {
     exp_into: exp_into_avx2,
     relu_f32: generic::relu_f32_generic,
     binary_tile: binary_tile_avx2,
+    lanes: LaneSet::Avx2,
 };
 
 /// The AVX-512F table.
@@ -89,6 +90,7 @@ static AVX512: Kernels = Kernels {
     exp_into: exp_into_avx512,
     relu_f32: generic::relu_f32_generic,
     binary_tile: binary_tile_avx512,
+    lanes: LaneSet::Avx512,
 };
 
 fn has_avx2() -> bool {
@@ -280,4 +282,56 @@ unsafe fn gemm_avx512_body(
     start: Start<'_>,
 ) {
     gemm_rows::<AVX512_TILE_ROWS, AVX512_PANEL, X86>(x, w, out, start);
+}
+
+/// The approximations of `approx.rs` with fused multiply-adds: the activations of both tables.
+#[derive(Debug, Clone, Copy)]
+struct Approx;
+
+impl Activations for Approx {
+    #[inline(always)]
+    fn sigmoid(x: f32) -> f32 {
+        approx::sigmoid::<Fused>(x)
+    }
+
+    #[inline(always)]
+    fn tanh(x: f32) -> f32 {
+        approx::tanh::<Fused>(x)
+    }
+
+    #[inline(always)]
+    fn exp(x: f32) -> f32 {
+        approx::exp::<Fused>(x)
+    }
+}
+
+/// Runs a fused pass in blocks of one `ymm` (eight lanes).
+pub(super) fn pass_avx2<P: Pass>(pass: &mut P, rows: usize, width: usize) {
+    if has_avx2() {
+        // SAFETY: `has_avx2()` has just detected AVX2 and FMA, all `pass_avx2_body` enables.
+        unsafe { pass_avx2_body(pass, rows, width) }
+    } else {
+        run_rows::<P, Block<8, Approx>, Block<1, Approx>>(pass, rows, width);
+    }
+}
+
+#[target_feature(enable = "avx2,fma")]
+unsafe fn pass_avx2_body<P: Pass>(pass: &mut P, rows: usize, width: usize) {
+    run_rows::<P, Block<8, Approx>, Block<1, Approx>>(pass, rows, width);
+}
+
+/// Runs a fused pass in blocks of one `zmm` (sixteen lanes).
+pub(super) fn pass_avx512<P: Pass>(pass: &mut P, rows: usize, width: usize) {
+    if has_avx512() {
+        // SAFETY: `has_avx512()` has just detected AVX-512F, AVX2 and FMA, all
+        // `pass_avx512_body` enables.
+        unsafe { pass_avx512_body(pass, rows, width) }
+    } else {
+        run_rows::<P, Block<16, Approx>, Block<1, Approx>>(pass, rows, width);
+    }
+}
+
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn pass_avx512_body<P: Pass>(pass: &mut P, rows: usize, width: usize) {
+    run_rows::<P, Block<16, Approx>, Block<1, Approx>>(pass, rows, width);
 }
