@@ -364,6 +364,52 @@ fn activations_within_documented_bounds_of_exact_values() {
     }
 }
 
+/// The worst errors over every `f32` in `[low, high]` (`low ≤ 0 ≤ high`), chunk by chunk.
+fn exhaustive_errors(
+    kernel: SliceKernel,
+    exact: fn(f64) -> f64,
+    (low, high): (f32, f32),
+) -> (f64, f64, f32) {
+    let (mut worst_abs, mut worst_ulp, mut worst_at) = (0.0f64, 0.0f64, 0.0f32);
+    let mut chunk = Vec::with_capacity(1 << 16);
+    for (sign, top) in [(0u32, high.to_bits()), (0x8000_0000, (-low).to_bits())] {
+        let mut bits = 0u32;
+        while bits <= top {
+            chunk.clear();
+            let end = (bits + (1 << 16)).min(top + 1);
+            chunk.extend((bits..end).map(|b| f32::from_bits(b | sign)));
+            let (abs, in_ulp, at) = worst_errors(kernel, exact, &chunk);
+            worst_abs = worst_abs.max(abs);
+            if in_ulp > worst_ulp {
+                (worst_ulp, worst_at) = (in_ulp, at);
+            }
+            bits = end;
+        }
+    }
+    (worst_abs, worst_ulp, worst_at)
+}
+
+/// Measures the documented error columns of `approx.rs` on every `f32` of each function's range
+/// (minutes; run with `cargo test --release -p rnn-runtime --lib -- --ignored --nocapture`).
+#[test]
+#[ignore = "exhaustive: minutes in release mode"]
+fn activations_exhaustive_errors() {
+    let sigmoid_exact = |x: f64| 1.0 / (1.0 + (-x).exp());
+    for kernels in implementations() {
+        let (_, exp_ulp, exp_at) = exhaustive_errors(kernels.exp_f32, f64::exp, (-104.0, 89.0));
+        let (sigmoid_abs, sigmoid_ulp, sigmoid_at) =
+            exhaustive_errors(kernels.sigmoid_f32, sigmoid_exact, (-200.0, 200.0));
+        let (tanh_abs, tanh_ulp, tanh_at) =
+            exhaustive_errors(kernels.tanh_f32, f64::tanh, (-20.0, 20.0));
+        eprintln!(
+            "{}: exp {exp_ulp:.3} ulp (at {exp_at}); sigmoid {sigmoid_abs:.3e} \
+             abs, {sigmoid_ulp:.3} ulp (at {sigmoid_at}); tanh {tanh_abs:.3e} abs, {tanh_ulp:.3} \
+             ulp (at {tanh_at})",
+            kernels.name
+        );
+    }
+}
+
 proptest! {
     #[test]
     fn activations_on_random_inputs(inputs in vec(-120.0f32..120.0, 0..100)) {
