@@ -161,6 +161,7 @@ pub fn lower(layer: &ir::Layer) -> LayerPlan {
         places.push(place);
         packed_rows.push(packed);
     }
+    demote_hoisted_elementwise(layer, &mut places, &mut packed_rows);
     let folds = folds(layer, &places);
     let mut alias = vec![None; step.nodes.len()];
     for fold in &folds {
@@ -192,6 +193,78 @@ pub fn lower(layer: &ir::Layer) -> LayerPlan {
         alias,
         home,
         gathers_inputs,
+    }
+}
+
+/// Moves into the step the hoisted elementwise values that only the step's
+/// elementwise work reads (a GRU's `W_ir x + b_ir` plus `b_hr`): computed
+/// ahead, each would cost a pass over every valid step writing a buffer
+/// that the step then reads back; computed in the step's fused pass, it is
+/// a few operations in registers on rows the pass reads anyway. The number
+/// of operations is the same (one per valid step and sequence either way).
+/// Kept ahead: sums with a product (they fold into it, [`folds`]), values a
+/// matrix product reads, values a step product accumulates onto, and the
+/// step's output and updates.
+fn demote_hoisted_elementwise(layer: &ir::Layer, places: &mut [Place], packed_rows: &mut [bool]) {
+    let nodes = &layer.step.nodes;
+    let uses = layer.step.uses();
+    let elementwise = |op: &Op| matches!(op, Op::Unary(..) | Op::Binary(..) | Op::Clip(..));
+    let is_product = |id: ValueId| matches!(nodes[id.index()].op, Op::MatVec(..));
+    let results: Vec<ValueId> = std::iter::once(layer.step.output)
+        .chain(layer.step.updates.iter().copied())
+        .collect();
+    for idx in (0..nodes.len()).rev() {
+        let id = ValueId(idx as u32);
+        let node = &nodes[idx];
+        if places[idx] != Place::Hoisted || !elementwise(&node.op) {
+            continue;
+        }
+        if node.op.operands().into_iter().any(is_product) {
+            continue;
+        }
+        // Its readers, through views; and the views, which move with it.
+        let mut views = Vec::new();
+        let mut readers = Vec::new();
+        let mut frontier = vec![id];
+        while let Some(value) = frontier.pop() {
+            if results.contains(&value) {
+                readers.push(None);
+            }
+            for (user, user_node) in nodes.iter().enumerate() {
+                if !user_node.op.operands().contains(&value) {
+                    continue;
+                }
+                if places[user] == Place::View {
+                    views.push(user);
+                    frontier.push(ValueId(user as u32));
+                } else {
+                    readers.push(Some(user));
+                }
+            }
+        }
+        let step_elementwise = |user: &Option<usize>| {
+            let Some(user) = *user else { return false };
+            let user_node = &nodes[user];
+            // `value + W h` accumulates the product onto the hoisted rows.
+            let accumulated = match user_node.op {
+                Op::Binary(crate::check::Func::Add, a, b) => [a, b].into_iter().any(|other| {
+                    is_product(other)
+                        && places[other.index()] == Place::Step
+                        && uses[other.index()] == 1
+                        && nodes[other.index()].shape == user_node.shape
+                }),
+                _ => false,
+            };
+            places[user] == Place::Step && elementwise(&user_node.op) && !accumulated
+        };
+        if readers.is_empty() || !readers.iter().all(step_elementwise) {
+            continue;
+        }
+        places[idx] = Place::Step;
+        packed_rows[idx] = false;
+        for view in views {
+            packed_rows[view] = false;
+        }
     }
 }
 
@@ -495,6 +568,13 @@ mod tests {
             .count();
         // The three row blocks of `weight_hh` times `h` are one product.
         assert_eq!(products, 1, "{:?}", plan.step);
+        // Ahead of the loop, only the input projection: the bias sums of
+        // its `r` and `z` blocks are left to the step's pass.
+        assert!(
+            matches!(plan.hoisted[..], [Work::MatVec { .. }]),
+            "{:?}",
+            plan.hoisted
+        );
         assert_eq!(plan.step.len(), 2, "one fused pass after the product");
         // Only the new state leaves the pass: every other value of the pass
         // lives in a scratch row.
