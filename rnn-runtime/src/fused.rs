@@ -274,20 +274,31 @@ pub trait Pass {
     fn lanes<V: Lanes>(&mut self, row: usize, col: usize);
 }
 
-/// Runs `pass` over `rows` rows of `width` columns, in blocks of this CPU's
-/// vector width (the last columns of each row one at a time).
+/// Runs `pass` over `rows` rows of `width` columns, in blocks of two and one
+/// of this CPU's vectors (the last columns of each row one at a time).
 pub fn run_pass<P: Pass>(pass: &mut P, rows: usize, width: usize) {
     kernels::run_pass(pass, rows, width);
 }
 
-/// The loop of [`run_pass`] for blocks `V` and a remainder of blocks `T`
-/// (one element), inlined into each table's `#[target_feature]` function.
+/// The loop of [`run_pass`]: each row in blocks of `W` lanes (two vectors,
+/// so that two independent chains of each operation interleave: a pass is
+/// long chains of dependent operations, sigmoid's and tanh's polynomials
+/// and divisions, which one vector's worth of work leaves waiting on
+/// latency), then of `V` (one vector), then one element at a time (`T`).
+/// Inlined into each table's `#[target_feature]` function.
 #[inline(always)]
-pub(crate) fn run_rows<P: Pass, V: Lanes, T: Lanes>(pass: &mut P, rows: usize, width: usize) {
-    let full = width - width % V::LANES;
+pub(crate) fn run_rows<P: Pass, W: Lanes, V: Lanes, T: Lanes>(
+    pass: &mut P,
+    rows: usize,
+    width: usize,
+) {
     for row in 0..rows {
         let mut col = 0;
-        while col < full {
+        while col + W::LANES <= width {
+            pass.lanes::<W>(row, col);
+            col += W::LANES;
+        }
+        while col + V::LANES <= width {
             pass.lanes::<V>(row, col);
             col += V::LANES;
         }

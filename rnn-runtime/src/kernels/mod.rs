@@ -246,12 +246,12 @@ struct Kernels {
 /// cannot sit in a table, so the table names its instantiation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum LaneSet {
-    /// Four lanes with the library's activations, compiled for the baseline.
+    /// Blocks of 8 and 4 lanes with the library's activations, compiled for the baseline.
     Generic,
-    /// Eight lanes (one `ymm`) with the approximations, AVX2 + FMA.
+    /// Blocks of 16 and 8 lanes (two `ymm`, one) with the approximations, AVX2 + FMA.
     #[cfg(target_arch = "x86_64")]
     Avx2,
-    /// Sixteen lanes (one `zmm`) with the approximations, AVX-512F.
+    /// Blocks of 32 and 16 lanes (two `zmm`, one) with the approximations, AVX-512F.
     #[cfg(target_arch = "x86_64")]
     Avx512,
 }
@@ -288,7 +288,9 @@ pub(crate) fn run_pass<P: crate::fused::Pass>(pass: &mut P, rows: usize, width: 
 fn run_pass_on<P: crate::fused::Pass>(kernels: &Kernels, pass: &mut P, rows: usize, width: usize) {
     use crate::fused::{run_rows, Block};
     match kernels.lanes {
-        LaneSet::Generic => run_rows::<P, Block<4, Library>, Block<1, Library>>(pass, rows, width),
+        LaneSet::Generic => run_rows::<P, Block<8, Library>, Block<4, Library>, Block<1, Library>>(
+            pass, rows, width,
+        ),
         #[cfg(target_arch = "x86_64")]
         LaneSet::Avx2 => x86_64::pass_avx2(pass, rows, width),
         #[cfg(target_arch = "x86_64")]

@@ -305,33 +305,33 @@ impl Activations for Approx {
     }
 }
 
-/// Runs a fused pass in blocks of one `ymm` (eight lanes).
+/// Runs a fused pass in blocks of two `ymm` (16 lanes), then one.
 pub(super) fn pass_avx2<P: Pass>(pass: &mut P, rows: usize, width: usize) {
     if has_avx2() {
         // SAFETY: `has_avx2()` has just detected AVX2 and FMA, all `pass_avx2_body` enables.
         unsafe { pass_avx2_body(pass, rows, width) }
     } else {
-        run_rows::<P, Block<8, Approx>, Block<1, Approx>>(pass, rows, width);
+        run_rows::<P, Block<16, Approx>, Block<8, Approx>, Block<1, Approx>>(pass, rows, width);
     }
 }
 
 #[target_feature(enable = "avx2,fma")]
 unsafe fn pass_avx2_body<P: Pass>(pass: &mut P, rows: usize, width: usize) {
-    run_rows::<P, Block<8, Approx>, Block<1, Approx>>(pass, rows, width);
+    run_rows::<P, Block<16, Approx>, Block<8, Approx>, Block<1, Approx>>(pass, rows, width);
 }
 
-/// Runs a fused pass in blocks of one `zmm` (sixteen lanes).
+/// Runs a fused pass in blocks of two `zmm` (32 lanes), then one.
 pub(super) fn pass_avx512<P: Pass>(pass: &mut P, rows: usize, width: usize) {
     if has_avx512() {
         // SAFETY: `has_avx512()` has just detected AVX-512F, AVX2 and FMA, all
         // `pass_avx512_body` enables.
         unsafe { pass_avx512_body(pass, rows, width) }
     } else {
-        run_rows::<P, Block<16, Approx>, Block<1, Approx>>(pass, rows, width);
+        run_rows::<P, Block<32, Approx>, Block<16, Approx>, Block<1, Approx>>(pass, rows, width);
     }
 }
 
 #[target_feature(enable = "avx512f,avx2,fma")]
 unsafe fn pass_avx512_body<P: Pass>(pass: &mut P, rows: usize, width: usize) {
-    run_rows::<P, Block<16, Approx>, Block<1, Approx>>(pass, rows, width);
+    run_rows::<P, Block<32, Approx>, Block<16, Approx>, Block<1, Approx>>(pass, rows, width);
 }
