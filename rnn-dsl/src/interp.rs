@@ -1,6 +1,6 @@
 //! The reference interpreter: runs a network's IR on `rnn-runtime` kernels.
 //!
-//! Input: an [`ir::Network`], its weights and its inputs as tensor maps.
+//! Input: an [`ir::Network`](crate::ir::Network), its weights and its inputs as tensor maps.
 //! Output: `y` `[B, T, D*O]` and each state's final value `<state>_n`
 //! `[L*D, B, H]`. Semantics (DESIGN.md): steps `t >= seq_len[b]` leave the
 //! state unchanged and output zeros; no step past `max(seq_len)` is

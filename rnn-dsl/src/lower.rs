@@ -7,16 +7,19 @@
 //! ([`Place::Context`]); values that read only the step's input for all
 //! steps at once before the time loop, as one matrix product over every
 //! valid step of every sequence ([`Place::Hoisted`]); only what reads the
-//! state is computed step by step ([`Place::Step`]). Slices of computed
-//! values are views, never copies ([`Place::View`]).
+//! state is computed step by step ([`Place::Step`]), as are input-only
+//! elementwise values that only the step's elementwise work reads (they
+//! cost nothing more there and need no buffer). Slices of computed values
+//! are views, never copies ([`Place::View`]).
 //!
 //! Each phase (context, hoisted, step) is then scheduled as a list of
 //! [`Work`]: matrix products, and runs of elementwise operations fused into
 //! one pass over the rows. A matrix product whose vector is ready moves
 //! ahead of the open fused run, so a step with several products (GRU)
 //! still has one elementwise pass. A value used only inside its own fused
-//! run lives in a scratch row ([`LayerPlan::scratch`]) instead of a
-//! `[batch, width]` buffer.
+//! run needs no `[batch, width]` buffer ([`LayerPlan::scratch`]): it lives
+//! in registers, or in a scratch tile when the pass runs as tile operations
+//! (`emit.rs`).
 
 use crate::ir::{self, Dep, Op, Shape, ValueId};
 
@@ -95,8 +98,9 @@ pub struct LayerPlan {
     pub hoisted: Vec<Work>,
     /// Work at each step.
     pub step: Vec<Work>,
-    /// For each node, whether it lives in one scratch row (read only by
-    /// its own fused run) rather than a buffer with a row per sequence.
+    /// For each node, whether it is read only by its own fused run, so it
+    /// needs no buffer with a row per sequence (a register, or a scratch
+    /// tile).
     pub scratch: Vec<bool>,
     /// For each node, whether it is a product folded into the `Add` of a
     /// constant or hoisted row (see [`Work::MatVec`]) and so has no buffer.

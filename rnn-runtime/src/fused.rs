@@ -1,12 +1,18 @@
-//! Elementwise work of a step, a tile of rows at a time.
+//! Elementwise work of a step: one pass over the running sequences.
 //!
-//! Generated code runs the elementwise operations of a step as one pass
-//! over the running sequences in tiles of a few rows: for each tile, every
-//! operation in turn on that tile, so the intermediate values stay in the
-//! L1 cache (most live in one small scratch tile each) instead of each
-//! operation sweeping a `[batch, width]` buffer, and each call does a whole
-//! tile's work. The functions here work on strided slices; the operation
-//! is a value, so each loop is compiled once, here, not once per call site.
+//! Generated code runs the elementwise operations of a step as one pass.
+//! Most passes (every node one width) are a [`Pass`]: a function of one
+//! block of columns of one row, written by generated code with the
+//! [`Lanes`] operations, which [`run_pass`] runs in blocks of this CPU's
+//! vectors inside the kernel table's `#[target_feature]` function, so every
+//! intermediate value lives in registers and the pass is one call.
+//!
+//! Passes that mix widths (a one-element vector broadcast over a row) run
+//! in tiles of a few rows instead: for each tile, every operation in turn
+//! on that tile ([`binary_tile`], [`unary_tile`], [`clip_tile`]), with the
+//! intermediate values in small scratch tiles that stay in the L1 cache.
+//! Those functions work on strided slices; the operation is a value, so
+//! each loop is compiled once, here, not once per call site.
 
 use std::marker::PhantomData;
 
