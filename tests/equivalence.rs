@@ -304,27 +304,22 @@ const CHUNKED: &str = include_str!("data/chunked.rnn");
 
 rnn_macros::rnn!(file = "data/chunked.rnn");
 
+/// Networks whose elementwise passes run in each of the generated forms
+/// (see the file's comments).
+const PASSES: &str = include_str!("data/passes.rnn");
+
+mod passes {
+    rnn_macros::rnn!(file = "data/passes.rnn");
+}
+
 /// Builds a generated model from weights, as a trait object.
 type Build = fn(&TensorMap) -> Result<Box<dyn Model>, RnnError>;
 
-#[test]
-fn input_projections_computed_in_chunks_agree_with_the_interpreter() {
-    let compiled = rnn_dsl::compile(SourceFile::new("chunked.rnn", CHUNKED)).expect("valid model");
-    let builds: [(&str, Build); 5] = [
-        ("ChunkedMixed", |w| {
-            Ok(Box::new(ChunkedMixed::from_weights(w)?))
-        }),
-        ("ChunkedLstm", |w| {
-            Ok(Box::new(ChunkedLstm::from_weights(w)?))
-        }),
-        ("ChunkedGru", |w| Ok(Box::new(ChunkedGru::from_weights(w)?))),
-        ("ChunkedUser", |w| {
-            Ok(Box::new(ChunkedUser::from_weights(w)?))
-        }),
-        ("ChunkedScalarGate", |w| {
-            Ok(Box::new(ChunkedScalarGate::from_weights(w)?))
-        }),
-    ];
+/// Runs each network of `source` generated (`builds`) and interpreted on 24
+/// sequences of up to 40 steps, lengths ending inside and at the edges of
+/// chunks of steps, and compares every output.
+fn agree_with_the_interpreter(file: &str, source: &str, builds: &[(&str, Build)]) {
+    let compiled = rnn_dsl::compile(SourceFile::new(file, source)).expect("valid model");
     let (batch, steps) = (24, 40);
     // Lengths 0..=40: sequences end inside and at the edges of chunks.
     let lengths: Vec<usize> = (0..batch).map(|b| (b * 37) % (steps + 1)).collect();
@@ -345,4 +340,44 @@ fn input_projections_computed_in_chunks_agree_with_the_interpreter() {
             assert!(diff <= 1e-5, "{name} `{tensor_name}` differs by {diff:e}");
         }
     }
+}
+
+#[test]
+fn input_projections_computed_in_chunks_agree_with_the_interpreter() {
+    agree_with_the_interpreter(
+        "chunked.rnn",
+        CHUNKED,
+        &[
+            ("ChunkedMixed", |w| {
+                Ok(Box::new(ChunkedMixed::from_weights(w)?))
+            }),
+            ("ChunkedLstm", |w| {
+                Ok(Box::new(ChunkedLstm::from_weights(w)?))
+            }),
+            ("ChunkedGru", |w| Ok(Box::new(ChunkedGru::from_weights(w)?))),
+            ("ChunkedUser", |w| {
+                Ok(Box::new(ChunkedUser::from_weights(w)?))
+            }),
+        ],
+    );
+}
+
+#[test]
+fn fused_passes_in_lanes_and_in_tiles_agree_with_the_interpreter() {
+    agree_with_the_interpreter(
+        "passes.rnn",
+        PASSES,
+        &[
+            ("ScalarGate", |w| {
+                Ok(Box::new(passes::ScalarGate::from_weights(w)?))
+            }),
+            ("FirstColumn", |w| {
+                Ok(Box::new(passes::FirstColumn::from_weights(w)?))
+            }),
+            ("OddWidth", |w| {
+                Ok(Box::new(passes::OddWidth::from_weights(w)?))
+            }),
+            ("OddGru", |w| Ok(Box::new(passes::OddGru::from_weights(w)?))),
+        ],
+    );
 }

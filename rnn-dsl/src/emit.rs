@@ -218,7 +218,8 @@ fn packed_matrices(layer: &ir::Layer, plan: &LayerPlan) -> Vec<ValueId> {
     matrices
 }
 
-/// A step value that lives in one scratch row.
+/// A value read only by its own pass, when the pass runs as tile
+/// operations: its scratch tile.
 fn scratch_ident(id: ValueId) -> Ident {
     format_ident!("__rnn_t{}", id.0)
 }
@@ -265,7 +266,8 @@ impl Rows {
         }
     }
 
-    /// The first row of the current tile inside a fused pass.
+    /// Inside a fused pass, the current row (in blocks of lanes) or the
+    /// first row of the current tile (tile operations).
     fn tile_row(self) -> TokenStream {
         match self {
             Rows::Sequence => quote!(__rnn_r0),
@@ -296,14 +298,90 @@ const STATIC_INLINE_STEPS: usize = 64;
 /// 28.5 ms; 128 KiB gained nothing more; BENCHMARKS.md).
 const SCRATCH_TILE_BYTES: usize = 64 * 1024;
 
-/// Rows per tile of a layer's fused passes: as many as keep the scratch
-/// tiles of its widest pass within [`SCRATCH_TILE_BYTES`] (1 to 32).
+/// The columns of every node of a fused pass that can run in blocks of
+/// lanes (`Emitter::emit_pass_lanes`): all nodes of one width `w`, and
+/// every operand a value of this pass (all of it), a literal, or `w`
+/// columns (or one, broadcast) of a value computed elsewhere that this
+/// pass does not write (or reads in place, all of it: a state updated
+/// in place). Otherwise the pass runs as tile operations. A pure function
+/// of the plan: the layer function's buffers and the pass itself ask it.
+fn lanes_width(layer: &ir::Layer, plan: &LayerPlan, ids: &[ValueId]) -> Option<usize> {
+    let width = |id: ValueId| match layer.step.node(id).shape {
+        Shape::Vector(len) => len,
+        _ => 1,
+    };
+    let w = width(*ids.first()?);
+    if ids.iter().any(|id| width(*id) != w) {
+        return None;
+    }
+    let written: Vec<Ident> = ids
+        .iter()
+        .filter(|id| !plan.scratch[id.index()])
+        .map(|id| binding_ident(layer, plan, *id))
+        .collect();
+    for id in ids {
+        for operand in layer.step.node(*id).op.operands() {
+            let (root, start, end) = operand_columns(layer, plan, operand);
+            if plan.place(root) == Place::Literal {
+                continue;
+            }
+            let full = start == 0 && end == width(root);
+            if ids.contains(&root) {
+                if !full || end != w {
+                    return None;
+                }
+                continue;
+            }
+            if plan.scratch[root.index()] || (end - start != w && end - start != 1) {
+                return None;
+            }
+            let in_place = written.contains(&binding_ident(layer, plan, root));
+            if in_place && !(full && end == w) {
+                return None;
+            }
+        }
+    }
+    Some(w)
+}
+
+/// The value under a chain of column views, and the columns read.
+fn operand_columns(
+    layer: &ir::Layer,
+    plan: &LayerPlan,
+    mut id: ValueId,
+) -> (ValueId, usize, usize) {
+    let mut cols: Option<(usize, usize)> = None;
+    loop {
+        let node = layer.step.node(id);
+        match (&node.op, plan.place(id)) {
+            (Op::Slice(inner, start, end), Place::View) => {
+                cols = Some(match cols {
+                    Some((a, b)) => (start + a, start + b),
+                    None => (*start, *end),
+                });
+                id = *inner;
+            }
+            _ => {
+                let full = match node.shape {
+                    Shape::Vector(len) => len,
+                    _ => 1,
+                };
+                let (start, end) = cols.unwrap_or((0, full));
+                return (id, start, end);
+            }
+        }
+    }
+}
+
+/// Rows per tile of a layer's fused passes run as tile operations: as
+/// many as keep the scratch tiles of its widest such pass within
+/// [`SCRATCH_TILE_BYTES`] (1 to 32).
 fn tile_rows(layer: &ir::Layer, plan: &LayerPlan) -> usize {
     let widest: usize = [&plan.context, &plan.hoisted, &plan.step]
         .into_iter()
         .flatten()
         .filter_map(|work| match work {
-            Work::Fused(ids) => Some(
+            Work::Fused(ids) if lanes_width(layer, plan, ids).is_none() => Some(
                 ids.iter()
                     .filter(|id| plan.scratch[id.index()])
                     .map(|id| match layer.step.node(*id).shape {
@@ -312,7 +390,7 @@ fn tile_rows(layer: &ir::Layer, plan: &LayerPlan) -> usize {
                     })
                     .sum::<usize>(),
             ),
-            Work::MatVec { .. } => None,
+            Work::Fused(_) | Work::MatVec { .. } => None,
         })
         .max()
         .unwrap_or(0);
@@ -1153,89 +1231,14 @@ impl Cx<'_> {
             .collect()
     }
 
-    /// The columns of every node of a fused pass that can run in blocks of
-    /// lanes ([`Self::emit_pass_lanes`]): all nodes of one width `w`, and
-    /// every operand a value of this pass (all of it), a literal, or `w`
-    /// columns (or one, broadcast) of a value computed elsewhere that this
-    /// pass does not write (or reads in place, all of it: a state updated
-    /// in place). Otherwise the pass runs as tile operations.
-    fn lanes_width(&self, layer: &ir::Layer, plan: &LayerPlan, ids: &[ValueId]) -> Option<usize> {
-        let width = |id: ValueId| match layer.step.node(id).shape {
-            Shape::Vector(len) => len,
-            _ => 1,
-        };
-        let w = width(*ids.first()?);
-        if ids.iter().any(|id| width(*id) != w) {
-            return None;
-        }
-        let written: Vec<Ident> = ids
-            .iter()
-            .filter(|id| !plan.scratch[id.index()])
-            .map(|id| binding_ident(layer, plan, *id))
-            .collect();
-        for id in ids {
-            for operand in layer.step.node(*id).op.operands() {
-                let (root, start, end) = self.operand_columns(layer, plan, operand);
-                if plan.place(root) == Place::Literal {
-                    continue;
-                }
-                let full = start == 0 && end == width(root);
-                if ids.contains(&root) {
-                    if !full || end != w {
-                        return None;
-                    }
-                    continue;
-                }
-                if plan.scratch[root.index()] || (end - start != w && end - start != 1) {
-                    return None;
-                }
-                let in_place = written.contains(&binding_ident(layer, plan, root));
-                if in_place && !(full && end == w) {
-                    return None;
-                }
-            }
-        }
-        Some(w)
-    }
-
-    /// The value under a chain of column views, and the columns read.
-    fn operand_columns(
-        &self,
-        layer: &ir::Layer,
-        plan: &LayerPlan,
-        mut id: ValueId,
-    ) -> (ValueId, usize, usize) {
-        let mut cols: Option<(usize, usize)> = None;
-        loop {
-            let node = layer.step.node(id);
-            match (&node.op, plan.place(id)) {
-                (Op::Slice(inner, start, end), Place::View) => {
-                    cols = Some(match cols {
-                        Some((a, b)) => (start + a, start + b),
-                        None => (*start, *end),
-                    });
-                    id = *inner;
-                }
-                _ => {
-                    let full = match node.shape {
-                        Shape::Vector(len) => len,
-                        _ => 1,
-                    };
-                    let (start, end) = cols.unwrap_or((0, full));
-                    return (id, start, end);
-                }
-            }
-        }
-    }
-
     /// One pass over the rows `..__rnn_n` running the elementwise nodes
     /// `ids` on each row in turn. Buffers are bound as slices once, before
     /// the loop. In blocks of lanes when the pass allows it
-    /// ([`Self::lanes_width`]): the pass is a type implementing the
+    /// ([`lanes_width`]): the pass is a type implementing the
     /// runtime's `Pass`, declared once per layer function in `items`, and
     /// values read only in the pass live in registers. Otherwise in tiles
     /// of rows, one runtime call per operation and tile, with values read
-    /// only in this pass in scratch rows.
+    /// only in this pass in scratch tiles.
     fn emit_fused(
         &self,
         layer: &ir::Layer,
@@ -1284,7 +1287,7 @@ impl Cx<'_> {
             quote!(let #binding = __rnn_rt::rows_mut(&mut #buffer);)
         });
         let bindings: Vec<TokenStream> = bindings.chain(outputs).collect();
-        if let Some(width) = self.lanes_width(layer, plan, ids) {
+        if let Some(width) = lanes_width(layer, plan, ids) {
             let reads: Vec<Ident> = read
                 .iter()
                 .map(|id| binding_ident(layer, plan, *id))
@@ -1361,7 +1364,7 @@ impl Cx<'_> {
         let rt = self.rt;
         let local = |id: ValueId| format_ident!("__rnn_l{}", id.0);
         let operand = |id: ValueId| -> TokenStream {
-            let (root, start, end) = self.operand_columns(layer, plan, id);
+            let (root, start, end) = operand_columns(layer, plan, id);
             let node = layer.step.node(root);
             let place = plan.place(root);
             if place == Place::Literal {
@@ -1561,7 +1564,7 @@ impl Cx<'_> {
             .flatten()
         {
             if let Work::Fused(ids) = work {
-                if self.lanes_width(layer, plan, ids).is_some() {
+                if lanes_width(layer, plan, ids).is_some() {
                     ids.iter().for_each(|id| in_registers[id.index()] = true);
                 }
             }

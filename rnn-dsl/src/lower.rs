@@ -207,8 +207,8 @@ pub fn lower(layer: &ir::Layer) -> LayerPlan {
 /// a few operations in registers on rows the pass reads anyway. The number
 /// of operations is the same (one per valid step and sequence either way).
 /// Kept ahead: sums with a product (they fold into it, [`folds`]), values a
-/// matrix product reads, values a step product accumulates onto, and the
-/// step's output and updates.
+/// matrix product reads, values a step product accumulates onto, values of
+/// the input itself, and the step's output and updates.
 fn demote_hoisted_elementwise(layer: &ir::Layer, places: &mut [Place], packed_rows: &mut [bool]) {
     let nodes = &layer.step.nodes;
     let uses = layer.step.uses();
@@ -223,7 +223,15 @@ fn demote_hoisted_elementwise(layer: &ir::Layer, places: &mut [Place], packed_ro
         if places[idx] != Place::Hoisted || !elementwise(&node.op) {
             continue;
         }
-        if node.op.operands().into_iter().any(is_product) {
+        // A value of the input itself stays ahead, so that a backward
+        // direction can still gather its input per chunk
+        // ([`LayerPlan::gathers_inputs`]) rather than reverse all of it.
+        let reads_input = |operand: ValueId| {
+            let root = view_root(layer, places, operand);
+            matches!(nodes[root.index()].op, Op::Input(k) if layer.inputs[k].per_step)
+        };
+        let operands = node.op.operands();
+        if operands.iter().any(|o| is_product(*o) || reads_input(*o)) {
             continue;
         }
         // Its readers, through views; and the views, which move with it.
@@ -581,7 +589,7 @@ mod tests {
         );
         assert_eq!(plan.step.len(), 2, "one fused pass after the product");
         // Only the new state leaves the pass: every other value of the pass
-        // lives in a scratch row.
+        // needs no buffer.
         let Work::Fused(ids) = &plan.step[1] else {
             panic!("the last work is the fused pass")
         };
@@ -631,5 +639,62 @@ mod tests {
         assert_eq!(*hoisted, out);
         assert_eq!(plan.alias[sum.index()], Some(out));
         assert!(plan.packed_rows[sum.index()] && plan.folded[recurrent.index()]);
+    }
+
+    /// The first node of `layer` whose operation `matches`.
+    fn node_where(layer: &ir::Layer, matches: impl Fn(&Op) -> bool) -> ValueId {
+        let idx = layer
+            .step
+            .nodes
+            .iter()
+            .position(|node| matches(&node.op))
+            .expect("such a node");
+        ValueId(idx as u32)
+    }
+
+    #[test]
+    fn input_only_elementwise_values_move_into_the_step_unless_kept_ahead() {
+        use crate::check::Func;
+        // `s` is read, through two views, only by the step's elementwise
+        // work: it moves into the step, its views with it.
+        let (layer, plan) = plan_of(
+            "cell c(x: [I]) -> h: [H] { param w: [2*H, I]; param b: [2*H]; param u: [H, H]; \
+             let s = (w @ x + b) * 2; let (a, k) = chunk(s, 2); h = tanh(u @ h) * a + k; } \
+             network N { input x: [3]; layer l = c(hidden = 4); unroll dynamic; }",
+        );
+        let s = node_where(&layer, |op| matches!(op, Op::Binary(Func::Mul, ..)));
+        assert_eq!(plan.place(s), Place::Step, "{:?}", plan.places);
+        assert!(!plan.packed_rows[s.index()]);
+        for (idx, node) in layer.step.nodes.iter().enumerate() {
+            if matches!(node.op, Op::Slice(base, ..) if base == s) {
+                assert_eq!(plan.places[idx], Place::View);
+                assert!(!plan.packed_rows[idx], "a view of a step value");
+            }
+        }
+        // The projection itself stays ahead, accumulated onto its bias.
+        assert!(matches!(
+            plan.hoisted[..],
+            [Work::MatVec { init: Some(_), .. }]
+        ));
+
+        // A value of the input itself stays ahead: a backward direction
+        // still gathers its input per chunk.
+        let (layer, plan) = plan_of(
+            "cell c(x: [H]) -> h: [H] { param u: [H, H]; h = tanh(u @ h) * sigmoid(x); } \
+             network N { input x: [4]; layer l = c(hidden = 4, bidirectional); unroll dynamic; }",
+        );
+        let g = node_where(&layer, |op| matches!(op, Op::Unary(Func::Sigmoid, _)));
+        assert_eq!(plan.place(g), Place::Hoisted);
+        assert!(plan.gathers_inputs);
+
+        // The step's output stays ahead (it is copied out from there).
+        let (layer, plan) = plan_of(
+            "cell c(x: [I]) -> h: [H] { param w: [H, I]; param b: [H]; param u: [H, H]; \
+             h = tanh(u @ h); output (w @ x + b) * 2; } \
+             network N { input x: [3]; layer l = c(hidden = 4); unroll dynamic; }",
+        );
+        let out = node_where(&layer, |op| matches!(op, Op::Binary(Func::Mul, ..)));
+        assert_eq!(layer.step.output, out);
+        assert_eq!(plan.place(out), Place::Hoisted);
     }
 }

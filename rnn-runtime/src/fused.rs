@@ -1,14 +1,18 @@
-//! Elementwise work of a step: one pass over the running sequences.
+//! Elementwise work of a layer: one pass over the rows of a phase (the
+//! running sequences at a step, or the valid steps of a chunk ahead of the
+//! loop, or the sequences once per call).
 //!
-//! Generated code runs the elementwise operations of a step as one pass.
-//! Most passes (every node one width) are a [`Pass`]: a function of one
+//! Generated code runs a run of elementwise operations as one pass. Most
+//! passes (every node one width) are a [`Pass`]: a function of one
 //! block of columns of one row, written by generated code with the
 //! [`Lanes`] operations, which [`run_pass`] runs in blocks of this CPU's
 //! vectors inside the kernel table's `#[target_feature]` function, so every
 //! intermediate value lives in registers and the pass is one call.
 //!
-//! Passes that mix widths (a one-element vector broadcast over a row) run
-//! in tiles of a few rows instead: for each tile, every operation in turn
+//! Passes that do not fit blocks of columns (nodes of different widths, a
+//! part of a value computed in the same pass, a column or an offset range
+//! of a state that the pass updates in place) run in tiles of a few rows
+//! instead: for each tile, every operation in turn
 //! on that tile ([`binary_tile`], [`unary_tile`], [`clip_tile`]), with the
 //! intermediate values in small scratch tiles that stay in the L1 cache.
 //! Those functions work on strided slices; the operation is a value, so
@@ -298,6 +302,7 @@ pub(crate) fn run_rows<P: Pass, W: Lanes, V: Lanes, T: Lanes>(
     rows: usize,
     width: usize,
 ) {
+    const { assert!(T::LANES == 1, "the last columns go one at a time") };
     for row in 0..rows {
         let mut col = 0;
         while col + W::LANES <= width {

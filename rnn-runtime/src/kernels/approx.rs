@@ -139,10 +139,14 @@ pub(super) fn sigmoid<A: MulAdd>(x: f32) -> f32 {
 /// The hyperbolic tangent.
 ///
 /// Formula, on `a = |x|` clamped to [`TANH_MAX_INPUT`]: `m = e^(2a) − 1` as
-/// `2^n·p + (2^n − 1)` (from [`reduce`]: every term non-negative, one rounding, accurate
-/// relative to `m` down to the smallest inputs), then `tanh a = m / (m + 2)`; the sign of `x` is
-/// copied onto the result (so `tanh(−0) = −0`). One exponential-like evaluation and one
-/// division, with no second formula for small inputs. NaN gives NaN.
+/// `2^n·p + (2^n − 1)` in one fused multiply-add (from [`reduce`]); for `n = 0` that is `p`
+/// itself, accurate relative to `m` down to the smallest inputs; for `n ≥ 1` the second term is
+/// positive and `p ≥ e^(−ln2/2) − 1 ≈ −0.29`, so the sum is at least about 0.41 times `2^n`
+/// and at most about one bit cancels (`n = 1` for `a` in about [0.17, 0.52)). The worst
+/// measured error, 2.42 ulp, is at a small input (`a ≈ 0.0078`, `n = 0`).
+/// Then `tanh a = m / (m + 2)`; the sign of `x` is copied onto the result (so
+/// `tanh(−0) = −0`). One exponential-like evaluation and one division, with no second formula
+/// for small inputs. NaN gives NaN.
 #[inline(always)]
 pub(super) fn tanh<A: MulAdd>(x: f32) -> f32 {
     let a = x.abs();

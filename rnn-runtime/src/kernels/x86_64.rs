@@ -311,7 +311,9 @@ pub(super) fn pass_avx2<P: Pass>(pass: &mut P, rows: usize, width: usize) {
         // SAFETY: `has_avx2()` has just detected AVX2 and FMA, all `pass_avx2_body` enables.
         unsafe { pass_avx2_body(pass, rows, width) }
     } else {
-        run_rows::<P, Block<16, Approx>, Block<8, Approx>, Block<1, Approx>>(pass, rows, width);
+        // Never taken (the table exists only where the features do); one lane at a time, the
+        // same results, and one copy of the pass fewer to compile.
+        run_rows::<P, Block<1, Approx>, Block<1, Approx>, Block<1, Approx>>(pass, rows, width);
     }
 }
 
@@ -327,7 +329,9 @@ pub(super) fn pass_avx512<P: Pass>(pass: &mut P, rows: usize, width: usize) {
         // `pass_avx512_body` enables.
         unsafe { pass_avx512_body(pass, rows, width) }
     } else {
-        run_rows::<P, Block<32, Approx>, Block<16, Approx>, Block<1, Approx>>(pass, rows, width);
+        // Never taken (the table exists only where the features do); one lane at a time, the
+        // same results, and one copy of the pass fewer to compile.
+        run_rows::<P, Block<1, Approx>, Block<1, Approx>, Block<1, Approx>>(pass, rows, width);
     }
 }
 
