@@ -305,37 +305,41 @@ impl Activations for Approx {
     }
 }
 
-/// Runs a fused pass in blocks of two `ymm` (16 lanes), then one.
-pub(super) fn pass_avx2<P: Pass>(pass: &mut P, rows: usize, width: usize) {
-    if has_avx2() {
-        // SAFETY: `has_avx2()` has just detected AVX2 and FMA, all `pass_avx2_body` enables.
-        unsafe { pass_avx2_body(pass, rows, width) }
-    } else {
-        // Never taken (the table exists only where the features do); one lane at a time, the
-        // same results, and one copy of the pass fewer to compile.
-        run_rows::<P, Block<1, Approx>, Block<1, Approx>, Block<1, Approx>>(pass, rows, width);
-    }
+/// Declares, for one instruction set, the `#[target_feature]` loop of a fused pass in blocks of
+/// `$two` lanes (two vectors), then `$one`, then single lanes, and its safe wrapper that checks
+/// the features.
+macro_rules! pass_kernel {
+    ($wrapper:ident, $body:ident, $features:literal, $has:ident, $two:literal, $one:literal) => {
+        pub(super) fn $wrapper<P: Pass>(pass: &mut P, rows: usize, width: usize) {
+            if $has() {
+                // SAFETY: `$has()` has just detected every feature `$body` enables.
+                unsafe { $body(pass, rows, width) }
+            } else {
+                // Never taken (the table exists only where the features do); one lane at a
+                // time, the same results, and one copy of the pass fewer to compile.
+                run_rows::<P, Block<1, Approx>, Block<1, Approx>, Block<1, Approx>>(
+                    pass, rows, width,
+                );
+            }
+        }
+
+        #[target_feature(enable = $features)]
+        unsafe fn $body<P: Pass>(pass: &mut P, rows: usize, width: usize) {
+            run_rows::<P, Block<$two, Approx>, Block<$one, Approx>, Block<1, Approx>>(
+                pass, rows, width,
+            );
+        }
+    };
 }
 
-#[target_feature(enable = "avx2,fma")]
-unsafe fn pass_avx2_body<P: Pass>(pass: &mut P, rows: usize, width: usize) {
-    run_rows::<P, Block<16, Approx>, Block<8, Approx>, Block<1, Approx>>(pass, rows, width);
-}
-
-/// Runs a fused pass in blocks of two `zmm` (32 lanes), then one.
-pub(super) fn pass_avx512<P: Pass>(pass: &mut P, rows: usize, width: usize) {
-    if has_avx512() {
-        // SAFETY: `has_avx512()` has just detected AVX-512F, AVX2 and FMA, all
-        // `pass_avx512_body` enables.
-        unsafe { pass_avx512_body(pass, rows, width) }
-    } else {
-        // Never taken (the table exists only where the features do); one lane at a time, the
-        // same results, and one copy of the pass fewer to compile.
-        run_rows::<P, Block<1, Approx>, Block<1, Approx>, Block<1, Approx>>(pass, rows, width);
-    }
-}
-
-#[target_feature(enable = "avx512f,avx2,fma")]
-unsafe fn pass_avx512_body<P: Pass>(pass: &mut P, rows: usize, width: usize) {
-    run_rows::<P, Block<32, Approx>, Block<16, Approx>, Block<1, Approx>>(pass, rows, width);
-}
+// Blocks of two `ymm` (16 lanes), then one.
+pass_kernel!(pass_avx2, pass_avx2_body, "avx2,fma", has_avx2, 16, 8);
+// Blocks of two `zmm` (32 lanes), then one.
+pass_kernel!(
+    pass_avx512,
+    pass_avx512_body,
+    "avx512f,avx2,fma",
+    has_avx512,
+    32,
+    16
+);
