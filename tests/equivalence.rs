@@ -316,12 +316,12 @@ mod passes {
 type Build = fn(&TensorMap) -> Result<Box<dyn Model>, RnnError>;
 
 /// Runs each network of `source` generated (`builds`) and interpreted on 24
-/// sequences of up to 40 steps, lengths ending inside and at the edges of
-/// chunks of steps, and compares every output.
-fn agree_with_the_interpreter(file: &str, source: &str, builds: &[(&str, Build)]) {
+/// sequences of up to `steps` steps, lengths ending inside and at the edges
+/// of chunks of steps, and compares every output.
+fn agree_with_the_interpreter(file: &str, source: &str, steps: usize, builds: &[(&str, Build)]) {
     let compiled = rnn_dsl::compile(SourceFile::new(file, source)).expect("valid model");
-    let (batch, steps) = (24, 40);
-    // Lengths 0..=40: sequences end inside and at the edges of chunks.
+    let batch = 24;
+    // Lengths 0..=steps: sequences end inside and at the edges of chunks.
     let lengths: Vec<usize> = (0..batch).map(|b| (b * 37) % (steps + 1)).collect();
     for (name, build) in builds {
         let network = compiled.network(Some(name)).expect("network exists");
@@ -347,6 +347,7 @@ fn input_projections_computed_in_chunks_agree_with_the_interpreter() {
     agree_with_the_interpreter(
         "chunked.rnn",
         CHUNKED,
+        40,
         &[
             ("ChunkedMixed", |w| {
                 Ok(Box::new(ChunkedMixed::from_weights(w)?))
@@ -367,6 +368,7 @@ fn fused_passes_in_lanes_and_in_tiles_agree_with_the_interpreter() {
     agree_with_the_interpreter(
         "passes.rnn",
         PASSES,
+        40,
         &[
             ("ScalarGate", |w| {
                 Ok(Box::new(passes::ScalarGate::from_weights(w)?))
@@ -379,5 +381,14 @@ fn fused_passes_in_lanes_and_in_tiles_agree_with_the_interpreter() {
             }),
             ("OddGru", |w| Ok(Box::new(passes::OddGru::from_weights(w)?))),
         ],
+    );
+    // Past 64 steps a static step is one closure called per step.
+    agree_with_the_interpreter(
+        "passes.rnn",
+        PASSES,
+        70,
+        &[("LongStatic", |w| {
+            Ok(Box::new(passes::LongStatic::from_weights(w)?))
+        })],
     );
 }

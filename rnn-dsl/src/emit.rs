@@ -344,6 +344,13 @@ fn lanes_width(layer: &ir::Layer, plan: &LayerPlan, ids: &[ValueId]) -> Option<u
     Some(w)
 }
 
+/// Whether a step pass stores the step's output rows itself: it runs in
+/// blocks of lanes and computes the output, a value as wide as the
+/// layer's output (not a view of a wider one).
+fn pass_stores_output(layer: &ir::Layer, plan: &LayerPlan, ids: &[ValueId]) -> bool {
+    ids.contains(&layer.step.output) && lanes_width(layer, plan, ids) == Some(layer.output_size)
+}
+
 /// The value under a chain of column views, and the columns read.
 fn operand_columns(
     layer: &ir::Layer,
@@ -1213,12 +1220,13 @@ impl Cx<'_> {
     }
 
     /// The statements of a phase's work, in order; the types of its fused
-    /// passes are added to `items`.
+    /// passes are added to `items`. `step`: the work is the step's, whose
+    /// pass may store the step's output rows.
     fn emit_work(
         &self,
         layer: &ir::Layer,
         plan: &LayerPlan,
-        work: &[Work],
+        (work, step): (&[Work], bool),
         items: &mut Vec<TokenStream>,
     ) -> Vec<TokenStream> {
         work.iter()
@@ -1226,7 +1234,10 @@ impl Cx<'_> {
                 Work::MatVec { out, product, init } => {
                     self.emit_product(layer, plan, *out, *product, *init)
                 }
-                Work::Fused(ids) => self.emit_fused(layer, plan, ids, items),
+                Work::Fused(ids) => {
+                    let stores_output = step && pass_stores_output(layer, plan, ids);
+                    self.emit_fused(layer, plan, ids, stores_output, items)
+                }
             })
             .collect()
     }
@@ -1244,6 +1255,7 @@ impl Cx<'_> {
         layer: &ir::Layer,
         plan: &LayerPlan,
         ids: &[ValueId],
+        stores_output: bool,
         items: &mut Vec<TokenStream>,
     ) -> TokenStream {
         let places = &plan.places;
@@ -1297,12 +1309,24 @@ impl Cx<'_> {
                 .map(|id| binding_ident(layer, plan, *id))
                 .collect();
             let name = format_ident!("__RnnPass{}", items.len());
-            items.push(self.emit_pass_lanes(layer, plan, ids, width, &name, &reads, &writes));
+            items.push(self.emit_pass_lanes(
+                layer,
+                plan,
+                ids,
+                (&name, width),
+                (&reads, &writes),
+                stores_output,
+            ));
             let width = usize_lit(width);
+            let output = if stores_output {
+                quote!(__rnn_out: __rnn_out.view_mut(), __rnn_packing, __rnn_t, __rnn_place,)
+            } else {
+                TokenStream::new()
+            };
             return quote! {{
                 #(#bindings)*
                 __rnn_rt::run_pass(
-                    &mut #name { #(#reads,)* #(#writes,)* __rnn_off, __rnn_hoff },
+                    &mut #name { #(#reads,)* #(#writes,)* #output __rnn_off, __rnn_hoff },
                     __rnn_n,
                     #width,
                 );
@@ -1350,16 +1374,19 @@ impl Cx<'_> {
     /// implementation: one block of columns `__rnn_col..` of one row
     /// through every node of the pass, each node a local value, stored
     /// where it lives beyond the pass.
-    #[allow(clippy::too_many_arguments)]
+    ///
+    /// With `stores_output`, the step's output (a node of the pass) is also
+    /// stored where the step's output rows go (the rows of the layer's
+    /// output that the runtime's `Packing::target_row` gives for the
+    /// layer's `Placement`), instead of being copied there after the pass.
     fn emit_pass_lanes(
         &self,
         layer: &ir::Layer,
         plan: &LayerPlan,
         ids: &[ValueId],
-        width: usize,
-        name: &Ident,
-        reads: &[Ident],
-        writes: &[Ident],
+        (name, width): (&Ident, usize),
+        (reads, writes): (&[Ident], &[Ident]),
+        stores_output: bool,
     ) -> TokenStream {
         let rt = self.rt;
         let local = |id: ValueId| format_ident!("__rnn_l{}", id.0);
@@ -1402,6 +1429,16 @@ impl Cx<'_> {
             }
         };
         let width_lit = usize_lit(width);
+        let output_fields = if stores_output {
+            quote! {
+                __rnn_out: #rt::ndarray::ArrayViewMut2<'a, f32>,
+                __rnn_packing: &'a #rt::__private::Packing,
+                __rnn_t: usize,
+                __rnn_place: #rt::__private::Placement,
+            }
+        } else {
+            TokenStream::new()
+        };
         let statements = ids.iter().map(|id| {
             let node = layer.step.node(*id);
             let operands: Vec<TokenStream> =
@@ -1430,15 +1467,29 @@ impl Cx<'_> {
                 let row = Rows::of(layer, plan, *id).tile_row();
                 quote!(#ident.store(&mut #binding[#row * #width_lit + __rnn_col..]);)
             };
+            let output = if stores_output && *id == layer.step.output {
+                quote! {
+                    let __rnn_target = self.__rnn_packing.target_row(self.__rnn_t, __rnn_row, self.__rnn_place);
+                    let mut __rnn_row_out = self.__rnn_out.row_mut(__rnn_target);
+                    let __rnn_row_out = __rnn_row_out
+                        .as_slice_mut()
+                        .expect("output rows are contiguous");
+                    #ident.store(&mut __rnn_row_out[__rnn_col..]);
+                }
+            } else {
+                TokenStream::new()
+            };
             quote! {
                 let #ident: V = #value;
                 #store
+                #output
             }
         });
         quote! {
             struct #name<'a> {
                 #(#reads: &'a [f32],)*
                 #(#writes: &'a mut [f32],)*
+                #output_fields
                 __rnn_off: usize,
                 __rnn_hoff: usize,
             }
@@ -1600,9 +1651,9 @@ impl Cx<'_> {
             returned.push(ident);
         }
         let mut passes = Vec::new();
-        let context_nodes = self.emit_work(layer, plan, &plan.context, &mut passes);
-        let hoisted_nodes = self.emit_work(layer, plan, &plan.hoisted, &mut passes);
-        let step_nodes = self.emit_work(layer, plan, &plan.step, &mut passes);
+        let context_nodes = self.emit_work(layer, plan, (&plan.context, false), &mut passes);
+        let hoisted_nodes = self.emit_work(layer, plan, (&plan.hoisted, false), &mut passes);
+        let step_nodes = self.emit_work(layer, plan, (&plan.step, true), &mut passes);
         let forward_copy = self.copy_into(
             layer,
             plan,
@@ -1621,10 +1672,19 @@ impl Cx<'_> {
         // Where a step's outputs go: the next step's rows of a packed
         // buffer, or (backward direction: the sequences run reversed; last
         // layer: the network's padded output) rows found per sequence.
-        let output_copy = quote! {
-            match __rnn_place {
-                __rnn_rt::Placement::Packed => { #forward_copy }
-                __rnn_place => __rnn_packing.write_step(__rnn_t, #output_rows, __rnn_out.view_mut(), __rnn_place),
+        let output_in_pass = plan
+            .step
+            .iter()
+            .any(|work| matches!(work, Work::Fused(ids) if pass_stores_output(layer, plan, ids)));
+        let output_copy = if output_in_pass {
+            // Stored by the step's pass.
+            TokenStream::new()
+        } else {
+            quote! {
+                match __rnn_place {
+                    __rnn_rt::Placement::Packed => { #forward_copy }
+                    __rnn_place => __rnn_packing.write_step(__rnn_t, #output_rows, __rnn_out.view_mut(), __rnn_place),
+                }
             }
         };
         let update = |k: usize| {

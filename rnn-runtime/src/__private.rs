@@ -228,15 +228,21 @@ impl Packing {
         place: Placement,
     ) {
         for (k, row) in rows.outer_iter().enumerate() {
-            let step = match place {
-                Placement::Packed | Placement::Padded => t,
-                Placement::Reversed | Placement::PaddedReversed => self.sorted_lengths[k] - 1 - t,
-            };
-            let target_row = match place {
-                Placement::Packed | Placement::Reversed => self.offsets[step] + k,
-                Placement::Padded | Placement::PaddedReversed => self.order[k] * self.steps + step,
-            };
-            copy_row(out.row_mut(target_row), row);
+            copy_row(out.row_mut(self.target_row(t, k, place)), row);
+        }
+    }
+
+    /// The row of `out` (see [`write_step`](Self::write_step)) where the
+    /// output of step `t` of the `k`-th sequence (in sorted order) goes.
+    #[inline]
+    pub fn target_row(&self, t: usize, k: usize, place: Placement) -> usize {
+        let step = match place {
+            Placement::Packed | Placement::Padded => t,
+            Placement::Reversed | Placement::PaddedReversed => self.sorted_lengths[k] - 1 - t,
+        };
+        match place {
+            Placement::Packed | Placement::Reversed => self.offsets[step] + k,
+            Placement::Padded | Placement::PaddedReversed => self.order[k] * self.steps + step,
         }
     }
 
