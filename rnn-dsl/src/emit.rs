@@ -1341,7 +1341,7 @@ impl Cx<'_> {
             let operands = node.op.operands();
             let operands = operands
                 .iter()
-                .map(|operand| self.tile_operand(layer, plan, *operand, None, width));
+                .map(|operand| self.tile_operand(layer, plan, *operand, width));
             let (function, operation) = self.elementwise(&node.op, false);
             let function = format_ident!("{}_tile", function);
             let operation = operation.into_iter();
@@ -1510,25 +1510,18 @@ impl Cx<'_> {
     }
 
     /// An operand of a tile operation inside a fused pass, for an output of
-    /// `out_width` columns: columns `cols` (all by default) of the current
-    /// tile's rows of value `id`.
+    /// `out_width` columns: the columns of value `id` (a view's, of the
+    /// value under it) at the current tile's rows.
     fn tile_operand(
         &self,
         layer: &ir::Layer,
         plan: &LayerPlan,
         id: ValueId,
-        cols: Option<(usize, usize)>,
         out_width: usize,
     ) -> TokenStream {
+        let (id, start, end) = operand_columns(layer, plan, id);
         let node = layer.step.node(id);
         let place = plan.place(id);
-        if let (Op::Slice(inner, start, end), Place::View) = (&node.op, place) {
-            let cols = match cols {
-                Some((a, b)) => (start + a, start + b),
-                None => (*start, *end),
-            };
-            return self.tile_operand(layer, plan, *inner, Some(cols), out_width);
-        }
         if place == Place::Literal {
             let Op::Literal(value) = node.op else {
                 unreachable!("literal place holds a literal")
@@ -1540,7 +1533,6 @@ impl Cx<'_> {
             Shape::Vector(len) => len,
             _ => 1,
         };
-        let (start, end) = cols.unwrap_or((0, full));
         // A one-element vector broadcasts over the columns.
         let per_row = end - start == 1 && out_width != 1;
         let binding = binding_ident(layer, plan, id);
@@ -1549,7 +1541,7 @@ impl Cx<'_> {
             if per_row {
                 return quote!(__rnn_rt::Operand::Value(#binding[#start_lit]));
             }
-            let data = if cols.is_none() {
+            let data = if start == 0 && end == full {
                 quote!(#binding)
             } else {
                 let end = usize_lit(end);
@@ -1741,8 +1733,6 @@ impl Cx<'_> {
                 })
                 .collect()
         };
-        // Values that read only the step's input: every step of a chunk of
-        // steps at once, when the chunk starts.
         // A backward direction's chunk of each per-step input, gathered
         // reversed into a buffer when the chunk starts.
         let gathered: Vec<usize> = (0..layer.inputs.len())
@@ -1770,6 +1760,8 @@ impl Cx<'_> {
             });
             returned.push(gather);
         }
+        // Values that read only the step's input: every step of a chunk of
+        // steps at once, when the chunk starts.
         let hoisted_chunk = if hoisted_nodes.is_empty() {
             TokenStream::new()
         } else {

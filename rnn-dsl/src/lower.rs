@@ -339,8 +339,11 @@ fn folds(layer: &ir::Layer, places: &[Place]) -> Vec<Fold> {
 /// new value `u`, computed by a fused pass of the step, when nothing reads
 /// the old value of state `k` from the operation computing `u` on (in that
 /// pass, in later work of the step, or as the step's output or another
-/// state's update). Each operation works on whole rows, so within a pass
-/// the old value of a row is read before the row is written.
+/// state's update). Within a pass each operation reads the old value of a
+/// row before the row is written: a pass in tiles runs each operation on
+/// whole rows, and a pass in blocks of lanes runs every operation on one
+/// block of columns, which `emit.rs` allows only when the pass reads the
+/// state at those same columns.
 fn state_homes(layer: &ir::Layer, places: &[Place], step_work: &[Work]) -> Vec<Option<usize>> {
     let step = &layer.step;
     let mut home = vec![None; step.nodes.len()];

@@ -203,15 +203,9 @@ impl Packing {
     /// Packed rows with each sequence reversed within its own length, into
     /// `out` (same shape, e.g. a range of columns of a wider buffer): row
     /// `(t, k)` takes row `(len_k - 1 - t, k)`. Its own inverse.
-    pub fn reverse_into(&self, packed: ArrayView2<'_, f32>, mut out: ArrayViewMut2<'_, f32>) {
+    pub fn reverse_into(&self, packed: ArrayView2<'_, f32>, out: ArrayViewMut2<'_, f32>) {
         assert_eq!(packed.dim(), out.dim(), "reverse_into: shapes differ");
-        for t in 0..self.max_len() {
-            for k in 0..self.batch_size(t) {
-                let source = self.sorted_lengths[k] - 1 - t;
-                let row = packed.row(self.offsets[source] + k);
-                copy_row(out.row_mut(self.offsets[t] + k), row);
-            }
-        }
+        self.gather_reversed(packed, 0, self.max_len(), out);
     }
 
     /// Writes the rows `[batch_size(t), n]` of step `t` (one per running
