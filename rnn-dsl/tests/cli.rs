@@ -392,97 +392,56 @@ fn run_lstm_zeroes_outputs_past_each_length() {
 
 #[test]
 fn run_misshaped_weight_names_the_tensor_and_both_shapes() {
-    let dir = scratch("run_misshaped");
-    let model = write(&dir, "ista.rnn", ISTA);
-    let (weights, inputs) = ista_data(ISTA_N - 1);
-    let (weights_path, inputs_path) = (
-        save(&dir, "w.safetensors", &weights),
-        save(&dir, "x.safetensors", &inputs),
-    );
-    let output = dir.join("y.safetensors");
-    let out = rnnc_run(&model, &weights_path, &inputs_path, &output, &[]);
+    let files = IstaFiles::new("run_misshaped", ISTA_N - 1);
+    let out = files.run(&[]);
     assert_one_line_error(&out, 1, &["`A`", "[20, 40]", "[20, 39]"]);
-    assert!(!output.exists(), "no output on failure");
+    assert!(!files.output.exists(), "no output on failure");
 }
 
 #[test]
 fn run_missing_weights_or_input_file_is_one_line_exit_two() {
-    let dir = scratch("run_missing_files");
-    let model = write(&dir, "ista.rnn", ISTA);
-    let (weights, inputs) = ista_data(ISTA_N);
-    let (weights_path, inputs_path) = (
-        save(&dir, "w.safetensors", &weights),
-        save(&dir, "x.safetensors", &inputs),
-    );
+    let files = IstaFiles::new("run_missing_files", ISTA_N);
+    let IstaFiles {
+        dir,
+        model,
+        weights,
+        inputs,
+        output,
+    } = &files;
     let missing = dir.join("absent.safetensors");
-    let output = dir.join("y.safetensors");
 
-    let out = rnnc_run(&model, &missing, &inputs_path, &output, &[]);
+    let out = rnnc_run(model, &missing, inputs, output, &[]);
     assert_one_line_error(&out, 2, &["absent.safetensors"]);
-    let out = rnnc_run(&model, &weights_path, &missing, &output, &[]);
+    let out = rnnc_run(model, weights, &missing, output, &[]);
     assert_one_line_error(&out, 2, &["absent.safetensors"]);
-    let out = rnnc_run(
-        &model,
-        &weights_path,
-        &inputs_path,
-        &dir.join("no/such/dir/y.safetensors"),
-        &[],
-    );
+    let no_dir = dir.join("no/such/dir/y.safetensors");
+    let out = rnnc_run(model, weights, inputs, &no_dir, &[]);
     assert_one_line_error(&out, 2, &["y.safetensors"]);
 }
 
 #[test]
 fn run_truncated_weights_file_is_one_line_exit_one() {
-    let dir = scratch("run_truncated");
-    let model = write(&dir, "ista.rnn", ISTA);
-    let (weights, inputs) = ista_data(ISTA_N);
-    let bytes = weights.to_bytes().expect("serialise");
-    let weights_path = dir.join("w.safetensors");
-    fs::write(&weights_path, &bytes[..bytes.len() / 2]).expect("write truncated file");
-    let inputs_path = save(&dir, "x.safetensors", &inputs);
-    let out = rnnc_run(
-        &model,
-        &weights_path,
-        &inputs_path,
-        &dir.join("y.safetensors"),
-        &[],
-    );
+    let files = IstaFiles::new("run_truncated", ISTA_N);
+    let bytes = fs::read(&files.weights).expect("read the weights back");
+    fs::write(&files.weights, &bytes[..bytes.len() / 2]).expect("write truncated file");
+    let out = files.run(&[]);
     assert_one_line_error(&out, 1, &["w.safetensors", "not a valid safetensors file"]);
 }
 
 #[test]
 fn run_missing_tensor_is_one_line_exit_one() {
-    let dir = scratch("run_missing_tensor");
-    let model = write(&dir, "ista.rnn", ISTA);
-    let (weights, _) = ista_data(ISTA_N);
-    let weights_path = save(&dir, "w.safetensors", &weights);
-    let inputs_path = save(&dir, "x.safetensors", &TensorMap::new());
-    let out = rnnc_run(
-        &model,
-        &weights_path,
-        &inputs_path,
-        &dir.join("y.safetensors"),
-        &[],
-    );
+    let files = IstaFiles::new("run_missing_tensor", ISTA_N);
+    TensorMap::new()
+        .save(&files.inputs)
+        .expect("save empty inputs");
+    let out = files.run(&[]);
     assert_one_line_error(&out, 1, &["tensor `y` not found"]);
 }
 
 #[test]
 fn run_unknown_network_is_one_line_exit_two() {
-    let dir = scratch("run_unknown_network");
-    let model = write(&dir, "ista.rnn", ISTA);
-    let (weights, inputs) = ista_data(ISTA_N);
-    let (weights_path, inputs_path) = (
-        save(&dir, "w.safetensors", &weights),
-        save(&dir, "x.safetensors", &inputs),
-    );
-    let out = rnnc_run(
-        &model,
-        &weights_path,
-        &inputs_path,
-        &dir.join("y.safetensors"),
-        &["--network", "Nope"],
-    );
+    let files = IstaFiles::new("run_unknown_network", ISTA_N);
+    let out = files.run(&["--network", "Nope"]);
     assert_one_line_error(&out, 2, &["`Nope`", "Ista"]);
 }
 
@@ -778,6 +737,41 @@ fn rnnc_run(model: &Path, weights: &Path, inputs: &Path, output: &Path, extra: &
     ];
     args.extend(extra.iter().map(OsStr::new));
     rnnc(args)
+}
+
+/// The ISTA model, its weights (`A` of `[20, n]`) and inputs saved in a
+/// fresh directory, for tests of how `rnnc run` fails.
+struct IstaFiles {
+    dir: PathBuf,
+    model: PathBuf,
+    weights: PathBuf,
+    inputs: PathBuf,
+    output: PathBuf,
+}
+
+impl IstaFiles {
+    fn new(test: &str, n: usize) -> IstaFiles {
+        let dir = scratch(test);
+        let model = write(&dir, "ista.rnn", ISTA);
+        let (weights, inputs) = ista_data(n);
+        IstaFiles {
+            model,
+            weights: save(&dir, "w.safetensors", &weights),
+            inputs: save(&dir, "x.safetensors", &inputs),
+            output: dir.join("y.safetensors"),
+            dir,
+        }
+    }
+
+    fn run(&self, extra: &[&str]) -> Outcome {
+        rnnc_run(
+            &self.model,
+            &self.weights,
+            &self.inputs,
+            &self.output,
+            extra,
+        )
+    }
 }
 
 /// What a successful `rnnc run` printed and wrote.
