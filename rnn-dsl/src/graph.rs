@@ -347,8 +347,14 @@ fn escape(text: &str) -> String {
     escaped
 }
 
+/// The structural check of DOT text, shared with the CLI tests.
+#[cfg(test)]
+#[path = "../tests/support/dot.rs"]
+mod dot;
+
 #[cfg(test)]
 mod tests {
+    use super::dot::assert_dot_structure;
     use super::*;
     use crate::source::SourceFile;
 
@@ -363,45 +369,13 @@ mod tests {
             .expect("one network")
     }
 
-    /// Braces and quotes balance, and every line outside a quoted string is
-    /// a comment, an opening or closing brace, or a statement ending in `;`.
-    fn assert_structurally_valid(dot: &str) {
-        let mut depth = 0i64;
-        for line in dot.lines() {
-            let trimmed = line.trim();
-            if trimmed.starts_with("//") {
-                continue;
-            }
-            let mut in_string = false;
-            let mut escaped = false;
-            for ch in trimmed.chars() {
-                match (in_string, escaped, ch) {
-                    (true, true, _) => escaped = false,
-                    (true, false, '\\') => escaped = true,
-                    (true, false, '"') => in_string = false,
-                    (false, _, '"') => in_string = true,
-                    (false, _, '{') => depth += 1,
-                    (false, _, '}') => depth -= 1,
-                    _ => {}
-                }
-                assert!(depth >= 0, "unbalanced braces at {line:?}");
-            }
-            assert!(!in_string, "unterminated string in {line:?}");
-            assert!(
-                trimmed.ends_with(';') || trimmed.ends_with('{') || trimmed == "}",
-                "not a statement: {line:?}"
-            );
-        }
-        assert_eq!(depth, 0, "unbalanced braces:\n{dot}");
-    }
-
     #[test]
     fn one_cluster_per_step_with_forward_state_edges() {
         let dot = to_dot(
             &network("network N { input x: [4]; layer rnn = lstm(hidden = 8); unroll dynamic; }"),
             3,
         );
-        assert_structurally_valid(&dot);
+        assert_dot_structure(&dot);
         for t in 0..3 {
             assert!(
                 dot.contains(&format!("subgraph \"cluster_t{t}\" {{")),
@@ -442,7 +416,7 @@ mod tests {
     fn backward_state_flows_from_later_to_earlier_steps() {
         let text = "network N { input x: [4]; layer enc = gru(hidden = 8, layers = 2, bidirectional); unroll dynamic; }";
         let dot = to_dot(&network(text), 4);
-        assert_structurally_valid(&dot);
+        assert_dot_structure(&dot);
         // Forward: t -> t + 1; backward: t + 1 -> t, for both stacked layers.
         for layer_idx in 0..2 {
             for t in 0..3 {
@@ -499,7 +473,7 @@ mod tests {
             }
             network Ista { context y: [5]; layer solver = ista(N = 7); layer head = rnn_tanh(hidden = 3); unroll static 4; }";
         let dot = to_dot(&network(text), 4);
-        assert_structurally_valid(&dot);
+        assert_dot_structure(&dot);
         assert!(
             dot.contains("\"ctx0\" [label=\"y\\ncontext [5]\", shape=\"ellipse\"];"),
             "{dot}"
@@ -542,7 +516,7 @@ mod tests {
             ),
             0,
         );
-        assert_structurally_valid(&dot);
+        assert_dot_structure(&dot);
         assert!(!dot.contains("subgraph"), "{dot}");
         assert!(!dot.contains("->"), "{dot}");
     }

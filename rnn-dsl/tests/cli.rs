@@ -14,6 +14,11 @@ use ndarray::{ArrayD, IxDyn};
 use rnn_dsl::interp;
 use rnn_runtime::{Tensor, TensorMap};
 
+#[path = "support/dot.rs"]
+mod dot;
+
+use dot::assert_dot_structure;
+
 /// ISTA as a cell, as in `examples/models/ista.rnn`.
 const ISTA: &str = "\
 // ISTA: one step is one iteration.
@@ -917,36 +922,4 @@ impl Rng {
         let bits = self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 40;
         bits as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
     }
-}
-
-/// Braces and quotes balance, and every line is a comment, a brace or a
-/// statement ending in `;`: the shape of the DOT `rnnc graph` writes.
-fn assert_dot_structure(dot: &str) {
-    assert!(dot.trim_end().ends_with('}'), "{dot}");
-    let mut depth = 0_i64;
-    for line in dot.lines() {
-        let trimmed = line.trim();
-        if trimmed.starts_with("//") {
-            continue;
-        }
-        let (mut in_string, mut escaped) = (false, false);
-        for ch in trimmed.chars() {
-            match (in_string, escaped, ch) {
-                (true, true, _) => escaped = false,
-                (true, false, '\\') => escaped = true,
-                (true, false, '"') => in_string = false,
-                (false, _, '"') => in_string = true,
-                (false, _, '{') => depth += 1,
-                (false, _, '}') => depth -= 1,
-                _ => {}
-            }
-            assert!(depth >= 0, "unbalanced braces at {line:?}");
-        }
-        assert!(!in_string, "unterminated string in {line:?}");
-        assert!(
-            trimmed.ends_with(';') || trimmed.ends_with('{') || trimmed == "}",
-            "not a statement: {line:?}"
-        );
-    }
-    assert_eq!(depth, 0, "unbalanced braces in\n{dot}");
 }
