@@ -107,25 +107,9 @@ fn configure_pest() {
 /// Finds the first bracket that opens level `MAX_NESTING + 1`, outside
 /// comments, so that neither pest nor our tree walks recurse too deep.
 fn find_deep_nesting(text: &str) -> Option<Span> {
-    let bytes = text.as_bytes();
     let mut depth = 0usize;
-    let mut idx = 0;
-    while idx < bytes.len() {
-        match bytes[idx] {
-            b'/' if bytes.get(idx + 1) == Some(&b'/') => {
-                while idx < bytes.len() && bytes[idx] != b'\n' {
-                    idx += 1;
-                }
-            }
-            b'/' if bytes.get(idx + 1) == Some(&b'*') => {
-                idx += 2;
-                while idx < bytes.len()
-                    && !(bytes[idx] == b'*' && bytes.get(idx + 1) == Some(&b'/'))
-                {
-                    idx += 1;
-                }
-                idx += 1;
-            }
+    for (idx, byte) in code_bytes(text.as_bytes()) {
+        match byte {
             b'(' | b'[' | b'{' => {
                 depth += 1;
                 if depth > MAX_NESTING {
@@ -135,9 +119,36 @@ fn find_deep_nesting(text: &str) -> Option<Span> {
             b')' | b']' | b'}' => depth = depth.saturating_sub(1),
             _ => {}
         }
-        idx += 1;
     }
     None
+}
+
+/// The bytes of `bytes` outside `//` and `/* */` comments, with their
+/// positions (an unclosed block comment runs to the end).
+fn code_bytes(bytes: &[u8]) -> impl Iterator<Item = (usize, u8)> + '_ {
+    let mut idx = 0;
+    std::iter::from_fn(move || {
+        while idx < bytes.len() {
+            let (byte, next) = (bytes[idx], bytes.get(idx + 1));
+            if byte == b'/' && next == Some(&b'/') {
+                while idx < bytes.len() && bytes[idx] != b'\n' {
+                    idx += 1;
+                }
+            } else if byte == b'/' && next == Some(&b'*') {
+                idx += 2;
+                while idx < bytes.len()
+                    && !(bytes[idx] == b'*' && bytes.get(idx + 1) == Some(&b'/'))
+                {
+                    idx += 1;
+                }
+                idx += 2;
+            } else {
+                idx += 1;
+                return Some((idx - 1, byte));
+            }
+        }
+        None
+    })
 }
 
 /// Turns a pest error into a diagnostic in the language's own words: what
@@ -379,32 +390,15 @@ fn unclosed_comment(text: &str, pos: usize, max_position: usize) -> Diagnostic {
 
 /// The last `{` before `pos` that no `}` closes, outside comments.
 fn unclosed_brace(text: &str, pos: usize) -> Option<Span> {
-    let bytes = &text.as_bytes()[..pos];
     let mut open: Vec<usize> = Vec::new();
-    let mut idx = 0;
-    while idx < bytes.len() {
-        match bytes[idx] {
-            b'/' if bytes.get(idx + 1) == Some(&b'/') => {
-                while idx < bytes.len() && bytes[idx] != b'\n' {
-                    idx += 1;
-                }
-            }
-            b'/' if bytes.get(idx + 1) == Some(&b'*') => {
-                idx += 2;
-                while idx < bytes.len()
-                    && !(bytes[idx] == b'*' && bytes.get(idx + 1) == Some(&b'/'))
-                {
-                    idx += 1;
-                }
-                idx += 1;
-            }
+    for (idx, byte) in code_bytes(&text.as_bytes()[..pos]) {
+        match byte {
             b'{' => open.push(idx),
             b'}' => {
                 open.pop();
             }
             _ => {}
         }
-        idx += 1;
     }
     open.last().map(|idx| Span::new(*idx, idx + 1))
 }
@@ -1160,6 +1154,24 @@ mod tests {
             error.message
         );
         assert_eq!(error.secondary[0].1, "this `{` is never closed");
+    }
+
+    #[test]
+    fn brackets_in_comments_are_not_counted() {
+        let text = "a { // }\n b /* } { */ { c } /* ( [";
+        let code: String = code_bytes(text.as_bytes())
+            .map(|(_, byte)| byte as char)
+            .collect();
+        assert_eq!(code, "a { \n b  { c } ");
+        let positions: Vec<usize> = code_bytes(text.as_bytes())
+            .filter(|(_, byte)| *byte == b'{')
+            .map(|(idx, _)| idx)
+            .collect();
+        assert_eq!(positions, [2, 22]);
+        // The `{` at 2 is still open at the end; the one at 22 is closed.
+        assert_eq!(unclosed_brace(text, text.len()), Some(Span::new(2, 3)));
+        let deep = format!("/* {} */ x", "(".repeat(MAX_NESTING + 5));
+        assert_eq!(find_deep_nesting(&deep), None);
     }
 
     #[test]
