@@ -2,8 +2,8 @@
 //!
 //! This module is portable and free of `unsafe`: it holds the packed layout, the loop nest and the
 //! register-blocked microkernel, all written as plain Rust on fixed-size arrays. Each
-//! implementation instantiates [`gemm_rows`] with its own tile shape and [`GemmOps`] (fused or
-//! separate multiply-add, and an optional prefetch hint); the architecture modules do so inside
+//! implementation instantiates [`gemm_rows`] with its own tile shape and [`MulAdd`] (fused or
+//! separate multiply-add); the architecture modules do so inside
 //! `#[target_feature]` functions, where LLVM vectorises the microkernel for that instruction set.
 //!
 //! # Layout
@@ -55,16 +55,6 @@ pub(super) trait MulAdd {
     fn mul_add(a: f32, b: f32, c: f32) -> f32;
 }
 
-/// The operations of one implementation's matrix product beyond arithmetic.
-pub(super) trait GemmOps: MulAdd {
-    /// Hints that the cache lines under `target` will be written soon. The default does nothing;
-    /// an implementation may issue prefetches (which never change results).
-    #[inline(always)]
-    fn prefetch_for_write(target: &[f32]) {
-        let _ = target;
-    }
-}
-
 /// Fused multiply-add, one rounding: only for code compiled with the `fma` target feature, where
 /// [`f32::mul_add`] is a single instruction (elsewhere it is a slow library call).
 #[derive(Debug, Clone, Copy)]
@@ -88,11 +78,6 @@ impl MulAdd for Separate {
         a * b + c
     }
 }
-
-impl GemmOps for Separate {}
-
-/// `f32`s per cache line (64 bytes on every x86-64 and most aarch64 cores).
-const CACHE_LINE_FLOATS: usize = 16;
 
 /// Alignment of the packed buffer, in `f32`s (64 bytes: one cache line, one AVX-512 vector).
 const ALIGN_FLOATS: usize = 16;
@@ -230,10 +215,9 @@ impl std::fmt::Debug for PackedMatrix {
 /// every tile of the block (from L1 while `k · NR · 4` bytes fit, e.g. `k ≤ 128` for `NR = 64`,
 /// else from L2). The rows left over after the last full tile run in a shorter tile; when they
 /// are few, over two panels at once, so that a lone row (`n = 1`, the matrix-vector case) still
-/// keeps `2·NR` independent chains in flight. Each tile prefetches its output lines before its
-/// inner loop ([`GemmOps::prefetch_for_write`]).
+/// keeps `2·NR` independent chains in flight.
 #[inline(always)]
-pub(super) fn gemm_rows<const MR: usize, const NR: usize, A: GemmOps>(
+pub(super) fn gemm_rows<const MR: usize, const NR: usize, A: MulAdd>(
     x: ArrayView2<'_, f32>,
     w: &PackedMatrix,
     mut out: ArrayViewMut2<'_, f32>,
@@ -295,7 +279,7 @@ struct Operands<'a> {
 
 /// A tile of `rows < MAX_TILE_ROWS` rows over one panel: the row count becomes a constant.
 #[inline(always)]
-fn tail_tile<const NR: usize, A: GemmOps>(
+fn tail_tile<const NR: usize, A: MulAdd>(
     rows: usize,
     operands: &Operands<'_>,
     x: ArrayView2<'_, f32>,
@@ -317,7 +301,7 @@ fn tail_tile<const NR: usize, A: GemmOps>(
 
 /// A tile of `rows ≤ MAX_TILE_ROWS / 2` rows over two panels.
 #[inline(always)]
-fn tail_tile_pair<const NR: usize, A: GemmOps>(
+fn tail_tile_pair<const NR: usize, A: MulAdd>(
     rows: usize,
     operands: &Operands<'_>,
     x: ArrayView2<'_, f32>,
@@ -339,7 +323,7 @@ fn tail_tile_pair<const NR: usize, A: GemmOps>(
 /// Loads the starting values, runs [`microkernel`] over the whole inner dimension and stores the
 /// valid columns (the zero padding of the last panel is computed and dropped).
 #[inline(always)]
-fn tile<const R: usize, const P: usize, const NR: usize, A: GemmOps>(
+fn tile<const R: usize, const P: usize, const NR: usize, A: MulAdd>(
     operands: &Operands<'_>,
     x: ArrayView2<'_, f32>,
     out: &mut ArrayViewMut2<'_, f32>,
@@ -373,18 +357,6 @@ fn tile<const R: usize, const P: usize, const NR: usize, A: GemmOps>(
         let first = (panel + p) * NR;
         first..(first + NR).min(m)
     };
-    // The stores at the end of this tile would otherwise wait for their lines to arrive (from
-    // memory when `out` is large, e.g. a product hoisted over every time step); the inner loop
-    // takes far longer than the fetch.
-    for r in 0..R {
-        let out_row = out.row(row + r);
-        let out_row = out_row.to_slice().expect("rows of out are contiguous");
-        for p in 0..P {
-            for column in columns(p).step_by(CACHE_LINE_FLOATS) {
-                A::prefetch_for_write(&out_row[column..]);
-            }
-        }
-    }
     let mut acc = [[[0.0f32; NR]; P]; R];
     match start {
         Start::Zero => {}

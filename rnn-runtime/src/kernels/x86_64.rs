@@ -23,11 +23,9 @@
 //! the features, which gives bit-identical results (`f32::mul_add` is correctly rounded
 //! everywhere, in software if need be), only slowly.
 
-use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-
 use ndarray::{ArrayView2, ArrayViewMut2};
 
-use super::gemm::{gemm_rows, Fused, GemmOps, MulAdd, PackedMatrix, Start};
+use super::gemm::{gemm_rows, Fused, PackedMatrix, Start};
 use super::{approx, generic, Kernels, LaneSet};
 use crate::__private::Binary;
 use crate::fused::{binary_tile_portable, run_rows, Activations, Block, Operand, Pass, Tile};
@@ -40,26 +38,6 @@ const AVX2_TILE_ROWS: usize = 6;
 const AVX512_PANEL: usize = 64;
 /// Rows per register tile of the AVX-512 table.
 const AVX512_TILE_ROWS: usize = 6;
-
-/// The matrix product's operations on x86-64: fused multiply-adds, and prefetches of the output.
-struct X86;
-
-impl MulAdd for X86 {
-    #[inline(always)]
-    fn mul_add(a: f32, b: f32, c: f32) -> f32 {
-        Fused::mul_add(a, b, c)
-    }
-}
-
-impl GemmOps for X86 {
-    #[inline(always)]
-    fn prefetch_for_write(target: &[f32]) {
-        // SAFETY: a prefetch is only a hint: it never faults and has no architectural effect,
-        // whatever the address (here, that of a live slice). It is part of SSE, which every
-        // x86-64 CPU has.
-        unsafe { _mm_prefetch::<_MM_HINT_T0>(target.as_ptr().cast()) }
-    }
-}
 
 /// The AVX2 + FMA table.
 static AVX2: Kernels = Kernels {
@@ -244,7 +222,7 @@ fn gemm_avx2(
         // SAFETY: `has_avx2()` has just detected AVX2 and FMA, all `gemm_avx2_body` enables.
         unsafe { gemm_avx2_body(x, w, out, acc) }
     } else {
-        gemm_rows::<AVX2_TILE_ROWS, AVX2_PANEL, X86>(x, w, out, acc);
+        gemm_rows::<AVX2_TILE_ROWS, AVX2_PANEL, Fused>(x, w, out, acc);
     }
 }
 
@@ -255,7 +233,7 @@ unsafe fn gemm_avx2_body(
     out: ArrayViewMut2<'_, f32>,
     start: Start<'_>,
 ) {
-    gemm_rows::<AVX2_TILE_ROWS, AVX2_PANEL, X86>(x, w, out, start);
+    gemm_rows::<AVX2_TILE_ROWS, AVX2_PANEL, Fused>(x, w, out, start);
 }
 
 /// `out = start + x · wᵀ` with the AVX-512 tile; `w` packed for [`AVX512`].
@@ -270,7 +248,7 @@ fn gemm_avx512(
         // `gemm_avx512_body` enables.
         unsafe { gemm_avx512_body(x, w, out, acc) }
     } else {
-        gemm_rows::<AVX512_TILE_ROWS, AVX512_PANEL, X86>(x, w, out, acc);
+        gemm_rows::<AVX512_TILE_ROWS, AVX512_PANEL, Fused>(x, w, out, acc);
     }
 }
 
@@ -281,7 +259,7 @@ unsafe fn gemm_avx512_body(
     out: ArrayViewMut2<'_, f32>,
     start: Start<'_>,
 ) {
-    gemm_rows::<AVX512_TILE_ROWS, AVX512_PANEL, X86>(x, w, out, start);
+    gemm_rows::<AVX512_TILE_ROWS, AVX512_PANEL, Fused>(x, w, out, start);
 }
 
 /// The approximations of `approx.rs` with fused multiply-adds: the activations of both tables.
