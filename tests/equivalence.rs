@@ -316,28 +316,38 @@ mod passes {
 type Build = fn(&TensorMap) -> Result<Box<dyn Model>, RnnError>;
 
 /// Runs each network of `source` generated (`builds`) and interpreted on 24
-/// sequences of up to `steps` steps, lengths ending inside and at the edges
-/// of chunks of steps, and compares every output.
+/// sequences of up to `steps` steps and compares every output, for three
+/// sets of lengths: lengths ending inside and at the edges of chunks of
+/// steps, every sequence full, and every sequence 3 steps short of `steps`
+/// (with equal lengths a backward direction reads its input in place).
 fn agree_with_the_interpreter(file: &str, source: &str, steps: usize, builds: &[(&str, Build)]) {
     let compiled = rnn_dsl::compile(SourceFile::new(file, source)).expect("valid model");
     let batch = 24;
-    // Lengths 0..=steps: sequences end inside and at the edges of chunks.
-    let lengths: Vec<usize> = (0..batch).map(|b| (b * 37) % (steps + 1)).collect();
-    for (name, build) in builds {
-        let network = compiled.network(Some(name)).expect("network exists");
-        let weights = weights::random(network, 5);
-        let inputs = random_inputs(network, batch, steps, &lengths, true, 6);
-        let expected = interp::run(network, &weights, &inputs).expect("interpreter runs");
-        let outputs = build(&weights)
-            .expect("weights load")
-            .run(&inputs)
-            .expect("generated code runs");
-        for (tensor_name, tensor) in expected.iter() {
-            let rnn_runtime::Tensor::F32(expected) = tensor else {
-                continue;
-            };
-            let diff = max_abs_diff(&outputs.f32(tensor_name).expect("same outputs"), expected);
-            assert!(diff <= 1e-5, "{name} `{tensor_name}` differs by {diff:e}");
+    let length_sets = [
+        (0..batch).map(|b| (b * 37) % (steps + 1)).collect(),
+        vec![steps; batch],
+        vec![steps - 3; batch],
+    ];
+    for lengths in &length_sets {
+        for (name, build) in builds {
+            let network = compiled.network(Some(name)).expect("network exists");
+            let weights = weights::random(network, 5);
+            let inputs = random_inputs(network, batch, steps, lengths, true, 6);
+            let expected = interp::run(network, &weights, &inputs).expect("interpreter runs");
+            let outputs = build(&weights)
+                .expect("weights load")
+                .run(&inputs)
+                .expect("generated code runs");
+            for (tensor_name, tensor) in expected.iter() {
+                let rnn_runtime::Tensor::F32(expected) = tensor else {
+                    continue;
+                };
+                let diff = max_abs_diff(&outputs.f32(tensor_name).expect("same outputs"), expected);
+                assert!(
+                    diff <= 1e-5,
+                    "{name} `{tensor_name}` differs by {diff:e} (lengths {lengths:?})"
+                );
+            }
         }
     }
 }

@@ -1744,14 +1744,16 @@ impl Cx<'_> {
             let (ident, gather) = (input_ident(k), format_ident!("__rnn_g{}", k));
             let width = usize_lit(layer.inputs[k].size);
             gather_buffers.push(quote! {
-                let mut #gather = if __rnn_place.reversed() {
+                let mut #gather = if __rnn_place.reversed() && !__rnn_packing.uniform() {
                     __rnn_ws.take(__rnn_hrows, #width)
                 } else {
                     Array2::zeros((0, #width))
                 };
             });
             gathers.push(quote! {
-                let #ident = if __rnn_place.reversed() {
+                let #ident = if __rnn_hflip {
+                    #ident.slice(s![__rnn_packing.reversed_block(__rnn_t, __rnn_end), ..])
+                } else if __rnn_place.reversed() {
                     __rnn_packing.gather_reversed(#ident, __rnn_t, __rnn_end, #gather.view_mut());
                     #gather.slice(s![..__rnn_n, ..])
                 } else {
@@ -1760,16 +1762,31 @@ impl Cx<'_> {
             });
             returned.push(gather);
         }
+        if !gathered.is_empty() {
+            gather_buffers.push(quote! {
+                let mut __rnn_hend = 0usize;
+                let mut __rnn_hflip = false;
+            });
+        }
         // Values that read only the step's input: every step of a chunk of
         // steps at once, when the chunk starts.
         let hoisted_chunk = if hoisted_nodes.is_empty() {
             TokenStream::new()
         } else {
-            // Gathered inputs are read from their first row.
-            let input_offset = if gathers.is_empty() {
-                TokenStream::new()
+            // Gathered inputs are read from their first row. When every
+            // sequence has the same length, a backward direction's chunk
+            // is a block of the input in place, in time order: its steps'
+            // rows are found from the end of the block (`__rnn_hflip`).
+            let (flip, input_offset) = if gathers.is_empty() {
+                (TokenStream::new(), TokenStream::new())
             } else {
-                quote!(let __rnn_off = 0;)
+                (
+                    quote! {
+                        __rnn_hend = __rnn_end;
+                        __rnn_hflip = __rnn_place.reversed() && __rnn_packing.uniform();
+                    },
+                    quote!(let __rnn_off = 0;),
+                )
             };
             quote! {
                 if __rnn_t % __rnn_chunk == 0 {
@@ -1777,17 +1794,29 @@ impl Cx<'_> {
                     let __rnn_hoff = 0;
                     let __rnn_end = (__rnn_t + __rnn_chunk).min(__rnn_packing.max_len());
                     let __rnn_n = __rnn_packing.offset(__rnn_end) - __rnn_off;
+                    #flip
                     #(#gathers)*
                     #input_offset
                     #(#hoisted_nodes)*
                 }
             }
         };
+        let hoisted_offset = if gathers.is_empty() {
+            quote!(let __rnn_hoff = __rnn_off - __rnn_hbase;)
+        } else {
+            quote! {
+                let __rnn_hoff = if __rnn_hflip {
+                    __rnn_packing.reversed_block_row(__rnn_t, __rnn_hend)
+                } else {
+                    __rnn_off - __rnn_hbase
+                };
+            }
+        };
         let step_body = quote! {
             let __rnn_n = __rnn_packing.batch_size(__rnn_t);
             let __rnn_off = __rnn_packing.offset(__rnn_t);
             #hoisted_chunk
-            let __rnn_hoff = __rnn_off - __rnn_hbase;
+            #hoisted_offset
             #(#step_nodes)*
             #output_copy
             #(#stage_copies)*

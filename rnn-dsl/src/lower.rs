@@ -116,7 +116,9 @@ pub struct LayerPlan {
     /// Whether the layer reads its per-step inputs only in its hoisted work:
     /// then a backward direction takes its inputs in time order and gathers
     /// each chunk's rows reversed as the chunk starts, instead of a reversed
-    /// copy of the whole input.
+    /// copy of the whole input. When every sequence has the same length it
+    /// reads each chunk's rows in place, a block in time order, and finds
+    /// a step's hoisted rows from the block's end (`Packing::reversed_block`).
     pub gathers_inputs: bool,
 }
 

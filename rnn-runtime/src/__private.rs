@@ -240,6 +240,32 @@ impl Packing {
         }
     }
 
+    /// Whether every sequence has the longest length. A backward
+    /// direction then reads each chunk of its input in place
+    /// ([`reversed_block`](Self::reversed_block)) instead of gathering it.
+    pub fn uniform(&self) -> bool {
+        self.sorted_lengths.first() == self.sorted_lengths.last()
+    }
+
+    /// For a [`uniform`](Self::uniform) packing, the packed rows that
+    /// steps `start..end` of the sequences reversed read: those of times
+    /// `max_len - end..max_len - start`, one contiguous block in time
+    /// order, which is the reverse of step order.
+    pub fn reversed_block(&self, start: usize, end: usize) -> std::ops::Range<usize> {
+        debug_assert!(self.uniform() && start <= end && end <= self.max_len());
+        let len = self.max_len();
+        self.offsets[len - end]..self.offsets[len - start]
+    }
+
+    /// For a [`uniform`](Self::uniform) packing: the first row of step `t`
+    /// of the sequences reversed within the block
+    /// [`reversed_block`](Self::reversed_block) of a chunk of steps that
+    /// ends at `end`.
+    pub fn reversed_block_row(&self, t: usize, end: usize) -> usize {
+        debug_assert!(self.uniform() && t < end && end <= self.max_len());
+        self.offsets[end - 1 - t]
+    }
+
     /// The packed rows of steps `start..end` of the sequences reversed
     /// (see [`reverse_into`](Self::reverse_into)), gathered from `packed`
     /// in time order into the first rows of `out`.
