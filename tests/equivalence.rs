@@ -369,6 +369,12 @@ fn input_projections_computed_in_chunks_agree_with_the_interpreter() {
             ("ChunkedUser", |w| {
                 Ok(Box::new(ChunkedUser::from_weights(w)?))
             }),
+            ("ChunkedBiBy3", |w| {
+                Ok(Box::new(ChunkedBiBy3::from_weights(w)?))
+            }),
+            ("ChunkedBiStatic", |w| {
+                Ok(Box::new(ChunkedBiStatic::from_weights(w)?))
+            }),
         ],
     );
 }

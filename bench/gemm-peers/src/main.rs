@@ -2,15 +2,17 @@
 //! onto its input projection) on the product shapes of the workloads:
 //!
 //! - unroll: `gemm_packed`, with `w` packed once beforehand (as a model does at
-//!   construction);
+//!   construction), and with `w` packed on every call (what packing costs);
 //! - `matrixmultiply`, through ndarray's `general_mat_mul` (ndarray's default);
-//! - the `gemm` crate, `Parallelism::None`;
+//! - the `gemm` crate, `Parallelism::None` (built for stable Rust: its AVX-512
+//!   kernels need its `nightly` feature, so it runs its AVX2 + FMA ones);
 //! - OpenBLAS's `cblas_sgemm` (the system library, one thread).
 //!
 //! The peers take `w` as it is stored (`[m, k]`, row-major) and pack what they
 //! need on every call: that is how a step would call them. Each line is the
 //! best and the median of 7 timings of about 20 ms, the systems alternating
-//! within each round so that they share the machine's noise. Every result is
+//! within each round (each round starting with the next one) so that they
+//! share the machine's noise. Every result is
 //! checked against unroll's.
 
 use std::ffi::c_int;
@@ -42,6 +44,7 @@ extern "C" {
         ldc: c_int,
     );
     fn openblas_set_num_threads(threads: c_int);
+    fn openblas_get_corename() -> *const std::ffi::c_char;
 }
 
 const CBLAS_ROW_MAJOR: c_int = 101;
@@ -62,7 +65,13 @@ const SHAPES: [(&str, usize, usize, usize); 9] = [
     ("W4 hoisted l2 chunk", 128, 512, 1024),
 ];
 
-const SYSTEMS: [&str; 4] = ["unroll", "matrixmultiply", "gemm crate", "OpenBLAS"];
+const SYSTEMS: [&str; 5] = [
+    "unroll",
+    "unroll, packing every call",
+    "matrixmultiply",
+    "gemm crate",
+    "OpenBLAS",
+];
 
 struct Case {
     x: Array2<f32>,
@@ -97,11 +106,15 @@ impl Case {
         let m = self.w.nrows();
         match system {
             0 => gemm_packed(self.x.view(), &self.packed, self.out.view_mut(), true),
-            1 => general_mat_mul(1.0, &self.x, &self.w.t(), 1.0, &mut self.out),
+            1 => {
+                let packed = PackedMatrix::new(self.w.view());
+                gemm_packed(self.x.view(), &packed, self.out.view_mut(), true);
+            }
+            2 => general_mat_mul(1.0, &self.x, &self.w.t(), 1.0, &mut self.out),
             // SAFETY: the pointers and strides describe `out` `[n, m]`, `x`
             // `[n, k]` and `wᵀ` `[k, m]` (w's rows as columns), all row-major
             // and alive for the call.
-            2 => unsafe {
+            3 => unsafe {
                 gemm::gemm(
                     n,
                     m,
@@ -148,8 +161,15 @@ impl Case {
 }
 
 fn main() {
-    // SAFETY: a plain setter of OpenBLAS's thread count.
-    unsafe { openblas_set_num_threads(1) };
+    // SAFETY: a plain setter of OpenBLAS's thread count, and a getter of the
+    // name of the kernels it chose for this CPU (a static C string).
+    let core = unsafe {
+        openblas_set_num_threads(1);
+        std::ffi::CStr::from_ptr(openblas_get_corename()).to_string_lossy()
+    };
+    // The packed matrix's debug form names unroll's kernel table.
+    let unroll = PackedMatrix::new(Array2::zeros((1, 1)).view());
+    eprintln!("[gemm] OpenBLAS kernels: {core}; unroll: {unroll:?}");
     println!("| product | n × k × m | system | best µs | median µs | GFLOP/s (best) | × unroll |");
     println!("|---|---|---|---:|---:|---:|---:|");
     for (name, n, k, m) in SHAPES {
@@ -176,8 +196,12 @@ fn main() {
         // Calls per timing: about 20 ms at 100 GFLOP/s.
         let calls = ((2e-2 * 1e11 / flops) as usize).max(1);
         let mut times = vec![Vec::new(); SYSTEMS.len()];
-        for _round in 0..8 {
-            for (system, samples) in times.iter_mut().enumerate() {
+        for round in 0..8 {
+            // Each round starts with the next system, so that none always
+            // runs first (or right after another).
+            for offset in 0..SYSTEMS.len() {
+                let system = (round + offset) % SYSTEMS.len();
+                let samples = &mut times[system];
                 case.out.fill(0.0);
                 let start = Instant::now();
                 for _ in 0..calls {
