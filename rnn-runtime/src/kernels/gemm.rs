@@ -3,8 +3,8 @@
 //! This module is portable and free of `unsafe`: it holds the packed layout, the loop nest and the
 //! register-blocked microkernel, all written as plain Rust on fixed-size arrays. Each
 //! implementation instantiates [`gemm_rows`] with its own tile shape and [`MulAdd`] (fused or
-//! separate multiply-add); the architecture modules do so inside
-//! `#[target_feature]` functions, where LLVM vectorises the microkernel for that instruction set.
+//! separate multiply-add); the architecture modules do so inside `#[target_feature]` functions,
+//! where LLVM vectorises the microkernel for that instruction set.
 //!
 //! # Layout
 //!
