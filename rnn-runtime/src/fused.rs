@@ -287,7 +287,13 @@ pub trait Pass {
 /// Runs `pass` over `rows` rows of `width` columns, in blocks of two and one
 /// of this CPU's vectors (the last columns of each row one at a time).
 pub fn run_pass<P: Pass>(pass: &mut P, rows: usize, width: usize) {
-    kernels::run_pass(pass, rows, width);
+    kernels::run_pass(pass, rows, 0..width);
+}
+
+/// [`run_pass`] over columns `columns` of each row only (one side of a
+/// column split, see [`crate::split`]).
+pub fn run_pass_columns<P: Pass>(pass: &mut P, rows: usize, columns: std::ops::Range<usize>) {
+    kernels::run_pass(pass, rows, columns);
 }
 
 /// The loop of [`run_pass`]: each row in blocks of `W` lanes (two vectors,
@@ -300,11 +306,12 @@ pub fn run_pass<P: Pass>(pass: &mut P, rows: usize, width: usize) {
 pub(crate) fn run_rows<P: Pass, W: Lanes, V: Lanes, T: Lanes>(
     pass: &mut P,
     rows: usize,
-    width: usize,
+    columns: std::ops::Range<usize>,
 ) {
     const { assert!(T::LANES == 1, "the last columns go one at a time") };
+    let width = columns.end;
     for row in 0..rows {
-        let mut col = 0;
+        let mut col = columns.start;
         while col + W::LANES <= width {
             pass.lanes::<W>(row, col);
             col += W::LANES;

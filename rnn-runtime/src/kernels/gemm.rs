@@ -49,6 +49,45 @@ pub enum Start<'a> {
     Row(&'a [f32]),
 }
 
+/// Which output columns a product computes: all of them, or one side of a column split, the
+/// columns `lo..hi` of every block of `period` (e.g. the first half of each gate's units, for
+/// two threads that each run half of every step; see [`crate::split`]).
+///
+/// The split bounds are multiples of every table's panel width ([`Columns::ALIGN`]), so a panel
+/// is either computed whole or skipped; the other columns of `out` are left as they were.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Columns {
+    period: usize,
+    lo: usize,
+    hi: usize,
+}
+
+impl Columns {
+    /// Every column.
+    pub const ALL: Columns = Columns {
+        period: 0,
+        lo: 0,
+        hi: 0,
+    };
+
+    /// What split bounds must be multiples of: the widest panel of any table.
+    pub const ALIGN: usize = 64;
+
+    /// The columns `lo..hi` of every block of `period`, or `None` unless all three are multiples
+    /// of [`Columns::ALIGN`] with `lo < hi <= period`.
+    pub fn periodic(period: usize, lo: usize, hi: usize) -> Option<Columns> {
+        let aligned = [period, lo, hi]
+            .iter()
+            .all(|v| v.is_multiple_of(Columns::ALIGN));
+        (aligned && lo < hi && hi <= period).then_some(Columns { period, lo, hi })
+    }
+
+    /// Whether the panel that starts at column `first` is computed.
+    fn keeps(self, first: usize) -> bool {
+        self.period == 0 || (self.lo..self.hi).contains(&(first % self.period))
+    }
+}
+
 /// How an implementation performs one step of an inner product, `a · b + c`.
 pub(super) trait MulAdd {
     /// `a · b + c`, rounded once ([`Fused`]) or twice ([`Separate`]).
@@ -222,6 +261,7 @@ pub(super) fn gemm_rows<const MR: usize, const NR: usize, A: MulAdd>(
     w: &PackedMatrix,
     mut out: ArrayViewMut2<'_, f32>,
     start: Start<'_>,
+    columns: Columns,
 ) {
     let (n, k) = x.dim();
     let m = w.rows();
@@ -247,7 +287,11 @@ pub(super) fn gemm_rows<const MR: usize, const NR: usize, A: MulAdd>(
         let tail = block_end - full_end;
         let mut panel = 0;
         while panel < panel_count {
-            let pair = panel + 1 < panel_count && 2 * tail <= MR;
+            if !columns.keeps(panel * NR) {
+                panel += 1;
+                continue;
+            }
+            let pair = panel + 1 < panel_count && 2 * tail <= MR && columns.keeps((panel + 1) * NR);
             let panels_now = if pair { 2 } else { 1 };
             for one in panel..(panel + panels_now).min(panel_count) {
                 let mut row = block_start;

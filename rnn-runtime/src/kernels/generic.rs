@@ -8,7 +8,7 @@
 use ndarray::linalg::general_mat_mul;
 use ndarray::{ArrayView2, ArrayViewMut2};
 
-use super::gemm::{gemm_rows, PackedMatrix, Separate, Start};
+use super::gemm::{gemm_rows, Columns, PackedMatrix, Separate, Start};
 
 /// Columns per panel of the generic table: two 128-bit vectors, the baseline width of x86-64
 /// (SSE2) and aarch64 (NEON).
@@ -175,8 +175,9 @@ pub(super) fn gemm_generic(
     w: &PackedMatrix,
     out: ArrayViewMut2<'_, f32>,
     start: Start<'_>,
+    columns: Columns,
 ) {
-    gemm_rows::<GENERIC_TILE_ROWS, GENERIC_PANEL, Separate>(x, w, out, start);
+    gemm_rows::<GENERIC_TILE_ROWS, GENERIC_PANEL, Separate>(x, w, out, start, columns);
 }
 
 /// Applies [`relu`] to every element.

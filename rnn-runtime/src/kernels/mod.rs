@@ -40,12 +40,13 @@ mod tests;
 #[cfg(target_arch = "x86_64")]
 mod x86_64;
 
+use std::ops::Range;
 use std::sync::OnceLock;
 
 use ndarray::{Array2, ArrayView2, ArrayViewMut2};
 
-pub use gemm::PackedMatrix;
 use gemm::Start;
+pub use gemm::{Columns, PackedMatrix};
 pub use generic::{matmul, matmul_bt, relu, sigmoid, soft_threshold, tanh};
 
 /// Applies [`sigmoid`] to every element, in place.
@@ -136,8 +137,24 @@ pub fn gemm_packed(
     out: ArrayViewMut2<'_, f32>,
     accumulate: bool,
 ) {
+    gemm_packed_columns(x, w, out, accumulate, Columns::ALL);
+}
+
+/// [`gemm_packed`] computing only the output columns `columns` selects; the others keep their
+/// values. Each computed element is bit-identical to [`gemm_packed`]'s.
+///
+/// # Panics
+///
+/// If the shapes disagree (see [`gemm_packed`]).
+pub fn gemm_packed_columns(
+    x: ArrayView2<'_, f32>,
+    w: &PackedMatrix,
+    out: ArrayViewMut2<'_, f32>,
+    accumulate: bool,
+    columns: Columns,
+) {
     let start = if accumulate { Start::Out } else { Start::Zero };
-    gemm_packed_from(x, w, out, start);
+    gemm_packed_from(x, w, out, start, columns);
 }
 
 /// Computes `out = row + x · wᵀ` for every row of `out`, with `w` packed: [`gemm_packed`]
@@ -153,6 +170,22 @@ pub fn gemm_packed_onto_row(
     out: ArrayViewMut2<'_, f32>,
     row: &[f32],
 ) {
+    gemm_packed_onto_row_columns(x, w, out, row, Columns::ALL);
+}
+
+/// [`gemm_packed_onto_row`] computing only the output columns `columns` selects; the others
+/// keep their values.
+///
+/// # Panics
+///
+/// As [`gemm_packed_onto_row`].
+pub fn gemm_packed_onto_row_columns(
+    x: ArrayView2<'_, f32>,
+    w: &PackedMatrix,
+    out: ArrayViewMut2<'_, f32>,
+    row: &[f32],
+    columns: Columns,
+) {
     assert_eq!(
         row.len(),
         w.rows(),
@@ -161,7 +194,7 @@ pub fn gemm_packed_onto_row(
         w.rows(),
         w.cols()
     );
-    gemm_packed_from(x, w, out, Start::Row(row));
+    gemm_packed_from(x, w, out, Start::Row(row), columns);
 }
 
 /// [`gemm_packed`] with any starting values.
@@ -170,6 +203,7 @@ fn gemm_packed_from(
     w: &PackedMatrix,
     mut out: ArrayViewMut2<'_, f32>,
     start: Start<'_>,
+    columns: Columns,
 ) {
     assert!(
         x.ncols() == w.cols() && out.dim() == (x.nrows(), w.rows()),
@@ -183,16 +217,18 @@ fn gemm_packed_from(
     if !rows_are_contiguous(x.view()) {
         let x = x.as_standard_layout();
         debug_assert!(rows_are_contiguous(x.view()));
-        return gemm_packed_from(x.view(), w, out, start);
+        return gemm_packed_from(x.view(), w, out, start, columns);
     }
     if rows_are_contiguous(out.view()) {
-        gemm(x, w, out, start);
+        gemm(x, w, out, start, columns);
     } else {
         let mut contiguous = match start {
             Start::Out => out.as_standard_layout().into_owned(),
-            Start::Zero | Start::Row(_) => Array2::zeros(out.raw_dim()),
+            Start::Zero | Start::Row(_) if columns == Columns::ALL => Array2::zeros(out.raw_dim()),
+            // The columns not computed keep their values.
+            Start::Zero | Start::Row(_) => out.as_standard_layout().into_owned(),
         };
-        gemm(x, w, contiguous.view_mut(), start);
+        gemm(x, w, contiguous.view_mut(), start, columns);
         out.assign(&contiguous);
     }
 }
@@ -220,7 +256,8 @@ type BinaryTileKernel = fn(
 
 /// `out = start + x · wᵀ` with `w` packed for the same table; the rows of `x` and `out` are
 /// contiguous and the shapes agree (checked by [`gemm_packed`]).
-type GemmKernel = fn(ArrayView2<'_, f32>, &PackedMatrix, ArrayViewMut2<'_, f32>, Start<'_>);
+type GemmKernel =
+    fn(ArrayView2<'_, f32>, &PackedMatrix, ArrayViewMut2<'_, f32>, Start<'_>, Columns);
 
 /// One implementation of every dispatched kernel.
 #[derive(Debug, Clone, Copy)]
@@ -278,23 +315,28 @@ impl crate::fused::Activations for Library {
     }
 }
 
-/// Runs a fused pass over `rows` rows of `width` columns with this table's
-/// blocks of lanes (see [`crate::fused::run_pass`]).
-pub(crate) fn run_pass<P: crate::fused::Pass>(pass: &mut P, rows: usize, width: usize) {
-    run_pass_on(table(), pass, rows, width);
+/// Runs a fused pass over `rows` rows, columns `columns` of each, with this
+/// table's blocks of lanes (see [`crate::fused::run_pass`]).
+pub(crate) fn run_pass<P: crate::fused::Pass>(pass: &mut P, rows: usize, columns: Range<usize>) {
+    run_pass_on(table(), pass, rows, columns);
 }
 
 /// [`run_pass`] with the blocks of `kernels`.
-fn run_pass_on<P: crate::fused::Pass>(kernels: &Kernels, pass: &mut P, rows: usize, width: usize) {
+fn run_pass_on<P: crate::fused::Pass>(
+    kernels: &Kernels,
+    pass: &mut P,
+    rows: usize,
+    columns: Range<usize>,
+) {
     use crate::fused::{run_rows, Block};
     match kernels.lanes {
         LaneSet::Generic => run_rows::<P, Block<8, Library>, Block<4, Library>, Block<1, Library>>(
-            pass, rows, width,
+            pass, rows, columns,
         ),
         #[cfg(target_arch = "x86_64")]
-        LaneSet::Avx2 => x86_64::pass_avx2(pass, rows, width),
+        LaneSet::Avx2 => x86_64::pass_avx2(pass, rows, columns),
         #[cfg(target_arch = "x86_64")]
-        LaneSet::Avx512 => x86_64::pass_avx512(pass, rows, width),
+        LaneSet::Avx512 => x86_64::pass_avx512(pass, rows, columns),
     }
 }
 

@@ -14,8 +14,9 @@ use proptest::prelude::*;
 
 use super::gemm::PackedMatrix;
 use super::{
-    approx, available, gemm_packed, gemm_packed_onto_row, generic, select, table, Kernels,
-    MapKernel, SliceKernel, GENERIC,
+    approx, available, gemm_packed, gemm_packed_columns, gemm_packed_onto_row,
+    gemm_packed_onto_row_columns, generic, select, table, Columns, Kernels, MapKernel, SliceKernel,
+    GENERIC,
 };
 use crate::init::SplitMix64;
 
@@ -511,6 +512,82 @@ fn gemm_matches_f64_reference_on_tail_shapes() {
 }
 
 #[test]
+fn a_split_product_computes_its_columns_exactly_and_leaves_the_others() {
+    let mut seed = 500;
+    // (period, lo, hi): halves of W1's gates (128 units), of W2's (256), a
+    // middle block, and a last partial panel (m = 320 + 40).
+    let splits = [
+        (128, 0, 64),
+        (128, 64, 128),
+        (256, 128, 256),
+        (256, 64, 192),
+        (320, 0, 320),
+    ];
+    for &(period, lo, hi) in &splits {
+        let columns = Columns::periodic(period, lo, hi).expect("aligned");
+        for n in [1, 2, 5, 13] {
+            for m in [period * 4, period * 4 + 40] {
+                seed += 3;
+                let k = 96;
+                let x = random_matrix(n, k, seed);
+                let w = random_matrix(m, k, seed + 1);
+                let init = random_matrix(n, m, seed + 2);
+                let bias = random_matrix(1, m, seed + 3);
+                let bias = bias.as_slice().expect("contiguous");
+                for &kernels in &implementations() {
+                    let packed = PackedMatrix::for_kernels(w.view(), kernels);
+                    for start in 0..3 {
+                        let (mut whole, mut part) = (init.clone(), init.clone());
+                        // On the last run `out`'s columns are strided (copied around the kernel).
+                        let mut wide = Array2::<f32>::zeros((n, 2 * m));
+                        wide.slice_mut(s![.., ..;2]).assign(&init);
+                        match start {
+                            0 | 1 => {
+                                gemm_packed(x.view(), &packed, whole.view_mut(), start == 1);
+                                gemm_packed_columns(
+                                    x.view(),
+                                    &packed,
+                                    part.view_mut(),
+                                    start == 1,
+                                    columns,
+                                );
+                            }
+                            _ => {
+                                gemm_packed_onto_row(x.view(), &packed, whole.view_mut(), bias);
+                                gemm_packed_onto_row_columns(
+                                    x.view(),
+                                    &packed,
+                                    wide.slice_mut(s![.., ..;2]),
+                                    bias,
+                                    columns,
+                                );
+                                part = wide.slice(s![.., ..;2]).to_owned();
+                            }
+                        }
+                        for ((row, col), &value) in part.indexed_iter() {
+                            let expected = if (lo..hi).contains(&(col % period)) {
+                                whole[(row, col)]
+                            } else {
+                                init[(row, col)]
+                            };
+                            assert_eq!(
+                                value.to_bits(),
+                                expected.to_bits(),
+                                "{} split {period}/{lo}..{hi} n={n} m={m} start={start} at ({row}, {col})",
+                                kernels.name
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+    assert_eq!(Columns::periodic(128, 0, 32), None, "not a whole panel");
+    assert_eq!(Columns::periodic(128, 64, 64), None, "empty");
+    assert_eq!(Columns::periodic(128, 64, 192), None, "past the period");
+}
+
+#[test]
 fn gemm_with_empty_dimensions() {
     for kernels in implementations() {
         // k = 0: the product is zero, so `out` becomes 0 or stays as it was.
@@ -879,7 +956,7 @@ fn fused_passes_equal_the_tile_operations_on_every_table() {
                 rows,
                 width,
             };
-            super::run_pass_on(kernels, &mut pass, rows, width);
+            super::run_pass_on(kernels, &mut pass, rows, 0..width);
             // The table's tile operations and slice kernels, plane by plane.
             let mut expected = Vec::with_capacity(planes * plane);
             for op in PASS_UNARIES {

@@ -25,9 +25,11 @@
 
 use ndarray::{ArrayView2, ArrayViewMut2};
 
-use super::gemm::{gemm_rows, Fused, PackedMatrix, Start};
+use super::gemm::{gemm_rows, Columns, Fused, PackedMatrix, Start};
 use super::{approx, generic, Kernels, LaneSet};
 use crate::__private::Binary;
+use std::ops::Range;
+
 use crate::fused::{binary_tile_portable, run_rows, Activations, Block, Operand, Pass, Tile};
 
 /// Columns per panel (and per register tile) of the AVX2 table: two `ymm` vectors.
@@ -217,12 +219,13 @@ fn gemm_avx2(
     w: &PackedMatrix,
     out: ArrayViewMut2<'_, f32>,
     acc: Start<'_>,
+    columns: Columns,
 ) {
     if has_avx2() {
         // SAFETY: `has_avx2()` has just detected AVX2 and FMA, all `gemm_avx2_body` enables.
-        unsafe { gemm_avx2_body(x, w, out, acc) }
+        unsafe { gemm_avx2_body(x, w, out, acc, columns) }
     } else {
-        gemm_rows::<AVX2_TILE_ROWS, AVX2_PANEL, Fused>(x, w, out, acc);
+        gemm_rows::<AVX2_TILE_ROWS, AVX2_PANEL, Fused>(x, w, out, acc, columns);
     }
 }
 
@@ -232,8 +235,9 @@ unsafe fn gemm_avx2_body(
     w: &PackedMatrix,
     out: ArrayViewMut2<'_, f32>,
     start: Start<'_>,
+    columns: Columns,
 ) {
-    gemm_rows::<AVX2_TILE_ROWS, AVX2_PANEL, Fused>(x, w, out, start);
+    gemm_rows::<AVX2_TILE_ROWS, AVX2_PANEL, Fused>(x, w, out, start, columns);
 }
 
 /// `out = start + x · wᵀ` with the AVX-512 tile; `w` packed for [`AVX512`].
@@ -242,13 +246,14 @@ fn gemm_avx512(
     w: &PackedMatrix,
     out: ArrayViewMut2<'_, f32>,
     acc: Start<'_>,
+    columns: Columns,
 ) {
     if has_avx512() {
         // SAFETY: `has_avx512()` has just detected AVX-512F, AVX2 and FMA, all
         // `gemm_avx512_body` enables.
-        unsafe { gemm_avx512_body(x, w, out, acc) }
+        unsafe { gemm_avx512_body(x, w, out, acc, columns) }
     } else {
-        gemm_rows::<AVX512_TILE_ROWS, AVX512_PANEL, Fused>(x, w, out, acc);
+        gemm_rows::<AVX512_TILE_ROWS, AVX512_PANEL, Fused>(x, w, out, acc, columns);
     }
 }
 
@@ -258,8 +263,9 @@ unsafe fn gemm_avx512_body(
     w: &PackedMatrix,
     out: ArrayViewMut2<'_, f32>,
     start: Start<'_>,
+    columns: Columns,
 ) {
-    gemm_rows::<AVX512_TILE_ROWS, AVX512_PANEL, Fused>(x, w, out, start);
+    gemm_rows::<AVX512_TILE_ROWS, AVX512_PANEL, Fused>(x, w, out, start, columns);
 }
 
 /// The approximations of `approx.rs` with fused multiply-adds: the activations of both tables.
@@ -288,23 +294,23 @@ impl Activations for Approx {
 /// the features.
 macro_rules! pass_kernel {
     ($wrapper:ident, $body:ident, $features:literal, $has:ident, $two:literal, $one:literal) => {
-        pub(super) fn $wrapper<P: Pass>(pass: &mut P, rows: usize, width: usize) {
+        pub(super) fn $wrapper<P: Pass>(pass: &mut P, rows: usize, columns: Range<usize>) {
             if $has() {
                 // SAFETY: `$has()` has just detected every feature `$body` enables.
-                unsafe { $body(pass, rows, width) }
+                unsafe { $body(pass, rows, columns) }
             } else {
                 // Never taken (the table exists only where the features do); one lane at a
                 // time, the same results, and one copy of the pass fewer to compile.
                 run_rows::<P, Block<1, Approx>, Block<1, Approx>, Block<1, Approx>>(
-                    pass, rows, width,
+                    pass, rows, columns,
                 );
             }
         }
 
         #[target_feature(enable = $features)]
-        unsafe fn $body<P: Pass>(pass: &mut P, rows: usize, width: usize) {
+        unsafe fn $body<P: Pass>(pass: &mut P, rows: usize, columns: Range<usize>) {
             run_rows::<P, Block<$two, Approx>, Block<$one, Approx>, Block<1, Approx>>(
-                pass, rows, width,
+                pass, rows, columns,
             );
         }
     };
