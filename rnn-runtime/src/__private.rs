@@ -10,15 +10,21 @@ use ndarray::{
 };
 
 pub use crate::fused::{
-    binary_tile, clip_tile, rows, rows_mut, run_pass, unary_tile, vector, Lanes, Operand, Pass,
-    Tile,
+    binary_tile, clip_tile, rows, rows_mut, run_pass, run_pass_columns, unary_tile, vector, Lanes,
+    Operand, Pass, Tile,
 };
 pub use crate::init::{pytorch_bound, uniform, SplitMix64};
 pub use crate::kernels::{
-    gemm_packed, gemm_packed_onto_row, matmul_bt, relu, sigmoid, soft_threshold, tanh, PackedMatrix,
+    gemm_packed, gemm_packed_columns, gemm_packed_onto_row, gemm_packed_onto_row_columns,
+    matmul_bt, relu, sigmoid, soft_threshold, tanh, Columns, PackedMatrix,
 };
+pub use crate::split::{lockstep, merge_halves, split_runs, Exchange, Side};
 pub use crate::workspace::{join, Workspace};
 pub use crate::{RnnError, TensorMap, Threads};
+
+/// Steps below which a layer's steps never split over two threads
+/// ([`Packing::split_steps`]).
+const SPLIT_MIN_STEPS: usize = 32;
 
 /// The layout of a batch of variable-length sequences, as PyTorch's packed
 /// sequences: sequences sorted by length (longest first, ties in batch
@@ -164,6 +170,15 @@ impl Packing {
         first.sort_unstable();
         second.sort_unstable();
         Some((first, second))
+    }
+
+    /// Whether each step of a one-direction layer should run on two
+    /// threads, half of its columns each (see `split`), for a call of
+    /// `macs_per_row` multiply-adds per valid step: when `threads` allows
+    /// two for the work, and there are steps enough to pay for starting
+    /// the second thread (not a single streaming step).
+    pub fn split_steps(&self, threads: Threads, macs_per_row: usize) -> bool {
+        self.max_len() >= SPLIT_MIN_STEPS && threads.split(self.rows() * macs_per_row)
     }
 
     /// `[B, T, n]` → packed `[rows, n]`.

@@ -34,6 +34,7 @@ mod fused;
 pub mod init;
 pub mod kernels;
 mod model;
+mod split;
 mod tensor;
 mod workspace;
 

@@ -1,0 +1,426 @@
+//! One recurrence on two threads: each computes half of every step.
+//!
+//! A batch of one sequence (streaming) cannot be split by sequences, and a
+//! single direction has no second direction to run beside it; what is left
+//! is the step itself. Each thread computes the columns of its [`Side`]:
+//! the products for its half of each gate's units (from its half of the
+//! weights, which then stays in its core's cache) and the pass for its half
+//! of the units. Each keeps a whole copy of the states; after every step
+//! the two trade their halves of the new states ([`Exchange::swap`]) and go
+//! on to the next step. A step of W1 (`[1, 128] × [128, 512]`) reads its
+//! weights from L2 at about 2.5 µs; the trade costs a few cache-line
+//! transfers, some 0.1 µs (BENCHMARKS.md).
+//!
+//! The threads wait for each other by spinning, so both must be running:
+//! [`lockstep`] starts the second on rayon's pool and goes ahead only if it
+//! starts within [`CHECK_IN`]; otherwise the caller runs the whole step
+//! alone. A panic on either side reaches the other as a panic too, never
+//! as a wait without end.
+
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+/// Which half of a split step a thread computes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// The first half of each state's columns (the calling thread).
+    First,
+    /// The second half (the pool's worker).
+    Second,
+}
+
+impl Side {
+    /// The columns of a state `width` wide this side computes.
+    pub fn columns(self, width: usize) -> std::ops::Range<usize> {
+        match self {
+            Side::First => 0..width / 2,
+            Side::Second => width / 2..width,
+        }
+    }
+
+    fn index(self) -> usize {
+        match self {
+            Side::First => 0,
+            Side::Second => 1,
+        }
+    }
+
+    fn other(self) -> Side {
+        match self {
+            Side::First => Side::Second,
+            Side::Second => Side::First,
+        }
+    }
+}
+
+/// How long [`lockstep`] waits for the second thread to start before it
+/// gives the whole run to the calling thread.
+pub const CHECK_IN: Duration = Duration::from_micros(200);
+
+/// Spins between checks of the other side before each wait also yields
+/// the core (the other thread may be descheduled).
+const SPINS_BEFORE_YIELD: u32 = 1 << 14;
+
+/// Values per [`Line`].
+const LINE_VALUES: usize = 15;
+
+/// One cache line of a side's new state values, with the step they are
+/// of: the other side polls every line it needs at once, so the values
+/// reach it in one transfer between the cores rather than a flag's
+/// followed by the values'.
+#[derive(Debug)]
+#[repr(align(64))]
+struct Line {
+    /// The step (truncated to 32 bits) whose values the line holds;
+    /// `u32::MAX` before the first.
+    stamp: AtomicU32,
+    /// Atomics so that the trade needs no `unsafe`; their loads and stores
+    /// are plain moves, ordered by `stamp`.
+    values: [AtomicU32; LINE_VALUES],
+}
+
+/// One side's new state values of one step: its columns of every row of
+/// every state, in order.
+#[derive(Debug)]
+struct Slot {
+    lines: Box<[Line]>,
+}
+
+impl Slot {
+    fn new(len: usize) -> Slot {
+        let line = || Line {
+            stamp: AtomicU32::new(u32::MAX),
+            values: std::array::from_fn(|_| AtomicU32::new(0)),
+        };
+        Slot {
+            lines: (0..len.div_ceil(LINE_VALUES)).map(|_| line()).collect(),
+        }
+    }
+
+    /// The value at `index`.
+    fn value(&self, index: usize) -> &AtomicU32 {
+        &self.lines[index / LINE_VALUES].values[index % LINE_VALUES]
+    }
+}
+
+/// Where the two sides of a split step trade their halves of the states.
+#[derive(Debug)]
+pub struct Exchange {
+    /// Each state's width.
+    widths: Vec<usize>,
+    /// `[side][step % 2]`: a side writes step `t + 2` only after it has
+    /// seen the other side's step `t + 1`, which the other side publishes
+    /// after reading step `t`.
+    slots: [[Slot; 2]; 2],
+    /// Set when either side panics, so that the other stops waiting.
+    poisoned: AtomicBool,
+}
+
+impl Exchange {
+    /// An exchange for states of `widths` columns and at most `rows` rows.
+    fn new(rows: usize, widths: &[usize]) -> Exchange {
+        let len = rows * widths.iter().map(|width| width.div_ceil(2)).sum::<usize>();
+        Exchange {
+            widths: widths.to_vec(),
+            slots: [
+                [Slot::new(len), Slot::new(len)],
+                [Slot::new(len), Slot::new(len)],
+            ],
+            poisoned: AtomicBool::new(false),
+        }
+    }
+
+    /// Publishes `side`'s columns of the first `rows` rows of each state
+    /// after step `t`, waits for the other side's, and copies them in:
+    /// afterwards both sides hold the whole new states.
+    ///
+    /// # Panics
+    ///
+    /// If the states do not match the widths the exchange was made for,
+    /// or the other side panicked.
+    pub fn swap(&self, side: Side, t: usize, rows: usize, states: &mut [&mut [f32]]) {
+        assert_eq!(states.len(), self.widths.len(), "one slice per state");
+        // Two slots alternate, so a stale line holds step `t - 2`: 32 bits
+        // tell the steps apart.
+        let stamp = t as u32;
+        let mine = &self.slots[side.index()][t % 2];
+        let mut count = 0;
+        for (state, &width) in states.iter().zip(&self.widths) {
+            for row in state[..rows * width].chunks_exact(width) {
+                for value in &row[side.columns(width)] {
+                    mine.value(count).store(value.to_bits(), Ordering::Relaxed);
+                    count += 1;
+                }
+            }
+        }
+        for line in &mine.lines[..count.div_ceil(LINE_VALUES)] {
+            line.stamp.store(stamp, Ordering::Release);
+        }
+        let other = side.other();
+        let theirs = &self.slots[other.index()][t % 2];
+        let count: usize = rows
+            * self
+                .widths
+                .iter()
+                .map(|width| other.columns(*width).len())
+                .sum::<usize>();
+        self.wait_for(&theirs.lines[..count.div_ceil(LINE_VALUES)], stamp);
+        let mut index = 0;
+        for (state, &width) in states.iter_mut().zip(&self.widths) {
+            for row in state[..rows * width].chunks_exact_mut(width) {
+                for value in &mut row[other.columns(width)] {
+                    *value = f32::from_bits(theirs.value(index).load(Ordering::Relaxed));
+                    index += 1;
+                }
+            }
+        }
+    }
+
+    /// Spins until every line of `lines` holds step `stamp`, polling all
+    /// of them each time (their transfers overlap).
+    fn wait_for(&self, lines: &[Line], stamp: u32) {
+        let mut spins = 0u32;
+        loop {
+            let ready = lines.iter().fold(true, |ready, line| {
+                ready & (line.stamp.load(Ordering::Acquire) == stamp)
+            });
+            if ready {
+                return;
+            }
+            assert!(
+                !self.poisoned.load(Ordering::Relaxed),
+                "the other half of a split step panicked"
+            );
+            if spins < SPINS_BEFORE_YIELD {
+                spins += 1;
+                std::hint::spin_loop();
+            } else {
+                std::thread::yield_now();
+            }
+        }
+    }
+}
+
+/// Sets the exchange's poison flag if dropped while its side unwinds.
+struct PoisonOnPanic<'a>(&'a AtomicBool);
+
+impl Drop for PoisonOnPanic<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
+/// The whole of a state that each side of a split run has computed half
+/// of: `first`'s columns of [`Side::First`] and `second`'s of
+/// [`Side::Second`] (both `[rows, width]`).
+pub fn merge_halves(
+    mut first: ndarray::Array2<f32>,
+    second: &ndarray::Array2<f32>,
+) -> ndarray::Array2<f32> {
+    let columns = Side::Second.columns(first.ncols());
+    first
+        .slice_mut(ndarray::s![.., columns.clone()])
+        .assign(&second.slice(ndarray::s![.., columns]));
+    first
+}
+
+/// How many [`lockstep`] runs have had both sides run, in this process.
+static FORMED_RUNS: AtomicUsize = AtomicUsize::new(0);
+
+/// How many times, in this process, a layer's steps have run on two
+/// threads (tests check that the split they mean to cover did happen).
+pub fn split_runs() -> usize {
+    FORMED_RUNS.load(Ordering::Relaxed)
+}
+
+/// The second thread has not started yet.
+const WAITING: u8 = 0;
+/// Both run: each side goes ahead.
+const FORMED: u8 = 1;
+/// The calling thread stopped waiting: the second does nothing.
+const ABANDONED: u8 = 2;
+
+/// Runs `body` for both sides at once, on the calling thread and a worker
+/// of rayon's pool, each with its input (`inputs.0` for [`Side::First`])
+/// and an [`Exchange`] for states of `widths` columns and up to `rows`
+/// rows; returns both results.
+///
+/// If the worker does not start within [`CHECK_IN`] (the pool is busy),
+/// neither side runs and the inputs come back as `Err`: the caller then
+/// runs the whole step itself. A panic on either side is resumed on the
+/// calling thread.
+#[allow(clippy::type_complexity)]
+pub fn lockstep<T: Send, R: Send>(
+    rows: usize,
+    widths: &[usize],
+    inputs: (T, T),
+    body: impl Fn(Side, &Exchange, T) -> R + Sync,
+) -> Result<(R, R), (T, T)> {
+    lockstep_within(CHECK_IN, rows, widths, inputs, body)
+}
+
+/// [`lockstep`] waiting `check_in_time` for the worker.
+#[allow(clippy::type_complexity)]
+fn lockstep_within<T: Send, R: Send>(
+    check_in_time: Duration,
+    rows: usize,
+    widths: &[usize],
+    (first_input, second_input): (T, T),
+    body: impl Fn(Side, &Exchange, T) -> R + Sync,
+) -> Result<(R, R), (T, T)> {
+    let exchange = Exchange::new(rows, widths);
+    let check_in = AtomicU8::new(WAITING);
+    let run = |side: Side, input: T| {
+        let _poison = PoisonOnPanic(&exchange.poisoned);
+        body(side, &exchange, input)
+    };
+    let mut second = None;
+    let first = rayon::in_place_scope(|scope| {
+        scope.spawn(|_| {
+            let joined = check_in
+                .compare_exchange(WAITING, FORMED, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok();
+            second = Some(if joined {
+                Ok(run(Side::Second, second_input))
+            } else {
+                Err(second_input)
+            });
+        });
+        let deadline = Instant::now() + check_in_time;
+        loop {
+            match check_in.load(Ordering::Acquire) {
+                FORMED => {
+                    FORMED_RUNS.fetch_add(1, Ordering::Relaxed);
+                    break Ok(run(Side::First, first_input));
+                }
+                _ if Instant::now() < deadline => std::hint::spin_loop(),
+                _ => {
+                    let abandoned = check_in
+                        .compare_exchange(WAITING, ABANDONED, Ordering::AcqRel, Ordering::Acquire)
+                        .is_ok();
+                    if abandoned {
+                        break Err(first_input);
+                    }
+                }
+            }
+        }
+    });
+    match (first, second.expect("the scope ran the worker's job")) {
+        (Ok(first), Ok(second)) => Ok((first, second)),
+        (Err(first), Err(second)) => Err((first, second)),
+        _ => unreachable!("both sides run or neither does"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Long enough that the worker starts even on a loaded machine.
+    const PATIENT: Duration = Duration::from_secs(60);
+
+    /// Two sides each doubling their half of a state and adding the sum
+    /// of the whole previous state: every step needs the other's half.
+    fn mixing_run(steps: usize, width: usize) {
+        let start: Vec<f32> = (0..width).map(|k| k as f32 * 0.5 - 3.0).collect();
+        let step = |state: &mut [f32], columns: std::ops::Range<usize>| {
+            let sum: f32 = state.iter().sum();
+            for value in &mut state[columns] {
+                *value = (*value * 2.0 + sum) % 97.0;
+            }
+        };
+        let mut alone = start.clone();
+        for _ in 0..steps {
+            step(&mut alone, 0..width);
+        }
+        let split = lockstep_within(PATIENT, 1, &[width], ((), ()), |side, exchange, ()| {
+            let mut state = start.clone();
+            for t in 0..steps {
+                step(&mut state, side.columns(width));
+                exchange.swap(side, t, 1, &mut [&mut state]);
+            }
+            state
+        });
+        let (first, second) = split.expect("the worker started");
+        assert_eq!(first, alone);
+        assert_eq!(second, alone);
+    }
+
+    #[test]
+    fn both_sides_end_with_the_states_of_one_thread() {
+        for width in [2, 6, 128] {
+            mixing_run(300, width);
+        }
+    }
+
+    #[test]
+    fn a_panic_on_either_side_reaches_the_caller_instead_of_a_wait() {
+        for bad in [Side::First, Side::Second] {
+            let result = std::panic::catch_unwind(|| {
+                lockstep_within(PATIENT, 1, &[4], ((), ()), |side, exchange, ()| {
+                    let mut state = [1.0f32; 4];
+                    for t in 0..100 {
+                        assert!(!(side == bad && t == 50), "side fails");
+                        exchange.swap(side, t, 1, &mut [&mut state]);
+                    }
+                })
+            });
+            assert!(result.is_err(), "{bad:?} panicked and the run returned");
+        }
+    }
+
+    #[test]
+    fn rows_and_several_states_trade_their_own_columns() {
+        let widths = [4, 2];
+        let run = lockstep_within(PATIENT, 3, &widths, ((), ()), |side, exchange, ()| {
+            let mut a: Vec<f32> = vec![0.0; 3 * 4];
+            let mut b: Vec<f32> = vec![0.0; 3 * 2];
+            for (state, width) in [(&mut a, 4), (&mut b, 2)] {
+                for row in state.chunks_exact_mut(width) {
+                    for col in side.columns(width) {
+                        row[col] = (10 * width + col) as f32;
+                    }
+                }
+            }
+            exchange.swap(side, 0, 2, &mut [&mut a, &mut b]);
+            (a, b)
+        });
+        let ((a0, b0), (a1, b1)) = run.expect("the worker started");
+        let full = |width: usize| (0..width).map(move |col| (10 * width + col) as f32);
+        // Two rows traded, the third keeps only the side's own columns.
+        let expected_a: Vec<f32> = full(4)
+            .chain(full(4))
+            .chain([40.0, 41.0, 0.0, 0.0])
+            .collect();
+        assert_eq!(a0, expected_a);
+        assert_eq!(&a1[..8], &expected_a[..8]);
+        assert_eq!(&a1[8..], &[0.0, 0.0, 42.0, 43.0]);
+        assert_eq!(b0, vec![20.0, 21.0, 20.0, 21.0, 20.0, 0.0]);
+        assert_eq!(b1, vec![20.0, 21.0, 20.0, 21.0, 0.0, 21.0]);
+    }
+
+    #[test]
+    fn a_worker_that_does_not_start_in_time_runs_no_side() {
+        let ran = AtomicUsize::new(0);
+        for _ in 0..20 {
+            let outcome =
+                lockstep_within(Duration::ZERO, 1, &[2], (10, 20), |side, exchange, _| {
+                    ran.fetch_add(1, Ordering::Relaxed);
+                    let mut state = [1.0f32, 2.0];
+                    exchange.swap(side, 0, 1, &mut [&mut state]);
+                    state
+                });
+            match outcome {
+                // The worker may still win the race to check in.
+                Ok((first, second)) => assert_eq!((first, second), ([1.0, 2.0], [1.0, 2.0])),
+                Err(inputs) => {
+                    assert_eq!(inputs, (10, 20), "the inputs come back");
+                    assert_eq!(ran.load(Ordering::Relaxed), 0, "a side ran");
+                }
+            }
+            ran.store(0, Ordering::Relaxed);
+        }
+    }
+}
