@@ -1,8 +1,8 @@
 //! The thread setting changes where work runs, never the result: a batch
-//! split in two halves (unidirectional networks) or the two directions of a
-//! bidirectional layer on two threads give the same bits as one thread,
-//! with varied lengths (empty and full sequences), initial states and
-//! contexts.
+//! split in two halves (unidirectional networks), the two directions of a
+//! bidirectional layer on two threads, or each step of a small batch split
+//! into two halves of its columns give the same bits as one thread, with
+//! varied lengths (empty and full sequences), initial states and contexts.
 
 use ndarray::{Array2, Array3};
 use rnn_macros::rnn;
@@ -26,6 +26,32 @@ rnn! {
         context y: [20];
         layer solver = ista(N = 40);
         unroll static 20;
+    }
+
+    // Steps split in halves of their columns (128 units and more).
+    network Stream { input x: [6]; layer l = lstm(hidden = 128); unroll dynamic; }
+    network StreamGru { input x: [6]; layer l = gru(hidden = 128); unroll static 40; }
+    network Deep { input x: [6]; layer l = lstm(hidden = 256, layers = 2); unroll dynamic by 3; }
+    network Gated { input x: [6]; layer l = gated(hidden = 128); unroll dynamic; }
+    // Steps that cannot split: a pass that mixes widths, and units that do
+    // not halve into whole panels of the products.
+    network ScalarGate { input x: [6]; layer l = scalar_gate(hidden = 128); unroll dynamic; }
+    network Narrow { input x: [6]; layer l = lstm(hidden = 96); unroll dynamic; }
+
+    cell gated(x: [I]) -> h: [H] {
+        param w: [2*H, I];
+        param u: [2*H, H];
+        param b: [2*H];
+        let (a, g) = chunk(w @ x + b + u @ h, 2);
+        h = sigmoid(g) * tanh(a) + (1 - sigmoid(g)) * h;
+    }
+
+    cell scalar_gate(x: [I]) -> h: [H] {
+        param w: [H, I];
+        param u: [H, H];
+        param v: [1, H];
+        let g = sigmoid(v @ h);
+        h = g * tanh(w @ x + u @ h) + (1 - g) * h;
     }
 
     cell ista(y: [M]) -> x: [N] {
@@ -111,4 +137,84 @@ fn errors_are_the_same_with_two_threads() {
             .expect_err("a length above T");
         assert!(error.to_string().contains("seq_len"), "{error}");
     }
+}
+
+/// Held by the tests that count split runs, which would count each other's.
+static COUNTING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Runs `run` with one thread and then with two until the steps did split
+/// (the second thread may not start in time on a busy machine, and the
+/// call then runs alone), asserting the same bits every time; returns
+/// whether any run split.
+fn splits_with_the_same_bits<T: PartialEq + std::fmt::Debug>(run: impl Fn(Threads) -> T) -> bool {
+    let reference = run(Threads::Fixed(1));
+    for _ in 0..20 {
+        let before = rnn_runtime::__private::split_runs();
+        assert_eq!(run(Threads::Fixed(2)), reference);
+        if rnn_runtime::__private::split_runs() > before {
+            return true;
+        }
+    }
+    false
+}
+
+#[test]
+fn steps_split_in_halves_of_their_columns_give_the_same_bits() {
+    let _counting = COUNTING
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    // A batch of one, full or cut short (the output's padding stays zero),
+    // from a given state; the static network runs its steps split too.
+    let (x, _) = batch(11, 1, 40);
+    let mut rng = SplitMix64::new(12);
+    let mut initial = Stream::random(0).initial_state(1);
+    initial.h.mapv_inplace(|_| rng.uniform(-1.0, 1.0));
+    initial.c.mapv_inplace(|_| rng.uniform(-1.0, 1.0));
+    for lengths in [None, Some(vec![33])] {
+        let lengths = lengths.as_deref();
+        assert!(splits_with_the_same_bits(|threads| {
+            let model = Stream::random(1).with_threads(threads);
+            model
+                .forward(x.view(), lengths, Some(&initial))
+                .expect("valid")
+        }));
+        assert!(splits_with_the_same_bits(|threads| {
+            let model = Deep::random(2).with_threads(threads);
+            model.forward(x.view(), lengths, None).expect("valid")
+        }));
+        assert!(splits_with_the_same_bits(|threads| {
+            let model = Gated::random(3).with_threads(threads);
+            model.forward(x.view(), lengths, None).expect("valid")
+        }));
+    }
+    let (x40, _) = batch(13, 1, 40);
+    assert!(splits_with_the_same_bits(|threads| {
+        let model = StreamGru::random(4).with_threads(threads);
+        model.forward(x40.view(), None, None).expect("valid")
+    }));
+}
+
+#[test]
+fn steps_that_cannot_split_run_on_one_thread() {
+    let _counting = COUNTING
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let (x, _) = batch(15, 1, 40);
+    assert!(!splits_with_the_same_bits(|threads| {
+        let model = ScalarGate::random(6).with_threads(threads);
+        model.forward(x.view(), None, None).expect("valid")
+    }));
+    assert!(!splits_with_the_same_bits(|threads| {
+        let model = Narrow::random(7).with_threads(threads);
+        model.forward(x.view(), None, None).expect("valid")
+    }));
+    // Streaming one step at a time never starts a second thread.
+    let model = Stream::random(8).with_threads(Threads::Fixed(2));
+    let mut state = model.initial_state(1);
+    let before = rnn_runtime::__private::split_runs();
+    for t in 0..20 {
+        let x_t = x.index_axis(ndarray::Axis(1), t);
+        model.step(&mut state, x_t).expect("valid");
+    }
+    assert_eq!(rnn_runtime::__private::split_runs(), before);
 }

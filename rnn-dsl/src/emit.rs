@@ -141,6 +141,9 @@ enum Variant {
     Static(usize),
     Dynamic,
     DynamicBy(usize),
+    /// The dynamic loop computing one side's half of the columns of every
+    /// step, beside a second thread computing the other (`split_width`).
+    Split,
 }
 
 impl Variant {
@@ -149,6 +152,7 @@ impl Variant {
             Variant::Static(steps) => format!("static{steps}"),
             Variant::Dynamic => "dynamic".to_owned(),
             Variant::DynamicBy(steps) => format!("dynamic_by{steps}"),
+            Variant::Split => "split".to_owned(),
         }
     }
 }
@@ -351,6 +355,99 @@ fn pass_stores_output(layer: &ir::Layer, plan: &LayerPlan, ids: &[ValueId]) -> b
     ids.contains(&layer.step.output) && lanes_width(layer, plan, ids) == Some(layer.output_size)
 }
 
+/// What the bounds of a split step must be multiples of: the runtime's
+/// `Columns::ALIGN`, the widest panel of its packed products.
+const SPLIT_ALIGN: usize = 64;
+
+/// The width `w` of a layer's units when two threads can share each step
+/// (the runtime's `split`), each computing the columns of its half of the
+/// units: of each value `w` wide, and of each product's every block of `w`
+/// (the gates). `None` unless
+///
+/// - `w` halves into multiples of [`SPLIT_ALIGN`], and every state is `w`
+///   wide and updated in place by a pass, which also stores the output;
+/// - the input-only work is products (of whole inputs), and the step's is
+///   products of whole states and passes of width `w` in blocks of lanes;
+/// - the passes read values computed before them (products, other passes)
+///   only in blocks of `w` columns starting at multiples of `w`, the
+///   columns each side has computed itself.
+///
+/// The states are whole on both sides at the start of each step (the
+/// sides trade their halves after it), as are inputs, contexts and weights.
+fn split_width(layer: &ir::Layer, plan: &LayerPlan) -> Option<usize> {
+    let w = layer.output_size;
+    if w == 0
+        || !w.is_multiple_of(2 * SPLIT_ALIGN)
+        || layer.states.iter().any(|state| state.size != w)
+    {
+        return None;
+    }
+    let updated_in_place =
+        (0..layer.states.len()).all(|k| plan.home[layer.step.updates[k].index()] == Some(k));
+    let whole = |id: ValueId, places: &[Place]| {
+        let (root, start, end) = operand_columns(layer, plan, id);
+        let full = match layer.step.node(root).shape {
+            Shape::Vector(len) => len,
+            _ => 1,
+        };
+        start == 0 && end == full && places.contains(&plan.place(root))
+    };
+    let hoisted_ok = plan.hoisted.iter().all(|work| match work {
+        Work::MatVec { product, .. } => match layer.step.node(*product).op {
+            Op::MatVec(_, vector) => whole(vector, &[Place::Input]),
+            _ => false,
+        },
+        Work::Fused(_) => false,
+    });
+    let mut stores_output = false;
+    let step_ok = plan.step.iter().all(|work| match work {
+        Work::MatVec { product, .. } => match layer.step.node(*product).op {
+            Op::MatVec(_, vector) => whole(vector, &[Place::State, Place::Input, Place::Context]),
+            _ => false,
+        },
+        Work::Fused(ids) => {
+            stores_output |= pass_stores_output(layer, plan, ids);
+            lanes_width(layer, plan, ids) == Some(w)
+                && ids.iter().all(|id| {
+                    layer.step.node(*id).op.operands().iter().all(|operand| {
+                        let (root, start, end) = operand_columns(layer, plan, *operand);
+                        let computed = matches!(plan.place(root), Place::Hoisted | Place::Step);
+                        ids.contains(&root)
+                            || !computed
+                            || (start.is_multiple_of(w) && end - start == w)
+                    })
+                })
+        }
+    });
+    (updated_in_place && hoisted_ok && step_ok && stores_output).then_some(w)
+}
+
+/// The states a split step's products read: the ones its two sides trade
+/// after each step (the others each side reads only in its own columns;
+/// their halves are merged once, at the end).
+fn split_traded_states(layer: &ir::Layer, plan: &LayerPlan) -> Vec<usize> {
+    let mut traded: Vec<usize> = plan
+        .step
+        .iter()
+        .filter_map(|work| match work {
+            Work::MatVec { product, .. } => match layer.step.node(*product).op {
+                Op::MatVec(_, vector) => {
+                    let (root, _, _) = operand_columns(layer, plan, vector);
+                    match layer.step.node(root).op {
+                        Op::State(k) => Some(k),
+                        _ => None,
+                    }
+                }
+                _ => None,
+            },
+            Work::Fused(_) => None,
+        })
+        .collect();
+    traded.sort_unstable();
+    traded.dedup();
+    traded
+}
+
 /// The value under a chain of column views, and the columns read.
 fn operand_columns(
     layer: &ir::Layer,
@@ -519,12 +616,22 @@ impl Cx<'_> {
         }
     }
 
+    /// Whether a layer's steps can run on two threads, half the columns
+    /// each ([`split_width`]): a layer of one direction (the two of a
+    /// bidirectional layer already run side by side).
+    fn splits(&self, layer_idx: usize) -> bool {
+        let layer = &self.network.layers[layer_idx];
+        layer.directions == 1 && split_width(layer, &self.plans[layer_idx]).is_some()
+    }
+
     fn emit_network(&self) -> TokenStream {
         let weight_structs =
             (0..self.network.layers.len()).map(|idx| self.emit_weights_struct(idx));
         let layer_fns = (0..self.network.layers.len()).flat_map(|idx| {
+            let split = self.splits(idx).then_some(Variant::Split);
             self.variants()
                 .into_iter()
+                .chain(split)
                 .map(move |variant| self.emit_layer_fn(idx, variant))
         });
         let model = self.emit_model_struct();
@@ -1196,6 +1303,7 @@ impl Cx<'_> {
         out: ValueId,
         product: ValueId,
         init: Option<ValueId>,
+        split: bool,
     ) -> TokenStream {
         let Op::MatVec(matrix, vector) = layer.step.node(product).op else {
             unreachable!("a product is a matrix product")
@@ -1205,38 +1313,54 @@ impl Cx<'_> {
         let out_view = quote!(#buffer.slice_mut(s![#rows, ..]));
         let packed = packed_field(matrix);
         let vector = self.view(layer, plan, vector, None);
-        match init {
-            None => quote!(__rnn_rt::gemm_packed(#vector, &__rnn_w.#packed, #out_view, false);),
-            Some(init) if plan.alias[out.index()] == Some(init) => {
-                quote!(__rnn_rt::gemm_packed(#vector, &__rnn_w.#packed, #out_view, true);)
+        let accumulate = match init {
+            None => Some(false),
+            Some(init) if plan.alias[out.index()] == Some(init) => Some(true),
+            Some(_) => None,
+        };
+        match (accumulate, init, split) {
+            (Some(accumulate), _, false) => {
+                quote!(__rnn_rt::gemm_packed(#vector, &__rnn_w.#packed, #out_view, #accumulate);)
             }
-            Some(init) => {
+            (Some(accumulate), _, true) => quote! {
+                __rnn_rt::gemm_packed_columns(#vector, &__rnn_w.#packed, #out_view, #accumulate, __rnn_columns);
+            },
+            (None, Some(init), false) => {
                 let field = weight_field(layer, init);
                 quote! {
                     __rnn_rt::gemm_packed_onto_row(#vector, &__rnn_w.#packed, #out_view, __rnn_rt::vector(&__rnn_w.#field));
                 }
             }
+            (None, Some(init), true) => {
+                let field = weight_field(layer, init);
+                quote! {
+                    __rnn_rt::gemm_packed_onto_row_columns(#vector, &__rnn_w.#packed, #out_view, __rnn_rt::vector(&__rnn_w.#field), __rnn_columns);
+                }
+            }
+            (None, None, _) => unreachable!("a product without a start accumulates nothing"),
         }
     }
 
     /// The statements of a phase's work, in order; the types of its fused
     /// passes are added to `items`. `step`: the work is the step's, whose
-    /// pass may store the step's output rows.
+    /// pass may store the step's output rows. `split`: only the columns of
+    /// this thread's side (`__rnn_columns`, `__rnn_side`; see
+    /// [`split_width`]).
     fn emit_work(
         &self,
         layer: &ir::Layer,
         plan: &LayerPlan,
-        (work, step): (&[Work], bool),
+        (work, step, split): (&[Work], bool, bool),
         items: &mut Vec<TokenStream>,
     ) -> Vec<TokenStream> {
         work.iter()
             .map(|item| match item {
                 Work::MatVec { out, product, init } => {
-                    self.emit_product(layer, plan, *out, *product, *init)
+                    self.emit_product(layer, plan, *out, *product, *init, split)
                 }
                 Work::Fused(ids) => {
                     let stores_output = step && pass_stores_output(layer, plan, ids);
-                    self.emit_fused(layer, plan, ids, stores_output, items)
+                    self.emit_fused(layer, plan, ids, (stores_output, split), items)
                 }
             })
             .collect()
@@ -1255,7 +1379,7 @@ impl Cx<'_> {
         layer: &ir::Layer,
         plan: &LayerPlan,
         ids: &[ValueId],
-        stores_output: bool,
+        (stores_output, split): (bool, bool),
         items: &mut Vec<TokenStream>,
     ) -> TokenStream {
         let places = &plan.places;
@@ -1315,21 +1439,29 @@ impl Cx<'_> {
                 ids,
                 (&name, width),
                 (&reads, &writes),
-                stores_output,
+                (stores_output, split),
             ));
             let width = usize_lit(width);
-            let output = if stores_output {
-                quote!(__rnn_out: __rnn_out.view_mut(), __rnn_packing, __rnn_t, __rnn_place,)
+            let output = match (stores_output, split) {
+                (false, _) => TokenStream::new(),
+                (true, false) => {
+                    quote!(__rnn_out: __rnn_out.view_mut(), __rnn_packing, __rnn_t, __rnn_place,)
+                }
+                // This side's columns of the output, from its first.
+                (true, true) => quote! {
+                    __rnn_out: __rnn_out.view_mut(), __rnn_packing, __rnn_t, __rnn_place,
+                    __rnn_col0: __rnn_side.columns(#width).start,
+                },
+            };
+            let pass = quote!(#name { #(#reads,)* #(#writes,)* #output __rnn_off, __rnn_hoff });
+            let run = if split {
+                quote!(__rnn_rt::run_pass_columns(&mut #pass, __rnn_n, __rnn_side.columns(#width));)
             } else {
-                TokenStream::new()
+                quote!(__rnn_rt::run_pass(&mut #pass, __rnn_n, #width);)
             };
             return quote! {{
                 #(#bindings)*
-                __rnn_rt::run_pass(
-                    &mut #name { #(#reads,)* #(#writes,)* #output __rnn_off, __rnn_hoff },
-                    __rnn_n,
-                    #width,
-                );
+                #run
             }};
         }
         let tile_rows = tile_rows(layer, plan);
@@ -1386,7 +1518,7 @@ impl Cx<'_> {
         ids: &[ValueId],
         (name, width): (&Ident, usize),
         (reads, writes): (&[Ident], &[Ident]),
-        stores_output: bool,
+        (stores_output, split): (bool, bool),
     ) -> TokenStream {
         let rt = self.rt;
         let local = |id: ValueId| format_ident!("__rnn_l{}", id.0);
@@ -1429,12 +1561,20 @@ impl Cx<'_> {
             }
         };
         let width_lit = usize_lit(width);
+        // A split pass owns the columns of its side of the output, from
+        // `__rnn_col0` on.
+        let (col0_field, col0) = if split {
+            (quote!(__rnn_col0: usize,), quote!(-self.__rnn_col0))
+        } else {
+            (TokenStream::new(), TokenStream::new())
+        };
         let output_fields = if stores_output {
             quote! {
                 __rnn_out: #rt::ndarray::ArrayViewMut2<'a, f32>,
                 __rnn_packing: &'a #rt::__private::Packing,
                 __rnn_t: usize,
                 __rnn_place: #rt::__private::Placement,
+                #col0_field
             }
         } else {
             TokenStream::new()
@@ -1474,7 +1614,7 @@ impl Cx<'_> {
                     let __rnn_row_out = __rnn_row_out
                         .as_slice_mut()
                         .expect("output rows are contiguous");
-                    #ident.store(&mut __rnn_row_out[__rnn_col..]);
+                    #ident.store(&mut __rnn_row_out[__rnn_col #col0..]);
                 }
             } else {
                 TokenStream::new()
@@ -1643,9 +1783,10 @@ impl Cx<'_> {
             returned.push(ident);
         }
         let mut passes = Vec::new();
-        let context_nodes = self.emit_work(layer, plan, (&plan.context, false), &mut passes);
-        let hoisted_nodes = self.emit_work(layer, plan, (&plan.hoisted, false), &mut passes);
-        let step_nodes = self.emit_work(layer, plan, (&plan.step, true), &mut passes);
+        let split = variant == Variant::Split;
+        let context_nodes = self.emit_work(layer, plan, (&plan.context, false, false), &mut passes);
+        let hoisted_nodes = self.emit_work(layer, plan, (&plan.hoisted, false, split), &mut passes);
+        let step_nodes = self.emit_work(layer, plan, (&plan.step, true, split), &mut passes);
         let forward_copy = self.copy_into(
             layer,
             plan,
@@ -1828,6 +1969,19 @@ impl Cx<'_> {
                     #step_body
                 }
             },
+            Variant::Split => {
+                // After each step the two sides trade their halves of the
+                // new states: both start the next step with whole states.
+                let states = split_traded_states(layer, plan)
+                    .into_iter()
+                    .map(state_ident);
+                quote! {
+                    for __rnn_t in 0..__rnn_packing.max_len() {
+                        #step_body
+                        __rnn_exchange.swap(__rnn_side, __rnn_t, __rnn_n, &mut [#(__rnn_rt::rows_mut(&mut #states),)*]);
+                    }
+                }
+            }
             Variant::DynamicBy(unroll) => {
                 let blocks = (0..unroll).map(|k| {
                     let k = usize_lit(k);
@@ -1887,6 +2041,24 @@ impl Cx<'_> {
             }
         };
         let state_returns = (0..layer.states.len()).map(state_ident);
+        let (split_params, split_columns) = match (variant, split_width(layer, plan)) {
+            (Variant::Split, Some(width)) => {
+                let width = usize_lit(width);
+                (
+                    quote! {
+                        __rnn_side: #rt::__private::Side,
+                        __rnn_exchange: &#rt::__private::Exchange,
+                    },
+                    quote! {
+                        let __rnn_half = __rnn_side.columns(#width);
+                        let __rnn_columns = __rnn_rt::Columns::periodic(#width, __rnn_half.start, __rnn_half.end)
+                            .expect("split_width keeps the halves aligned");
+                    },
+                )
+            }
+            (Variant::Split, None) => unreachable!("only layers with a split width split"),
+            _ => (TokenStream::new(), TokenStream::new()),
+        };
         let doc = format!(
             "Layer `{}` #{} ({}), one direction, over packed rows.",
             layer.name,
@@ -1938,9 +2110,11 @@ impl Cx<'_> {
                 #(#init_params,)*
                 mut __rnn_out: #rt::ndarray::ArrayViewMut2<'_, f32>,
                 __rnn_place: #rt::__private::Placement,
+                #split_params
             ) -> (#(#state_types,)*) {
                 #prelude
                 #(#passes)*
+                #split_columns
                 let __rnn_batch = __rnn_packing.batch();
                 let __rnn_rows = __rnn_packing.rows();
                 #chunking
@@ -2119,6 +2293,46 @@ impl Cx<'_> {
                 } else {
                     quote!(match __rnn_variant { #(#calls,)* })
                 };
+                // A long enough run of a small batch: each step on two
+                // threads, each side writing its half of the output's
+                // columns, unless the second thread does not start.
+                let call = if self.splits(layer_idx) {
+                    let function = self.layer_fn(layer_idx, Variant::Split);
+                    let macs_per_row = usize_lit(macs_per_row(layer, &self.plans[layer_idx]));
+                    let half = usize_lit(layer.output_size / 2);
+                    let traded = split_traded_states(layer, &self.plans[layer_idx]);
+                    let widths = traded.iter().map(|k| usize_lit(layer.states[*k].size));
+                    let (firsts, seconds): (Vec<Ident>, Vec<Ident>) = (0..layer.states.len())
+                        .map(|k| (format_ident!("__rnn_a{}", k), format_ident!("__rnn_b{}", k)))
+                        .unzip();
+                    let inputs = (0..layer.inputs.len()).map(|k| {
+                        let ident = input_ident(k);
+                        quote!(#ident.view())
+                    });
+                    let inits: Vec<Ident> = (0..layer.states.len())
+                        .map(|k| format_ident!("__rnn_init{}", k))
+                        .collect();
+                    quote! {{
+                        let __rnn_halves = __rnn_packing.split_steps(__rnn_threads, #macs_per_row).then(|| {
+                            let (__rnn_left, __rnn_right) = #out_arg.view_mut().split_at(__rnn_nd::Axis(1), #half);
+                            __rnn_rt::lockstep(
+                                __rnn_batch,
+                                &[#(#widths),*],
+                                ((__rnn_left, #(#inits.clone(),)*), (__rnn_right, #(#inits.clone(),)*)),
+                                |__rnn_side, __rnn_exchange, (__rnn_half_out, #(#inits,)*)| {
+                                    Self::#function(&self.#weights_field[0], &self.__rnn_workspace, __rnn_packing, #(#inputs,)* #(#inits,)* __rnn_half_out, #place, __rnn_side, __rnn_exchange)
+                                },
+                            )
+                            .ok()
+                        });
+                        match __rnn_halves.flatten() {
+                            Some(((#(#firsts,)*), (#(#seconds,)*))) => (#(__rnn_rt::merge_halves(#firsts, &#seconds),)*),
+                            None => #call,
+                        }
+                    }}
+                } else {
+                    call
+                };
                 let final_idents: Vec<Ident> = (0..layer.states.len())
                     .map(|k| format_ident!("__rnn_final{}", k))
                     .collect();
@@ -2136,18 +2350,23 @@ impl Cx<'_> {
                 // One direction returns its output buffer; each of two has
                 // written its own columns of the layer's, on its own thread.
                 let width = usize_lit(layer.output_size);
+                let y2_mut = if self.splits(layer_idx) {
+                    quote!(mut)
+                } else {
+                    TokenStream::new()
+                };
                 let (out_buffer, out_result) = match (layer.directions, last) {
                     (1, false) => (
                         quote! {
                             let mut __rnn_y = self.__rnn_workspace.take(__rnn_packing.rows(), #width);
-                            let __rnn_y2 = __rnn_y.view_mut();
+                            let #y2_mut __rnn_y2 = __rnn_y.view_mut();
                         },
                         quote!(__rnn_y),
                     ),
                     (1, true) => (
                         quote! {
                             let mut __rnn_y = Array3::<f32>::zeros((__rnn_batch, __rnn_packing.steps(), #width));
-                            let __rnn_y2 = __rnn_rt::flat_steps(&mut __rnn_y);
+                            let #y2_mut __rnn_y2 = __rnn_rt::flat_steps(&mut __rnn_y);
                         },
                         quote!(__rnn_y),
                     ),

@@ -86,11 +86,13 @@ impl std::fmt::Debug for Workspace {
 
 /// How many threads one call of a model may use.
 ///
-/// Work splits along independent parts of a network: the two directions of
-/// a bidirectional layer run side by side. `Auto` (the default) does so
-/// when a direction has enough work to pay for starting a thread and the
-/// machine has a second core; a single direction (streaming at batch 1,
-/// say) always stays on the calling thread.
+/// Work splits along independent parts of a network: halves of the batch,
+/// the two directions of a bidirectional layer side by side, or, for a
+/// batch too small to halve (streaming one sequence, say), the two halves
+/// of each step's units, which trade their new states after every step
+/// (`split`: layers whose units halve into multiples of 64). `Auto` (the
+/// default) does so when a part has enough work to pay for starting a
+/// thread and the machine has a second core.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Threads {
     /// Parallel where it pays, up to the available parallelism.

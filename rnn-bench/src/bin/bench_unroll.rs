@@ -199,10 +199,12 @@ fn run(workload: &Workload, options: &Options) -> Result<(), RnnError> {
             times.sort_by(f64::total_cmp);
             let (median, min, max) = (times[times.len() / 2], times[0], times[times.len() - 1]);
             let gflops = workload.flops() / (median * 1e-3) / 1e9;
-            // Two threads: one per direction for the bidirectional W4, two
-            // halves of the batch for the others (W1 has one sequence).
+            // Two threads: one per direction for the bidirectional W4, half
+            // of each step's columns for W1's one sequence, two halves of
+            // the batch for the others.
             let parallel = match (workload.id, threads) {
-                (_, 1) | ("W1", _) => "single-threaded",
+                (_, 1) => "single-threaded",
+                ("W1", _) => "steps split on 2 threads",
                 ("W4", _) => "directions on 2 threads",
                 _ => "batch halves on 2 threads",
             };
