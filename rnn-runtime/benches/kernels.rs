@@ -1,6 +1,7 @@
 //! Kernel benches: the packed product [`gemm_packed`] against [`matmul_bt`] (ndarray's
 //! `general_mat_mul`, i.e. `matrixmultiply`, which packs both operands on every call) on the
-//! product shapes of the workloads in `shared/WORKLOADS.md`, and the activation slice kernels.
+//! product shapes of the workloads in `shared/WORKLOADS.md`, the activation slice kernels, and
+//! the parts of a step split over two threads (W1's half product, the trade of the states).
 //!
 //! Throughput is reported in elements per second where one element is one floating-point
 //! operation (`2·n·k·m` per product), so `Gelem/s` reads as GFLOP/s.
@@ -9,9 +10,11 @@
 
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use ndarray::Array2;
+use rnn_runtime::__private::lockstep;
 use rnn_runtime::init::SplitMix64;
 use rnn_runtime::kernels::{
-    exp_slice, gemm_packed, matmul_bt, sigmoid_slice, tanh_slice, PackedMatrix,
+    exp_slice, gemm_packed, gemm_packed_columns, matmul_bt, sigmoid_slice, tanh_slice, Columns,
+    PackedMatrix,
 };
 
 /// `(name, n, k, m)`: `out[n, m] = x[n, k] · w[m, k]ᵀ`.
@@ -81,5 +84,43 @@ fn activations(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, products, activations);
+/// W1's step split over two threads: one side's half of the recurrent product (the columns of
+/// its 64 units in each of the 4 gates) against the whole, and the trade of the new `h` after
+/// each step (both threads doing nothing else: the time per step is the round trip between
+/// the cores).
+fn split(c: &mut Criterion) {
+    let mut group = c.benchmark_group("split");
+    let (x, w) = (random(1, 128, 1), random(512, 128, 2));
+    let packed = PackedMatrix::new(w.view());
+    let mut out = Array2::<f32>::zeros((1, 512));
+    let half = Columns::periodic(128, 0, 64).expect("aligned");
+    group.bench_function("W1 recurrent, whole", |b| {
+        b.iter(|| gemm_packed(black_box(x.view()), &packed, out.view_mut(), false))
+    });
+    group.bench_function("W1 recurrent, one side's half", |b| {
+        b.iter(|| gemm_packed_columns(black_box(x.view()), &packed, out.view_mut(), false, half))
+    });
+    group.bench_function("trade of h, 128 units", |b| {
+        b.iter_custom(|steps| {
+            let steps = steps as usize;
+            loop {
+                let run = lockstep(1, &[128], ((), ()), |side, exchange, ()| {
+                    let mut h = vec![1.0f32; 128];
+                    let start = std::time::Instant::now();
+                    for t in 0..steps {
+                        exchange.swap(side, t, 1, &mut [&mut h]);
+                    }
+                    start.elapsed()
+                });
+                // The worker did not start in time (see `lockstep`): again.
+                if let Ok((first, _)) = run {
+                    return first;
+                }
+            }
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, products, activations, split);
 criterion_main!(benches);

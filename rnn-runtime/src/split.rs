@@ -174,6 +174,13 @@ impl Exchange {
                 }
             }
         }
+        // The slot of the next step: the other side has read it (at step
+        // `t - 1`, before publishing step `t`). Writing its stamps now
+        // takes its lines back from the other core's cache while this side
+        // computes the next step, instead of when it publishes it.
+        for line in self.slots[side.index()][(t + 1) % 2].lines.iter() {
+            line.stamp.store(u32::MAX, Ordering::Relaxed);
+        }
     }
 
     /// Spins until every line of `lines` holds step `stamp`, polling all
