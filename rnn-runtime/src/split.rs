@@ -71,8 +71,8 @@ const LINE_VALUES: usize = 15;
 #[derive(Debug)]
 #[repr(align(64))]
 struct Line {
-    /// The step (truncated to 32 bits) whose values the line holds;
-    /// `u32::MAX` before the first.
+    /// The step (its low 31 bits) whose values the line holds; `u32::MAX`
+    /// before the first and while the line is being rewritten.
     stamp: AtomicU32,
     /// Atomics so that the trade needs no `unsafe`; their loads and stores
     /// are plain moves, ordered by `stamp`.
@@ -140,9 +140,10 @@ impl Exchange {
     /// or the other side panicked.
     pub fn swap(&self, side: Side, t: usize, rows: usize, states: &mut [&mut [f32]]) {
         assert_eq!(states.len(), self.widths.len(), "one slice per state");
-        // Two slots alternate, so a stale line holds step `t - 2`: 32 bits
-        // tell the steps apart.
-        let stamp = t as u32;
+        // Two slots alternate, so a stale line holds step `t - 2`: 31 bits
+        // tell the steps apart, and never make `u32::MAX`, a line that is
+        // being rewritten.
+        let stamp = (t & 0x7fff_ffff) as u32;
         let mine = &self.slots[side.index()][t % 2];
         let mut count = 0;
         for (state, &width) in states.iter().zip(&self.widths) {
