@@ -33,6 +33,13 @@ rnn! {
     network StreamGru { input x: [6]; layer l = gru(hidden = 128); unroll static 40; }
     network Deep { input x: [6]; layer l = lstm(hidden = 256, layers = 2); unroll dynamic by 3; }
     network Gated { input x: [6]; layer l = gated(hidden = 128); unroll dynamic; }
+    // No product reads the state: the sides have nothing to trade.
+    network Leaky { input x: [6]; layer l = leaky(hidden = 128); unroll dynamic; }
+
+    cell leaky(x: [I]) -> h: [H] {
+        param w: [H, I];
+        h = tanh(w @ x + 0.5 * h);
+    }
     // Steps that cannot split: a pass that mixes widths, and units that do
     // not halve into whole panels of the products.
     network ScalarGate { input x: [6]; layer l = scalar_gate(hidden = 128); unroll dynamic; }
@@ -184,6 +191,10 @@ fn steps_split_in_halves_of_their_columns_give_the_same_bits() {
         }));
         assert!(splits_with_the_same_bits(|threads| {
             let model = Gated::random(3).with_threads(threads);
+            model.forward(x.view(), lengths, None).expect("valid")
+        }));
+        assert!(splits_with_the_same_bits(|threads| {
+            let model = Leaky::random(9).with_threads(threads);
             model.forward(x.view(), lengths, None).expect("valid")
         }));
     }

@@ -64,10 +64,11 @@ const SPINS_BEFORE_YIELD: u32 = 1 << 14;
 /// Values per [`Line`].
 const LINE_VALUES: usize = 15;
 
-/// One cache line of a side's new state values, with the step they are
-/// of: the other side polls every line it needs at once, so the values
-/// reach it in one transfer between the cores rather than a flag's
-/// followed by the values'.
+/// One cache line of a side's new state values. The writer stores the
+/// stamp of the last line it fills after every value (with release
+/// ordering); the other side polls only that stamp, then reads the values.
+/// Every line has a stamp so that writing it takes the line back early
+/// (see [`Exchange::swap`]).
 #[derive(Debug)]
 #[repr(align(64))]
 struct Line {
@@ -154,8 +155,8 @@ impl Exchange {
                 }
             }
         }
-        for line in &mine.lines[..count.div_ceil(LINE_VALUES)] {
-            line.stamp.store(stamp, Ordering::Release);
+        if let Some(last) = count.div_ceil(LINE_VALUES).checked_sub(1) {
+            mine.lines[last].stamp.store(stamp, Ordering::Release);
         }
         let other = side.other();
         let theirs = &self.slots[other.index()][t % 2];
@@ -165,7 +166,12 @@ impl Exchange {
                 .iter()
                 .map(|width| other.columns(*width).len())
                 .sum::<usize>();
-        self.wait_for(&theirs.lines[..count.div_ceil(LINE_VALUES)], stamp);
+        // Nothing to trade (no rows, or no state a product reads): the
+        // sides do not depend on each other.
+        let Some(last) = count.div_ceil(LINE_VALUES).checked_sub(1) else {
+            return;
+        };
+        self.wait_for(&theirs.lines[last], stamp);
         let mut index = 0;
         for (state, &width) in states.iter_mut().zip(&self.widths) {
             for row in state[..rows * width].chunks_exact_mut(width) {
@@ -184,15 +190,11 @@ impl Exchange {
         }
     }
 
-    /// Spins until every line of `lines` holds step `stamp`, polling all
-    /// of them each time (their transfers overlap).
-    fn wait_for(&self, lines: &[Line], stamp: u32) {
+    /// Spins until `line` holds step `stamp`.
+    fn wait_for(&self, line: &Line, stamp: u32) {
         let mut spins = 0u32;
         loop {
-            let ready = lines.iter().fold(true, |ready, line| {
-                ready & (line.stamp.load(Ordering::Acquire) == stamp)
-            });
-            if ready {
+            if line.stamp.load(Ordering::Acquire) == stamp {
                 return;
             }
             assert!(
@@ -407,6 +409,26 @@ mod tests {
         assert_eq!(&a1[8..], &[0.0, 0.0, 42.0, 43.0]);
         assert_eq!(b0, vec![20.0, 21.0, 20.0, 21.0, 20.0, 0.0]);
         assert_eq!(b1, vec![20.0, 21.0, 20.0, 21.0, 0.0, 21.0]);
+    }
+
+    #[test]
+    fn nothing_to_trade_returns_at_once() {
+        let run = lockstep_within(PATIENT, 2, &[], ((), ()), |side, exchange, ()| {
+            for t in 0..10 {
+                exchange.swap(side, t, 2, &mut []);
+            }
+            side
+        });
+        assert_eq!(
+            run.expect("the worker started"),
+            (Side::First, Side::Second)
+        );
+        let run = lockstep_within(PATIENT, 2, &[2], ((), ()), |side, exchange, ()| {
+            let mut state = [1.0f32, 2.0];
+            exchange.swap(side, 0, 0, &mut [&mut state]);
+            state
+        });
+        assert_eq!(run.expect("the worker started"), ([1.0, 2.0], [1.0, 2.0]));
     }
 
     #[test]
