@@ -2,7 +2,8 @@
 //! split in two halves (unidirectional networks), the two directions of a
 //! bidirectional layer on two threads, or each step of a small batch split
 //! into two halves of its columns give the same bits as one thread, with
-//! varied lengths (empty and full sequences), initial states and contexts.
+//! varied lengths (empty and full sequences), initial states and contexts
+//! (the batch halves and directions).
 
 use ndarray::{Array2, Array3};
 use rnn_macros::rnn;
@@ -149,15 +150,18 @@ fn errors_are_the_same_with_two_threads() {
 /// Held by the tests that count split runs, which would count each other's.
 static COUNTING: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-/// Runs `run` with one thread and then with two until the steps did split
-/// (the second thread may not start in time on a busy machine, and the
-/// call then runs alone), asserting the same bits every time; returns
+/// Runs `run` with one thread and then with `two` until the steps did
+/// split (the second thread may not start in time on a busy machine, and
+/// the call then runs alone), asserting the same bits every time; returns
 /// whether any run split.
-fn splits_with_the_same_bits<T: PartialEq + std::fmt::Debug>(run: impl Fn(Threads) -> T) -> bool {
+fn splits_with_the_same_bits<T: PartialEq + std::fmt::Debug>(
+    two: Threads,
+    run: impl Fn(Threads) -> T,
+) -> bool {
     let reference = run(Threads::Fixed(1));
     for _ in 0..20 {
         let before = rnn_runtime::__private::split_runs();
-        assert_eq!(run(Threads::Fixed(2)), reference);
+        assert_eq!(run(two), reference);
         if rnn_runtime::__private::split_runs() > before {
             return true;
         }
@@ -179,27 +183,36 @@ fn steps_split_in_halves_of_their_columns_give_the_same_bits() {
     initial.c.mapv_inplace(|_| rng.uniform(-1.0, 1.0));
     for lengths in [None, Some(vec![33])] {
         let lengths = lengths.as_deref();
-        assert!(splits_with_the_same_bits(|threads| {
+        assert!(splits_with_the_same_bits(Threads::Fixed(2), |threads| {
             let model = Stream::random(1).with_threads(threads);
             model
                 .forward(x.view(), lengths, Some(&initial))
                 .expect("valid")
         }));
-        assert!(splits_with_the_same_bits(|threads| {
+        assert!(splits_with_the_same_bits(Threads::Fixed(2), |threads| {
             let model = Deep::random(2).with_threads(threads);
             model.forward(x.view(), lengths, None).expect("valid")
         }));
-        assert!(splits_with_the_same_bits(|threads| {
+        assert!(splits_with_the_same_bits(Threads::Fixed(2), |threads| {
             let model = Gated::random(3).with_threads(threads);
             model.forward(x.view(), lengths, None).expect("valid")
         }));
-        assert!(splits_with_the_same_bits(|threads| {
+        assert!(splits_with_the_same_bits(Threads::Fixed(2), |threads| {
             let model = Leaky::random(9).with_threads(threads);
             model.forward(x.view(), lengths, None).expect("valid")
         }));
     }
+    // Two sequences whose work `Auto` does not halve (70 rows) but splits
+    // by columns; the rows traded shrink when the shorter one ends.
+    let (x2, _) = batch(16, 2, 40);
+    assert!(splits_with_the_same_bits(Threads::Auto, |threads| {
+        let model = Stream::random(10).with_threads(threads);
+        model
+            .forward(x2.view(), Some(&[30, 40]), None)
+            .expect("valid")
+    }));
     let (x40, _) = batch(13, 1, 40);
-    assert!(splits_with_the_same_bits(|threads| {
+    assert!(splits_with_the_same_bits(Threads::Fixed(2), |threads| {
         let model = StreamGru::random(4).with_threads(threads);
         model.forward(x40.view(), None, None).expect("valid")
     }));
@@ -211,11 +224,11 @@ fn steps_that_cannot_split_run_on_one_thread() {
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     let (x, _) = batch(15, 1, 40);
-    assert!(!splits_with_the_same_bits(|threads| {
+    assert!(!splits_with_the_same_bits(Threads::Fixed(2), |threads| {
         let model = ScalarGate::random(6).with_threads(threads);
         model.forward(x.view(), None, None).expect("valid")
     }));
-    assert!(!splits_with_the_same_bits(|threads| {
+    assert!(!splits_with_the_same_bits(Threads::Fixed(2), |threads| {
         let model = Narrow::random(7).with_threads(threads);
         model.forward(x.view(), None, None).expect("valid")
     }));

@@ -135,6 +135,16 @@ struct Cx<'a> {
     groups: Vec<StateGroup>,
 }
 
+/// Which columns emitted work computes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Share {
+    /// Every column.
+    All,
+    /// This thread's side of a split step (`__rnn_side`, `__rnn_columns`;
+    /// see [`split_width`]).
+    Side,
+}
+
 /// One way to run the time loop of every layer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Variant {
@@ -1303,7 +1313,7 @@ impl Cx<'_> {
         out: ValueId,
         product: ValueId,
         init: Option<ValueId>,
-        split: bool,
+        share: Share,
     ) -> TokenStream {
         let Op::MatVec(matrix, vector) = layer.step.node(product).op else {
             unreachable!("a product is a matrix product")
@@ -1318,20 +1328,20 @@ impl Cx<'_> {
             Some(init) if plan.alias[out.index()] == Some(init) => Some(true),
             Some(_) => None,
         };
-        match (accumulate, init, split) {
-            (Some(accumulate), _, false) => {
+        match (accumulate, init, share) {
+            (Some(accumulate), _, Share::All) => {
                 quote!(__rnn_rt::gemm_packed(#vector, &__rnn_w.#packed, #out_view, #accumulate);)
             }
-            (Some(accumulate), _, true) => quote! {
+            (Some(accumulate), _, Share::Side) => quote! {
                 __rnn_rt::gemm_packed_columns(#vector, &__rnn_w.#packed, #out_view, #accumulate, __rnn_columns);
             },
-            (None, Some(init), false) => {
+            (None, Some(init), Share::All) => {
                 let field = weight_field(layer, init);
                 quote! {
                     __rnn_rt::gemm_packed_onto_row(#vector, &__rnn_w.#packed, #out_view, __rnn_rt::vector(&__rnn_w.#field));
                 }
             }
-            (None, Some(init), true) => {
+            (None, Some(init), Share::Side) => {
                 let field = weight_field(layer, init);
                 quote! {
                     __rnn_rt::gemm_packed_onto_row_columns(#vector, &__rnn_w.#packed, #out_view, __rnn_rt::vector(&__rnn_w.#field), __rnn_columns);
@@ -1343,24 +1353,23 @@ impl Cx<'_> {
 
     /// The statements of a phase's work, in order; the types of its fused
     /// passes are added to `items`. `step`: the work is the step's, whose
-    /// pass may store the step's output rows. `split`: only the columns of
-    /// this thread's side (`__rnn_columns`, `__rnn_side`; see
-    /// [`split_width`]).
+    /// pass may store the step's output rows. `share`: the columns it
+    /// computes.
     fn emit_work(
         &self,
         layer: &ir::Layer,
         plan: &LayerPlan,
-        (work, step, split): (&[Work], bool, bool),
+        (work, step, share): (&[Work], bool, Share),
         items: &mut Vec<TokenStream>,
     ) -> Vec<TokenStream> {
         work.iter()
             .map(|item| match item {
                 Work::MatVec { out, product, init } => {
-                    self.emit_product(layer, plan, *out, *product, *init, split)
+                    self.emit_product(layer, plan, *out, *product, *init, share)
                 }
                 Work::Fused(ids) => {
                     let stores_output = step && pass_stores_output(layer, plan, ids);
-                    self.emit_fused(layer, plan, ids, (stores_output, split), items)
+                    self.emit_fused(layer, plan, ids, (stores_output, share), items)
                 }
             })
             .collect()
@@ -1379,7 +1388,7 @@ impl Cx<'_> {
         layer: &ir::Layer,
         plan: &LayerPlan,
         ids: &[ValueId],
-        (stores_output, split): (bool, bool),
+        (stores_output, share): (bool, Share),
         items: &mut Vec<TokenStream>,
     ) -> TokenStream {
         let places = &plan.places;
@@ -1439,22 +1448,22 @@ impl Cx<'_> {
                 ids,
                 (&name, width),
                 (&reads, &writes),
-                (stores_output, split),
+                (stores_output, share),
             ));
             let width = usize_lit(width);
-            let output = match (stores_output, split) {
+            let output = match (stores_output, share) {
                 (false, _) => TokenStream::new(),
-                (true, false) => {
+                (true, Share::All) => {
                     quote!(__rnn_out: __rnn_out.view_mut(), __rnn_packing, __rnn_t, __rnn_place,)
                 }
                 // This side's columns of the output, from its first.
-                (true, true) => quote! {
+                (true, Share::Side) => quote! {
                     __rnn_out: __rnn_out.view_mut(), __rnn_packing, __rnn_t, __rnn_place,
                     __rnn_col0: __rnn_side.columns(#width).start,
                 },
             };
             let pass = quote!(#name { #(#reads,)* #(#writes,)* #output __rnn_off, __rnn_hoff });
-            let run = if split {
+            let run = if share == Share::Side {
                 quote!(__rnn_rt::run_pass_columns(&mut #pass, __rnn_n, __rnn_side.columns(#width));)
             } else {
                 quote!(__rnn_rt::run_pass(&mut #pass, __rnn_n, #width);)
@@ -1518,7 +1527,7 @@ impl Cx<'_> {
         ids: &[ValueId],
         (name, width): (&Ident, usize),
         (reads, writes): (&[Ident], &[Ident]),
-        (stores_output, split): (bool, bool),
+        (stores_output, share): (bool, Share),
     ) -> TokenStream {
         let rt = self.rt;
         let local = |id: ValueId| format_ident!("__rnn_l{}", id.0);
@@ -1563,7 +1572,7 @@ impl Cx<'_> {
         let width_lit = usize_lit(width);
         // A split pass owns the columns of its side of the output, from
         // `__rnn_col0` on.
-        let (col0_field, col0) = if split {
+        let (col0_field, col0) = if share == Share::Side {
             (quote!(__rnn_col0: usize,), quote!(-self.__rnn_col0))
         } else {
             (TokenStream::new(), TokenStream::new())
@@ -1783,10 +1792,15 @@ impl Cx<'_> {
             returned.push(ident);
         }
         let mut passes = Vec::new();
-        let split = variant == Variant::Split;
-        let context_nodes = self.emit_work(layer, plan, (&plan.context, false, false), &mut passes);
-        let hoisted_nodes = self.emit_work(layer, plan, (&plan.hoisted, false, split), &mut passes);
-        let step_nodes = self.emit_work(layer, plan, (&plan.step, true, split), &mut passes);
+        let share = if variant == Variant::Split {
+            Share::Side
+        } else {
+            Share::All
+        };
+        let context_nodes =
+            self.emit_work(layer, plan, (&plan.context, false, Share::All), &mut passes);
+        let hoisted_nodes = self.emit_work(layer, plan, (&plan.hoisted, false, share), &mut passes);
+        let step_nodes = self.emit_work(layer, plan, (&plan.step, true, share), &mut passes);
         let forward_copy = self.copy_into(
             layer,
             plan,
@@ -2056,7 +2070,9 @@ impl Cx<'_> {
                     },
                 )
             }
-            (Variant::Split, None) => unreachable!("only layers with a split width split"),
+            (Variant::Split, None) => {
+                unreachable!("internal error: only layers with a split width split")
+            }
             _ => (TokenStream::new(), TokenStream::new()),
         };
         let doc = format!(
@@ -2313,21 +2329,27 @@ impl Cx<'_> {
                         .map(|k| format_ident!("__rnn_init{}", k))
                         .collect();
                     quote! {{
-                        let __rnn_halves = __rnn_packing.split_steps(__rnn_threads, #macs_per_row).then(|| {
+                        // The initial states go to the first side and a copy
+                        // to the second; they come back if the second does
+                        // not start.
+                        let __rnn_halves = if __rnn_packing.split_steps(__rnn_threads, #macs_per_row) {
                             let (__rnn_left, __rnn_right) = #out_arg.view_mut().split_at(__rnn_nd::Axis(1), #half);
-                            __rnn_rt::lockstep(
+                            let __rnn_copies = (#(#inits.clone(),)*);
+                            let __rnn_sides = __rnn_rt::lockstep(
                                 __rnn_batch,
                                 &[#(#widths),*],
-                                ((__rnn_left, #(#inits.clone(),)*), (__rnn_right, #(#inits.clone(),)*)),
-                                |__rnn_side, __rnn_exchange, (__rnn_half_out, #(#inits,)*)| {
+                                ((__rnn_left, (#(#inits,)*)), (__rnn_right, __rnn_copies)),
+                                |__rnn_side, __rnn_exchange, (__rnn_half_out, (#(#inits,)*))| {
                                     Self::#function(&self.#weights_field[0], &self.__rnn_workspace, __rnn_packing, #(#inputs,)* #(#inits,)* __rnn_half_out, #place, __rnn_side, __rnn_exchange)
                                 },
-                            )
-                            .ok()
-                        });
-                        match __rnn_halves.flatten() {
-                            Some(((#(#firsts,)*), (#(#seconds,)*))) => (#(__rnn_rt::merge_halves(#firsts, &#seconds),)*),
-                            None => #call,
+                            );
+                            __rnn_sides.map_err(|((_, __rnn_first), _)| __rnn_first)
+                        } else {
+                            Err((#(#inits,)*))
+                        };
+                        match __rnn_halves {
+                            Ok(((#(#firsts,)*), (#(#seconds,)*))) => (#(__rnn_rt::merge_halves(#firsts, &#seconds),)*),
+                            Err((#(#inits,)*)) => #call,
                         }
                     }}
                 } else {
@@ -2798,4 +2820,79 @@ pub fn emit_file_unformatted(model: &ir::Model, source_name: &str, options: &Opt
     let items = model.networks.iter().map(|network| emit(network, options));
     let tokens = quote!(#(#items)*);
     format!("// @generated by unroll {} from `{source_name}`. Do not edit: edit the model and regenerate.\n\n{tokens}\n", env!("CARGO_PKG_VERSION"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::SourceFile;
+
+    /// Whether the first layer of the one network in `text` gets a split
+    /// time loop.
+    fn splits(text: &str) -> bool {
+        let compiled = crate::compile(SourceFile::new("split.rnn", text))
+            .unwrap_or_else(|error| panic!("{text} does not compile: {error}"));
+        let code = emit_file_unformatted(&compiled.model, "split.rnn", &Options::default());
+        code.contains("fn __rnn_layer0_split")
+    }
+
+    #[test]
+    fn steps_split_only_where_each_side_computes_what_it_reads() {
+        let network = |layer: &str| {
+            format!("network N {{ input x: [8]; layer l = {layer}; unroll dynamic; }}")
+        };
+        for layer in [
+            "lstm(hidden = 128)",
+            "lstm(hidden = 256, layers = 2)",
+            "gru(hidden = 128)",
+            "rnn_tanh(hidden = 384)",
+        ] {
+            assert!(splits(&network(layer)), "{layer} splits");
+        }
+        for layer in [
+            // Halves that are not whole 64-column panels.
+            "lstm(hidden = 96)",
+            "gru(hidden = 64)",
+            // Two directions already run side by side.
+            "lstm(hidden = 128, bidirectional)",
+            // A product of `r * h`, computed in the step.
+            "gru(hidden = 128, reset_after = false)",
+        ] {
+            assert!(!splits(&network(layer)), "{layer} does not split");
+        }
+        let cell = |body: &str| {
+            format!(
+                "cell c(x: [I]) -> h: [H] {{ {body} }}
+                 network N {{ input x: [8]; layer l = c(hidden = 128); unroll dynamic; }}"
+            )
+        };
+        // Elementwise only, beside the input's product: nothing to trade.
+        assert!(splits(&cell("param w: [H, I]; h = tanh(w @ x + 0.5 * h);")));
+        for (body, why) in [
+            (
+                "param w: [H, I]; param u: [H, H]; param v: [1, H];
+                 let g = sigmoid(v @ h); h = g * tanh(w @ x + u @ h) + (1 - g) * h;",
+                "a pass mixing widths 1 and H",
+            ),
+            (
+                "param w: [H, I]; param u: [H, H]; h = tanh(w @ x + u @ h + h[0..1] * h);",
+                "one column of the state read by every unit",
+            ),
+        ] {
+            assert!(!splits(&cell(body)), "{why}");
+        }
+        // A product read from a column that is not a multiple of the width.
+        let offset = |start: usize| {
+            format!(
+                "cell c(x: [8]) -> h: [128] {{
+                     param w: [128, 8]; param u: [256, 128];
+                     let z = u @ h; h = tanh(w @ x + z[{start}..{}]);
+                 }}
+                 network N {{ input x: [8]; layer l = c(); unroll dynamic; }}",
+                start + 128
+            )
+        };
+        assert!(splits(&offset(128)));
+        assert!(!splits(&offset(64)));
+    }
 }

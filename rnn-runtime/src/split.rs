@@ -8,16 +8,19 @@
 //! of the units. Each keeps a whole copy of the states; after every step
 //! the two trade their halves of the new states ([`Exchange::swap`]) and go
 //! on to the next step. A step of W1 (`[1, 128] × [128, 512]`) reads its
-//! weights from L2 at about 2.5 µs; the trade costs a few cache-line
-//! transfers, some 0.1 µs (BENCHMARKS.md).
+//! weights from L2 in about 2.6 µs, half of them in 1.4 µs; the trade costs
+//! a transfer of cache lines between the cores, about 0.23 µs
+//! (BENCHMARKS.md).
 //!
 //! The threads wait for each other by spinning, so both must be running:
-//! [`lockstep`] starts the second on rayon's pool and goes ahead only if it
-//! starts within [`CHECK_IN`]; otherwise the caller runs the whole step
+//! [`lockstep`] starts the second on a thread of its own (a one-thread
+//! rayon pool that runs nothing but second sides) and goes ahead only if
+//! it starts within [`CHECK_IN`]; otherwise the caller runs the whole call
 //! alone. A panic on either side reaches the other as a panic too, never
 //! as a wait without end.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, AtomicUsize, Ordering};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 /// Which half of a split step a thread computes.
@@ -25,7 +28,7 @@ use std::time::{Duration, Instant};
 pub enum Side {
     /// The first half of each state's columns (the calling thread).
     First,
-    /// The second half (the pool's worker).
+    /// The second half (the thread of second sides).
     Second,
 }
 
@@ -61,49 +64,6 @@ pub const CHECK_IN: Duration = Duration::from_micros(200);
 /// the core (the other thread may be descheduled).
 const SPINS_BEFORE_YIELD: u32 = 1 << 14;
 
-/// Values per [`Line`].
-const LINE_VALUES: usize = 15;
-
-/// One cache line of a side's new state values. The writer stores the
-/// stamp of the last line it fills after every value (with release
-/// ordering); the other side polls only that stamp, then reads the values.
-/// Every line has a stamp so that writing it takes the line back early
-/// (see [`Exchange::swap`]).
-#[derive(Debug)]
-#[repr(align(64))]
-struct Line {
-    /// The step (its low 31 bits) whose values the line holds; `u32::MAX`
-    /// before the first and while the line is being rewritten.
-    stamp: AtomicU32,
-    /// Atomics so that the trade needs no `unsafe`; their loads and stores
-    /// are plain moves, ordered by `stamp`.
-    values: [AtomicU32; LINE_VALUES],
-}
-
-/// One side's new state values of one step: its columns of every row of
-/// every state, in order.
-#[derive(Debug)]
-struct Slot {
-    lines: Box<[Line]>,
-}
-
-impl Slot {
-    fn new(len: usize) -> Slot {
-        let line = || Line {
-            stamp: AtomicU32::new(u32::MAX),
-            values: std::array::from_fn(|_| AtomicU32::new(0)),
-        };
-        Slot {
-            lines: (0..len.div_ceil(LINE_VALUES)).map(|_| line()).collect(),
-        }
-    }
-
-    /// The value at `index`.
-    fn value(&self, index: usize) -> &AtomicU32 {
-        &self.lines[index / LINE_VALUES].values[index % LINE_VALUES]
-    }
-}
-
 /// Where the two sides of a split step trade their halves of the states.
 #[derive(Debug)]
 pub struct Exchange {
@@ -119,7 +79,16 @@ pub struct Exchange {
 
 impl Exchange {
     /// An exchange for states of `widths` columns and at most `rows` rows.
+    ///
+    /// # Panics
+    ///
+    /// If a state is narrower than two columns: a side with no columns
+    /// would never wait for the other, and could run ahead of it.
     fn new(rows: usize, widths: &[usize]) -> Exchange {
+        assert!(
+            widths.iter().all(|width| *width >= 2),
+            "a split state needs a column on each side, not widths {widths:?}"
+        );
         let len = rows * widths.iter().map(|width| width.div_ceil(2)).sum::<usize>();
         Exchange {
             widths: widths.to_vec(),
@@ -166,8 +135,9 @@ impl Exchange {
                 .iter()
                 .map(|width| other.columns(*width).len())
                 .sum::<usize>();
-        // Nothing to trade (no rows, or no state a product reads): the
-        // sides do not depend on each other.
+        // Nothing to trade (no rows, or no state a product reads; every
+        // state has columns on both sides): the sides do not depend on each
+        // other.
         let Some(last) = count.div_ceil(LINE_VALUES).checked_sub(1) else {
             return;
         };
@@ -208,6 +178,49 @@ impl Exchange {
                 std::thread::yield_now();
             }
         }
+    }
+}
+
+/// Values per [`Line`].
+const LINE_VALUES: usize = 15;
+
+/// One cache line of a side's new state values. The writer stores the
+/// stamp of the last line it fills after every value (with release
+/// ordering); the other side polls only that stamp, then reads the values.
+/// Every line has a stamp so that writing it takes the line back early
+/// (see [`Exchange::swap`]).
+#[derive(Debug)]
+#[repr(align(64))]
+struct Line {
+    /// The step (its low 31 bits) whose values the line holds; `u32::MAX`
+    /// before the first and while the line is being rewritten.
+    stamp: AtomicU32,
+    /// Atomics so that the trade needs no `unsafe`; their loads and stores
+    /// are plain moves, ordered by `stamp`.
+    values: [AtomicU32; LINE_VALUES],
+}
+
+/// One side's new state values of one step: its columns of every row of
+/// every state, in order.
+#[derive(Debug)]
+struct Slot {
+    lines: Box<[Line]>,
+}
+
+impl Slot {
+    fn new(len: usize) -> Slot {
+        let line = || Line {
+            stamp: AtomicU32::new(u32::MAX),
+            values: std::array::from_fn(|_| AtomicU32::new(0)),
+        };
+        Slot {
+            lines: (0..len.div_ceil(LINE_VALUES)).map(|_| line()).collect(),
+        }
+    }
+
+    /// The value at `index`.
+    fn value(&self, index: usize) -> &AtomicU32 {
+        &self.lines[index / LINE_VALUES].values[index % LINE_VALUES]
     }
 }
 
@@ -252,34 +265,56 @@ const FORMED: u8 = 1;
 /// The calling thread stopped waiting: the second does nothing.
 const ABANDONED: u8 = 2;
 
-/// Runs `body` for both sides at once, on the calling thread and a worker
-/// of rayon's pool, each with its input (`inputs.0` for [`Side::First`])
-/// and an [`Exchange`] for states of `widths` columns and up to `rows`
-/// rows; returns both results.
+/// Both sides' results, or both inputs back when the second side did not
+/// start (see [`lockstep`]).
+pub type Sides<R, T> = Result<(R, R), (T, T)>;
+
+/// The thread second sides run on: a rayon pool of one thread that runs
+/// nothing else, so that a second side waits at most for another call's
+/// run (a busy global pool could hold it, and the call, for as long as its
+/// jobs take). `None` if the thread could not be started.
+fn second_sides() -> Option<&'static rayon::ThreadPool> {
+    static POOL: OnceLock<Option<rayon::ThreadPool>> = OnceLock::new();
+    POOL.get_or_init(|| {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .thread_name(|_| "unroll-split".to_owned())
+            .build()
+            .ok()
+    })
+    .as_ref()
+}
+
+/// Runs `body` for both sides at once, on the calling thread and the
+/// thread of second sides, each with its input (`inputs.0` for
+/// [`Side::First`]) and an [`Exchange`] for states of `widths` columns and
+/// up to `rows` rows; returns both results.
 ///
-/// If the worker does not start within [`CHECK_IN`] (the pool is busy),
-/// neither side runs and the inputs come back as `Err`: the caller then
-/// runs the whole step itself. A panic on either side is resumed on the
-/// calling thread.
-#[allow(clippy::type_complexity)]
+/// If the second thread does not start within [`CHECK_IN`] (another call
+/// is running its second side, or the machine is busy), neither side runs
+/// and the inputs come back as `Err`, after that other call's run if there
+/// is one: the caller then runs the whole call alone. A panic on either
+/// side is resumed on the calling thread.
 pub fn lockstep<T: Send, R: Send>(
     rows: usize,
     widths: &[usize],
     inputs: (T, T),
     body: impl Fn(Side, &Exchange, T) -> R + Sync,
-) -> Result<(R, R), (T, T)> {
+) -> Sides<R, T> {
     lockstep_within(CHECK_IN, rows, widths, inputs, body)
 }
 
-/// [`lockstep`] waiting `check_in_time` for the worker.
-#[allow(clippy::type_complexity)]
+/// [`lockstep`] waiting `check_in_time` for the second thread.
 fn lockstep_within<T: Send, R: Send>(
     check_in_time: Duration,
     rows: usize,
     widths: &[usize],
     (first_input, second_input): (T, T),
     body: impl Fn(Side, &Exchange, T) -> R + Sync,
-) -> Result<(R, R), (T, T)> {
+) -> Sides<R, T> {
+    let Some(pool) = second_sides() else {
+        return Err((first_input, second_input));
+    };
     let exchange = Exchange::new(rows, widths);
     let check_in = AtomicU8::new(WAITING);
     let run = |side: Side, input: T| {
@@ -287,7 +322,7 @@ fn lockstep_within<T: Send, R: Send>(
         body(side, &exchange, input)
     };
     let mut second = None;
-    let first = rayon::in_place_scope(|scope| {
+    let first = pool.in_place_scope(|scope| {
         scope.spawn(|_| {
             let joined = check_in
                 .compare_exchange(WAITING, FORMED, Ordering::AcqRel, Ordering::Acquire)
@@ -317,7 +352,7 @@ fn lockstep_within<T: Send, R: Send>(
             }
         }
     });
-    match (first, second.expect("the scope ran the worker's job")) {
+    match (first, second.expect("the scope ran the second side's job")) {
         (Ok(first), Ok(second)) => Ok((first, second)),
         (Err(first), Err(second)) => Err((first, second)),
         _ => unreachable!("both sides run or neither does"),
@@ -328,7 +363,7 @@ fn lockstep_within<T: Send, R: Send>(
 mod tests {
     use super::*;
 
-    /// Long enough that the worker starts even on a loaded machine.
+    /// Long enough that the second side starts even on a loaded machine.
     const PATIENT: Duration = Duration::from_secs(60);
 
     /// Two sides each doubling their half of a state and adding the sum
@@ -353,7 +388,7 @@ mod tests {
             }
             state
         });
-        let (first, second) = split.expect("the worker started");
+        let (first, second) = split.expect("the second side started");
         assert_eq!(first, alone);
         assert_eq!(second, alone);
     }
@@ -397,7 +432,7 @@ mod tests {
             exchange.swap(side, 0, 2, &mut [&mut a, &mut b]);
             (a, b)
         });
-        let ((a0, b0), (a1, b1)) = run.expect("the worker started");
+        let ((a0, b0), (a1, b1)) = run.expect("the second side started");
         let full = |width: usize| (0..width).map(move |col| (10 * width + col) as f32);
         // Two rows traded, the third keeps only the side's own columns.
         let expected_a: Vec<f32> = full(4)
@@ -420,7 +455,7 @@ mod tests {
             side
         });
         assert_eq!(
-            run.expect("the worker started"),
+            run.expect("the second side started"),
             (Side::First, Side::Second)
         );
         let run = lockstep_within(PATIENT, 2, &[2], ((), ()), |side, exchange, ()| {
@@ -428,29 +463,66 @@ mod tests {
             exchange.swap(side, 0, 0, &mut [&mut state]);
             state
         });
-        assert_eq!(run.expect("the worker started"), ([1.0, 2.0], [1.0, 2.0]));
+        assert_eq!(
+            run.expect("the second side started"),
+            ([1.0, 2.0], [1.0, 2.0])
+        );
     }
 
     #[test]
-    fn a_worker_that_does_not_start_in_time_runs_no_side() {
+    fn a_second_side_that_does_not_start_in_time_runs_no_side() {
+        // The thread of second sides is busy for 50 ms: the call gives up
+        // after 1 ms, and returns once the thread has got to its job.
+        let pool = second_sides().expect("the thread of second sides starts");
+        let (started, busy) = std::sync::mpsc::channel();
+        pool.spawn(move || {
+            started.send(()).expect("the test waits");
+            std::thread::sleep(Duration::from_millis(50));
+        });
+        busy.recv().expect("the busy job started");
         let ran = AtomicUsize::new(0);
-        for _ in 0..20 {
-            let outcome =
-                lockstep_within(Duration::ZERO, 1, &[2], (10, 20), |side, exchange, _| {
-                    ran.fetch_add(1, Ordering::Relaxed);
-                    let mut state = [1.0f32, 2.0];
-                    exchange.swap(side, 0, 1, &mut [&mut state]);
-                    state
-                });
-            match outcome {
-                // The worker may still win the race to check in.
-                Ok((first, second)) => assert_eq!((first, second), ([1.0, 2.0], [1.0, 2.0])),
-                Err(inputs) => {
-                    assert_eq!(inputs, (10, 20), "the inputs come back");
-                    assert_eq!(ran.load(Ordering::Relaxed), 0, "a side ran");
+        let outcome = lockstep_within(Duration::from_millis(1), 1, &[2], (10, 20), |_, _, _| {
+            ran.fetch_add(1, Ordering::Relaxed);
+        });
+        assert_eq!(outcome, Err((10, 20)), "the inputs come back");
+        assert_eq!(ran.load(Ordering::Relaxed), 0, "a side ran");
+    }
+
+    #[test]
+    fn shrinking_rows_trade_only_the_running_rows() {
+        // Three sequences ending after 25, 14 and 6 steps (sorted longest
+        // first, as generated code runs them).
+        let (width, lengths) = (6, [25, 14, 6]);
+        let running = |t: usize| lengths.iter().filter(|len| **len > t).count();
+        let step = |state: &mut [f32], rows: usize, columns: std::ops::Range<usize>| {
+            for row in state[..rows * width].chunks_exact_mut(width) {
+                let sum: f32 = row.iter().sum();
+                for value in &mut row[columns.clone()] {
+                    *value = (*value * 1.5 + sum) % 89.0;
                 }
             }
-            ran.store(0, Ordering::Relaxed);
+        };
+        let start: Vec<f32> = (0..3 * width).map(|k| k as f32 - 7.0).collect();
+        let mut alone = start.clone();
+        for t in 0..lengths[0] {
+            step(&mut alone, running(t), 0..width);
         }
+        let run = lockstep_within(PATIENT, 3, &[width], ((), ()), |side, exchange, ()| {
+            let mut state = start.clone();
+            for t in 0..lengths[0] {
+                step(&mut state, running(t), side.columns(width));
+                exchange.swap(side, t, running(t), &mut [&mut state]);
+            }
+            state
+        });
+        let (first, second) = run.expect("the second side started");
+        assert_eq!(first, alone);
+        assert_eq!(second, alone);
+    }
+
+    #[test]
+    #[should_panic(expected = "a column on each side")]
+    fn a_state_of_one_column_cannot_split() {
+        Exchange::new(1, &[1]);
     }
 }

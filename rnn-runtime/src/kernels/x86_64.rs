@@ -23,13 +23,13 @@
 //! the features, which gives bit-identical results (`f32::mul_add` is correctly rounded
 //! everywhere, in software if need be), only slowly.
 
+use std::ops::Range;
+
 use ndarray::{ArrayView2, ArrayViewMut2};
 
 use super::gemm::{gemm_rows, Columns, Fused, PackedMatrix, Start};
 use super::{approx, generic, Kernels, LaneSet};
 use crate::__private::Binary;
-use std::ops::Range;
-
 use crate::fused::{binary_tile_portable, run_rows, Activations, Block, Operand, Pass, Tile};
 
 /// Columns per panel (and per register tile) of the AVX2 table: two `ymm` vectors.
