@@ -1,7 +1,8 @@
 //! No allocation inside the time loop: a counting global allocator shows
 //! that a call allocates the same number of times whether the sequences
 //! are 4 or 64 steps long, in the dynamic, dynamic-by-k and bucketed time
-//! loops, for built-in and user cells, one or two directions; and that a
+//! loops, for built-in and user cells, one or two directions, and on the
+//! calling thread's side of steps split over two threads; and that a
 //! model's later calls reuse the buffers of its first.
 
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -93,6 +94,12 @@ rnn! {
         unroll dynamic by 3;
     }
 
+    network Stream {
+        input x: [8];
+        layer enc = lstm(hidden = 128);
+        unroll dynamic;
+    }
+
     network Coupled {
         input x: [8];
         layer enc = coupled_lstm(hidden = 12);
@@ -158,6 +165,37 @@ fn a_call_allocates_the_same_whatever_the_length() {
     assert_eq!(short, long, "GruBy3");
     let (short, long) = warm_calls!(Coupled);
     assert_eq!(short, long, "Coupled");
+}
+
+/// Allocations on the calling thread of a settled call at `steps` steps
+/// of one sequence, whose steps split over two threads (calls that ran
+/// alone, the second thread not starting in time, are not counted).
+fn split_call(steps: usize) -> usize {
+    let model = Stream::random(7).with_threads(Threads::Fixed(2));
+    let (x, _) = input(2, steps);
+    let x = x.slice(ndarray::s![..1, .., ..]);
+    let call = || {
+        model.forward(x, None, None).expect("valid input");
+    };
+    call();
+    let mut previous = None;
+    for _ in 0..40 {
+        let before = rnn_runtime::__private::split_runs();
+        let count = allocations(call);
+        if rnn_runtime::__private::split_runs() != before + 1 {
+            continue;
+        }
+        if previous == Some(count) {
+            return count;
+        }
+        previous = Some(count);
+    }
+    panic!("no two split calls in a row allocated the same");
+}
+
+#[test]
+fn a_split_call_allocates_the_same_whatever_the_length() {
+    assert_eq!(split_call(40), split_call(80));
 }
 
 /// Allocations of one cold call (a new model) at `steps` steps.
