@@ -285,16 +285,28 @@ fn second_sides() -> Option<&'static rayon::ThreadPool> {
     .as_ref()
 }
 
+/// Set while a call uses the thread of second sides: another call then
+/// runs alone at once instead of queueing behind it.
+static IN_USE: AtomicBool = AtomicBool::new(false);
+
+/// Clears [`IN_USE`] when the call that set it ends, however it ends.
+struct InUse;
+
+impl Drop for InUse {
+    fn drop(&mut self) {
+        IN_USE.store(false, Ordering::Release);
+    }
+}
+
 /// Runs `body` for both sides at once, on the calling thread and the
 /// thread of second sides, each with its input (`inputs.0` for
 /// [`Side::First`]) and an [`Exchange`] for states of `widths` columns and
 /// up to `rows` rows; returns both results.
 ///
-/// If the second thread does not start within [`CHECK_IN`] (another call
-/// is running its second side, or the machine is busy), neither side runs
-/// and the inputs come back as `Err`, after that other call's run if there
-/// is one: the caller then runs the whole call alone. A panic on either
-/// side is resumed on the calling thread.
+/// If another call is using the thread of second sides, or it does not
+/// start within [`CHECK_IN`] (the machine is busy), neither side runs and
+/// the inputs come back as `Err`: the caller then runs the whole call
+/// alone. A panic on either side is resumed on the calling thread.
 pub fn lockstep<T: Send, R: Send>(
     rows: usize,
     widths: &[usize],
@@ -315,6 +327,10 @@ fn lockstep_within<T: Send, R: Send>(
     let Some(pool) = second_sides() else {
         return Err((first_input, second_input));
     };
+    if IN_USE.swap(true, Ordering::Acquire) {
+        return Err((first_input, second_input));
+    }
+    let _in_use = InUse;
     let exchange = Exchange::new(rows, widths);
     let check_in = AtomicU8::new(WAITING);
     let run = |side: Side, input: T| {
@@ -366,6 +382,16 @@ mod tests {
     /// Long enough that the second side starts even on a loaded machine.
     const PATIENT: Duration = Duration::from_secs(60);
 
+    /// Held by every test that splits: a call while another splits runs
+    /// alone, and these tests expect their calls to split.
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+    fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+        ONE_AT_A_TIME
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// Two sides each doubling their half of a state and adding the sum
     /// of the whole previous state: every step needs the other's half.
     fn mixing_run(steps: usize, width: usize) {
@@ -395,6 +421,7 @@ mod tests {
 
     #[test]
     fn both_sides_end_with_the_states_of_one_thread() {
+        let _one = one_at_a_time();
         for width in [2, 6, 128] {
             mixing_run(300, width);
         }
@@ -402,6 +429,7 @@ mod tests {
 
     #[test]
     fn a_panic_on_either_side_reaches_the_caller_instead_of_a_wait() {
+        let _one = one_at_a_time();
         for bad in [Side::First, Side::Second] {
             let result = std::panic::catch_unwind(|| {
                 lockstep_within(PATIENT, 1, &[4], ((), ()), |side, exchange, ()| {
@@ -418,6 +446,7 @@ mod tests {
 
     #[test]
     fn rows_and_several_states_trade_their_own_columns() {
+        let _one = one_at_a_time();
         let widths = [4, 2];
         let run = lockstep_within(PATIENT, 3, &widths, ((), ()), |side, exchange, ()| {
             let mut a: Vec<f32> = vec![0.0; 3 * 4];
@@ -448,6 +477,7 @@ mod tests {
 
     #[test]
     fn nothing_to_trade_returns_at_once() {
+        let _one = one_at_a_time();
         let run = lockstep_within(PATIENT, 2, &[], ((), ()), |side, exchange, ()| {
             for t in 0..10 {
                 exchange.swap(side, t, 2, &mut []);
@@ -471,6 +501,7 @@ mod tests {
 
     #[test]
     fn a_second_side_that_does_not_start_in_time_runs_no_side() {
+        let _one = one_at_a_time();
         // The thread of second sides is busy for 50 ms: the call gives up
         // after 1 ms, and returns once the thread has got to its job.
         let pool = second_sides().expect("the thread of second sides starts");
@@ -490,6 +521,7 @@ mod tests {
 
     #[test]
     fn shrinking_rows_trade_only_the_running_rows() {
+        let _one = one_at_a_time();
         // Three sequences ending after 25, 14 and 6 steps (sorted longest
         // first, as generated code runs them).
         let (width, lengths) = (6, [25, 14, 6]);
@@ -518,6 +550,34 @@ mod tests {
         let (first, second) = run.expect("the second side started");
         assert_eq!(first, alone);
         assert_eq!(second, alone);
+    }
+
+    #[test]
+    fn a_call_while_another_splits_runs_alone_at_once() {
+        let _one = one_at_a_time();
+        std::thread::scope(|scope| {
+            let (running, started) = std::sync::mpsc::channel();
+            // Dropped first if this thread panics, which ends the other call.
+            let (finish, finished) = std::sync::mpsc::channel::<()>();
+            let other = scope.spawn(move || {
+                let finished = std::sync::Mutex::new(finished);
+                lockstep_within(PATIENT, 1, &[2], ((), ()), |side, _, ()| {
+                    if side == Side::First {
+                        running.send(()).expect("the test waits");
+                        let finished = finished.lock().expect("one first side");
+                        // Err: the test ended early; either way, return.
+                        let _ = finished.recv();
+                    }
+                })
+            });
+            started.recv().expect("the other call split");
+            // With all the patience in the world, this call does not wait
+            // for the other's second side: it gets its inputs back.
+            let outcome = lockstep_within(PATIENT, 1, &[2], (1, 2), |_, _, _| ());
+            assert_eq!(outcome, Err((1, 2)));
+            finish.send(()).expect("the other call waits");
+            assert!(other.join().expect("no panic").is_ok());
+        });
     }
 
     #[test]
