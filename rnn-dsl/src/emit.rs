@@ -1323,31 +1323,24 @@ impl Cx<'_> {
         let out_view = quote!(#buffer.slice_mut(s![#rows, ..]));
         let packed = packed_field(matrix);
         let vector = self.view(layer, plan, vector, None);
-        let accumulate = match init {
-            None => Some(false),
-            Some(init) if plan.alias[out.index()] == Some(init) => Some(true),
-            Some(_) => None,
+        // One side of a split step computes its columns only.
+        let (suffix, columns) = match share {
+            Share::All => ("", TokenStream::new()),
+            Share::Side => ("_columns", quote!(, __rnn_columns)),
         };
-        match (accumulate, init, share) {
-            (Some(accumulate), _, Share::All) => {
-                quote!(__rnn_rt::gemm_packed(#vector, &__rnn_w.#packed, #out_view, #accumulate);)
-            }
-            (Some(accumulate), _, Share::Side) => quote! {
-                __rnn_rt::gemm_packed_columns(#vector, &__rnn_w.#packed, #out_view, #accumulate, __rnn_columns);
-            },
-            (None, Some(init), Share::All) => {
+        match init {
+            Some(init) if plan.alias[out.index()] != Some(init) => {
+                let function = format_ident!("gemm_packed_onto_row{}", suffix);
                 let field = weight_field(layer, init);
                 quote! {
-                    __rnn_rt::gemm_packed_onto_row(#vector, &__rnn_w.#packed, #out_view, __rnn_rt::vector(&__rnn_w.#field));
+                    __rnn_rt::#function(#vector, &__rnn_w.#packed, #out_view, __rnn_rt::vector(&__rnn_w.#field) #columns);
                 }
             }
-            (None, Some(init), Share::Side) => {
-                let field = weight_field(layer, init);
-                quote! {
-                    __rnn_rt::gemm_packed_onto_row_columns(#vector, &__rnn_w.#packed, #out_view, __rnn_rt::vector(&__rnn_w.#field), __rnn_columns);
-                }
+            _ => {
+                let function = format_ident!("gemm_packed{}", suffix);
+                let accumulate = init.is_some();
+                quote!(__rnn_rt::#function(#vector, &__rnn_w.#packed, #out_view, #accumulate #columns);)
             }
-            (None, None, _) => unreachable!("a product without a start accumulates nothing"),
         }
     }
 

@@ -309,18 +309,18 @@ pub(crate) fn run_rows<P: Pass, W: Lanes, V: Lanes, T: Lanes>(
     columns: std::ops::Range<usize>,
 ) {
     const { assert!(T::LANES == 1, "the last columns go one at a time") };
-    let width = columns.end;
+    let end = columns.end;
     for row in 0..rows {
         let mut col = columns.start;
-        while col + W::LANES <= width {
+        while col + W::LANES <= end {
             pass.lanes::<W>(row, col);
             col += W::LANES;
         }
-        while col + V::LANES <= width {
+        while col + V::LANES <= end {
             pass.lanes::<V>(row, col);
             col += V::LANES;
         }
-        while col < width {
+        while col < end {
             pass.lanes::<T>(row, col);
             col += T::LANES;
         }

@@ -270,9 +270,9 @@ const ABANDONED: u8 = 2;
 pub type Sides<R, T> = Result<(R, R), (T, T)>;
 
 /// The thread second sides run on: a rayon pool of one thread that runs
-/// nothing else, so that a second side waits at most for another call's
-/// run (a busy global pool could hold it, and the call, for as long as its
-/// jobs take). `None` if the thread could not be started.
+/// nothing else (a busy global pool could hold a second side, and its call,
+/// for as long as its jobs take), used by one call at a time ([`IN_USE`]).
+/// `None` if the thread could not be started.
 fn second_sides() -> Option<&'static rayon::ThreadPool> {
     static POOL: OnceLock<Option<rayon::ThreadPool>> = OnceLock::new();
     POOL.get_or_init(|| {
