@@ -94,19 +94,14 @@ fn ok_registry(dir: &Path) -> String {
             text.clone(),
         ))
         .unwrap_or_else(|error| panic!("{error}"));
-        let tokens: Vec<String> = compiled
-            .model
-            .networks
-            .iter()
-            .map(|network| {
-                rnn_dsl::emit::emit(network, &rnn_dsl::emit::Options::default()).to_string()
-            })
-            .collect();
+        let generated = compiled
+            .generate(&rnn_dsl::Options::default())
+            .unwrap_or_else(|error| panic!("{error}"));
         let module = format!("ok{idx}");
         writeln!(
             modules,
             "#[allow(dead_code, clippy::all)]\npub mod {module} {{\n{}\n}}",
-            tokens.join("\n")
+            generated.tokens
         )
         .expect("write to string");
         for network in &compiled.model.networks {
@@ -187,13 +182,16 @@ fn camel(text: &str) -> String {
 }
 
 fn generate(text: &str, network_name: &str) -> Result<String, String> {
-    let compiled = rnn_dsl::compile(rnn_dsl::SourceFile::new(
-        format!("{network_name}.rnn"),
-        text,
-    ))
-    .map_err(|error| error.to_string())?;
-    let network = compiled.network(Some(network_name))?;
-    let tokens = rnn_dsl::emit::emit(network, &rnn_dsl::emit::Options::default());
+    let options = rnn_dsl::Options {
+        network: Some(network_name.to_owned()),
+        ..rnn_dsl::Options::default()
+    };
+    let tokens = rnn_dsl::generate(
+        rnn_dsl::SourceFile::new(format!("{network_name}.rnn"), text),
+        &options,
+    )
+    .map_err(|error| error.to_string())?
+    .tokens;
     // Unformatted: this code is compiled, not read, and formatting 60k lines
     // in an unoptimised build script costs minutes.
     Ok(tokens.to_string())

@@ -79,7 +79,7 @@ fn random_inputs(
                 .count()
                 * layer.directions;
             for state in &layer.states {
-                let name = interp::initial_state_name(layer, &state.name);
+                let name = rnn_dsl::names::initial_state(&layer.prefix, &state.name);
                 if !rows_by_name
                     .iter()
                     .any(|(existing, _, _)| *existing == name)

@@ -212,11 +212,14 @@ fn valid_models_generated_code() {
             .to_string_lossy()
             .into_owned();
         for (suffix, mode) in snapshot_modes() {
-            let options = rnn_dsl::emit::Options {
+            let options = rnn_dsl::Options {
                 mode: Some(mode),
-                ..rnn_dsl::emit::Options::default()
+                ..rnn_dsl::Options::default()
             };
-            let code = rnn_dsl::emit::emit_file(&compiled.model, compiled.source.name(), &options);
+            let code = compiled
+                .generate(&options)
+                .unwrap_or_else(|error| panic!("{error}"))
+                .file(true);
             insta::with_settings!({
                 prepend_module_to_snapshot => false,
                 description => what_is_wrong(&path),

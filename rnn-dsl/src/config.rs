@@ -15,7 +15,6 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::emit;
 use crate::Error;
 
 /// Compiles `.rnn` files into `OUT_DIR` with the default [`Config`].
@@ -117,14 +116,14 @@ impl Config {
                     self.runtime_path
                 ),
             })?;
-        let options = emit::Options {
+        let options = crate::Options {
             runtime_path,
-            mode: None,
+            ..crate::Options::default()
         };
         let mut files = Vec::new();
         for path in paths {
             let path = path.as_ref();
-            let compiled = crate::read_source(path).and_then(crate::compile)?;
+            let generated = crate::generate(crate::read_source(path)?, &options)?;
             let stem = path
                 .file_stem()
                 .and_then(|stem| stem.to_str())
@@ -132,12 +131,7 @@ impl Config {
                     path: path.display().to_string(),
                     reason: "has no file name to name the generated file after".to_owned(),
                 })?;
-            let code = if self.format {
-                emit::emit_file(&compiled.model, compiled.source.name(), &options)
-            } else {
-                emit::emit_file_unformatted(&compiled.model, compiled.source.name(), &options)
-            };
-            files.push((format!("{stem}.rs"), code));
+            files.push((format!("{stem}.rs"), generated.file(self.format)));
         }
         Ok(files)
     }

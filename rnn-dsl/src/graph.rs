@@ -18,8 +18,8 @@
 use std::fmt::Write;
 
 use crate::check::InputSource;
-use crate::interp;
 use crate::ir::{Layer, Network};
+use crate::names;
 
 /// The most steps `rnnc graph` draws; the DOT text grows linearly with the
 /// step count, and larger pictures are unreadable anyway.
@@ -81,7 +81,7 @@ fn write_dot(out: &mut String, network: &Network, steps: usize) -> std::fmt::Res
         }
         for direction in 0..layer.directions {
             let text = state_label(network, layer, direction, |state| {
-                interp::initial_state_name(layer, state)
+                names::initial_state(&layer.prefix, state)
             });
             writeln!(
                 out,
@@ -119,7 +119,7 @@ fn write_dot(out: &mut String, network: &Network, steps: usize) -> std::fmt::Res
             out,
             "        {} [label={}, shape=\"ellipse\"];",
             quote(&output_id(t)),
-            quote(&format!("{}_{t}", interp::OUTPUT))
+            quote(&format!("{}_{t}", names::OUTPUT))
         )?;
         writeln!(out, "    }}")?;
     }
@@ -131,7 +131,7 @@ fn write_dot(out: &mut String, network: &Network, steps: usize) -> std::fmt::Res
         }
         for direction in 0..layer.directions {
             let text = state_label(network, layer, direction, |state| {
-                interp::final_state_name(layer, state)
+                names::final_state(&layer.prefix, state)
             });
             writeln!(
                 out,

@@ -17,26 +17,10 @@ use rnn_runtime::{RnnError, TensorMap};
 
 use crate::check::{Func, InputSource, UnrollMode};
 use crate::ir::{Dep, Layer, Network, Op, Shape, Step};
+use crate::names;
 
-/// The tensor name of per-sequence lengths.
-pub const SEQ_LEN: &str = "seq_len";
-/// The tensor name of the step count of a network with no per-step input.
-pub const STEPS: &str = "steps";
 /// The most values one output or state tensor may hold (4 GiB of `f32`).
 pub const MAX_FLOATS: usize = 1 << 30;
-
-/// The tensor name of the output sequence.
-pub const OUTPUT: &str = "y";
-
-/// The tensor holding a layer statement's initial value of `state`.
-pub fn initial_state_name(layer: &Layer, state: &str) -> String {
-    format!("{}{state}0", layer.prefix)
-}
-
-/// The tensor holding a layer statement's final value of `state`.
-pub fn final_state_name(layer: &Layer, state: &str) -> String {
-    format!("{}{state}_n", layer.prefix)
-}
 
 /// Runs `network` on `inputs` with `weights`.
 ///
@@ -73,7 +57,7 @@ pub fn run(
                 direction == 1,
             );
             for (state, value) in layer.states.iter().zip(states) {
-                let name = final_state_name(layer, &state.name);
+                let name = names::final_state(&layer.prefix, &state.name);
                 let rows = stack_rows(network, layer);
                 let entry = finals
                     .entry(name)
@@ -90,7 +74,7 @@ pub fn run(
         sequence = Some(ndarray::concatenate(Axis(2), &views).expect("directions share B and T"));
     }
     let y = sequence.expect("a network has at least one layer");
-    outputs.insert_f32(OUTPUT, y.into_dyn());
+    outputs.insert_f32(names::OUTPUT, y.into_dyn());
     for (name, value) in finals {
         outputs.insert_f32(name, value.into_dyn());
     }
@@ -214,15 +198,16 @@ fn prepare_inputs(network: &Network, inputs: &TensorMap) -> Result<Prepared, Rnn
     let steps = match steps {
         Some(steps) => steps,
         None => {
-            let lengths = inputs
-                .lengths(STEPS, 1, usize::MAX)
-                .map_err(|error| match error {
-                    RnnError::MissingTensor { available, .. } => RnnError::MissingTensor {
-                        tensor: STEPS.to_owned(),
-                        available,
-                    },
-                    other => other,
-                })?;
+            let lengths =
+                inputs
+                    .lengths(names::STEPS, 1, usize::MAX)
+                    .map_err(|error| match error {
+                        RnnError::MissingTensor { available, .. } => RnnError::MissingTensor {
+                            tensor: names::STEPS.to_owned(),
+                            available,
+                        },
+                        other => other,
+                    })?;
             lengths[0]
         }
     };
@@ -231,7 +216,7 @@ fn prepare_inputs(network: &Network, inputs: &TensorMap) -> Result<Prepared, Rnn
             return Err(RnnError::InvalidValue {
                 tensor: network
                     .step_input()
-                    .map_or(STEPS.to_owned(), |input| input.name.clone()),
+                    .map_or(names::STEPS.to_owned(), |input| input.name.clone()),
                 reason: format!("{steps} steps, but the network is unrolled statically for {n}"),
             });
         }
@@ -251,12 +236,12 @@ fn prepare_inputs(network: &Network, inputs: &TensorMap) -> Result<Prepared, Rnn
         .is_none_or(|floats| floats > MAX_FLOATS)
     {
         return Err(RnnError::InvalidValue {
-            tensor: network.step_input().map_or(STEPS.to_owned(), |input| input.name.clone()),
+            tensor: network.step_input().map_or(names::STEPS.to_owned(), |input| input.name.clone()),
             reason: format!("{batch} sequences of {steps} steps of {widest} outputs is more than {MAX_FLOATS} values"),
         });
     }
-    let lengths = if inputs.contains(SEQ_LEN) {
-        inputs.lengths(SEQ_LEN, batch, steps)?
+    let lengths = if inputs.contains(names::SEQ_LEN) {
+        inputs.lengths(names::SEQ_LEN, batch, steps)?
     } else {
         vec![steps; batch]
     };
@@ -296,7 +281,7 @@ fn initial_states(
         .states
         .iter()
         .map(|state| {
-            let name = initial_state_name(layer, &state.name);
+            let name = names::initial_state(&layer.prefix, &state.name);
             if !inputs.contains(&name) {
                 return Ok(Array2::zeros((prepared.batch, state.size)));
             }

@@ -3,11 +3,25 @@
 //! The pipeline, one module per stage, data flowing one way:
 //!
 //! ```text
-//! text ─parse─▶ ast ─check─▶ checked model ─ir::build─▶ ir::Model ─▶ interp (reference)
+//! text ─parse─▶ ast ─check─▶ check::Model ─ir::build─▶ ir::Model ─lower─▶ plan ─emit─▶ Rust
+//!                 (user errors end here)   (rewrites, verify)   (decisions)    (tokens)
+//!                                                    └──────▶ interp (the reference)
 //! ```
 //!
-//! [`compile`] runs the front end on one source; [`Error`] renders every
-//! diagnostic with its source snippet.
+//! - [`parse`]: text → [`ast`], every node with its span;
+//! - [`check`]: names, sizes and rules; the only stage that reports user
+//!   errors, into a [`Diagnostics`] collector;
+//! - [`ir`]: one time step of each layer as a dataflow graph, rewritten in
+//!   a listed order and verified;
+//! - [`lower`]: every decision of code generation (where each value lives,
+//!   fused passes, lanes, threads, kept weights), stored in the plan;
+//! - [`emit`]: writes the plan as tokens, deciding nothing;
+//! - [`interp`] runs the IR directly and is the oracle of tests; [`graph`]
+//!   draws it.
+//!
+//! [`compile`] runs the front end on one source; [`generate`] the whole
+//! way to Rust, and every front door (`rnn!`, [`Config`], `rnnc emit`)
+//! calls it. [`Error`] renders every diagnostic with its source snippet.
 #![warn(missing_docs)]
 
 pub mod ast;
@@ -19,6 +33,7 @@ pub mod graph;
 pub mod interp;
 pub mod ir;
 pub mod lower;
+pub mod names;
 pub mod parse;
 pub mod source;
 pub mod weights;
@@ -135,6 +150,92 @@ pub fn compile(source: SourceFile) -> Result<Compiled, Error> {
         source: checked.source,
         warnings: checked.warnings,
     })
+}
+
+/// What code generation needs besides the model: the same for every front
+/// door.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The path of the runtime crate in generated code (`::rnn_runtime`).
+    pub runtime_path: syn::Path,
+    /// Only this network (`None`: every network of the file).
+    pub network: Option<String>,
+    /// Overrides every generated network's unroll mode (`rnnc emit --mode`).
+    pub mode: Option<check::UnrollMode>,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            runtime_path: syn::parse_quote!(::rnn_runtime),
+            network: None,
+            mode: None,
+        }
+    }
+}
+
+/// The generated items of a model text.
+#[derive(Debug, Clone)]
+pub struct Generated {
+    /// The text it came from.
+    pub source: SourceFile,
+    /// The items of every generated network.
+    pub tokens: proc_macro2::TokenStream,
+    /// Warnings found on the way.
+    pub warnings: Vec<Diagnostic>,
+}
+
+impl Generated {
+    /// The generated file: a `@generated` header, then the items,
+    /// formatted by prettyplease when `formatted`.
+    pub fn file(&self, formatted: bool) -> String {
+        emit::file(&self.tokens, self.source.name(), formatted)
+    }
+}
+
+/// The whole pipeline on one model text: [`compile`], then for each
+/// network [`lower::lower_network`] and [`emit::emit`].
+///
+/// # Errors
+///
+/// As [`compile`]; [`Error::Config`] when `options.network` names no
+/// network of the text.
+pub fn generate(source: SourceFile, options: &Options) -> Result<Generated, Error> {
+    compile(source)?.generate(options)
+}
+
+impl Compiled {
+    /// The back half of [`generate`]: lowers and emits the networks of a
+    /// compiled text.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] when `options.network` names no network of it.
+    pub fn generate(&self, options: &Options) -> Result<Generated, Error> {
+        let networks: Vec<&ir::Network> = match &options.network {
+            Some(name) => vec![self
+                .network(Some(name))
+                .map_err(|message| Error::Config { message })?],
+            None => self.model.networks.iter().collect(),
+        };
+        let mut tokens = proc_macro2::TokenStream::new();
+        for network in networks {
+            let network = match &options.mode {
+                Some(mode) => &ir::Network {
+                    unroll: mode.clone(),
+                    ..network.clone()
+                },
+                None => network,
+            };
+            let plan = lower::lower_network(network);
+            tokens.extend(emit::emit(network, &plan, &options.runtime_path));
+        }
+        Ok(Generated {
+            source: self.source.clone(),
+            tokens,
+            warnings: self.warnings.clone(),
+        })
+    }
 }
 
 /// Reads a `.rnn` file as a [`SourceFile`], refusing directories, files

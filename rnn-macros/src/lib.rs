@@ -36,7 +36,7 @@ use std::path::PathBuf;
 
 use proc_macro2::{Span, TokenStream};
 use quote::{quote, quote_spanned};
-use rnn_dsl::{diag, emit, Diagnostic, SourceFile};
+use rnn_dsl::{diag, Diagnostic, SourceFile};
 use syn::parse::{ParseStream, Parser};
 use syn::{Ident, LitStr, Token};
 
@@ -100,16 +100,10 @@ fn expand((file, runtime, body): Args) -> TokenStream {
     // Cargo re-expands the macro when an `include_str!`ed file changes.
     let path = file.map(|_| source.name().to_owned()).into_iter();
     let include = quote!(#(const _: &str = ::core::include_str!(#path);)*);
-    let mut options = emit::Options::default();
+    let mut options = rnn_dsl::Options::default();
     options.runtime_path = runtime.unwrap_or(options.runtime_path);
-    let items = match rnn_dsl::compile(source) {
-        Ok(compiled) => {
-            let networks = compiled.model.networks;
-            networks
-                .iter()
-                .map(|network| emit::emit(network, &options))
-                .collect()
-        }
+    let items = match rnn_dsl::generate(source, &options) {
+        Ok(generated) => vec![generated.tokens],
         Err(rnn_dsl::Error::Diagnostics {
             source,
             diagnostics,

@@ -383,16 +383,18 @@ fn emit(args: &EmitArgs, style: Style) -> Result<(), Failure> {
         Some(text) => Some(parse_mode(text).map_err(Failure::unusable)?),
         None => None,
     };
-    let options = rnn_dsl::emit::Options {
-        mode,
-        ..rnn_dsl::emit::Options::default()
-    };
-    let mut model = compiled.model.clone();
     if let Some(name) = &args.network {
-        let network = choose_network(&compiled, Some(name))?.clone();
-        model.networks = vec![network];
+        choose_network(&compiled, Some(name))?;
     }
-    let code = rnn_dsl::emit::emit_file(&model, compiled.source.name(), &options);
+    let options = rnn_dsl::Options {
+        network: args.network.clone(),
+        mode,
+        ..rnn_dsl::Options::default()
+    };
+    let code = compiled
+        .generate(&options)
+        .map_err(|error| Failure::compile(&error, style))?
+        .file(true);
     match &args.output {
         Some(path) => fs::write(path, code).map_err(|error| {
             Failure::unusable(format!("cannot write `{}`: {error}", path.display()))

@@ -21,6 +21,15 @@
 //! in registers, or in a scratch tile when the pass runs as tile operations
 //! (`emit.rs`).
 
+mod network;
+mod passes;
+mod split;
+mod weights;
+
+pub use network::{lower_network, NetworkPlan, Variant, HOISTED_CHUNK_BYTES, STATIC_INLINE_STEPS};
+pub use passes::operand_columns;
+pub use split::{Split, SPLIT_ALIGN};
+
 use crate::ir::{self, Dep, Op, Shape, ValueId};
 
 /// Where a value lives.
@@ -120,6 +129,41 @@ pub struct LayerPlan {
     /// reads each chunk's rows in place, a block in time order, and finds
     /// a step's hoisted rows from the block's end (`Packing::reversed_block`).
     pub gathers_inputs: bool,
+    /// For each node computed by a fused pass, the width of the blocks of
+    /// lanes its pass runs in, or `None` when the pass runs as tile
+    /// operations ([`passes::lanes_width`]).
+    pub lanes: Vec<Option<usize>>,
+    /// Rows per tile of the passes run as tile operations.
+    pub tile_rows: usize,
+    /// Whether a pass of the step computes the output and stores it into
+    /// the output rows itself (in lanes as wide as the output), so the time
+    /// loop does not copy it.
+    pub pass_stores_output: bool,
+    /// How two threads share each step, when they can ([`Split`]).
+    pub split: Option<Split>,
+    /// The matrices per-call products read, once each, in order: kept
+    /// packed for the product kernel.
+    pub packed: Vec<ValueId>,
+    /// Multiply-adds of the per-call products per direction and valid step:
+    /// the measure of work that decides whether to use threads.
+    pub macs_per_row: usize,
+    /// The parameters and derived constants that run time reads (each
+    /// once, in order): operands of fused passes, the starting rows of
+    /// products, constant outputs or updates. Matrices only multiplied are
+    /// kept packed only, and values only used to derive others are dropped
+    /// once the model is built.
+    pub runtime_weights: Vec<ValueId>,
+}
+
+/// The buffer a fused pass binds for a value: a state's buffer is one,
+/// whether the pass reads the state or writes its new value into it
+/// ([`LayerPlan::home`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Binding {
+    /// State `k`'s buffer.
+    State(usize),
+    /// The value's own buffer (or constant vector).
+    Value(ValueId),
 }
 
 impl LayerPlan {
@@ -127,9 +171,37 @@ impl LayerPlan {
     pub fn place(&self, id: ValueId) -> Place {
         self.places[id.index()]
     }
+
+    /// The lane width of a fused pass, `None` for tile operations.
+    pub fn lanes_of(&self, pass: &[ValueId]) -> Option<usize> {
+        pass.first().and_then(|id| self.lanes[id.index()])
+    }
+
+    /// Whether `pass` computes the output and stores it into the output
+    /// rows itself ([`LayerPlan::pass_stores_output`]).
+    pub fn stores_output(&self, layer: &ir::Layer, pass: &[ValueId]) -> bool {
+        self.pass_stores_output && pass.contains(&layer.step.output)
+    }
+
+    /// The buffer a fused pass binds for `id`.
+    pub fn binding(&self, layer: &ir::Layer, id: ValueId) -> Binding {
+        match (&layer.step.node(id).op, self.home[id.index()]) {
+            (&Op::State(state), _) | (_, Some(state)) => Binding::State(state),
+            _ => Binding::Value(id),
+        }
+    }
 }
 
-/// Plans one layer.
+/// Plans one layer, in passes:
+///
+/// 1. place each node (constant, input, hoisted, step, view, ...) and move
+///    into the step the hoisted elementwise values only the step reads;
+/// 2. fold sums with a product into the product (accumulate onto a row);
+/// 3. schedule each phase as products and fused elementwise passes;
+/// 4. find values that need no buffer (scratch) and state updates written
+///    in place (homes);
+/// 5. decide how each pass runs (lanes or tiles), whether two threads can
+///    share each step, and which weights run time keeps.
 pub fn lower(layer: &ir::Layer) -> LayerPlan {
     let step = &layer.step;
     let mut places: Vec<Place> = Vec::with_capacity(step.nodes.len());
@@ -188,7 +260,8 @@ pub fn lower(layer: &ir::Layer) -> LayerPlan {
         .collect();
     let home = state_homes(layer, &places, &step_work);
     let gathers_inputs = !hoisted.is_empty() && !reads_inputs_late(layer, &places);
-    LayerPlan {
+    let n_nodes = places.len();
+    let mut plan = LayerPlan {
         places,
         packed_rows,
         context,
@@ -199,7 +272,24 @@ pub fn lower(layer: &ir::Layer) -> LayerPlan {
         alias,
         home,
         gathers_inputs,
-    }
+        lanes: vec![None; n_nodes],
+        tile_rows: 1,
+        pass_stores_output: false,
+        split: None,
+        packed: Vec::new(),
+        macs_per_row: 0,
+        runtime_weights: Vec::new(),
+    };
+    plan.lanes = passes::lanes(layer, &plan);
+    plan.tile_rows = passes::tile_rows(layer, &plan);
+    plan.pass_stores_output = plan.step.iter().any(
+        |work| matches!(work, Work::Fused(ids) if passes::pass_stores_output(layer, &plan, ids)),
+    );
+    plan.split = split::split(layer, &plan);
+    plan.packed = weights::packed_matrices(layer, &plan);
+    plan.macs_per_row = weights::macs_per_row(layer, &plan);
+    plan.runtime_weights = weights::runtime_weights(layer, &plan);
+    plan
 }
 
 /// Moves into the step the hoisted elementwise values that only the step's
@@ -344,8 +434,8 @@ fn folds(layer: &ir::Layer, places: &[Place]) -> Vec<Fold> {
 /// state's update). Within a pass each operation reads the old value of a
 /// row before the row is written: a pass in tiles runs each operation on
 /// whole rows, and a pass in blocks of lanes runs every operation on one
-/// block of columns, which `emit.rs` allows only when the pass reads the
-/// state at those same columns.
+/// block of columns, which [`passes::lanes_width`] allows only when the
+/// pass reads the state at those same columns.
 fn state_homes(layer: &ir::Layer, places: &[Place], step_work: &[Work]) -> Vec<Option<usize>> {
     let step = &layer.step;
     let mut home = vec![None; step.nodes.len()];

@@ -1,0 +1,223 @@
+//! Constructors: loading weights, random init, packing.
+
+use proc_macro2::TokenStream;
+use quote::{format_ident, quote};
+
+use super::idents::{
+    const_field, f32_tokens, packed_field, runtime_weight_fields, usize_lit, weight_field,
+};
+use super::Cx;
+use crate::ir::{self, Op, Shape, ValueId};
+use crate::lower::{LayerPlan, Place};
+use crate::weights;
+
+impl Cx<'_> {
+    pub(super) fn emit_constructors(&self) -> TokenStream {
+        let rt = self.rt;
+        let prelude = self.prelude();
+        let mut layer_inits = Vec::new();
+        for (layer_idx, layer) in self.network.layers.iter().enumerate() {
+            let plan = &self.plans[layer_idx];
+            let ty = self.weights_struct(layer_idx);
+            let field = format_ident!("__rnn_layer{}", layer_idx);
+            let kept = runtime_weight_fields(layer, plan);
+            let mut directions = Vec::new();
+            for direction in 0..layer.directions {
+                let mut statements = Vec::new();
+                let mut field_inits = Vec::new();
+                for param in &layer.params {
+                    let ident = format_ident!("{}", param.name);
+                    let mut names = vec![layer.weight_name(param, direction)];
+                    names.extend(layer.bare_weight_name(param));
+                    let load = match param.shape[..] {
+                        [len] => {
+                            let len = usize_lit(len);
+                            quote!(__rnn_rt::load1(weights, &[#(#names),*], #len)?)
+                        }
+                        [rows, cols] => {
+                            let (rows, cols) = (usize_lit(rows), usize_lit(cols));
+                            quote!(__rnn_rt::load2(weights, &[#(#names),*], #rows, #cols)?)
+                        }
+                        _ => unreachable!("parameters have rank 1 or 2"),
+                    };
+                    statements.push(quote!(let #ident = #load;));
+                    if kept.contains(&ident) {
+                        field_inits.push(quote!(#ident));
+                    }
+                }
+                for (idx, node) in layer.step.nodes.iter().enumerate() {
+                    if plan.places[idx] != Place::Const {
+                        continue;
+                    }
+                    let id = ValueId(idx as u32);
+                    let ident = const_field(id);
+                    let value = self.emit_const_value(layer, plan, id, node);
+                    statements.push(quote!(let #ident = #value;));
+                    if kept.contains(&ident) {
+                        field_inits.push(quote!(#ident));
+                    }
+                }
+                for matrix in plan.packed.iter().copied() {
+                    let field = packed_field(matrix);
+                    let local = weight_field(layer, matrix);
+                    statements
+                        .push(quote!(let #field = __rnn_rt::PackedMatrix::new(#local.view());));
+                    field_inits.push(quote!(#field));
+                }
+                directions.push(quote! {{
+                    #(#statements)*
+                    #ty { #(#field_inits,)* }
+                }});
+            }
+            layer_inits.push(quote!(#field: ::std::vec::Vec::from([#(#directions),*])));
+        }
+        let specs = weights::specs(self.network);
+        let random_inserts = specs.iter().map(|spec| {
+            let name = &spec.name;
+            let dims = spec.shape.iter().map(|dim| usize_lit(*dim));
+            let hidden = usize_lit(((1.0 / spec.bound).powi(2)).round() as usize);
+            quote! {
+                weights.insert_f32(#name, __rnn_rt::uniform(&mut rng, &[#(#dims),*], __rnn_rt::pytorch_bound(#hidden)));
+            }
+        });
+        let model = self.model_ident();
+        quote! {
+            /// Loads the weights from a safetensors file (PyTorch `state_dict`
+            /// names; float32 or float64).
+            ///
+            /// # Errors
+            ///
+            /// The file cannot be read or parsed, or a weight is missing or
+            /// misshaped: the error names the tensor and both shapes.
+            pub fn from_safetensors(path: impl ::std::convert::AsRef<::std::path::Path>) -> ::std::result::Result<Self, #rt::RnnError> {
+                Self::from_weights(&#rt::TensorMap::load(path)?)
+            }
+
+            /// Builds the model from named weight tensors.
+            ///
+            /// # Errors
+            ///
+            /// A weight is missing, not floating point, or misshaped.
+            pub fn from_weights(weights: &#rt::TensorMap) -> ::std::result::Result<Self, #rt::RnnError> {
+                #prelude
+                Ok(Self {
+                    #(#layer_inits,)*
+                    __rnn_workspace: __rnn_rt::Workspace::new(),
+                    __rnn_threads: #rt::Threads::default(),
+                })
+            }
+
+            /// Sets how many threads one call may use (default `Auto`: the
+            /// two directions of a bidirectional layer run side by side when
+            /// they are large enough). Results do not depend on it.
+            pub fn set_threads(&mut self, threads: #rt::Threads) {
+                self.__rnn_threads = threads;
+            }
+
+            /// The model with a thread setting (see [`Self::set_threads`]).
+            #[must_use]
+            pub fn with_threads(mut self, threads: #rt::Threads) -> Self {
+                self.set_threads(threads);
+                self
+            }
+
+            /// Weights drawn as PyTorch initialises them, `U(-1/√H, 1/√H)`,
+            /// from `seed`: the same on every platform.
+            pub fn random(seed: u64) -> Self {
+                #prelude
+                let mut rng = #rt::__private::SplitMix64::new(seed);
+                let mut weights = #rt::TensorMap::new();
+                #(#random_inserts)*
+                match Self::from_weights(&weights) {
+                    Ok(model) => model,
+                    Err(error) => unreachable!("internal error: random weights of {} do not load: {error}", stringify!(#model)),
+                }
+            }
+        }
+    }
+
+    /// The expression computing a parameter-only value at construction.
+    pub(super) fn emit_const_value(
+        &self,
+        layer: &ir::Layer,
+        plan: &LayerPlan,
+        id: ValueId,
+        node: &ir::Node,
+    ) -> TokenStream {
+        let rt = self.rt;
+        // At construction, parameters and constants are locals named like
+        // the fields they become.
+        let local = |operand: ValueId| -> TokenStream {
+            let ident = weight_field(layer, operand);
+            quote!(#ident)
+        };
+        let arg = |operand: ValueId| -> TokenStream {
+            let operand_node = layer.step.node(operand);
+            match (&operand_node.op, operand_node.shape) {
+                (Op::Literal(value), Shape::Scalar) => {
+                    let value = f32_tokens(*value);
+                    quote!(Arg::Scalar(#value))
+                }
+                (_, Shape::Matrix(..)) => {
+                    let local = local(operand);
+                    quote!(Arg::Full(#local.view()))
+                }
+                _ => {
+                    let local = local(operand);
+                    quote!(Arg::Row(#local.view()))
+                }
+            }
+        };
+        debug_assert_eq!(plan.place(id), Place::Const);
+        match &node.op {
+            Op::Literal(value) => {
+                let Shape::Vector(len) = node.shape else {
+                    unreachable!("scalar literals are inlined")
+                };
+                let (len, value) = (usize_lit(len), f32_tokens(*value));
+                quote!(#rt::ndarray::Array1::from_elem(#len, #value))
+            }
+            Op::Slice(base, start, end) => {
+                let base = local(*base);
+                let (start, end) = (usize_lit(*start), usize_lit(*end));
+                match node.shape {
+                    Shape::Matrix(..) => quote!(#base.slice(s![#start..#end, ..]).to_owned()),
+                    _ => quote!(#base.slice(s![#start..#end]).to_owned()),
+                }
+            }
+            Op::Row(matrix, index) => {
+                let matrix = local(*matrix);
+                let index = usize_lit(*index);
+                quote!(#matrix.row(#index).to_owned())
+            }
+            Op::Transpose(inner) => {
+                let inner = local(*inner);
+                quote!(__rnn_rt::transpose(#inner.view()))
+            }
+            Op::MatVec(matrix, vector) => {
+                let (matrix, vector) = (local(*matrix), local(*vector));
+                quote!(__rnn_rt::matvec(#matrix.view(), #vector.view()))
+            }
+            Op::Unary(..) | Op::Binary(..) | Op::Clip(..) => {
+                let operands = node.op.operands();
+                let args = operands.iter().map(|operand| arg(*operand));
+                let (function, operation) = self.elementwise(&node.op, true);
+                let operation = operation.into_iter();
+                match node.shape {
+                    Shape::Matrix(rows, cols) => {
+                        let (rows, cols) = (usize_lit(rows), usize_lit(cols));
+                        quote!(__rnn_rt::#function(#rows, #cols, #(#args,)* #(#operation)*))
+                    }
+                    Shape::Vector(len) => {
+                        let len = usize_lit(len);
+                        quote!(__rnn_rt::into_vector(__rnn_rt::#function(1, #len, #(#args,)* #(#operation)*)))
+                    }
+                    Shape::Scalar => {
+                        unreachable!("scalar arithmetic is folded when the IR is built")
+                    }
+                }
+            }
+            Op::Input(_) | Op::State(_) | Op::Param(_) => unreachable!("not a derived constant"),
+        }
+    }
+}

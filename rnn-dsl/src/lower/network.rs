@@ -1,0 +1,75 @@
+//! The plan of a whole network: each layer's plan, and the variants of
+//! the time loop its unroll mode asks for.
+
+use crate::check::UnrollMode;
+use crate::ir::Network;
+use crate::lower::{lower, LayerPlan};
+
+/// Bytes of input projections (hoisted values) computed ahead of the time
+/// loop at once: the steps are taken in chunks of about this size, so the
+/// projections are read back from the cache rather than from memory, and a
+/// call holds one chunk of them, not every step's.
+pub const HOISTED_CHUNK_BYTES: usize = 512 * 1024;
+
+/// The longest `static N` whose steps are each written out in full; longer
+/// ones call one copy of the step N times. Build time grows faster than
+/// linearly with the size of the layer function (figures in BENCHMARKS.md),
+/// and a copy per step is no faster to run than a call.
+pub const STATIC_INLINE_STEPS: usize = 64;
+
+/// The plan of a network.
+#[derive(Debug, Clone)]
+pub struct NetworkPlan {
+    /// The plan of each layer, by index.
+    pub layers: Vec<LayerPlan>,
+    /// The variants of the time loop every layer gets, from the unroll mode
+    /// (the split variant, [`Variant::Split`], is added per layer where
+    /// [`LayerPlan::split`] says so).
+    pub variants: Vec<Variant>,
+}
+
+/// One way to run the time loop of every layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Variant {
+    /// A fixed number of steps, written out ([`Variant::writes_steps_out`]).
+    Static(usize),
+    /// A loop over the run-time length.
+    Dynamic,
+    /// A loop of this many steps written out, then the remainder.
+    DynamicBy(usize),
+    /// The dynamic loop computing one side's half of the columns of every
+    /// step, beside a second thread computing the other ([`crate::lower::Split`]).
+    Split,
+}
+
+impl Variant {
+    /// Whether a static variant writes each step out in full (up to
+    /// [`STATIC_INLINE_STEPS`]) rather than calling one copy of the step.
+    pub fn writes_steps_out(self) -> bool {
+        matches!(self, Variant::Static(steps) if steps <= STATIC_INLINE_STEPS)
+    }
+}
+
+/// Plans every layer of a network and its time loops.
+pub fn lower_network(network: &Network) -> NetworkPlan {
+    let variants = match &network.unroll {
+        UnrollMode::Static(steps) => vec![Variant::Static(*steps)],
+        UnrollMode::Dynamic => vec![Variant::Dynamic],
+        UnrollMode::DynamicBy(steps) => vec![Variant::DynamicBy(*steps)],
+        UnrollMode::Buckets {
+            lengths,
+            dynamic_fallback,
+        } => {
+            let mut variants: Vec<Variant> =
+                lengths.iter().map(|len| Variant::Static(*len)).collect();
+            if *dynamic_fallback {
+                variants.push(Variant::Dynamic);
+            }
+            variants
+        }
+    };
+    NetworkPlan {
+        layers: network.layers.iter().map(lower).collect(),
+        variants,
+    }
+}
