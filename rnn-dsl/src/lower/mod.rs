@@ -1,7 +1,9 @@
-//! IR → execution plan: where each value of a layer's step lives and when
-//! it is computed.
+//! IR → execution plan: every decision code generation makes, so that
+//! `emit` only writes them out.
 //!
-//! Input: an [`ir::Layer`]. Output: a [`Place`] per node. After lower:
+//! Input: an [`ir::Network`](crate::ir::Network). Output: a
+//! [`NetworkPlan`]: the variants of the time loop, and for each layer a
+//! [`LayerPlan`]. After lower:
 //! parameter-only values are computed once when the model is built
 //! ([`Place::Const`]); values that read contexts once per call
 //! ([`Place::Context`]); values that read only the step's input for all
@@ -18,11 +20,28 @@
 //! ahead of the open fused run, so a step with several products (GRU)
 //! still has one elementwise pass. A value used only inside its own fused
 //! run needs no `[batch, width]` buffer ([`LayerPlan::scratch`]): it lives
-//! in registers, or in a scratch tile when the pass runs as tile operations
-//! (`emit.rs`).
+//! in registers, or in a scratch tile when the pass runs as tile operations.
+//! Last come the decisions about kernels and threads: how each pass runs,
+//! whether two threads share each step, which weights are kept.
+//!
+//! The passes of [`lower`], in order, one file each:
+//! 1. `places.rs`: the place of each node; input-only elementwise values
+//!    only the step reads move into the step;
+//! 2. `schedule.rs`: sums with a product folded into it, then each phase's
+//!    products and fused passes;
+//! 3. `buffers.rs`: scratch values, state updates written in place, inputs
+//!    read late;
+//! 4. `passes.rs`: lanes or tiles for each fused pass, rows per tile;
+//! 5. `split.rs`: whether two threads share each step;
+//! 6. `weights.rs`: packed matrices, work per row, weights kept at run time.
+//!
+//! `network.rs` plans a whole network: its layers and its time loops.
 
+mod buffers;
 mod network;
 mod passes;
+mod places;
+mod schedule;
 mod split;
 mod weights;
 
@@ -30,7 +49,7 @@ pub use network::{lower_network, NetworkPlan, Variant, HOISTED_CHUNK_BYTES, STAT
 pub use passes::operand_columns;
 pub use split::{Split, SPLIT_ALIGN};
 
-use crate::ir::{self, Dep, Op, Shape, ValueId};
+use crate::ir::{self, Op, ValueId};
 
 /// Where a value lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -192,7 +211,7 @@ impl LayerPlan {
     }
 }
 
-/// Plans one layer, in passes:
+/// Plans one layer, in passes (see the module doc for their files):
 ///
 /// 1. place each node (constant, input, hoisted, step, view, ...) and move
 ///    into the step the hoisted elementwise values only the step reads;
@@ -204,43 +223,9 @@ impl LayerPlan {
 ///    share each step, and which weights run time keeps.
 pub fn lower(layer: &ir::Layer) -> LayerPlan {
     let step = &layer.step;
-    let mut places: Vec<Place> = Vec::with_capacity(step.nodes.len());
-    let mut packed_rows: Vec<bool> = Vec::with_capacity(step.nodes.len());
-    for node in &step.nodes {
-        let operands = node.op.operands();
-        let any_packed = operands.iter().any(|id| packed_rows[id.index()]);
-        let any_per_sequence = operands
-            .iter()
-            .any(|id: &ValueId| !places[id.index()].is_const() && !packed_rows[id.index()]);
-        let (place, packed) = match &node.op {
-            Op::Literal(_) if node.shape == Shape::Scalar => (Place::Literal, false),
-            Op::Literal(_) => (Place::Const, false),
-            Op::Param(_) => (Place::Param, false),
-            Op::Input(k) => (Place::Input, layer.inputs[*k].per_step),
-            Op::State(_) => (Place::State, false),
-            Op::Row(..) => (Place::Const, false),
-            Op::Slice(base, _, _) => {
-                let base_place: Place = places[base.index()];
-                if base_place.is_const() {
-                    (Place::Const, false)
-                } else {
-                    (Place::View, packed_rows[base.index()])
-                }
-            }
-            _ => match node.dep {
-                Dep::Const => (Place::Const, false),
-                Dep::Context => (Place::Context, false),
-                // Input-only values that also read a context, or a value
-                // computed per sequence, cannot be laid out per step.
-                Dep::Input if any_packed && !any_per_sequence => (Place::Hoisted, true),
-                Dep::Input | Dep::State => (Place::Step, false),
-            },
-        };
-        places.push(place);
-        packed_rows.push(packed);
-    }
-    demote_hoisted_elementwise(layer, &mut places, &mut packed_rows);
-    let folds = folds(layer, &places);
+    let (mut places, mut packed_rows) = places::place(layer);
+    places::demote_hoisted_elementwise(layer, &mut places, &mut packed_rows);
+    let folds = schedule::folds(layer, &places);
     let mut alias = vec![None; step.nodes.len()];
     for fold in &folds {
         if places[fold.init.index()] == Place::Hoisted {
@@ -248,18 +233,18 @@ pub fn lower(layer: &ir::Layer) -> LayerPlan {
             packed_rows[fold.out.index()] = true;
         }
     }
-    let phase = |wanted: Place| schedule(layer, &places, &folds, wanted);
+    let phase = |wanted: Place| schedule::schedule(layer, &places, &folds, wanted);
     let (context, hoisted, step_work) = (
         phase(Place::Context),
         phase(Place::Hoisted),
         phase(Place::Step),
     );
-    let scratch = scratch_values(layer, &places, [&context, &hoisted, &step_work]);
+    let scratch = buffers::scratch_values(layer, &places, [&context, &hoisted, &step_work]);
     let folded = (0..layer.step.nodes.len())
         .map(|idx| folds.iter().any(|fold| fold.product.index() == idx))
         .collect();
-    let home = state_homes(layer, &places, &step_work);
-    let gathers_inputs = !hoisted.is_empty() && !reads_inputs_late(layer, &places);
+    let home = buffers::state_homes(layer, &places, &step_work);
+    let gathers_inputs = !hoisted.is_empty() && !buffers::reads_inputs_late(layer, &places);
     let n_nodes = places.len();
     let mut plan = LayerPlan {
         places,
@@ -292,343 +277,12 @@ pub fn lower(layer: &ir::Layer) -> LayerPlan {
     plan
 }
 
-/// Moves into the step the hoisted elementwise values that only the step's
-/// elementwise work reads (a GRU's `W_ir x + b_ir` plus `b_hr`): computed
-/// ahead, each would cost a pass over every valid step writing a buffer
-/// that the step then reads back; computed in the step's fused pass, it is
-/// a few operations in registers on rows the pass reads anyway. The number
-/// of operations is the same (one per valid step and sequence either way).
-/// Kept ahead: sums with a product (they fold into it, [`folds`]), values a
-/// matrix product reads, values a step product accumulates onto, values of
-/// the input itself, and the step's output and updates.
-fn demote_hoisted_elementwise(layer: &ir::Layer, places: &mut [Place], packed_rows: &mut [bool]) {
-    let nodes = &layer.step.nodes;
-    let uses = layer.step.uses();
-    let elementwise = |op: &Op| matches!(op, Op::Unary(..) | Op::Binary(..) | Op::Clip(..));
-    let is_product = |id: ValueId| matches!(nodes[id.index()].op, Op::MatVec(..));
-    let results: Vec<ValueId> = std::iter::once(layer.step.output)
-        .chain(layer.step.updates.iter().copied())
-        .collect();
-    for idx in (0..nodes.len()).rev() {
-        let id = ValueId(idx as u32);
-        let node = &nodes[idx];
-        if places[idx] != Place::Hoisted || !elementwise(&node.op) {
-            continue;
-        }
-        // A value of the input itself stays ahead, so that a backward
-        // direction can still gather its input per chunk
-        // ([`LayerPlan::gathers_inputs`]) rather than reverse all of it.
-        let reads_input = |operand: ValueId| {
-            let root = view_root(layer, places, operand);
-            matches!(nodes[root.index()].op, Op::Input(k) if layer.inputs[k].per_step)
-        };
-        let operands = node.op.operands();
-        if operands.iter().any(|o| is_product(*o) || reads_input(*o)) {
-            continue;
-        }
-        // Its readers, through views; and the views, which move with it.
-        let mut views = Vec::new();
-        let mut readers = Vec::new();
-        let mut frontier = vec![id];
-        while let Some(value) = frontier.pop() {
-            if results.contains(&value) {
-                readers.push(None);
-            }
-            for (user, user_node) in nodes.iter().enumerate() {
-                if !user_node.op.operands().contains(&value) {
-                    continue;
-                }
-                if places[user] == Place::View {
-                    views.push(user);
-                    frontier.push(ValueId(user as u32));
-                } else {
-                    readers.push(Some(user));
-                }
-            }
-        }
-        let step_elementwise = |user: &Option<usize>| {
-            let Some(user) = *user else { return false };
-            let user_node = &nodes[user];
-            // `value + W h` accumulates the product onto the hoisted rows.
-            let accumulated = match user_node.op {
-                Op::Binary(crate::check::Func::Add, a, b) => [a, b].into_iter().any(|other| {
-                    is_product(other)
-                        && places[other.index()] == Place::Step
-                        && uses[other.index()] == 1
-                        && nodes[other.index()].shape == user_node.shape
-                }),
-                _ => false,
-            };
-            places[user] == Place::Step && elementwise(&user_node.op) && !accumulated
-        };
-        if readers.is_empty() || !readers.iter().all(step_elementwise) {
-            continue;
-        }
-        places[idx] = Place::Step;
-        packed_rows[idx] = false;
-        for view in views {
-            packed_rows[view] = false;
-        }
-    }
-}
-
-/// `out = product + init` (either order) where `product` is a matrix
-/// product read by nothing else, computed in the same phase as `out`, and
-/// `init` of the same length is either a constant vector (the product
-/// accumulates onto rows set to it: the bias of a hoisted input projection)
-/// or, for a step sum, a hoisted value read by nothing else (the product
-/// accumulates onto the hoisted rows in place: `W_ih x + b + W_hh h` costs
-/// no elementwise pass and no copy).
-#[derive(Debug, Clone, Copy)]
-struct Fold {
-    out: ValueId,
-    product: ValueId,
-    init: ValueId,
-}
-
-fn folds(layer: &ir::Layer, places: &[Place]) -> Vec<Fold> {
-    let nodes = &layer.step.nodes;
-    let uses = layer.step.uses();
-    let mut folds = Vec::new();
-    for (idx, node) in nodes.iter().enumerate() {
-        let Op::Binary(crate::check::Func::Add, a, b) = node.op else {
-            continue;
-        };
-        let place = places[idx];
-        if !matches!(place, Place::Context | Place::Hoisted | Place::Step) {
-            continue;
-        }
-        let is_product = |id: ValueId| {
-            matches!(nodes[id.index()].op, Op::MatVec(..))
-                && places[id.index()] == place
-                && uses[id.index()] == 1
-        };
-        let is_row = |id: ValueId| {
-            let init = &nodes[id.index()];
-            let hoisted = place == Place::Step
-                && places[id.index()] == Place::Hoisted
-                && uses[id.index()] == 1;
-            (matches!(places[id.index()], Place::Param | Place::Const) || hoisted)
-                && init.shape == node.shape
-        };
-        let (product, init) = if is_product(a) && is_row(b) {
-            (a, b)
-        } else if is_product(b) && is_row(a) {
-            (b, a)
-        } else {
-            continue;
-        };
-        folds.push(Fold {
-            out: ValueId(idx as u32),
-            product,
-            init,
-        });
-    }
-    folds
-}
-
-/// Which step values are written straight into their state: state `k`'s
-/// new value `u`, computed by a fused pass of the step, when nothing reads
-/// the old value of state `k` from the operation computing `u` on (in that
-/// pass, in later work of the step, or as the step's output or another
-/// state's update). Within a pass each operation reads the old value of a
-/// row before the row is written: a pass in tiles runs each operation on
-/// whole rows, and a pass in blocks of lanes runs every operation on one
-/// block of columns, which [`passes::lanes_width`] allows only when the
-/// pass reads the state at those same columns.
-fn state_homes(layer: &ir::Layer, places: &[Place], step_work: &[Work]) -> Vec<Option<usize>> {
-    let step = &layer.step;
-    let mut home = vec![None; step.nodes.len()];
-    let reads_state = |id: ValueId, k: usize| matches!(step.node(view_root(layer, places, id)).op, Op::State(state) if state == k);
-    let work_reads_state = |work: &Work, k: usize| match work {
-        Work::Fused(ids) => ids.iter().any(|id| {
-            step.node(*id)
-                .op
-                .operands()
-                .iter()
-                .any(|o| reads_state(*o, k))
-        }),
-        Work::MatVec { product, init, .. } => {
-            step.node(*product)
-                .op
-                .operands()
-                .iter()
-                .any(|o| reads_state(*o, k))
-                || init.is_some_and(|init| reads_state(init, k))
-        }
-    };
-    for (k, &update) in step.updates.iter().enumerate() {
-        let shared = step
-            .updates
-            .iter()
-            .filter(|other| **other == update)
-            .count()
-            > 1;
-        let results_read_state = std::iter::once(step.output)
-            .chain(step.updates.iter().copied())
-            .any(|result| result != update && reads_state(result, k));
-        if shared || results_read_state || places[update.index()] != Place::Step {
-            continue;
-        }
-        let found = step_work
-            .iter()
-            .enumerate()
-            .find_map(|(idx, work)| match work {
-                Work::Fused(ids) => ids
-                    .iter()
-                    .position(|id| *id == update)
-                    .map(|pos| (idx, pos)),
-                Work::MatVec { .. } => None,
-            });
-        let Some((run, position)) = found else {
-            continue;
-        };
-        let Work::Fused(ids) = &step_work[run] else {
-            unreachable!("found in a fused run")
-        };
-        let read_later_in_run = ids[position..].iter().any(|id| {
-            step.node(*id)
-                .op
-                .operands()
-                .iter()
-                .any(|o| reads_state(*o, k))
-        });
-        let read_later = step_work[run + 1..]
-            .iter()
-            .any(|work| work_reads_state(work, k));
-        if !read_later_in_run && !read_later {
-            home[update.index()] = Some(k);
-        }
-    }
-    home
-}
-
-/// Whether a per-step input is read after the hoisted work: by a value
-/// computed per call or per step, or as the output or an update.
-fn reads_inputs_late(layer: &ir::Layer, places: &[Place]) -> bool {
-    let step = &layer.step;
-    let reads_step_input = |id: ValueId| {
-        let root = view_root(layer, places, id);
-        matches!(step.node(root).op, Op::Input(k) if layer.inputs[k].per_step)
-    };
-    let by_values = step
-        .nodes
-        .iter()
-        .enumerate()
-        .filter(|(idx, _)| matches!(places[*idx], Place::Context | Place::Step))
-        .any(|(_, node)| node.op.operands().into_iter().any(reads_step_input));
-    let results = std::iter::once(step.output).chain(step.updates.iter().copied());
-    by_values || results.into_iter().any(reads_step_input)
-}
-
 /// The value a view reads (itself for anything else).
 pub fn view_root(layer: &ir::Layer, places: &[Place], mut id: ValueId) -> ValueId {
     while let (Op::Slice(base, _, _), Place::View) = (&layer.step.node(id).op, places[id.index()]) {
         id = *base;
     }
     id
-}
-
-/// The work of the nodes placed at `wanted`, in dependency order: runs of
-/// elementwise nodes fused, a matrix product moved ahead of the open run
-/// when its vector does not come from that run.
-fn schedule(layer: &ir::Layer, places: &[Place], folds: &[Fold], wanted: Place) -> Vec<Work> {
-    let mut work: Vec<Work> = Vec::new();
-    // Index in `work` of the open fused run.
-    let mut open: Option<usize> = None;
-    for (idx, node) in layer.step.nodes.iter().enumerate() {
-        if places[idx] != wanted {
-            continue;
-        }
-        let id = ValueId(idx as u32);
-        if folds.iter().any(|fold| fold.product == id) {
-            // Computed by the `Add` it folds into.
-            continue;
-        }
-        let fold = folds.iter().find(|fold| fold.out == id);
-        let product = match (fold, &node.op) {
-            (Some(fold), _) => Some((fold.product, Some(fold.init))),
-            (None, Op::MatVec(..)) => Some((id, None)),
-            _ => None,
-        };
-        match product {
-            Some((product, init)) => {
-                let Op::MatVec(_, vector) = layer.step.node(product).op else {
-                    unreachable!("a fold's product is a matrix product")
-                };
-                let item = Work::MatVec {
-                    out: id,
-                    product,
-                    init,
-                };
-                let root = view_root(layer, places, vector);
-                let in_open = open.is_some_and(|run| match &work[run] {
-                    Work::Fused(ids) => ids.contains(&root),
-                    Work::MatVec { .. } => false,
-                });
-                match open {
-                    Some(run) if !in_open => {
-                        work.insert(run, item);
-                        open = Some(run + 1);
-                    }
-                    _ => {
-                        work.push(item);
-                        open = None;
-                    }
-                }
-            }
-            None => match open {
-                Some(run) => {
-                    if let Work::Fused(ids) = &mut work[run] {
-                        ids.push(id);
-                    }
-                }
-                None => {
-                    work.push(Work::Fused(vec![id]));
-                    open = Some(work.len() - 1);
-                }
-            },
-        }
-    }
-    work
-}
-
-/// Which values are read only inside their own fused run: not by another
-/// run, a matrix product, or as the step's output or a state's update.
-fn scratch_values(layer: &ir::Layer, places: &[Place], phases: [&Vec<Work>; 3]) -> Vec<bool> {
-    let len = layer.step.nodes.len();
-    // The fused run of each value, numbered across phases.
-    let mut run_of: Vec<Option<usize>> = vec![None; len];
-    let mut scratch = vec![false; len];
-    let runs = phases
-        .iter()
-        .flat_map(|work| work.iter())
-        .filter_map(|work| match work {
-            Work::Fused(ids) => Some(ids),
-            Work::MatVec { .. } => None,
-        });
-    for (run, ids) in runs.enumerate() {
-        for id in ids {
-            run_of[id.index()] = Some(run);
-            scratch[id.index()] = true;
-        }
-    }
-    for (idx, node) in layer.step.nodes.iter().enumerate() {
-        if !matches!(places[idx], Place::Context | Place::Hoisted | Place::Step) {
-            continue;
-        }
-        for operand in node.op.operands() {
-            let root = view_root(layer, places, operand);
-            if run_of[root.index()].is_some() && run_of[root.index()] != run_of[idx] {
-                scratch[root.index()] = false;
-            }
-        }
-    }
-    let results = std::iter::once(layer.step.output).chain(layer.step.updates.iter().copied());
-    for id in results {
-        scratch[view_root(layer, places, id).index()] = false;
-    }
-    scratch
 }
 
 #[cfg(test)]

@@ -6,10 +6,8 @@ use crate::lower::{Binding, LayerPlan, Place, Work};
 
 /// Bytes of scratch tiles a fused pass aims for. Fewer rows per tile mean
 /// more calls per step (one per operation and tile); more mean scratch
-/// spilling from L1 to L2, which costs less: with 16 KiB a GRU of H = 64
-/// took 5-row tiles (four passes of a dozen calls for 16 sequences) and
-/// W3 ran 300 µs, with 64 KiB one 16-row pass and 286 µs (W2 28.9 →
-/// 28.5 ms; 128 KiB gained nothing more; BENCHMARKS.md).
+/// spilling from L1 to L2, which costs less, up to a point (the sizes tried
+/// are in BENCHMARKS.md).
 pub const SCRATCH_TILE_BYTES: usize = 64 * 1024;
 
 /// The columns of every node of a fused pass that can run in blocks of
