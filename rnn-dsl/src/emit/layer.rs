@@ -7,8 +7,8 @@ use super::idents::{
     input_ident, scratch_ident, state_ident, usize_lit, value_ident, variant_suffix, weight_field,
 };
 use super::{Cx, Share};
-use crate::ir::{self, Op, Shape, ValueId};
-use crate::lower::{self, LayerPlan, Place, Variant, Work};
+use crate::ir::{self, ValueId};
+use crate::lower::{self, Buffer, LayerPlan, Place, Variant};
 
 impl Cx<'_> {
     pub(super) fn emit_layer_fn(&self, layer_idx: usize, variant: Variant) -> TokenStream {
@@ -34,52 +34,29 @@ impl Cx<'_> {
             let (state, init) = (state_ident(k), format_ident!("__rnn_init{}", k));
             quote!(let mut #state = #init;)
         });
-        let mut buffers = Vec::new();
         // Buffers given back to the workspace at the end.
         let mut returned: Vec<Ident> = Vec::new();
         let tile = usize_lit(plan.tile_rows);
-        // Values of passes run in blocks of lanes live in registers.
-        let mut in_registers = vec![false; layer.step.nodes.len()];
-        for work in [&plan.context, &plan.hoisted, &plan.step]
-            .into_iter()
-            .flatten()
-        {
-            if let Work::Fused(ids) = work {
-                if plan.lanes_of(ids).is_some() {
-                    ids.iter().for_each(|id| in_registers[id.index()] = true);
+        let buffers: Vec<TokenStream> = plan
+            .buffers
+            .iter()
+            .map(|&(id, buffer)| match buffer {
+                Buffer::Tile { width } => {
+                    let (ident, width) = (scratch_ident(id), usize_lit(width));
+                    quote!(let mut #ident = vec![0f32; #tile * #width];)
                 }
-            }
-        }
-        for (idx, node) in layer.step.nodes.iter().enumerate() {
-            let id = ValueId(idx as u32);
-            let place = plan.place(id);
-            if !matches!(place, Place::Context | Place::Hoisted | Place::Step) {
-                continue;
-            }
-            if plan.folded[idx] || plan.alias[idx].is_some() || plan.home[idx].is_some() {
-                continue;
-            }
-            let Shape::Vector(len) = node.shape else {
-                unreachable!("per-sequence values are vectors")
-            };
-            let len = usize_lit(len);
-            if plan.scratch[idx] {
-                if in_registers[idx] {
-                    continue;
+                Buffer::Rows { hoisted, width } => {
+                    let (ident, width) = (value_ident(id), usize_lit(width));
+                    let rows = if hoisted {
+                        quote!(__rnn_hrows)
+                    } else {
+                        quote!(__rnn_batch)
+                    };
+                    returned.push(ident.clone());
+                    quote!(let mut #ident = __rnn_ws.take(#rows, #width);)
                 }
-                let ident = scratch_ident(id);
-                buffers.push(quote!(let mut #ident = vec![0f32; #tile * #len];));
-                continue;
-            }
-            let ident = value_ident(id);
-            let rows = if place == Place::Hoisted {
-                quote!(__rnn_hrows)
-            } else {
-                quote!(__rnn_batch)
-            };
-            buffers.push(quote!(let mut #ident = __rnn_ws.take(#rows, #len);));
-            returned.push(ident);
-        }
+            })
+            .collect();
         let mut passes = Vec::new();
         let share = if variant == Variant::Split {
             Share::Side
@@ -108,11 +85,7 @@ impl Cx<'_> {
         // Where a step's outputs go: the next step's rows of a packed
         // buffer, or (backward direction: the sequences run reversed; last
         // layer: the network's padded output) rows found per sequence.
-        let output_in_pass = plan
-            .step
-            .iter()
-            .any(|work| matches!(work, Work::Fused(ids) if plan.stores_output(layer, ids)));
-        let output_copy = if output_in_pass {
+        let output_copy = if plan.pass_stores_output {
             // Stored by the step's pass.
             TokenStream::new()
         } else {
@@ -123,60 +96,12 @@ impl Cx<'_> {
                 }
             }
         };
-        let update = |k: usize| {
-            if plan.home[layer.step.updates[k].index()] == Some(k) {
-                // Written into the state by the step's pass.
-                return TokenStream::new();
-            }
-            let state = state_ident(k);
-            let target = quote!(#state.slice_mut(s![..__rnn_n, ..]));
-            self.copy_into(
-                layer,
-                plan,
-                target,
-                layer.step.updates[k],
-                layer.states[k].size,
-            )
-        };
-        let updates = (0..layer.states.len()).map(update);
-        // A state's new value may be another state read as it was (`h = c;
-        // c = h;`): copy such values aside before any state is written.
-        let reads_state = |id: ValueId| self.reads_state_directly(layer, plan, id);
-        let staged: Vec<usize> = (0..layer.states.len())
-            .filter(|k| reads_state(layer.step.updates[*k]))
-            .collect();
-        let stage_buffers = staged.iter().map(|k| {
-            let ident = format_ident!("__rnn_next{}", k);
-            let len = usize_lit(layer.states[*k].size);
-            quote!(let mut #ident = __rnn_ws.take(__rnn_batch, #len);)
-        });
-        returned.extend(staged.iter().map(|k| format_ident!("__rnn_next{}", k)));
-        let stage_copies = staged.iter().map(|k| {
-            let ident = format_ident!("__rnn_next{}", k);
-            let target = quote!(#ident.slice_mut(s![..__rnn_n, ..]));
-            self.copy_into(
-                layer,
-                plan,
-                target,
-                layer.step.updates[*k],
-                layer.states[*k].size,
-            )
-        });
-        let updates: Vec<TokenStream> = if staged.is_empty() {
-            updates.collect()
-        } else {
-            (0..layer.states.len())
-                .map(|k| {
-                    let state = state_ident(k);
-                    if staged.contains(&k) {
-                        let ident = format_ident!("__rnn_next{}", k);
-                        quote!(__rnn_rt::copy_rows(#state.slice_mut(s![..__rnn_n, ..]), #ident.slice(s![..__rnn_n, ..]));)
-                    } else {
-                        update(k)
-                    }
-                })
-                .collect()
-        };
+        let (stage_buffers, stage_copies, updates) = self.emit_state_updates(layer, plan);
+        returned.extend(
+            plan.staged_states
+                .iter()
+                .map(|k| format_ident!("__rnn_next{}", k)),
+        );
         // A backward direction's chunk of each per-step input, gathered
         // reversed into a buffer when the chunk starts.
         let gathered: Vec<usize> = (0..layer.inputs.len())
@@ -266,86 +191,7 @@ impl Cx<'_> {
             #(#stage_copies)*
             #(#updates)*
         };
-        let time_loop = match variant {
-            Variant::Dynamic => quote! {
-                for __rnn_t in 0..__rnn_packing.max_len() {
-                    #step_body
-                }
-            },
-            Variant::Split => {
-                // After each step the two sides trade their halves of the
-                // new states: both start the next step with whole states.
-                let states = plan
-                    .split
-                    .as_ref()
-                    .map_or(Vec::new(), |split| split.traded_states.clone())
-                    .into_iter()
-                    .map(state_ident);
-                quote! {
-                    for __rnn_t in 0..__rnn_packing.max_len() {
-                        #step_body
-                        __rnn_exchange.swap(__rnn_side, __rnn_t, __rnn_n, &mut [#(__rnn_rt::rows_mut(&mut #states),)*]);
-                    }
-                }
-            }
-            Variant::DynamicBy(unroll) => {
-                let blocks = (0..unroll).map(|k| {
-                    let k = usize_lit(k);
-                    quote! {{
-                        let __rnn_t = __rnn_t0 + #k;
-                        #step_body
-                    }}
-                });
-                let unroll = usize_lit(unroll);
-                quote! {
-                    let __rnn_max_len = __rnn_packing.max_len();
-                    let mut __rnn_t0 = 0;
-                    while __rnn_t0 + #unroll <= __rnn_max_len {
-                        #(#blocks)*
-                        __rnn_t0 += #unroll;
-                    }
-                    for __rnn_t in __rnn_t0..__rnn_max_len {
-                        #step_body
-                    }
-                }
-            }
-            Variant::Static(steps) if variant.writes_steps_out() => {
-                let blocks = (0..steps).map(|t| {
-                    let t = usize_lit(t);
-                    quote! {
-                        if __rnn_max_len > #t {
-                            let __rnn_t: usize = #t;
-                            #step_body
-                        }
-                    }
-                });
-                quote! {
-                    let __rnn_max_len = __rnn_packing.max_len();
-                    #(#blocks)*
-                }
-            }
-            Variant::Static(steps) => {
-                // Past `lower::STATIC_INLINE_STEPS` the step is written once,
-                // as a closure over the buffers, and called once per step:
-                // a copy of the step per time step costs rustc time that
-                // grows faster than the steps, for no speed.
-                let calls = (0..steps).map(|t| {
-                    let t = usize_lit(t);
-                    quote! {
-                        if __rnn_max_len > #t {
-                            __rnn_step(#t);
-                        }
-                    }
-                });
-                quote! {
-                    let mut __rnn_step = |__rnn_t: usize| {
-                        #step_body
-                    };
-                    let __rnn_max_len = __rnn_packing.max_len();
-                    #(#calls)*
-                }
-            }
-        };
+        let time_loop = emit_time_loop(plan, variant, &step_body);
         let state_returns = (0..layer.states.len()).map(state_ident);
         let (split_params, split_columns) = match (
             variant,
@@ -376,7 +222,6 @@ impl Cx<'_> {
             layer.stack_idx,
             variant_suffix(variant)
         );
-        let stage_buffers: Vec<TokenStream> = stage_buffers.collect();
         let context_block = if context_nodes.is_empty() {
             TokenStream::new()
         } else {
@@ -388,23 +233,10 @@ impl Cx<'_> {
                 #(#context_nodes)*
             }}
         };
-        let hoisted_width: usize = layer
-            .step
-            .nodes
-            .iter()
-            .enumerate()
-            .filter(|(idx, _)| {
-                plan.places[*idx] == Place::Hoisted && !plan.folded[*idx] && !plan.scratch[*idx]
-            })
-            .map(|(_, node)| match node.shape {
-                Shape::Vector(len) => len,
-                _ => 1,
-            })
-            .sum();
         // Steps per chunk of input projections, and the rows of the largest
         // chunk (the first: sequences are sorted by length).
         let chunk_bytes = usize_lit(lower::HOISTED_CHUNK_BYTES);
-        let row_bytes = usize_lit(4 * hoisted_width.max(1));
+        let row_bytes = usize_lit(4 * plan.hoisted_row_width.max(1));
         let chunking = quote! {
             let __rnn_chunk = __rnn_packing.chunk_steps(#row_bytes, #chunk_bytes);
             let __rnn_hrows = __rnn_packing.chunk_rows(__rnn_chunk);
@@ -441,18 +273,66 @@ impl Cx<'_> {
         }
     }
 
-    /// Whether a value is a state's buffer itself (possibly a column range).
-    pub(super) fn reads_state_directly(
+    /// The statements that give the states their new values at the end of
+    /// a step: the buffers of staged states ([`LayerPlan::staged_states`])
+    /// and their copies, then one update per state (none for a state its
+    /// pass wrote in place).
+    fn emit_state_updates(
         &self,
         layer: &ir::Layer,
         plan: &LayerPlan,
-        id: ValueId,
-    ) -> bool {
-        match (&layer.step.node(id).op, plan.place(id)) {
-            (Op::State(_), _) => true,
-            (Op::Slice(inner, _, _), Place::View) => self.reads_state_directly(layer, plan, *inner),
-            _ => false,
-        }
+    ) -> (Vec<TokenStream>, Vec<TokenStream>, Vec<TokenStream>) {
+        let update = |k: usize| {
+            if plan.home[layer.step.updates[k].index()] == Some(k) {
+                // Written into the state by the step's pass.
+                return TokenStream::new();
+            }
+            let state = state_ident(k);
+            let target = quote!(#state.slice_mut(s![..__rnn_n, ..]));
+            self.copy_into(
+                layer,
+                plan,
+                target,
+                layer.step.updates[k],
+                layer.states[k].size,
+            )
+        };
+        let updates = (0..layer.states.len()).map(update);
+        // A state's new value may be another state read as it was (`h = c;
+        // c = h;`): such values are copied aside before any state is written.
+        let staged = &plan.staged_states;
+        let stage_buffers = staged.iter().map(|k| {
+            let ident = format_ident!("__rnn_next{}", k);
+            let len = usize_lit(layer.states[*k].size);
+            quote!(let mut #ident = __rnn_ws.take(__rnn_batch, #len);)
+        });
+        let stage_copies = staged.iter().map(|k| {
+            let ident = format_ident!("__rnn_next{}", k);
+            let target = quote!(#ident.slice_mut(s![..__rnn_n, ..]));
+            self.copy_into(
+                layer,
+                plan,
+                target,
+                layer.step.updates[*k],
+                layer.states[*k].size,
+            )
+        });
+        let updates: Vec<TokenStream> = if staged.is_empty() {
+            updates.collect()
+        } else {
+            (0..layer.states.len())
+                .map(|k| {
+                    let state = state_ident(k);
+                    if staged.contains(&k) {
+                        let ident = format_ident!("__rnn_next{}", k);
+                        quote!(__rnn_rt::copy_rows(#state.slice_mut(s![..__rnn_n, ..]), #ident.slice(s![..__rnn_n, ..]));)
+                    } else {
+                        update(k)
+                    }
+                })
+                .collect()
+        };
+        (stage_buffers.collect(), stage_copies.collect(), updates)
     }
 
     /// The statement copying value `id` (of `len` columns), read whole at
@@ -475,6 +355,93 @@ impl Cx<'_> {
             _ => {
                 let view = self.view(layer, plan, id, None);
                 quote!(__rnn_rt::copy_rows(#target, #view);)
+            }
+        }
+    }
+}
+
+/// The time loop of a variant around one step's statements: a loop, a loop
+/// of k steps written out then the rest, or every step written out (or
+/// called) up to the batch's longest length. A split loop trades the
+/// states after each step.
+fn emit_time_loop(plan: &LayerPlan, variant: Variant, step_body: &TokenStream) -> TokenStream {
+    match variant {
+        Variant::Dynamic => quote! {
+            for __rnn_t in 0..__rnn_packing.max_len() {
+                #step_body
+            }
+        },
+        Variant::Split => {
+            // After each step the two sides trade their halves of the
+            // new states: both start the next step with whole states.
+            let states = plan
+                .split
+                .as_ref()
+                .map_or(Vec::new(), |split| split.traded_states.clone())
+                .into_iter()
+                .map(state_ident);
+            quote! {
+                for __rnn_t in 0..__rnn_packing.max_len() {
+                    #step_body
+                    __rnn_exchange.swap(__rnn_side, __rnn_t, __rnn_n, &mut [#(__rnn_rt::rows_mut(&mut #states),)*]);
+                }
+            }
+        }
+        Variant::DynamicBy(unroll) => {
+            let blocks = (0..unroll).map(|k| {
+                let k = usize_lit(k);
+                quote! {{
+                    let __rnn_t = __rnn_t0 + #k;
+                    #step_body
+                }}
+            });
+            let unroll = usize_lit(unroll);
+            quote! {
+                let __rnn_max_len = __rnn_packing.max_len();
+                let mut __rnn_t0 = 0;
+                while __rnn_t0 + #unroll <= __rnn_max_len {
+                    #(#blocks)*
+                    __rnn_t0 += #unroll;
+                }
+                for __rnn_t in __rnn_t0..__rnn_max_len {
+                    #step_body
+                }
+            }
+        }
+        Variant::Static(steps) if variant.writes_steps_out() => {
+            let blocks = (0..steps).map(|t| {
+                let t = usize_lit(t);
+                quote! {
+                    if __rnn_max_len > #t {
+                        let __rnn_t: usize = #t;
+                        #step_body
+                    }
+                }
+            });
+            quote! {
+                let __rnn_max_len = __rnn_packing.max_len();
+                #(#blocks)*
+            }
+        }
+        Variant::Static(steps) => {
+            // Past `lower::STATIC_INLINE_STEPS` the step is written once,
+            // as a closure over the buffers, and called once per step:
+            // a copy of the step per time step costs rustc time that
+            // grows faster than the steps, for no speed.
+            let calls = (0..steps).map(|t| {
+                let t = usize_lit(t);
+                quote! {
+                    if __rnn_max_len > #t {
+                        __rnn_step(#t);
+                    }
+                }
+            });
+            quote! {
+                let mut __rnn_step = |__rnn_t: usize| {
+                    #step_body
+                };
+                let __rnn_max_len = __rnn_packing.max_len();
+                #(#calls)*
             }
         }
     }

@@ -1,9 +1,10 @@
-//! Pass 4: which values need no buffer of their own (scratch), which state
-//! updates are written in place (homes), and whether a layer reads its
-//! inputs after the hoisted work.
+//! Buffers: which values need no buffer of their own (scratch), which
+//! state updates are written in place (homes), whether a layer reads its
+//! inputs after the hoisted work; once the passes are decided, the buffers
+//! the layer function allocates and the states staged before writing.
 
-use crate::ir::{self, Op, ValueId};
-use crate::lower::{view_root, Place, Work};
+use crate::ir::{self, Op, Shape, ValueId};
+use crate::lower::{view_root, Buffer, LayerPlan, Place, Work};
 
 /// Which values are read only inside their own fused run: not by another
 /// run, a matrix product, or as the step's output or a state's update.
@@ -143,4 +144,80 @@ pub(super) fn reads_inputs_late(layer: &ir::Layer, places: &[Place]) -> bool {
         .any(|(_, node)| node.op.operands().into_iter().any(reads_step_input));
     let results = std::iter::once(step.output).chain(step.updates.iter().copied());
     by_values || results.into_iter().any(reads_step_input)
+}
+
+/// The buffers of a layer function's computed values ([`LayerPlan::buffers`]):
+/// none for values in registers (read only by a pass in lanes), folded
+/// products, values living in another's buffer or in their state.
+pub(super) fn buffers(layer: &ir::Layer, plan: &LayerPlan) -> Vec<(ValueId, Buffer)> {
+    let mut in_registers = vec![false; layer.step.nodes.len()];
+    for work in [&plan.context, &plan.hoisted, &plan.step]
+        .into_iter()
+        .flatten()
+    {
+        if let Work::Fused(ids) = work {
+            if plan.lanes_of(ids).is_some() {
+                ids.iter().for_each(|id| in_registers[id.index()] = true);
+            }
+        }
+    }
+    let mut buffers = Vec::new();
+    for (idx, node) in layer.step.nodes.iter().enumerate() {
+        let id = ValueId(idx as u32);
+        let place = plan.place(id);
+        if !matches!(place, Place::Context | Place::Hoisted | Place::Step) {
+            continue;
+        }
+        if plan.folded[idx] || plan.alias[idx].is_some() || plan.home[idx].is_some() {
+            continue;
+        }
+        let Shape::Vector(width) = node.shape else {
+            unreachable!("per-sequence values are vectors")
+        };
+        if plan.scratch[idx] {
+            if !in_registers[idx] {
+                buffers.push((id, Buffer::Tile { width }));
+            }
+            continue;
+        }
+        let hoisted = place == Place::Hoisted;
+        buffers.push((id, Buffer::Rows { hoisted, width }));
+    }
+    buffers
+}
+
+/// The states whose new value is another state read as it was (`h = c;
+/// c = h;`): their new values are copied aside before any state is
+/// written ([`LayerPlan::staged_states`]).
+pub(super) fn staged_states(layer: &ir::Layer, plan: &LayerPlan) -> Vec<usize> {
+    (0..layer.states.len())
+        .filter(|k| reads_state_directly(layer, plan, layer.step.updates[*k]))
+        .collect()
+}
+
+/// Whether a value is a state's buffer itself (possibly a column range).
+fn reads_state_directly(layer: &ir::Layer, plan: &LayerPlan, id: ValueId) -> bool {
+    match (&layer.step.node(id).op, plan.place(id)) {
+        (Op::State(_), _) => true,
+        (Op::Slice(inner, _, _), Place::View) => reads_state_directly(layer, plan, *inner),
+        _ => false,
+    }
+}
+
+/// Floats per row of the hoisted values that have buffers of their own: the
+/// size of a chunk of steps is measured in these rows.
+pub(super) fn hoisted_row_width(layer: &ir::Layer, plan: &LayerPlan) -> usize {
+    layer
+        .step
+        .nodes
+        .iter()
+        .enumerate()
+        .filter(|(idx, _)| {
+            plan.places[*idx] == Place::Hoisted && !plan.folded[*idx] && !plan.scratch[*idx]
+        })
+        .map(|(_, node)| match node.shape {
+            Shape::Vector(len) => len,
+            _ => 1,
+        })
+        .sum()
 }

@@ -31,7 +31,8 @@
 //!    products and fused passes;
 //! 3. `buffers.rs`: scratch values, state updates written in place, inputs
 //!    read late;
-//! 4. `passes.rs`: lanes or tiles for each fused pass, rows per tile;
+//! 4. `passes.rs`: lanes or tiles for each fused pass, rows per tile; then
+//!    `buffers.rs` again: the buffers the layer function allocates;
 //! 5. `split.rs`: whether two threads share each step;
 //! 6. `weights.rs`: packed matrices, work per row, weights kept at run time.
 //!
@@ -154,6 +155,14 @@ pub struct LayerPlan {
     pub lanes: Vec<Option<usize>>,
     /// Rows per tile of the passes run as tile operations.
     pub tile_rows: usize,
+    /// The buffer of each computed value that has one, in node order.
+    pub buffers: Vec<(ValueId, Buffer)>,
+    /// The states whose new value is another state as it was, copied
+    /// aside before any state is written.
+    pub staged_states: Vec<usize>,
+    /// Floats per row of the hoisted buffers: what a chunk of steps is
+    /// measured in ([`HOISTED_CHUNK_BYTES`]).
+    pub hoisted_row_width: usize,
     /// Whether a pass of the step computes the output and stores it into
     /// the output rows itself (in lanes as wide as the output), so the time
     /// loop does not copy it.
@@ -172,6 +181,25 @@ pub struct LayerPlan {
     /// kept packed only, and values only used to derive others are dropped
     /// once the model is built.
     pub runtime_weights: Vec<ValueId>,
+}
+
+/// A buffer the layer function allocates for a computed value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Buffer {
+    /// A scratch tile of a pass run as tile operations: rows per tile
+    /// ([`LayerPlan::tile_rows`]) × `width`.
+    Tile {
+        /// Columns.
+        width: usize,
+    },
+    /// Rows taken from the workspace: one per sequence, or one per valid
+    /// step of a chunk of steps for a hoisted value.
+    Rows {
+        /// Whether the value is hoisted (rows per step of a chunk).
+        hoisted: bool,
+        /// Columns.
+        width: usize,
+    },
 }
 
 /// The buffer a fused pass binds for a value: a state's buffer is one,
@@ -259,6 +287,9 @@ pub fn lower(layer: &ir::Layer) -> LayerPlan {
         gathers_inputs,
         lanes: vec![None; n_nodes],
         tile_rows: 1,
+        buffers: Vec::new(),
+        staged_states: Vec::new(),
+        hoisted_row_width: 0,
         pass_stores_output: false,
         split: None,
         packed: Vec::new(),
@@ -270,6 +301,9 @@ pub fn lower(layer: &ir::Layer) -> LayerPlan {
     plan.pass_stores_output = plan.step.iter().any(
         |work| matches!(work, Work::Fused(ids) if passes::pass_stores_output(layer, &plan, ids)),
     );
+    plan.buffers = buffers::buffers(layer, &plan);
+    plan.staged_states = buffers::staged_states(layer, &plan);
+    plan.hoisted_row_width = buffers::hoisted_row_width(layer, &plan);
     plan.split = split::split(layer, &plan);
     plan.packed = weights::packed_matrices(layer, &plan);
     plan.macs_per_row = weights::macs_per_row(layer, &plan);
