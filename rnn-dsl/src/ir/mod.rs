@@ -1,0 +1,46 @@
+//! The IR: one time step of each layer as a batched dataflow graph.
+//!
+//! Built from the checked model with every size, constant and `if` decided.
+//! Each layer of a network (each stacked layer of a `layer` statement) has a
+//! [`Step`]: an arena of [`Node`]s in evaluation order, addressed by
+//! [`ValueId`]. Values are pure: a node never changes another. Every node
+//! knows its [`Shape`] (per sequence; vectors are `[B, n]` at run time) and
+//! its [`Dep`]endence, so terms that read only the step's input (`W_ih @
+//! x_t`) are marked for hoisting out of the time loop, and terms that read
+//! only parameters are computed once.
+//!
+//! After build: [`verify()`] holds (`ir/verify.rs` lists the invariants).
+
+mod build;
+mod display;
+mod rewrite;
+mod types;
+mod verify;
+
+pub use self::build::fold;
+pub use self::types::{
+    Dep, Input, Layer, LayerInput, Model, Network, Node, Op, Param, ParamId, Shape, State, Step,
+    ValueId,
+};
+pub use self::verify::verify;
+
+use crate::check;
+
+use self::build::build_network;
+
+/// Builds the IR of every network. Cannot fail: check has decided every
+/// size and condition.
+pub fn build(model: &check::Model) -> Model {
+    let networks = model
+        .networks
+        .iter()
+        .map(|network| build_network(model, network))
+        .collect();
+    let ir = Model { networks };
+    if cfg!(debug_assertions) {
+        if let Err(problem) = verify(&ir) {
+            panic!("internal error: IR verification failed after build: {problem}");
+        }
+    }
+    ir
+}
