@@ -6,17 +6,31 @@
 //! cell's binding order, every node with its shape and dependence.
 //! Arithmetic on numbers alone becomes one literal ([`fold`]),
 //! `clip(x, -inf, inf)` becomes `x`, and an `if` takes its decided branch.
-//! Then each step goes through the rewrites (see `rewrite/mod.rs`).
+//!
+//! After build: the model verifies, but a step may still hold nodes
+//! nothing reads (a `let` nothing uses, the operands of a folded number),
+//! and a layer's parameter list names every parameter the cell's bindings
+//! mention. The rewrites that follow ([`crate::ir::build()`]) change that.
 
 use crate::check::{self, Func, InputSource, TExpr, TKind, Value};
 use crate::source::Span;
 
-use super::rewrite::{eliminate_dead, merge_row_products, reassociate_sums};
 use super::{
-    Dep, Input, Layer, LayerInput, Network, Node, Op, Param, ParamId, Shape, State, Step, ValueId,
+    Dep, Input, Layer, LayerInput, Model, Network, Node, Op, Param, ParamId, Shape, State, Step,
+    ValueId,
 };
 
-pub(super) fn build_network(model: &check::Model, network: &check::Network) -> Network {
+/// The IR of every network, as the cells write it, before any rewrite.
+pub(super) fn build(model: &check::Model) -> Model {
+    let networks = model
+        .networks
+        .iter()
+        .map(|network| build_network(model, network))
+        .collect();
+    Model { networks }
+}
+
+fn build_network(model: &check::Model, network: &check::Network) -> Network {
     let inputs: Vec<Input> = network
         .inputs
         .iter()
@@ -50,15 +64,8 @@ pub(super) fn build_network(model: &check::Model, network: &check::Network) -> N
                 })
                 .collect();
             let mut builder = StepBuilder::new(cell, instance, &layer_inputs);
-            let step = reassociate_sums(merge_row_products(builder.build()));
-            let (step, used_params) = eliminate_dead(step, builder.params.len());
-            let params = builder
-                .params
-                .into_iter()
-                .zip(&used_params)
-                .filter(|(_, used)| **used)
-                .map(|(param, _)| param)
-                .collect();
+            let step = builder.build();
+            let params = builder.params;
             let built = Layer {
                 name: layer.name.clone(),
                 stack_idx,

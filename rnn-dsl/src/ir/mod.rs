@@ -26,17 +26,21 @@ pub use self::verify::verify;
 
 use crate::check;
 
-use self::build::build_network;
-
 /// Builds the IR of every network. Cannot fail: check has decided every
 /// size and condition.
+///
+/// The build, then the rewrites in order (each in its own file under
+/// `rewrite/`), then, in debug builds and tests, the verifier.
 pub fn build(model: &check::Model) -> Model {
-    let networks = model
-        .networks
-        .iter()
-        .map(|network| build_network(model, network))
-        .collect();
-    let ir = Model { networks };
+    // Each layer's step as the cell writes it: numbers folded, `if`s decided.
+    let ir = build::build(model);
+    // Merge row products first, on the products as written: one `Slice(param, a, b) @ v` a gate.
+    let ir = rewrite::each_step(ir, rewrite::merge_row_products);
+    // Reassociate sums next; it regroups only additions, so merged products stay as they are.
+    let ir = rewrite::each_step(ir, rewrite::reassociate_sums);
+    // Eliminate dead last, to drop what build and both rewrites left unread (and unread params).
+    let ir = rewrite::each_layer(ir, rewrite::eliminate_dead);
+    // Verify at the end, before the IR leaves this module; a violation is our bug.
     if cfg!(debug_assertions) {
         if let Err(problem) = verify(&ir) {
             panic!("internal error: IR verification failed after build: {problem}");

@@ -1,22 +1,41 @@
 //! Nodes that no update and no output reads are dropped, and so are the
 //! parameters only they read.
 //!
-//! Input: a step that the build and the other rewrites may have left with
-//! unread nodes (a `let` nothing uses, merged products' former matrix
-//! slices, regrouped sums, repeated leaves), and how many parameters its
-//! layer has. Output: the step with only the nodes an update or the output
-//! reads (directly or through other nodes), in the same order; parameter
-//! ids renumbered in order over the parameters still read; and which of
-//! the layer's parameters those are.
+//! Input: a layer whose step the build and the other rewrites may have
+//! left with unread nodes (a `let` nothing uses, the operands of a folded
+//! number, merged products' former matrix slices, regrouped sums). Output:
+//! the layer with only the nodes an update or the output reads (directly
+//! or through other nodes), in the same order, and only the parameters
+//! those read, in the same order, their ids renumbered.
 //!
 //! After: every node is read, and every parameter the layer keeps is read.
 //!
 //! Why: emitted code computes every node at every step, and the layer's
 //! parameter list should name exactly the weights its step reads.
 
-use crate::ir::{Node, Op, ParamId, Step, ValueId};
+use crate::ir::{Layer, Node, Op, ParamId, Step, ValueId};
 
-pub(in crate::ir) fn eliminate_dead(step: Step, n_params: usize) -> (Step, Vec<bool>) {
+/// `layer` without the nodes nothing reads and the parameters only they
+/// read.
+pub(in crate::ir) fn eliminate_dead(layer: Layer) -> Layer {
+    let (step, used_params) = eliminate_dead_nodes(layer.step, layer.params.len());
+    let params = layer
+        .params
+        .into_iter()
+        .zip(&used_params)
+        .filter(|(_, used)| **used)
+        .map(|(param, _)| param)
+        .collect();
+    Layer {
+        step,
+        params,
+        ..layer
+    }
+}
+
+/// The live part of `step`, and which of its layer's `n_params` parameters
+/// it still reads.
+fn eliminate_dead_nodes(step: Step, n_params: usize) -> (Step, Vec<bool>) {
     let mut live = vec![false; step.nodes.len()];
     for root in step.updates.iter().chain(std::iter::once(&step.output)) {
         live[root.index()] = true;

@@ -1,8 +1,9 @@
 //! Rewrites of a built step: same values, cheaper to run.
 //!
-//! Each takes a step that verifies and returns one that verifies and
-//! computes the same outputs and updates (up to the rounding that
-//! `reassociate_sums` documents).
+//! Each takes a layer whose step verifies and returns one that verifies
+//! and computes the same outputs and updates (up to the rounding that
+//! `reassociate_sums` documents). [`crate::ir::build()`] runs them, in
+//! the order below, on every layer.
 
 // In execution order; each line says what the rewrite does.
 // Products of adjacent row ranges of one matrix with one vector become one product, sliced.
@@ -16,7 +17,28 @@ pub(super) use self::eliminate_dead::eliminate_dead;
 pub(super) use self::merge_row_products::merge_row_products;
 pub(super) use self::reassociate_sums::reassociate_sums;
 
-use super::{Op, ValueId};
+use super::{Layer, Model, Network, Op, Step, ValueId};
+
+/// `model` with `rewrite` applied to every layer's step.
+pub(super) fn each_step(model: Model, rewrite: fn(Step) -> Step) -> Model {
+    each_layer(model, |layer| Layer {
+        step: rewrite(layer.step),
+        ..layer
+    })
+}
+
+/// `model` with `rewrite` applied to every layer.
+pub(super) fn each_layer(model: Model, rewrite: impl Fn(Layer) -> Layer) -> Model {
+    let networks = model
+        .networks
+        .into_iter()
+        .map(|network| Network {
+            layers: network.layers.into_iter().map(&rewrite).collect(),
+            ..network
+        })
+        .collect();
+    Model { networks }
+}
 
 /// The same operation with every operand mapped by `f`.
 fn map_operands(op: Op, f: impl Fn(ValueId) -> ValueId) -> Op {
