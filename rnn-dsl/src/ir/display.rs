@@ -1,8 +1,9 @@
 //! The IR's stable text form: what IR snapshots contain.
 //!
 //! Ids print with a short prefix (`v3`, `p1`); a model prints one line per
-//! network, input, layer, state, parameter and node, then each layer's
-//! updates and output. Changing this text changes every IR snapshot.
+//! network, network input, layer, layer input, state, parameter and node,
+//! then one line of each layer's updates and output. Changing this text
+//! changes every IR snapshot.
 
 use std::fmt;
 

@@ -9,7 +9,9 @@
 //! x_t`) are marked for hoisting out of the time loop, and terms that read
 //! only parameters are computed once.
 //!
-//! After build: [`verify()`] holds (`ir/verify.rs` lists the invariants).
+//! After build: [`verify()`] holds (`ir/verify.rs` lists the invariants);
+//! every node feeds an update or the output, and every parameter a layer
+//! lists is read by its step (`rewrite/eliminate_dead.rs`).
 
 mod build;
 mod display;

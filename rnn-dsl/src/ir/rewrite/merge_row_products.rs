@@ -14,6 +14,10 @@
 //! The former products' matrix slices are left unread, for
 //! `eliminate_dead`.
 //!
+//! After: the row-range products of one parameter with one vector are
+//! either one product (when there were two or more and their ranges tile
+//! one range) or as the cell wrote them.
+//!
 //! Why: one larger matrix product per step runs faster than several small
 //! ones, and no value changes: each output element is the same inner
 //! product.

@@ -1,4 +1,4 @@
-//! Rewrites of a built step: same values, cheaper to run.
+//! Rewrites of each layer's step after build: same values, cheaper to run.
 //!
 //! Each takes a layer whose step verifies and returns one that verifies
 //! and computes the same outputs and updates (up to the rounding that

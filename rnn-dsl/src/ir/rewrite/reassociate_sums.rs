@@ -7,6 +7,9 @@
 //! `(W_ih x + (b_ih + b_hh)) + W_hh h`. The sums it replaces are left
 //! unread, for `eliminate_dead`.
 //!
+//! After: in each sum it regroups, the term added last is one that depends
+//! on the most, so the terms before it can be added earlier.
+//!
 //! Why: the biases' sum is then computed once, `W_ih x + …` before the time
 //! loop, and only the last addition per step (see [`reassociate_sums`] for
 //! the rounding this costs).
