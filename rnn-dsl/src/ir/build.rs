@@ -1,0 +1,404 @@
+//! Checked model → IR: each stacked layer's step, built expression by
+//! expression, with numbers folded as they are built.
+//!
+//! Input: a [`check::Model`] in which every size, constant and `if` is
+//! decided. Output: one [`Layer`] per stacked layer, its [`Step`] in the
+//! cell's binding order, every node with its shape and dependence.
+//! Arithmetic on numbers alone becomes one literal ([`fold`]),
+//! `clip(x, -inf, inf)` becomes `x`, and an `if` takes its decided branch.
+//!
+//! After build: the model verifies, but a step may still hold nodes
+//! nothing reads (a `let` nothing uses, the operands of a folded number),
+//! and a layer's parameter list names every parameter the cell's bindings
+//! mention. The rewrites that follow ([`crate::ir::build()`]) change that.
+
+use crate::check::{self, Func, InputSource, TExpr, TKind, Value};
+use crate::source::Span;
+
+use super::{
+    Dep, Input, Layer, LayerInput, Model, Network, Node, Op, Param, ParamId, Shape, State, Step,
+    ValueId,
+};
+
+/// The IR of every network, as the cells write it, before any rewrite.
+pub(super) fn build(model: &check::Model) -> Model {
+    let networks = model
+        .networks
+        .iter()
+        .map(|network| build_network(model, network))
+        .collect();
+    Model { networks }
+}
+
+fn build_network(model: &check::Model, network: &check::Network) -> Network {
+    let inputs: Vec<Input> = network
+        .inputs
+        .iter()
+        .map(|input| Input {
+            name: input.name.clone(),
+            size: input.size,
+            per_step: input.per_step,
+        })
+        .collect();
+    let prefixed = network.layers.len() > 1;
+    let mut layers = Vec::new();
+    let mut previous_width = 0;
+    for layer in &network.layers {
+        let cell = &model.cells[layer.cell];
+        let directions = if layer.bidirectional { 2 } else { 1 };
+        for (stack_idx, instance) in layer.stack.iter().enumerate() {
+            let layer_inputs: Vec<LayerInput> = instance
+                .inputs
+                .iter()
+                .map(|source| match source {
+                    InputSource::Previous => LayerInput {
+                        source: *source,
+                        size: previous_width,
+                        per_step: true,
+                    },
+                    InputSource::Network(idx) => LayerInput {
+                        source: *source,
+                        size: inputs[*idx].size,
+                        per_step: inputs[*idx].per_step,
+                    },
+                })
+                .collect();
+            let mut builder = StepBuilder::new(cell, instance, &layer_inputs);
+            let step = builder.build();
+            let params = builder.params;
+            let built = Layer {
+                name: layer.name.clone(),
+                stack_idx,
+                prefix: if prefixed {
+                    format!("{}.", layer.name)
+                } else {
+                    String::new()
+                },
+                cell: cell.name.clone(),
+                directions,
+                inputs: layer_inputs,
+                states: cell
+                    .states
+                    .iter()
+                    .map(|state| State {
+                        name: state.name.clone(),
+                        size: eval(&state.dim, &instance.sizes),
+                    })
+                    .collect(),
+                params,
+                step,
+                output_size: instance.output_size,
+                accepts_bare_names: !cell.from_prelude && layer.stack.len() == 1 && directions == 1,
+            };
+            previous_width = built.output_width();
+            layers.push(built);
+        }
+    }
+    Network {
+        name: network.name.clone(),
+        span: network.span,
+        inputs,
+        layers,
+        unroll: network.unroll.clone(),
+    }
+}
+
+fn eval(dim: &check::dim::SymDim, sizes: &[usize]) -> usize {
+    let values: Vec<Option<i128>> = sizes.iter().map(|size| Some(*size as i128)).collect();
+    let value = dim
+        .eval(&values)
+        .and_then(|ratio| ratio.as_int())
+        .expect("check ensures every size is a whole number");
+    usize::try_from(value).expect("check ensures sizes are positive")
+}
+
+struct StepBuilder<'a> {
+    cell: &'a check::Cell,
+    instance: &'a check::Instance,
+    inputs: &'a [LayerInput],
+    nodes: Vec<Node>,
+    bindings: Vec<Option<ValueId>>,
+    params: Vec<Param>,
+    param_ids: Vec<Option<ParamId>>,
+}
+
+impl<'a> StepBuilder<'a> {
+    fn new(
+        cell: &'a check::Cell,
+        instance: &'a check::Instance,
+        inputs: &'a [LayerInput],
+    ) -> StepBuilder<'a> {
+        StepBuilder {
+            cell,
+            instance,
+            inputs,
+            nodes: Vec::new(),
+            bindings: vec![None; cell.bindings.len()],
+            params: Vec::new(),
+            param_ids: vec![None; cell.params.len()],
+        }
+    }
+
+    fn build(&mut self) -> Step {
+        for idx in 0..self.cell.bindings.len() {
+            let value = self.expr(&self.cell.bindings[idx].value);
+            self.bindings[idx] = Some(value);
+        }
+        let updates = self
+            .cell
+            .updates
+            .iter()
+            .enumerate()
+            .map(|(state_idx, binding)| {
+                let value = self.bindings[*binding].expect("bindings are built in order");
+                // A scalar assigned to a state broadcasts to the state's size.
+                let size = eval(&self.cell.states[state_idx].dim, &self.instance.sizes);
+                self.broadcast_to(value, size)
+            })
+            .collect();
+        let output = self.bindings[self.cell.output].expect("bindings are built in order");
+        Step {
+            nodes: std::mem::take(&mut self.nodes),
+            updates,
+            output,
+        }
+    }
+
+    fn broadcast_to(&mut self, value: ValueId, size: usize) -> ValueId {
+        let node = &self.nodes[value.index()];
+        if node.shape == Shape::Vector(size) {
+            return value;
+        }
+        // `h = 0` or `h = b[0]`: add a zero vector of the right size.
+        let span = node.span;
+        let zero_state = self.push(Op::Literal(0.0), Shape::Vector(size), Dep::Const, span);
+        self.push(
+            Op::Binary(Func::Add, zero_state, value),
+            Shape::Vector(size),
+            self.nodes[value.index()].dep,
+            span,
+        )
+    }
+
+    fn push(&mut self, op: Op, shape: Shape, dep: Dep, span: Span) -> ValueId {
+        self.nodes.push(Node {
+            op,
+            shape,
+            dep,
+            span,
+        });
+        ValueId((self.nodes.len() - 1) as u32)
+    }
+
+    fn dep_of(&self, operands: &[ValueId]) -> Dep {
+        operands
+            .iter()
+            .map(|id| self.nodes[id.index()].dep)
+            .max()
+            .unwrap_or(Dep::Const)
+    }
+
+    fn size(&self, dim: &check::dim::SymDim) -> usize {
+        eval(dim, &self.instance.sizes)
+    }
+
+    fn literal(&self, value: ValueId) -> Option<f32> {
+        match self.nodes[value.index()].op {
+            Op::Literal(number) if self.nodes[value.index()].shape == Shape::Scalar => Some(number),
+            _ => None,
+        }
+    }
+
+    fn expr(&mut self, expr: &TExpr) -> ValueId {
+        let span = expr.span;
+        match &expr.kind {
+            TKind::Number(value) => {
+                self.push(Op::Literal(*value as f32), Shape::Scalar, Dep::Const, span)
+            }
+            TKind::Const(idx) => {
+                let Value::Number(value) = self.instance.consts[*idx] else {
+                    unreachable!("check rejects flags used as numbers")
+                };
+                self.push(Op::Literal(value as f32), Shape::Scalar, Dep::Const, span)
+            }
+            TKind::Input(idx) => {
+                let input = &self.inputs[*idx];
+                let dep = if input.per_step {
+                    Dep::Input
+                } else {
+                    Dep::Context
+                };
+                self.push(Op::Input(*idx), Shape::Vector(input.size), dep, span)
+            }
+            TKind::State(idx) => {
+                let size = self.size(&self.cell.states[*idx].dim);
+                self.push(Op::State(*idx), Shape::Vector(size), Dep::State, span)
+            }
+            TKind::Binding(idx) => self.bindings[*idx].expect("bindings are built in order"),
+            TKind::Param(idx) => {
+                let param = &self.cell.params[*idx];
+                let shape: Vec<usize> = param.dims.iter().map(|dim| self.size(dim)).collect();
+                let param_id = match self.param_ids[*idx] {
+                    Some(id) => id,
+                    None => {
+                        self.params.push(Param {
+                            name: param.name.clone(),
+                            shape: shape.clone(),
+                        });
+                        let id = ParamId((self.params.len() - 1) as u32);
+                        self.param_ids[*idx] = Some(id);
+                        id
+                    }
+                };
+                let node_shape = match shape[..] {
+                    [len] => Shape::Vector(len),
+                    [rows, cols] => Shape::Matrix(rows, cols),
+                    _ => unreachable!("check limits parameters to rank 2"),
+                };
+                self.push(Op::Param(param_id), node_shape, Dep::Const, span)
+            }
+            TKind::Unary(func, inner) => {
+                let inner = self.expr(inner);
+                if let Some(number) = self.literal(inner) {
+                    return self.push(
+                        Op::Literal(fold(*func, &[number])),
+                        Shape::Scalar,
+                        Dep::Const,
+                        span,
+                    );
+                }
+                let node = &self.nodes[inner.index()];
+                let (shape, dep) = (node.shape, node.dep);
+                self.push(Op::Unary(*func, inner), shape, dep, span)
+            }
+            TKind::Call(Func::Clip, args) => {
+                let ids: Vec<ValueId> = args.iter().map(|arg| self.expr(arg)).collect();
+                // `clip(x, -inf, inf)` (an LSTM without `cell_clip`) is `x`.
+                if self.literal(ids[1]) == Some(f32::NEG_INFINITY)
+                    && self.literal(ids[2]) == Some(f32::INFINITY)
+                {
+                    return ids[0];
+                }
+                let shape = self.broadcast_shape(&ids);
+                let dep = self.dep_of(&ids);
+                self.push(Op::Clip(ids[0], ids[1], ids[2]), shape, dep, span)
+            }
+            TKind::Call(func, args) => {
+                let ids: Vec<ValueId> = args.iter().map(|arg| self.expr(arg)).collect();
+                // Arithmetic on numbers alone is done here, once: `1 - 0.5`.
+                let literals: Option<Vec<f32>> = ids.iter().map(|id| self.literal(*id)).collect();
+                if let Some(values) = literals {
+                    return self.push(
+                        Op::Literal(fold(*func, &values)),
+                        Shape::Scalar,
+                        Dep::Const,
+                        span,
+                    );
+                }
+                let shape = self.broadcast_shape(&ids);
+                let dep = self.dep_of(&ids);
+                match ids[..] {
+                    [only] => self.push(Op::Unary(*func, only), shape, dep, span),
+                    [lhs, rhs] => self.push(Op::Binary(*func, lhs, rhs), shape, dep, span),
+                    _ => unreachable!("check gives elementwise calls one or two operands"),
+                }
+            }
+            TKind::MatVec(matrix, vector) => {
+                let matrix = self.expr(matrix);
+                let vector = self.expr(vector);
+                let Shape::Matrix(rows, _) = self.nodes[matrix.index()].shape else {
+                    unreachable!("check ensures the left of `@` is a matrix")
+                };
+                let dep = self.dep_of(&[matrix, vector]);
+                self.push(Op::MatVec(matrix, vector), Shape::Vector(rows), dep, span)
+            }
+            TKind::Transpose(inner) => {
+                let inner = self.expr(inner);
+                let Shape::Matrix(rows, cols) = self.nodes[inner.index()].shape else {
+                    unreachable!("check ensures only matrices are transposed")
+                };
+                let dep = self.nodes[inner.index()].dep;
+                self.push(Op::Transpose(inner), Shape::Matrix(cols, rows), dep, span)
+            }
+            TKind::Slice(inner, start, end) => {
+                let inner = self.expr(inner);
+                let (start, end) = (self.size_or_zero(start), self.size(end));
+                let node = &self.nodes[inner.index()];
+                let shape = match node.shape {
+                    Shape::Matrix(_, cols) => Shape::Matrix(end - start, cols),
+                    _ => Shape::Vector(end - start),
+                };
+                let dep = node.dep;
+                self.push(Op::Slice(inner, start, end), shape, dep, span)
+            }
+            TKind::Row(inner, index) => {
+                let inner = self.expr(inner);
+                let index = self.size_or_zero(index);
+                let node = &self.nodes[inner.index()];
+                let Shape::Matrix(_, cols) = node.shape else {
+                    unreachable!("check ensures rows are taken of matrices")
+                };
+                let dep = node.dep;
+                self.push(Op::Row(inner, index), Shape::Vector(cols), dep, span)
+            }
+            TKind::If(flag, then, otherwise) => {
+                let Value::Bool(flag) = self.instance.consts[*flag] else {
+                    unreachable!("check ensures conditions are flags")
+                };
+                self.expr(if flag { then } else { otherwise })
+            }
+        }
+    }
+
+    fn size_or_zero(&self, dim: &check::dim::SymDim) -> usize {
+        let values: Vec<Option<i128>> = self
+            .instance
+            .sizes
+            .iter()
+            .map(|size| Some(*size as i128))
+            .collect();
+        dim.eval(&values)
+            .and_then(|ratio| ratio.as_int())
+            .and_then(|value| usize::try_from(value).ok())
+            .expect("check ensures slice bounds are whole numbers in range")
+    }
+
+    fn broadcast_shape(&self, ids: &[ValueId]) -> Shape {
+        let mut shape = Shape::Scalar;
+        for id in ids {
+            match (shape, self.nodes[id.index()].shape) {
+                (_, Shape::Scalar) => {}
+                (Shape::Scalar, other) => shape = other,
+                (Shape::Vector(1), other @ Shape::Vector(_)) => shape = other,
+                (current, _) => shape = current,
+            }
+        }
+        shape
+    }
+}
+
+/// Evaluates an elementwise function of numbers, as the kernels would.
+pub fn fold(func: Func, args: &[f32]) -> f32 {
+    let a = args[0];
+    match func {
+        Func::Neg => -a,
+        Func::Add => a + args[1],
+        Func::Sub => a - args[1],
+        Func::Mul => a * args[1],
+        Func::Div => a / args[1],
+        Func::Sigmoid => rnn_runtime::kernels::sigmoid(a),
+        Func::Tanh => rnn_runtime::kernels::tanh(a),
+        Func::Relu => rnn_runtime::kernels::relu(a),
+        Func::Exp => a.exp(),
+        Func::Log => a.ln(),
+        Func::Abs => a.abs(),
+        Func::Sign => rnn_runtime::__private::sign(a),
+        Func::Sqrt => a.sqrt(),
+        Func::Softplus => rnn_runtime::__private::softplus(a),
+        Func::Min => a.min(args[1]),
+        Func::Max => a.max(args[1]),
+        Func::SoftThreshold => rnn_runtime::kernels::soft_threshold(a, args[1]),
+        Func::Clip => a.max(args[1]).min(args[2]),
+        Func::Transpose => unreachable!("transpose is not elementwise"),
+    }
+}

@@ -1,0 +1,137 @@
+//! The IR's stable text form: what IR snapshots contain.
+//!
+//! Ids print with a short prefix (`v3`, `p1`); a model prints one line per
+//! network, network input, layer, layer input, state, parameter and node,
+//! then one line of each layer's updates and output. Changing this text
+//! changes every IR snapshot.
+
+use std::fmt;
+
+use crate::check::{Func, InputSource};
+
+use super::{Dep, Layer, Model, Network, Op, ParamId, Shape, ValueId};
+
+impl fmt::Display for ValueId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "v{}", self.0)
+    }
+}
+
+impl fmt::Display for ParamId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "p{}", self.0)
+    }
+}
+
+impl fmt::Display for Shape {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Shape::Scalar => write!(f, "[]"),
+            Shape::Vector(len) => write!(f, "[{len}]"),
+            Shape::Matrix(rows, cols) => write!(f, "[{rows}, {cols}]"),
+        }
+    }
+}
+
+impl fmt::Display for Dep {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Dep::Const => "const",
+            Dep::Context => "context",
+            Dep::Input => "input",
+            Dep::State => "state",
+        })
+    }
+}
+
+impl fmt::Display for Model {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for network in &self.networks {
+            write!(f, "{network}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Display for Network {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "network {} unroll {:?}", self.name, self.unroll)?;
+        for input in &self.inputs {
+            let kind = if input.per_step { "input" } else { "context" };
+            writeln!(f, "  {kind} {}: [{}]", input.name, input.size)?;
+        }
+        for layer in &self.layers {
+            write!(f, "{layer}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Display for Layer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "  layer {}#{} = {} directions {} output [{}]",
+            self.name, self.stack_idx, self.cell, self.directions, self.output_size
+        )?;
+        for (idx, input) in self.inputs.iter().enumerate() {
+            let source = match input.source {
+                InputSource::Previous => "previous layer".to_owned(),
+                InputSource::Network(k) => format!("network input {k}"),
+            };
+            writeln!(f, "    in{idx}: [{}] from {source}", input.size)?;
+        }
+        for state in &self.states {
+            writeln!(f, "    state {}: [{}]", state.name, state.size)?;
+        }
+        for (idx, param) in self.params.iter().enumerate() {
+            writeln!(
+                f,
+                "    p{idx} = {}: {:?} ({})",
+                param.name,
+                param.shape,
+                self.weight_name(param, 0)
+            )?;
+        }
+        for (idx, node) in self.step.nodes.iter().enumerate() {
+            let op = match &node.op {
+                Op::Input(k) => format!("in{k}"),
+                Op::State(k) => format!("state {}", self.states[*k].name),
+                Op::Param(param) => format!("{param}"),
+                Op::Literal(value) => format!("{value:?}"),
+                Op::Unary(func, a) => format!("{}({a})", func_word(*func)),
+                Op::Binary(func, a, b) => format!("{}({a}, {b})", func_word(*func)),
+                Op::Clip(a, b, c) => format!("clip({a}, {b}, {c})"),
+                Op::MatVec(a, b) => format!("matvec({a}, {b})"),
+                Op::Transpose(a) => format!("transpose({a})"),
+                Op::Slice(a, start, end) => format!("{a}[{start}..{end}]"),
+                Op::Row(a, index) => format!("{a}[{index}]"),
+            };
+            writeln!(f, "    v{idx}: {} {} = {op}", node.shape, node.dep)?;
+        }
+        let updates: Vec<String> = self
+            .step
+            .updates
+            .iter()
+            .zip(&self.states)
+            .map(|(id, state)| format!("{} = {id}", state.name))
+            .collect();
+        writeln!(
+            f,
+            "    update {}; output {}",
+            updates.join(", "),
+            self.step.output
+        )
+    }
+}
+
+fn func_word(func: Func) -> &'static str {
+    match func {
+        Func::Neg => "neg",
+        Func::Add => "add",
+        Func::Sub => "sub",
+        Func::Mul => "mul",
+        Func::Div => "div",
+        other => other.name(),
+    }
+}

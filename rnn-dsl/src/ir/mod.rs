@@ -1,0 +1,52 @@
+//! The IR: one time step of each layer as a batched dataflow graph.
+//!
+//! Built from the checked model with every size, constant and `if` decided.
+//! Each layer of a network (each stacked layer of a `layer` statement) has a
+//! [`Step`]: an arena of [`Node`]s in evaluation order, addressed by
+//! [`ValueId`]. Values are pure: a node never changes another. Every node
+//! knows its [`Shape`] (per sequence; vectors are `[B, n]` at run time) and
+//! its [`Dep`]endence, so terms that read only the step's input (`W_ih @
+//! x_t`) are marked for hoisting out of the time loop, and terms that read
+//! only parameters are computed once.
+//!
+//! After build: [`verify()`] holds (`ir/verify.rs` lists the invariants);
+//! every node feeds an update or the output, and every parameter a layer
+//! lists is read by its step (`rewrite/eliminate_dead.rs`).
+
+mod build;
+mod display;
+mod rewrite;
+mod types;
+mod verify;
+
+pub use self::build::fold;
+pub use self::types::{
+    Dep, Input, Layer, LayerInput, Model, Network, Node, Op, Param, ParamId, Shape, State, Step,
+    ValueId,
+};
+pub use self::verify::verify;
+
+use crate::check;
+
+/// Builds the IR of every network. Cannot fail: check has decided every
+/// size and condition.
+///
+/// The build, then the rewrites in order (each in its own file under
+/// `rewrite/`), then, in debug builds and tests, the verifier.
+pub fn build(model: &check::Model) -> Model {
+    // Each layer's step as the cell writes it: numbers folded, `if`s decided.
+    let ir = build::build(model);
+    // Merge row products first, on the products as written: one `Slice(param, a, b) @ v` a gate.
+    let ir = rewrite::each_step(ir, rewrite::merge_row_products);
+    // Reassociate sums next; it regroups only additions, so merged products stay as they are.
+    let ir = rewrite::each_step(ir, rewrite::reassociate_sums);
+    // Eliminate dead last, to drop what build and both rewrites left unread (and unread params).
+    let ir = rewrite::each_layer(ir, rewrite::eliminate_dead);
+    // Verify at the end, before the IR leaves this module; a violation is our bug.
+    if cfg!(debug_assertions) {
+        if let Err(problem) = verify(&ir) {
+            panic!("internal error: IR verification failed after build: {problem}");
+        }
+    }
+    ir
+}

@@ -1,0 +1,272 @@
+//! The IR's entities: typed ids, the model, its networks and layers, and
+//! the nodes of a layer's step.
+//!
+//! Ids are `u32` newtypes indexing Vec-backed arenas ([`ValueId`] into
+//! [`Step::nodes`], [`ParamId`] into [`Layer::params`]): nothing points at
+//! another entity by reference. Their text form is in `display.rs`.
+
+use crate::check::{self, Func, InputSource};
+use crate::source::Span;
+
+/// A value in a [`Step`], printed `v3`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ValueId(pub u32);
+
+impl ValueId {
+    /// The arena index.
+    pub fn index(self) -> usize {
+        self.0 as usize
+    }
+}
+
+/// A parameter of a [`Layer`], printed `p1`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ParamId(pub u32);
+
+/// Every network of a file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Model {
+    /// Networks in source order.
+    pub networks: Vec<Network>,
+}
+
+/// A network, its layers flattened: a `layer` statement with `layers = 2`
+/// gives two [`Layer`]s.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Network {
+    /// Its name.
+    pub name: String,
+    /// Where it was defined.
+    pub span: Span,
+    /// Inputs and contexts.
+    pub inputs: Vec<Input>,
+    /// Layers in order; each reads the previous one's output sequence.
+    pub layers: Vec<Layer>,
+    /// How to unroll it.
+    pub unroll: check::UnrollMode,
+}
+
+impl Network {
+    /// The per-step input, if the network has one.
+    pub fn step_input(&self) -> Option<&Input> {
+        self.inputs.iter().find(|input| input.per_step)
+    }
+
+    /// Size of the output sequence `y` per step (both directions).
+    pub fn output_size(&self) -> usize {
+        self.layers.last().map_or(0, Layer::output_width)
+    }
+}
+
+/// A network input.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Input {
+    /// The tensor name.
+    pub name: String,
+    /// Size per step and sequence.
+    pub size: usize,
+    /// A value per step (`[B, T, n]`), or one for all steps (`[B, n]`).
+    pub per_step: bool,
+}
+
+/// One layer: a cell instance with known sizes, in one or two directions.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Layer {
+    /// The `layer` statement's name.
+    pub name: String,
+    /// Index within the statement's stack (`layers = N`).
+    pub stack_idx: usize,
+    /// Prefix of weight and state tensor names: empty when the network has
+    /// one `layer` statement, `"name."` otherwise.
+    pub prefix: String,
+    /// The cell's name.
+    pub cell: String,
+    /// 1, or 2 for a bidirectional layer (same step, separate weights).
+    pub directions: usize,
+    /// What each cell input reads, and its size.
+    pub inputs: Vec<LayerInput>,
+    /// States: name and size.
+    pub states: Vec<State>,
+    /// Parameters this instance reads.
+    pub params: Vec<Param>,
+    /// The step function.
+    pub step: Step,
+    /// Size of one direction's per-step output.
+    pub output_size: usize,
+    /// Whether the weight name without `_l{k}` suffix is accepted too.
+    pub accepts_bare_names: bool,
+}
+
+impl Layer {
+    /// The output size per step over both directions.
+    pub fn output_width(&self) -> usize {
+        self.output_size * self.directions
+    }
+
+    /// The tensor name of a parameter for a direction (0 forward, 1
+    /// backward): PyTorch's `weight_ih_l0`, `weight_hh_l1_reverse`.
+    pub fn weight_name(&self, param: &Param, direction: usize) -> String {
+        let reverse = if direction == 1 { "_reverse" } else { "" };
+        format!("{}{}_l{}{reverse}", self.prefix, param.name, self.stack_idx)
+    }
+
+    /// The plain name (`A`) also accepted for a single-layer, one-direction
+    /// user cell, so its weights can be named as the `.rnn` file names them.
+    pub fn bare_weight_name(&self, param: &Param) -> Option<String> {
+        self.accepts_bare_names
+            .then(|| format!("{}{}", self.prefix, param.name))
+    }
+}
+
+/// What a layer's cell input reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LayerInput {
+    /// The previous layer's output, or a network input by index.
+    pub source: InputSource,
+    /// Size per step.
+    pub size: usize,
+    /// Whether it changes from step to step (`false` for contexts).
+    pub per_step: bool,
+}
+
+/// A state of a layer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct State {
+    /// The cell's name for it (`h`, `c`).
+    pub name: String,
+    /// Its size.
+    pub size: usize,
+}
+
+/// A parameter of a layer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Param {
+    /// The cell's name for it (`weight_ih`).
+    pub name: String,
+    /// `[n]` or `[m, n]`.
+    pub shape: Vec<usize>,
+}
+
+/// One time step: nodes in evaluation order, then what becomes of them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Step {
+    /// The arena; operands always precede their users.
+    pub nodes: Vec<Node>,
+    /// The new value of each state, in state order.
+    pub updates: Vec<ValueId>,
+    /// The per-step output.
+    pub output: ValueId,
+}
+
+impl Step {
+    /// The node behind a value.
+    pub fn node(&self, id: ValueId) -> &Node {
+        &self.nodes[id.index()]
+    }
+
+    /// How many times each value is read: as an operand, the output or an
+    /// update (once per role).
+    pub fn uses(&self) -> Vec<usize> {
+        let mut uses = vec![0usize; self.nodes.len()];
+        for node in &self.nodes {
+            for operand in node.op.operands() {
+                uses[operand.index()] += 1;
+            }
+        }
+        for root in self.updates.iter().chain(std::iter::once(&self.output)) {
+            uses[root.index()] += 1;
+        }
+        uses
+    }
+
+    /// This step's results in a rebuilt arena, `value_map[old]` being the
+    /// new id of each old value.
+    pub(super) fn rebuilt(&self, nodes: Vec<Node>, value_map: &[ValueId]) -> Step {
+        Step {
+            nodes,
+            updates: self
+                .updates
+                .iter()
+                .map(|id| value_map[id.index()])
+                .collect(),
+            output: value_map[self.output.index()],
+        }
+    }
+}
+
+/// One operation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Node {
+    /// What it computes.
+    pub op: Op,
+    /// Its shape per sequence.
+    pub shape: Shape,
+    /// What it depends on.
+    pub dep: Dep,
+    /// The expression it came from.
+    pub span: Span,
+}
+
+/// Operations. Elementwise ones broadcast scalars and one-element vectors.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Op {
+    /// The layer's k-th cell input at this step.
+    Input(usize),
+    /// The k-th state before this step.
+    State(usize),
+    /// A parameter.
+    Param(ParamId),
+    /// A number.
+    Literal(f32),
+    /// An elementwise function of one value.
+    Unary(Func, ValueId),
+    /// An elementwise function of two values.
+    Binary(Func, ValueId, ValueId),
+    /// `min(max(value, lo), hi)`.
+    Clip(ValueId, ValueId, ValueId),
+    /// `matrix @ vector`.
+    MatVec(ValueId, ValueId),
+    /// A transposed matrix.
+    Transpose(ValueId),
+    /// Rows `start..end` of a matrix, or elements of a vector.
+    Slice(ValueId, usize, usize),
+    /// One row of a matrix, as a vector.
+    Row(ValueId, usize),
+}
+
+impl Op {
+    /// The values it reads.
+    pub fn operands(&self) -> Vec<ValueId> {
+        match self {
+            Op::Input(_) | Op::State(_) | Op::Param(_) | Op::Literal(_) => Vec::new(),
+            Op::Unary(_, a) | Op::Transpose(a) | Op::Slice(a, _, _) | Op::Row(a, _) => vec![*a],
+            Op::Binary(_, a, b) | Op::MatVec(a, b) => vec![*a, *b],
+            Op::Clip(a, b, c) => vec![*a, *b, *c],
+        }
+    }
+}
+
+/// The shape of a value per sequence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    /// One number.
+    Scalar,
+    /// `[n]`
+    Vector(usize),
+    /// `[m, n]` (parameters only)
+    Matrix(usize, usize),
+}
+
+/// What a value depends on, from least to most: the order is the hoisting
+/// order (a value depends on the most of its operands' dependences).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Dep {
+    /// Only parameters and numbers: the same for every sequence and step.
+    Const,
+    /// Contexts too: per sequence, the same at every step.
+    Context,
+    /// The step's input too: can be computed for all steps before the loop.
+    Input,
+    /// The state: must be computed step by step.
+    State,
+}
