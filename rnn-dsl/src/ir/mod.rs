@@ -32,20 +32,33 @@ use crate::check;
 /// size and condition.
 ///
 /// The build, then the rewrites in order (each in its own file under
-/// `rewrite/`), then, in debug builds and tests, the verifier.
+/// `rewrite/`); in debug builds and tests the verifier runs after each.
 pub fn build(model: &check::Model) -> Model {
     // Each layer's step as the cell writes it: numbers folded, `if`s decided.
-    let ir = build::build(model);
+    let ir = verified(build::build(model), "build");
     // Merge row products first, on the products as written: one `Slice(param, a, b) @ v` a gate.
-    let ir = rewrite::each_step(ir, rewrite::merge_row_products);
+    let ir = verified(
+        rewrite::each_step(ir, rewrite::merge_row_products),
+        "merge_row_products",
+    );
     // Reassociate sums next; it regroups only additions, so merged products stay as they are.
-    let ir = rewrite::each_step(ir, rewrite::reassociate_sums);
+    let ir = verified(
+        rewrite::each_step(ir, rewrite::reassociate_sums),
+        "reassociate_sums",
+    );
     // Eliminate dead last, to drop what build and both rewrites left unread (and unread params).
-    let ir = rewrite::each_layer(ir, rewrite::eliminate_dead);
-    // Verify at the end, before the IR leaves this module; a violation is our bug.
+    verified(
+        rewrite::each_layer(ir, rewrite::eliminate_dead),
+        "eliminate_dead",
+    )
+}
+
+/// `ir`, verified in debug builds and tests: a violation after `pass` is
+/// our bug, never the user's.
+fn verified(ir: Model, pass: &str) -> Model {
     if cfg!(debug_assertions) {
         if let Err(problem) = verify(&ir) {
-            panic!("internal error: IR verification failed after build: {problem}");
+            panic!("internal error: IR verification failed after {pass}: {problem}");
         }
     }
     ir
