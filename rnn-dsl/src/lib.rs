@@ -238,6 +238,27 @@ impl Compiled {
     }
 }
 
+/// Parses and checks an unroll mode written alone (`static 20`, `dynamic
+/// by 4`, `static buckets [10, 20] else dynamic`), by the rules of an
+/// `unroll` statement: what `rnnc emit --mode` and [`Options::mode`] take.
+///
+/// # Errors
+///
+/// [`Error::Diagnostics`] pointing into the text, named `--mode`.
+pub fn unroll_mode(text: &str) -> Result<check::UnrollMode, Error> {
+    let source = SourceFile::new("--mode", text);
+    let mut diags = Diagnostics::new();
+    let mode = parse::parse_unroll_mode(&mut diags, &source)
+        .and_then(|unroll| check::check_unroll_mode(&mut diags, &unroll));
+    match diags.finish() {
+        Ok(_) => Ok(mode.expect("no errors means the mode was checked")),
+        Err(diagnostics) => Err(Error::Diagnostics {
+            source,
+            diagnostics,
+        }),
+    }
+}
+
 /// Reads a `.rnn` file as a [`SourceFile`], refusing directories, files
 /// over [`MAX_FILE_BYTES`] and text that is not UTF-8.
 ///

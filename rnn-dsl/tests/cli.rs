@@ -701,6 +701,53 @@ fn bad_command_lines_exit_two() {
     }
 }
 
+#[test]
+fn emit_mode_is_read_and_checked_as_an_unroll_statement() {
+    let dir = scratch("emit_mode");
+    let model = write(&dir, "ista.rnn", ISTA);
+    let emit = |mode: &str| {
+        rnnc([
+            OsStr::new("emit"),
+            model.as_os_str(),
+            OsStr::new("--mode"),
+            OsStr::new(mode),
+        ])
+    };
+    let out = emit("static buckets [2, 4] else dynamic");
+    assert_eq!(out.status, Some(0), "{}", out.stderr);
+    for function in [
+        "fn __rnn_layer0_static2(",
+        "fn __rnn_layer0_static4(",
+        "fn __rnn_layer0_dynamic(",
+    ] {
+        assert!(out.stdout.contains(function), "no {function}");
+    }
+    assert!(!out.stdout.contains("__rnn_layer0_static20"));
+    // A mode the file's `unroll` statement could not hold is refused with
+    // the same diagnostic, pointing into the flag's text: status 2.
+    for (mode, message) in [
+        (
+            "static 3000",
+            "static unroll length is too large: 3000 (at most 2000)",
+        ),
+        (
+            "dynamic by 0",
+            "steps per iteration must be at least 1, found 0",
+        ),
+        (
+            "static buckets [5, 2]",
+            "bucket list is not ascending: 5 then 2",
+        ),
+        ("statc 3", "did you mean `static`?"),
+    ] {
+        let out = emit(mode);
+        assert_eq!(out.status, Some(2), "{mode}: {out:?}");
+        assert!(out.stderr.contains(message), "{mode}: {}", out.stderr);
+        assert!(out.stderr.contains("--mode:1:1"), "{mode}: {}", out.stderr);
+        assert!(out.stdout.is_empty(), "{mode}: code written");
+    }
+}
+
 // ---- helpers --------------------------------------------------------------
 
 /// What one `rnnc` invocation did.

@@ -90,8 +90,10 @@ Generate the Rust code of a network: a model type with `from_safetensors`,
 output types, formatted with prettyplease. The code names the runtime as
 `::rnn_runtime`; the crate that includes it depends on `rnn-runtime`.
 
---mode overrides the file's unroll mode: `static N`, `dynamic`,
-`dynamic by K` (quote it in the shell). Without -o the code goes to stdout.
+--mode overrides the file's unroll mode, written as in an `unroll`
+statement and checked by the same rules: `static N`, `dynamic`, `dynamic by
+K`, `static buckets [A, B] else dynamic` (quote it in the shell). Without -o
+the code goes to stdout.
 
 Example:
   rnnc emit tagger.rnn --network Tagger --mode 'static 20' -o src/tagger.rs";
@@ -136,7 +138,7 @@ struct EmitArgs {
     /// The network to emit; all networks of the file when omitted
     #[arg(short, long, value_name = "NAME")]
     network: Option<String>,
-    /// Unroll mode instead of the file's: `static N`, `dynamic`, `dynamic by K`
+    /// Unroll mode instead of the file's, as in an `unroll` statement: `static N`, `dynamic`, `dynamic by K`, `static buckets [..]`
     #[arg(short, long, value_name = "MODE")]
     mode: Option<String>,
     /// Write the code to this file instead of stdout
@@ -380,7 +382,12 @@ fn draw(args: &GraphArgs, style: Style) -> Result<(), Failure> {
 fn emit(args: &EmitArgs, style: Style) -> Result<(), Failure> {
     let compiled = compile_file(&args.file, style)?;
     let mode = match &args.mode {
-        Some(text) => Some(parse_mode(text).map_err(Failure::unusable)?),
+        // A bad mode is a bad command line (status 2), shown as the
+        // language's own diagnostic.
+        Some(text) => Some(rnn_dsl::unroll_mode(text).map_err(|error| Failure {
+            status: STATUS_UNUSABLE,
+            ..Failure::compile(&error, style)
+        })?),
         None => None,
     };
     if let Some(name) = &args.network {
@@ -400,30 +407,6 @@ fn emit(args: &EmitArgs, style: Style) -> Result<(), Failure> {
             Failure::unusable(format!("cannot write `{}`: {error}", path.display()))
         }),
         None => print_stdout(&code),
-    }
-}
-
-/// Parses `--mode`: `static N`, `dynamic`, `dynamic by K`.
-fn parse_mode(text: &str) -> Result<UnrollMode, String> {
-    let words: Vec<&str> = text.split_whitespace().collect();
-    let count = |word: &str| -> Result<usize, String> {
-        match word.parse::<usize>() {
-            Ok(value) if value >= 1 && value <= rnn_dsl::check::MAX_STATIC_STEPS as usize => {
-                Ok(value)
-            }
-            _ => Err(format!(
-                "--mode: `{word}` is not a step count from 1 to {}",
-                rnn_dsl::check::MAX_STATIC_STEPS
-            )),
-        }
-    };
-    match words[..] {
-        ["static", steps] => Ok(UnrollMode::Static(count(steps)?)),
-        ["dynamic"] => Ok(UnrollMode::Dynamic),
-        ["dynamic", "by", steps] => Ok(UnrollMode::DynamicBy(count(steps)?)),
-        _ => Err(format!(
-            "--mode: expected `static N`, `dynamic` or `dynamic by K`, found `{text}`"
-        )),
     }
 }
 

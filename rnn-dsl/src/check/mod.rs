@@ -9,8 +9,10 @@
 mod cell;
 pub mod dim;
 mod network;
+mod unroll;
 
-pub use self::network::{MAX_LAYERS, MAX_SIZE, MAX_STATIC_STEPS, MAX_STEPS_PER_ITERATION};
+pub use self::network::{MAX_LAYERS, MAX_SIZE};
+pub use self::unroll::{check_unroll_mode, MAX_STATIC_STEPS, MAX_STEPS_PER_ITERATION};
 
 use std::collections::HashMap;
 use std::sync::OnceLock;

@@ -512,7 +512,7 @@ impl Builder<'_> {
         network
     }
 
-    fn unroll_mode(&mut self, pair: Pair<'_, Rule>) -> UnrollMode {
+    pub(super) fn unroll_mode(&mut self, pair: Pair<'_, Rule>) -> UnrollMode {
         let rule = pair.as_rule();
         let mut ints = Vec::new();
         let mut fallback = false;

@@ -22,7 +22,7 @@ use std::sync::Once;
 
 use pest::Parser as _;
 
-use crate::ast::File;
+use crate::ast::{File, Unroll};
 use crate::diag::{Diagnostic, Diagnostics};
 use crate::source::{SourceFile, Span};
 
@@ -96,6 +96,43 @@ pub fn parse(diags: &mut Diagnostics, source: &SourceFile) -> File {
         }
     }
     file
+}
+
+/// An unroll mode written alone (`static 20`, `dynamic by 4`), as `rnnc
+/// emit --mode` takes it: parsed by the grammar's own rule, so it reads as
+/// it would in an `unroll` statement. `None` after reporting a syntax error.
+pub fn parse_unroll_mode(diags: &mut Diagnostics, source: &SourceFile) -> Option<Unroll> {
+    let text = source.text();
+    if text.len() > MAX_SOURCE_BYTES {
+        diags.push(Diagnostic::error(
+            Span::new(0, 0),
+            "unroll mode is too long",
+        ));
+        return None;
+    }
+    configure_pest();
+    let pairs = match Grammar::parse(Rule::unroll_mode_text, text) {
+        Ok(pairs) => pairs,
+        Err(error) => {
+            diags.push(syntax_error(text, &error));
+            return None;
+        }
+    };
+    let mode_pair = pairs
+        .flatten()
+        .find(|pair| {
+            matches!(
+                pair.as_rule(),
+                Rule::static_n | Rule::static_buckets | Rule::dynamic | Rule::dynamic_by
+            )
+        })
+        .expect("grammar: an unroll mode");
+    let span = Span::new(0, text.len());
+    let mut builder = Builder { diags };
+    Some(Unroll {
+        mode: builder.unroll_mode(mode_pair),
+        span,
+    })
 }
 
 fn configure_pest() {
