@@ -6,6 +6,7 @@
 //! another entity by reference. Their text form is in `display.rs`.
 
 use crate::check::{self, Func, InputSource};
+use crate::names;
 use crate::source::Span;
 
 /// A value in a [`Step`], printed `v3`.
@@ -106,15 +107,14 @@ impl Layer {
     /// The tensor name of a parameter for a direction (0 forward, 1
     /// backward): PyTorch's `weight_ih_l0`, `weight_hh_l1_reverse`.
     pub fn weight_name(&self, param: &Param, direction: usize) -> String {
-        let reverse = if direction == 1 { "_reverse" } else { "" };
-        format!("{}{}_l{}{reverse}", self.prefix, param.name, self.stack_idx)
+        names::weight(&self.prefix, &param.name, self.stack_idx, direction)
     }
 
     /// The plain name (`A`) also accepted for a single-layer, one-direction
     /// user cell, so its weights can be named as the `.rnn` file names them.
     pub fn bare_weight_name(&self, param: &Param) -> Option<String> {
         self.accepts_bare_names
-            .then(|| format!("{}{}", self.prefix, param.name))
+            .then(|| names::bare_weight(&self.prefix, &param.name))
     }
 }
 
