@@ -18,6 +18,8 @@ pub use crate::kernels::{
     gemm_packed, gemm_packed_columns, gemm_packed_onto_row, gemm_packed_onto_row_columns,
     matmul_bt, relu, sigmoid, soft_threshold, tanh, Columns, PackedMatrix,
 };
+pub use crate::ops::{sign, softplus, Binary, Unary};
+use crate::ops::{specialise_binary, specialise_unary};
 pub use crate::split::{lockstep, merge_halves, split_runs, Exchange, Side};
 pub use crate::workspace::{join, Workspace};
 pub use crate::{RnnError, TensorMap, Threads};
@@ -444,50 +446,6 @@ pub fn map3(
         .for_each(|o, &a, &b, &c| *o = f(a, b, c));
 }
 
-/// Elementwise functions of one value.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Unary {
-    /// `-a`
-    Neg,
-    /// logistic sigmoid
-    Sigmoid,
-    /// hyperbolic tangent
-    Tanh,
-    /// `max(a, 0)`
-    Relu,
-    /// `e^a`
-    Exp,
-    /// natural logarithm
-    Log,
-    /// `|a|`
-    Abs,
-    /// -1, 0 or 1
-    Sign,
-    /// square root
-    Sqrt,
-    /// `log(1 + e^a)`
-    Softplus,
-}
-
-/// Elementwise functions of two values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Binary {
-    /// `a + b`
-    Add,
-    /// `a - b`
-    Sub,
-    /// `a * b`
-    Mul,
-    /// `a / b`
-    Div,
-    /// smaller of two
-    Min,
-    /// larger of two
-    Max,
-    /// `sign(a) * max(|a| - b, 0)`
-    SoftThreshold,
-}
-
 /// `out = op(a)` elementwise. The operation is a value, not a closure, so
 /// generated code instantiates nothing: each operation's loop is compiled
 /// once, here.
@@ -501,45 +459,21 @@ pub fn unary(mut out: ArrayViewMut2<'_, f32>, a: Arg<'_>, op: Unary) {
         _ => None,
     };
     if let Some(kernel) = slice_kernel {
-        let scalar: fn(f32) -> f32 = match op {
-            Unary::Sigmoid => sigmoid,
-            Unary::Tanh => tanh,
-            _ => f32::exp,
-        };
         map1(out.view_mut(), a, |a| a);
         for mut row in out.rows_mut() {
             match row.as_slice_mut() {
                 Some(values) => kernel(values),
-                None => row.mapv_inplace(scalar),
+                None => row.mapv_inplace(|a| op.apply(a)),
             }
         }
         return;
     }
-    match op {
-        Unary::Neg => map1(out, a, |a| -a),
-        Unary::Sigmoid => map1(out, a, sigmoid),
-        Unary::Tanh => map1(out, a, tanh),
-        Unary::Relu => map1(out, a, relu),
-        Unary::Exp => map1(out, a, f32::exp),
-        Unary::Log => map1(out, a, f32::ln),
-        Unary::Abs => map1(out, a, f32::abs),
-        Unary::Sign => map1(out, a, sign),
-        Unary::Sqrt => map1(out, a, f32::sqrt),
-        Unary::Softplus => map1(out, a, softplus),
-    }
+    specialise_unary!(op, |f| map1(out, a, f));
 }
 
 /// `out = op(a, b)` elementwise; see [`unary`].
 pub fn binary(out: ArrayViewMut2<'_, f32>, a: Arg<'_>, b: Arg<'_>, op: Binary) {
-    match op {
-        Binary::Add => map2(out, a, b, |a, b| a + b),
-        Binary::Sub => map2(out, a, b, |a, b| a - b),
-        Binary::Mul => map2(out, a, b, |a, b| a * b),
-        Binary::Div => map2(out, a, b, |a, b| a / b),
-        Binary::Min => map2(out, a, b, f32::min),
-        Binary::Max => map2(out, a, b, f32::max),
-        Binary::SoftThreshold => map2(out, a, b, soft_threshold),
-    }
+    specialise_binary!(op, |f| map2(out, a, b, f));
 }
 
 /// `out = min(max(a, lo), hi)` elementwise.
@@ -583,26 +517,6 @@ pub fn matvec(matrix: ArrayView2<'_, f32>, vector: ArrayView1<'_, f32>) -> Array
 /// A transposed copy in standard layout.
 pub fn transpose(matrix: ArrayView2<'_, f32>) -> Array2<f32> {
     matrix.t().as_standard_layout().into_owned()
-}
-
-/// `sign(a)`: -1, 0 or 1.
-pub fn sign(a: f32) -> f32 {
-    if a > 0.0 {
-        1.0
-    } else if a < 0.0 {
-        -1.0
-    } else {
-        0.0
-    }
-}
-
-/// `log(1 + e^a)`, without overflow for large `a`.
-pub fn softplus(a: f32) -> f32 {
-    if a > 20.0 {
-        a
-    } else {
-        a.exp().ln_1p()
-    }
 }
 
 /// Loads a vector parameter by its first name in `names` that exists (the

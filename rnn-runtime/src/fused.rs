@@ -22,8 +22,8 @@ use std::marker::PhantomData;
 
 use ndarray::{ArrayRef1, ArrayRef2};
 
-use crate::__private::{Binary, Unary};
 use crate::kernels;
+use crate::ops::{specialise_binary, Binary, Unary};
 
 /// One operand of a tile operation of `rows` rows by `width` columns.
 #[derive(Debug, Clone, Copy)]
@@ -157,12 +157,12 @@ pub fn unary_tile(tile: Tile, out: &mut [f32], a: Operand<'_>, op: Unary) {
         Unary::Tanh => kernels::tanh_slice,
         Unary::Exp => kernels::exp_slice,
         Unary::Relu => kernels::relu_slice,
-        Unary::Neg => |values| in_place(values, |a| -a),
-        Unary::Log => |values| in_place(values, f32::ln),
-        Unary::Abs => |values| in_place(values, f32::abs),
-        Unary::Sign => |values| in_place(values, crate::__private::sign),
-        Unary::Sqrt => |values| in_place(values, f32::sqrt),
-        Unary::Softplus => |values| in_place(values, crate::__private::softplus),
+        Unary::Neg => |values| in_place(values, |a| Unary::Neg.apply(a)),
+        Unary::Log => |values| in_place(values, |a| Unary::Log.apply(a)),
+        Unary::Abs => |values| in_place(values, |a| Unary::Abs.apply(a)),
+        Unary::Sign => |values| in_place(values, |a| Unary::Sign.apply(a)),
+        Unary::Sqrt => |values| in_place(values, |a| Unary::Sqrt.apply(a)),
+        Unary::Softplus => |values| in_place(values, |a| Unary::Softplus.apply(a)),
     };
     if out_stride == width {
         kernel(&mut out[..rows * width]);
@@ -196,15 +196,7 @@ pub(crate) fn binary_tile_portable(
     b: Operand<'_>,
     op: Binary,
 ) {
-    match op {
-        Binary::Add => zip2(tile, out, a, b, |a, b| a + b),
-        Binary::Sub => zip2(tile, out, a, b, |a, b| a - b),
-        Binary::Mul => zip2(tile, out, a, b, |a, b| a * b),
-        Binary::Div => zip2(tile, out, a, b, |a, b| a / b),
-        Binary::Min => zip2(tile, out, a, b, f32::min),
-        Binary::Max => zip2(tile, out, a, b, f32::max),
-        Binary::SoftThreshold => zip2(tile, out, a, b, kernels::soft_threshold),
-    }
+    specialise_binary!(op, |f| zip2(tile, out, a, b, f));
 }
 
 /// `out = min(max(a, lo), hi)` elementwise over a tile.
@@ -387,28 +379,20 @@ impl<const N: usize, A: Activations> Lanes for Block<N, A> {
             Unary::Sigmoid => self.map(A::sigmoid),
             Unary::Tanh => self.map(A::tanh),
             Unary::Exp => self.map(A::exp),
-            Unary::Relu => self.map(kernels::relu),
-            Unary::Neg => self.map(|a| -a),
-            Unary::Log => self.map(f32::ln),
-            Unary::Abs => self.map(f32::abs),
-            Unary::Sign => self.map(crate::__private::sign),
-            Unary::Sqrt => self.map(f32::sqrt),
-            Unary::Softplus => self.map(crate::__private::softplus),
+            Unary::Relu => self.map(|a| Unary::Relu.apply(a)),
+            Unary::Neg => self.map(|a| Unary::Neg.apply(a)),
+            Unary::Log => self.map(|a| Unary::Log.apply(a)),
+            Unary::Abs => self.map(|a| Unary::Abs.apply(a)),
+            Unary::Sign => self.map(|a| Unary::Sign.apply(a)),
+            Unary::Sqrt => self.map(|a| Unary::Sqrt.apply(a)),
+            Unary::Softplus => self.map(|a| Unary::Softplus.apply(a)),
         }
     }
 
     /// The same functions as [`binary_tile`].
     #[inline(always)]
     fn binary(self, other: Self, op: Binary) -> Self {
-        match op {
-            Binary::Add => self.zip(other, |a, b| a + b),
-            Binary::Sub => self.zip(other, |a, b| a - b),
-            Binary::Mul => self.zip(other, |a, b| a * b),
-            Binary::Div => self.zip(other, |a, b| a / b),
-            Binary::Min => self.zip(other, f32::min),
-            Binary::Max => self.zip(other, f32::max),
-            Binary::SoftThreshold => self.zip(other, kernels::soft_threshold),
-        }
+        specialise_binary!(op, |f| self.zip(other, f))
     }
 
     /// The same function as [`clip_tile`].

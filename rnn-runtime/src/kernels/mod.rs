@@ -3,7 +3,7 @@
 //! Four kinds of entry point:
 //!
 //! - scalar functions ([`sigmoid`], [`tanh`], [`relu`], [`soft_threshold`]): the reference
-//!   formulas, always the portable implementation;
+//!   formulas, always the portable implementation (defined in [`crate::ops`], re-exported here);
 //! - in-place slice kernels ([`sigmoid_slice`], [`tanh_slice`], [`exp_slice`], [`relu_slice`]):
 //!   dispatched through a table of implementations chosen once per process, on first use;
 //! - products with a prepacked weight matrix ([`PackedMatrix`], [`gemm_packed`]): dispatched the
@@ -45,9 +45,10 @@ use std::sync::OnceLock;
 
 use ndarray::{Array2, ArrayView2, ArrayViewMut2};
 
+pub use crate::ops::{relu, sigmoid, soft_threshold, tanh};
 use gemm::Start;
 pub use gemm::{Columns, PackedMatrix};
-pub use generic::{matmul, matmul_bt, relu, sigmoid, soft_threshold, tanh};
+pub use generic::{matmul, matmul_bt};
 
 /// Applies [`sigmoid`] to every element, in place.
 ///
@@ -76,7 +77,7 @@ pub(crate) fn binary_tile(
     out: &mut [f32],
     a: crate::fused::Operand<'_>,
     b: crate::fused::Operand<'_>,
-    op: crate::__private::Binary,
+    op: crate::ops::Binary,
 ) {
     (table().binary_tile)(tile, out, a, b, op);
 }
@@ -251,7 +252,7 @@ type BinaryTileKernel = fn(
     &mut [f32],
     crate::fused::Operand<'_>,
     crate::fused::Operand<'_>,
-    crate::__private::Binary,
+    crate::ops::Binary,
 );
 
 /// `out = start + x · wᵀ` with `w` packed for the same table; the rows of `x` and `out` are

@@ -15,8 +15,7 @@ use proptest::prelude::*;
 use super::gemm::PackedMatrix;
 use super::{
     approx, available, gemm_packed, gemm_packed_columns, gemm_packed_onto_row,
-    gemm_packed_onto_row_columns, generic, select, table, Columns, Kernels, MapKernel, SliceKernel,
-    GENERIC,
+    gemm_packed_onto_row_columns, select, table, Columns, Kernels, MapKernel, SliceKernel, GENERIC,
 };
 use crate::init::SplitMix64;
 
@@ -92,9 +91,13 @@ fn implementations() -> Vec<&'static Kernels> {
 type Activation = (&'static str, fn(&Kernels) -> SliceKernel, fn(f32) -> f32);
 
 const ACTIVATIONS: [Activation; 4] = [
-    ("sigmoid", |kernels| kernels.sigmoid_f32, generic::sigmoid),
-    ("tanh", |kernels| kernels.tanh_f32, generic::tanh),
-    ("relu", |kernels| kernels.relu_f32, generic::relu),
+    (
+        "sigmoid",
+        |kernels| kernels.sigmoid_f32,
+        crate::ops::sigmoid,
+    ),
+    ("tanh", |kernels| kernels.tanh_f32, crate::ops::tanh),
+    ("relu", |kernels| kernels.relu_f32, crate::ops::relu),
     ("exp", |kernels| kernels.exp_f32, f32::exp),
 ];
 
@@ -837,8 +840,8 @@ fn environment_variable_selects_the_table() {
 
 #[test]
 fn binary_tiles_are_exact_on_every_table() {
-    use crate::__private::Binary;
     use crate::fused::{Operand, Tile};
+    use crate::ops::Binary;
     // Odd widths and strides exercise the vector loops' tails.
     let (rows, width, stride) = (3, 37, 41);
     let a = random_matrix(rows, stride, 11);
@@ -847,18 +850,9 @@ fn binary_tiles_are_exact_on_every_table() {
         a.as_slice().expect("standard"),
         b.as_slice().expect("standard"),
     );
-    type Reference = fn(f32, f32) -> f32;
-    let ops: [(Binary, Reference); 7] = [
-        (Binary::Add, |x, y| x + y),
-        (Binary::Sub, |x, y| x - y),
-        (Binary::Mul, |x, y| x * y),
-        (Binary::Div, |x, y| x / y),
-        (Binary::Min, f32::min),
-        (Binary::Max, f32::max),
-        (Binary::SoftThreshold, generic::soft_threshold),
-    ];
     for kernels in implementations() {
-        for (op, reference) in ops {
+        for &op in Binary::ALL {
+            let reference = |x, y| op.apply(x, y);
             let mut out = vec![f32::NAN; rows * width];
             let tile = Tile {
                 rows,
@@ -899,18 +893,10 @@ struct EveryOperation<'a> {
 }
 
 /// The unary operations a pass can run, in the planes' order.
-const PASS_UNARIES: [crate::__private::Unary; 10] = {
-    use crate::__private::Unary::*;
-    [
-        Neg, Sigmoid, Tanh, Relu, Exp, Log, Abs, Sign, Sqrt, Softplus,
-    ]
-};
+const PASS_UNARIES: &[crate::ops::Unary] = crate::ops::Unary::ALL;
 
 /// The binary operations a pass can run, in the planes' order (after the unary ones).
-const PASS_BINARIES: [crate::__private::Binary; 7] = {
-    use crate::__private::Binary::*;
-    [Add, Sub, Mul, Div, Min, Max, SoftThreshold]
-};
+const PASS_BINARIES: &[crate::ops::Binary] = crate::ops::Binary::ALL;
 
 impl crate::fused::Pass for EveryOperation<'_> {
     fn lanes<V: crate::fused::Lanes>(&mut self, row: usize, col: usize) {
@@ -918,11 +904,11 @@ impl crate::fused::Pass for EveryOperation<'_> {
         let plane = self.rows * self.width;
         let (a, b) = (V::load(&self.a[at..]), V::load(&self.b[at..]));
         let mut k = 0;
-        for op in PASS_UNARIES {
+        for &op in PASS_UNARIES {
             a.unary(op).store(&mut self.out[k * plane + at..]);
             k += 1;
         }
-        for op in PASS_BINARIES {
+        for &op in PASS_BINARIES {
             a.binary(b, op).store(&mut self.out[k * plane + at..]);
             k += 1;
         }
@@ -935,8 +921,8 @@ impl crate::fused::Pass for EveryOperation<'_> {
 
 #[test]
 fn fused_passes_equal_the_tile_operations_on_every_table() {
-    use crate::__private::{sign, softplus, Unary};
     use crate::fused::{clip_tile, Operand, Tile};
+    use crate::ops::Unary;
     // 61 columns run every block size of every table (AVX-512: 32 + 16 + 13 × 1; AVX2:
     // 3 × 16 + 8 + 5 × 1; generic: 7 × 8 + 4 + 1), 3 columns only single lanes.
     for (rows, width) in [(3, 61), (2, 3)] {
@@ -959,19 +945,14 @@ fn fused_passes_equal_the_tile_operations_on_every_table() {
             super::run_pass_on(kernels, &mut pass, rows, 0..width);
             // The table's tile operations and slice kernels, plane by plane.
             let mut expected = Vec::with_capacity(planes * plane);
-            for op in PASS_UNARIES {
+            for &op in PASS_UNARIES {
                 let mut values = a.clone();
                 match op {
                     Unary::Sigmoid => (kernels.sigmoid_f32)(&mut values),
                     Unary::Tanh => (kernels.tanh_f32)(&mut values),
                     Unary::Exp => (kernels.exp_f32)(&mut values),
                     Unary::Relu => (kernels.relu_f32)(&mut values),
-                    Unary::Neg => values.iter_mut().for_each(|v| *v = -*v),
-                    Unary::Log => values.iter_mut().for_each(|v| *v = v.ln()),
-                    Unary::Abs => values.iter_mut().for_each(|v| *v = v.abs()),
-                    Unary::Sign => values.iter_mut().for_each(|v| *v = sign(*v)),
-                    Unary::Sqrt => values.iter_mut().for_each(|v| *v = v.sqrt()),
-                    Unary::Softplus => values.iter_mut().for_each(|v| *v = softplus(*v)),
+                    _ => values.iter_mut().for_each(|v| *v = op.apply(*v)),
                 }
                 expected.extend(values);
             }
@@ -984,7 +965,7 @@ fn fused_passes_equal_the_tile_operations_on_every_table() {
                 data,
                 stride: width,
             };
-            for op in PASS_BINARIES {
+            for &op in PASS_BINARIES {
                 let mut values = vec![0.0; plane];
                 (kernels.binary_tile)(tile, &mut values, rows_of(&a), rows_of(&b), op);
                 expected.extend(values);

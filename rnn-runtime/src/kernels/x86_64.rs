@@ -29,8 +29,8 @@ use ndarray::{ArrayView2, ArrayViewMut2};
 
 use super::gemm::{gemm_rows, Columns, Fused, PackedMatrix, Start};
 use super::{approx, generic, Kernels, LaneSet};
-use crate::__private::Binary;
 use crate::fused::{binary_tile_portable, run_rows, Activations, Block, Operand, Pass, Tile};
+use crate::ops::Binary;
 
 /// Columns per panel (and per register tile) of the AVX2 table: two `ymm` vectors.
 const AVX2_PANEL: usize = 16;
