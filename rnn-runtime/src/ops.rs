@@ -68,7 +68,7 @@ impl Unary {
 
     /// `op(a)`: the scalar definition of the operation.
     ///
-    /// Inlined always, so that a call on a constant operation (see [`specialise_unary`]) is the
+    /// Inlined always, so that a call on a constant operation (see `specialise_unary!`) is the
     /// bare function inside a loop.
     #[inline(always)]
     pub fn apply(self, a: f32) -> f32 {

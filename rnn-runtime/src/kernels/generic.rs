@@ -8,6 +8,7 @@
 use ndarray::linalg::general_mat_mul;
 use ndarray::{ArrayView2, ArrayViewMut2};
 
+use super::frame::Activations;
 use super::gemm::{gemm_rows, Columns, PackedMatrix, Separate, Start};
 use crate::ops::{relu, sigmoid, tanh};
 
@@ -81,6 +82,28 @@ pub fn matmul(
         w.shape()
     );
     general_mat_mul(1.0, &x, &w, beta(accumulate), &mut out);
+}
+
+/// The generic table's activations: the reference formulas and the
+/// standard library, as its slice kernels.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Library;
+
+impl Activations for Library {
+    #[inline(always)]
+    fn sigmoid(x: f32) -> f32 {
+        sigmoid(x)
+    }
+
+    #[inline(always)]
+    fn tanh(x: f32) -> f32 {
+        tanh(x)
+    }
+
+    #[inline(always)]
+    fn exp(x: f32) -> f32 {
+        x.exp()
+    }
 }
 
 /// `output[i] = f(input[i])` (the slices have the same length).

@@ -13,9 +13,10 @@ use proptest::collection::vec;
 use proptest::prelude::*;
 
 use super::gemm::PackedMatrix;
+use super::types::{Kernels, MapKernel, SliceKernel};
 use super::{
     approx, available, gemm_packed, gemm_packed_columns, gemm_packed_onto_row,
-    gemm_packed_onto_row_columns, select, table, Columns, Kernels, MapKernel, SliceKernel, GENERIC,
+    gemm_packed_onto_row_columns, select, table, Columns, GENERIC,
 };
 use crate::init::SplitMix64;
 
@@ -476,7 +477,7 @@ fn product_with(
     init: &Array2<f32>,
     accumulate: bool,
 ) -> Array2<f32> {
-    let packed = PackedMatrix::for_kernels(w, kernels);
+    let packed = PackedMatrix::for_gemm(w, &kernels.gemm);
     let mut out = init.clone();
     gemm_packed(x, &packed, out.view_mut(), accumulate);
     out
@@ -538,7 +539,7 @@ fn a_split_product_computes_its_columns_exactly_and_leaves_the_others() {
                 let bias = random_matrix(1, m, seed + 3);
                 let bias = bias.as_slice().expect("contiguous");
                 for &kernels in &implementations() {
-                    let packed = PackedMatrix::for_kernels(w.view(), kernels);
+                    let packed = PackedMatrix::for_gemm(w.view(), &kernels.gemm);
                     for start in 0..3 {
                         let (mut whole, mut part) = (init.clone(), init.clone());
                         // On the last run `out`'s columns are strided (copied around the kernel).
@@ -659,7 +660,7 @@ fn gemm_onto_a_row_equals_filling_the_row_then_accumulating() {
         let filled = Array2::from_shape_fn((n, m), |(_, c)| row[c]);
         for kernels in implementations() {
             let expected = product_with(kernels, x.view(), w.view(), &filled, true);
-            let packed = PackedMatrix::for_kernels(w.view(), kernels);
+            let packed = PackedMatrix::for_gemm(w.view(), &kernels.gemm);
             let mut out = Array2::from_elem((n, m), f32::NAN);
             gemm_packed_onto_row(
                 x.view(),
@@ -684,7 +685,7 @@ fn gemm_accepts_strided_views_with_identical_results() {
     let w = random_matrix(m, k, 7);
     let init = random_matrix(n, m, 8);
     for kernels in implementations() {
-        let packed = PackedMatrix::for_kernels(w.view(), kernels);
+        let packed = PackedMatrix::for_gemm(w.view(), &kernels.gemm);
         for accumulate in [false, true] {
             let expected = product_with(kernels, x.view(), w.view(), &init, accumulate);
             let bits = expected.map(|v| v.to_bits());
@@ -746,7 +747,7 @@ proptest! {
         let from = cut.0 % n;
         let to = from + 1 + cut.1 % (n - from);
         for kernels in implementations() {
-            let packed = PackedMatrix::for_kernels(w.view(), kernels);
+            let packed = PackedMatrix::for_gemm(w.view(), &kernels.gemm);
             let mut batch = init.clone();
             gemm_packed(x.view(), &packed, batch.view_mut(), accumulate);
             for row in 0..n {
@@ -777,7 +778,7 @@ fn packed_matrix_accessors_clone_and_threads() {
     let x = random_matrix(5, 13, 12);
     let init = Array2::zeros((5, 70));
     for kernels in implementations() {
-        let packed = PackedMatrix::for_kernels(w.view(), kernels);
+        let packed = PackedMatrix::for_gemm(w.view(), &kernels.gemm);
         assert_eq!((packed.rows(), packed.cols()), (70, 13));
         let debug = format!("{packed:?}");
         assert!(debug.contains(kernels.name), "{debug}");
@@ -793,7 +794,7 @@ fn packed_matrix_accessors_clone_and_threads() {
         // Packing reads any strides: a transposed copy packs to the same products.
         let w_t = w.t().to_owned();
         let from_strided = {
-            let packed = PackedMatrix::for_kernels(w_t.t(), kernels);
+            let packed = PackedMatrix::for_gemm(w_t.t(), &kernels.gemm);
             let mut out = init.clone();
             gemm_packed(x.view(), &packed, out.view_mut(), false);
             out
@@ -808,7 +809,7 @@ fn packed_matrix_accessors_clone_and_threads() {
 #[test]
 fn public_packing_uses_the_selected_table() {
     let packed = PackedMatrix::new(random_matrix(3, 2, 13).view());
-    assert!(std::ptr::eq(packed.kernels(), table()));
+    assert!(std::ptr::eq(packed.gemm(), &table().gemm));
 }
 
 #[test]
@@ -832,6 +833,10 @@ fn environment_variable_selects_the_table() {
     assert!(std::ptr::eq(select(Some(" generic ")), &GENERIC));
     for &kernels in &found {
         assert!(std::ptr::eq(select(Some(kernels.name)), kernels));
+        assert_eq!(
+            kernels.gemm.name, kernels.name,
+            "a table's product names it"
+        );
     }
     for name in missing {
         assert!(std::ptr::eq(select(Some(name)), &GENERIC));
@@ -840,7 +845,7 @@ fn environment_variable_selects_the_table() {
 
 #[test]
 fn binary_tiles_are_exact_on_every_table() {
-    use crate::fused::{Operand, Tile};
+    use super::frame::{Operand, Tile};
     use crate::ops::Binary;
     // Odd widths and strides exercise the vector loops' tails.
     let (rows, width, stride) = (3, 37, 41);
@@ -898,8 +903,8 @@ const PASS_UNARIES: &[crate::ops::Unary] = crate::ops::Unary::ALL;
 /// The binary operations a pass can run, in the planes' order (after the unary ones).
 const PASS_BINARIES: &[crate::ops::Binary] = crate::ops::Binary::ALL;
 
-impl crate::fused::Pass for EveryOperation<'_> {
-    fn lanes<V: crate::fused::Lanes>(&mut self, row: usize, col: usize) {
+impl super::frame::Pass for EveryOperation<'_> {
+    fn lanes<V: super::frame::Lanes>(&mut self, row: usize, col: usize) {
         let at = row * self.width + col;
         let plane = self.rows * self.width;
         let (a, b) = (V::load(&self.a[at..]), V::load(&self.b[at..]));
@@ -921,7 +926,7 @@ impl crate::fused::Pass for EveryOperation<'_> {
 
 #[test]
 fn fused_passes_equal_the_tile_operations_on_every_table() {
-    use crate::fused::{clip_tile, Operand, Tile};
+    use super::frame::{clip_tile, Operand, Tile};
     use crate::ops::Unary;
     // 61 columns run every block size of every table (AVX-512: 32 + 16 + 13 × 1; AVX2:
     // 3 × 16 + 8 + 5 × 1; generic: 7 × 8 + 4 + 1), 3 columns only single lanes.
