@@ -31,12 +31,15 @@
 
 #![warn(missing_docs)]
 
+mod elementwise;
 mod error;
 mod fused;
 pub mod init;
 pub mod kernels;
+mod loading;
 mod model;
 pub mod ops;
+mod packing;
 mod split;
 mod tensor;
 mod workspace;
