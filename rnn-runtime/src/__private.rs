@@ -12,6 +12,7 @@ pub use crate::elementwise::{
     binary, clip, const_binary, const_clip, const_unary, into_vector, map1, map2, map3, matvec,
     transpose, unary, Arg,
 };
+pub use crate::error::RnnError;
 pub use crate::fused::{
     binary_tile, clip_tile, rows, rows_mut, run_pass, run_pass_columns, unary_tile, vector, Lanes,
     Operand, Pass, Tile,
@@ -28,5 +29,5 @@ pub use crate::loading::{
 pub use crate::ops::{sign, softplus, Binary, Unary};
 pub use crate::packing::{flat_steps, scatter, Packing, Placement};
 pub use crate::split::{lockstep, merge_halves, split_runs, Exchange, Side};
-pub use crate::workspace::{join, Workspace};
-pub use crate::{RnnError, TensorMap, Threads};
+pub use crate::tensor::TensorMap;
+pub use crate::workspace::{join, Threads, Workspace};

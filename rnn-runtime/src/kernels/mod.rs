@@ -31,6 +31,14 @@
 //! Different tables round differently (fused or separate multiply-adds, approximated or library
 //! activations); all agree with the scalar reference within the tolerances that the shared test
 //! suite (`kernels/tests.rs`) documents.
+//!
+//! # Files
+//!
+//! Bottom to top, each importing only from those before it: `gemm.rs` (the packed layout and the
+//! blocked loop nest), `approx.rs` (the vectorisable activations), `frame.rs` (the tile and pass
+//! loops, shared with `fused.rs` above), `generic.rs`, `types.rs` (the type of a table),
+//! `x86_64.rs`, and this module, which chooses the table and holds the dispatched entry points.
+//! The scalar definitions they all build on are in [`crate::ops`], below the kernels.
 
 mod approx;
 pub(crate) mod frame;
