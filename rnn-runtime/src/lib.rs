@@ -2,6 +2,8 @@
 //!
 //! - [`TensorMap`]: named tensors loaded from (and saved to) safetensors files, with accessors
 //!   that check names, dtypes and shapes.
+//! - [`ops`]: the elementwise operations ([`ops::Unary`], [`ops::Binary`]) and the scalar
+//!   definition of each.
 //! - [`kernels`]: activations, soft thresholding and matrix products on `f32`.
 //! - [`init`]: PyTorch's default initialisation from a seed, the same on every platform.
 //! - [`RnnError`]: the one error type, for every problem with user data; nothing here panics on a
@@ -29,11 +31,15 @@
 
 #![warn(missing_docs)]
 
+mod elementwise;
 mod error;
 mod fused;
 pub mod init;
 pub mod kernels;
+mod loading;
 mod model;
+pub mod ops;
+mod packing;
 mod split;
 mod tensor;
 mod workspace;

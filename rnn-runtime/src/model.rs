@@ -1,7 +1,9 @@
 //! The interface every generated model implements, for code that handles
 //! models by name rather than by type (tools, tests, serving).
 
-use crate::{Result, TensorMap, Threads};
+use crate::error::Result;
+use crate::tensor::TensorMap;
+use crate::workspace::Threads;
 
 /// A compiled network, driven by named tensors.
 ///

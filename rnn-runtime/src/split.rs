@@ -7,10 +7,9 @@
 //! weights, which then stays in its core's cache) and the pass for its half
 //! of the units. Each keeps a whole copy of the states; after every step
 //! the two trade their halves of the new states ([`Exchange::swap`]) and go
-//! on to the next step. A step of W1 (`[1, 128] × [128, 512]`) reads its
-//! weights from L2 in about 2.6 µs, half of them in 1.4 µs; the trade costs
-//! a transfer of cache lines between the cores, about 0.23 µs
-//! (BENCHMARKS.md).
+//! on to the next step. This pays when a step is bound by reading its
+//! weights from the cache: each thread reads half of them, and the trade
+//! costs only a transfer of a few cache lines between the cores.
 //!
 //! The threads wait for each other by spinning, so both must be running:
 //! [`lockstep`] starts the second on a thread of its own (a one-thread

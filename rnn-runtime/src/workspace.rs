@@ -2,10 +2,10 @@
 //!
 //! A call's buffers (input projections of every step, per-step values,
 //! layer outputs) are megabytes for real workloads. Allocating them afresh
-//! on every call costs page faults and zeroing of new pages, about a fifth
-//! of the run time of the benchmark workloads; a model therefore keeps the
-//! buffers of its earlier calls in a [`Workspace`] and takes them back on
-//! the next call. Only what is returned to the caller is allocated anew.
+//! on every call costs page faults and zeroing of new pages, a sizeable
+//! part of a call's run time; a model therefore keeps the buffers of its
+//! earlier calls in a [`Workspace`] and takes them back on the next call.
+//! Only what is returned to the caller is allocated anew.
 
 use std::sync::{Mutex, PoisonError};
 
@@ -102,9 +102,9 @@ pub enum Threads {
     Fixed(usize),
 }
 
-/// Multiply-adds per direction below which `Auto` stays on one thread
-/// (handing half the work to the pool's worker and waiting for it costs
-/// about 15 µs, some 0.8 million multiply-adds at the products' rate).
+/// Multiply-adds per direction below which `Auto` stays on one thread:
+/// handing half the work to the pool's worker and waiting for it has a
+/// fixed cost, which only this much work per direction repays.
 const PARALLEL_MIN_WORK: usize = 1 << 22;
 
 impl Threads {
@@ -126,9 +126,8 @@ impl Threads {
 ///
 /// `a` runs on the calling thread (whose caches hold what the call has
 /// touched so far) and `b` on a worker of rayon's global pool, which stays
-/// alive between calls: waking it costs about 15 µs here, where spawning a
-/// scoped thread per call cost about 80 µs (BENCHMARKS.md), a third of a
-/// small call like W3's.
+/// alive between calls: waking it costs several times less than spawning a
+/// scoped thread per call, which would be a large part of a small call.
 pub fn join<A: Send, B: Send>(
     parallel: bool,
     a: impl FnOnce() -> A + Send,

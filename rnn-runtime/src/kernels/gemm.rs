@@ -1,4 +1,4 @@
-//! Packed weight matrices and the blocked product behind [`gemm_packed`](super::gemm_packed).
+//! Packed weight matrices and the blocked product behind `gemm_packed` (in the parent module).
 //!
 //! This module is portable and free of `unsafe`: it holds the packed layout, the loop nest and the
 //! register-blocked microkernel, all written as plain Rust on fixed-size arrays. Each
@@ -35,8 +35,6 @@
 
 use ndarray::{ArrayView2, ArrayViewMut2};
 
-use super::Kernels;
-
 /// What each output element's chain of multiply-adds starts from.
 #[derive(Debug, Clone, Copy)]
 pub enum Start<'a> {
@@ -51,7 +49,7 @@ pub enum Start<'a> {
 
 /// Which output columns a product computes: all of them, or one side of a column split, the
 /// columns `lo..hi` of every block of `period` (e.g. the first half of each gate's units, for
-/// two threads that each run half of every step; see [`crate::split`]).
+/// two threads that each run half of every step; see the `split` module).
 ///
 /// The split bounds are multiples of every table's panel width ([`Columns::ALIGN`]), so a panel
 /// is either computed whole or skipped; the other columns of `out` are left as they were.
@@ -138,8 +136,24 @@ const fn vector_width(panel_width: usize) -> usize {
 /// The largest register tile height any implementation uses (tail tiles have fewer rows).
 pub(super) const MAX_TILE_ROWS: usize = 8;
 
+/// `out = start + x · wᵀ` with `w` packed for the same implementation; the rows of `x` and `out`
+/// are contiguous and the shapes agree (checked by `gemm_packed`).
+pub(super) type GemmKernel =
+    fn(ArrayView2<'_, f32>, &PackedMatrix, ArrayViewMut2<'_, f32>, Start<'_>, Columns);
+
+/// The packed product of one kernel table: the layout it packs weights in and the kernel that
+/// multiplies by them. A [`PackedMatrix`] keeps the one it was packed for.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Gemm {
+    /// The name of the table, which a packed matrix's `Debug` shows.
+    pub(super) name: &'static str,
+    /// Columns per panel of the matrices [`kernel`](Self::kernel) expects.
+    pub(super) panel_width: usize,
+    pub(super) kernel: GemmKernel,
+}
+
 /// A weight matrix `w: [m, k]` (PyTorch layout: one row per output unit) packed once for
-/// [`gemm_packed`](super::gemm_packed), which computes `out (+)= x · wᵀ`.
+/// `gemm_packed`, which computes `out (+)= x · wᵀ`.
 ///
 /// The layout (panels of output columns, k-major, zero-padded, 64-byte aligned) is chosen by the
 /// kernel implementation selected for this process, and the matrix remembers that
@@ -152,22 +166,16 @@ pub struct PackedMatrix {
     start: usize,
     /// `ceil(rows / panel_width) · cols · panel_width` weights from `start`, then slack.
     buffer: Vec<f32>,
-    kernels: &'static Kernels,
+    gemm: &'static Gemm,
 }
 
 impl PackedMatrix {
-    /// Packs `w: [m, k]` for the kernels selected for this process.
-    ///
-    /// Any strides are accepted; packing reads `w` once.
-    pub fn new(w: ArrayView2<'_, f32>) -> PackedMatrix {
-        PackedMatrix::for_kernels(w, super::table())
-    }
-
-    /// Packs `w` for a given implementation (the shared test suite packs for each of them).
-    pub(super) fn for_kernels(w: ArrayView2<'_, f32>, kernels: &'static Kernels) -> PackedMatrix {
+    /// Packs `w` for a given implementation (`new`, in the parent module, packs for the one
+    /// selected for this process; the shared test suite packs for each of them).
+    pub(super) fn for_gemm(w: ArrayView2<'_, f32>, gemm: &'static Gemm) -> PackedMatrix {
         let (rows, cols) = w.dim();
-        let width = kernels.panel_width;
-        let mut packed = PackedMatrix::zeroed(rows, cols, kernels);
+        let width = gemm.panel_width;
+        let mut packed = PackedMatrix::zeroed(rows, cols, gemm);
         let data = packed.panels_mut();
         for (row, weights) in w.outer_iter().enumerate() {
             let (panel, lane) = (row / width, row % width);
@@ -180,8 +188,8 @@ impl PackedMatrix {
     }
 
     /// A packed `[rows, cols]` matrix of zeros, aligned.
-    fn zeroed(rows: usize, cols: usize, kernels: &'static Kernels) -> PackedMatrix {
-        let len = rows.div_ceil(kernels.panel_width) * cols * kernels.panel_width;
+    fn zeroed(rows: usize, cols: usize, gemm: &'static Gemm) -> PackedMatrix {
+        let len = rows.div_ceil(gemm.panel_width) * cols * gemm.panel_width;
         let buffer = vec![0.0f32; len + ALIGN_FLOATS];
         // `align_offset` may in principle decline (usize::MAX); unaligned data is still correct.
         let start = buffer.as_ptr().align_offset(ALIGN_FLOATS * 4);
@@ -191,7 +199,7 @@ impl PackedMatrix {
             cols,
             start,
             buffer,
-            kernels,
+            gemm,
         }
     }
 
@@ -206,8 +214,8 @@ impl PackedMatrix {
     }
 
     /// The implementation this matrix was packed for.
-    pub(super) fn kernels(&self) -> &'static Kernels {
-        self.kernels
+    pub(super) fn gemm(&self) -> &'static Gemm {
+        self.gemm
     }
 
     /// The panels, without the alignment slack.
@@ -225,7 +233,7 @@ impl PackedMatrix {
 impl Clone for PackedMatrix {
     /// A copy in a new buffer, aligned again (so not a plain `Vec` clone).
     fn clone(&self) -> PackedMatrix {
-        let mut copy = PackedMatrix::zeroed(self.rows, self.cols, self.kernels);
+        let mut copy = PackedMatrix::zeroed(self.rows, self.cols, self.gemm);
         copy.panels_mut().copy_from_slice(self.panels());
         copy
     }
@@ -236,8 +244,8 @@ impl std::fmt::Debug for PackedMatrix {
         f.debug_struct("PackedMatrix")
             .field("rows", &self.rows)
             .field("cols", &self.cols)
-            .field("kernels", &self.kernels.name)
-            .field("panel_width", &self.kernels.panel_width)
+            .field("kernels", &self.gemm.name)
+            .field("panel_width", &self.gemm.panel_width)
             .finish_non_exhaustive()
     }
 }
@@ -266,7 +274,7 @@ pub(super) fn gemm_rows<const MR: usize, const NR: usize, A: MulAdd>(
     let (n, k) = x.dim();
     let m = w.rows();
     const { assert!(MR >= 1 && MR <= MAX_TILE_ROWS) };
-    debug_assert_eq!(w.kernels().panel_width, NR);
+    debug_assert_eq!(w.gemm().panel_width, NR);
     debug_assert_eq!(w.cols(), k);
     debug_assert_eq!(out.dim(), (n, m));
     let panel_count = m.div_ceil(NR);

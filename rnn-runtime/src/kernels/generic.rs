@@ -1,14 +1,16 @@
 //! Portable kernels: the reference every other implementation is measured against.
 //!
-//! Always compiled, free of `unsafe`, and written as the textbook formulas evaluated with the
-//! standard library's `exp` and `tanh`, so they are as accurate as `f32` allows (within a couple
-//! of units in the last place).
+//! Always compiled, free of `unsafe`: the activations are the scalar definitions of
+//! [`crate::ops`], the textbook formulas evaluated with the standard library's `exp` and `tanh`,
+//! so they are as accurate as `f32` allows (within a couple of units in the last place).
 //! Non-finite inputs follow IEEE semantics: NaN stays NaN, infinities saturate.
 
 use ndarray::linalg::general_mat_mul;
 use ndarray::{ArrayView2, ArrayViewMut2};
 
+use super::frame::Activations;
 use super::gemm::{gemm_rows, Columns, PackedMatrix, Separate, Start};
+use crate::ops::{relu, sigmoid, tanh};
 
 /// Columns per panel of the generic table: two 128-bit vectors, the baseline width of x86-64
 /// (SSE2) and aarch64 (NEON).
@@ -18,52 +20,6 @@ pub(super) const GENERIC_PANEL: usize = 8;
 /// registers of baseline x86-64, leaving room for the weights, the broadcast input and the
 /// products (no fused multiply-add there). Wider tiles spill and run slower.
 const GENERIC_TILE_ROWS: usize = 4;
-
-/// The logistic sigmoid, σ(x) = 1 / (1 + e^(−x)).
-///
-/// Evaluated as `1 / (1 + e^(−x))` for x ≥ 0 and as `e^x / (1 + e^x)` for x < 0, so `exp` only
-/// ever sees a non-positive argument and cannot overflow: σ(1e30) = 1 and σ(−1e30) = 0 exactly,
-/// with no intermediate infinity or NaN.
-/// NaN gives NaN.
-pub fn sigmoid(x: f32) -> f32 {
-    if x >= 0.0 {
-        1.0 / (1.0 + (-x).exp())
-    } else {
-        let exp_x = x.exp();
-        exp_x / (1.0 + exp_x)
-    }
-}
-
-/// The hyperbolic tangent, as computed by the standard library (finite for every finite input,
-/// ±1 beyond about ±9).
-pub fn tanh(x: f32) -> f32 {
-    x.tanh()
-}
-
-/// The rectifier, max(x, 0).
-///
-/// NaN gives NaN (unlike `f32::max`, which would hide it as 0).
-pub fn relu(x: f32) -> f32 {
-    if x < 0.0 {
-        0.0
-    } else {
-        x
-    }
-}
-
-/// Soft thresholding (the proximal operator of θ‖·‖₁), sign(v) · max(|v| − θ, 0).
-///
-/// Values within θ of zero become 0; the others move θ towards zero.
-/// NaN in `v` or `theta` gives NaN.
-pub fn soft_threshold(v: f32, theta: f32) -> f32 {
-    let shrunk = v.abs() - theta;
-    // Written so that a NaN fails the comparison and propagates, where `max` would hide it.
-    if shrunk <= 0.0 {
-        0.0
-    } else {
-        shrunk.copysign(v)
-    }
-}
 
 /// Computes `out = x · wᵀ`, or `out += x · wᵀ` when `accumulate` is true.
 ///
@@ -126,6 +82,28 @@ pub fn matmul(
         w.shape()
     );
     general_mat_mul(1.0, &x, &w, beta(accumulate), &mut out);
+}
+
+/// The generic table's activations: the reference formulas and the
+/// standard library, as its slice kernels.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Library;
+
+impl Activations for Library {
+    #[inline(always)]
+    fn sigmoid(x: f32) -> f32 {
+        sigmoid(x)
+    }
+
+    #[inline(always)]
+    fn tanh(x: f32) -> f32 {
+        tanh(x)
+    }
+
+    #[inline(always)]
+    fn exp(x: f32) -> f32 {
+        x.exp()
+    }
 }
 
 /// `output[i] = f(input[i])` (the slices have the same length).
@@ -203,92 +181,7 @@ mod tests {
 
     use super::*;
 
-    /// Inputs spanning every regime of the activations: zero, tiny, ordinary, where `exp`
-    /// would overflow (above ~88.7), and far beyond.
-    const EDGE_INPUTS: [f32; 18] = [
-        0.0, -0.0, 1e-30, -1e-30, 1e-8, 0.5, -0.5, 1.0, -1.0, 9.0, -9.0, 20.0, -20.0, 88.8, -88.8,
-        200.0, 1e30, -1e30,
-    ];
-
-    fn sigmoid_f64(x: f64) -> f64 {
-        1.0 / (1.0 + (-x).exp())
-    }
-
-    #[test]
-    fn sigmoid_matches_f64_formula_at_edges() {
-        for x in EDGE_INPUTS {
-            let value = sigmoid(x);
-            assert!(value.is_finite(), "sigmoid({x}) = {value}");
-            let expected = sigmoid_f64(f64::from(x));
-            assert!(
-                (f64::from(value) - expected).abs() <= 1e-6,
-                "sigmoid({x}) = {value}, expected {expected}"
-            );
-        }
-        assert_eq!(sigmoid(1e30), 1.0);
-        assert_eq!(sigmoid(-1e30), 0.0);
-        assert_eq!(sigmoid(f32::INFINITY), 1.0);
-        assert_eq!(sigmoid(f32::NEG_INFINITY), 0.0);
-        assert!(sigmoid(f32::NAN).is_nan());
-    }
-
-    #[test]
-    fn tanh_matches_f64_formula_at_edges() {
-        for x in EDGE_INPUTS {
-            let value = tanh(x);
-            assert!(value.is_finite(), "tanh({x}) = {value}");
-            let expected = f64::from(x).tanh();
-            assert!(
-                (f64::from(value) - expected).abs() <= 1e-6,
-                "tanh({x}) = {value}, expected {expected}"
-            );
-        }
-        assert_eq!(tanh(1e30), 1.0);
-        assert_eq!(tanh(-1e30), -1.0);
-        assert!(tanh(f32::NAN).is_nan());
-    }
-
-    #[test]
-    fn relu_clamps_negatives_and_keeps_nan() {
-        assert_eq!(relu(2.5), 2.5);
-        assert_eq!(relu(-2.5), 0.0);
-        assert_eq!(relu(0.0), 0.0);
-        assert_eq!(relu(-1e30), 0.0);
-        assert_eq!(relu(f32::INFINITY), f32::INFINITY);
-        assert!(relu(f32::NAN).is_nan());
-    }
-
-    #[test]
-    fn soft_threshold_shrinks_towards_zero() {
-        assert_eq!(soft_threshold(3.0, 1.0), 2.0);
-        assert_eq!(soft_threshold(-3.0, 1.0), -2.0);
-        assert_eq!(soft_threshold(0.5, 1.0), 0.0);
-        assert_eq!(soft_threshold(-0.5, 1.0), 0.0);
-        assert_eq!(soft_threshold(1.0, 1.0), 0.0);
-        assert_eq!(soft_threshold(-1.0, 1.0), 0.0);
-        assert_eq!(soft_threshold(0.0, 0.0), 0.0);
-        assert_eq!(soft_threshold(0.25, 0.0), 0.25);
-        assert_eq!(soft_threshold(-0.25, 0.0), -0.25);
-        assert_eq!(soft_threshold(f32::INFINITY, 1.0), f32::INFINITY);
-        assert!(soft_threshold(f32::NAN, 1.0).is_nan());
-        assert!(soft_threshold(1.0, f32::NAN).is_nan());
-    }
-
     proptest! {
-        #[test]
-        fn sigmoid_and_tanh_match_f64_formulas(x in -100.0f32..100.0) {
-            let expected_sigmoid = sigmoid_f64(f64::from(x));
-            prop_assert!((f64::from(sigmoid(x)) - expected_sigmoid).abs() <= 1e-6);
-            let expected_tanh = f64::from(x).tanh();
-            prop_assert!((f64::from(tanh(x)) - expected_tanh).abs() <= 1e-6);
-        }
-
-        #[test]
-        fn soft_threshold_matches_definition(v in -10.0f32..10.0, theta in 0.0f32..5.0) {
-            let expected = v.signum() * (v.abs() - theta).max(0.0);
-            prop_assert_eq!(soft_threshold(v, theta), expected);
-        }
-
         #[test]
         fn matmul_bt_matches_naive_loop((x, w, initial) in matmul_operands(false), accumulate: bool) {
             let mut out = initial.clone();

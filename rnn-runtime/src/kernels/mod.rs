@@ -3,7 +3,7 @@
 //! Four kinds of entry point:
 //!
 //! - scalar functions ([`sigmoid`], [`tanh`], [`relu`], [`soft_threshold`]): the reference
-//!   formulas, always the portable implementation;
+//!   formulas, always the portable implementation (defined in [`crate::ops`], re-exported here);
 //! - in-place slice kernels ([`sigmoid_slice`], [`tanh_slice`], [`exp_slice`], [`relu_slice`]):
 //!   dispatched through a table of implementations chosen once per process, on first use;
 //! - products with a prepacked weight matrix ([`PackedMatrix`], [`gemm_packed`]): dispatched the
@@ -31,12 +31,22 @@
 //! Different tables round differently (fused or separate multiply-adds, approximated or library
 //! activations); all agree with the scalar reference within the tolerances that the shared test
 //! suite (`kernels/tests.rs`) documents.
+//!
+//! # Files
+//!
+//! Bottom to top, each importing only from those before it: `gemm.rs` (the packed layout and the
+//! blocked loop nest), `approx.rs` (the vectorisable activations), `frame.rs` (the tile and pass
+//! loops, shared with `fused.rs` above), `generic.rs`, `types.rs` (the type of a table),
+//! `x86_64.rs`, and this module, which chooses the table and holds the dispatched entry points.
+//! The scalar definitions they all build on are in [`crate::ops`], below the kernels.
 
 mod approx;
+pub(crate) mod frame;
 mod gemm;
 mod generic;
 #[cfg(test)]
 mod tests;
+mod types;
 #[cfg(target_arch = "x86_64")]
 mod x86_64;
 
@@ -45,9 +55,13 @@ use std::sync::OnceLock;
 
 use ndarray::{Array2, ArrayView2, ArrayViewMut2};
 
-use gemm::Start;
+pub use crate::ops::{relu, sigmoid, soft_threshold, tanh};
+use frame::{binary_tile_portable, run_rows, Block, Operand, Pass, Tile};
 pub use gemm::{Columns, PackedMatrix};
-pub use generic::{matmul, matmul_bt, relu, sigmoid, soft_threshold, tanh};
+use gemm::{Gemm, Start};
+use generic::Library;
+pub use generic::{matmul, matmul_bt};
+use types::{Kernels, LaneSet};
 
 /// Applies [`sigmoid`] to every element, in place.
 ///
@@ -72,11 +86,11 @@ pub fn exp_slice(values: &mut [f32]) {
 /// the same on every table: each element is one correctly rounded
 /// operation).
 pub(crate) fn binary_tile(
-    tile: crate::fused::Tile,
+    tile: Tile,
     out: &mut [f32],
-    a: crate::fused::Operand<'_>,
-    b: crate::fused::Operand<'_>,
-    op: crate::__private::Binary,
+    a: Operand<'_>,
+    b: Operand<'_>,
+    op: crate::ops::Binary,
 ) {
     (table().binary_tile)(tile, out, a, b, op);
 }
@@ -197,6 +211,15 @@ pub fn gemm_packed_onto_row_columns(
     gemm_packed_from(x, w, out, Start::Row(row), columns);
 }
 
+impl PackedMatrix {
+    /// Packs `w: [m, k]` for the kernels selected for this process.
+    ///
+    /// Any strides are accepted; packing reads `w` once.
+    pub fn new(w: ArrayView2<'_, f32>) -> PackedMatrix {
+        PackedMatrix::for_gemm(w, &table().gemm)
+    }
+}
+
 /// [`gemm_packed`] with any starting values.
 fn gemm_packed_from(
     x: ArrayView2<'_, f32>,
@@ -213,7 +236,7 @@ fn gemm_packed_from(
         w.cols(),
         out.shape()
     );
-    let gemm = w.kernels().gemm;
+    let gemm = w.gemm().kernel;
     if !rows_are_contiguous(x.view()) {
         let x = x.as_standard_layout();
         debug_assert!(rows_are_contiguous(x.view()));
@@ -239,96 +262,14 @@ fn rows_are_contiguous(view: ArrayView2<'_, f32>) -> bool {
     view.is_empty() || view.ncols() == 1 || view.strides()[1] == 1
 }
 
-/// An elementwise kernel that rewrites a slice in place.
-type SliceKernel = fn(&mut [f32]);
-
-/// An elementwise kernel from one slice into another of the same length.
-type MapKernel = fn(&[f32], &mut [f32]);
-
-/// A binary elementwise operation over a tile (see [`crate::fused`]).
-type BinaryTileKernel = fn(
-    crate::fused::Tile,
-    &mut [f32],
-    crate::fused::Operand<'_>,
-    crate::fused::Operand<'_>,
-    crate::__private::Binary,
-);
-
-/// `out = start + x · wᵀ` with `w` packed for the same table; the rows of `x` and `out` are
-/// contiguous and the shapes agree (checked by [`gemm_packed`]).
-type GemmKernel =
-    fn(ArrayView2<'_, f32>, &PackedMatrix, ArrayViewMut2<'_, f32>, Start<'_>, Columns);
-
-/// One implementation of every dispatched kernel.
-#[derive(Debug, Clone, Copy)]
-struct Kernels {
-    /// What `UNROLL_KERNELS` calls it, and what tests print.
-    name: &'static str,
-    /// Columns per panel of the matrices [`gemm`](Self::gemm) expects.
-    panel_width: usize,
-    gemm: GemmKernel,
-    sigmoid_f32: SliceKernel,
-    tanh_f32: SliceKernel,
-    exp_f32: SliceKernel,
-    relu_f32: SliceKernel,
-    sigmoid_into: MapKernel,
-    tanh_into: MapKernel,
-    exp_into: MapKernel,
-    binary_tile: BinaryTileKernel,
-    /// The blocks fused passes run in ([`run_pass`]).
-    lanes: LaneSet,
-}
-
-/// The blocks of lanes a table runs fused passes in: a generic function
-/// cannot sit in a table, so the table names its instantiation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum LaneSet {
-    /// Blocks of 8 and 4 lanes with the library's activations, compiled for the baseline.
-    Generic,
-    /// Blocks of 16 and 8 lanes (two `ymm`, one) with the approximations, AVX2 + FMA.
-    #[cfg(target_arch = "x86_64")]
-    Avx2,
-    /// Blocks of 32 and 16 lanes (two `zmm`, one) with the approximations, AVX-512F.
-    #[cfg(target_arch = "x86_64")]
-    Avx512,
-}
-
-/// The generic table's activations: the reference formulas and the
-/// standard library, as its slice kernels.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Library;
-
-impl crate::fused::Activations for Library {
-    #[inline(always)]
-    fn sigmoid(x: f32) -> f32 {
-        sigmoid(x)
-    }
-
-    #[inline(always)]
-    fn tanh(x: f32) -> f32 {
-        tanh(x)
-    }
-
-    #[inline(always)]
-    fn exp(x: f32) -> f32 {
-        x.exp()
-    }
-}
-
 /// Runs a fused pass over `rows` rows, columns `columns` of each, with this
-/// table's blocks of lanes (see [`crate::fused::run_pass`]).
-pub(crate) fn run_pass<P: crate::fused::Pass>(pass: &mut P, rows: usize, columns: Range<usize>) {
+/// table's blocks of lanes (see [`frame::run_rows`]).
+pub(crate) fn run_pass<P: Pass>(pass: &mut P, rows: usize, columns: Range<usize>) {
     run_pass_on(table(), pass, rows, columns);
 }
 
 /// [`run_pass`] with the blocks of `kernels`.
-fn run_pass_on<P: crate::fused::Pass>(
-    kernels: &Kernels,
-    pass: &mut P,
-    rows: usize,
-    columns: Range<usize>,
-) {
-    use crate::fused::{run_rows, Block};
+fn run_pass_on<P: Pass>(kernels: &Kernels, pass: &mut P, rows: usize, columns: Range<usize>) {
     match kernels.lanes {
         LaneSet::Generic => run_rows::<P, Block<8, Library>, Block<4, Library>, Block<1, Library>>(
             pass, rows, columns,
@@ -343,8 +284,11 @@ fn run_pass_on<P: crate::fused::Pass>(
 /// The portable implementations: the starting point of every table.
 static GENERIC: Kernels = Kernels {
     name: "generic",
-    panel_width: generic::GENERIC_PANEL,
-    gemm: generic::gemm_generic,
+    gemm: Gemm {
+        name: "generic",
+        panel_width: generic::GENERIC_PANEL,
+        kernel: generic::gemm_generic,
+    },
     sigmoid_f32: generic::sigmoid_f32_generic,
     tanh_f32: generic::tanh_f32_generic,
     exp_f32: generic::exp_f32_generic,
@@ -352,7 +296,7 @@ static GENERIC: Kernels = Kernels {
     sigmoid_into: generic::sigmoid_into_generic,
     tanh_into: generic::tanh_into_generic,
     exp_into: generic::exp_into_generic,
-    binary_tile: crate::fused::binary_tile_portable,
+    binary_tile: binary_tile_portable,
     lanes: LaneSet::Generic,
 };
 

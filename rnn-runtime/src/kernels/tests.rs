@@ -13,12 +13,14 @@ use proptest::collection::vec;
 use proptest::prelude::*;
 
 use super::gemm::PackedMatrix;
+use super::types::{Kernels, MapKernel, SliceKernel};
 use super::{
     approx, available, gemm_packed, gemm_packed_columns, gemm_packed_onto_row,
-    gemm_packed_onto_row_columns, generic, select, table, Columns, Kernels, MapKernel, SliceKernel,
-    GENERIC,
+    gemm_packed_onto_row_columns, select, table, Columns, GENERIC,
 };
 use crate::init::SplitMix64;
+
+mod tiles;
 
 /// The largest absolute difference allowed between a table's sigmoid, tanh or relu and the scalar
 /// reference. Their outputs are in [-1, 1], so this is about 8 units in the last place near 1;
@@ -92,9 +94,13 @@ fn implementations() -> Vec<&'static Kernels> {
 type Activation = (&'static str, fn(&Kernels) -> SliceKernel, fn(f32) -> f32);
 
 const ACTIVATIONS: [Activation; 4] = [
-    ("sigmoid", |kernels| kernels.sigmoid_f32, generic::sigmoid),
-    ("tanh", |kernels| kernels.tanh_f32, generic::tanh),
-    ("relu", |kernels| kernels.relu_f32, generic::relu),
+    (
+        "sigmoid",
+        |kernels| kernels.sigmoid_f32,
+        crate::ops::sigmoid,
+    ),
+    ("tanh", |kernels| kernels.tanh_f32, crate::ops::tanh),
+    ("relu", |kernels| kernels.relu_f32, crate::ops::relu),
     ("exp", |kernels| kernels.exp_f32, f32::exp),
 ];
 
@@ -473,7 +479,7 @@ fn product_with(
     init: &Array2<f32>,
     accumulate: bool,
 ) -> Array2<f32> {
-    let packed = PackedMatrix::for_kernels(w, kernels);
+    let packed = PackedMatrix::for_gemm(w, &kernels.gemm);
     let mut out = init.clone();
     gemm_packed(x, &packed, out.view_mut(), accumulate);
     out
@@ -535,7 +541,7 @@ fn a_split_product_computes_its_columns_exactly_and_leaves_the_others() {
                 let bias = random_matrix(1, m, seed + 3);
                 let bias = bias.as_slice().expect("contiguous");
                 for &kernels in &implementations() {
-                    let packed = PackedMatrix::for_kernels(w.view(), kernels);
+                    let packed = PackedMatrix::for_gemm(w.view(), &kernels.gemm);
                     for start in 0..3 {
                         let (mut whole, mut part) = (init.clone(), init.clone());
                         // On the last run `out`'s columns are strided (copied around the kernel).
@@ -656,7 +662,7 @@ fn gemm_onto_a_row_equals_filling_the_row_then_accumulating() {
         let filled = Array2::from_shape_fn((n, m), |(_, c)| row[c]);
         for kernels in implementations() {
             let expected = product_with(kernels, x.view(), w.view(), &filled, true);
-            let packed = PackedMatrix::for_kernels(w.view(), kernels);
+            let packed = PackedMatrix::for_gemm(w.view(), &kernels.gemm);
             let mut out = Array2::from_elem((n, m), f32::NAN);
             gemm_packed_onto_row(
                 x.view(),
@@ -681,7 +687,7 @@ fn gemm_accepts_strided_views_with_identical_results() {
     let w = random_matrix(m, k, 7);
     let init = random_matrix(n, m, 8);
     for kernels in implementations() {
-        let packed = PackedMatrix::for_kernels(w.view(), kernels);
+        let packed = PackedMatrix::for_gemm(w.view(), &kernels.gemm);
         for accumulate in [false, true] {
             let expected = product_with(kernels, x.view(), w.view(), &init, accumulate);
             let bits = expected.map(|v| v.to_bits());
@@ -743,7 +749,7 @@ proptest! {
         let from = cut.0 % n;
         let to = from + 1 + cut.1 % (n - from);
         for kernels in implementations() {
-            let packed = PackedMatrix::for_kernels(w.view(), kernels);
+            let packed = PackedMatrix::for_gemm(w.view(), &kernels.gemm);
             let mut batch = init.clone();
             gemm_packed(x.view(), &packed, batch.view_mut(), accumulate);
             for row in 0..n {
@@ -774,7 +780,7 @@ fn packed_matrix_accessors_clone_and_threads() {
     let x = random_matrix(5, 13, 12);
     let init = Array2::zeros((5, 70));
     for kernels in implementations() {
-        let packed = PackedMatrix::for_kernels(w.view(), kernels);
+        let packed = PackedMatrix::for_gemm(w.view(), &kernels.gemm);
         assert_eq!((packed.rows(), packed.cols()), (70, 13));
         let debug = format!("{packed:?}");
         assert!(debug.contains(kernels.name), "{debug}");
@@ -790,7 +796,7 @@ fn packed_matrix_accessors_clone_and_threads() {
         // Packing reads any strides: a transposed copy packs to the same products.
         let w_t = w.t().to_owned();
         let from_strided = {
-            let packed = PackedMatrix::for_kernels(w_t.t(), kernels);
+            let packed = PackedMatrix::for_gemm(w_t.t(), &kernels.gemm);
             let mut out = init.clone();
             gemm_packed(x.view(), &packed, out.view_mut(), false);
             out
@@ -805,7 +811,7 @@ fn packed_matrix_accessors_clone_and_threads() {
 #[test]
 fn public_packing_uses_the_selected_table() {
     let packed = PackedMatrix::new(random_matrix(3, 2, 13).view());
-    assert!(std::ptr::eq(packed.kernels(), table()));
+    assert!(std::ptr::eq(packed.gemm(), &table().gemm));
 }
 
 #[test]
@@ -829,182 +835,12 @@ fn environment_variable_selects_the_table() {
     assert!(std::ptr::eq(select(Some(" generic ")), &GENERIC));
     for &kernels in &found {
         assert!(std::ptr::eq(select(Some(kernels.name)), kernels));
+        assert_eq!(
+            kernels.gemm.name, kernels.name,
+            "a table's product names it"
+        );
     }
     for name in missing {
         assert!(std::ptr::eq(select(Some(name)), &GENERIC));
-    }
-}
-
-#[test]
-fn binary_tiles_are_exact_on_every_table() {
-    use crate::__private::Binary;
-    use crate::fused::{Operand, Tile};
-    // Odd widths and strides exercise the vector loops' tails.
-    let (rows, width, stride) = (3, 37, 41);
-    let a = random_matrix(rows, stride, 11);
-    let b = random_matrix(1, width, 12);
-    let (a, b) = (
-        a.as_slice().expect("standard"),
-        b.as_slice().expect("standard"),
-    );
-    type Reference = fn(f32, f32) -> f32;
-    let ops: [(Binary, Reference); 7] = [
-        (Binary::Add, |x, y| x + y),
-        (Binary::Sub, |x, y| x - y),
-        (Binary::Mul, |x, y| x * y),
-        (Binary::Div, |x, y| x / y),
-        (Binary::Min, f32::min),
-        (Binary::Max, f32::max),
-        (Binary::SoftThreshold, generic::soft_threshold),
-    ];
-    for kernels in implementations() {
-        for (op, reference) in ops {
-            let mut out = vec![f32::NAN; rows * width];
-            let tile = Tile {
-                rows,
-                width,
-                out_stride: width,
-            };
-            let a_rows = Operand::Rows { data: a, stride };
-            let b_row = Operand::Rows { data: b, stride: 0 };
-            (kernels.binary_tile)(tile, &mut out, a_rows, b_row, op);
-            for i in 0..rows {
-                for j in 0..width {
-                    let expected = reference(a[i * stride + j], b[j]);
-                    assert_eq!(
-                        out[i * width + j].to_bits(),
-                        expected.to_bits(),
-                        "{op:?} at ({i}, {j}) with {}",
-                        kernels.name
-                    );
-                }
-            }
-            (kernels.binary_tile)(tile, &mut out, Operand::Value(0.5), a_rows, op);
-            assert_eq!(
-                out[width + 1].to_bits(),
-                reference(0.5, a[stride + 1]).to_bits()
-            );
-        }
-    }
-}
-
-/// A fused pass computing every lane operation of a row block: plane `k` of `out` gets the
-/// `k`-th operation of `a` (and `b`).
-struct EveryOperation<'a> {
-    a: &'a [f32],
-    b: &'a [f32],
-    out: &'a mut [f32],
-    rows: usize,
-    width: usize,
-}
-
-/// The unary operations a pass can run, in the planes' order.
-const PASS_UNARIES: [crate::__private::Unary; 10] = {
-    use crate::__private::Unary::*;
-    [
-        Neg, Sigmoid, Tanh, Relu, Exp, Log, Abs, Sign, Sqrt, Softplus,
-    ]
-};
-
-/// The binary operations a pass can run, in the planes' order (after the unary ones).
-const PASS_BINARIES: [crate::__private::Binary; 7] = {
-    use crate::__private::Binary::*;
-    [Add, Sub, Mul, Div, Min, Max, SoftThreshold]
-};
-
-impl crate::fused::Pass for EveryOperation<'_> {
-    fn lanes<V: crate::fused::Lanes>(&mut self, row: usize, col: usize) {
-        let at = row * self.width + col;
-        let plane = self.rows * self.width;
-        let (a, b) = (V::load(&self.a[at..]), V::load(&self.b[at..]));
-        let mut k = 0;
-        for op in PASS_UNARIES {
-            a.unary(op).store(&mut self.out[k * plane + at..]);
-            k += 1;
-        }
-        for op in PASS_BINARIES {
-            a.binary(b, op).store(&mut self.out[k * plane + at..]);
-            k += 1;
-        }
-        // A per-row value broadcast, and a clip between a value and a row.
-        let lo = V::splat(self.b[row * self.width]);
-        a.clip(lo, V::splat(0.75))
-            .store(&mut self.out[k * plane + at..]);
-    }
-}
-
-#[test]
-fn fused_passes_equal_the_tile_operations_on_every_table() {
-    use crate::__private::{sign, softplus, Unary};
-    use crate::fused::{clip_tile, Operand, Tile};
-    // 61 columns run every block size of every table (AVX-512: 32 + 16 + 13 × 1; AVX2:
-    // 3 × 16 + 8 + 5 × 1; generic: 7 × 8 + 4 + 1), 3 columns only single lanes.
-    for (rows, width) in [(3, 61), (2, 3)] {
-        let mut a = random_matrix(rows, width, 21).into_raw_vec_and_offset().0;
-        let b = random_matrix(rows, width, 22).into_raw_vec_and_offset().0;
-        for (slot, edge) in a.iter_mut().zip(EDGE_INPUTS) {
-            *slot = edge;
-        }
-        let plane = rows * width;
-        let planes = PASS_UNARIES.len() + PASS_BINARIES.len() + 1;
-        for kernels in implementations() {
-            let mut out = vec![f32::NAN; planes * plane];
-            let mut pass = EveryOperation {
-                a: &a,
-                b: &b,
-                out: &mut out,
-                rows,
-                width,
-            };
-            super::run_pass_on(kernels, &mut pass, rows, 0..width);
-            // The table's tile operations and slice kernels, plane by plane.
-            let mut expected = Vec::with_capacity(planes * plane);
-            for op in PASS_UNARIES {
-                let mut values = a.clone();
-                match op {
-                    Unary::Sigmoid => (kernels.sigmoid_f32)(&mut values),
-                    Unary::Tanh => (kernels.tanh_f32)(&mut values),
-                    Unary::Exp => (kernels.exp_f32)(&mut values),
-                    Unary::Relu => (kernels.relu_f32)(&mut values),
-                    Unary::Neg => values.iter_mut().for_each(|v| *v = -*v),
-                    Unary::Log => values.iter_mut().for_each(|v| *v = v.ln()),
-                    Unary::Abs => values.iter_mut().for_each(|v| *v = v.abs()),
-                    Unary::Sign => values.iter_mut().for_each(|v| *v = sign(*v)),
-                    Unary::Sqrt => values.iter_mut().for_each(|v| *v = v.sqrt()),
-                    Unary::Softplus => values.iter_mut().for_each(|v| *v = softplus(*v)),
-                }
-                expected.extend(values);
-            }
-            let tile = Tile {
-                rows,
-                width,
-                out_stride: width,
-            };
-            let rows_of = |data| Operand::Rows {
-                data,
-                stride: width,
-            };
-            for op in PASS_BINARIES {
-                let mut values = vec![0.0; plane];
-                (kernels.binary_tile)(tile, &mut values, rows_of(&a), rows_of(&b), op);
-                expected.extend(values);
-            }
-            let mut values = vec![0.0; plane];
-            let lo = Operand::PerRow {
-                data: &b,
-                stride: width,
-            };
-            clip_tile(tile, &mut values, rows_of(&a), lo, Operand::Value(0.75));
-            expected.extend(values);
-            for (k, (got, want)) in out.iter().zip(&expected).enumerate() {
-                let (plane_idx, at) = (k / plane, k % plane);
-                assert!(
-                    got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()),
-                    "{} plane {plane_idx} at {at}: pass {got}, tiles {want} (input {})",
-                    kernels.name,
-                    a[at]
-                );
-            }
-        }
     }
 }

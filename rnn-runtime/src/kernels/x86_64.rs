@@ -27,10 +27,11 @@ use std::ops::Range;
 
 use ndarray::{ArrayView2, ArrayViewMut2};
 
-use super::gemm::{gemm_rows, Columns, Fused, PackedMatrix, Start};
-use super::{approx, generic, Kernels, LaneSet};
-use crate::__private::Binary;
-use crate::fused::{binary_tile_portable, run_rows, Activations, Block, Operand, Pass, Tile};
+use super::frame::{binary_tile_portable, run_rows, Activations, Block, Operand, Pass, Tile};
+use super::gemm::{gemm_rows, Columns, Fused, Gemm, PackedMatrix, Start};
+use super::types::{Kernels, LaneSet};
+use super::{approx, generic};
+use crate::ops::Binary;
 
 /// Columns per panel (and per register tile) of the AVX2 table: two `ymm` vectors.
 const AVX2_PANEL: usize = 16;
@@ -44,8 +45,11 @@ const AVX512_TILE_ROWS: usize = 6;
 /// The AVX2 + FMA table.
 static AVX2: Kernels = Kernels {
     name: "avx2",
-    panel_width: AVX2_PANEL,
-    gemm: gemm_avx2,
+    gemm: Gemm {
+        name: "avx2",
+        panel_width: AVX2_PANEL,
+        kernel: gemm_avx2,
+    },
     sigmoid_f32: sigmoid_avx2,
     tanh_f32: tanh_avx2,
     exp_f32: exp_avx2,
@@ -60,8 +64,11 @@ static AVX2: Kernels = Kernels {
 /// The AVX-512F table.
 static AVX512: Kernels = Kernels {
     name: "avx512",
-    panel_width: AVX512_PANEL,
-    gemm: gemm_avx512,
+    gemm: Gemm {
+        name: "avx512",
+        panel_width: AVX512_PANEL,
+        kernel: gemm_avx512,
+    },
     sigmoid_f32: sigmoid_avx512,
     tanh_f32: tanh_avx512,
     exp_f32: exp_avx512,

@@ -1,0 +1,181 @@
+//! Elementwise operations on ndarray views with broadcasting operands
+//! ([`Arg`]), the parameter-only values generated code computes once, and
+//! small matrix helpers.
+//!
+//! The operation is a value ([`Unary`], [`Binary`]), not a closure, so
+//! generated code instantiates nothing: each operation's loop is compiled
+//! once, here.
+
+use ndarray::{Array1, Array2, ArrayView1, ArrayView2, ArrayViewMut2, Axis, Zip};
+
+use crate::kernels::{exp_slice, matmul_bt, sigmoid_slice, tanh_slice};
+use crate::ops::{specialise_binary, specialise_unary, Binary, Unary};
+
+/// An operand of an elementwise kernel.
+#[derive(Debug, Clone)]
+pub enum Arg<'a> {
+    /// The output's own shape.
+    Full(ArrayView2<'a, f32>),
+    /// One row for every row of the output (a parameter vector); a row of
+    /// length 1 stands for every element.
+    Row(ArrayView1<'a, f32>),
+    /// One value per row of the output, for every column.
+    Col(ArrayView1<'a, f32>),
+    /// One value for every element.
+    Scalar(f32),
+}
+
+/// The operand as a 2-D view that broadcasts to the output: `[n, c]`,
+/// `[1, c]`, `[n, 1]` or `[1, 1]` (`scalar` holds a scalar's value).
+fn as_2d<'s>(arg: &'s Arg<'_>, scalar: &'s [f32; 1]) -> ArrayView2<'s, f32> {
+    match arg {
+        Arg::Full(view) => view.view(),
+        Arg::Row(row) => row.view().insert_axis(Axis(0)),
+        Arg::Col(col) => col.view().insert_axis(Axis(1)),
+        Arg::Scalar(_) => ArrayView2::from_shape((1, 1), &scalar[..]).expect("one element"),
+    }
+}
+
+fn scalar_of(arg: &Arg<'_>) -> [f32; 1] {
+    match arg {
+        Arg::Scalar(value) => [*value],
+        _ => [0.0],
+    }
+}
+
+/// `out = f(a)` elementwise.
+pub fn map1(out: ArrayViewMut2<'_, f32>, a: Arg<'_>, f: impl Fn(f32) -> f32) {
+    let sa = scalar_of(&a);
+    Zip::from(out)
+        .and_broadcast(as_2d(&a, &sa))
+        .for_each(|o, &a| *o = f(a));
+}
+
+/// `out = f(a, b)` elementwise.
+pub fn map2(out: ArrayViewMut2<'_, f32>, a: Arg<'_>, b: Arg<'_>, f: impl Fn(f32, f32) -> f32) {
+    let (sa, sb) = (scalar_of(&a), scalar_of(&b));
+    Zip::from(out)
+        .and_broadcast(as_2d(&a, &sa))
+        .and_broadcast(as_2d(&b, &sb))
+        .for_each(|o, &a, &b| *o = f(a, b));
+}
+
+/// `out = f(a, b, c)` elementwise.
+pub fn map3(
+    out: ArrayViewMut2<'_, f32>,
+    a: Arg<'_>,
+    b: Arg<'_>,
+    c: Arg<'_>,
+    f: impl Fn(f32, f32, f32) -> f32,
+) {
+    let (sa, sb, sc) = (scalar_of(&a), scalar_of(&b), scalar_of(&c));
+    Zip::from(out)
+        .and_broadcast(as_2d(&a, &sa))
+        .and_broadcast(as_2d(&b, &sb))
+        .and_broadcast(as_2d(&c, &sc))
+        .for_each(|o, &a, &b, &c| *o = f(a, b, c));
+}
+
+/// `out = op(a)` elementwise. The operation is a value, not a closure, so
+/// generated code instantiates nothing: each operation's loop is compiled
+/// once, here.
+pub fn unary(mut out: ArrayViewMut2<'_, f32>, a: Arg<'_>, op: Unary) {
+    // The transcendental functions have vectorised slice kernels: copy the
+    // operand, then run the kernel over each (contiguous) row.
+    let slice_kernel: Option<fn(&mut [f32])> = match op {
+        Unary::Sigmoid => Some(sigmoid_slice),
+        Unary::Tanh => Some(tanh_slice),
+        Unary::Exp => Some(exp_slice),
+        _ => None,
+    };
+    if let Some(kernel) = slice_kernel {
+        map1(out.view_mut(), a, |a| a);
+        for mut row in out.rows_mut() {
+            match row.as_slice_mut() {
+                Some(values) => kernel(values),
+                None => row.mapv_inplace(|a| op.apply(a)),
+            }
+        }
+        return;
+    }
+    specialise_unary!(op, |f| map1(out, a, f));
+}
+
+/// `out = op(a, b)` elementwise; see [`unary`].
+pub fn binary(out: ArrayViewMut2<'_, f32>, a: Arg<'_>, b: Arg<'_>, op: Binary) {
+    specialise_binary!(op, |f| map2(out, a, b, f));
+}
+
+/// `out = min(max(a, lo), hi)` elementwise.
+pub fn clip(out: ArrayViewMut2<'_, f32>, a: Arg<'_>, lo: Arg<'_>, hi: Arg<'_>) {
+    map3(out, a, lo, hi, |a, lo, hi| a.max(lo).min(hi));
+}
+
+/// A parameter-only value `op(a)` of shape `[rows, cols]`, computed once.
+pub fn const_unary(rows: usize, cols: usize, a: Arg<'_>, op: Unary) -> Array2<f32> {
+    let mut out = Array2::zeros((rows, cols));
+    unary(out.view_mut(), a, op);
+    out
+}
+
+/// A parameter-only value `op(a, b)`, computed once.
+pub fn const_binary(rows: usize, cols: usize, a: Arg<'_>, b: Arg<'_>, op: Binary) -> Array2<f32> {
+    let mut out = Array2::zeros((rows, cols));
+    binary(out.view_mut(), a, b, op);
+    out
+}
+
+/// A parameter-only value `clip(a, lo, hi)`, computed once.
+pub fn const_clip(rows: usize, cols: usize, a: Arg<'_>, lo: Arg<'_>, hi: Arg<'_>) -> Array2<f32> {
+    let mut out = Array2::zeros((rows, cols));
+    clip(out.view_mut(), a, lo, hi);
+    out
+}
+
+/// The only row of a `[1, n]` matrix, as a vector.
+pub fn into_vector(matrix: Array2<f32>) -> Array1<f32> {
+    matrix.row(0).to_owned()
+}
+
+/// `matrix @ vector` of parameters, computed once.
+pub fn matvec(matrix: ArrayView2<'_, f32>, vector: ArrayView1<'_, f32>) -> Array1<f32> {
+    let mut out = Array2::zeros((1, matrix.nrows()));
+    matmul_bt(vector.insert_axis(Axis(0)), matrix, out.view_mut(), false);
+    out.row(0).to_owned()
+}
+
+/// A transposed copy in standard layout.
+pub fn transpose(matrix: ArrayView2<'_, f32>) -> Array2<f32> {
+    matrix.t().as_standard_layout().into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn maps_broadcast_rows_columns_and_scalars() {
+        let mut out = Array2::zeros((2, 3));
+        let full = Array2::from_shape_fn((2, 3), |(r, c)| (r * 3 + c) as f32);
+        let row = Array1::from(vec![10.0, 20.0, 30.0]);
+        let col = Array1::from(vec![100.0, 200.0]);
+        map3(
+            out.view_mut(),
+            Arg::Full(full.view()),
+            Arg::Row(row.view()),
+            Arg::Col(col.view()),
+            |a, b, c| a + b + c,
+        );
+        assert_eq!(out[(1, 2)], 5.0 + 30.0 + 200.0);
+        map2(
+            out.view_mut(),
+            Arg::Full(full.view()),
+            Arg::Scalar(2.0),
+            |a, b| a * b,
+        );
+        assert_eq!(out[(1, 1)], 8.0);
+        let one = Array1::from(vec![3.0]);
+        map1(out.view_mut(), Arg::Row(one.view()), |a| -a);
+        assert_eq!(out[(0, 0)], -3.0);
+    }
+}

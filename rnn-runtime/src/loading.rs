@@ -1,0 +1,223 @@
+//! Loading what generated code reads: parameters from the weights by
+//! name, inputs, lengths and initial states from the inputs, each checked
+//! against the shape the network expects; and the row copies that set up
+//! its buffers.
+
+use ndarray::{s, Array1, Array2, Array3, ArrayView2, ArrayView3, ArrayViewMut2, Ix1, Ix2};
+
+use crate::error::RnnError;
+use crate::packing::copy_row;
+use crate::tensor::TensorMap;
+
+/// Loads a vector parameter by its first name in `names` that exists (the
+/// PyTorch name first, then a plain one).
+///
+/// # Errors
+///
+/// The tensor is missing, not float, or not of length `len`.
+pub fn load1(weights: &TensorMap, names: &[&str], len: usize) -> Result<Array1<f32>, RnnError> {
+    let name = pick(weights, names);
+    let array = weights.f32_shaped(name, &[len])?;
+    Ok(array.into_dimensionality::<Ix1>().expect("shape checked"))
+}
+
+/// Loads a matrix parameter; see [`load1`].
+///
+/// # Errors
+///
+/// The tensor is missing, not float, or not `[rows, cols]`.
+pub fn load2(
+    weights: &TensorMap,
+    names: &[&str],
+    rows: usize,
+    cols: usize,
+) -> Result<Array2<f32>, RnnError> {
+    let name = pick(weights, names);
+    let array = weights.f32_shaped(name, &[rows, cols])?;
+    Ok(array.into_dimensionality::<Ix2>().expect("shape checked"))
+}
+
+fn pick<'a>(weights: &TensorMap, names: &[&'a str]) -> &'a str {
+    names
+        .iter()
+        .copied()
+        .find(|name| weights.contains(name))
+        .unwrap_or(names[0])
+}
+
+/// Checks a run-time tensor's shape; `None` in `expected` matches any size
+/// (and is reported as the size found).
+///
+/// # Errors
+///
+/// [`RnnError::ShapeMismatch`] naming `tensor` and both shapes.
+pub fn check_shape(
+    tensor: &str,
+    found: &[usize],
+    expected: &[Option<usize>],
+) -> Result<(), RnnError> {
+    let matches = found.len() == expected.len()
+        && found
+            .iter()
+            .zip(expected)
+            .all(|(found, expected)| expected.is_none_or(|expected| expected == *found));
+    if matches {
+        return Ok(());
+    }
+    Err(RnnError::ShapeMismatch {
+        tensor: tensor.to_owned(),
+        expected: expected
+            .iter()
+            .enumerate()
+            .map(|(idx, size)| size.unwrap_or_else(|| found.get(idx).copied().unwrap_or(0)))
+            .collect(),
+        found: found.to_vec(),
+    })
+}
+
+/// `target = source`, both `[n, w]`: rows copied as slices when they are
+/// contiguous (always, for the buffers generated code passes).
+///
+/// # Panics
+///
+/// If the shapes differ (generated code passes matching views).
+pub fn copy_rows(mut target: ArrayViewMut2<'_, f32>, source: ArrayView2<'_, f32>) {
+    assert_eq!(target.dim(), source.dim(), "copy_rows: shapes differ");
+    if let (Some(target), Some(source)) = (target.as_slice_mut(), source.as_slice()) {
+        target.copy_from_slice(source);
+        return;
+    }
+    for (target, source) in target.rows_mut().into_iter().zip(source.rows()) {
+        copy_row(target, source);
+    }
+}
+
+/// Every row of `target` set to `row`.
+///
+/// # Panics
+///
+/// If `row` is not as long as a row of `target`.
+pub fn fill_rows(mut target: ArrayViewMut2<'_, f32>, row: &ndarray::ArrayRef1<f32>) {
+    assert_eq!(target.ncols(), row.len(), "fill_rows: row length differs");
+    for target in target.rows_mut() {
+        copy_row(target, row.view());
+    }
+}
+
+/// A float input `[B, T, n]` by name, borrowed (not copied).
+///
+/// # Errors
+///
+/// Missing, not float, or of another rank.
+pub fn input3<'a>(inputs: &'a TensorMap, name: &str) -> Result<ArrayView3<'a, f32>, RnnError> {
+    let array = inputs.f32_ref(name)?;
+    let shape = array.shape().to_vec();
+    array
+        .view()
+        .into_dimensionality::<ndarray::Ix3>()
+        .map_err(|_| RnnError::ShapeMismatch {
+            tensor: name.to_owned(),
+            expected: vec![
+                shape.first().copied().unwrap_or(0),
+                shape.get(1).copied().unwrap_or(0),
+                shape.last().copied().unwrap_or(0),
+            ],
+            found: shape,
+        })
+}
+
+/// A float context `[B, n]` by name, borrowed (not copied).
+///
+/// # Errors
+///
+/// Missing, not float, or not of rank 2.
+pub fn input2<'a>(inputs: &'a TensorMap, name: &str) -> Result<ArrayView2<'a, f32>, RnnError> {
+    let array = inputs.f32_ref(name)?;
+    let shape = array.shape().to_vec();
+    array
+        .view()
+        .into_dimensionality::<Ix2>()
+        .map_err(|_| RnnError::ShapeMismatch {
+            tensor: name.to_owned(),
+            expected: vec![
+                shape.first().copied().unwrap_or(0),
+                shape.last().copied().unwrap_or(0),
+            ],
+            found: shape,
+        })
+}
+
+/// `seq_len` if present.
+///
+/// # Errors
+///
+/// See [`TensorMap::lengths`].
+pub fn optional_lengths(
+    inputs: &TensorMap,
+    batch: usize,
+    steps: usize,
+) -> Result<Option<Vec<usize>>, RnnError> {
+    if inputs.contains("seq_len") {
+        inputs.lengths("seq_len", batch, steps).map(Some)
+    } else {
+        Ok(None)
+    }
+}
+
+/// The `steps` count of a network without per-step input.
+///
+/// # Errors
+///
+/// Missing or not a single non-negative whole number.
+pub fn steps(inputs: &TensorMap) -> Result<usize, RnnError> {
+    Ok(inputs.lengths("steps", 1, usize::MAX)?[0])
+}
+
+/// An initial state tensor `[rows, B, size]` by name, or zeros.
+///
+/// # Errors
+///
+/// Present but not float or misshaped.
+pub fn state_or_zeros(
+    inputs: &TensorMap,
+    name: &str,
+    rows: usize,
+    batch: usize,
+    size: usize,
+) -> Result<Array3<f32>, RnnError> {
+    if !inputs.contains(name) {
+        return Ok(Array3::zeros((rows, batch, size)));
+    }
+    let array = inputs.f32_shaped(name, &[rows, batch, size])?;
+    Ok(array
+        .into_dimensionality::<ndarray::Ix3>()
+        .expect("shape checked"))
+}
+
+/// Row `row` of an initial state `[L*D, B, H]`, or zeros.
+pub fn initial_rows(
+    state: Option<&Array3<f32>>,
+    row: usize,
+    batch: usize,
+    size: usize,
+) -> Array2<f32> {
+    match state {
+        Some(state) => state.slice(s![row, .., ..]).to_owned(),
+        None => Array2::zeros((batch, size)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn check_shape_reports_both_shapes() {
+        let error = check_shape("x", &[2, 5, 7], &[None, None, Some(8)]).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "tensor `x`: expected shape [2, 5, 8], found [2, 5, 7]"
+        );
+        assert!(check_shape("x", &[2, 5, 8], &[None, None, Some(8)]).is_ok());
+    }
+}
