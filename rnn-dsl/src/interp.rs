@@ -15,9 +15,10 @@ use ndarray::{s, Array2, Array3, ArrayD, ArrayView2, Axis, Ix2, Ix3};
 use rnn_runtime::kernels;
 use rnn_runtime::{RnnError, TensorMap};
 
-use crate::check::{Func, InputSource, UnrollMode};
+use crate::check::{InputSource, UnrollMode};
 use crate::ir::{Dep, Layer, Network, Op, Shape, Step};
 use crate::names;
+use crate::ops::Elementwise;
 
 /// The most values one output or state tensor may hold (4 GiB of `f32`).
 pub const MAX_FLOATS: usize = 1 << 30;
@@ -466,10 +467,10 @@ fn eval_node(
             Shape::Vector(len) => Val::Rows(Array2::from_elem((1, len), *value)),
             _ => Val::Scalar(*value),
         },
-        Op::Unary(func, a) => elementwise(&[get(*a)], |args| apply(*func, args)),
-        Op::Binary(func, a, b) => elementwise(&[get(*a), get(*b)], |args| apply(*func, args)),
+        Op::Unary(op, a) => elementwise(&[get(*a)], |args| op.apply(args[0])),
+        Op::Binary(op, a, b) => elementwise(&[get(*a), get(*b)], |args| op.apply(args[0], args[1])),
         Op::Clip(a, lo, hi) => elementwise(&[get(*a), get(*lo), get(*hi)], |args| {
-            apply(Func::Clip, args)
+            Elementwise::Clip.apply(args)
         }),
         Op::MatVec(matrix, vector) => {
             let Val::Matrix(matrix) = get(*matrix) else {
@@ -539,8 +540,4 @@ fn elementwise(operands: &[&Val], func: impl Fn(&[f32]) -> f32) -> Val {
     } else {
         Val::Rows(out)
     }
-}
-
-fn apply(func: Func, args: &[f32]) -> f32 {
-    crate::ir::fold(func, args)
 }

@@ -34,6 +34,7 @@ pub mod interp;
 pub mod ir;
 pub mod lower;
 pub mod names;
+pub mod ops;
 pub mod parse;
 pub mod source;
 pub mod weights;

@@ -20,6 +20,7 @@ use std::sync::OnceLock;
 use crate::ast;
 pub(crate) use crate::diag::suggest;
 use crate::diag::Diagnostics;
+use crate::ops::{Elementwise, Unary};
 use crate::parse;
 use crate::source::{SourceFile, Span};
 
@@ -316,9 +317,9 @@ pub enum TKind {
     /// A numeric constant.
     Const(usize),
     /// `f(a)`.
-    Unary(Func, Box<TExpr>),
+    Unary(Unary, Box<TExpr>),
     /// `f(a, b, ...)` elementwise with broadcasting (operators too).
-    Call(Func, Vec<TExpr>),
+    Call(Elementwise, Vec<TExpr>),
     /// `matrix @ vector`.
     MatVec(Box<TExpr>, Box<TExpr>),
     /// `matrix^T`.
@@ -329,76 +330,6 @@ pub enum TKind {
     Row(Box<TExpr>, SymDim),
     /// Chosen by a flag when the cell is instantiated.
     If(usize, Box<TExpr>, Box<TExpr>),
-}
-
-/// Elementwise functions and operators.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Func {
-    /// `-a`
-    Neg,
-    /// `a + b`
-    Add,
-    /// `a - b`
-    Sub,
-    /// `a * b`
-    Mul,
-    /// `a / b`
-    Div,
-    /// logistic sigmoid
-    Sigmoid,
-    /// hyperbolic tangent
-    Tanh,
-    /// `max(a, 0)`
-    Relu,
-    /// `e^a`
-    Exp,
-    /// natural logarithm
-    Log,
-    /// `|a|`
-    Abs,
-    /// -1, 0 or 1
-    Sign,
-    /// square root
-    Sqrt,
-    /// `log(1 + e^a)`
-    Softplus,
-    /// smaller of two
-    Min,
-    /// larger of two
-    Max,
-    /// `sign(v) * max(|v| - t, 0)`
-    SoftThreshold,
-    /// `min(max(a, lo), hi)`
-    Clip,
-    /// matrix transpose (not elementwise; only typed here)
-    Transpose,
-}
-
-impl Func {
-    /// The name as written in the language (operators as their symbol).
-    pub fn name(self) -> &'static str {
-        match self {
-            Func::Neg => "-",
-            Func::Add => "+",
-            Func::Sub => "-",
-            Func::Mul => "*",
-            Func::Div => "/",
-            Func::Sigmoid => "sigmoid",
-            Func::Tanh => "tanh",
-            Func::Relu => "relu",
-            Func::Exp => "exp",
-            Func::Log => "log",
-            Func::Abs => "abs",
-            Func::Sign => "sign",
-            Func::Sqrt => "sqrt",
-            Func::Softplus => "softplus",
-            Func::Min => "min",
-            Func::Max => "max",
-            Func::SoftThreshold => "soft_threshold",
-            Func::Clip => "clip",
-            Func::Transpose => "transpose",
-        }
-    }
 }
 
 /// A size condition that can only be decided once sizes are known.

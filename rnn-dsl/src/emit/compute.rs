@@ -8,7 +8,6 @@ use super::idents::{
     usize_lit, weight_field,
 };
 use super::{Cx, Share};
-use crate::check::Func;
 use crate::ir::{self, Op, Shape, ValueId};
 use crate::lower::{self, LayerPlan, Place, Work};
 
@@ -66,35 +65,12 @@ impl Cx<'_> {
     ) -> (Ident, Option<TokenStream>) {
         let prefix = if at_construction { "const_" } else { "" };
         let (kind, operation) = match op {
-            Op::Unary(func, _) => {
-                let variant = match func {
-                    Func::Neg => "Neg",
-                    Func::Sigmoid => "Sigmoid",
-                    Func::Tanh => "Tanh",
-                    Func::Relu => "Relu",
-                    Func::Exp => "Exp",
-                    Func::Log => "Log",
-                    Func::Abs => "Abs",
-                    Func::Sign => "Sign",
-                    Func::Sqrt => "Sqrt",
-                    Func::Softplus => "Softplus",
-                    other => unreachable!("{other:?} takes two operands"),
-                };
-                let variant = format_ident!("{}", variant);
+            Op::Unary(op, _) => {
+                let variant = format_ident!("{}", op.name());
                 ("unary", Some(quote!(__rnn_rt::Unary::#variant)))
             }
-            Op::Binary(func, _, _) => {
-                let variant = match func {
-                    Func::Add => "Add",
-                    Func::Sub => "Sub",
-                    Func::Mul => "Mul",
-                    Func::Div => "Div",
-                    Func::Min => "Min",
-                    Func::Max => "Max",
-                    Func::SoftThreshold => "SoftThreshold",
-                    other => unreachable!("{other:?} does not take two operands"),
-                };
-                let variant = format_ident!("{}", variant);
+            Op::Binary(op, _, _) => {
+                let variant = format_ident!("{}", op.name());
                 ("binary", Some(quote!(__rnn_rt::Binary::#variant)))
             }
             Op::Clip(..) => ("clip", None),

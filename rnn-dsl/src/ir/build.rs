@@ -4,7 +4,7 @@
 //! Input: a [`check::Model`] in which every size, constant and `if` is
 //! decided. Output: one [`Layer`] per stacked layer, its [`Step`] in the
 //! cell's binding order, every node with its shape and dependence.
-//! Arithmetic on numbers alone becomes one literal ([`fold`]),
+//! Arithmetic on numbers alone becomes one literal ([`Elementwise::apply`]),
 //! `clip(x, -inf, inf)` becomes `x`, and an `if` takes its decided branch.
 //!
 //! After build: the model verifies, but a step may still hold nodes
@@ -12,7 +12,8 @@
 //! and a layer's parameter list names every parameter the cell's bindings
 //! mention. The rewrites that follow ([`crate::ir::build()`]) change that.
 
-use crate::check::{self, Func, InputSource, TExpr, TKind, Value};
+use crate::check::{self, InputSource, TExpr, TKind, Value};
+use crate::ops::{Binary, Elementwise};
 use crate::source::Span;
 
 use super::{
@@ -173,7 +174,7 @@ impl<'a> StepBuilder<'a> {
         let span = node.span;
         let zero_state = self.push(Op::Literal(0.0), Shape::Vector(size), Dep::Const, span);
         self.push(
-            Op::Binary(Func::Add, zero_state, value),
+            Op::Binary(Binary::Add, zero_state, value),
             Shape::Vector(size),
             self.nodes[value.index()].dep,
             span,
@@ -261,7 +262,7 @@ impl<'a> StepBuilder<'a> {
                 let inner = self.expr(inner);
                 if let Some(number) = self.literal(inner) {
                     return self.push(
-                        Op::Literal(fold(*func, &[number])),
+                        Op::Literal(Elementwise::Unary(*func).apply(&[number])),
                         Shape::Scalar,
                         Dep::Const,
                         span,
@@ -271,7 +272,7 @@ impl<'a> StepBuilder<'a> {
                 let (shape, dep) = (node.shape, node.dep);
                 self.push(Op::Unary(*func, inner), shape, dep, span)
             }
-            TKind::Call(Func::Clip, args) => {
+            TKind::Call(Elementwise::Clip, args) => {
                 let ids: Vec<ValueId> = args.iter().map(|arg| self.expr(arg)).collect();
                 // `clip(x, -inf, inf)` (an LSTM without `cell_clip`) is `x`.
                 if self.literal(ids[1]) == Some(f32::NEG_INFINITY)
@@ -289,7 +290,7 @@ impl<'a> StepBuilder<'a> {
                 let literals: Option<Vec<f32>> = ids.iter().map(|id| self.literal(*id)).collect();
                 if let Some(values) = literals {
                     return self.push(
-                        Op::Literal(fold(*func, &values)),
+                        Op::Literal(func.apply(&values)),
                         Shape::Scalar,
                         Dep::Const,
                         span,
@@ -297,10 +298,11 @@ impl<'a> StepBuilder<'a> {
                 }
                 let shape = self.broadcast_shape(&ids);
                 let dep = self.dep_of(&ids);
-                match ids[..] {
-                    [only] => self.push(Op::Unary(*func, only), shape, dep, span),
-                    [lhs, rhs] => self.push(Op::Binary(*func, lhs, rhs), shape, dep, span),
-                    _ => unreachable!("check gives elementwise calls one or two operands"),
+                match (func, &ids[..]) {
+                    (Elementwise::Binary(op), &[lhs, rhs]) => {
+                        self.push(Op::Binary(*op, lhs, rhs), shape, dep, span)
+                    }
+                    _ => unreachable!("check types one-operand calls as unary and clip apart"),
                 }
             }
             TKind::MatVec(matrix, vector) => {
@@ -374,31 +376,5 @@ impl<'a> StepBuilder<'a> {
             }
         }
         shape
-    }
-}
-
-/// Evaluates an elementwise function of numbers, as the kernels would.
-pub fn fold(func: Func, args: &[f32]) -> f32 {
-    let a = args[0];
-    match func {
-        Func::Neg => -a,
-        Func::Add => a + args[1],
-        Func::Sub => a - args[1],
-        Func::Mul => a * args[1],
-        Func::Div => a / args[1],
-        Func::Sigmoid => rnn_runtime::kernels::sigmoid(a),
-        Func::Tanh => rnn_runtime::kernels::tanh(a),
-        Func::Relu => rnn_runtime::kernels::relu(a),
-        Func::Exp => a.exp(),
-        Func::Log => a.ln(),
-        Func::Abs => a.abs(),
-        Func::Sign => rnn_runtime::__private::sign(a),
-        Func::Sqrt => a.sqrt(),
-        Func::Softplus => rnn_runtime::__private::softplus(a),
-        Func::Min => a.min(args[1]),
-        Func::Max => a.max(args[1]),
-        Func::SoftThreshold => rnn_runtime::kernels::soft_threshold(a, args[1]),
-        Func::Clip => a.max(args[1]).min(args[2]),
-        Func::Transpose => unreachable!("transpose is not elementwise"),
     }
 }

@@ -7,7 +7,8 @@
 
 use std::fmt;
 
-use crate::check::{Func, InputSource};
+use crate::check::InputSource;
+use crate::ops::Elementwise;
 
 use super::{Dep, Layer, Model, Network, Op, ParamId, Shape, ValueId};
 
@@ -99,8 +100,10 @@ impl fmt::Display for Layer {
                 Op::State(k) => format!("state {}", self.states[*k].name),
                 Op::Param(param) => format!("{param}"),
                 Op::Literal(value) => format!("{value:?}"),
-                Op::Unary(func, a) => format!("{}({a})", func_word(*func)),
-                Op::Binary(func, a, b) => format!("{}({a}, {b})", func_word(*func)),
+                Op::Unary(op, a) => format!("{}({a})", Elementwise::Unary(*op).word()),
+                Op::Binary(op, a, b) => {
+                    format!("{}({a}, {b})", Elementwise::Binary(*op).word())
+                }
                 Op::Clip(a, b, c) => format!("clip({a}, {b}, {c})"),
                 Op::MatVec(a, b) => format!("matvec({a}, {b})"),
                 Op::Transpose(a) => format!("transpose({a})"),
@@ -122,16 +125,5 @@ impl fmt::Display for Layer {
             updates.join(", "),
             self.step.output
         )
-    }
-}
-
-fn func_word(func: Func) -> &'static str {
-    match func {
-        Func::Neg => "neg",
-        Func::Add => "add",
-        Func::Sub => "sub",
-        Func::Mul => "mul",
-        Func::Div => "div",
-        other => other.name(),
     }
 }

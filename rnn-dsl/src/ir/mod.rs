@@ -19,7 +19,6 @@ mod rewrite;
 mod types;
 mod verify;
 
-pub use self::build::fold;
 pub use self::types::{
     Dep, Input, Layer, LayerInput, Model, Network, Node, Op, Param, ParamId, Shape, State, Step,
     ValueId,

@@ -5,8 +5,9 @@
 //! [`Step::nodes`], [`ParamId`] into [`Layer::params`]): nothing points at
 //! another entity by reference. Their text form is in `display.rs`.
 
-use crate::check::{self, Func, InputSource};
+use crate::check::{self, InputSource};
 use crate::names;
+use crate::ops::{Binary, Unary};
 use crate::source::Span;
 
 /// A value in a [`Step`], printed `v3`.
@@ -219,9 +220,9 @@ pub enum Op {
     /// A number.
     Literal(f32),
     /// An elementwise function of one value.
-    Unary(Func, ValueId),
+    Unary(Unary, ValueId),
     /// An elementwise function of two values.
-    Binary(Func, ValueId, ValueId),
+    Binary(Binary, ValueId, ValueId),
     /// `min(max(value, lo), hi)`.
     Clip(ValueId, ValueId, ValueId),
     /// `matrix @ vector`.

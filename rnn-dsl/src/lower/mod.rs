@@ -322,6 +322,7 @@ pub fn view_root(layer: &ir::Layer, places: &[Place], mut id: ValueId) -> ValueI
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ops::Binary;
     use crate::SourceFile;
 
     #[test]
@@ -402,7 +403,7 @@ mod tests {
         assert!(plan.folded[product.index()]);
         assert!(matches!(
             layer.step.node(out).op,
-            Op::Binary(crate::check::Func::Add, ..)
+            Op::Binary(Binary::Add, ..)
         ));
         // `bias_ih + bias_hh`, added once when the model is built.
         assert_eq!(plan.place(init), Place::Const);
@@ -437,7 +438,7 @@ mod tests {
 
     #[test]
     fn input_only_elementwise_values_move_into_the_step_unless_kept_ahead() {
-        use crate::check::Func;
+        use crate::ops::Unary;
         // `s` is read, through two views, only by the step's elementwise
         // work: it moves into the step, its views with it.
         let (layer, plan) = plan_of(
@@ -445,7 +446,7 @@ mod tests {
              let s = (w @ x + b) * 2; let (a, k) = chunk(s, 2); h = tanh(u @ h) * a + k; } \
              network N { input x: [3]; layer l = c(hidden = 4); unroll dynamic; }",
         );
-        let s = node_where(&layer, |op| matches!(op, Op::Binary(Func::Mul, ..)));
+        let s = node_where(&layer, |op| matches!(op, Op::Binary(Binary::Mul, ..)));
         assert_eq!(plan.place(s), Place::Step, "{:?}", plan.places);
         assert!(!plan.packed_rows[s.index()]);
         for (idx, node) in layer.step.nodes.iter().enumerate() {
@@ -466,7 +467,7 @@ mod tests {
             "cell c(x: [H]) -> h: [H] { param u: [H, H]; h = tanh(u @ h) * sigmoid(x); } \
              network N { input x: [4]; layer l = c(hidden = 4, bidirectional); unroll dynamic; }",
         );
-        let g = node_where(&layer, |op| matches!(op, Op::Unary(Func::Sigmoid, _)));
+        let g = node_where(&layer, |op| matches!(op, Op::Unary(Unary::Sigmoid, _)));
         assert_eq!(plan.place(g), Place::Hoisted);
         assert!(plan.gathers_inputs);
 
@@ -476,7 +477,7 @@ mod tests {
              h = tanh(u @ h); output (w @ x + b) * 2; } \
              network N { input x: [3]; layer l = c(hidden = 4); unroll dynamic; }",
         );
-        let out = node_where(&layer, |op| matches!(op, Op::Binary(Func::Mul, ..)));
+        let out = node_where(&layer, |op| matches!(op, Op::Binary(Binary::Mul, ..)));
         assert_eq!(layer.step.output, out);
         assert_eq!(plan.place(out), Place::Hoisted);
     }

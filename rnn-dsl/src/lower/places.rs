@@ -3,6 +3,7 @@
 
 use crate::ir::{self, Dep, Op, Shape, ValueId};
 use crate::lower::{view_root, Place};
+use crate::ops::Binary;
 
 /// The place of each node and whether its rows are packed, before
 /// [`demote_hoisted_elementwise`].
@@ -109,7 +110,7 @@ pub(super) fn demote_hoisted_elementwise(
             let user_node = &nodes[user];
             // `value + W h` accumulates the product onto the hoisted rows.
             let accumulated = match user_node.op {
-                Op::Binary(crate::check::Func::Add, a, b) => [a, b].into_iter().any(|other| {
+                Op::Binary(Binary::Add, a, b) => [a, b].into_iter().any(|other| {
                     is_product(other)
                         && places[other.index()] == Place::Step
                         && uses[other.index()] == 1

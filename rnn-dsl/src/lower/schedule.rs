@@ -3,6 +3,7 @@
 
 use crate::ir::{self, Op, ValueId};
 use crate::lower::{view_root, Place, Work};
+use crate::ops::Binary;
 
 /// `out = product + init` (either order) where `product` is a matrix
 /// product read by nothing else, computed in the same phase as `out`, and
@@ -23,7 +24,7 @@ pub(super) fn folds(layer: &ir::Layer, places: &[Place]) -> Vec<Fold> {
     let uses = layer.step.uses();
     let mut folds = Vec::new();
     for (idx, node) in nodes.iter().enumerate() {
-        let Op::Binary(crate::check::Func::Add, a, b) = node.op else {
+        let Op::Binary(Binary::Add, a, b) = node.op else {
             continue;
         };
         let place = places[idx];

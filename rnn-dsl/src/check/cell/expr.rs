@@ -3,13 +3,14 @@
 //! Input: an expression of the syntax tree. Output: a [`TExpr`] whose
 //! every node has a symbolic [`Ty`], or `None` after reporting why not.
 //! Names resolve through the cell's declarations; calls are checked
-//! against [`FUNCS`]; a size that can only be compared once sizes are
+//! against [`builtin`]; a size that can only be compared once sizes are
 //! known becomes a `Constraint`.
 
 use crate::ast;
 use crate::check::dim::SymDim;
-use crate::check::{suggest, Constraint, Func, TExpr, TKind, Ty, Value};
+use crate::check::{suggest, Constraint, TExpr, TKind, Ty, Value};
 use crate::diag::Diagnostic;
+use crate::ops::{Binary, Elementwise, Unary};
 use crate::source::Span;
 
 use super::{CellCx, Name};
@@ -28,7 +29,7 @@ impl CellCx<'_> {
             ast::ExprKind::Neg(inner) => {
                 let inner = self.expr(inner)?;
                 let ty = inner.ty.clone();
-                (TKind::Unary(Func::Neg, Box::new(inner)), ty)
+                (TKind::Unary(Unary::Neg, Box::new(inner)), ty)
             }
             ast::ExprKind::Binary(lhs, op, rhs) => {
                 let lhs = self.expr(lhs);
@@ -39,10 +40,10 @@ impl CellCx<'_> {
                     (TKind::MatVec(Box::new(lhs), Box::new(rhs)), ty)
                 } else {
                     let func = match op {
-                        ast::BinOp::Add => Func::Add,
-                        ast::BinOp::Sub => Func::Sub,
-                        ast::BinOp::Mul => Func::Mul,
-                        ast::BinOp::Div => Func::Div,
+                        ast::BinOp::Add => Elementwise::Binary(Binary::Add),
+                        ast::BinOp::Sub => Elementwise::Binary(Binary::Sub),
+                        ast::BinOp::Mul => Elementwise::Binary(Binary::Mul),
+                        ast::BinOp::Div => Elementwise::Binary(Binary::Div),
                         ast::BinOp::MatMul => unreachable!("handled above"),
                     };
                     let ty = self.broadcast(&[&lhs, &rhs], op.symbol(), span)?;
@@ -146,7 +147,7 @@ impl CellCx<'_> {
                 .with_label("not defined in this cell");
             if let Some(close) = suggest(&ident.name, candidates.iter().map(String::as_str)) {
                 diagnostic = diagnostic.with_help(format!("did you mean `{close}`?"));
-            } else if FUNCS.iter().any(|(name, _)| *name == ident.name) {
+            } else if builtin(&ident.name).is_some() {
                 diagnostic = diagnostic.with_help(format!(
                     "`{}` is a function: call it as `{}(...)`",
                     ident.name, ident.name
@@ -223,14 +224,14 @@ impl CellCx<'_> {
     }
 
     fn call(&mut self, func: &ast::Ident, args: &[ast::Expr], span: Span) -> Option<TExpr> {
-        let Some((_, (resolved, arity))) = FUNCS.iter().find(|(name, _)| *name == func.name) else {
+        let Some((resolved, arity)) = builtin(&func.name) else {
             let mut diagnostic =
                 Diagnostic::error(func.span, format!("unknown function `{}`", func.name))
                     .with_label("not a function");
-            if let Some(close) = suggest(&func.name, FUNCS.iter().map(|(name, _)| *name)) {
+            let list = builtin_names();
+            if let Some(close) = suggest(&func.name, list.iter().map(String::as_str)) {
                 diagnostic = diagnostic.with_help(format!("did you mean `{close}`?"));
             }
-            let list: Vec<&str> = FUNCS.iter().map(|(name, _)| *name).collect();
             self.diags
                 .push(diagnostic.with_note(format!("functions: {}", list.join(", "))));
             for arg in args {
@@ -238,7 +239,7 @@ impl CellCx<'_> {
             }
             return None;
         };
-        if args.len() != *arity {
+        if args.len() != arity {
             // The arguments may hold errors of their own, and they use names.
             for arg in args {
                 self.expr(arg);
@@ -250,7 +251,7 @@ impl CellCx<'_> {
                         "`{}` takes {} argument{}, found {}",
                         func.name,
                         arity,
-                        if *arity == 1 { "" } else { "s" },
+                        if arity == 1 { "" } else { "s" },
                         args.len()
                     ),
                 )
@@ -260,7 +261,7 @@ impl CellCx<'_> {
             return None;
         }
         match resolved {
-            None => {
+            Builtin::Chunk => {
                 // `chunk` outside a tuple `let`.
                 self.diags.push(
                     Diagnostic::error(func.span, "`chunk` can only be the value of a tuple `let`")
@@ -269,7 +270,7 @@ impl CellCx<'_> {
                 );
                 None
             }
-            Some(Func::Transpose) => {
+            Builtin::Transpose => {
                 let inner = self.expr(&args[0])?;
                 let ty = self.transpose_ty(&inner)?;
                 Some(TExpr {
@@ -278,18 +279,17 @@ impl CellCx<'_> {
                     span,
                 })
             }
-            Some(func) => {
+            Builtin::Elementwise(func) => {
                 let typed: Vec<Option<TExpr>> = args.iter().map(|arg| self.expr(arg)).collect();
                 let typed: Vec<TExpr> = typed.into_iter().collect::<Option<_>>()?;
                 let refs: Vec<&TExpr> = typed.iter().collect();
-                let ty = self.broadcast(&refs, func.name(), span)?;
-                let kind = if typed.len() == 1 {
-                    TKind::Unary(
-                        *func,
+                let ty = self.broadcast(&refs, &func.name(), span)?;
+                let kind = match func {
+                    Elementwise::Unary(op) => TKind::Unary(
+                        op,
                         Box::new(typed.into_iter().next().expect("one argument")),
-                    )
-                } else {
-                    TKind::Call(*func, typed)
+                    ),
+                    _ => TKind::Call(func, typed),
                 };
                 Some(TExpr { kind, ty, span })
             }
@@ -469,22 +469,32 @@ fn signature(func: &str) -> &'static str {
     }
 }
 
-/// The functions of the language: name, (meaning, arity). `None` marks
-/// `chunk`, which only a tuple `let` may call.
-pub(super) const FUNCS: &[(&str, (Option<Func>, usize))] = &[
-    ("sigmoid", (Some(Func::Sigmoid), 1)),
-    ("tanh", (Some(Func::Tanh), 1)),
-    ("relu", (Some(Func::Relu), 1)),
-    ("exp", (Some(Func::Exp), 1)),
-    ("log", (Some(Func::Log), 1)),
-    ("abs", (Some(Func::Abs), 1)),
-    ("sign", (Some(Func::Sign), 1)),
-    ("sqrt", (Some(Func::Sqrt), 1)),
-    ("softplus", (Some(Func::Softplus), 1)),
-    ("min", (Some(Func::Min), 2)),
-    ("max", (Some(Func::Max), 2)),
-    ("soft_threshold", (Some(Func::SoftThreshold), 2)),
-    ("clip", (Some(Func::Clip), 3)),
-    ("transpose", (Some(Func::Transpose), 1)),
-    ("chunk", (None, 2)),
-];
+/// What a function name of the language means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Builtin {
+    /// An elementwise operation ([`Elementwise::function`]).
+    Elementwise(Elementwise),
+    /// `transpose(matrix)`, the same as `matrix^T`.
+    Transpose,
+    /// `chunk(v, n)`, which only a tuple `let` may call.
+    Chunk,
+}
+
+/// The meaning and arity of a function of the language: the elementwise
+/// operations by their names, then `transpose` and `chunk`.
+pub(super) fn builtin(name: &str) -> Option<(Builtin, usize)> {
+    match name {
+        "transpose" => Some((Builtin::Transpose, 1)),
+        "chunk" => Some((Builtin::Chunk, 2)),
+        _ => Elementwise::function(name).map(|op| (Builtin::Elementwise(op), op.arity())),
+    }
+}
+
+/// Every function name of the language, in the order diagnostics list them.
+pub(super) fn builtin_names() -> Vec<String> {
+    Elementwise::all()
+        .filter(|op| op.operator().is_none())
+        .map(Elementwise::word)
+        .chain(["transpose".to_owned(), "chunk".to_owned()])
+        .collect()
+}

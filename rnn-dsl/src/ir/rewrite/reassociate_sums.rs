@@ -14,8 +14,8 @@
 //! loop, and only the last addition per step (see [`reassociate_sums`] for
 //! the rounding this costs).
 
-use crate::check::Func;
 use crate::ir::{Node, Op, Step, ValueId};
+use crate::ops::Binary;
 
 use super::map_operands;
 
@@ -41,7 +41,7 @@ pub(in crate::ir) fn reassociate_sums(step: Step) -> Step {
     for (idx, node) in step.nodes.iter().enumerate() {
         let op = map_operands(node.op.clone(), |operand| value_map[operand.index()]);
         let id = match op {
-            Op::Binary(Func::Add, a, b) => sums.add(a, b, node),
+            Op::Binary(Binary::Add, a, b) => sums.add(a, b, node),
             op => sums.push(Node { op, ..node.clone() }),
         };
         sums.private[id.index()] = uses[idx] == 1;
@@ -68,7 +68,7 @@ impl SumBuilder {
     fn terms(&self, id: ValueId, like: &Node) -> Option<(ValueId, ValueId)> {
         let node = &self.nodes[id.index()];
         match node.op {
-            Op::Binary(Func::Add, x, y)
+            Op::Binary(Binary::Add, x, y)
                 if self.private[id.index()]
                     && node.shape == like.shape
                     && [x, y]
@@ -109,7 +109,7 @@ impl SumBuilder {
     fn push_add(&mut self, a: ValueId, b: ValueId, like: &Node) -> ValueId {
         let dep = self.nodes[a.index()].dep.max(self.nodes[b.index()].dep);
         self.push(Node {
-            op: Op::Binary(Func::Add, a, b),
+            op: Op::Binary(Binary::Add, a, b),
             dep,
             ..like.clone()
         })
@@ -118,8 +118,8 @@ impl SumBuilder {
 
 #[cfg(test)]
 mod tests {
-    use crate::check::Func;
     use crate::ir::{Dep, Op, Shape, Step, ValueId};
+    use crate::ops::Binary;
     use crate::SourceFile;
 
     fn step_of(source: &str) -> Step {
@@ -132,10 +132,10 @@ mod tests {
     fn terms(step: &Step, id: ValueId) -> Vec<(Dep, String)> {
         let node = step.node(id);
         match node.op {
-            Op::Binary(Func::Add, ..) if node.dep == Dep::Const => {
+            Op::Binary(Binary::Add, ..) if node.dep == Dep::Const => {
                 vec![(Dep::Const, "const".into())]
             }
-            Op::Binary(Func::Add, a, b) => {
+            Op::Binary(Binary::Add, a, b) => {
                 let mut out = terms(step, a);
                 out.extend(terms(step, b));
                 out
@@ -158,7 +158,7 @@ mod tests {
             .enumerate()
             .rev()
             .find(|(_, node)| {
-                matches!(node.op, Op::Binary(Func::Add, ..)) && node.shape == Shape::Vector(16)
+                matches!(node.op, Op::Binary(Binary::Add, ..)) && node.shape == Shape::Vector(16)
             })
             .map(|(idx, _)| ValueId(idx as u32))
             .expect("a gate sum");
@@ -185,13 +185,13 @@ mod tests {
             .nodes
             .iter()
             .filter(|node| match node.op {
-                Op::Binary(Func::Add, a, b) => {
+                Op::Binary(Binary::Add, a, b) => {
                     [a, b]
                         .iter()
                         .any(|id| matches!(step.node(*id).op, Op::Param(_)))
                         && [a, b]
                             .iter()
-                            .any(|id| matches!(step.node(*id).op, Op::Binary(Func::Add, ..)))
+                            .any(|id| matches!(step.node(*id).op, Op::Binary(Binary::Add, ..)))
                 }
                 _ => false,
             })
