@@ -1,5 +1,39 @@
-//! The names generated code uses: `__rnn_*` locals and fields, and the
-//! model's types.
+//! The names generated code uses: the model's types, and every `__rnn_*`
+//! local, field and item, which cannot collide with a user's names.
+//!
+//! The numbered names are made by the functions below. The fixed ones are
+//! written inside `quote!` where they are used; this list is their one
+//! registry, and a test fails when `emit` uses a name it does not list.
+//!
+//! - Numbered, per value, state or input of a layer: `__rnn_v` (a value's
+//!   buffer), `__rnn_c` (a derived constant), `__rnn_k` (a packed matrix),
+//!   `__rnn_t` (a scratch tile; also the step index), `__rnn_b` and
+//!   `__rnn_sb` (a pass's binding of a value, of a state), `__rnn_s` (a
+//!   state), `__rnn_in` (an input), `__rnn_g` (a gathered input), `__rnn_l`
+//!   (a pass's local), `__rnn_init` and `__rnn_next` (a state's initial and
+//!   staged value), `__rnn_net` (a network input), `__rnn_layer` (a layer's
+//!   function and weights field).
+//! - Items and aliases: `__Rnn` (a layer's weights struct), `__RnnPass` (a
+//!   fused pass), `__rnn_rt` (the runtime's `__private`), `__rnn_nd`
+//!   (ndarray), `__rnn_run` (every layer over a batch), `__rnn_w` (a layer's
+//!   weights), `__rnn_workspace` and `__rnn_ws` (the workspace),
+//!   `__rnn_threads`.
+//! - A call's batch: `__rnn_packing`, `__rnn_batch`, `__rnn_rows`,
+//!   `__rnn_lengths`, `__rnn_seq_len`, `__rnn_steps`, `__rnn_max_len`,
+//!   `__rnn_variant`, `__rnn_input`, `__rnn_initial`, `__rnn_state`,
+//!   `__rnn_final`, `__rnn_y`, `__rnn_ya`, `__rnn_yb`, `__rnn_out`,
+//!   `__rnn_outputs`, `__rnn_result`, `__rnn_select`, `__rnn_idx`.
+//! - Two threads: `__rnn_split`, `__rnn_halves`, `__rnn_half`,
+//!   `__rnn_half_packing`, `__rnn_half_out`, `__rnn_a`, `__rnn_left`,
+//!   `__rnn_right`, `__rnn_both`, `__rnn_first`, `__rnn_dir`,
+//!   `__rnn_forward_whole`, `__rnn_side`, `__rnn_sides`, `__rnn_exchange`,
+//!   `__rnn_columns`, `__rnn_merge`, `__rnn_copies`.
+//! - The time loop: `__rnn_n`, `__rnn_off`, `__rnn_place`, `__rnn_step`,
+//!   `__rnn_chunk`, `__rnn_hrows`, `__rnn_hbase`, `__rnn_hoff`, `__rnn_end`,
+//!   `__rnn_hend`, `__rnn_hflip`, `__rnn_target`, `__rnn_row`,
+//!   `__rnn_row_out`.
+//! - Inside a pass: `__rnn_r`, `__rnn_p`, `__rnn_h` (the first row of each
+//!   kind of buffer), `__rnn_m` (rows in a tile), `__rnn_col`.
 
 use proc_macro2::{Ident, Literal, TokenStream};
 use quote::{format_ident, quote};
@@ -121,5 +155,49 @@ impl Cx<'_> {
 
     pub(super) fn layer_fn(&self, layer_idx: usize, variant: Variant) -> Ident {
         format_ident!("__rnn_layer{}_{}", layer_idx, variant_suffix(variant))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every `__rnn_*` name the emitter writes (digits and format
+    /// arguments cut off) is in this module's list. A name added without
+    /// listing it fails here.
+    #[test]
+    fn every_generated_name_is_listed() {
+        let doc: String = include_str!("idents.rs")
+            .lines()
+            .take_while(|line| line.starts_with("//!"))
+            .collect();
+        let sources = [
+            include_str!("mod.rs"),
+            include_str!("idents.rs"),
+            include_str!("model.rs"),
+            include_str!("constructors.rs"),
+            include_str!("forward.rs"),
+            include_str!("layer.rs"),
+            include_str!("compute.rs"),
+        ];
+        let mut unlisted = Vec::new();
+        for source in sources {
+            for (start, _) in source
+                .match_indices("__rnn_")
+                .chain(source.match_indices("__Rnn"))
+            {
+                let name: String = source[start..]
+                    .chars()
+                    .take_while(|ch| ch.is_ascii_alphabetic() || *ch == '_')
+                    .collect();
+                let name = name.trim_end_matches('_');
+                // The bare prefix is how the docs and this test write it.
+                if name != "__rnn"
+                    && !doc.contains(&format!("`{name}`"))
+                    && !unlisted.contains(&name.to_owned())
+                {
+                    unlisted.push(name.to_owned());
+                }
+            }
+        }
+        assert!(unlisted.is_empty(), "not listed in idents.rs: {unlisted:?}");
     }
 }
