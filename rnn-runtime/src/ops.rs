@@ -155,49 +155,17 @@ impl Binary {
 /// outside whatever loop `$body` is, and each operation's loop is compiled with the operation
 /// inlined instead of matching on it for every element.
 macro_rules! specialise_unary {
-    ($op:expr, |$f:ident| $body:expr) => {{
+    ($op:expr, |$f:ident| $body:expr) => {
+        $crate::ops::specialise_unary!(@arms $op, $f, $body;
+            Neg Sigmoid Tanh Relu Exp Log Abs Sign Sqrt Softplus)
+    };
+    (@arms $op:expr, $f:ident, $body:expr; $($variant:ident)*) => {{
         use $crate::ops::Unary;
         match $op {
-            Unary::Neg => {
-                let $f = |a: f32| Unary::Neg.apply(a);
+            $(Unary::$variant => {
+                let $f = |a: f32| Unary::$variant.apply(a);
                 $body
-            }
-            Unary::Sigmoid => {
-                let $f = |a: f32| Unary::Sigmoid.apply(a);
-                $body
-            }
-            Unary::Tanh => {
-                let $f = |a: f32| Unary::Tanh.apply(a);
-                $body
-            }
-            Unary::Relu => {
-                let $f = |a: f32| Unary::Relu.apply(a);
-                $body
-            }
-            Unary::Exp => {
-                let $f = |a: f32| Unary::Exp.apply(a);
-                $body
-            }
-            Unary::Log => {
-                let $f = |a: f32| Unary::Log.apply(a);
-                $body
-            }
-            Unary::Abs => {
-                let $f = |a: f32| Unary::Abs.apply(a);
-                $body
-            }
-            Unary::Sign => {
-                let $f = |a: f32| Unary::Sign.apply(a);
-                $body
-            }
-            Unary::Sqrt => {
-                let $f = |a: f32| Unary::Sqrt.apply(a);
-                $body
-            }
-            Unary::Softplus => {
-                let $f = |a: f32| Unary::Softplus.apply(a);
-                $body
-            }
+            })*
         }
     }};
 }
@@ -205,37 +173,17 @@ pub(crate) use specialise_unary;
 
 /// [`specialise_unary`] for a [`Binary`] operation: `$f` is a closure of two values.
 macro_rules! specialise_binary {
-    ($op:expr, |$f:ident| $body:expr) => {{
+    ($op:expr, |$f:ident| $body:expr) => {
+        $crate::ops::specialise_binary!(@arms $op, $f, $body;
+            Add Sub Mul Div Min Max SoftThreshold)
+    };
+    (@arms $op:expr, $f:ident, $body:expr; $($variant:ident)*) => {{
         use $crate::ops::Binary;
         match $op {
-            Binary::Add => {
-                let $f = |a: f32, b: f32| Binary::Add.apply(a, b);
+            $(Binary::$variant => {
+                let $f = |a: f32, b: f32| Binary::$variant.apply(a, b);
                 $body
-            }
-            Binary::Sub => {
-                let $f = |a: f32, b: f32| Binary::Sub.apply(a, b);
-                $body
-            }
-            Binary::Mul => {
-                let $f = |a: f32, b: f32| Binary::Mul.apply(a, b);
-                $body
-            }
-            Binary::Div => {
-                let $f = |a: f32, b: f32| Binary::Div.apply(a, b);
-                $body
-            }
-            Binary::Min => {
-                let $f = |a: f32, b: f32| Binary::Min.apply(a, b);
-                $body
-            }
-            Binary::Max => {
-                let $f = |a: f32, b: f32| Binary::Max.apply(a, b);
-                $body
-            }
-            Binary::SoftThreshold => {
-                let $f = |a: f32, b: f32| Binary::SoftThreshold.apply(a, b);
-                $body
-            }
+            })*
         }
     }};
 }

@@ -84,11 +84,7 @@ impl Cx<'_> {
                     })
                     .collect();
                 let init_bindings = layer.states.iter().enumerate().map(|(k, state_info)| {
-                    let group = self
-                        .groups
-                        .iter()
-                        .find(|group| group.layer_name == layer.name && group.state_idx == k)
-                        .expect("every state has a group");
+                    let group = self.state_group(layer, k);
                     let field = &group.field;
                     let ident = format_ident!("__rnn_init{}", k);
                     let size = usize_lit(state_info.size);
@@ -195,11 +191,7 @@ impl Cx<'_> {
                     .collect();
                 let results = format_ident!("__rnn_dir{}", direction);
                 let unsorts: Vec<TokenStream> = layer.states.iter().enumerate().map(|(k, _)| {
-                    let group = self
-                        .groups
-                        .iter()
-                        .find(|group| group.layer_name == layer.name && group.state_idx == k)
-                        .expect("every state has a group");
+                    let group = self.state_group(layer, k);
                     let field = &group.field;
                     let position = syn::Index::from(k + 1);
                     quote!(__rnn_packing.unsort_rows_into(#results.#position.view(), #field.index_axis_mut(__rnn_nd::Axis(0), #row));)

@@ -135,6 +135,16 @@ struct Cx<'a> {
     groups: Vec<StateGroup>,
 }
 
+impl Cx<'_> {
+    /// The group holding state `k` of a layer.
+    fn state_group(&self, layer: &crate::ir::Layer, k: usize) -> &StateGroup {
+        self.groups
+            .iter()
+            .find(|group| group.layer_name == layer.name && group.state_idx == k)
+            .expect("every state has a group")
+    }
+}
+
 /// Which columns emitted work computes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Share {

@@ -298,9 +298,7 @@ pub fn lower(layer: &ir::Layer) -> LayerPlan {
     };
     plan.lanes = passes::lanes(layer, &plan);
     plan.tile_rows = passes::tile_rows(layer, &plan);
-    plan.pass_stores_output = plan.step.iter().any(
-        |work| matches!(work, Work::Fused(ids) if passes::pass_stores_output(layer, &plan, ids)),
-    );
+    plan.pass_stores_output = passes::pass_stores_output(layer, &plan);
     plan.buffers = buffers::buffers(layer, &plan);
     plan.staged_states = buffers::staged_states(layer, &plan);
     plan.hoisted_row_width = buffers::hoisted_row_width(layer, &plan);

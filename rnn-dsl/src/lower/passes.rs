@@ -60,11 +60,14 @@ pub fn lanes_width(layer: &ir::Layer, plan: &LayerPlan, ids: &[ValueId]) -> Opti
     Some(w)
 }
 
-/// Whether a step pass stores the step's output rows itself: it runs in
-/// blocks of lanes and computes the output, a value as wide as the
-/// layer's output (not a view of a wider one).
-pub fn pass_stores_output(layer: &ir::Layer, plan: &LayerPlan, ids: &[ValueId]) -> bool {
-    ids.contains(&layer.step.output) && plan.lanes_of(ids) == Some(layer.output_size)
+/// [`LayerPlan::pass_stores_output`]: the step pass computing the output
+/// runs in blocks of lanes as wide as the layer's output (so the output is
+/// not a view of a wider value).
+pub fn pass_stores_output(layer: &ir::Layer, plan: &LayerPlan) -> bool {
+    plan.step.iter().any(|work| {
+        matches!(work, Work::Fused(ids)
+            if ids.contains(&layer.step.output) && plan.lanes_of(ids) == Some(layer.output_size))
+    })
 }
 
 /// The lane width of each node's pass ([`LayerPlan::lanes`]).

@@ -1,7 +1,7 @@
 //! Which layers run each step on two threads, half the columns each.
 
 use crate::ir::{self, Op, Shape, ValueId};
-use crate::lower::passes::{operand_columns, pass_stores_output};
+use crate::lower::passes::operand_columns;
 use crate::lower::{LayerPlan, Place, Work};
 
 /// How the two threads of a split step share it (the runtime's `split`).
@@ -72,14 +72,12 @@ pub fn split_width(layer: &ir::Layer, plan: &LayerPlan) -> Option<usize> {
         },
         Work::Fused(_) => false,
     });
-    let mut stores_output = false;
     let step_ok = plan.step.iter().all(|work| match work {
         Work::MatVec { product, .. } => match layer.step.node(*product).op {
             Op::MatVec(_, vector) => whole(vector, &[Place::State, Place::Input, Place::Context]),
             _ => false,
         },
         Work::Fused(ids) => {
-            stores_output |= pass_stores_output(layer, plan, ids);
             plan.lanes_of(ids) == Some(w)
                 && ids.iter().all(|id| {
                     layer.step.node(*id).op.operands().iter().all(|operand| {
@@ -92,7 +90,7 @@ pub fn split_width(layer: &ir::Layer, plan: &LayerPlan) -> Option<usize> {
                 })
         }
     });
-    (updated_in_place && hoisted_ok && step_ok && stores_output).then_some(w)
+    (updated_in_place && hoisted_ok && step_ok && plan.pass_stores_output).then_some(w)
 }
 
 /// The states a split step's products read: the ones its two sides trade
