@@ -28,11 +28,8 @@ struct Outcome {
     failure: Option<String>,
 }
 
-fn run_rnn_case(dir: &Path, case: &Value) -> Result<Pairs, String> {
-    let text = rnn_model_text(case, "Case", "dynamic")?;
-    let compiled =
-        rnn_dsl::compile(SourceFile::new("case.rnn", text)).map_err(|error| error.to_string())?;
-    let network = compiled.network(None)?;
+/// A case's fixture tensors and the inputs of a run (`x`, `seq_len`, `h0`, `c0`) among them.
+fn rnn_case_tensors(dir: &Path, case: &Value) -> Result<(TensorMap, TensorMap), String> {
     let file = dir.join(case["file"].as_str().ok_or("case has no `file`")?);
     let tensors = TensorMap::load(&file).map_err(|error| error.to_string())?;
     let mut inputs = TensorMap::new();
@@ -50,6 +47,15 @@ fn run_rnn_case(dir: &Path, case: &Value) -> Result<Pairs, String> {
             }
         }
     }
+    Ok((tensors, inputs))
+}
+
+fn run_rnn_case(dir: &Path, case: &Value) -> Result<Pairs, String> {
+    let text = rnn_model_text(case, "Case", "dynamic")?;
+    let compiled =
+        rnn_dsl::compile(SourceFile::new("case.rnn", text)).map_err(|error| error.to_string())?;
+    let network = compiled.network(None)?;
+    let (tensors, inputs) = rnn_case_tensors(dir, case)?;
     let outputs = interp::run(network, &tensors, &inputs).map_err(|error| error.to_string())?;
     let mut pairs = Vec::new();
     for name in ["y", "h_n", "c_n"] {
@@ -108,6 +114,87 @@ fn run_ista_case(dir: &Path, case: &Value) -> Result<Pairs, String> {
         return Err("ista case has neither `y` nor `Y`".to_owned());
     }
     Ok(pairs)
+}
+
+/// A gradient case through the interpreter: every `grad_*` tensor of the fixture, with the
+/// seeds `gy`, `gh`, `gc` as the gradients of `y`, `h_n`, `c_n`.
+fn run_gradient_case(dir: &Path, case: &Value) -> Result<Pairs, String> {
+    let text = rnn_model_text(case, "Case", "dynamic")?;
+    let compiled =
+        rnn_dsl::compile(SourceFile::new("case.rnn", text)).map_err(|error| error.to_string())?;
+    let network = compiled.network(None)?;
+    let (tensors, inputs) = rnn_case_tensors(dir, case)?;
+    let mut seeds = TensorMap::new();
+    for (seed, output) in [("gy", "y"), ("gh", "h_n"), ("gc", "c_n")] {
+        if tensors.contains(seed) {
+            seeds.insert_f32(
+                output,
+                tensors.f32(seed).map_err(|error| error.to_string())?,
+            );
+        }
+    }
+    let outputs =
+        interp::gradients(network, &tensors, &inputs, &seeds).map_err(|error| error.to_string())?;
+    let mut pairs = Vec::new();
+    for name in tensors.names().filter(|name| name.starts_with("grad_")) {
+        let expected = tensors.f32(name).map_err(|error| error.to_string())?;
+        let actual = outputs
+            .f32(name)
+            .map_err(|error| format!("interpreter gave no `{name}`: {error}"))?;
+        pairs.push((name.to_owned(), actual, expected));
+    }
+    if pairs.is_empty() {
+        return Err("gradient case has no `grad_*` tensor".to_owned());
+    }
+    Ok(pairs)
+}
+
+/// Every gradient case (`has_gradients`) through the interpreter, each `grad_*` tensor within
+/// the case's `grad_tolerance`.
+#[test]
+fn conformance_gradients_interpreter() {
+    let dir = fixture_dir(Path::new(env!("CARGO_MANIFEST_DIR")));
+    let cases: Vec<Value> = read_manifest(&dir)
+        .into_iter()
+        .filter(|case| case["has_gradients"].as_bool() == Some(true))
+        .collect();
+    assert!(!cases.is_empty(), "manifest lists no gradient case");
+    let mut failures = Vec::new();
+    println!(
+        "{:<28} {:>18} {:>10} {:>10}",
+        "case", "max grad error", "abs tol", "rel tol"
+    );
+    for case in &cases {
+        let name = case["name"].as_str().unwrap_or("<unnamed>");
+        let tol = tolerance_named(case, "grad_tolerance");
+        let (worst, failure) = match run_gradient_case(&dir, case) {
+            Ok(pairs) => {
+                let mut worst = 0.0f32;
+                let mut failure = None;
+                for (tensor, actual, expected) in &pairs {
+                    let (error, bad) = compare(tensor, actual, expected, tol);
+                    worst = worst.max(error);
+                    failure = failure.or(bad);
+                }
+                (worst, failure)
+            }
+            Err(message) => (f32::INFINITY, Some(message)),
+        };
+        println!(
+            "{name:<28} {worst:>18.3e} {:>10.0e} {:>10.0e} {}",
+            tol.0,
+            tol.1,
+            if failure.is_some() { "FAIL" } else { "ok" }
+        );
+        if let Some(failure) = failure {
+            failures.push(format!("{name}: {failure}"));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "gradient cases failed:\n{}",
+        failures.join("\n")
+    );
 }
 
 #[test]

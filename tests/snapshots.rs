@@ -190,6 +190,36 @@ fn valid_models_ir() {
     });
 }
 
+/// The backward step of every layer of every valid model (`ir::differentiate`), verified, in
+/// its text form: `cargo insta review` shows what a change to a differentiation rule does.
+#[test]
+fn valid_models_backward_ir() {
+    insta::glob!("data/ok/*.rnn", |path| {
+        let compiled = rnn_dsl::compile(read_model(path))
+            .unwrap_or_else(|error| panic!("{} does not compile:\n{error}", path.display()));
+        let mut text = String::new();
+        for network in &compiled.model.networks {
+            for layer in &network.layers {
+                let backward = rnn_dsl::ir::differentiate(layer);
+                if let Err(problem) = rnn_dsl::ir::verify_backward(layer, &backward) {
+                    panic!("{}: layer {}: {problem}", path.display(), layer.name);
+                }
+                text.push_str(&format!(
+                    "network {} layer {}#{}\n{backward}",
+                    network.name, layer.name, layer.stack_idx
+                ));
+            }
+        }
+        insta::with_settings!({
+            prepend_module_to_snapshot => false,
+            description => what_is_wrong(path),
+            omit_expression => true,
+        }, {
+            insta::assert_snapshot!("backward", text);
+        });
+    });
+}
+
 /// The generated Rust of every valid model in every unroll mode, formatted
 /// by prettyplease: `cargo insta review` shows what a generator change does.
 /// Snapshots are named `rust@<model>.<mode>`.

@@ -42,6 +42,12 @@ pub fn bare_weight(prefix: &str, param: &str) -> String {
     format!("{prefix}{param}")
 }
 
+/// The name of the gradient of tensor `name` in the interpreter's and
+/// `rnnc grad`'s results: `grad_weight_ih_l0`, `grad_x`, `grad_h0`.
+pub fn gradient(name: &str) -> String {
+    format!("grad_{name}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -647,7 +647,7 @@ fn graph_warns_when_drawing_past_a_static_length() {
 fn help_of_every_subcommand_exits_zero() {
     let top = rnnc(["--help"]);
     assert_eq!(top.status, Some(0), "{top:?}");
-    for command in ["check", "run", "graph"] {
+    for command in ["check", "run", "grad", "graph"] {
         assert!(
             top.stdout
                 .lines()
@@ -751,6 +751,69 @@ fn emit_mode_is_read_and_checked_as_an_unroll_statement() {
 // ---- helpers --------------------------------------------------------------
 
 /// What one `rnnc` invocation did.
+/// `rnnc grad` on the PyTorch gradient case of the conformance fixtures (an LSTM with lengths
+/// and initial states): every `grad_*` tensor within the case's gradient tolerance, in float32
+/// and in float64.
+#[test]
+fn grad_matches_the_pytorch_gradient_case() {
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/conformance/grad_lstm_seqlen_init.safetensors");
+    assert!(
+        fixture.exists(),
+        "the conformance fixtures are missing: {}",
+        fixture.display()
+    );
+    let dir = scratch("grad_lstm");
+    let model = write(
+        &dir,
+        "lstm.rnn",
+        "network Case { input x: [5]; layer l = lstm(hidden = 8); unroll dynamic; }\n",
+    );
+    let tensors = TensorMap::load(&fixture).expect("fixture loads");
+    let mut seeds = TensorMap::new();
+    for (seed, output) in [("gy", "y"), ("gh", "h_n"), ("gc", "c_n")] {
+        seeds.insert_f32(output, f32_tensor(&tensors, seed));
+    }
+    let seeds = save(&dir, "seeds.safetensors", &seeds);
+    for extra in [&[][..], &["--f64"][..]] {
+        let output = dir.join("grads.safetensors");
+        let mut args = vec![
+            OsStr::new("grad"),
+            model.as_os_str(),
+            OsStr::new("--weights"),
+            fixture.as_os_str(),
+            OsStr::new("--input"),
+            fixture.as_os_str(),
+            OsStr::new("--seeds"),
+            seeds.as_os_str(),
+            OsStr::new("--output"),
+            output.as_os_str(),
+        ];
+        args.extend(extra.iter().map(OsStr::new));
+        let out = rnnc(args);
+        assert_eq!(out.status, Some(0), "{out:?}");
+        assert!(
+            out.stdout.contains("grad_weight_hh_l0: F32 [32, 8]"),
+            "{}",
+            out.stdout
+        );
+        let grads = TensorMap::load(&output).expect("output loads");
+        let mut compared = 0;
+        for name in tensors.names().filter(|name| name.starts_with("grad_")) {
+            let expected = f32_tensor(&tensors, name);
+            let actual = f32_tensor(&grads, name);
+            for (a, e) in actual.iter().zip(expected.iter()) {
+                assert!(
+                    (a - e).abs() <= 1e-4 + 1e-3 * e.abs(),
+                    "{name} {extra:?}: {a} against PyTorch's {e}"
+                );
+            }
+            compared += 1;
+        }
+        assert_eq!(compared, 7, "x, h0, c0 and four weights");
+    }
+}
+
 #[derive(Debug)]
 struct Outcome {
     status: Option<i32>,

@@ -4,10 +4,16 @@
 
 /// A case's `tolerance`: (absolute, relative).
 pub fn tolerance(case: &serde_json::Value) -> (f32, f32) {
-    let tol = &case["tolerance"];
+    tolerance_named(case, "tolerance")
+}
+
+/// A case's tolerance under `key` (`tolerance`, `grad_tolerance`): (absolute, relative).
+#[allow(dead_code)] // not every includer compares gradients
+pub fn tolerance_named(case: &serde_json::Value, key: &str) -> (f32, f32) {
+    let tol = &case[key];
     (
-        tol["abs"].as_f64().expect("tolerance.abs") as f32,
-        tol["rel"].as_f64().expect("tolerance.rel") as f32,
+        tol["abs"].as_f64().unwrap_or_else(|| panic!("{key}.abs")) as f32,
+        tol["rel"].as_f64().unwrap_or_else(|| panic!("{key}.rel")) as f32,
     )
 }
 

@@ -82,6 +82,26 @@ Example:
   rnnc run ista.rnn --weights ista-weights.safetensors \\
       --input measurements.safetensors --output codes.safetensors";
 
+const GRAD_ABOUT: &str =
+    "Run a network forward and backward on safetensors inputs through the reference interpreter";
+
+const GRAD_LONG_ABOUT: &str = "\
+Run a network forward and backward through the reference interpreter, and
+write its outputs and the gradients of a loss as safetensors: for checking
+gradients against another framework without writing Rust.
+
+Weights and inputs are as for `rnnc run`. --seeds holds the gradient of the
+loss with respect to each output, named as the output (`y` [B, T, D*O],
+`h_n`, `c_n` [layers*directions, B, H]); a missing one is zero, so the loss
+is sum(y * seed_y) + sum(h_n * seed_h_n) + ... . The output file holds the
+forward outputs and `grad_<name>` for every weight, input and initial state
+(an initial state the inputs lack is zero and still gets its gradient).
+--f64 computes in float64 (the file stays float32).
+
+Example:
+  rnnc grad tagger.rnn --weights w.safetensors --input x.safetensors \\
+      --seeds dy.safetensors --output grads.safetensors";
+
 const EMIT_ABOUT: &str = "Generate the Rust code of a network";
 
 const EMIT_LONG_ABOUT: &str = "\
@@ -124,6 +144,8 @@ enum Command {
     Check(CheckArgs),
     #[command(about = RUN_ABOUT, long_about = RUN_LONG_ABOUT, after_help = EXIT_STATUS)]
     Run(RunArgs),
+    #[command(about = GRAD_ABOUT, long_about = GRAD_LONG_ABOUT, after_help = EXIT_STATUS)]
+    Grad(GradArgs),
     #[command(about = EMIT_ABOUT, long_about = EMIT_LONG_ABOUT, after_help = EXIT_STATUS)]
     Emit(EmitArgs),
     #[command(about = GRAPH_ABOUT, long_about = GRAPH_LONG_ABOUT, after_help = EXIT_STATUS)]
@@ -173,6 +195,18 @@ struct RunArgs {
 }
 
 #[derive(Debug, Args)]
+struct GradArgs {
+    #[command(flatten)]
+    run: RunArgs,
+    /// Safetensors file of the loss's gradients with respect to the outputs (`y`, `h_n`, ...)
+    #[arg(short, long, value_name = "DY.safetensors")]
+    seeds: PathBuf,
+    /// Compute in float64 instead of float32
+    #[arg(long)]
+    f64: bool,
+}
+
+#[derive(Debug, Args)]
 struct GraphArgs {
     /// The model file
     #[arg(value_name = "FILE")]
@@ -194,6 +228,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Check(args) => check(&args, style),
         Command::Run(args) => run(&args, style),
+        Command::Grad(args) => grad(&args, style),
         Command::Emit(args) => emit(&args, style),
         Command::Graph(args) => draw(&args, style),
     };
@@ -340,6 +375,53 @@ fn run(args: &RunArgs, style: Style) -> Result<(), Failure> {
         interp::run(network, &weights, &inputs).map_err(|error| Failure::runtime(&error))?;
     outputs
         .save(&args.output)
+        .map_err(|error| Failure::runtime(&error))?;
+    let mut summary = String::new();
+    for (name, tensor) in outputs.iter() {
+        summary.push_str(&format!(
+            "{name}: {} {:?}\n",
+            tensor.dtype(),
+            tensor.shape()
+        ));
+    }
+    print_stdout(&summary)
+}
+
+/// `rnnc grad`: compile, run forward and backward, write.
+fn grad(args: &GradArgs, style: Style) -> Result<(), Failure> {
+    let run = &args.run;
+    let compiled = compile_file(&run.file, style)?;
+    let network = choose_network(&compiled, run.network.as_deref())?;
+    let load = |path: &PathBuf| TensorMap::load(path).map_err(|error| Failure::runtime(&error));
+    let (weights, inputs, seeds) = (load(&run.weights)?, load(&run.input)?, load(&args.seeds)?);
+    let outputs = if args.f64 {
+        let widen = |map: &TensorMap| -> interp::Tensors<f64> {
+            map.iter()
+                .filter_map(|(name, tensor)| match tensor {
+                    rnn_runtime::Tensor::F32(array) => {
+                        Some((name.to_owned(), array.mapv(f64::from)))
+                    }
+                    rnn_runtime::Tensor::I64(array) => {
+                        Some((name.to_owned(), array.mapv(|value| value as f64)))
+                    }
+                    rnn_runtime::Tensor::Unsupported { .. } => None,
+                })
+                .collect()
+        };
+        let wide =
+            interp::gradients_in::<f64>(network, &widen(&weights), &widen(&inputs), &widen(&seeds))
+                .map_err(|error| Failure::runtime(&error))?;
+        let mut outputs = TensorMap::new();
+        for (name, array) in wide {
+            outputs.insert_f32(name, array.mapv(|value| value as f32));
+        }
+        outputs
+    } else {
+        interp::gradients(network, &weights, &inputs, &seeds)
+            .map_err(|error| Failure::runtime(&error))?
+    };
+    outputs
+        .save(&run.output)
         .map_err(|error| Failure::runtime(&error))?;
     let mut summary = String::new();
     for (name, tensor) in outputs.iter() {

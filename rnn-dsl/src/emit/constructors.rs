@@ -218,6 +218,12 @@ impl Cx<'_> {
                 }
             }
             Op::Input(_) | Op::State(_) | Op::Param(_) => unreachable!("not a derived constant"),
+            Op::Seed(_)
+            | Op::Outer(..)
+            | Op::SumBatch(_)
+            | Op::SumElems(_)
+            | Op::Place(..)
+            | Op::PlaceRow(..) => unreachable!("IR verification: a forward step"),
         }
     }
 }

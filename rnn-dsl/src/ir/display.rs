@@ -109,6 +109,7 @@ impl fmt::Display for Layer {
                 Op::Transpose(a) => format!("transpose({a})"),
                 Op::Slice(a, start, end) => format!("{a}[{start}..{end}]"),
                 Op::Row(a, index) => format!("{a}[{index}]"),
+                op => super::grad::op_text(op),
             };
             writeln!(f, "    v{idx}: {} {} = {op}", node.shape, node.dep)?;
         }

@@ -15,13 +15,15 @@
 
 mod build;
 mod display;
+mod grad;
 mod rewrite;
 mod types;
 mod verify;
 
+pub use self::grad::{differentiate, verify_backward, Backward};
 pub use self::types::{
-    Dep, Input, Layer, LayerInput, Model, Network, Node, Op, Param, ParamId, Shape, State, Step,
-    ValueId,
+    Dep, Input, Layer, LayerInput, Model, Network, Node, Op, Param, ParamId, Seed, Shape, State,
+    Step, ValueId,
 };
 pub use self::verify::verify;
 

@@ -233,15 +233,47 @@ pub enum Op {
     Slice(ValueId, usize, usize),
     /// One row of a matrix, as a vector.
     Row(ValueId, usize),
+
+    // Operations only the backward step has (`ir/grad.rs`).
+    /// The gradient arriving for this step's output or a state's new value.
+    Seed(Seed),
+    /// `Σ_b g_b v_bᵀ`: the batch's sum of outer products, a matrix.
+    Outer(ValueId, ValueId),
+    /// `Σ_b v_b`: a value shared by the batch.
+    SumBatch(ValueId),
+    /// The sum of a vector's elements, as a one-element vector.
+    SumElems(ValueId),
+    /// A vector (or matrix) of `len` elements (rows), zero but for the
+    /// operand at `start..`.
+    Place(ValueId, usize, usize),
+    /// A matrix of `rows` rows, zero but for row `index`, the operand.
+    PlaceRow(ValueId, usize, usize),
+}
+
+/// What a [`Op::Seed`] reads: the gradient of the loss with respect to one
+/// of the step's results.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Seed {
+    /// The step's output.
+    Output,
+    /// The k-th state's new value (from the step after, or the final state).
+    State(usize),
 }
 
 impl Op {
     /// The values it reads.
     pub fn operands(&self) -> Vec<ValueId> {
         match self {
-            Op::Input(_) | Op::State(_) | Op::Param(_) | Op::Literal(_) => Vec::new(),
-            Op::Unary(_, a) | Op::Transpose(a) | Op::Slice(a, _, _) | Op::Row(a, _) => vec![*a],
-            Op::Binary(_, a, b) | Op::MatVec(a, b) => vec![*a, *b],
+            Op::Input(_) | Op::State(_) | Op::Param(_) | Op::Literal(_) | Op::Seed(_) => Vec::new(),
+            Op::Unary(_, a)
+            | Op::Transpose(a)
+            | Op::Slice(a, _, _)
+            | Op::Row(a, _)
+            | Op::SumBatch(a)
+            | Op::SumElems(a)
+            | Op::Place(a, _, _)
+            | Op::PlaceRow(a, _, _) => vec![*a],
+            Op::Binary(_, a, b) | Op::MatVec(a, b) | Op::Outer(a, b) => vec![*a, *b],
             Op::Clip(a, b, c) => vec![*a, *b, *c],
         }
     }

@@ -19,7 +19,9 @@
 //! - parameter ids index the layer's parameter list and shapes agree;
 //! - there is one update per state, of the state's size; the output is a
 //!   vector of the layer's output size;
-//! - layer input sizes agree with the previous layer's output width.
+//! - layer input sizes agree with the previous layer's output width;
+//! - a forward step holds no backward operation (`ir/grad.rs` has its own
+//!   verifier, `verify_backward`).
 
 use crate::check::InputSource;
 
@@ -177,6 +179,14 @@ fn verify_step(layer: &Layer) -> Result<(), String> {
                 }
             }
             Op::Input(_) | Op::State(_) | Op::Param(_) | Op::Literal(_) => {}
+            Op::Seed(_)
+            | Op::Outer(..)
+            | Op::SumBatch(_)
+            | Op::SumElems(_)
+            | Op::Place(..)
+            | Op::PlaceRow(..) => {
+                return Err(format!("{id} is a backward operation in a forward step"))
+            }
         }
     }
     if step.updates.len() != layer.states.len() {

@@ -72,18 +72,7 @@ fn eliminate_dead_nodes(step: Step, n_params: usize) -> (Step, Vec<bool>) {
         }
         let op = match node.op {
             Op::Param(param) => Op::Param(param_map[param.0 as usize].expect("live parameter")),
-            Op::Unary(func, a) => Op::Unary(func, remap(a, &value_map)),
-            Op::Binary(func, a, b) => Op::Binary(func, remap(a, &value_map), remap(b, &value_map)),
-            Op::Clip(a, b, c) => Op::Clip(
-                remap(a, &value_map),
-                remap(b, &value_map),
-                remap(c, &value_map),
-            ),
-            Op::MatVec(a, b) => Op::MatVec(remap(a, &value_map), remap(b, &value_map)),
-            Op::Transpose(a) => Op::Transpose(remap(a, &value_map)),
-            Op::Slice(a, start, end) => Op::Slice(remap(a, &value_map), start, end),
-            Op::Row(a, index) => Op::Row(remap(a, &value_map), index),
-            leaf @ (Op::Input(_) | Op::State(_) | Op::Literal(_)) => leaf,
+            op => super::map_operands(op, |a| remap(a, &value_map)),
         };
         nodes.push(Node { op, ..node });
         value_map[idx] = Some(ValueId((nodes.len() - 1) as u32));

@@ -50,6 +50,11 @@ fn map_operands(op: Op, f: impl Fn(ValueId) -> ValueId) -> Op {
         Op::Transpose(a) => Op::Transpose(f(a)),
         Op::Slice(a, start, end) => Op::Slice(f(a), start, end),
         Op::Row(a, index) => Op::Row(f(a), index),
-        leaf @ (Op::Input(_) | Op::State(_) | Op::Param(_) | Op::Literal(_)) => leaf,
+        Op::Outer(a, b) => Op::Outer(f(a), f(b)),
+        Op::SumBatch(a) => Op::SumBatch(f(a)),
+        Op::SumElems(a) => Op::SumElems(f(a)),
+        Op::Place(a, start, len) => Op::Place(f(a), start, len),
+        Op::PlaceRow(a, index, rows) => Op::PlaceRow(f(a), index, rows),
+        leaf @ (Op::Input(_) | Op::State(_) | Op::Param(_) | Op::Literal(_) | Op::Seed(_)) => leaf,
     }
 }

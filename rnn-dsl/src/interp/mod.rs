@@ -8,17 +8,27 @@
 //! only, reversed, and its outputs are put back in place; layer k reads
 //! layer k−1's output sequence. It favours plainness over speed: it is the
 //! oracle generated code is tested against, and it backs `rnnc run`.
+//!
+//! It differentiates too ([`gradients`], `grad.rs`), by evaluating each
+//! layer's backward step (`ir::differentiate`), and runs in `f32` (as
+//! generated code) or `f64` (for finite-difference checks), see [`Float`].
+
+mod float;
+mod grad;
+mod source;
 
 use std::collections::BTreeMap;
 
 use ndarray::{s, Array2, Array3, ArrayD, ArrayView2, Axis, Ix2, Ix3};
-use rnn_runtime::kernels;
 use rnn_runtime::{RnnError, TensorMap};
 
 use crate::check::{InputSource, UnrollMode};
-use crate::ir::{Dep, Layer, Network, Op, Shape, Step};
+use crate::ir::{Dep, Layer, Network, Node, Op, Shape, ValueId};
 use crate::names;
-use crate::ops::Elementwise;
+
+pub use self::float::Float;
+pub use self::grad::{gradients, gradients_in};
+pub use self::source::{Source, Tensors};
 
 /// The most values one output or state tensor may hold (4 GiB of `f32`).
 pub const MAX_FLOATS: usize = 1 << 30;
@@ -39,24 +49,76 @@ pub fn run(
     weights: &TensorMap,
     inputs: &TensorMap,
 ) -> Result<TensorMap, RnnError> {
+    let forward = run_in::<f32>(network, weights, inputs)?;
+    let mut outputs = TensorMap::new();
+    for (name, value) in forward {
+        outputs.insert_f32(name, value);
+    }
+    Ok(outputs)
+}
+
+/// [`run`] in number type `F`, from any [`Source`] of tensors.
+///
+/// # Errors
+///
+/// As [`run`].
+pub fn run_in<F: Float>(
+    network: &Network,
+    weights: &impl Source<F>,
+    inputs: &impl Source<F>,
+) -> Result<Tensors<F>, RnnError> {
     let layer_weights = load_weights(network, weights)?;
     let prepared = prepare_inputs(network, inputs)?;
+    let initial = initial_states(network, &prepared, inputs)?;
+    Ok(forward(network, &layer_weights, &prepared, &initial, false).outputs)
+}
+
+/// What a forward run gives: the outputs and, when asked for, what the
+/// backward pass reads.
+struct Forward<F> {
+    /// `y` and each `<state>_n`.
+    outputs: Tensors<F>,
+    /// Per layer, per direction: the states before each step, and the cell
+    /// inputs as the direction read them.
+    tapes: Vec<Vec<Tape<F>>>,
+}
+
+/// What one direction of one layer keeps for its backward pass.
+struct Tape<F> {
+    /// `states[t][k]`: state k before step t, `[B, n]`.
+    states: Vec<Vec<Array2<F>>>,
+    /// Each cell input as the direction read it (reversed for a backward
+    /// direction): `[B, T, n]`, or `[B, 1, n]` for a context.
+    inputs: Vec<Array3<F>>,
+}
+
+/// Runs every layer; keeps the tapes when `keep` is set.
+fn forward<F: Float>(
+    network: &Network,
+    layer_weights: &[LayerWeights<F>],
+    prepared: &Prepared<F>,
+    initial: &[Vec<Vec<Array2<F>>>],
+    keep: bool,
+) -> Forward<F> {
     let mut sequence = prepared.step_input.clone();
-    let mut outputs = TensorMap::new();
-    let mut finals: BTreeMap<String, Array3<f32>> = BTreeMap::new();
-    for (layer, weights) in network.layers.iter().zip(&layer_weights) {
+    let mut outputs = Tensors::new();
+    let mut tapes = Vec::new();
+    let mut finals: BTreeMap<String, Array3<F>> = BTreeMap::new();
+    for (layer_idx, (layer, weights)) in network.layers.iter().zip(layer_weights).enumerate() {
         let mut direction_outputs = Vec::new();
-        for (direction, params) in weights.iter().enumerate() {
-            let layer_inputs = gather_layer_inputs(layer, &prepared, sequence.as_ref());
-            let initial = initial_states(layer, direction, &prepared, inputs)?;
-            let (output, states) = run_direction(
+        let mut layer_tapes = Vec::new();
+        for (direction, params) in weights.params.iter().enumerate() {
+            let layer_inputs = gather_layer_inputs(layer, prepared, sequence.as_ref());
+            let (output, states, tape) = run_direction(
                 layer,
                 params,
                 &layer_inputs,
-                initial,
-                &prepared,
+                initial[layer_idx][direction].clone(),
+                prepared,
                 direction == 1,
+                keep,
             );
+            layer_tapes.extend(tape);
             for (state, value) in layer.states.iter().zip(states) {
                 let name = names::final_state(&layer.prefix, &state.name);
                 let rows = stack_rows(network, layer);
@@ -73,13 +135,14 @@ pub fn run(
             .map(|output| output.view())
             .collect();
         sequence = Some(ndarray::concatenate(Axis(2), &views).expect("directions share B and T"));
+        tapes.push(layer_tapes);
     }
     let y = sequence.expect("a network has at least one layer");
-    outputs.insert_f32(names::OUTPUT, y.into_dyn());
+    outputs.insert(names::OUTPUT.to_owned(), y.into_dyn());
     for (name, value) in finals {
-        outputs.insert_f32(name, value.into_dyn());
+        outputs.insert(name, value.into_dyn());
     }
-    Ok(outputs)
+    Forward { outputs, tapes }
 }
 
 /// The number of rows of a layer statement's state tensors: layers × directions.
@@ -92,47 +155,55 @@ fn stack_rows(network: &Network, layer: &Layer) -> usize {
     n_stack * layer.directions
 }
 
-/// Each layer's parameters, per direction, in the layer's parameter order.
-type LayerWeights = Vec<Vec<ArrayD<f32>>>;
-
-fn load_weights(network: &Network, weights: &TensorMap) -> Result<Vec<LayerWeights>, RnnError> {
-    network
-        .layers
-        .iter()
-        .map(|layer| {
-            (0..layer.directions)
-                .map(|direction| {
-                    layer
-                        .params
-                        .iter()
-                        .map(|param| {
-                            let name = layer.weight_name(param, direction);
-                            match layer.bare_weight_name(param) {
-                                Some(bare)
-                                    if !weights.contains(&name) && weights.contains(&bare) =>
-                                {
-                                    weights.f32_shaped(&bare, &param.shape)
-                                }
-                                _ => weights.f32_shaped(&name, &param.shape),
-                            }
-                        })
-                        .collect()
-                })
-                .collect()
-        })
-        .collect()
+/// One layer's parameters per direction, in the layer's parameter order,
+/// and the name each was read under.
+struct LayerWeights<F> {
+    params: Vec<Vec<ArrayD<F>>>,
+    names: Vec<Vec<String>>,
 }
 
-struct Prepared {
+fn load_weights<F: Float>(
+    network: &Network,
+    weights: &impl Source<F>,
+) -> Result<Vec<LayerWeights<F>>, RnnError> {
+    let mut loaded = Vec::new();
+    for layer in &network.layers {
+        let mut params = Vec::new();
+        let mut names = Vec::new();
+        for direction in 0..layer.directions {
+            let mut direction_params = Vec::new();
+            let mut direction_names = Vec::new();
+            for param in &layer.params {
+                let mut name = layer.weight_name(param, direction);
+                if let Some(bare) = layer.bare_weight_name(param) {
+                    if !weights.contains(&name) && weights.contains(&bare) {
+                        name = bare;
+                    }
+                }
+                direction_params.push(weights.float_shaped(&name, &param.shape)?);
+                direction_names.push(name);
+            }
+            params.push(direction_params);
+            names.push(direction_names);
+        }
+        loaded.push(LayerWeights { params, names });
+    }
+    Ok(loaded)
+}
+
+struct Prepared<F> {
     batch: usize,
     steps: usize,
     lengths: Vec<usize>,
-    step_input: Option<Array3<f32>>,
+    step_input: Option<Array3<F>>,
     /// Every network input by index: `[B, T, n]` per-step, `[B, 1, n]` context.
-    network_inputs: Vec<Array3<f32>>,
+    network_inputs: Vec<Array3<F>>,
 }
 
-fn prepare_inputs(network: &Network, inputs: &TensorMap) -> Result<Prepared, RnnError> {
+fn prepare_inputs<F: Float>(
+    network: &Network,
+    inputs: &impl Source<F>,
+) -> Result<Prepared<F>, RnnError> {
     let mut batch: Option<(usize, String)> = None;
     let mut steps: Option<usize> = match network.unroll {
         UnrollMode::Static(n) if network.step_input().is_none() => Some(n),
@@ -141,7 +212,7 @@ fn prepare_inputs(network: &Network, inputs: &TensorMap) -> Result<Prepared, Rnn
     let mut network_inputs = Vec::new();
     let mut step_input = None;
     for input in &network.inputs {
-        let array = inputs.f32(&input.name)?;
+        let array = inputs.float(&input.name)?;
         let shape = array.shape().to_vec();
         let array3 = if input.per_step {
             let expected_b = batch
@@ -255,11 +326,11 @@ fn prepare_inputs(network: &Network, inputs: &TensorMap) -> Result<Prepared, Rnn
     })
 }
 
-fn gather_layer_inputs(
+fn gather_layer_inputs<F: Float>(
     layer: &Layer,
-    prepared: &Prepared,
-    previous: Option<&Array3<f32>>,
-) -> Vec<Array3<f32>> {
+    prepared: &Prepared<F>,
+    previous: Option<&Array3<F>>,
+) -> Vec<Array3<F>> {
     layer
         .inputs
         .iter()
@@ -272,12 +343,29 @@ fn gather_layer_inputs(
         .collect()
 }
 
-fn initial_states(
+/// Each layer's initial states, per direction.
+fn initial_states<F: Float>(
+    network: &Network,
+    prepared: &Prepared<F>,
+    inputs: &impl Source<F>,
+) -> Result<Vec<Vec<Vec<Array2<F>>>>, RnnError> {
+    network
+        .layers
+        .iter()
+        .map(|layer| {
+            (0..layer.directions)
+                .map(|direction| layer_initial_states(layer, direction, prepared, inputs))
+                .collect()
+        })
+        .collect()
+}
+
+fn layer_initial_states<F: Float>(
     layer: &Layer,
     direction: usize,
-    prepared: &Prepared,
-    inputs: &TensorMap,
-) -> Result<Vec<Array2<f32>>, RnnError> {
+    prepared: &Prepared<F>,
+    inputs: &impl Source<F>,
+) -> Result<Vec<Array2<F>>, RnnError> {
     layer
         .states
         .iter()
@@ -286,7 +374,7 @@ fn initial_states(
             if !inputs.contains(&name) {
                 return Ok(Array2::zeros((prepared.batch, state.size)));
             }
-            let array = inputs.f32(&name)?;
+            let array = inputs.float(&name)?;
             let rows = array.shape().first().copied().unwrap_or(0);
             let needed = layer.stack_idx * layer.directions + direction;
             if array.ndim() != 3
@@ -310,42 +398,69 @@ fn initial_states(
 }
 
 /// A value during evaluation: a number, per-sequence rows `[B, n]` (or
-/// `[1, n]` for values shared by all sequences), or a parameter matrix.
+/// `[1, n]` for values shared by all sequences), or a matrix.
 #[derive(Debug, Clone)]
-enum Val {
-    Scalar(f32),
-    Rows(Array2<f32>),
-    Matrix(Array2<f32>),
+enum Val<F> {
+    Scalar(F),
+    Rows(Array2<F>),
+    Matrix(Array2<F>),
 }
 
-impl Val {
-    fn rows(&self) -> ArrayView2<'_, f32> {
+impl<F: Float> Val<F> {
+    fn rows(&self) -> ArrayView2<'_, F> {
         match self {
             Val::Rows(rows) => rows.view(),
             Val::Matrix(_) | Val::Scalar(_) => unreachable!("IR verification: expected a vector"),
         }
     }
 
-    fn as_2d(&self) -> Array2<f32> {
+    fn as_2d(&self) -> Array2<F> {
         match self {
             Val::Scalar(value) => Array2::from_elem((1, 1), *value),
             Val::Rows(rows) | Val::Matrix(rows) => rows.clone(),
         }
     }
+
+    /// Rows broadcast to the batch.
+    fn batch_rows(&self, batch: usize) -> Array2<F> {
+        let rows = self.as_2d();
+        rows.broadcast((batch, rows.ncols()))
+            .expect("rows are 1 or B")
+            .to_owned()
+    }
 }
 
-fn run_direction(
+/// What one step's evaluation reads besides the parameters.
+struct StepContext<'a, F> {
+    inputs: &'a [Array3<F>],
+    states: &'a [Array2<F>],
+    t: usize,
+    /// The seeds of a backward step: the output's, then each state's.
+    seeds: Option<&'a Seeds<F>>,
+    /// Which rows take part in batch sums (a backward step's live sequences).
+    live: Option<&'a [bool]>,
+}
+
+/// The gradients arriving for a step's results.
+struct Seeds<F> {
+    output: Array2<F>,
+    states: Vec<Array2<F>>,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_direction<F: Float>(
     layer: &Layer,
-    params: &[ArrayD<f32>],
-    layer_inputs: &[Array3<f32>],
-    mut states: Vec<Array2<f32>>,
-    prepared: &Prepared,
+    params: &[ArrayD<F>],
+    layer_inputs: &[Array3<F>],
+    mut states: Vec<Array2<F>>,
+    prepared: &Prepared<F>,
     reverse: bool,
-) -> (Array3<f32>, Vec<Array2<f32>>) {
+    keep: bool,
+) -> (Array3<F>, Vec<Array2<F>>, Option<Tape<F>>) {
     let (batch, steps) = (prepared.batch, prepared.steps);
     let lengths = &prepared.lengths;
     // The backward direction reads each sequence's valid part reversed.
-    let layer_inputs: Vec<Array3<f32>> = layer_inputs
+    let layer_inputs: Vec<Array3<F>> = layer_inputs
         .iter()
         .zip(&layer.inputs)
         .map(|(input, info)| {
@@ -357,44 +472,42 @@ fn run_direction(
         })
         .collect();
     let step = &layer.step;
-    let mut values: Vec<Option<Val>> = vec![None; step.nodes.len()];
+    let mut values: Vec<Option<Val<F>>> = vec![None; step.nodes.len()];
+    let mut tape_states = Vec::new();
     // Parameters and contexts are the same at every step: evaluate once.
-    for idx in 0..step.nodes.len() {
-        if step.nodes[idx].dep <= Dep::Context {
-            values[idx] = Some(eval_node(
-                step,
-                idx,
-                &values,
-                params,
-                &layer_inputs,
-                &states,
-                0,
-            ));
-        }
-    }
+    let invariant = StepContext {
+        inputs: &layer_inputs,
+        states: &states,
+        t: 0,
+        seeds: None,
+        live: None,
+    };
+    evaluate(&step.nodes, 0, &mut values, params, &invariant, |dep| {
+        dep <= Dep::Context
+    });
     let mut output = Array3::zeros((batch, steps, layer.output_size));
     let max_len = lengths.iter().copied().max().unwrap_or(0);
     for t in 0..max_len {
-        for idx in 0..step.nodes.len() {
-            if step.nodes[idx].dep > Dep::Context {
-                values[idx] = Some(eval_node(
-                    step,
-                    idx,
-                    &values,
-                    params,
-                    &layer_inputs,
-                    &states,
-                    t,
-                ));
-            }
+        if keep {
+            tape_states.push(states.clone());
         }
-        let value_rows = |id: crate::ir::ValueId| -> Array2<f32> {
-            let rows = values[id.index()].as_ref().expect("evaluated").as_2d();
-            rows.broadcast((batch, rows.ncols()))
-                .expect("rows are 1 or B")
-                .to_owned()
+        let cx = StepContext {
+            inputs: &layer_inputs,
+            states: &states,
+            t,
+            seeds: None,
+            live: None,
         };
-        let new_states: Vec<Array2<f32>> = step.updates.iter().map(|id| value_rows(*id)).collect();
+        evaluate(&step.nodes, 0, &mut values, params, &cx, |dep| {
+            dep > Dep::Context
+        });
+        let value_rows = |id: ValueId| {
+            values[id.index()]
+                .as_ref()
+                .expect("evaluated")
+                .batch_rows(batch)
+        };
+        let new_states: Vec<Array2<F>> = step.updates.iter().map(|id| value_rows(*id)).collect();
         let step_output = value_rows(step.output);
         for (b, length) in lengths.iter().enumerate() {
             if t < *length {
@@ -408,12 +521,32 @@ fn run_direction(
     if reverse {
         output = reverse_valid(&output, lengths);
     }
-    (output, states)
+    let tape = keep.then(|| Tape {
+        states: tape_states,
+        inputs: layer_inputs,
+    });
+    (output, states, tape)
+}
+
+/// Evaluates `nodes[from..]` whose dependence `select` accepts, in order.
+fn evaluate<F: Float>(
+    nodes: &[Node],
+    from: usize,
+    values: &mut [Option<Val<F>>],
+    params: &[ArrayD<F>],
+    cx: &StepContext<'_, F>,
+    select: impl Fn(Dep) -> bool,
+) {
+    for idx in from..nodes.len() {
+        if select(nodes[idx].dep) {
+            values[idx] = Some(eval_node(&nodes[idx], values, params, cx));
+        }
+    }
 }
 
 /// `out[b, t] = x[b, len_b - 1 - t]` for `t < len_b`, zero elsewhere. Its
 /// own inverse.
-fn reverse_valid(sequence: &Array3<f32>, lengths: &[usize]) -> Array3<f32> {
+fn reverse_valid<F: Float>(sequence: &Array3<F>, lengths: &[usize]) -> Array3<F> {
     let mut out = Array3::zeros(sequence.raw_dim());
     for (b, len) in lengths.iter().enumerate() {
         for t in 0..*len {
@@ -424,28 +557,24 @@ fn reverse_valid(sequence: &Array3<f32>, lengths: &[usize]) -> Array3<f32> {
     out
 }
 
-fn eval_node(
-    step: &Step,
-    idx: usize,
-    values: &[Option<Val>],
-    params: &[ArrayD<f32>],
-    inputs: &[Array3<f32>],
-    states: &[Array2<f32>],
-    t: usize,
-) -> Val {
-    let node = &step.nodes[idx];
-    let get = |id: crate::ir::ValueId| {
+fn eval_node<F: Float>(
+    node: &Node,
+    values: &[Option<Val<F>>],
+    params: &[ArrayD<F>],
+    cx: &StepContext<'_, F>,
+) -> Val<F> {
+    let get = |id: ValueId| {
         values[id.index()]
             .as_ref()
             .expect("operands are evaluated first")
     };
     match &node.op {
         Op::Input(k) => {
-            let input = &inputs[*k];
-            let t = if input.shape()[1] == 1 { 0 } else { t };
+            let input = &cx.inputs[*k];
+            let t = if input.shape()[1] == 1 { 0 } else { cx.t };
             Val::Rows(input.slice(s![.., t, ..]).to_owned())
         }
-        Op::State(k) => Val::Rows(states[*k].clone()),
+        Op::State(k) => Val::Rows(cx.states[*k].clone()),
         Op::Param(param) => {
             let array = &params[param.0 as usize];
             match node.shape {
@@ -464,22 +593,21 @@ fn eval_node(
             }
         }
         Op::Literal(value) => match node.shape {
-            Shape::Vector(len) => Val::Rows(Array2::from_elem((1, len), *value)),
-            _ => Val::Scalar(*value),
+            Shape::Vector(len) => Val::Rows(Array2::from_elem((1, len), F::from_f32(*value))),
+            _ => Val::Scalar(F::from_f32(*value)),
         },
-        Op::Unary(op, a) => elementwise(&[get(*a)], |args| op.apply(args[0])),
-        Op::Binary(op, a, b) => elementwise(&[get(*a), get(*b)], |args| op.apply(args[0], args[1])),
+        Op::Unary(op, a) => elementwise(&[get(*a)], |args| F::unary(*op, args[0])),
+        Op::Binary(op, a, b) => {
+            elementwise(&[get(*a), get(*b)], |args| F::binary(*op, args[0], args[1]))
+        }
         Op::Clip(a, lo, hi) => elementwise(&[get(*a), get(*lo), get(*hi)], |args| {
-            Elementwise::Clip.apply(args)
+            F::clip(args[0], args[1], args[2])
         }),
         Op::MatVec(matrix, vector) => {
             let Val::Matrix(matrix) = get(*matrix) else {
                 unreachable!("IR verification: matvec takes a matrix")
             };
-            let vector = get(*vector).rows();
-            let mut out = Array2::zeros((vector.nrows(), matrix.nrows()));
-            kernels::matmul_bt(vector, matrix.view(), out.view_mut(), false);
-            Val::Rows(out)
+            Val::Rows(F::matmul_bt(get(*vector).rows(), matrix.view()))
         }
         Op::Transpose(matrix) => {
             let Val::Matrix(matrix) = get(*matrix) else {
@@ -496,15 +624,91 @@ fn eval_node(
             Val::Rows(rows) => Val::Rows(rows.slice(s![.., *start..*end]).to_owned()),
             Val::Scalar(_) => unreachable!("IR verification: slices take vectors or matrices"),
         },
+        Op::Seed(seed) => {
+            let seeds = cx.seeds.expect("seeds are read by backward steps only");
+            Val::Rows(match seed {
+                crate::ir::Seed::Output => seeds.output.clone(),
+                crate::ir::Seed::State(k) => seeds.states[*k].clone(),
+            })
+        }
+        Op::Outer(g, v) => {
+            let (g, v) = (get(*g).as_2d(), get(*v).as_2d());
+            let rows = g.nrows().max(v.nrows());
+            let g = g.broadcast((rows, g.ncols())).expect("rows are 1 or B");
+            let v = v.broadcast((rows, v.ncols())).expect("rows are 1 or B");
+            let mut out = Array2::zeros((g.ncols(), v.ncols()));
+            for r in 0..rows {
+                if is_live(cx.live, r, rows) {
+                    for (i, gi) in g.row(r).iter().enumerate() {
+                        for (j, vj) in v.row(r).iter().enumerate() {
+                            out[(i, j)] += *gi * *vj;
+                        }
+                    }
+                }
+            }
+            Val::Matrix(out)
+        }
+        Op::SumBatch(a) => {
+            let rows = get(*a).as_2d();
+            let mut out = Array2::zeros((1, rows.ncols()));
+            for (r, row) in rows.outer_iter().enumerate() {
+                if is_live(cx.live, r, rows.nrows()) {
+                    let mut acc = out.row_mut(0);
+                    acc += &row;
+                }
+            }
+            match get(*a) {
+                Val::Matrix(_) => Val::Matrix(rows),
+                _ => Val::Rows(out),
+            }
+        }
+        Op::SumElems(a) => {
+            let rows = get(*a).rows();
+            let sums: Vec<F> = rows
+                .outer_iter()
+                .map(|row| row.iter().fold(F::zero(), |acc, x| acc + *x))
+                .collect();
+            Val::Rows(Array2::from_shape_vec((sums.len(), 1), sums).expect("one per row"))
+        }
+        Op::Place(a, start, len) => match get(*a) {
+            Val::Rows(rows) => {
+                let mut out = Array2::zeros((rows.nrows(), *len));
+                out.slice_mut(s![.., *start..*start + rows.ncols()])
+                    .assign(rows);
+                Val::Rows(out)
+            }
+            Val::Matrix(matrix) => {
+                let mut out = Array2::zeros((*len, matrix.ncols()));
+                out.slice_mut(s![*start..*start + matrix.nrows(), ..])
+                    .assign(matrix);
+                Val::Matrix(out)
+            }
+            Val::Scalar(_) => unreachable!("backward verification: place takes vectors"),
+        },
+        Op::PlaceRow(a, index, rows) => {
+            let row = get(*a).rows();
+            let mut out = Array2::zeros((*rows, row.ncols()));
+            out.row_mut(*index).assign(&row.row(0));
+            Val::Matrix(out)
+        }
     }
 }
 
-fn elementwise(operands: &[&Val], func: impl Fn(&[f32]) -> f32) -> Val {
+/// Whether row `r` of `rows` takes part in a batch sum: every row of a
+/// value shared by the batch, the live sequences' rows of a batch.
+fn is_live(live: Option<&[bool]>, r: usize, rows: usize) -> bool {
+    match live {
+        Some(live) if rows == live.len() => live[r],
+        _ => true,
+    }
+}
+
+fn elementwise<F: Float>(operands: &[&Val<F>], func: impl Fn(&[F]) -> F) -> Val<F> {
     if operands
         .iter()
         .all(|operand| matches!(operand, Val::Scalar(_)))
     {
-        let args: Vec<f32> = operands
+        let args: Vec<F> = operands
             .iter()
             .map(|operand| match operand {
                 Val::Scalar(value) => *value,
@@ -516,7 +720,7 @@ fn elementwise(operands: &[&Val], func: impl Fn(&[f32]) -> f32) -> Val {
     let is_matrix = operands
         .iter()
         .any(|operand| matches!(operand, Val::Matrix(_)));
-    let arrays: Vec<Array2<f32>> = operands.iter().map(|operand| operand.as_2d()).collect();
+    let arrays: Vec<Array2<F>> = operands.iter().map(|operand| operand.as_2d()).collect();
     let rows = arrays.iter().map(Array2::nrows).max().unwrap_or(1);
     let cols = arrays.iter().map(Array2::ncols).max().unwrap_or(1);
     let views: Vec<_> = arrays
@@ -528,7 +732,7 @@ fn elementwise(operands: &[&Val], func: impl Fn(&[f32]) -> f32) -> Val {
         })
         .collect();
     let mut out = Array2::zeros((rows, cols));
-    let mut args = vec![0.0; views.len()];
+    let mut args = vec![F::zero(); views.len()];
     for ((r, c), slot) in out.indexed_iter_mut() {
         for (arg, view) in args.iter_mut().zip(&views) {
             *arg = view[(r, c)];
