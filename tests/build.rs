@@ -40,7 +40,9 @@ fn main() {
                 Some("ista") => ista_model_text(case, &ista_cell, &network_name, &mode),
                 other => Err(format!("unknown case kind {other:?}")),
             };
-            let generated = text.and_then(|text| generate(&text, &network_name));
+            // The gradient cases get training code too.
+            let gradients = case["has_gradients"].as_bool() == Some(true);
+            let generated = text.and_then(|text| generate(&text, &network_name, gradients));
             match generated {
                 Ok(code) => {
                     let module = format!("case{case_idx}_{mode_name}");
@@ -49,14 +51,19 @@ fn main() {
                         "#[allow(dead_code, clippy::all)]\npub mod {module} {{\n{code}\n}}"
                     )
                     .expect("write to string");
+                    let train = if gradients {
+                        format!("Some(|weights| Ok(Box::new(<{module}::{network_name} as ::rnn_runtime::Model>::from_weights(weights)?)))")
+                    } else {
+                        "None".to_owned()
+                    };
                     writeln!(
                         entries,
-                        "    Entry {{ case: {case_name:?}, mode: {mode:?}, build: Ok(|weights| Ok(Box::new(<{module}::{network_name} as ::rnn_runtime::Model>::from_weights(weights)?))) }},"
+                        "    Entry {{ case: {case_name:?}, mode: {mode:?}, build: Ok(|weights| Ok(Box::new(<{module}::{network_name} as ::rnn_runtime::Model>::from_weights(weights)?))), train: {train} }},"
                     )
                     .expect("write to string");
                 }
                 Err(reason) => {
-                    writeln!(entries, "    Entry {{ case: {case_name:?}, mode: {mode:?}, build: Err({reason:?}) }},").expect("write to string");
+                    writeln!(entries, "    Entry {{ case: {case_name:?}, mode: {mode:?}, build: Err({reason:?}), train: None }},").expect("write to string");
                 }
             }
         }
@@ -126,7 +133,7 @@ fn equivalence_registry() -> String {
     for model in equivalence_models() {
         for (suffix, mode) in random_modes(model.steps) {
             let text = model.text.replace("MODE", &mode);
-            let code = generate(&text, &model.name).unwrap_or_else(|error| {
+            let code = generate(&text, &model.name, true).unwrap_or_else(|error| {
                 panic!(
                     "random model {} does not compile:\n{text}\n{error}",
                     model.name
@@ -140,8 +147,8 @@ fn equivalence_registry() -> String {
             .expect("write to string");
             writeln!(
                 entries,
-                "    EquivalenceEntry {{ model: {:?}, mode: {mode:?}, build: |weights| Ok(Box::new(<{module}::{} as ::rnn_runtime::Model>::from_weights(weights)?)) }},",
-                model.name, model.name
+                "    EquivalenceEntry {{ model: {:?}, mode: {mode:?}, build: |weights| Ok(Box::new(<{module}::{} as ::rnn_runtime::Model>::from_weights(weights)?)), train: |weights| Ok(Box::new(<{module}::{} as ::rnn_runtime::Model>::from_weights(weights)?)) }},",
+                model.name, model.name, model.name
             )
             .expect("write to string");
         }
@@ -181,9 +188,10 @@ fn camel(text: &str) -> String {
         .collect()
 }
 
-fn generate(text: &str, network_name: &str) -> Result<String, String> {
+fn generate(text: &str, network_name: &str, gradients: bool) -> Result<String, String> {
     let options = rnn_dsl::Options {
         network: Some(network_name.to_owned()),
+        gradients,
         ..rnn_dsl::Options::default()
     };
     let tokens = rnn_dsl::generate(

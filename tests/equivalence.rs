@@ -8,7 +8,7 @@ use ndarray::{Array1, Array3, ArrayD};
 use proptest::prelude::*;
 use rnn_dsl::{interp, weights, SourceFile};
 use rnn_runtime::init::SplitMix64;
-use rnn_runtime::{Model, RnnError, TensorMap};
+use rnn_runtime::{Model, RnnError, TensorMap, Train};
 
 include!("support/random_models.rs");
 
@@ -18,6 +18,8 @@ pub struct EquivalenceEntry {
     model: &'static str,
     mode: &'static str,
     build: fn(&TensorMap) -> Result<Box<dyn Model>, RnnError>,
+    /// The same model as [`Train`] (every equivalence model has training code).
+    train: fn(&TensorMap) -> Result<Box<dyn Train>, RnnError>,
 }
 
 include!(concat!(env!("OUT_DIR"), "/equivalence_models.rs"));
@@ -35,6 +37,55 @@ include!(concat!(env!("OUT_DIR"), "/ok_models.rs"));
 
 /// The largest difference allowed between any two implementations.
 const TOLERANCE: f32 = 1e-6;
+
+/// Gradients: `|generated - interpreter| <= GRAD_ABS + GRAD_REL * |interpreter|`. The two sum
+/// a weight's gradient over steps and sequences in different orders (one large product after
+/// the loop against a sum step by step), so they agree to rounding, not to the bit.
+const GRAD_ABS: f32 = 1e-5;
+const GRAD_REL: f32 = 1e-5;
+
+/// Random seeds for the loss's gradients with respect to `outputs` (every float output).
+fn random_seeds(outputs: &TensorMap, seed: u64) -> TensorMap {
+    let mut rng = SplitMix64::new(seed);
+    let mut seeds = TensorMap::new();
+    for (name, tensor) in outputs.iter() {
+        if let rnn_runtime::Tensor::F32(array) = tensor {
+            seeds.insert_f32(name, array.mapv(|_| rng.uniform(-1.0, 1.0)));
+        }
+    }
+    seeds
+}
+
+/// The largest gradient error of `actual` against the interpreter's `expected`, relative to
+/// the tolerance (above 1 fails), and the tensor it is in.
+fn gradient_error(actual: &TensorMap, expected: &TensorMap) -> Result<(f32, String), String> {
+    let mut worst = (0.0f32, String::new());
+    for (name, tensor) in expected.iter() {
+        let rnn_runtime::Tensor::F32(expected) = tensor else {
+            continue;
+        };
+        let actual = actual
+            .f32(name)
+            .map_err(|error| format!("generated code gave no `{name}`: {error}"))?;
+        if actual.shape() != expected.shape() {
+            return Err(format!(
+                "`{name}`: shape {:?}, expected {:?}",
+                actual.shape(),
+                expected.shape()
+            ));
+        }
+        for (a, e) in actual.iter().zip(expected.iter()) {
+            let ratio = (a - e).abs() / (GRAD_ABS + GRAD_REL * e.abs());
+            if ratio.is_nan() || ratio > worst.0 {
+                worst = (
+                    if ratio.is_nan() { f32::INFINITY } else { ratio },
+                    name.to_owned(),
+                );
+            }
+        }
+    }
+    Ok(worst)
+}
 
 fn max_abs_diff(a: &ArrayD<f32>, b: &ArrayD<f32>) -> f32 {
     assert_eq!(a.shape(), b.shape(), "shapes differ");
@@ -125,6 +176,10 @@ fn check_model(
     );
     let expected = interp::run(network, &weights, &inputs)
         .map_err(|error| TestCaseError::fail(error.to_string()))?;
+    let seeds = random_seeds(&expected, seed ^ 0x5EED5);
+    let expected_grads = interp::gradients(network, &weights, &inputs, &seeds)
+        .map_err(|error| TestCaseError::fail(error.to_string()))?;
+    let mut first_grads: Option<TensorMap> = None;
     let entries = equivalence_registry();
     let mine: Vec<&EquivalenceEntry> = entries
         .iter()
@@ -155,6 +210,46 @@ fn check_model(
                 lengths,
                 model.text
             );
+        }
+        // Gradients: against the interpreter, and every mode against the first.
+        let trained =
+            (entry.train)(&weights).map_err(|error| TestCaseError::fail(error.to_string()))?;
+        let grads = trained.run_gradients(&inputs, &seeds).map_err(|error| {
+            TestCaseError::fail(format!(
+                "{} [{}] gradients: {error}",
+                model.name, entry.mode
+            ))
+        })?;
+        let (ratio, tensor) =
+            gradient_error(&grads, &expected_grads).map_err(TestCaseError::fail)?;
+        prop_assert!(
+            ratio <= 1.0,
+            "{} [{}] gradient `{}` differs from the interpreter's by {:.2}× the tolerance (lengths {:?})\n{}",
+            model.name,
+            entry.mode,
+            tensor,
+            ratio,
+            lengths,
+            model.text
+        );
+        match &first_grads {
+            None => first_grads = Some(grads),
+            Some(first) => {
+                for (name, tensor) in first.iter() {
+                    let rnn_runtime::Tensor::F32(first) = tensor else {
+                        continue;
+                    };
+                    let diff = max_abs_diff(&grads.f32(name).expect("same names"), first);
+                    prop_assert!(
+                        diff <= TOLERANCE,
+                        "{} [{}] gradient `{}` differs between modes by {:e}",
+                        model.name,
+                        entry.mode,
+                        name,
+                        diff
+                    );
+                }
+            }
         }
     }
     Ok(())

@@ -115,6 +115,17 @@ fn check_gradients(
     seed: u64,
 ) -> (f64, Option<String>) {
     let (weights, inputs, seeds) = problem(network, steps, lengths, seed);
+    check_problem(network, &weights, &inputs, &seeds)
+}
+
+/// [`check_gradients`] on given weights, inputs and seeds.
+fn check_problem(
+    network: &rnn_dsl::ir::Network,
+    weights: &Tensors<f64>,
+    inputs: &Tensors<f64>,
+    seeds: &Tensors<f64>,
+) -> (f64, Option<String>) {
+    let (weights, inputs, seeds) = (weights.clone(), inputs.clone(), seeds.clone());
     let analytic =
         interp::gradients_in::<f64>(network, &weights, &inputs, &seeds).expect("backward runs");
     let mut worst = 0.0f64;
@@ -224,6 +235,42 @@ fn builtin_cells_with_every_flag_match_finite_differences() {
         model("Relu", "layer l = rnn_relu(hidden = 3);"),
     ]);
     check_models(&models);
+}
+
+/// ISTA as the example writes it (a context, a transposed matrix, `[1]` parameters broadcast
+/// over vectors, `soft_threshold`), unrolled statically, shorter sequences included.
+#[test]
+fn ista_matches_finite_differences() {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/models/ista.rnn"
+    ))
+    .expect("the ISTA example");
+    let cell = &text[..text.find("network").expect("the example has a network")];
+    let model = format!("{cell}\nnetwork Lista {{ context y: [4]; layer solver = ista(N = 6); unroll static 5; }}\n");
+    let compiled = rnn_dsl::compile(SourceFile::new("ista.rnn", model)).expect("compiles");
+    let network = compiled.network(Some("Lista")).expect("network");
+    let (_, mut inputs, seeds) = problem(network, 5, &[5, 3, 0], 11);
+    let mut rng = SplitMix64::new(99);
+    let mut weights = Tensors::new();
+    for param in &network.layers[0].params {
+        let name = network.layers[0]
+            .bare_weight_name(param)
+            .expect("a one-layer user cell");
+        let value = match param.name.as_str() {
+            "L" => ArrayD::from_elem(vec![1], 3.0),
+            "lam" => ArrayD::from_elem(vec![1], 0.2),
+            _ => random_f64(&mut rng, &param.shape),
+        };
+        weights.insert(name, value);
+    }
+    inputs.insert(
+        "y".to_owned(),
+        random_f64(&mut rng, &[3, 4]).mapv(|v| 2.0 * v),
+    );
+    let (worst, failure) = check_problem(network, &weights, &inputs, &seeds);
+    println!("ista: max |analytic - numeric| {worst:.2e}");
+    assert!(failure.is_none(), "{failure:?}");
 }
 
 /// A padded step's input gradient is exactly zero, and a sequence of length 0 gets its

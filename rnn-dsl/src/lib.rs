@@ -163,6 +163,9 @@ pub struct Options {
     pub network: Option<String>,
     /// Overrides every generated network's unroll mode (`rnnc emit --mode`).
     pub mode: Option<check::UnrollMode>,
+    /// Also generates the training code: `forward_train`, `backward`, the
+    /// tape and gradient types (`rnnc emit --gradients`).
+    pub gradients: bool,
 }
 
 impl Default for Options {
@@ -171,6 +174,7 @@ impl Default for Options {
             runtime_path: syn::parse_quote!(::rnn_runtime),
             network: None,
             mode: None,
+            gradients: false,
         }
     }
 }
@@ -228,7 +232,7 @@ impl Compiled {
                 },
                 None => network,
             };
-            let plan = lower::lower_network(network);
+            let plan = lower::lower_network(network, options.gradients);
             tokens.extend(emit::emit(network, &plan, &options.runtime_path));
         }
         Ok(Generated {

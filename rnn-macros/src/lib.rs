@@ -24,7 +24,9 @@
 //! if set, for trybuild tests), and `runtime = some::path` names the runtime
 //! crate in generated code (for crates that re-export it):
 //! `rnn!(file = "m.rnn", runtime = crate::rt)`, or inline, ended by `;`:
-//! `rnn! { runtime = crate::rt; network ... }`.
+//! `rnn! { runtime = crate::rt; network ... }`. `gradients = true` also
+//! generates the training code (`forward_train`, `backward`, `TaggerTape`,
+//! `TaggerGrads`).
 //!
 //! Inline text is Rust tokens: `//` and doc comments are fine, and transpose
 //! is `A^T` or `transpose(A)` (`A'` does not lex).
@@ -53,10 +55,10 @@ pub fn rnn(input: proc_macro::TokenStream) -> proc_macro::TokenStream {
     }
 }
 
-type Args = (Option<LitStr>, Option<syn::Path>, TokenStream);
+type Args = (Option<LitStr>, Option<syn::Path>, bool, TokenStream);
 
 fn parse_args(input: ParseStream) -> syn::Result<Args> {
-    let (mut file, mut runtime) = (None, None);
+    let (mut file, mut runtime, mut gradients) = (None, None, false);
     // No model text starts with `name =` (items start with `cell` or `network`).
     while input.peek(Ident) && input.peek2(Token![=]) {
         let key: Ident = input.parse()?;
@@ -64,8 +66,10 @@ fn parse_args(input: ParseStream) -> syn::Result<Args> {
         match key.to_string().as_str() {
             "file" => file = Some(input.parse::<LitStr>()?),
             "runtime" => runtime = Some(input.parse::<syn::Path>()?),
+            "gradients" => gradients = input.parse::<syn::LitBool>()?.value,
             _ => {
-                let message = format!("unknown argument `{key}`; expected `file` or `runtime`");
+                let message =
+                    format!("unknown argument `{key}`; expected `file`, `runtime` or `gradients`");
                 return Err(syn::Error::new(key.span(), message));
             }
         }
@@ -81,10 +85,10 @@ fn parse_args(input: ParseStream) -> syn::Result<Args> {
             "give a file or text, not both",
         ));
     }
-    Ok((file, runtime, body))
+    Ok((file, runtime, gradients, body))
 }
 
-fn expand((file, runtime, body): Args) -> TokenStream {
+fn expand((file, runtime, gradients, body): Args) -> TokenStream {
     let (source, map, fallback) = match &file {
         Some(literal) => match read(literal) {
             Ok(source) => (source, Vec::new(), literal.span()),
@@ -102,6 +106,7 @@ fn expand((file, runtime, body): Args) -> TokenStream {
     let include = quote!(#(const _: &str = ::core::include_str!(#path);)*);
     let mut options = rnn_dsl::Options::default();
     options.runtime_path = runtime.unwrap_or(options.runtime_path);
+    options.gradients = gradients;
     let items = match rnn_dsl::generate(source, &options) {
         Ok(generated) => vec![generated.tokens],
         Err(rnn_dsl::Error::Diagnostics {

@@ -10,7 +10,7 @@
 
 pub use crate::elementwise::{
     binary, clip, const_binary, const_clip, const_unary, into_vector, map1, map2, map3, matvec,
-    transpose, unary, Arg,
+    outer_acc, sum_elems, sum_rows, transpose, unary, Arg,
 };
 pub use crate::error::RnnError;
 pub use crate::fused::{
@@ -19,12 +19,12 @@ pub use crate::fused::{
 };
 pub use crate::init::{pytorch_bound, uniform, SplitMix64};
 pub use crate::kernels::{
-    gemm_packed, gemm_packed_columns, gemm_packed_onto_row, gemm_packed_onto_row_columns,
+    gemm_packed, gemm_packed_columns, gemm_packed_onto_row, gemm_packed_onto_row_columns, matmul,
     matmul_bt, relu, sigmoid, soft_threshold, tanh, Columns, PackedMatrix,
 };
 pub use crate::loading::{
-    check_shape, copy_rows, fill_rows, initial_rows, input2, input3, load1, load2,
-    optional_lengths, state_or_zeros, steps,
+    check_finite, check_shape, copy_rows, fill_rows, initial_rows, input2, input3, load1, load2,
+    next_stamp, optional_lengths, state_or_zeros, steps,
 };
 pub use crate::ops::{sign, softplus, Binary, Unary};
 pub use crate::packing::{flat_steps, scatter, Packing, Placement};

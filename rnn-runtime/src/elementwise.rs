@@ -144,6 +144,39 @@ pub fn matvec(matrix: ArrayView2<'_, f32>, vector: ArrayView1<'_, f32>) -> Array
     out.row(0).to_owned()
 }
 
+/// `acc += Σ_r g_r v_rᵀ`: the gradient of a matrix over a batch of rows, `g` `[n, m]` and `v`
+/// `[n, k]` (either may be one row shared by the batch, which counts once per row of the other).
+pub fn outer_acc(acc: ArrayViewMut2<'_, f32>, g: ArrayView2<'_, f32>, v: ArrayView2<'_, f32>) {
+    let (g, v) = match (g.nrows(), v.nrows()) {
+        (a, b) if a == b => (g.to_owned(), v.to_owned()),
+        (1, _) => (g.to_owned(), column_sums(v)),
+        (_, 1) => (column_sums(g), v.to_owned()),
+        (a, b) => panic!("outer_acc: {a} rows against {b}"),
+    };
+    crate::kernels::matmul(g.t(), v.view(), acc, true);
+}
+
+/// `acc[0] += Σ_r a_r`: a batch's rows summed into one row.
+pub fn sum_rows(mut acc: ArrayViewMut2<'_, f32>, a: ArrayView2<'_, f32>) {
+    let mut acc = acc.row_mut(0);
+    for row in a.rows() {
+        acc += &row;
+    }
+}
+
+/// `out[r, 0] = Σ_c a[r, c]`: each row's elements summed.
+pub fn sum_elems(mut out: ArrayViewMut2<'_, f32>, a: ArrayView2<'_, f32>) {
+    for (mut slot, row) in out.rows_mut().into_iter().zip(a.rows()) {
+        slot[0] = row.sum();
+    }
+}
+
+fn column_sums(a: ArrayView2<'_, f32>) -> Array2<f32> {
+    let mut sums = Array2::zeros((1, a.ncols()));
+    sum_rows(sums.view_mut(), a);
+    sums
+}
+
 /// A transposed copy in standard layout.
 pub fn transpose(matrix: ArrayView2<'_, f32>) -> Array2<f32> {
     matrix.t().as_standard_layout().into_owned()
@@ -152,6 +185,30 @@ pub fn transpose(matrix: ArrayView2<'_, f32>) -> Array2<f32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn outer_products_sum_over_rows_and_broadcast_a_shared_row() {
+        let g = Array2::from_shape_vec((2, 2), vec![1.0, 2.0, 3.0, 4.0]).expect("shape");
+        let v = Array2::from_shape_vec((2, 3), vec![1.0, 0.0, -1.0, 2.0, 1.0, 0.5]).expect("shape");
+        let mut acc = Array2::from_elem((2, 3), 1.0);
+        outer_acc(acc.view_mut(), g.view(), v.view());
+        // acc[i][j] = 1 + g[0][i] v[0][j] + g[1][i] v[1][j]
+        let expected = [[8.0, 4.0, 1.5], [11.0, 5.0, 1.0]];
+        for i in 0..2 {
+            for j in 0..3 {
+                assert_eq!(acc[(i, j)], expected[i][j], "[{i}, {j}]");
+            }
+        }
+        let shared = Array2::from_shape_vec((1, 2), vec![1.0, -1.0]).expect("shape");
+        let mut acc = Array2::zeros((2, 3));
+        outer_acc(acc.view_mut(), shared.view(), v.view());
+        // column sums of v: [3, 1, -0.5]
+        assert_eq!(acc.row(0).to_vec(), vec![3.0, 1.0, -0.5]);
+        assert_eq!(acc.row(1).to_vec(), vec![-3.0, -1.0, 0.5]);
+        let mut sums = Array2::zeros((2, 1));
+        sum_elems(sums.view_mut(), v.view());
+        assert_eq!(sums.column(0).to_vec(), vec![0.0, 3.5]);
+    }
 
     #[test]
     fn maps_broadcast_rows_columns_and_scalars() {

@@ -194,6 +194,36 @@ pub fn state_or_zeros(
         .expect("shape checked"))
 }
 
+/// Checks that every value of a tensor is finite.
+///
+/// # Errors
+///
+/// [`RnnError::InvalidValue`] naming the tensor and the first value that is NaN or infinite.
+pub fn check_finite<'a>(
+    tensor: &str,
+    values: impl IntoIterator<Item = &'a f32>,
+) -> Result<(), RnnError> {
+    match values
+        .into_iter()
+        .enumerate()
+        .find(|(_, value)| !value.is_finite())
+    {
+        Some((idx, value)) => Err(RnnError::InvalidValue {
+            tensor: tensor.to_owned(),
+            reason: format!("value {idx} is {value}, not finite"),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// A number no earlier call gave, for telling one model's parameters from
+/// another's (a training tape names the parameters it was made with).
+pub fn next_stamp() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
 /// Row `row` of an initial state `[L*D, B, H]`, or zeros.
 pub fn initial_rows(
     state: Option<&Array3<f32>>,

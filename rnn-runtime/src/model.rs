@@ -33,3 +33,19 @@ pub trait Model: Send + Sync {
     /// it (see [`Threads`]).
     fn set_threads(&mut self, threads: Threads);
 }
+
+/// A compiled network with training code (generated with gradients on),
+/// driven by named tensors.
+pub trait Train: Model {
+    /// Runs the model forward and backward on named inputs (as
+    /// [`Model::run`]), with `seeds` the loss's gradients with respect to
+    /// the outputs, named as the outputs (`y`, `h_n`, …; a missing one is
+    /// zero). Returns the outputs, and `grad_<name>` for every parameter
+    /// (PyTorch's names), input and initial state (`grad_h0`): the names
+    /// `rnnc grad` writes.
+    ///
+    /// # Errors
+    ///
+    /// As [`Model::run`], or a seed misshaped or not finite.
+    fn run_gradients(&self, inputs: &TensorMap, seeds: &TensorMap) -> Result<TensorMap>;
+}

@@ -181,9 +181,9 @@ impl Packing {
     }
 
     /// Packed `[rows, n]` → `[B, T, n]`, zeros past each length: the layout
-    /// the tests check [`write_step`](Self::write_step) against (generated
-    /// code writes the padded output directly).
-    #[cfg(test)]
+    /// the tests check [`write_step`](Self::write_step) against, and the
+    /// output of a training forward (inference writes the padded output
+    /// directly).
     pub fn unpack(&self, packed: ArrayView2<'_, f32>) -> Array3<f32> {
         let width = packed.ncols();
         let mut rank = vec![0; self.batch];
@@ -294,6 +294,21 @@ impl Packing {
         for (k, b) in self.order.iter().enumerate() {
             out.row_mut(k).assign(&rows.row(*b));
         }
+        out
+    }
+
+    /// Packed rows with each sequence reversed within its own length (see
+    /// [`reverse_into`](Self::reverse_into)), as a new array.
+    pub fn reversed(&self, packed: ArrayView2<'_, f32>) -> Array2<f32> {
+        let mut out = Array2::zeros(packed.raw_dim());
+        self.reverse_into(packed, out.view_mut());
+        out
+    }
+
+    /// `[B, n]` in sorted order → batch order, as a new array.
+    pub fn unsort_rows(&self, sorted: ArrayView2<'_, f32>) -> Array2<f32> {
+        let mut out = Array2::zeros(sorted.raw_dim());
+        self.unsort_rows_into(sorted, out.view_mut());
         out
     }
 

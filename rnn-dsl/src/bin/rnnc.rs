@@ -163,6 +163,9 @@ struct EmitArgs {
     /// Unroll mode instead of the file's, as in an `unroll` statement: `static N`, `dynamic`, `dynamic by K`, `static buckets [..]`
     #[arg(short, long, value_name = "MODE")]
     mode: Option<String>,
+    /// Also generate the training code: `forward_train`, `backward`, the tape and gradient types
+    #[arg(long)]
+    gradients: bool,
     /// Write the code to this file instead of stdout
     #[arg(short, long, value_name = "OUT.rs")]
     output: Option<PathBuf>,
@@ -478,6 +481,7 @@ fn emit(args: &EmitArgs, style: Style) -> Result<(), Failure> {
     let options = rnn_dsl::Options {
         network: args.network.clone(),
         mode,
+        gradients: args.gradients,
         ..rnn_dsl::Options::default()
     };
     let code = compiled

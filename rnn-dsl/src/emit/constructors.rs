@@ -71,6 +71,34 @@ impl Cx<'_> {
             }
             layer_inits.push(quote!(#field: ::std::vec::Vec::from([#(#directions),*])));
         }
+        // With training code, the parameters as loaded, in layer, direction,
+        // parameter order (`weights::specs`).
+        let training_inits = self.training.map(|_| {
+            let mut loads = Vec::new();
+            for layer in &self.network.layers {
+                for direction in 0..layer.directions {
+                    for param in &layer.params {
+                        let mut names = vec![layer.weight_name(param, direction)];
+                        names.extend(layer.bare_weight_name(param));
+                        loads.push(match param.shape[..] {
+                            [len] => {
+                                let len = usize_lit(len);
+                                quote!(__rnn_rt::load1(weights, &[#(#names),*], #len)?.into_dyn())
+                            }
+                            [rows, cols] => {
+                                let (rows, cols) = (usize_lit(rows), usize_lit(cols));
+                                quote!(__rnn_rt::load2(weights, &[#(#names),*], #rows, #cols)?.into_dyn())
+                            }
+                            _ => unreachable!("parameters have rank 1 or 2"),
+                        });
+                    }
+                }
+            }
+            quote! {
+                __rnn_params: vec![#(#loads),*],
+                __rnn_stamp: __rnn_rt::next_stamp(),
+            }
+        });
         let specs = weights::specs(self.network);
         let random_inserts = specs.iter().map(|spec| {
             let name = &spec.name;
@@ -102,6 +130,7 @@ impl Cx<'_> {
                 #prelude
                 Ok(Self {
                     #(#layer_inits,)*
+                    #training_inits
                     __rnn_workspace: __rnn_rt::Workspace::new(),
                     __rnn_threads: #rt::Threads::default(),
                 })

@@ -342,11 +342,11 @@ impl Cx<'_> {
         }
     }
 
-    pub(super) fn emit_forward(&self) -> TokenStream {
+    /// What `forward` and `forward_train` share: the inputs as parameters,
+    /// their checks, how batch and steps are read, the choice of the time
+    /// loop's variant, and the packed network inputs.
+    pub(super) fn entry(&self) -> Entry {
         let rt = self.rt;
-        let prelude = self.prelude();
-        let state = self.state_struct();
-        let output = self.output_struct();
         let per_step = self.per_step_inputs();
         let contexts = self.context_inputs();
         let static_steps = self.static_steps();
@@ -396,15 +396,47 @@ impl Cx<'_> {
             .first()
             .map_or(names::STEPS.to_owned(), |(_, input)| input.name.clone());
         let choice = self.emit_variant_choice(&steps_name);
-        let packs = self.network.inputs.iter().enumerate().map(|(k, input)| {
-            let local = format_ident!("__rnn_net{}", k);
-            let ident = format_ident!("{}", input.name);
-            if input.per_step {
-                quote!(let #local = __rnn_packing.pack(#ident);)
-            } else {
-                quote!(let #local = __rnn_packing.sort_rows(#ident);)
-            }
-        });
+        let packs = self
+            .network
+            .inputs
+            .iter()
+            .enumerate()
+            .map(|(k, input)| {
+                let local = format_ident!("__rnn_net{}", k);
+                let ident = format_ident!("{}", input.name);
+                if input.per_step {
+                    quote!(let #local = __rnn_packing.pack(#ident);)
+                } else {
+                    quote!(let #local = __rnn_packing.sort_rows(#ident);)
+                }
+            })
+            .collect();
+        Entry {
+            params,
+            checks,
+            batch_expr,
+            steps_expr,
+            steps_param: steps_param.into_iter().collect(),
+            choice,
+            packs,
+        }
+    }
+
+    pub(super) fn emit_forward(&self) -> TokenStream {
+        let rt = self.rt;
+        let prelude = self.prelude();
+        let state = self.state_struct();
+        let output = self.output_struct();
+        let static_steps = self.static_steps();
+        let Entry {
+            params,
+            checks,
+            batch_expr,
+            steps_expr,
+            steps_param,
+            choice,
+            packs,
+        } = self.entry();
         let net_args = (0..self.network.inputs.len()).map(|k| {
             let local = format_ident!("__rnn_net{}", k);
             quote!(#local.view())
@@ -413,7 +445,6 @@ impl Cx<'_> {
             let (field, output_field) = (&group.field, &group.output_field);
             quote!(#output_field: __rnn_state.#field)
         });
-        let steps_param: Vec<TokenStream> = steps_param.into_iter().collect();
         let input_doc: Vec<String> = self
             .network
             .inputs
@@ -627,4 +658,23 @@ impl Cx<'_> {
             }
         }
     }
+}
+
+/// The parts of a public entry point's start that `forward` and
+/// `forward_train` share ([`Cx::entry`]).
+pub(super) struct Entry {
+    /// The network inputs as parameters.
+    pub params: Vec<TokenStream>,
+    /// Their shape checks.
+    pub checks: Vec<TokenStream>,
+    /// `__rnn_batch`'s value.
+    pub batch_expr: TokenStream,
+    /// `__rnn_steps`'s value.
+    pub steps_expr: TokenStream,
+    /// `steps: usize` for a dynamic network without per-step input.
+    pub steps_param: Vec<TokenStream>,
+    /// `let __rnn_variant = ...;`, or the error past the largest bucket.
+    pub choice: TokenStream,
+    /// `let __rnn_net<k> = ...;`: each network input packed or sorted.
+    pub packs: Vec<TokenStream>,
 }

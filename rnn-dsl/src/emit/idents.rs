@@ -34,6 +34,14 @@
 //!   `__rnn_row_out`.
 //! - Inside a pass: `__rnn_r`, `__rnn_p`, `__rnn_h` (the first row of each
 //!   kind of buffer), `__rnn_m` (rows in a tile), `__rnn_col`.
+//! - Training (`train.rs`): `__rnn_params` and `__rnn_stamp` (the model's
+//!   parameters and which they are), `__rnn_p` (a direction's parameters),
+//!   `__rnn_in` and `__rnn_ins` (a layer's cell inputs), `__rnn_tape`,
+//!   `__rnn_tapes`, `__rnn_inputs` (what the forward keeps), `__rnn_fin`
+//!   (final states), `__rnn_dout`, `__rnn_dout_dir`, `__rnn_ds`,
+//!   `__rnn_seed`, `__rnn_din`, `__rnn_dp`, `__rnn_dinit`, `__rnn_dprev`,
+//!   `__rnn_dnet`, `__rnn_dy`, `__rnn_grads` (gradients),
+//!   `__rnn_layer_tape`, `__rnn_slot`, `__rnn_value`.
 
 use proc_macro2::{Ident, Literal, TokenStream};
 use quote::{format_ident, quote};
@@ -177,6 +185,7 @@ mod tests {
             include_str!("forward.rs"),
             include_str!("layer.rs"),
             include_str!("compute.rs"),
+            include_str!("train.rs"),
         ];
         let mut unlisted = Vec::new();
         for source in sources {

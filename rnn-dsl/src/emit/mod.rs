@@ -26,7 +26,10 @@
 //! - `forward.rs`: `forward`, `step`, and `__rnn_run` which runs every
 //!   layer over a batch (threads, buckets);
 //! - `layer.rs`: the time loop of one layer in each [`Variant`];
-//! - `compute.rs`: matrix products and fused elementwise passes.
+//! - `compute.rs`: matrix products and fused elementwise passes;
+//! - `train.rs`: with training code asked for, `forward_train`,
+//!   `backward`, the tape and gradient types, and each layer's training
+//!   functions.
 
 mod compute;
 mod constructors;
@@ -34,12 +37,13 @@ mod forward;
 mod idents;
 mod layer;
 mod model;
+mod train;
 
 use proc_macro2::{Ident, TokenStream};
 use quote::format_ident;
 
 use crate::ir::Network;
-use crate::lower::{LayerPlan, NetworkPlan, Variant};
+use crate::lower::{BackwardPlan, LayerPlan, NetworkPlan, Variant};
 use crate::names;
 
 /// The generated items of one network, from its plan. `runtime` is the
@@ -50,6 +54,7 @@ pub fn emit(network: &Network, plan: &NetworkPlan, runtime: &syn::Path) -> Token
         network,
         plans: &plan.layers,
         variants: &plan.variants,
+        training: plan.training.as_deref(),
         groups: state_groups(network),
     };
     cx.emit_network()
@@ -132,6 +137,8 @@ struct Cx<'a> {
     network: &'a Network,
     plans: &'a [LayerPlan],
     variants: &'a [Variant],
+    /// Each layer's training plan, when training code is asked for.
+    training: Option<&'a [BackwardPlan]>,
     groups: Vec<StateGroup>,
 }
 

@@ -57,10 +57,15 @@ impl Cx<'_> {
         let run = self.emit_run();
         let model_impl = self.emit_model_trait();
         let model_ident = self.model_ident();
+        let (training_items, training_methods) = match self.training {
+            Some(_) => self.emit_training(),
+            None => (TokenStream::new(), TokenStream::new()),
+        };
         quote! {
             #model
             #state
             #output
+            #training_items
             #(#weight_structs)*
             // Generated names follow the model's own (`A`, `L` in ISTA).
             #[allow(non_snake_case)]
@@ -70,19 +75,17 @@ impl Cx<'_> {
                 #step
                 #run
                 #(#layer_fns)*
+                #training_methods
             }
             #model_impl
         }
     }
 
-    /// `impl Model`: the name-based door, as `rnnc run` takes tensors.
-    pub(super) fn emit_model_trait(&self) -> TokenStream {
-        let rt = self.rt;
-        let prelude = self.prelude();
-        let model = self.model_ident();
-        let state = self.state_struct();
+    /// What `impl Model` and `impl Train` share: the inputs read by name,
+    /// the batch and steps, the lengths and the initial state.
+    fn name_door(&self) -> (TokenStream, Vec<TokenStream>) {
         let static_steps = self.static_steps();
-        let output_name = names::OUTPUT;
+        let state = self.state_struct();
         let mut loads = Vec::new();
         let mut args = Vec::new();
         for (k, input) in self.network.inputs.iter().enumerate() {
@@ -123,11 +126,33 @@ impl Cx<'_> {
             quote!(#field: __rnn_rt::state_or_zeros(inputs, #name, #rows, __rnn_batch, #size)?)
         });
         let names = self.groups.iter().map(|group| &group.initial_name);
+        let door = quote! {
+            #(#loads)*
+            let __rnn_batch = #batch;
+            let __rnn_steps = #steps;
+            let __rnn_seq_len = __rnn_rt::optional_lengths(inputs, __rnn_batch, __rnn_steps)?;
+            let __rnn_state = if [#(#names),*].iter().any(|name| inputs.contains(name)) {
+                Some(#state { #(#states,)* })
+            } else {
+                None
+            };
+        };
+        (door, args)
+    }
+
+    /// `impl Model`: the name-based door, as `rnnc run` takes tensors.
+    pub(super) fn emit_model_trait(&self) -> TokenStream {
+        let rt = self.rt;
+        let prelude = self.prelude();
+        let model = self.model_ident();
+        let output_name = names::OUTPUT;
+        let (door, args) = self.name_door();
         let outputs = self.groups.iter().map(|group| {
             let field = &group.output_field;
             let name = &group.final_name;
             quote!(__rnn_outputs.insert_f32(#name, __rnn_result.#field.into_dyn());)
         });
+        let train = self.training.map(|_| self.emit_train_trait());
         quote! {
             #[allow(non_snake_case)]
             impl #rt::Model for #model {
@@ -140,19 +165,63 @@ impl Cx<'_> {
                 }
                 fn run(&self, inputs: &#rt::TensorMap) -> ::std::result::Result<#rt::TensorMap, #rt::RnnError> {
                     #prelude
-                    #(#loads)*
-                    let __rnn_batch = #batch;
-                    let __rnn_steps = #steps;
-                    let __rnn_seq_len = __rnn_rt::optional_lengths(inputs, __rnn_batch, __rnn_steps)?;
-                    let __rnn_state = if [#(#names),*].iter().any(|name| inputs.contains(name)) {
-                        Some(#state { #(#states,)* })
-                    } else {
-                        None
-                    };
+                    #door
                     let __rnn_result = self.forward(#(#args,)* __rnn_seq_len.as_deref(), __rnn_state.as_ref())?;
                     let mut __rnn_outputs = #rt::TensorMap::new();
                     #(#outputs)*
                     __rnn_outputs.insert_f32(#output_name, __rnn_result.y.into_dyn());
+                    Ok(__rnn_outputs)
+                }
+            }
+            #train
+        }
+    }
+
+    /// `impl Train`: forward and backward by names, as `rnnc grad` takes
+    /// and writes tensors.
+    fn emit_train_trait(&self) -> TokenStream {
+        let rt = self.rt;
+        let prelude = self.prelude();
+        let model = self.model_ident();
+        let state = self.state_struct();
+        let output_name = names::OUTPUT;
+        let (door, args) = self.name_door();
+        let outputs = self.groups.iter().map(|group| {
+            let field = &group.output_field;
+            let name = &group.final_name;
+            quote!(__rnn_outputs.insert_f32(#name, __rnn_result.#field.clone().into_dyn());)
+        });
+        let final_names = self.groups.iter().map(|group| &group.final_name);
+        let final_states = self.groups.iter().map(|group| {
+            let field = &group.field;
+            let name = &group.final_name;
+            let (rows, size) = (usize_lit(group.rows), usize_lit(group.size));
+            quote!(#field: __rnn_rt::state_or_zeros(seeds, #name, #rows, __rnn_batch, #size)?)
+        });
+        quote! {
+            #[allow(non_snake_case)]
+            impl #rt::Train for #model {
+                fn run_gradients(&self, inputs: &#rt::TensorMap, seeds: &#rt::TensorMap) -> ::std::result::Result<#rt::TensorMap, #rt::RnnError> {
+                    #prelude
+                    #door
+                    let (__rnn_result, __rnn_tape) = self.forward_train(#(#args,)* __rnn_seq_len.as_deref(), __rnn_state.as_ref())?;
+                    let __rnn_dy = if seeds.contains(#output_name) {
+                        __rnn_rt::input3(seeds, #output_name)?.to_owned()
+                    } else {
+                        Array3::<f32>::zeros(__rnn_result.y.raw_dim())
+                    };
+                    let __rnn_final = if [#(#final_names),*].iter().any(|name| seeds.contains(name)) {
+                        Some(#state { #(#final_states,)* })
+                    } else {
+                        None
+                    };
+                    let __rnn_grads = self.backward(&__rnn_tape, __rnn_dy.view(), __rnn_final.as_ref())?;
+                    let mut __rnn_outputs = #rt::TensorMap::new();
+                    #(#outputs)*
+                    __rnn_outputs.insert_f32(#output_name, __rnn_result.y.clone().into_dyn());
+                    for (name, gradient) in __rnn_grads.named() {
+                        __rnn_outputs.insert_f32(format!("grad_{name}"), gradient.to_owned());
+                    }
                     Ok(__rnn_outputs)
                 }
             }
@@ -228,12 +297,21 @@ impl Cx<'_> {
             let ty = self.weights_struct(idx);
             quote!(#field: ::std::vec::Vec<#ty>)
         });
+        let training_fields = self.training.map(|_| {
+            quote! {
+                /// The parameters as loaded, PyTorch's layout, for training.
+                __rnn_params: ::std::vec::Vec<#rt::ndarray::ArrayD<f32>>,
+                /// Which parameters these are: a tape carries its model's.
+                __rnn_stamp: u64,
+            }
+        });
         quote! {
             #(#[doc = #docs])*
             #[derive(Debug, Clone)]
             #[allow(non_snake_case, non_camel_case_types)]
             pub struct #model {
                 #(#fields,)*
+                #training_fields
                 /// Buffers of earlier calls, reused by the next.
                 __rnn_workspace: #rt::__private::Workspace,
                 /// How many threads a call may use.

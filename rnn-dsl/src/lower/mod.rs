@@ -36,8 +36,11 @@
 //! 5. `split.rs`: whether two threads share each step;
 //! 6. `weights.rs`: packed matrices, work per row, weights kept at run time.
 //!
-//! `network.rs` plans a whole network: its layers and its time loops.
+//! `network.rs` plans a whole network: its layers and its time loops;
+//! `backward.rs` plans a layer's training code (forward with a tape, and
+//! the backward step), when training code is asked for.
 
+mod backward;
 mod buffers;
 mod network;
 mod passes;
@@ -46,6 +49,7 @@ mod schedule;
 mod split;
 mod weights;
 
+pub use backward::{plan_backward, BackwardPlan, Kind};
 pub use network::{lower_network, NetworkPlan, Variant, HOISTED_CHUNK_BYTES, STATIC_INLINE_STEPS};
 pub use passes::operand_columns;
 pub use split::{Split, SPLIT_ALIGN};

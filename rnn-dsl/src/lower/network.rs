@@ -3,6 +3,7 @@
 
 use crate::check::UnrollMode;
 use crate::ir::Network;
+use crate::lower::backward::{plan_backward, BackwardPlan};
 use crate::lower::{lower, LayerPlan};
 
 /// Bytes of input projections (hoisted values) computed ahead of the time
@@ -26,6 +27,8 @@ pub struct NetworkPlan {
     /// (the split variant, [`Variant::Split`], is added per layer where
     /// [`LayerPlan::split`] says so).
     pub variants: Vec<Variant>,
+    /// The training plan of each layer, when training code is asked for.
+    pub training: Option<Vec<BackwardPlan>>,
 }
 
 /// One way to run the time loop of every layer.
@@ -50,8 +53,9 @@ impl Variant {
     }
 }
 
-/// Plans every layer of a network and its time loops.
-pub fn lower_network(network: &Network) -> NetworkPlan {
+/// Plans every layer of a network and its time loops, and with
+/// `gradients` its training code.
+pub fn lower_network(network: &Network, gradients: bool) -> NetworkPlan {
     let variants = match &network.unroll {
         UnrollMode::Static(steps) => vec![Variant::Static(*steps)],
         UnrollMode::Dynamic => vec![Variant::Dynamic],
@@ -71,5 +75,6 @@ pub fn lower_network(network: &Network) -> NetworkPlan {
     NetworkPlan {
         layers: network.layers.iter().map(lower).collect(),
         variants,
+        training: gradients.then(|| network.layers.iter().map(plan_backward).collect()),
     }
 }

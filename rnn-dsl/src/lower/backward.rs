@@ -1,0 +1,226 @@
+//! The plan of a layer's training code: when each value of its forward and
+//! backward steps is computed, and what the forward keeps for the backward.
+//!
+//! Input: a layer and its backward step ([`ir::differentiate`]). Output: a
+//! [`BackwardPlan`]. Training code runs over packed rows (sequences sorted
+//! by length, time-major, as `rnn_runtime`'s `Packing`): at step `t` the
+//! running sequences are the first `n_t` rows, so a finished sequence takes
+//! no part in a step, in either direction, by construction.
+//!
+//! Each value is of one [`Kind`]:
+//! - `Invariant`: parameters, numbers, contexts and what only they give,
+//!   computed once per call (per sequence for a context);
+//! - `Hoisted`: what reads only the step's input and constants, computed
+//!   for every step at once (one large product for `W_ih @ x`); the
+//!   forward keeps those that per-step work reads, so the backward does
+//!   not recompute them;
+//! - `Step`: what reads a state or a gradient, computed step by step
+//!   (the backward recomputes its forward values from the kept states);
+//! - `Sum`: a parameter gradient's share summed over rows (`sum_batch`,
+//!   `outer`). An `outer` whose operands exist for every step is one large
+//!   product after the loop, `Gᵀ V` over all rows of all steps, instead of
+//!   a small one per step;
+//! - `After`: what is computed from sums: the rest of a parameter's
+//!   gradient, once after the loop. Everything downstream of a sum is
+//!   linear in it with coefficients that do not change from step to step
+//!   (`ir/grad.rs`), so summing first is exact.
+
+use crate::ir::{self, Backward, Dep, Op, Shape, ValueId};
+
+/// When a value of a layer's training code is computed; see the module doc.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Once per call, before the steps.
+    Invariant,
+    /// Once per call over the rows of every step.
+    Hoisted,
+    /// At every step, over its running rows.
+    Step,
+    /// Accumulated over steps.
+    Sum,
+    /// Once per call, after the steps.
+    After,
+}
+
+/// The training plan of one layer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BackwardPlan {
+    /// The backward step.
+    pub backward: Backward,
+    /// The kind of every node of `backward.nodes`.
+    pub kinds: Vec<Kind>,
+    /// Step values kept for every step (`[rows, n]`), because a
+    /// large product after the loop reads them.
+    pub all_steps: Vec<bool>,
+    /// The sums formed after the loop as one large product.
+    pub deferred: Vec<bool>,
+    /// Hoisted forward values the forward keeps for the backward.
+    pub kept: Vec<ValueId>,
+    /// Floats the tape holds per running row of a step, for one direction:
+    /// the layer's input, the states before the step, the kept values.
+    pub tape_floats_per_row: usize,
+}
+
+impl BackwardPlan {
+    /// The kind of a value.
+    pub fn kind(&self, id: ValueId) -> Kind {
+        self.kinds[id.index()]
+    }
+
+    /// Whether a value is one per sequence (`[B, n]` rows) among the
+    /// invariants: a context or what a context gives.
+    pub fn per_sequence(&self, id: ValueId) -> bool {
+        self.backward.node(id).dep == Dep::Context
+    }
+}
+
+/// The training plan of `layer`.
+pub fn plan_backward(layer: &ir::Layer) -> BackwardPlan {
+    let backward = ir::differentiate(layer);
+    debug_assert_eq!(ir::verify_backward(layer, &backward), Ok(()));
+    let forward = backward.forward;
+    let mut kinds: Vec<Kind> = Vec::with_capacity(backward.nodes.len());
+    for (idx, node) in backward.nodes.iter().enumerate() {
+        let operands = node.op.operands();
+        let kind_of = |id: &ValueId| kinds[id.index()];
+        let kind = if idx < forward {
+            match &node.op {
+                Op::Input(k) if layer.inputs[*k].per_step => Kind::Hoisted,
+                Op::State(_) => Kind::Step,
+                _ => match node.dep {
+                    Dep::Const | Dep::Context => Kind::Invariant,
+                    Dep::Input
+                        if operands.iter().all(|operand| {
+                            kind_of(operand) == Kind::Hoisted
+                                || backward.node(*operand).dep == Dep::Const
+                        }) =>
+                    {
+                        Kind::Hoisted
+                    }
+                    Dep::Input | Dep::State => Kind::Step,
+                },
+            }
+        } else {
+            match &node.op {
+                Op::Seed(_) => Kind::Step,
+                Op::SumBatch(_) | Op::Outer(..)
+                    if operands
+                        .iter()
+                        .any(|operand| kind_of(operand) == Kind::Step) =>
+                {
+                    Kind::Sum
+                }
+                _ if operands
+                    .iter()
+                    .any(|operand| matches!(kind_of(operand), Kind::Sum | Kind::After)) =>
+                {
+                    Kind::After
+                }
+                _ if operands
+                    .iter()
+                    .any(|operand| matches!(kind_of(operand), Kind::Step | Kind::Hoisted)) =>
+                {
+                    Kind::Step
+                }
+                _ => Kind::Invariant,
+            }
+        };
+        kinds.push(kind);
+    }
+    // An outer product whose operands both exist for every step is formed
+    // after the loop; a step value it reads is then kept for every step.
+    let mut all_steps = vec![false; backward.nodes.len()];
+    let mut deferred = vec![false; backward.nodes.len()];
+    for (idx, node) in backward.nodes.iter().enumerate() {
+        if let Op::Outer(g, v) = node.op {
+            if kinds[idx] == Kind::Sum
+                && [g, v]
+                    .iter()
+                    .all(|operand| matches!(kinds[operand.index()], Kind::Step | Kind::Hoisted))
+            {
+                deferred[idx] = true;
+                for operand in [g, v] {
+                    if kinds[operand.index()] == Kind::Step
+                        && !matches!(backward.node(operand).op, Op::State(_))
+                    {
+                        all_steps[operand.index()] = true;
+                    }
+                }
+            }
+        }
+    }
+    // The forward keeps the hoisted values that anything else reads (a
+    // per-step input is the layer's input, kept anyway).
+    let mut kept = Vec::new();
+    for (idx, node) in backward.nodes.iter().enumerate() {
+        if kinds[idx] == Kind::Hoisted {
+            continue;
+        }
+        for operand in node.op.operands() {
+            let source = backward.node(operand);
+            if kinds[operand.index()] == Kind::Hoisted
+                && !matches!(source.op, Op::Input(_))
+                && !kept.contains(&operand)
+            {
+                kept.push(operand);
+            }
+        }
+    }
+    kept.sort();
+    let width = |id: &ValueId| match backward.node(*id).shape {
+        Shape::Vector(len) => len,
+        Shape::Scalar | Shape::Matrix(..) => 0,
+    };
+    let input_floats: usize = layer
+        .inputs
+        .iter()
+        .filter(|input| input.per_step)
+        .map(|input| input.size)
+        .sum();
+    let state_floats: usize = layer.states.iter().map(|state| state.size).sum();
+    let kept_floats: usize = kept.iter().map(width).sum();
+    BackwardPlan {
+        tape_floats_per_row: input_floats + state_floats + kept_floats,
+        backward,
+        kinds,
+        all_steps,
+        deferred,
+        kept,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::SourceFile;
+
+    fn plan(text: &str) -> BackwardPlan {
+        let compiled = crate::compile(SourceFile::new("t.rnn", text)).expect("valid");
+        plan_backward(&compiled.model.networks[0].layers[0])
+    }
+
+    #[test]
+    fn lstm_weight_gradients_are_large_products_after_the_loop() {
+        let plan = plan("network N { input x: [5]; layer l = lstm(hidden = 8); unroll dynamic; }");
+        let outers: Vec<usize> = plan
+            .backward
+            .nodes
+            .iter()
+            .enumerate()
+            .filter(|(_, node)| matches!(node.op, Op::Outer(..)))
+            .map(|(idx, _)| idx)
+            .collect();
+        assert_eq!(outers.len(), 2, "W_ih and W_hh");
+        assert!(outers.iter().all(|idx| plan.deferred[*idx]));
+        // The tape holds, per running row: x (5), h and c (8 + 8), and the
+        // hoisted input projection with its bias (32).
+        assert_eq!(plan.tape_floats_per_row, 5 + 16 + 32);
+        // Nothing of the backward is computed from a parameter gradient
+        // before the loop ends.
+        for (idx, kind) in plan.kinds.iter().enumerate() {
+            if *kind == Kind::After {
+                assert!(plan.backward.node(ValueId(idx as u32)).dep == Dep::State);
+            }
+        }
+    }
+}
