@@ -25,6 +25,13 @@ rnn! {
     network W4Dynamic { input x: [80]; layer l = lstm(hidden = 256, layers = 2, bidirectional); unroll dynamic; }
 }
 
+rnn! {
+    gradients = true;
+    // W5 train: LSTM I=64 H=128, B=32, T=50, forward and backward of mean(y²) (W5v: lengths vary).
+    network W5Static { input x: [64]; layer l = lstm(hidden = 128); unroll static 50; }
+    network W5Dynamic { input x: [64]; layer l = lstm(hidden = 128); unroll dynamic; }
+}
+
 /// One workload's shape.
 #[derive(Debug, Clone, Copy)]
 pub struct Workload {
@@ -42,12 +49,16 @@ pub struct Workload {
     pub gates: usize,
     /// Layers × directions.
     pub layer_directions: usize,
-    /// Whether lengths vary (`len[i] = 10 + (i*37 % 91)`).
+    /// Whether lengths vary (`len[i] = 10 + (i*37 % m)`, `m` below).
     pub varlen: bool,
+    /// `m` of the lengths' formula: 91 for W2, 41 for W5v.
+    pub length_modulus: usize,
+    /// A training workload: forward and backward of a loss.
+    pub train: bool,
 }
 
-/// The four forward workloads.
-pub const WORKLOADS: [Workload; 4] = [
+/// The workloads: four forward, two training.
+pub const WORKLOADS: [Workload; 6] = [
     Workload {
         id: "W1",
         batch: 1,
@@ -57,6 +68,8 @@ pub const WORKLOADS: [Workload; 4] = [
         gates: 4,
         layer_directions: 1,
         varlen: false,
+        length_modulus: 1,
+        train: false,
     },
     Workload {
         id: "W2",
@@ -67,6 +80,8 @@ pub const WORKLOADS: [Workload; 4] = [
         gates: 4,
         layer_directions: 1,
         varlen: true,
+        length_modulus: 91,
+        train: false,
     },
     Workload {
         id: "W3",
@@ -77,6 +92,8 @@ pub const WORKLOADS: [Workload; 4] = [
         gates: 3,
         layer_directions: 1,
         varlen: false,
+        length_modulus: 1,
+        train: false,
     },
     Workload {
         id: "W4",
@@ -87,6 +104,32 @@ pub const WORKLOADS: [Workload; 4] = [
         gates: 4,
         layer_directions: 4,
         varlen: false,
+        length_modulus: 1,
+        train: false,
+    },
+    Workload {
+        id: "W5",
+        batch: 32,
+        steps: 50,
+        input: 64,
+        hidden: 128,
+        gates: 4,
+        layer_directions: 1,
+        varlen: false,
+        length_modulus: 1,
+        train: true,
+    },
+    Workload {
+        id: "W5v",
+        batch: 32,
+        steps: 50,
+        input: 64,
+        hidden: 128,
+        gates: 4,
+        layer_directions: 1,
+        varlen: true,
+        length_modulus: 41,
+        train: true,
     },
 ];
 
@@ -96,7 +139,7 @@ impl Workload {
         (0..self.batch)
             .map(|i| {
                 if self.varlen {
-                    10 + (i * 37 % 91)
+                    10 + (i * 37 % self.length_modulus)
                 } else {
                     self.steps
                 }
@@ -116,6 +159,8 @@ impl Workload {
         } else {
             2.0 * g * h * (self.input as f64 + h)
         };
-        per_step * steps as f64
+        // Training counts about three times the forward (WORKLOADS.md).
+        let passes = if self.train { 3.0 } else { 1.0 };
+        passes * per_step * steps as f64
     }
 }

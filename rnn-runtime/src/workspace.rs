@@ -50,6 +50,13 @@ impl Workspace {
         Array2::from_shape_vec((rows, cols), buffer).expect("the buffer has rows * cols elements")
     }
 
+    /// A copy of `rows` in a buffer of the pool.
+    pub fn copy_of(&self, rows: ndarray::ArrayView2<'_, f32>) -> Array2<f32> {
+        let mut copy = self.take(rows.nrows(), rows.ncols());
+        copy.assign(&rows);
+        copy
+    }
+
     /// Returns a matrix's buffer for later calls.
     pub fn give(&self, matrix: Array2<f32>) {
         let (buffer, _) = matrix.into_raw_vec_and_offset();

@@ -16,7 +16,7 @@ use std::time::Instant;
 use ndarray::Array3;
 use rnn_bench::{
     W1Dynamic, W1DynamicBy4, W1Static, W2Dynamic, W2Static, W3Dynamic, W3Static, W4Dynamic,
-    W4Static, Workload, WORKLOADS,
+    W4Static, W5Dynamic, W5Static, Workload, WORKLOADS,
 };
 use rnn_runtime::init::SplitMix64;
 use rnn_runtime::{Model, RnnError, TensorMap, Threads};
@@ -165,7 +165,157 @@ fn memory_kib(field: &str) -> Option<usize> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
+/// One training step of a W5 model: `forward_train`, the gradient of
+/// `loss = mean(y²)` over the valid steps, `backward`. Returns the loss and
+/// the parameters' gradients by name.
+trait TrainStep {
+    fn train_step(
+        &self,
+        x: ndarray::ArrayView3<'_, f32>,
+        lengths: &[usize],
+    ) -> Result<(f32, Vec<(&'static str, ndarray::ArrayD<f32>)>), RnnError>;
+    fn threads(&mut self, threads: Threads);
+}
+
+macro_rules! train_step {
+    ($($model:ident),*) => {$(
+        impl TrainStep for $model {
+            fn train_step(
+                &self,
+                x: ndarray::ArrayView3<'_, f32>,
+                lengths: &[usize],
+            ) -> Result<(f32, Vec<(&'static str, ndarray::ArrayD<f32>)>), RnnError> {
+                let (out, tape) = self.forward_train(x, Some(lengths), None)?;
+                // Padded outputs are zero, so sums over all of `y` are sums over valid steps.
+                let count = (lengths.iter().sum::<usize>() * out.y.shape()[2]) as f32;
+                let loss = out.y.iter().map(|v| v * v).sum::<f32>() / count;
+                let dy = out.y.mapv(|v| 2.0 * v / count);
+                let grads = self.backward(&tape, dy.view(), None);
+                self.recycle(tape);
+                let grads = grads?;
+                let named = W5StaticGrads::NAMES.iter().copied().zip(grads.params).collect();
+                Ok((loss, named))
+            }
+
+            fn threads(&mut self, threads: Threads) {
+                self.set_threads(threads);
+            }
+        }
+    )*};
+}
+
+use rnn_bench::W5StaticGrads;
+train_step!(W5Static, W5Dynamic);
+
+/// The largest difference of `grads` from the reference's `grad.<name>`, relative to the
+/// largest reference gradient, and the loss's relative difference; `None` without a reference.
+fn against_reference(
+    workload: &Workload,
+    options: &Options,
+    loss: f32,
+    grads: &[(&'static str, ndarray::ArrayD<f32>)],
+) -> Option<String> {
+    let path = options
+        .data
+        .join(format!("{}.expected.safetensors", workload.id));
+    let reference = TensorMap::load(path).ok()?;
+    let expected_loss = reference.f32("loss").ok()?[0];
+    let mut largest = 0.0f32;
+    let mut worst = 0.0f32;
+    for (name, grad) in grads {
+        let expected = reference.f32(&format!("grad.{name}")).ok()?;
+        largest = expected.iter().fold(largest, |acc, v| acc.max(v.abs()));
+        for (a, e) in grad.iter().zip(expected.iter()) {
+            worst = worst.max((a - e).abs());
+        }
+    }
+    Some(format!(
+        "max grad diff {:.1e} of the largest; loss rel diff {:.1e}",
+        worst / largest,
+        ((loss - expected_loss) / expected_loss).abs()
+    ))
+}
+
+fn run_training(workload: &Workload, options: &Options) -> Result<(), RnnError> {
+    let (weights, inputs, source) = data(workload, options)?;
+    let x = inputs
+        .f32("x")?
+        .into_dimensionality::<ndarray::Ix3>()
+        .expect("x is [B, T, I]");
+    let lengths = workload.lengths();
+    let mut models: Vec<(&str, Box<dyn TrainStep>)> = if weights.is_empty() {
+        vec![
+            ("unroll static", Box::new(W5Static::random(0))),
+            ("unroll dynamic", Box::new(W5Dynamic::random(0))),
+        ]
+    } else {
+        vec![
+            ("unroll static", Box::new(W5Static::from_weights(&weights)?)),
+            (
+                "unroll dynamic",
+                Box::new(W5Dynamic::from_weights(&weights)?),
+            ),
+        ]
+    };
+    if let Some(mode) = &options.mode {
+        models.retain(|(system, _)| *system == format!("unroll {mode}"));
+    }
+    drop(weights);
+    for (system, mut model) in models {
+        for &threads in &options.threads {
+            model.threads(Threads::Fixed(threads));
+            let before = memory_kib("VmRSS");
+            let (loss, grads) = model.train_step(x.view(), &lengths)?;
+            let check = against_reference(workload, options, loss, &grads)
+                .unwrap_or_else(|| "no reference".to_owned());
+            if options.memory {
+                println!(
+                    "{} {system} threads {threads}: resident before the first call {} MiB, peak {} MiB",
+                    workload.id,
+                    before.unwrap_or(0) / 1024,
+                    memory_kib("VmHWM").unwrap_or(0) / 1024
+                );
+            }
+            let mut times: Vec<f64> = (0..options.reps)
+                .map(|_| {
+                    let start = Instant::now();
+                    let result = model.train_step(x.view(), &lengths);
+                    let elapsed = start.elapsed().as_secs_f64() * 1e3;
+                    std::hint::black_box(result).expect("ran once already");
+                    elapsed
+                })
+                .collect();
+            times.sort_by(f64::total_cmp);
+            let (median, min, max) = (times[times.len() / 2], times[0], times[times.len() - 1]);
+            let gflops = workload.flops() / (median * 1e-3) / 1e9;
+            let note = format!("{source}; single-threaded training code; {check}");
+            if options.json {
+                let line = serde_json::json!({
+                    "workload": workload.id,
+                    "system": system,
+                    "threads": threads,
+                    "median_ms": median,
+                    "min_ms": min,
+                    "max_ms": max,
+                    "gflops": gflops,
+                    "note": note,
+                });
+                println!("{line}");
+            } else {
+                println!(
+                    "{:<3} {:<22} threads {threads}  median {median:9.3} ms  min {min:9.3}  max {max:9.3}  {gflops:6.1} GFLOP/s  ({note})",
+                    workload.id, system
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
 fn run(workload: &Workload, options: &Options) -> Result<(), RnnError> {
+    if workload.train {
+        return run_training(workload, options);
+    }
     let (weights, inputs, source) = data(workload, options)?;
     let mut models = models(workload, &weights)?;
     // One mode alone, e.g. to measure its memory without another model's.

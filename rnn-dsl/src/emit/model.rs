@@ -215,7 +215,9 @@ impl Cx<'_> {
                     } else {
                         None
                     };
-                    let __rnn_grads = self.backward(&__rnn_tape, __rnn_dy.view(), __rnn_final.as_ref())?;
+                    let __rnn_grads = self.backward(&__rnn_tape, __rnn_dy.view(), __rnn_final.as_ref());
+                    self.recycle(__rnn_tape);
+                    let __rnn_grads = __rnn_grads?;
                     let mut __rnn_outputs = #rt::TensorMap::new();
                     #(#outputs)*
                     __rnn_outputs.insert_f32(#output_name, __rnn_result.y.clone().into_dyn());

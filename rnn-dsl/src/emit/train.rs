@@ -17,7 +17,7 @@ use proc_macro2::{Ident, TokenStream};
 use quote::{format_ident, quote};
 
 use super::forward::Entry;
-use super::idents::{f32_tokens, usize_lit, value_ident};
+use super::idents::{f32_tokens, packed_field as packed_ident, usize_lit, value_ident};
 use super::Cx;
 use crate::check::InputSource;
 use crate::ir::{self, Op, Seed, Shape, ValueId};
@@ -55,8 +55,30 @@ impl Layer<'_> {
         }
     }
 
-    /// The place holding a value as a whole (an `Array2<f32>` expression).
+    /// Where a value is stored: its own buffer, or columns from `start` of
+    /// another's (a view of a slice, a piece of a concatenation).
+    fn storage(&self, id: ValueId) -> (ValueId, usize) {
+        match (self.plan.views[id.index()], self.plan.aliases[id.index()]) {
+            (Some((base, start)), _) => {
+                let (storage, offset) = self.storage(base);
+                (storage, offset + start)
+            }
+            (None, Some((root, start))) => {
+                let (storage, offset) = self.storage(root);
+                (storage, offset + start)
+            }
+            (None, None) => (id, 0),
+        }
+    }
+
+    /// The place holding a stored value as a whole (an `Array2<f32>`
+    /// expression); for a view or a piece, its storage's.
     fn place(&self, id: ValueId) -> TokenStream {
+        let (id, _) = self.storage(id);
+        let tape = |at: usize| {
+            let at = usize_lit(at);
+            quote!(__rnn_tape[#at])
+        };
         match &self.node(id).op {
             Op::Input(k) if self.layer.inputs[*k].per_step || self.kind(id) == Kind::Invariant => {
                 let k = usize_lit(*k);
@@ -66,21 +88,34 @@ impl Layer<'_> {
                 let state = format_ident!("__rnn_s{}", k);
                 quote!(#state)
             }
-            Op::State(k) => {
-                let k = usize_lit(*k);
-                quote!(__rnn_tape[#k])
-            }
+            Op::State(k) => tape(*k),
             Op::Seed(Seed::Output) => quote!(__rnn_dout),
             _ if self.kind(id) == Kind::Hoisted && self.phase == Phase::Backward => {
-                let at = self.layer.states.len()
-                    + self
-                        .plan
-                        .kept
-                        .iter()
-                        .position(|kept| *kept == id)
-                        .expect("the backward reads kept hoisted values only");
-                let at = usize_lit(at);
-                quote!(__rnn_tape[#at])
+                let position = self
+                    .plan
+                    .kept
+                    .iter()
+                    .position(|kept| *kept == id)
+                    .expect("the backward reads kept hoisted values only");
+                tape(self.layer.states.len() + position)
+            }
+            _ if self.phase == Phase::Backward
+                && id.index() < self.plan.backward.forward
+                && self.kind(id) == Kind::Step =>
+            {
+                let position = self
+                    .plan
+                    .kept_steps
+                    .iter()
+                    .position(|kept| *kept == id)
+                    .unwrap_or_else(|| {
+                        panic!(
+                            "the backward reads kept step values only: {id} {:?} of {}",
+                            self.node(id).op,
+                            self.layer.cell
+                        )
+                    });
+                tape(self.layer.states.len() + self.plan.kept.len() + position)
             }
             _ => {
                 let ident = value_ident(id);
@@ -89,13 +124,35 @@ impl Layer<'_> {
         }
     }
 
-    /// Whether a step value is kept for every step (rows `off..off + n`)
-    /// rather than one step's (rows `..n`).
+    /// Whether a stored step value is kept for every step (rows `off..off
+    /// + n`) rather than one step's (rows `..n`).
     fn by_step_offset(&self, id: ValueId) -> bool {
+        let (id, _) = self.storage(id);
         match &self.node(id).op {
             Op::State(_) => self.phase == Phase::Backward,
             Op::Seed(Seed::Output) => true,
-            _ => self.phase == Phase::Backward && self.plan.all_steps[id.index()],
+            _ if id.index() < self.plan.backward.forward => self.plan.kept_steps.contains(&id),
+            _ => self.plan.all_steps[id.index()],
+        }
+    }
+
+    /// The columns of a view or piece within its storage, when it is one.
+    fn columns(&self, id: ValueId) -> Option<TokenStream> {
+        let (storage, start) = self.storage(id);
+        (storage != id).then(|| {
+            let end = usize_lit(start + self.width(id));
+            let start = usize_lit(start);
+            quote!(#start..#end)
+        })
+    }
+
+    /// A value over every row of every step (a kept or hoisted value, or
+    /// one stored for every step), for a product over all rows.
+    fn all_rows(&self, id: ValueId) -> TokenStream {
+        let place = self.place(id);
+        match self.columns(id) {
+            Some(columns) => quote!(#place.slice(s![.., #columns])),
+            None => quote!(#place.view()),
         }
     }
 
@@ -114,28 +171,47 @@ impl Layer<'_> {
     /// row for a hoisted value; whole for an invariant shared by the batch.
     fn view(&self, id: ValueId, hoisting: bool) -> TokenStream {
         let place = self.place(id);
+        let columns = self.columns(id).unwrap_or_else(|| quote!(..));
         match self.kind(id) {
             Kind::Invariant if self.plan.per_sequence(id) => {
                 quote!(#place.slice(s![..__rnn_n, ..]))
             }
             Kind::Invariant | Kind::Sum | Kind::After => quote!(#place.view()),
-            Kind::Hoisted if hoisting => quote!(#place.view()),
-            Kind::Hoisted => quote!(#place.slice(s![__rnn_off..__rnn_off + __rnn_n, ..])),
+            Kind::Hoisted if hoisting => quote!(#place.slice(s![.., #columns])),
+            Kind::Hoisted => quote!(#place.slice(s![__rnn_off..__rnn_off + __rnn_n, #columns])),
             Kind::Step if self.by_step_offset(id) => {
-                quote!(#place.slice(s![__rnn_off..__rnn_off + __rnn_n, ..]))
+                quote!(#place.slice(s![__rnn_off..__rnn_off + __rnn_n, #columns]))
             }
-            Kind::Step => quote!(#place.slice(s![..__rnn_n, ..])),
+            Kind::Step => quote!(#place.slice(s![..__rnn_n, #columns])),
         }
     }
 
     /// Where a step value is written at a step.
     fn view_mut(&self, id: ValueId) -> TokenStream {
         let place = self.place(id);
+        let columns = self.columns(id).unwrap_or_else(|| quote!(..));
         if self.by_step_offset(id) {
-            quote!(#place.slice_mut(s![__rnn_off..__rnn_off + __rnn_n, ..]))
+            quote!(#place.slice_mut(s![__rnn_off..__rnn_off + __rnn_n, #columns]))
         } else {
-            quote!(#place.slice_mut(s![..__rnn_n, ..]))
+            quote!(#place.slice_mut(s![..__rnn_n, #columns]))
         }
+    }
+
+    /// Whether a node is written by a statement of its own in this phase.
+    fn has_statement(&self, id: ValueId) -> bool {
+        !self.plan.free[id.index()]
+            && !(self.phase == Phase::Backward && id.index() < self.plan.backward.forward)
+    }
+
+    /// Whether a node has a buffer of its own in this phase.
+    fn has_buffer(&self, id: ValueId) -> bool {
+        self.plan.views[id.index()].is_none()
+            && self.plan.aliases[id.index()].is_none()
+            && !matches!(
+                self.node(id).op,
+                Op::Input(_) | Op::State(_) | Op::Seed(Seed::Output)
+            )
+            && !(self.phase == Phase::Backward && id.index() < self.plan.backward.forward)
     }
 
     /// The statement computing a step value (or, with `hoisting`, a
@@ -167,8 +243,8 @@ impl Layer<'_> {
                 quote!(__rnn_rt::clip(#out, #a, #lo, #hi);)
             }
             Op::MatVec(matrix, vector) => {
-                let (matrix, vector) = (self.place(*matrix), self.view(*vector, hoisting));
-                quote!(__rnn_rt::matmul_bt(#vector, #matrix.view(), #out, false);)
+                let (packed, vector) = (packed_ident(*matrix), self.view(*vector, hoisting));
+                quote!(__rnn_rt::gemm_packed(#vector, &#packed, #out, false);)
             }
             Op::Slice(inner, start, end) => {
                 let inner = self.view(*inner, hoisting);
@@ -360,6 +436,30 @@ impl Layer<'_> {
             .collect()
     }
 
+    /// The matrices that products over rows read (of hoisted or step
+    /// values among `range`), packed once per call for the matrix product
+    /// kernel.
+    fn packed(&self, range: std::ops::Range<usize>) -> Vec<TokenStream> {
+        let mut matrices: Vec<ValueId> = Vec::new();
+        for idx in range {
+            let id = ValueId(idx as u32);
+            if let (Op::MatVec(matrix, _), Kind::Step | Kind::Hoisted) =
+                (&self.node(id).op, self.kind(id))
+            {
+                if !matrices.contains(matrix) {
+                    matrices.push(*matrix);
+                }
+            }
+        }
+        matrices
+            .into_iter()
+            .map(|matrix| {
+                let (packed, place) = (packed_ident(matrix), self.place(matrix));
+                quote!(let #packed = __rnn_rt::PackedMatrix::new(#place.view());)
+            })
+            .collect()
+    }
+
     /// Values written where they are read: scalar numbers, and inputs
     /// (read from the function's arguments).
     fn is_inline(&self, id: ValueId) -> bool {
@@ -369,27 +469,48 @@ impl Layer<'_> {
         )
     }
 
-    /// The buffers of the step values among `range`.
-    fn step_buffers(&self, range: std::ops::Range<usize>) -> Vec<TokenStream> {
-        self.ids(Kind::Step, range)
-            .into_iter()
-            .filter(|id| {
-                !matches!(
-                    self.node(*id).op,
-                    Op::Input(_) | Op::State(_) | Op::Seed(Seed::Output)
-                )
-            })
-            .map(|id| {
-                let ident = value_ident(id);
-                let width = usize_lit(self.width(id));
-                let rows = if self.by_step_offset(id) {
-                    quote!(__rnn_rows)
-                } else {
-                    quote!(__rnn_batch)
-                };
-                quote!(let mut #ident = Array2::<f32>::zeros((#rows, #width));)
-            })
-            .collect()
+    /// The buffers of the step values among `range`, and those given back
+    /// to the workspace at the end of the call. Buffers that leave the
+    /// function (kept for the backward) are new; the others come from the
+    /// workspace, zeroed only where something reads what no step writes
+    /// (the columns of a concatenation no piece covers).
+    fn step_buffers(&self, range: std::ops::Range<usize>) -> (Vec<TokenStream>, Vec<Ident>) {
+        let mut declarations = Vec::new();
+        let mut given = Vec::new();
+        for id in self.ids(Kind::Step, range) {
+            if !self.has_buffer(id) {
+                continue;
+            }
+            let ident = value_ident(id);
+            let width = usize_lit(self.width(id));
+            let rows = if self.by_step_offset(id) {
+                quote!(__rnn_rows)
+            } else {
+                quote!(__rnn_batch)
+            };
+            if self.phase == Phase::Train && self.plan.kept_steps.contains(&id) {
+                // Every row is written at its step; the tape gives it back
+                // to the workspace when recycled.
+                declarations.push(quote!(let mut #ident = __rnn_ws.take(#rows, #width);));
+                continue;
+            }
+            let covered: usize = (0..self.plan.backward.nodes.len())
+                .filter(|idx| matches!(self.plan.aliases[*idx], Some((root, _)) if root == id))
+                .map(|idx| self.width(ValueId(idx as u32)))
+                .sum();
+            let is_root = covered > 0;
+            let zero = if is_root && covered < self.width(id) {
+                quote!(#ident.fill(0.0);)
+            } else {
+                TokenStream::new()
+            };
+            declarations.push(quote! {
+                let mut #ident = __rnn_ws.take(#rows, #width);
+                #zero
+            });
+            given.push(ident);
+        }
+        (declarations, given)
     }
 }
 
@@ -494,20 +615,31 @@ impl Cx<'_> {
         let forward = plan.backward.forward;
         let name = format_ident!("__rnn_layer{}_train", layer_idx);
         let invariants = cx.invariants(0..forward);
+        let packed = cx.packed(0..forward);
         let hoisted = cx
             .ids(Kind::Hoisted, 0..forward)
             .into_iter()
-            .filter(|id| !matches!(cx.node(*id).op, Op::Input(_)))
+            .filter(|id| cx.has_buffer(*id) && cx.has_statement(*id))
             .map(|id| {
                 let ident = value_ident(id);
                 let width = usize_lit(cx.width(id));
                 let statement = cx.step_statement(id, true);
+                // Kept ones leave with the tape; the others go back to the workspace.
+                let buffer = quote!(__rnn_ws.take(__rnn_rows, #width));
                 quote! {
-                    let mut #ident = Array2::<f32>::zeros((__rnn_rows, #width));
+                    let mut #ident = #buffer;
                     #statement
                 }
-            });
-        let buffers = cx.step_buffers(0..forward);
+            })
+            .collect::<Vec<_>>();
+        let hoisted_given: Vec<Ident> = cx
+            .ids(Kind::Hoisted, 0..forward)
+            .into_iter()
+            .filter(|id| cx.has_buffer(*id) && cx.has_statement(*id) && !plan.kept.contains(id))
+            .map(value_ident)
+            .collect();
+        let (buffers, mut given) = cx.step_buffers(0..forward);
+        given.extend(hoisted_given);
         let states: Vec<Ident> = (0..layer.states.len())
             .map(|k| format_ident!("__rnn_s{}", k))
             .collect();
@@ -522,17 +654,28 @@ impl Cx<'_> {
         let statements = cx
             .ids(Kind::Step, 0..forward)
             .into_iter()
+            .filter(|id| cx.has_statement(*id))
             .map(|id| cx.step_statement(id, false));
         let step = &layer.step;
-        let updates = step.updates.iter().enumerate().map(|(k, update)| {
-            let state = &states[k];
+        let staging: Vec<Ident> = (0..layer.states.len())
+            .map(|k| format_ident!("__rnn_next{}", k))
+            .collect();
+        // New states are staged first: an update may read another state.
+        let stage = step.updates.iter().enumerate().map(|(k, update)| {
             let value = cx.view(*update, false);
-            let staged = format_ident!("__rnn_next{}", k);
-            quote!(let #staged = #value.to_owned(); #state.slice_mut(s![..__rnn_n, ..]).assign(&#staged);)
+            let staged = &staging[k];
+            quote!(#staged.slice_mut(s![..__rnn_n, ..]).assign(&#value);)
+        });
+        let updates = staging.iter().zip(&states).map(|(staged, state)| {
+            quote!(#state.slice_mut(s![..__rnn_n, ..]).assign(&#staged.slice(s![..__rnn_n, ..]));)
         });
         let output = cx.view(step.output, false);
         let output_doc = format!("Layer `{}` #{} in training, one direction, over packed rows: its output, final states and tape.", layer.name, layer.stack_idx);
-        let kept = plan.kept.iter().map(|id| value_ident(*id));
+        let kept = plan
+            .kept
+            .iter()
+            .chain(&plan.kept_steps)
+            .map(|id| value_ident(*id));
         let calls = self.step_calls(false);
         let width = usize_lit(layer.output_size);
         quote! {
@@ -540,6 +683,7 @@ impl Cx<'_> {
             #[allow(clippy::too_many_arguments, clippy::type_complexity, unused_mut, unused_variables, clippy::redundant_clone)]
             fn #name(
                 __rnn_p: &[#rt::ndarray::ArrayD<f32>],
+                __rnn_ws: &#rt::__private::Workspace,
                 __rnn_packing: &#rt::__private::Packing,
                 __rnn_variant: usize,
                 __rnn_in: &[#rt::ndarray::Array2<f32>],
@@ -551,11 +695,13 @@ impl Cx<'_> {
                 let __rnn_max_len = __rnn_packing.max_len();
                 let mut __rnn_init = __rnn_init.into_iter();
                 #(let mut #states = __rnn_init.next().expect("one initial value per state");)*
-                #(let mut #tapes = Array2::<f32>::zeros((__rnn_rows, #state_sizes));)*
+                #(let mut #tapes = __rnn_ws.take(__rnn_rows, #state_sizes);)*
                 #(#invariants)*
+                #(#packed)*
                 #(#hoisted)*
                 #(#buffers)*
                 let mut __rnn_out = Array2::<f32>::zeros((__rnn_rows, #width));
+                #(let mut #staging = __rnn_ws.take(__rnn_batch, #state_sizes);)*
                 {
                     let mut __rnn_step = |__rnn_t: usize| {
                         let __rnn_n = __rnn_packing.batch_size(__rnn_t);
@@ -563,10 +709,13 @@ impl Cx<'_> {
                         #(#tapes.slice_mut(s![__rnn_off..__rnn_off + __rnn_n, ..]).assign(&#states.slice(s![..__rnn_n, ..]));)*
                         #(#statements)*
                         __rnn_out.slice_mut(s![__rnn_off..__rnn_off + __rnn_n, ..]).assign(&#output);
+                        #(#stage)*
                         #(#updates)*
                     };
                     #calls
                 }
+                #(__rnn_ws.give(#given);)*
+                #(__rnn_ws.give(#staging);)*
                 (__rnn_out, vec![#(#states),*], vec![#(#tapes,)* #(#kept),*])
             }
         }
@@ -589,7 +738,8 @@ impl Cx<'_> {
         let name = format_ident!("__rnn_layer{}_backward", layer_idx);
         let mut invariants = cx.invariants(0..forward);
         invariants.extend(cx.invariants(forward..total));
-        let buffers = cx.step_buffers(0..total);
+        let packed = cx.packed(0..total);
+        let (buffers, given) = cx.step_buffers(0..total);
         let sums = cx.ids(Kind::Sum, forward..total);
         let sum_buffers = sums.iter().map(|id| {
             let ident = value_ident(*id);
@@ -599,11 +749,13 @@ impl Cx<'_> {
                 Shape::Scalar => (1, 1),
             };
             let (rows, cols) = (usize_lit(rows), usize_lit(cols));
-            quote!(let mut #ident = Array2::<f32>::zeros((#rows, #cols));)
+            quote!(let mut #ident = __rnn_ws.take(#rows, #cols); #ident.fill(0.0);)
         });
+        let sum_idents: Vec<Ident> = sums.iter().map(|id| value_ident(*id)).collect();
         let statements = cx
-            .ids(Kind::Step, 0..total)
+            .ids(Kind::Step, forward..total)
             .into_iter()
+            .filter(|id| cx.has_statement(*id))
             .map(|id| cx.step_statement(id, false));
         let step_sums = sums
             .iter()
@@ -630,8 +782,8 @@ impl Cx<'_> {
                 let Op::Outer(g, v) = cx.node(*id).op else {
                     unreachable!("only outer products are deferred")
                 };
-                let (g, v) = (cx.place(g), cx.place(v));
-                quote!(__rnn_rt::outer_acc(#ident.view_mut(), #g.view(), #v.view());)
+                let (g, v) = (cx.all_rows(g), cx.all_rows(v));
+                quote!(__rnn_rt::outer_acc(#ident.view_mut(), #g, #v);)
             });
         let afters = cx.ids(Kind::After, forward..total).into_iter().map(|id| {
             let (ident, expr) = (value_ident(id), cx.whole_expr(id));
@@ -640,22 +792,28 @@ impl Cx<'_> {
         let d_states: Vec<Ident> = (0..layer.states.len())
             .map(|k| format_ident!("__rnn_ds{}", k))
             .collect();
+        // The gradients of the states before the step are staged first: one
+        // may be read from another state's seed.
+        let staging: Vec<Ident> = (0..layer.states.len())
+            .map(|k| format_ident!("__rnn_next{}", k))
+            .collect();
+        let staging_buffers = layer.states.iter().zip(&staging).map(|(state, staged)| {
+            let size = usize_lit(state.size);
+            quote!(let mut #staged = __rnn_ws.take(__rnn_batch, #size);)
+        });
         let state_results = plan.backward.states.iter().enumerate().map(|(k, result)| {
-            let staged = format_ident!("__rnn_next{}", k);
+            let staged = &staging[k];
             match result {
                 Some(id) => {
                     let value = cx.view(*id, false);
-                    quote!(let #staged = #value.to_owned();)
+                    quote!(#staged.slice_mut(s![..__rnn_n, ..]).assign(&#value);)
                 }
-                None => {
-                    let size = usize_lit(layer.states[k].size);
-                    quote!(let #staged = Array2::<f32>::zeros((__rnn_n, #size));)
-                }
+                None => quote!(#staged.slice_mut(s![..__rnn_n, ..]).fill(0.0);),
             }
         });
         let state_writes = (0..layer.states.len()).map(|k| {
-            let (d_state, staged) = (&d_states[k], format_ident!("__rnn_next{}", k));
-            quote!(#d_state.slice_mut(s![..__rnn_n, ..]).assign(&#staged);)
+            let (d_state, staged) = (&d_states[k], &staging[k]);
+            quote!(#d_state.slice_mut(s![..__rnn_n, ..]).assign(&#staged.slice(s![..__rnn_n, ..]));)
         });
         let d_inputs: Vec<Ident> = (0..layer.inputs.len())
             .map(|k| format_ident!("__rnn_din{}", k))
@@ -700,6 +858,7 @@ impl Cx<'_> {
             #[allow(clippy::too_many_arguments, clippy::type_complexity, unused_mut, unused_variables, clippy::redundant_clone, clippy::let_unit_value)]
             fn #name(
                 __rnn_p: &[#rt::ndarray::ArrayD<f32>],
+                __rnn_ws: &#rt::__private::Workspace,
                 __rnn_packing: &#rt::__private::Packing,
                 __rnn_variant: usize,
                 __rnn_in: &[#rt::ndarray::Array2<f32>],
@@ -714,9 +873,11 @@ impl Cx<'_> {
                 let mut __rnn_seed = __rnn_seed.into_iter();
                 #(let mut #d_states = __rnn_seed.next().expect("one seed per state");)*
                 #(#invariants)*
+                #(#packed)*
                 #(#buffers)*
                 #(#sum_buffers)*
                 #(#input_buffers)*
+                #(#staging_buffers)*
                 {
                     let mut __rnn_step = |__rnn_t: usize| {
                         let __rnn_n = __rnn_packing.batch_size(__rnn_t);
@@ -731,7 +892,11 @@ impl Cx<'_> {
                 }
                 #(#deferred)*
                 #(#afters)*
-                (vec![#(#param_results),*], vec![#(#d_inputs),*], vec![#(#d_states),*])
+                let __rnn_result = (vec![#(#param_results),*], vec![#(#d_inputs),*], vec![#(#d_states),*]);
+                #(__rnn_ws.give(#given);)*
+                #(__rnn_ws.give(#sum_idents);)*
+                #(__rnn_ws.give(#staging);)*
+                __rnn_result
             }
         }
     }
@@ -805,9 +970,13 @@ impl Cx<'_> {
                         }
                     };
                     if input.per_step && reverse {
-                        quote!(__rnn_packing.reversed(#whole.view()))
+                        quote! {{
+                            let mut __rnn_out = self.__rnn_workspace.take(#whole.nrows(), #whole.ncols());
+                            __rnn_packing.reverse_into(#whole.view(), __rnn_out.view_mut());
+                            __rnn_out
+                        }}
                     } else {
-                        quote!(#whole.clone())
+                        quote!(self.__rnn_workspace.copy_of(#whole.view()))
                     }
                 });
                 let inits = layer.states.iter().enumerate().map(|(k, state_info)| {
@@ -830,7 +999,7 @@ impl Cx<'_> {
                 };
                 direction_runs.push(quote! {
                     let __rnn_ins: ::std::vec::Vec<Array2<f32>> = vec![#(#ins),*];
-                    let (#out, __rnn_fin, __rnn_tape) = Self::#train_fn(&self.__rnn_params[#first..#end], &__rnn_packing, __rnn_variant, &__rnn_ins, vec![#(#inits),*]);
+                    let (#out, __rnn_fin, __rnn_tape) = Self::#train_fn(&self.__rnn_params[#first..#end], &self.__rnn_workspace, &__rnn_packing, __rnn_variant, &__rnn_ins, vec![#(#inits),*]);
                     #reorder
                     #(#finals)*
                     __rnn_inputs.push(__rnn_ins);
@@ -849,7 +1018,7 @@ impl Cx<'_> {
                 let dout = if reverse {
                     quote!(__rnn_packing.reversed(__rnn_dout.slice(s![.., #lo..#hi])))
                 } else {
-                    quote!(__rnn_dout.slice(s![.., #lo..#hi]).to_owned())
+                    quote!(__rnn_dout.slice(s![.., #lo..#hi]))
                 };
                 let seeds = layer.states.iter().enumerate().map(|(k, state_info)| {
                     let group = self.state_group(layer, k);
@@ -862,7 +1031,7 @@ impl Cx<'_> {
                     let value = if input.per_step && reverse {
                         quote!(__rnn_packing.reversed(__rnn_din[#k_lit].view()))
                     } else {
-                        quote!(__rnn_din[#k_lit].clone())
+                        quote!(__rnn_din[#k_lit])
                     };
                     match input.source {
                         InputSource::Previous => quote!(__rnn_dprev += &#value;),
@@ -883,6 +1052,7 @@ impl Cx<'_> {
                         let __rnn_dout_dir = #dout;
                         let (__rnn_dp, __rnn_din, __rnn_dinit) = Self::#backward_fn(
                             &self.__rnn_params[#first..#end],
+                            &self.__rnn_workspace,
                             __rnn_packing,
                             tape.__rnn_variant,
                             &tape.__rnn_inputs[#tape_idx],
@@ -1125,6 +1295,15 @@ impl Cx<'_> {
                     inputs: vec![#(#net_grads_out),*],
                     initial_state: __rnn_initial,
                 })
+            }
+
+            /// Gives a tape's buffers back to the model's workspace, for the
+            /// next [`Self::forward_train`]: a training loop that recycles
+            /// its tapes allocates nothing once the workspace has settled.
+            pub fn recycle(&self, tape: #tape) {
+                for buffer in tape.__rnn_inputs.into_iter().chain(tape.__rnn_tapes).flatten() {
+                    self.__rnn_workspace.give(buffer);
+                }
             }
 
             /// The parameters, by PyTorch's names ([`#grads::NAMES`] order).

@@ -56,6 +56,21 @@ pub struct BackwardPlan {
     pub deferred: Vec<bool>,
     /// Hoisted forward values the forward keeps for the backward.
     pub kept: Vec<ValueId>,
+    /// Forward step values the forward keeps for every step (rows of each
+    /// step), because the backward reads them: the backward recomputes
+    /// nothing of the forward step.
+    pub kept_steps: Vec<ValueId>,
+    /// A slice of a vector that is read in place, with no buffer of its
+    /// own: `(base, start)`, the base's columns from `start`.
+    pub views: Vec<Option<(ValueId, usize)>>,
+    /// A step value computed straight into columns of another's buffer:
+    /// `(root, start)`. The root is a sum of placed pieces that do not
+    /// overlap (the gradient of a vector sliced into gates): a
+    /// concatenation, written piece by piece where it lies.
+    pub aliases: Vec<Option<(ValueId, usize)>>,
+    /// Nodes with no work of their own: the places and sums of a
+    /// concatenation (and its root), and views.
+    pub free: Vec<bool>,
     /// Floats the tape holds per running row of a step, for one direction:
     /// the layer's input, the states before the step, the kept values.
     pub tape_floats_per_row: usize,
@@ -149,24 +164,114 @@ pub fn plan_backward(layer: &ir::Layer) -> BackwardPlan {
             }
         }
     }
-    // The forward keeps the hoisted values that anything else reads (a
-    // per-step input is the layer's input, kept anyway).
-    let mut kept = Vec::new();
+    // Slices of step and hoisted vectors are views of their base.
+    let mut views: Vec<Option<(ValueId, usize)>> = vec![None; backward.nodes.len()];
     for (idx, node) in backward.nodes.iter().enumerate() {
-        if kinds[idx] == Kind::Hoisted {
-            continue;
-        }
-        for operand in node.op.operands() {
-            let source = backward.node(operand);
-            if kinds[operand.index()] == Kind::Hoisted
-                && !matches!(source.op, Op::Input(_))
-                && !kept.contains(&operand)
+        if let (Op::Slice(inner, start, _), Shape::Vector(_)) = (&node.op, node.shape) {
+            if matches!(kinds[idx], Kind::Step | Kind::Hoisted)
+                && kinds[inner.index()] == kinds[idx]
+                && !matches!(
+                    backward.node(*inner).op,
+                    Op::Input(_) | Op::State(_) | Op::Seed(_)
+                )
             {
-                kept.push(operand);
+                views[idx] = Some(match views[inner.index()] {
+                    Some((base, offset)) => (base, offset + start),
+                    None => (*inner, *start),
+                });
+            }
+        }
+    }
+    let base = |id: ValueId| views[id.index()].map_or(id, |(base, _)| base);
+
+    // The hoisted values the backward reads are kept (a per-step input is
+    // the layer's input, kept anyway).
+    let mut kept: Vec<ValueId> = Vec::new();
+    for node in &backward.nodes[forward..] {
+        for operand in node.op.operands() {
+            let source = base(operand);
+            if kinds[source.index()] == Kind::Hoisted
+                && !matches!(backward.node(source).op, Op::Input(_))
+                && !kept.contains(&source)
+            {
+                kept.push(source);
             }
         }
     }
     kept.sort();
+
+    // The forward step values the backward reads are kept, so it
+    // recomputes none of them.
+    let mut kept_steps: Vec<ValueId> = Vec::new();
+    for node in &backward.nodes[forward..] {
+        for operand in node.op.operands() {
+            let source = base(operand);
+            if source.index() < forward
+                && kinds[source.index()] == Kind::Step
+                && !matches!(backward.node(source).op, Op::State(_))
+                && !kept_steps.contains(&source)
+            {
+                kept_steps.push(source);
+            }
+        }
+    }
+    kept_steps.sort();
+
+    // Concatenations: a sum of placed pieces that do not overlap.
+    let uses = use_counts(&backward);
+    let mut aliases: Vec<Option<(ValueId, usize)>> = vec![None; backward.nodes.len()];
+    let mut free = vec![false; backward.nodes.len()];
+    for (idx, view) in views.iter().enumerate() {
+        free[idx] = view.is_some();
+    }
+    for idx in (forward..backward.nodes.len()).rev() {
+        let root = ValueId(idx as u32);
+        if free[idx] || aliases[idx].is_some() || kinds[idx] != Kind::Step {
+            continue;
+        }
+        let Some(pieces) = concatenation(&backward, &kinds, &uses, root) else {
+            continue;
+        };
+        let fits = pieces.iter().all(|(_, inner, _)| {
+            let source = backward.node(*inner);
+            inner.index() >= forward
+                && kinds[inner.index()] == Kind::Step
+                && aliases[inner.index()].is_none()
+                && !free[inner.index()]
+                && !matches!(source.op, Op::Seed(_))
+        }) && pieces.iter().enumerate().all(|(a, (_, inner_a, _))| {
+            pieces[a + 1..]
+                .iter()
+                .all(|(_, inner_b, _)| inner_a != inner_b)
+        }) && pieces.iter().all(|(_, inner, _)| {
+            // A piece computed from another piece would read the buffer it writes.
+            backward
+                .node(*inner)
+                .op
+                .operands()
+                .iter()
+                .all(|operand| pieces.iter().all(|(_, other, _)| other != operand))
+        });
+        if !fits {
+            continue;
+        }
+        for (place, inner, start) in &pieces {
+            aliases[inner.index()] = Some((root, *start));
+            free[place.index()] = true;
+            if all_steps[inner.index()] {
+                all_steps[root.index()] = true;
+            }
+        }
+        // The sums between the pieces and the root, and the root itself.
+        mark_sums(&backward, root, &mut free);
+    }
+    // A piece of an all-steps root is stored for every step too.
+    for idx in 0..backward.nodes.len() {
+        if let Some((root, _)) = aliases[idx] {
+            all_steps[idx] = all_steps[root.index()];
+        }
+    }
+
     let width = |id: &ValueId| match backward.node(*id).shape {
         Shape::Vector(len) => len,
         Shape::Scalar | Shape::Matrix(..) => 0,
@@ -178,7 +283,7 @@ pub fn plan_backward(layer: &ir::Layer) -> BackwardPlan {
         .map(|input| input.size)
         .sum();
     let state_floats: usize = layer.states.iter().map(|state| state.size).sum();
-    let kept_floats: usize = kept.iter().map(width).sum();
+    let kept_floats: usize = kept.iter().chain(&kept_steps).map(width).sum();
     BackwardPlan {
         tape_floats_per_row: input_floats + state_floats + kept_floats,
         backward,
@@ -186,6 +291,101 @@ pub fn plan_backward(layer: &ir::Layer) -> BackwardPlan {
         all_steps,
         deferred,
         kept,
+        kept_steps,
+        views,
+        aliases,
+        free,
+    }
+}
+
+/// How many times each node is read: as an operand, or as a result.
+fn use_counts(backward: &Backward) -> Vec<usize> {
+    let mut uses = vec![0usize; backward.nodes.len()];
+    for node in &backward.nodes {
+        for operand in node.op.operands() {
+            uses[operand.index()] += 1;
+        }
+    }
+    let results = backward
+        .states
+        .iter()
+        .chain(&backward.inputs)
+        .chain(&backward.params);
+    for id in results.flatten() {
+        uses[id.index()] += 1;
+    }
+    uses
+}
+
+/// The pieces `(place, inner, start)` of a concatenation rooted at `root`:
+/// a `Place`, or a sum of places and of such sums read only by the sum
+/// above them, whose column ranges do not overlap.
+fn concatenation(
+    backward: &Backward,
+    kinds: &[Kind],
+    uses: &[usize],
+    root: ValueId,
+) -> Option<Vec<(ValueId, ValueId, usize)>> {
+    fn collect(
+        backward: &Backward,
+        kinds: &[Kind],
+        uses: &[usize],
+        id: ValueId,
+        is_root: bool,
+        pieces: &mut Vec<(ValueId, ValueId, usize)>,
+    ) -> bool {
+        if !is_root && uses[id.index()] != 1 {
+            return false;
+        }
+        if kinds[id.index()] != Kind::Step {
+            return false;
+        }
+        match backward.node(id).op {
+            Op::Place(inner, start, _) => {
+                if let Shape::Vector(_) = backward.node(id).shape {
+                    pieces.push((id, inner, start));
+                    true
+                } else {
+                    false
+                }
+            }
+            Op::Binary(crate::ops::Binary::Add, a, b) => {
+                backward.node(a).shape == backward.node(id).shape
+                    && backward.node(b).shape == backward.node(id).shape
+                    && collect(backward, kinds, uses, a, false, pieces)
+                    && collect(backward, kinds, uses, b, false, pieces)
+            }
+            _ => false,
+        }
+    }
+    let mut pieces = Vec::new();
+    if !collect(backward, kinds, uses, root, true, &mut pieces) {
+        return None;
+    }
+    let width = |id: ValueId| match backward.node(id).shape {
+        Shape::Vector(len) => len,
+        _ => 0,
+    };
+    let mut ranges: Vec<(usize, usize)> = pieces
+        .iter()
+        .map(|(_, inner, start)| (*start, start + width(*inner)))
+        .collect();
+    ranges.sort();
+    if ranges.windows(2).any(|pair| pair[0].1 > pair[1].0) {
+        return None;
+    }
+    Some(pieces)
+}
+
+/// Marks the sums of a concatenation, from its root down to its places,
+/// as having no work of their own.
+fn mark_sums(backward: &Backward, id: ValueId, free: &mut [bool]) {
+    if let Op::Binary(crate::ops::Binary::Add, a, b) = backward.node(id).op {
+        free[id.index()] = true;
+        mark_sums(backward, a, free);
+        mark_sums(backward, b, free);
+    } else if let Op::Place(..) = backward.node(id).op {
+        free[id.index()] = true;
     }
 }
 
