@@ -165,6 +165,9 @@ fn memory_kib(field: &str) -> Option<usize> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
+/// A loss and the parameters' gradients by name.
+type LossAndGrads = (f32, Vec<(&'static str, ndarray::ArrayD<f32>)>);
+
 /// One training step of a W5 model: `forward_train`, the gradient of
 /// `loss = mean(y²)` over the valid steps, `backward`. Returns the loss and
 /// the parameters' gradients by name.
@@ -173,7 +176,7 @@ trait TrainStep {
         &self,
         x: ndarray::ArrayView3<'_, f32>,
         lengths: &[usize],
-    ) -> Result<(f32, Vec<(&'static str, ndarray::ArrayD<f32>)>), RnnError>;
+    ) -> Result<LossAndGrads, RnnError>;
     fn threads(&mut self, threads: Threads);
 }
 
@@ -184,7 +187,7 @@ macro_rules! train_step {
                 &self,
                 x: ndarray::ArrayView3<'_, f32>,
                 lengths: &[usize],
-            ) -> Result<(f32, Vec<(&'static str, ndarray::ArrayD<f32>)>), RnnError> {
+            ) -> Result<LossAndGrads, RnnError> {
                 let (out, tape) = self.forward_train(x, Some(lengths), None)?;
                 // Padded outputs are zero, so sums over all of `y` are sums over valid steps.
                 let count = (lengths.iter().sum::<usize>() * out.y.shape()[2]) as f32;

@@ -197,10 +197,11 @@ impl Layer<'_> {
         }
     }
 
-    /// Whether a node is written by a statement of its own in this phase.
+    /// Whether a node is written by a statement of its own in this phase
+    /// (the backward computes no forward value: it reads kept ones).
     fn has_statement(&self, id: ValueId) -> bool {
-        !self.plan.free[id.index()]
-            && !(self.phase == Phase::Backward && id.index() < self.plan.backward.forward)
+        let recomputed = self.phase == Phase::Backward && id.index() < self.plan.backward.forward;
+        !self.plan.free[id.index()] && !recomputed
     }
 
     /// Whether a node has a buffer of its own in this phase.
