@@ -101,8 +101,13 @@ fn ok_registry(dir: &Path) -> String {
             text.clone(),
         ))
         .unwrap_or_else(|error| panic!("{error}"));
+        // With training code: its gradients are checked against the interpreter's too.
+        let options = rnn_dsl::Options {
+            gradients: true,
+            ..rnn_dsl::Options::default()
+        };
         let generated = compiled
-            .generate(&rnn_dsl::Options::default())
+            .generate(&options)
             .unwrap_or_else(|error| panic!("{error}"));
         let module = format!("ok{idx}");
         writeln!(
@@ -114,8 +119,9 @@ fn ok_registry(dir: &Path) -> String {
         for network in &compiled.model.networks {
             writeln!(
                 entries,
-                "    OkEntry {{ file: {:?}, network: {:?}, text: {text:?}, build: |weights| Ok(Box::new(<{module}::{} as ::rnn_runtime::Model>::from_weights(weights)?)) }},",
+                "    OkEntry {{ file: {:?}, network: {:?}, text: {text:?}, build: |weights| Ok(Box::new(<{module}::{} as ::rnn_runtime::Model>::from_weights(weights)?)), train: |weights| Ok(Box::new(<{module}::{} as ::rnn_runtime::Model>::from_weights(weights)?)) }},",
                 path.file_name().expect("file name").to_string_lossy(),
+                network.name,
                 network.name,
                 network.name
             )

@@ -258,5 +258,28 @@ fn valid_models_generated_code() {
                 insta::assert_snapshot!(format!("rust@{stem}.{suffix}"), code);
             });
         }
+        // With training code, in the static mode (calls written out, in reverse for the
+        // backward) and the dynamic one: `train@<model>.<mode>`.
+        for (suffix, mode) in snapshot_modes()
+            .into_iter()
+            .filter(|(suffix, _)| suffix.starts_with("static") || *suffix == "dynamic")
+        {
+            let options = rnn_dsl::Options {
+                mode: Some(mode),
+                gradients: true,
+                ..rnn_dsl::Options::default()
+            };
+            let code = compiled
+                .generate(&options)
+                .unwrap_or_else(|error| panic!("{error}"))
+                .file(true);
+            insta::with_settings!({
+                prepend_module_to_snapshot => false,
+                description => what_is_wrong(&path),
+                omit_expression => true,
+            }, {
+                insta::assert_snapshot!(format!("train@{stem}.{suffix}"), code);
+            });
+        }
     }
 }

@@ -1133,6 +1133,11 @@ impl Cx<'_> {
             }
         });
         let initial_fields: Vec<&Ident> = self.groups.iter().map(|group| &group.field).collect();
+        let final_names: Vec<&str> = self
+            .groups
+            .iter()
+            .map(|group| group.final_name.as_str())
+            .collect();
         let initial_names: Vec<&str> = self
             .groups
             .iter()
@@ -1283,7 +1288,7 @@ impl Cx<'_> {
                 __rnn_rt::check_finite("dy", dy.iter())?;
                 if let Some(state) = d_final {
                     state.check(__rnn_batch)?;
-                    #(__rnn_rt::check_finite(#initial_names, state.#initial_fields.iter())?;)*
+                    #(__rnn_rt::check_finite(#final_names, state.#initial_fields.iter())?;)*
                 }
                 let mut __rnn_params: ::std::vec::Vec<#rt::ndarray::ArrayD<f32>> = vec![#(#per_param_shapes),*];
                 let mut __rnn_dnet: ::std::vec::Vec<Array2<f32>> = vec![#(#net_grads_init),*];
