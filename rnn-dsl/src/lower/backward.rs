@@ -412,9 +412,13 @@ mod tests {
             .collect();
         assert_eq!(outers.len(), 2, "W_ih and W_hh");
         assert!(outers.iter().all(|idx| plan.deferred[*idx]));
-        // The tape holds, per running row: x (5), h and c (8 + 8), and the
-        // hoisted input projection with its bias (32).
-        assert_eq!(plan.tape_floats_per_row, 5 + 16 + 32);
+        // The tape holds, per running row: x (5), h and c before the step
+        // (8 + 8), and the five step values the backward reads: the gates
+        // i, f, o, the candidate g and tanh(c') (5 × 8). Nothing hoisted:
+        // the backward reads no input projection.
+        assert_eq!(plan.tape_floats_per_row, 5 + 16 + 40);
+        assert_eq!(plan.kept_steps.len(), 5);
+        assert!(plan.kept.is_empty());
         // Nothing of the backward is computed from a parameter gradient
         // before the loop ends.
         for (idx, kind) in plan.kinds.iter().enumerate() {
