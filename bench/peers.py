@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
-"""Time the Python peers (ONNX Runtime, PyTorch, TensorFlow, JAX) on W1-W5.
+"""Time the Python peers (ONNX Runtime, PyTorch, TensorFlow, JAX) on W1-W5v.
 
 Usage: peers.py [--systems onnxruntime,pytorch,tensorflow,jax] [--threads 1,2]
-                [--workloads W1,...,W5] [--reps 7]
+                [--workloads W1,...,W5v] [--reps 7]
 
 Each (system, thread count) runs in its own subprocess (`--worker`), since
 several frameworks fix their thread pools when they start. Every measurement
@@ -12,11 +12,19 @@ is one JSON line on stdout:
    "reps", "inner", "cpu_util", "max_abs_diff", "note"?}
 
 median/min/max are milliseconds per call (one batch, or one forward+backward
-for W5) over `reps` repetitions after a warm-up; a repetition of a very short
-call times `inner` back-to-back calls and divides. `cpu_util` is process CPU
-time over wall time while timing (~1 for one busy thread): a check that the
+for W5/W5v) over `reps` repetitions after a warm-up; a repetition of a very
+short call times `inner` back-to-back calls and divides. `cpu_util` is process
+CPU time over wall time while timing (~1 for one busy thread): a check that the
 thread setting took. `max_abs_diff` compares the peer's output with the numpy
-reference of workloads.py (relative to the largest gradient for W5).
+reference of workloads.py (W5/W5v: the gradients of every parameter and of x,
+each relative to the largest entry of its reference gradient, and the loss's
+relative difference).
+
+W5/W5v train loss = sum over valid (b, t) of sum_j y^2 / (sum(seq_len) * H)
+(specs.Workload.loss_count), i.e. mean(y^2) for W5. W5v: PyTorch padded
+(nn.LSTM over all T steps, loss masked) and packed (pack_padded_sequence),
+JAX (masked lax.scan that carries the state), TensorFlow (Keras mask, loss
+masked); each is one line.
 
 A system that fails to import gives {"system": ..., "threads": ..., "error": ...}
 and the run goes on.
@@ -135,10 +143,17 @@ def fwd_diff(w: Workload, exp: dict, y, h_n=None, valid_only: bool = False) -> f
 
 
 def grad_diff(exp: dict, loss, grads: dict) -> float:
-    """Largest gradient difference relative to the largest gradient entry,
-    and the relative loss difference (W5)."""
+    """Largest gradient difference relative to the largest gradient entry of
+    the same tensor, and the relative loss difference (W5, W5v).
+
+    grads maps PyTorch parameter names and "x" to the peer's gradients; every
+    gradient of the reference must be there.
+    """
     import numpy as np
 
+    missing = sorted(k[len("grad."):] for k in exp if k.startswith("grad.") and k[len("grad."):] not in grads)
+    if missing:
+        raise KeyError(f"no gradient for {', '.join(missing)}")
     d = abs(float(loss) - float(exp["loss"][0])) / abs(float(exp["loss"][0]))
     for k, g in grads.items():
         e = exp["grad." + k]
@@ -157,7 +172,7 @@ def bench_onnxruntime(threads: int):
 
     def run(w: Workload, reps: int):
         if w.train:
-            return  # inference runtime: no W5
+            return  # inference runtime: no W5, W5v
         t, exp = load(w)
         so = ort.SessionOptions()
         so.intra_op_num_threads = threads
@@ -207,20 +222,62 @@ def bench_pytorch(threads: int):
         m = module(w, t)
         x = torch.from_numpy(t["x"].copy())
         if w.train:
+            # loss = sum over valid steps of y^2 / loss_count() (mean(y^2) for
+            # W5); gradients of every parameter and of x, as unroll's backward
+            # returns them.
             params = list(m.parameters())
+            x.requires_grad_(True)
+            count = float(w.loss_count())
 
-            def fn():
-                for p in params:
-                    p.grad = None
-                y, _ = m(x)
-                loss = (y * y).mean()
-                loss.backward()
-                return loss
+            def train(forward):
+                def fn():
+                    for p in params:
+                        p.grad = None
+                    x.grad = None
+                    y = forward()
+                    loss = (y * y).sum() / count
+                    loss.backward()
+                    return loss
 
-            loss = fn()
-            grads = {k: m.get_parameter(k).grad.numpy() for k in w.param_names()}
-            yield line(w, f"pytorch {ver}", threads, measure(fn, reps), grad_diff(exp, loss.item(), grads),
-                       note="autograd; diff relative to max |grad|")
+                return fn
+
+            def grads_of(loss):
+                grads = {k: m.get_parameter(k).grad.numpy() for k in w.param_names()}
+                grads["x"] = x.grad.numpy()
+                return grad_diff(exp, loss.item(), grads)
+
+            if not w.varlen:
+                fn = train(lambda: m(x)[0])
+                diff = grads_of(fn())
+                yield line(w, f"pytorch {ver}", threads, measure(fn, reps), diff,
+                           note="autograd; diff relative to max |grad|")
+                return
+
+            # W5v, padded: nn.LSTM runs all T steps on every sequence and the
+            # loss is masked to the valid steps. The state past a length is not
+            # the reference's, but nothing reads it: y at a valid step depends
+            # on earlier steps only, so the gradients are the reference's.
+            lens = torch.from_numpy(t["seq_len"].copy())
+            mask = (torch.arange(w.steps)[None, :] < lens[:, None]).to(x.dtype)[:, :, None]
+
+            def padded():
+                return m(x)[0] * mask
+
+            # Packed: pack_padded_sequence around the call (in the time); the
+            # padded positions of the unpacked y are zeros.
+            def packed():
+                p = pack_padded_sequence(x, lens, batch_first=True, enforce_sorted=False)
+                out, _ = m(p)
+                return pad_packed_sequence(out, batch_first=True, total_length=w.steps)[0]
+
+            for label, forward, note in (
+                ("padded", padded, "all T steps, loss masked to valid steps"),
+                ("packed", packed, "pack_padded_sequence(enforce_sorted=False)"),
+            ):
+                fn = train(forward)
+                diff = grads_of(fn())
+                yield line(w, f"pytorch {ver} {label}", threads, measure(fn, reps), diff,
+                           note=f"autograd, {note}; diff relative to max |grad|")
             return
 
         m.eval()
@@ -327,13 +384,19 @@ def bench_tensorflow(threads: int):
 
         if w.train:
             lay = layers[0]
+            count = float(w.loss_count())
+            # W5v: Keras's mask carries the state through padded steps, but its
+            # outputs there repeat the last valid one: the loss is masked.
+            valid = tf.cast(mask, x.dtype)[:, :, None] if w.varlen else None
 
             @tf.function
             def step(x):
                 with tf.GradientTape() as tape:
+                    tape.watch(x)
                     y, _ = forward(x)
-                    loss = tf.reduce_mean(y * y)
-                return loss, tape.gradient(loss, lay.trainable_variables)
+                    sq = y * y if valid is None else y * y * valid
+                    loss = tf.reduce_sum(sq) / count
+                return loss, tape.gradient(loss, lay.trainable_variables + [x])
 
             def fn():
                 loss, g = step(x)
@@ -342,9 +405,13 @@ def bench_tensorflow(threads: int):
             loss, g = fn()
             # Keras [kernel, recurrent_kernel, bias] -> PyTorch names; the single
             # Keras bias gets the gradient that each PyTorch bias has.
-            grads = {"weight_ih_l0": g[0].T, "weight_hh_l0": g[1].T, "bias_ih_l0": g[2], "bias_hh_l0": g[2]}
+            grads = {"weight_ih_l0": g[0].T, "weight_hh_l0": g[1].T, "bias_ih_l0": g[2], "bias_hh_l0": g[2],
+                     "x": g[3]}
+            note = "GradientTape in tf.function"
+            if w.varlen:
+                note += "; mask=tf.sequence_mask(seq_len), loss masked to valid steps"
             yield line(w, name, threads, measure(fn, reps), grad_diff(exp, loss, grads),
-                       note="GradientTape in tf.function; diff relative to max |grad|")
+                       note=note + "; diff relative to max |grad|")
             return
 
         run = tf.function(forward)
@@ -460,21 +527,27 @@ def bench_jax(threads: int):
         variants = [("lax.scan", 1)] + ([("unrolled", True)] if w.name == "W3" else [])
         for label, unroll in variants:
             if w.train:
-                def loss_fn(params, x, unroll=unroll):
-                    y, _ = network(w, params, x, lens, unroll)
-                    return jnp.mean(y * y)
+                count = float(w.loss_count())
 
-                vg = jax.jit(jax.value_and_grad(loss_fn))
+                def loss_fn(params, x, unroll=unroll):
+                    # W5v: the scan's mask carries the state through padded
+                    # steps and zeroes their outputs, so the sum is over valid steps.
+                    y, _ = network(w, params, x, lens, unroll)
+                    return jnp.sum(y * y) / count
+
+                vg = jax.jit(jax.value_and_grad(loss_fn, argnums=(0, 1)))
 
                 def fn():
                     return jax.block_until_ready(vg(params, x))
 
-                loss, g = fn()
+                loss, (g_params, g_x) = fn()
                 names = ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0")
-                grads = dict(zip(names, (np.asarray(a) for a in g[0][0])))
+                grads = dict(zip(names, (np.asarray(a) for a in g_params[0][0])))
+                grads["x"] = np.asarray(g_x)
+                note = "jit(value_and_grad)" + ("; masked scan over all T steps" if w.varlen else "")
                 yield line(w, f"jax {ver} {label}", threads, measure(fn, reps),
                            grad_diff(exp, float(loss), grads),
-                           note="jit(value_and_grad); diff relative to max |grad|" + pin_note)
+                           note=note + "; diff relative to max |grad|" + pin_note)
                 continue
             run = jax.jit(lambda params, x, unroll=unroll: network(w, params, x, lens, unroll))
 

@@ -1,4 +1,4 @@
-"""The fixed benchmark workloads W1-W5 (see shared/WORKLOADS.md), as plain data.
+"""The fixed benchmark workloads W1-W5v (see shared/WORKLOADS.md), as plain data.
 
 Pure Python (no numpy) so that the table printer can import it anywhere.
 Every other bench script takes its shapes, lengths, FLOP counts and reporting
@@ -25,10 +25,11 @@ class Workload:
     bidirectional: bool
     batch: int
     steps: int
-    varlen: bool  # lengths follow len[i] = 10 + (i*37 % 91); otherwise all full
-    train: bool  # forward + backward of loss = mean(y^2)
+    varlen: bool  # lengths follow len[i] = 10 + (i*37 % length_modulus); otherwise all full
+    train: bool  # forward + backward of the loss (see loss_count)
     unit: str  # the figure WORKLOADS.md asks for
     seed: int
+    length_modulus: int = 91  # m in len[i] = 10 + (i*37 % m): 91 for W2, 41 for W5v
 
     @property
     def gates(self) -> int:
@@ -40,8 +41,18 @@ class Workload:
 
     def lengths(self) -> list[int]:
         if self.varlen:
-            return [10 + (i * 37 % 91) for i in range(self.batch)]
+            return [10 + (i * 37 % self.length_modulus) for i in range(self.batch)]
         return [self.steps] * self.batch
+
+    def loss_count(self) -> int:
+        """The divisor of the training loss: valid steps x output width.
+
+        loss = (sum over valid (b, t) of sum_j y[b, t, j]^2) / (sum(lengths) * D*H),
+        i.e. the mean of y^2 over the valid steps only; padded steps count
+        neither in the sum nor in the divisor. With all lengths full (W5) this
+        is mean(y^2) over the whole [B, T, D*H] output.
+        """
+        return sum(self.lengths()) * self.hidden * self.directions
 
     def layer_input(self, layer: int) -> int:
         return self.input_size if layer == 0 else self.hidden * self.directions
@@ -90,6 +101,10 @@ WORKLOADS: dict[str, Workload] = {
         Workload("W3", "gru", 32, 64, 1, False, 16, 32, False, False, "µs/batch", 1003),
         Workload("W4", "lstm", 80, 256, 2, True, 32, 200, False, False, "ms/batch", 1004),
         Workload("W5", "lstm", 64, 128, 1, False, 32, 50, False, True, "ms/fwd+bwd", 1005),
+        # W5v: W5 with variable lengths. The same seed on purpose: the same
+        # weights and inputs as W5, so that the two differ only in seq_len.
+        Workload("W5v", "lstm", 64, 128, 1, False, 32, 50, True, True, "ms/fwd+bwd", 1005,
+                 length_modulus=41),
     ]
 }
 

@@ -8,7 +8,11 @@ in one schema: {"workload", "system", "threads", "median_ms", "min_ms",
 "max_ms", "gflops", ...}; lines with "error" are listed under the table; lines
 that are not JSON are ignored. Times are shown in each workload's unit
 (specs.py: ms/seq, seq/s, µs/batch, ms/batch, ms/fwd+bwd); for a throughput
-unit, "min" and "max" are the lowest and highest throughput.
+unit, "min" and "max" are the lowest and highest throughput. GFLOP/s counts
+useful work only (specs.Workload.useful_flops): 2·G·H·(I+H) per valid step of
+each sequence, per layer and direction, three times that for the training
+workloads W5 and W5v (so W5v's padded steps count nothing, whatever a peer
+spends on them).
 
 "× unroll" is the peer's median time over the best unroll median (any system
 whose name starts with "unroll") for the same workload and thread count: above
@@ -114,7 +118,8 @@ def main() -> int:
     print()
     print("× unroll: peer median time / best unroll median at the same thread count (>1: peer slower). "
           "★: fastest peer. cpu: process CPU time / wall time while timing. "
-          f"max diff: vs the numpy reference (⚠ above {DIFF_LIMIT:g}; W5: relative to the largest gradient).")
+          f"max diff: vs the numpy reference (⚠ above {DIFF_LIMIT:g}; W5, W5v: gradients of the parameters "
+          "and x, each relative to its largest entry).")
     if loads:
         print(f"Machine 1-min load average during the measurements: {min(loads):.2f}–{max(loads):.2f} "
               "(on 2 cores, anything well above the benchmark's own threads means contention).")

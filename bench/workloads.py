@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Deterministic data, reference outputs and ONNX models for workloads W1-W5.
+"""Deterministic data, reference outputs and ONNX models for workloads W1-W5v.
 
 For each workload W this writes, under target/bench-data/:
 
@@ -8,8 +8,10 @@ For each workload W this writes, under target/bench-data/:
                           `x` [B, T, I] float32 and `seq_len` [B] int64
   W.expected.safetensors  the numpy (float64) reference: `y` [B, T, D*H],
                           `h_n` [L*D, B, H] (and `c_n` for LSTMs); for the
-                          training workload W5 also `loss` [1] and
-                          `grad.<param>` for every parameter
+                          training workloads W5 and W5v also `loss` [1],
+                          `grad.<param>` for every parameter and `grad.x`
+                          [B, T, I] (loss: the mean of y^2 over the valid
+                          steps, see reference_train)
   W.onnx                  (W1-W4) the same network as ONNX LSTM/GRU nodes,
                           batch-major input `x` (+ `seq_len` for W2), outputs
                           `y` [B, T, D*H] and `h_n` [L*D, B, H]
@@ -20,6 +22,8 @@ For each workload W this writes, under target/bench-data/:
 With --check (run.sh always passes it) every ONNX model is run through ONNX
 Runtime and compared with the numpy reference; a difference above 1e-4 is an
 error, because a wrong export would make the whole comparison meaningless.
+The training references (W5, W5v) are checked too: their loss against the
+forward reference, their gradients against central finite differences.
 """
 
 from __future__ import annotations
@@ -35,6 +39,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from specs import DATA_DIR, WORKLOADS, Workload, data_path  # noqa: E402
 
 TOLERANCE = 1e-4
+# Float64 against float64 (central differences, step 1e-6): a correct
+# gradient agrees to about 1e-8 relative.
+TRAIN_TOLERANCE = 1e-6
 
 
 # ----------------------------------------------------------------------------
@@ -129,12 +136,23 @@ def reference_forward(w: Workload, t: dict[str, np.ndarray]) -> dict[str, np.nda
 
 
 def reference_train(w: Workload, t: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """loss = mean(y^2) and its gradient for every parameter, by hand-written BPTT.
+    """The training loss and its gradients, by hand-written BPTT over the lengths.
 
-    Only what W5 needs: one layer, one direction, LSTM, all lengths full.
+    loss = (sum over valid (b, t) of sum_j y[b, t, j]^2) / (sum(seq_len) * H)
+    (Workload.loss_count): the mean of y^2 over the valid steps; for W5, whose
+    lengths are all full, that is mean(y^2). Returns `loss`, `grad.<param>`
+    for every parameter and `grad.x` [B, T, I].
+
+    As in the forward reference, a step t >= seq_len[b] leaves sequence b's
+    state unchanged and outputs zero, so in the backward it passes the state
+    adjoints through unchanged and contributes nothing to any gradient (its
+    rows of `da` are zero, and so are those of `grad.x`).
+
+    Only what W5 and W5v need: one layer, one direction, LSTM.
     """
-    assert w.cell == "lstm" and w.layers == 1 and not w.bidirectional and not w.varlen
+    assert w.cell == "lstm" and w.layers == 1 and not w.bidirectional
     x = t["x"].astype(np.float64)
+    lens = t["seq_len"]
     w_ih, w_hh = t["weight_ih_l0"].astype(np.float64), t["weight_hh_l0"].astype(np.float64)
     b = (t["bias_ih_l0"] + t["bias_hh_l0"]).astype(np.float64)
     bsz, steps, _ = x.shape
@@ -144,20 +162,26 @@ def reference_train(w: Workload, t: dict[str, np.ndarray]) -> dict[str, np.ndarr
     tape = []  # per step: h_prev, c_prev, i, f, g, o, tanh(c)
     ys = np.zeros((bsz, steps, hid))
     for s in range(steps):
+        active = (s < lens)[:, None]
         a = x[:, s] @ w_ih.T + h @ w_hh.T + b
         ai, af, ag, ao = np.split(a, 4, axis=1)
         i, f, g, o = _sigmoid(ai), _sigmoid(af), np.tanh(ag), _sigmoid(ao)
         c_new = f * c + i * g
         tc = np.tanh(c_new)
         tape.append((h, c, i, f, g, o, tc))
-        h, c = o * tc, c_new
-        ys[:, s] = h
-    loss = np.mean(ys**2)
-    dy = 2.0 * ys / ys.size
+        h_new = o * tc
+        ys[:, s] = np.where(active, h_new, 0.0)
+        h, c = np.where(active, h_new, h), np.where(active, c_new, c)
+    count = w.loss_count()
+    assert count == int(lens.sum()) * hid
+    loss = np.sum(ys**2) / count  # padded outputs are zero: a sum over valid steps
+    dy = 2.0 * ys / count
     gw_ih, gw_hh, gb = np.zeros_like(w_ih), np.zeros_like(w_hh), np.zeros_like(b)
-    dh_next = np.zeros((bsz, hid))
+    gx = np.zeros_like(x)
+    dh_next = np.zeros((bsz, hid))  # adjoints of the state after step s
     dc_next = np.zeros((bsz, hid))
     for s in reversed(range(steps)):
+        active = (s < lens)[:, None]
         h_prev, c_prev, i, f, g, o, tc = tape[s]
         dh = dy[:, s] + dh_next
         do = dh * tc
@@ -166,17 +190,21 @@ def reference_train(w: Workload, t: dict[str, np.ndarray]) -> dict[str, np.ndarr
             [dc * g * i * (1 - i), dc * c_prev * f * (1 - f), dc * i * (1 - g**2), do * o * (1 - o)],
             axis=1,
         )
+        da = np.where(active, da, 0.0)  # a padded step computes nothing that is kept
         gw_ih += da.T @ x[:, s]
         gw_hh += da.T @ h_prev
         gb += da.sum(axis=0)
-        dh_next = da @ w_hh
-        dc_next = dc * f
+        gx[:, s] = da @ w_ih
+        # Padded step: state after = state before, so the adjoints pass through.
+        dh_next = np.where(active, da @ w_hh, dh)
+        dc_next = np.where(active, dc * f, dc_next)
     return {
         "loss": np.array([loss]),
         "grad.weight_ih_l0": gw_ih,
         "grad.weight_hh_l0": gw_hh,
         "grad.bias_ih_l0": gb,
         "grad.bias_hh_l0": gb.copy(),
+        "grad.x": gx,
     }
 
 
@@ -278,6 +306,36 @@ def check_onnx(path: str, w: Workload, t: dict[str, np.ndarray], ref: dict[str, 
     return diff
 
 
+def check_train(w: Workload, t: dict[str, np.ndarray], ref: dict[str, np.ndarray]) -> float:
+    """Check the training reference against the forward reference, in float64.
+
+    The loss of reference_train must equal sum(y^2) / loss_count() of
+    reference_forward's y (a separate implementation of the same masked
+    forward), and each gradient (every parameter and x) must match central
+    finite differences of that loss along one direction. The direction is
+    sign(grad) times random factors in [0.5, 1.5], so that the directional
+    derivative sums magnitudes instead of cancelling to a few rounding errors,
+    and any wrong entry moves it. Returns the largest relative difference.
+    """
+    def loss_of(tensors: dict[str, np.ndarray]) -> float:
+        y = reference_forward(w, tensors)["y"]
+        return float(np.sum(y**2) / w.loss_count())
+
+    base = {k: (v.astype(np.float64) if v.dtype == np.float32 else v) for k, v in t.items()}
+    worst = abs(loss_of(base) - float(ref["loss"][0])) / abs(float(ref["loss"][0]))
+    rng = np.random.default_rng(w.seed + 1)
+    eps = 1e-6
+    for name in w.param_names() + ["x"]:
+        v = np.sign(ref["grad." + name]) * rng.uniform(0.5, 1.5, size=base[name].shape)
+        plus, minus = dict(base), dict(base)
+        plus[name] = base[name] + eps * v
+        minus[name] = base[name] - eps * v
+        numeric = (loss_of(plus) - loss_of(minus)) / (2 * eps)
+        analytic = float(np.sum(ref["grad." + name] * v))
+        worst = max(worst, abs(numeric - analytic) / max(abs(analytic), 1e-12))
+    return worst
+
+
 # ----------------------------------------------------------------------------
 
 
@@ -302,6 +360,12 @@ def main() -> int:
         save_file({k: np.ascontiguousarray(v, dtype=np.float32) for k, v in ref.items()},
                   data_path(name, ".expected.safetensors"))
         msg = f"{name}: {data_path(name)}"
+        if w.train and args.check:
+            diff = check_train(w, t, ref)
+            ok = diff < TRAIN_TOLERANCE
+            failed |= not ok
+            msg += (f" (training reference vs forward reference and finite differences: "
+                    f"max rel diff {diff:.2e} {'ok' if ok else 'FAIL'})")
         if not w.train:
             import onnx
 
@@ -317,7 +381,8 @@ def main() -> int:
                     msg += f" (onnxruntime vs numpy: max|diff| {diff:.2e} {'ok' if ok else 'FAIL'})"
         print(msg, file=sys.stderr)
     if failed:
-        print(f"ONNX export check FAILED (tolerance {TOLERANCE})", file=sys.stderr)
+        print(f"check FAILED (ONNX tolerance {TOLERANCE}, training reference {TRAIN_TOLERANCE})",
+              file=sys.stderr)
         return 1
     return 0
 
