@@ -43,65 +43,8 @@ fn scalar_of(arg: &Arg<'_>) -> [f32; 1] {
     }
 }
 
-/// One row of an operand as the row loops read it: a slice, or one value.
-#[derive(Clone, Copy)]
-enum RowOf<'a> {
-    Slice(&'a [f32]),
-    Value(f32),
-}
-
-/// Row `r` of an operand for an output of `cols` columns, when it can be read as a slice (its
-/// rows contiguous): the fast path of the maps, which then run as plain loops over slices.
-fn row_of<'a>(arg: &'a Arg<'_>, r: usize, cols: usize) -> Option<RowOf<'a>> {
-    match arg {
-        Arg::Scalar(value) => Some(RowOf::Value(*value)),
-        Arg::Full(view) if view.ncols() == cols => {
-            let row = if view.nrows() == 1 { 0 } else { r };
-            let slice = view.row(row).to_slice()?;
-            Some(if cols == 1 {
-                RowOf::Value(slice[0])
-            } else {
-                RowOf::Slice(slice)
-            })
-        }
-        Arg::Full(view) if view.ncols() == 1 => {
-            let row = if view.nrows() == 1 { 0 } else { r };
-            Some(RowOf::Value(view[(row, 0)]))
-        }
-        Arg::Row(row) if row.len() == cols => row.to_slice().map(RowOf::Slice),
-        Arg::Row(row) if row.len() == 1 => Some(RowOf::Value(row[0])),
-        _ => None,
-    }
-}
-
-/// Whether every operand's rows can be read as slices ([`row_of`]), for every row.
-fn rows_readable(out: &ArrayViewMut2<'_, f32>, args: &[Option<&Arg<'_>>]) -> bool {
-    let (rows, cols) = out.dim();
-    rows > 0
-        && out.row(0).as_slice().is_some()
-        && (rows < 2 || out.row(1).as_slice().is_some())
-        && args.iter().flatten().all(|arg| {
-            let fits = match arg {
-                Arg::Full(view) => view.nrows() == 1 || view.nrows() == rows,
-                _ => true,
-            };
-            fits && (0..rows.min(2)).all(|r| row_of(arg, r, cols).is_some())
-        })
-}
-
 /// `out = f(a)` elementwise.
-pub fn map1(mut out: ArrayViewMut2<'_, f32>, a: Arg<'_>, f: impl Fn(f32) -> f32) {
-    if rows_readable(&out, &[Some(&a)]) {
-        let cols = out.ncols();
-        for (r, mut row) in out.rows_mut().into_iter().enumerate() {
-            let o = row.as_slice_mut().expect("checked contiguous");
-            match row_of(&a, r, cols).expect("checked readable") {
-                RowOf::Slice(a) => o.iter_mut().zip(a).for_each(|(o, a)| *o = f(*a)),
-                RowOf::Value(a) => o.fill(f(a)),
-            }
-        }
-        return;
-    }
+pub fn map1(out: ArrayViewMut2<'_, f32>, a: Arg<'_>, f: impl Fn(f32) -> f32) {
     let sa = scalar_of(&a);
     Zip::from(out)
         .and_broadcast(as_2d(&a, &sa))
@@ -109,28 +52,7 @@ pub fn map1(mut out: ArrayViewMut2<'_, f32>, a: Arg<'_>, f: impl Fn(f32) -> f32)
 }
 
 /// `out = f(a, b)` elementwise.
-pub fn map2(mut out: ArrayViewMut2<'_, f32>, a: Arg<'_>, b: Arg<'_>, f: impl Fn(f32, f32) -> f32) {
-    if rows_readable(&out, &[Some(&a), None]) && rows_readable(&out, &[Some(&b), None]) {
-        let cols = out.ncols();
-        for (r, mut row) in out.rows_mut().into_iter().enumerate() {
-            let o = row.as_slice_mut().expect("checked contiguous");
-            let (a, b) = (row_of(&a, r, cols), row_of(&b, r, cols));
-            match (a.expect("checked readable"), b.expect("checked readable")) {
-                (RowOf::Slice(a), RowOf::Slice(b)) => o
-                    .iter_mut()
-                    .zip(a.iter().zip(b))
-                    .for_each(|(o, (a, b))| *o = f(*a, *b)),
-                (RowOf::Slice(a), RowOf::Value(b)) => {
-                    o.iter_mut().zip(a).for_each(|(o, a)| *o = f(*a, b));
-                }
-                (RowOf::Value(a), RowOf::Slice(b)) => {
-                    o.iter_mut().zip(b).for_each(|(o, b)| *o = f(a, *b));
-                }
-                (RowOf::Value(a), RowOf::Value(b)) => o.fill(f(a, b)),
-            }
-        }
-        return;
-    }
+pub fn map2(out: ArrayViewMut2<'_, f32>, a: Arg<'_>, b: Arg<'_>, f: impl Fn(f32, f32) -> f32) {
     let (sa, sb) = (scalar_of(&a), scalar_of(&b));
     Zip::from(out)
         .and_broadcast(as_2d(&a, &sa))

@@ -271,48 +271,64 @@ fn run_training(workload: &Workload, options: &Options) -> Result<(), RnnError> 
             let (loss, grads) = model.train_step(x.view(), &lengths)?;
             let check = against_reference(workload, options, loss, &grads)
                 .unwrap_or_else(|| "no reference".to_owned());
-            if options.memory {
-                println!(
-                    "{} {system} threads {threads}: resident before the first call {} MiB, peak {} MiB",
-                    workload.id,
-                    before.unwrap_or(0) / 1024,
-                    memory_kib("VmHWM").unwrap_or(0) / 1024
-                );
-            }
-            let mut times: Vec<f64> = (0..options.reps)
-                .map(|_| {
-                    let start = Instant::now();
-                    let result = model.train_step(x.view(), &lengths);
-                    let elapsed = start.elapsed().as_secs_f64() * 1e3;
-                    std::hint::black_box(result).expect("ran once already");
-                    elapsed
-                })
-                .collect();
-            times.sort_by(f64::total_cmp);
-            let (median, min, max) = (times[times.len() / 2], times[0], times[times.len() - 1]);
-            let gflops = workload.flops() / (median * 1e-3) / 1e9;
             let note = format!("{source}; single-threaded training code; {check}");
-            if options.json {
-                let line = serde_json::json!({
-                    "workload": workload.id,
-                    "system": system,
-                    "threads": threads,
-                    "median_ms": median,
-                    "min_ms": min,
-                    "max_ms": max,
-                    "gflops": gflops,
-                    "note": note,
-                });
-                println!("{line}");
-            } else {
-                println!(
-                    "{:<3} {:<22} threads {threads}  median {median:9.3} ms  min {min:9.3}  max {max:9.3}  {gflops:6.1} GFLOP/s  ({note})",
-                    workload.id, system
-                );
-            }
+            report(workload, options, system, threads, before, &note, || {
+                model.train_step(x.view(), &lengths).map(drop)
+            });
         }
     }
     Ok(())
+}
+
+/// Times `call` (which has run once already), and prints the resident memory if asked and one
+/// line of the median, min, max and GFLOP/s, as a table row or JSON.
+fn report(
+    workload: &Workload,
+    options: &Options,
+    system: &str,
+    threads: usize,
+    before: Option<usize>,
+    note: &str,
+    mut call: impl FnMut() -> Result<(), RnnError>,
+) {
+    if options.memory {
+        println!(
+            "{} {system} threads {threads}: resident before the first call {} MiB, peak {} MiB",
+            workload.id,
+            before.unwrap_or(0) / 1024,
+            memory_kib("VmHWM").unwrap_or(0) / 1024
+        );
+    }
+    let mut times: Vec<f64> = (0..options.reps)
+        .map(|_| {
+            let start = Instant::now();
+            let result = call();
+            let elapsed = start.elapsed().as_secs_f64() * 1e3;
+            std::hint::black_box(result).expect("ran once already");
+            elapsed
+        })
+        .collect();
+    times.sort_by(f64::total_cmp);
+    let (median, min, max) = (times[times.len() / 2], times[0], times[times.len() - 1]);
+    let gflops = workload.flops() / (median * 1e-3) / 1e9;
+    if options.json {
+        let line = serde_json::json!({
+            "workload": workload.id,
+            "system": system,
+            "threads": threads,
+            "median_ms": median,
+            "min_ms": min,
+            "max_ms": max,
+            "gflops": gflops,
+            "note": note,
+        });
+        println!("{line}");
+    } else {
+        println!(
+            "{:<3} {:<22} threads {threads}  median {median:9.3} ms  min {min:9.3}  max {max:9.3}  {gflops:6.1} GFLOP/s  ({note})",
+            workload.id, system
+        );
+    }
 }
 
 fn run(workload: &Workload, options: &Options) -> Result<(), RnnError> {
@@ -332,26 +348,6 @@ fn run(workload: &Workload, options: &Options) -> Result<(), RnnError> {
             model.set_threads(Threads::Fixed(threads));
             let before = memory_kib("VmRSS");
             model.run(&inputs)?;
-            if options.memory {
-                println!(
-                    "{} {system} threads {threads}: resident before the first call {} MiB, peak {} MiB",
-                    workload.id,
-                    before.unwrap_or(0) / 1024,
-                    memory_kib("VmHWM").unwrap_or(0) / 1024
-                );
-            }
-            let mut times: Vec<f64> = (0..options.reps)
-                .map(|_| {
-                    let start = Instant::now();
-                    let outputs = model.run(&inputs);
-                    let elapsed = start.elapsed().as_secs_f64() * 1e3;
-                    std::hint::black_box(outputs).expect("ran once already");
-                    elapsed
-                })
-                .collect();
-            times.sort_by(f64::total_cmp);
-            let (median, min, max) = (times[times.len() / 2], times[0], times[times.len() - 1]);
-            let gflops = workload.flops() / (median * 1e-3) / 1e9;
             // Two threads: one per direction for the bidirectional W4, half
             // of each step's columns for W1's one sequence, two halves of
             // the batch for the others.
@@ -361,24 +357,10 @@ fn run(workload: &Workload, options: &Options) -> Result<(), RnnError> {
                 ("W4", _) => "directions on 2 threads",
                 _ => "batch halves on 2 threads",
             };
-            if options.json {
-                let line = serde_json::json!({
-                    "workload": workload.id,
-                    "system": system,
-                    "threads": threads,
-                    "median_ms": median,
-                    "min_ms": min,
-                    "max_ms": max,
-                    "gflops": gflops,
-                    "note": format!("{source}; {parallel}"),
-                });
-                println!("{line}");
-            } else {
-                println!(
-                    "{:<3} {:<22} threads {threads}  median {median:9.3} ms  min {min:9.3}  max {max:9.3}  {gflops:6.1} GFLOP/s  ({source}; {parallel})",
-                    workload.id, system
-                );
-            }
+            let note = format!("{source}; {parallel}");
+            report(workload, options, system, threads, before, &note, || {
+                model.run(&inputs).map(drop)
+            });
         }
     }
     Ok(())

@@ -376,8 +376,13 @@ fn run(args: &RunArgs, style: Style) -> Result<(), Failure> {
     let inputs = TensorMap::load(&args.input).map_err(|error| Failure::runtime(&error))?;
     let outputs =
         interp::run(network, &weights, &inputs).map_err(|error| Failure::runtime(&error))?;
+    save_outputs(&outputs, &args.output)
+}
+
+/// Writes `outputs` to `path` and one line per tensor (name, dtype, shape) to stdout.
+fn save_outputs(outputs: &TensorMap, path: &std::path::Path) -> Result<(), Failure> {
     outputs
-        .save(&args.output)
+        .save(path)
         .map_err(|error| Failure::runtime(&error))?;
     let mut summary = String::new();
     for (name, tensor) in outputs.iter() {
@@ -423,18 +428,7 @@ fn grad(args: &GradArgs, style: Style) -> Result<(), Failure> {
         interp::gradients(network, &weights, &inputs, &seeds)
             .map_err(|error| Failure::runtime(&error))?
     };
-    outputs
-        .save(&run.output)
-        .map_err(|error| Failure::runtime(&error))?;
-    let mut summary = String::new();
-    for (name, tensor) in outputs.iter() {
-        summary.push_str(&format!(
-            "{name}: {} {:?}\n",
-            tensor.dtype(),
-            tensor.shape()
-        ));
-    }
-    print_stdout(&summary)
+    save_outputs(&outputs, &run.output)
 }
 
 /// `rnnc graph`: compile, draw, write.

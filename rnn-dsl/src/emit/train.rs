@@ -358,7 +358,11 @@ impl Layer<'_> {
                 let start_lit = usize_lit(*start);
                 match node.shape {
                     Shape::Matrix(_, cols) => {
-                        let end = usize_lit(start + self.node(*inner).shape_rows());
+                        let inner_rows = match self.node(*inner).shape {
+                            Shape::Matrix(rows, _) => rows,
+                            Shape::Vector(_) | Shape::Scalar => 1,
+                        };
+                        let end = usize_lit(start + inner_rows);
                         let cols = usize_lit(cols);
                         quote! {{
                             let mut __rnn_out = Array2::<f32>::zeros((#len, #cols));
@@ -512,19 +516,6 @@ impl Layer<'_> {
             given.push(ident);
         }
         (declarations, given)
-    }
-}
-
-trait ShapeRows {
-    fn shape_rows(&self) -> usize;
-}
-
-impl ShapeRows for ir::Node {
-    fn shape_rows(&self) -> usize {
-        match self.shape {
-            Shape::Matrix(rows, _) => rows,
-            Shape::Vector(_) | Shape::Scalar => 1,
-        }
     }
 }
 
