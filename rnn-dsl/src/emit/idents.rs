@@ -34,7 +34,7 @@
 //!   `__rnn_row_out`.
 //! - Inside a pass: `__rnn_r`, `__rnn_p`, `__rnn_h` (the first row of each
 //!   kind of buffer), `__rnn_m` (rows in a tile), `__rnn_col`.
-//! - Training (`train.rs`): `__rnn_params` and `__rnn_stamp` (the model's
+//! - Training (`train/`): `__rnn_params` and `__rnn_stamp` (the model's
 //!   parameters and which they are), `__rnn_p` (a direction's parameters),
 //!   `__rnn_in` and `__rnn_ins` (a layer's cell inputs), `__rnn_tape`,
 //!   `__rnn_tapes`, `__rnn_inputs` (what the forward keeps), `__rnn_fin`
@@ -185,7 +185,9 @@ mod tests {
             include_str!("forward.rs"),
             include_str!("layer.rs"),
             include_str!("compute.rs"),
-            include_str!("train.rs"),
+            include_str!("train/mod.rs"),
+            include_str!("train/layer.rs"),
+            include_str!("train/steps.rs"),
         ];
         let mut unlisted = Vec::new();
         for source in sources {

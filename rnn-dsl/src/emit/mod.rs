@@ -27,7 +27,7 @@
 //!   layer over a batch (threads, buckets);
 //! - `layer.rs`: the time loop of one layer in each [`Variant`];
 //! - `compute.rs`: matrix products and fused elementwise passes;
-//! - `train.rs`: with training code asked for, `forward_train`,
+//! - `train/`: with training code asked for, `forward_train`,
 //!   `backward`, the tape and gradient types, and each layer's training
 //!   functions.
 

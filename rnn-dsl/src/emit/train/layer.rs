@@ -1,0 +1,507 @@
+//! One node of a layer's training code: where its value lives, and the
+//! statement that computes it.
+
+use proc_macro2::{Ident, TokenStream};
+use quote::{format_ident, quote};
+
+use crate::emit::idents::{f32_tokens, packed_field as packed_ident, usize_lit, value_ident};
+use crate::ir::{self, Op, Seed, Shape, ValueId};
+use crate::lower::{BackwardPlan, Kind};
+
+/// Which of a layer's two training functions is being written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Phase {
+    Train,
+    Backward,
+}
+
+/// One layer's training code being written.
+pub(super) struct Layer<'a> {
+    pub(super) layer: &'a ir::Layer,
+    pub(super) plan: &'a BackwardPlan,
+    pub(super) phase: Phase,
+}
+
+impl Layer<'_> {
+    pub(super) fn node(&self, id: ValueId) -> &ir::Node {
+        self.plan.backward.node(id)
+    }
+
+    pub(super) fn kind(&self, id: ValueId) -> Kind {
+        self.plan.kind(id)
+    }
+
+    pub(super) fn width(&self, id: ValueId) -> usize {
+        match self.node(id).shape {
+            Shape::Vector(len) => len,
+            Shape::Matrix(_, cols) => cols,
+            Shape::Scalar => 1,
+        }
+    }
+
+    /// Where a value is stored: its own buffer, or columns from `start` of
+    /// another's (a view of a slice, a piece of a concatenation).
+    pub(super) fn storage(&self, id: ValueId) -> (ValueId, usize) {
+        match (self.plan.views[id.index()], self.plan.aliases[id.index()]) {
+            (Some((base, start)), _) => {
+                let (storage, offset) = self.storage(base);
+                (storage, offset + start)
+            }
+            (None, Some((root, start))) => {
+                let (storage, offset) = self.storage(root);
+                (storage, offset + start)
+            }
+            (None, None) => (id, 0),
+        }
+    }
+
+    /// The place holding a stored value as a whole (an `Array2<f32>`
+    /// expression); for a view or a piece, its storage's.
+    pub(super) fn place(&self, id: ValueId) -> TokenStream {
+        let (id, _) = self.storage(id);
+        let tape = |at: usize| {
+            let at = usize_lit(at);
+            quote!(__rnn_tape[#at])
+        };
+        match &self.node(id).op {
+            Op::Input(k) if self.layer.inputs[*k].per_step || self.kind(id) == Kind::Invariant => {
+                let k = usize_lit(*k);
+                quote!(__rnn_in[#k])
+            }
+            Op::State(k) if self.phase == Phase::Train => {
+                let state = format_ident!("__rnn_s{}", k);
+                quote!(#state)
+            }
+            Op::State(k) => tape(*k),
+            Op::Seed(Seed::Output) => quote!(__rnn_dout),
+            _ if self.kind(id) == Kind::Hoisted && self.phase == Phase::Backward => {
+                let position = self
+                    .plan
+                    .kept
+                    .iter()
+                    .position(|kept| *kept == id)
+                    .expect("the backward reads kept hoisted values only");
+                tape(self.layer.states.len() + position)
+            }
+            _ if self.phase == Phase::Backward
+                && id.index() < self.plan.backward.forward
+                && self.kind(id) == Kind::Step =>
+            {
+                let position = self
+                    .plan
+                    .kept_steps
+                    .iter()
+                    .position(|kept| *kept == id)
+                    .unwrap_or_else(|| {
+                        panic!(
+                            "the backward reads kept step values only: {id} {:?} of {}",
+                            self.node(id).op,
+                            self.layer.cell
+                        )
+                    });
+                tape(self.layer.states.len() + self.plan.kept.len() + position)
+            }
+            _ => {
+                let ident = value_ident(id);
+                quote!(#ident)
+            }
+        }
+    }
+
+    /// Whether a stored step value is kept for every step (rows `off..off
+    /// + n`) rather than one step's (rows `..n`).
+    pub(super) fn by_step_offset(&self, id: ValueId) -> bool {
+        let (id, _) = self.storage(id);
+        match &self.node(id).op {
+            Op::State(_) => self.phase == Phase::Backward,
+            Op::Seed(Seed::Output) => true,
+            _ if id.index() < self.plan.backward.forward => self.plan.kept_steps.contains(&id),
+            _ => self.plan.all_steps[id.index()],
+        }
+    }
+
+    /// The columns of a view or piece within its storage, when it is one.
+    pub(super) fn columns(&self, id: ValueId) -> Option<TokenStream> {
+        let (storage, start) = self.storage(id);
+        (storage != id).then(|| {
+            let end = usize_lit(start + self.width(id));
+            let start = usize_lit(start);
+            quote!(#start..#end)
+        })
+    }
+
+    /// A value over every row of every step (a kept or hoisted value, or
+    /// one stored for every step), for a product over all rows.
+    pub(super) fn all_rows(&self, id: ValueId) -> TokenStream {
+        let place = self.place(id);
+        match self.columns(id) {
+            Some(columns) => quote!(#place.slice(s![.., #columns])),
+            None => quote!(#place.view()),
+        }
+    }
+
+    /// A value as an elementwise operand at a step, or over every row for
+    /// a hoisted value.
+    pub(super) fn arg(&self, id: ValueId, hoisting: bool) -> TokenStream {
+        if let (Op::Literal(value), Shape::Scalar) = (&self.node(id).op, self.node(id).shape) {
+            let value = f32_tokens(*value);
+            return quote!(Arg::Scalar(#value));
+        }
+        let view = self.view(id, hoisting);
+        quote!(Arg::Full(#view))
+    }
+
+    /// A value's rows as a view: at a step, its running rows; over every
+    /// row for a hoisted value; whole for an invariant shared by the batch.
+    pub(super) fn view(&self, id: ValueId, hoisting: bool) -> TokenStream {
+        let place = self.place(id);
+        let columns = self.columns(id).unwrap_or_else(|| quote!(..));
+        match self.kind(id) {
+            Kind::Invariant if self.plan.per_sequence(id) => {
+                quote!(#place.slice(s![..__rnn_n, ..]))
+            }
+            Kind::Invariant | Kind::Sum | Kind::After => quote!(#place.view()),
+            Kind::Hoisted if hoisting => quote!(#place.slice(s![.., #columns])),
+            Kind::Hoisted => quote!(#place.slice(s![__rnn_off..__rnn_off + __rnn_n, #columns])),
+            Kind::Step if self.by_step_offset(id) => {
+                quote!(#place.slice(s![__rnn_off..__rnn_off + __rnn_n, #columns]))
+            }
+            Kind::Step => quote!(#place.slice(s![..__rnn_n, #columns])),
+        }
+    }
+
+    /// Where a step value is written at a step.
+    pub(super) fn view_mut(&self, id: ValueId) -> TokenStream {
+        let place = self.place(id);
+        let columns = self.columns(id).unwrap_or_else(|| quote!(..));
+        if self.by_step_offset(id) {
+            quote!(#place.slice_mut(s![__rnn_off..__rnn_off + __rnn_n, #columns]))
+        } else {
+            quote!(#place.slice_mut(s![..__rnn_n, #columns]))
+        }
+    }
+
+    /// Whether a node is written by a statement of its own in this phase
+    /// (the backward computes no forward value: it reads kept ones).
+    pub(super) fn has_statement(&self, id: ValueId) -> bool {
+        let recomputed = self.phase == Phase::Backward && id.index() < self.plan.backward.forward;
+        !self.plan.free[id.index()] && !recomputed
+    }
+
+    /// Whether a node has a buffer of its own in this phase.
+    pub(super) fn has_buffer(&self, id: ValueId) -> bool {
+        self.plan.views[id.index()].is_none()
+            && self.plan.aliases[id.index()].is_none()
+            && !matches!(
+                self.node(id).op,
+                Op::Input(_) | Op::State(_) | Op::Seed(Seed::Output)
+            )
+            && !(self.phase == Phase::Backward && id.index() < self.plan.backward.forward)
+    }
+
+    /// The statement computing a step value (or, with `hoisting`, a
+    /// hoisted one over every row) into its buffer.
+    pub(super) fn step_statement(&self, id: ValueId, hoisting: bool) -> TokenStream {
+        let node = self.node(id);
+        let out = if hoisting {
+            let place = self.place(id);
+            quote!(#place.view_mut())
+        } else {
+            self.view_mut(id)
+        };
+        match &node.op {
+            Op::Unary(op, a) => {
+                let (a, op) = (self.arg(*a, hoisting), format_ident!("{}", op.name()));
+                quote!(__rnn_rt::unary(#out, #a, __rnn_rt::Unary::#op);)
+            }
+            Op::Binary(op, a, b) => {
+                let (a, b) = (self.arg(*a, hoisting), self.arg(*b, hoisting));
+                let op = format_ident!("{}", op.name());
+                quote!(__rnn_rt::binary(#out, #a, #b, __rnn_rt::Binary::#op);)
+            }
+            Op::Clip(a, lo, hi) => {
+                let (a, lo, hi) = (
+                    self.arg(*a, hoisting),
+                    self.arg(*lo, hoisting),
+                    self.arg(*hi, hoisting),
+                );
+                quote!(__rnn_rt::clip(#out, #a, #lo, #hi);)
+            }
+            Op::MatVec(matrix, vector) => {
+                let (packed, vector) = (packed_ident(*matrix), self.view(*vector, hoisting));
+                quote!(__rnn_rt::gemm_packed(#vector, &#packed, #out, false);)
+            }
+            Op::Slice(inner, start, end) => {
+                let inner = self.view(*inner, hoisting);
+                let (start, end) = (usize_lit(*start), usize_lit(*end));
+                quote!(#out.assign(&#inner.slice(s![.., #start..#end]));)
+            }
+            Op::Place(inner, start, _) => {
+                let end = usize_lit(start + self.width(*inner));
+                let (inner, start) = (self.view(*inner, hoisting), usize_lit(*start));
+                quote! {{
+                    let mut __rnn_out = #out;
+                    __rnn_out.fill(0.0);
+                    __rnn_out.slice_mut(s![.., #start..#end]).assign(&#inner);
+                }}
+            }
+            Op::SumElems(inner) => {
+                let inner = self.view(*inner, hoisting);
+                quote!(__rnn_rt::sum_elems(#out, #inner);)
+            }
+            Op::Seed(Seed::State(k)) => {
+                let seed = format_ident!("__rnn_ds{}", k);
+                quote!(#out.assign(&#seed.slice(s![..__rnn_n, ..]));)
+            }
+            Op::Input(_) | Op::State(_) | Op::Seed(Seed::Output) => TokenStream::new(),
+            op => unreachable!("not a step operation: {op:?}"),
+        }
+    }
+
+    /// The expression of an invariant or after-the-loop value, computed
+    /// once (`[1, n]` shared, `[B, n]` per sequence, or a matrix).
+    pub(super) fn whole_expr(&self, id: ValueId) -> TokenStream {
+        let node = self.node(id);
+        let rows = match node.shape {
+            Shape::Matrix(rows, _) => {
+                let rows = usize_lit(rows);
+                quote!(#rows)
+            }
+            _ if self.kind(id) == Kind::Invariant && self.plan.per_sequence(id) => {
+                quote!(__rnn_batch)
+            }
+            _ => quote!(1),
+        };
+        let cols = usize_lit(self.width(id));
+        let whole = |operand: &ValueId| -> TokenStream {
+            if let (Op::Literal(value), Shape::Scalar) =
+                (&self.node(*operand).op, self.node(*operand).shape)
+            {
+                let value = f32_tokens(*value);
+                return quote!(Arg::Scalar(#value));
+            }
+            let place = self.place(*operand);
+            quote!(Arg::Full(#place.view()))
+        };
+        match &node.op {
+            Op::Param(param) => {
+                let k = usize_lit(param.0 as usize);
+                quote!(__rnn_p[#k].view().into_shape_with_order((#rows, #cols)).expect("loaded with its shape").to_owned())
+            }
+            Op::Literal(value) => {
+                let value = f32_tokens(*value);
+                quote!(Array2::<f32>::from_elem((1, #cols), #value))
+            }
+            Op::Input(k) => {
+                let k = usize_lit(*k);
+                quote!(__rnn_in[#k].clone())
+            }
+            Op::Unary(op, a) => {
+                let (a, op) = (whole(a), format_ident!("{}", op.name()));
+                quote!(__rnn_rt::const_unary(#rows, #cols, #a, __rnn_rt::Unary::#op))
+            }
+            Op::Binary(op, a, b) => {
+                let (a, b, op) = (whole(a), whole(b), format_ident!("{}", op.name()));
+                quote!(__rnn_rt::const_binary(#rows, #cols, #a, #b, __rnn_rt::Binary::#op))
+            }
+            Op::Clip(a, lo, hi) => {
+                let (a, lo, hi) = (whole(a), whole(lo), whole(hi));
+                quote!(__rnn_rt::const_clip(#rows, #cols, #a, #lo, #hi))
+            }
+            Op::MatVec(matrix, vector) => {
+                let (matrix, vector) = (self.place(*matrix), self.place(*vector));
+                let len = usize_lit(self.width(id));
+                quote! {{
+                    let mut __rnn_out = Array2::<f32>::zeros((#vector.nrows(), #len));
+                    __rnn_rt::matmul_bt(#vector.view(), #matrix.view(), __rnn_out.view_mut(), false);
+                    __rnn_out
+                }}
+            }
+            Op::Transpose(matrix) => {
+                let matrix = self.place(*matrix);
+                quote!(__rnn_rt::transpose(#matrix.view()))
+            }
+            Op::Slice(inner, start, end) => {
+                let inner_place = self.place(*inner);
+                let (start, end) = (usize_lit(*start), usize_lit(*end));
+                match self.node(*inner).shape {
+                    Shape::Matrix(..) => {
+                        quote!(#inner_place.slice(s![#start..#end, ..]).to_owned())
+                    }
+                    _ => quote!(#inner_place.slice(s![.., #start..#end]).to_owned()),
+                }
+            }
+            Op::Row(matrix, index) => {
+                let matrix = self.place(*matrix);
+                let (index, next) = (usize_lit(*index), usize_lit(index + 1));
+                quote!(#matrix.slice(s![#index..#next, ..]).to_owned())
+            }
+            Op::Place(inner, start, len) => {
+                let inner_place = self.place(*inner);
+                let len = usize_lit(*len);
+                let start_lit = usize_lit(*start);
+                match node.shape {
+                    Shape::Matrix(_, cols) => {
+                        let inner_rows = match self.node(*inner).shape {
+                            Shape::Matrix(rows, _) => rows,
+                            Shape::Vector(_) | Shape::Scalar => 1,
+                        };
+                        let end = usize_lit(start + inner_rows);
+                        let cols = usize_lit(cols);
+                        quote! {{
+                            let mut __rnn_out = Array2::<f32>::zeros((#len, #cols));
+                            __rnn_out.slice_mut(s![#start_lit..#end, ..]).assign(&#inner_place);
+                            __rnn_out
+                        }}
+                    }
+                    _ => {
+                        let end = usize_lit(start + self.width(*inner));
+                        quote! {{
+                            let mut __rnn_out = Array2::<f32>::zeros((1, #len));
+                            __rnn_out.slice_mut(s![.., #start_lit..#end]).assign(&#inner_place);
+                            __rnn_out
+                        }}
+                    }
+                }
+            }
+            Op::PlaceRow(inner, index, rows) => {
+                let inner_place = self.place(*inner);
+                let (index, rows) = (usize_lit(*index), usize_lit(*rows));
+                quote! {{
+                    let mut __rnn_out = Array2::<f32>::zeros((#rows, #cols));
+                    __rnn_out.row_mut(#index).assign(&#inner_place.row(0));
+                    __rnn_out
+                }}
+            }
+            Op::SumElems(inner) => {
+                let inner_place = self.place(*inner);
+                quote! {{
+                    let mut __rnn_out = Array2::<f32>::zeros((#inner_place.nrows(), 1));
+                    __rnn_rt::sum_elems(__rnn_out.view_mut(), #inner_place.view());
+                    __rnn_out
+                }}
+            }
+            Op::SumBatch(inner) => {
+                let inner_place = self.place(*inner);
+                quote! {{
+                    let mut __rnn_out = Array2::<f32>::zeros((1, #cols));
+                    __rnn_rt::sum_rows(__rnn_out.view_mut(), #inner_place.view());
+                    __rnn_out
+                }}
+            }
+            Op::Outer(g, v) => {
+                let (g, v) = (self.place(*g), self.place(*v));
+                let rows = match node.shape {
+                    Shape::Matrix(rows, _) => usize_lit(rows),
+                    _ => unreachable!("an outer product is a matrix"),
+                };
+                quote! {{
+                    let mut __rnn_out = Array2::<f32>::zeros((#rows, #cols));
+                    __rnn_rt::outer_acc(__rnn_out.view_mut(), #g.view(), #v.view());
+                    __rnn_out
+                }}
+            }
+            Op::State(_) | Op::Seed(_) => unreachable!("a step value"),
+        }
+    }
+
+    /// The ids of the nodes of a kind, in order, up to `end`.
+    pub(super) fn ids(&self, kind: Kind, range: std::ops::Range<usize>) -> Vec<ValueId> {
+        range
+            .filter(|idx| self.plan.kinds[*idx] == kind)
+            .map(|idx| ValueId(idx as u32))
+            .collect()
+    }
+
+    /// `let` statements of the invariant values among `range`.
+    pub(super) fn invariants(&self, range: std::ops::Range<usize>) -> Vec<TokenStream> {
+        self.ids(Kind::Invariant, range)
+            .into_iter()
+            .filter(|id| !self.is_inline(*id))
+            .map(|id| {
+                let (ident, expr) = (value_ident(id), self.whole_expr(id));
+                quote!(let #ident: Array2<f32> = #expr;)
+            })
+            .collect()
+    }
+
+    /// The matrices that products over rows read (of hoisted or step
+    /// values among `range`), packed once per call for the matrix product
+    /// kernel.
+    pub(super) fn packed(&self, range: std::ops::Range<usize>) -> Vec<TokenStream> {
+        let mut matrices: Vec<ValueId> = Vec::new();
+        for idx in range {
+            let id = ValueId(idx as u32);
+            if let (Op::MatVec(matrix, _), Kind::Step | Kind::Hoisted) =
+                (&self.node(id).op, self.kind(id))
+            {
+                if !matrices.contains(matrix) {
+                    matrices.push(*matrix);
+                }
+            }
+        }
+        matrices
+            .into_iter()
+            .map(|matrix| {
+                let (packed, place) = (packed_ident(matrix), self.place(matrix));
+                quote!(let #packed = __rnn_rt::PackedMatrix::new(#place.view());)
+            })
+            .collect()
+    }
+
+    /// Values written where they are read: scalar numbers, and inputs
+    /// (read from the function's arguments).
+    pub(super) fn is_inline(&self, id: ValueId) -> bool {
+        matches!(
+            (&self.node(id).op, self.node(id).shape),
+            (Op::Literal(_), Shape::Scalar) | (Op::Input(_), _)
+        )
+    }
+
+    /// The buffers of the step values among `range`, and those given back
+    /// to the workspace at the end of the call. Buffers that leave the
+    /// function (kept for the backward) are new; the others come from the
+    /// workspace, zeroed only where something reads what no step writes
+    /// (the columns of a concatenation no piece covers).
+    pub(super) fn step_buffers(
+        &self,
+        range: std::ops::Range<usize>,
+    ) -> (Vec<TokenStream>, Vec<Ident>) {
+        let mut declarations = Vec::new();
+        let mut given = Vec::new();
+        for id in self.ids(Kind::Step, range) {
+            if !self.has_buffer(id) {
+                continue;
+            }
+            let ident = value_ident(id);
+            let width = usize_lit(self.width(id));
+            let rows = if self.by_step_offset(id) {
+                quote!(__rnn_rows)
+            } else {
+                quote!(__rnn_batch)
+            };
+            if self.phase == Phase::Train && self.plan.kept_steps.contains(&id) {
+                // Every row is written at its step; the tape gives it back
+                // to the workspace when recycled.
+                declarations.push(quote!(let mut #ident = __rnn_ws.take(#rows, #width);));
+                continue;
+            }
+            let covered: usize = (0..self.plan.backward.nodes.len())
+                .filter(|idx| matches!(self.plan.aliases[*idx], Some((root, _)) if root == id))
+                .map(|idx| self.width(ValueId(idx as u32)))
+                .sum();
+            let is_root = covered > 0;
+            let zero = if is_root && covered < self.width(id) {
+                quote!(#ident.fill(0.0);)
+            } else {
+                TokenStream::new()
+            };
+            declarations.push(quote! {
+                let mut #ident = __rnn_ws.take(#rows, #width);
+                #zero
+            });
+            given.push(ident);
+        }
+        (declarations, given)
+    }
+}

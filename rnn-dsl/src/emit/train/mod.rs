@@ -1,0 +1,494 @@
+//! Training code, written from each layer's [`BackwardPlan`]: the
+//! forward that keeps a tape (`forward_train`), the backward over it
+//! (`backward`), and their types.
+//!
+//! Both run over packed rows (sequences sorted by length, time-major), so
+//! at step `t` the running sequences are the first `n` rows and a finished
+//! one takes no part in either direction. Each layer has two functions:
+//! `__rnn_layer<k>_train` (invariants, hoisted values over every row, then
+//! the steps, keeping the states before each step) and
+//! `__rnn_layer<k>_backward` (the steps in reverse, recomputing the forward
+//! step's values from the kept states, then the sums over every row and
+//! what follows from them). The steps are written as the unroll mode asks:
+//! calls written out for `static N` (in reverse for the backward), a loop
+//! for `dynamic`, `k` calls a turn for `dynamic by k`, and per bucket.
+//!
+//! `layer.rs` writes one node of a layer's training code; `steps.rs` a
+//! layer's two functions; this file the network's methods and types.
+
+mod layer;
+mod steps;
+
+use proc_macro2::{Ident, TokenStream};
+use quote::{format_ident, quote};
+
+use super::forward::Entry;
+use super::idents::usize_lit;
+use super::Cx;
+use crate::check::InputSource;
+use crate::weights;
+
+impl Cx<'_> {
+    /// The training items of a network: the tape and gradient types
+    /// (outside the model's `impl`), and the methods (inside it).
+    pub(super) fn emit_training(&self) -> (TokenStream, TokenStream) {
+        let rt = self.rt;
+        let prelude = self.prelude();
+        let model = self.model_ident();
+        let state = self.state_struct();
+        let output = self.output_struct();
+        let tape = format_ident!("{}Tape", self.network.name);
+        let grads = format_ident!("{}Grads", self.network.name);
+        let specs = weights::specs(self.network);
+        let param_names: Vec<&str> = specs.iter().map(|spec| spec.name.as_str()).collect();
+        let input_names: Vec<&str> = self
+            .network
+            .inputs
+            .iter()
+            .map(|input| input.name.as_str())
+            .collect();
+        let Entry {
+            params,
+            checks,
+            batch_expr,
+            steps_expr,
+            steps_param,
+            choice,
+            packs,
+        } = self.entry();
+        let width = usize_lit(self.network.output_size());
+
+        // Where each layer's parameters start in the flat list.
+        let mut starts = Vec::new();
+        let mut start = 0usize;
+        for layer in &self.network.layers {
+            starts.push(start);
+            start += layer.params.len() * layer.directions;
+        }
+
+        let mut train_layers = Vec::new();
+        let mut backward_layers = Vec::new();
+        for (idx, layer) in self.network.layers.iter().enumerate() {
+            let train_fn = format_ident!("__rnn_layer{}_train", idx);
+            let backward_fn = format_ident!("__rnn_layer{}_backward", idx);
+            let y = format_ident!("__rnn_y{}", idx);
+            let y_previous = idx
+                .checked_sub(1)
+                .map(|previous| format_ident!("__rnn_y{}", previous));
+            let count = layer.params.len();
+            let mut direction_runs = Vec::new();
+            let mut direction_backs = Vec::new();
+            let mut outs = Vec::new();
+            for direction in 0..layer.directions {
+                let reverse = direction == 1;
+                let first = usize_lit(starts[idx] + direction * count);
+                let end = usize_lit(starts[idx] + (direction + 1) * count);
+                let row = usize_lit(layer.stack_idx * layer.directions + direction);
+                let ins = layer.inputs.iter().map(|input| {
+                    let whole = match input.source {
+                        InputSource::Previous => {
+                            let previous = y_previous.as_ref().expect("a later layer");
+                            quote!(#previous)
+                        }
+                        InputSource::Network(k) => {
+                            let net = format_ident!("__rnn_net{}", k);
+                            quote!(#net)
+                        }
+                    };
+                    if input.per_step && reverse {
+                        quote! {{
+                            let mut __rnn_out = self.__rnn_workspace.take(#whole.nrows(), #whole.ncols());
+                            __rnn_packing.reverse_into(#whole.view(), __rnn_out.view_mut());
+                            __rnn_out
+                        }}
+                    } else {
+                        quote!(self.__rnn_workspace.copy_of(#whole.view()))
+                    }
+                });
+                let inits = layer.states.iter().enumerate().map(|(k, state_info)| {
+                    let group = self.state_group(layer, k);
+                    let field = &group.field;
+                    let size = usize_lit(state_info.size);
+                    quote!(__rnn_packing.sort_rows(__rnn_rt::initial_rows(initial_state.map(|state| &state.#field), #row, __rnn_batch, #size).view()))
+                });
+                let finals = layer.states.iter().enumerate().map(|(k, _)| {
+                    let group = self.state_group(layer, k);
+                    let field = &group.field;
+                    let k = usize_lit(k);
+                    quote!(__rnn_packing.unsort_rows_into(__rnn_fin[#k].view(), __rnn_final.#field.index_axis_mut(__rnn_nd::Axis(0), #row));)
+                });
+                let out = format_ident!("__rnn_out{}", direction);
+                let reorder = if reverse {
+                    quote!(let #out = __rnn_packing.reversed(#out.view());)
+                } else {
+                    TokenStream::new()
+                };
+                direction_runs.push(quote! {
+                    let __rnn_ins: ::std::vec::Vec<Array2<f32>> = vec![#(#ins),*];
+                    let (#out, __rnn_fin, __rnn_tape) = Self::#train_fn(&self.__rnn_params[#first..#end], &self.__rnn_workspace, &__rnn_packing, __rnn_variant, &__rnn_ins, vec![#(#inits),*]);
+                    #reorder
+                    #(#finals)*
+                    __rnn_inputs.push(__rnn_ins);
+                    __rnn_tapes.push(__rnn_tape);
+                });
+                outs.push(out);
+
+                // The backward of this direction.
+                let direction_lit = usize_lit(direction);
+                let tape_idx = quote!(__rnn_layer_tape + #direction_lit);
+                let columns = (
+                    usize_lit(direction * layer.output_size),
+                    usize_lit((direction + 1) * layer.output_size),
+                );
+                let (lo, hi) = columns;
+                let dout = if reverse {
+                    quote!(__rnn_packing.reversed(__rnn_dout.slice(s![.., #lo..#hi])))
+                } else {
+                    quote!(__rnn_dout.slice(s![.., #lo..#hi]))
+                };
+                let seeds = layer.states.iter().enumerate().map(|(k, state_info)| {
+                    let group = self.state_group(layer, k);
+                    let field = &group.field;
+                    let size = usize_lit(state_info.size);
+                    quote!(__rnn_packing.sort_rows(__rnn_rt::initial_rows(d_final.map(|state| &state.#field), #row, __rnn_batch, #size).view()))
+                });
+                let d_inputs = layer.inputs.iter().enumerate().map(|(k, input)| {
+                    let k_lit = usize_lit(k);
+                    let value = if input.per_step && reverse {
+                        quote!(__rnn_packing.reversed(__rnn_din[#k_lit].view()))
+                    } else {
+                        quote!(__rnn_din[#k_lit])
+                    };
+                    match input.source {
+                        InputSource::Previous => quote!(__rnn_dprev += &#value;),
+                        InputSource::Network(net) => {
+                            let net = usize_lit(net);
+                            quote!(__rnn_dnet[#net] += &#value;)
+                        }
+                    }
+                });
+                let d_initials = layer.states.iter().enumerate().map(|(k, _)| {
+                    let group = self.state_group(layer, k);
+                    let field = &group.field;
+                    let k = usize_lit(k);
+                    quote!(__rnn_packing.unsort_rows_into(__rnn_dinit[#k].view(), __rnn_initial.#field.index_axis_mut(__rnn_nd::Axis(0), #row));)
+                });
+                direction_backs.push(quote! {
+                    {
+                        let __rnn_dout_dir = #dout;
+                        let (__rnn_dp, __rnn_din, __rnn_dinit) = Self::#backward_fn(
+                            &self.__rnn_params[#first..#end],
+                            &self.__rnn_workspace,
+                            __rnn_packing,
+                            tape.__rnn_variant,
+                            &tape.__rnn_inputs[#tape_idx],
+                            &tape.__rnn_tapes[#tape_idx],
+                            __rnn_dout_dir.view(),
+                            vec![#(#seeds),*],
+                        );
+                        for (__rnn_slot, __rnn_value) in __rnn_params[#first..#end].iter_mut().zip(__rnn_dp) {
+                            *__rnn_slot = __rnn_value;
+                        }
+                        #(#d_inputs)*
+                        #(#d_initials)*
+                    }
+                });
+            }
+            let joined = if outs.len() == 1 {
+                let out = &outs[0];
+                quote!(let #y = #out;)
+            } else {
+                quote!(let #y = __rnn_nd::concatenate(__rnn_nd::Axis(1), &[#(#outs.view()),*]).expect("directions share their rows");)
+            };
+            train_layers.push(quote! {
+                #(#direction_runs)*
+                #joined
+            });
+            let previous_width = layer
+                .inputs
+                .iter()
+                .find(|input| input.source == InputSource::Previous)
+                .map_or(0, |input| input.size);
+            let previous_width = usize_lit(previous_width);
+            let layer_tape = usize_lit(
+                self.network.layers[..idx]
+                    .iter()
+                    .map(|layer| layer.directions)
+                    .sum::<usize>(),
+            );
+            backward_layers.push(quote! {
+                {
+                    let __rnn_layer_tape = #layer_tape;
+                    let mut __rnn_dprev = Array2::<f32>::zeros((__rnn_packing.rows(), #previous_width));
+                    #(#direction_backs)*
+                    __rnn_dout = __rnn_dprev;
+                }
+            });
+        }
+        backward_layers.reverse();
+        let last = format_ident!("__rnn_y{}", self.network.layers.len() - 1);
+        let finals_init = self.groups.iter().map(|group| {
+            let field = &group.field;
+            let (rows, size) = (usize_lit(group.rows), usize_lit(group.size));
+            quote!(#field: Array3::<f32>::zeros((#rows, __rnn_batch, #size)))
+        });
+        let initial_init = self.groups.iter().map(|group| {
+            let field = &group.field;
+            let (rows, size) = (usize_lit(group.rows), usize_lit(group.size));
+            quote!(#field: Array3::<f32>::zeros((#rows, __rnn_batch, #size)))
+        });
+        let output_fields = self.groups.iter().map(|group| {
+            let (field, output_field) = (&group.field, &group.output_field);
+            quote!(#output_field: __rnn_final.#field)
+        });
+        let net_grads_init = self.network.inputs.iter().map(|input| {
+            let size = usize_lit(input.size);
+            if input.per_step {
+                quote!(Array2::<f32>::zeros((__rnn_packing.rows(), #size)))
+            } else {
+                quote!(Array2::<f32>::zeros((__rnn_batch, #size)))
+            }
+        });
+        let net_grads_out = self.network.inputs.iter().enumerate().map(|(k, input)| {
+            let k = usize_lit(k);
+            if input.per_step {
+                quote!(__rnn_packing.unpack(__rnn_dnet[#k].view()).into_dyn())
+            } else {
+                quote!(__rnn_packing.unsort_rows(__rnn_dnet[#k].view()).into_dyn())
+            }
+        });
+        let initial_fields: Vec<&Ident> = self.groups.iter().map(|group| &group.field).collect();
+        let final_names: Vec<&str> = self
+            .groups
+            .iter()
+            .map(|group| group.final_name.as_str())
+            .collect();
+        let initial_names: Vec<&str> = self
+            .groups
+            .iter()
+            .map(|group| group.initial_name.as_str())
+            .collect();
+        let per_param_shapes = specs.iter().map(|spec| {
+            let dims = spec.shape.iter().map(|dim| usize_lit(*dim));
+            quote!(#rt::ndarray::ArrayD::<f32>::zeros(__rnn_nd::IxDyn(&[#(#dims),*])))
+        });
+        let train_fns = (0..self.network.layers.len()).map(|idx| self.emit_layer_train(idx));
+        let backward_fns = (0..self.network.layers.len()).map(|idx| self.emit_layer_backward(idx));
+        let tape_doc = format!(
+            "What [`{model}::forward_train`] keeps for [`{model}::backward`]: per layer and direction, the cell inputs and the states before each step, and the values the plan keeps, over the running rows of each step (packed). {} floats per running step of a sequence.",
+            self.training_plans()
+                .iter()
+                .zip(&self.network.layers)
+                .map(|(plan, layer)| plan.tape_floats_per_row * layer.directions)
+                .sum::<usize>()
+        );
+        let grads_doc = format!("The gradients [`{model}::backward`] returns.");
+        let names_doc = format!("The names of the parameters, PyTorch's, in the order of [`{grads}::params`] and [`{model}::params`].");
+        let network_name = &self.network.name;
+
+        let items = quote! {
+            #[doc = #tape_doc]
+            #[derive(Debug, Clone)]
+            pub struct #tape {
+                __rnn_packing: #rt::__private::Packing,
+                __rnn_variant: usize,
+                __rnn_steps: usize,
+                __rnn_stamp: u64,
+                __rnn_inputs: ::std::vec::Vec<::std::vec::Vec<#rt::ndarray::Array2<f32>>>,
+                __rnn_tapes: ::std::vec::Vec<::std::vec::Vec<#rt::ndarray::Array2<f32>>>,
+            }
+
+            impl #tape {
+                /// The bytes the tape holds.
+                pub fn bytes(&self) -> usize {
+                    self.__rnn_inputs.iter().chain(&self.__rnn_tapes).flatten().map(|array| array.len() * 4).sum()
+                }
+
+                /// The batch size of the call that made it.
+                pub fn batch(&self) -> usize {
+                    self.__rnn_packing.batch()
+                }
+            }
+
+            #[doc = #grads_doc]
+            #[derive(Debug, Clone, PartialEq)]
+            pub struct #grads {
+                /// Each parameter's gradient, in the order of [`Self::NAMES`].
+                pub params: ::std::vec::Vec<#rt::ndarray::ArrayD<f32>>,
+                /// Each network input's gradient, in the order of [`Self::INPUTS`]: `[B, T, n]` for a
+                /// per-step input (zero at padded steps), `[B, n]` for a context.
+                pub inputs: ::std::vec::Vec<#rt::ndarray::ArrayD<f32>>,
+                /// The gradient with respect to the initial state (that of a sequence of length 0
+                /// is its final state's).
+                pub initial_state: #state,
+            }
+
+            impl #grads {
+                #[doc = #names_doc]
+                pub const NAMES: &'static [&'static str] = &[#(#param_names),*];
+                /// The names of the network inputs.
+                pub const INPUTS: &'static [&'static str] = &[#(#input_names),*];
+
+                /// Every gradient with its tensor's name: the parameters by PyTorch's names, the
+                /// inputs by theirs, the initial states as `h0`, `c0`.
+                pub fn named(&self) -> ::std::vec::Vec<(&'static str, #rt::ndarray::ArrayViewD<'_, f32>)> {
+                    let mut named: ::std::vec::Vec<(&'static str, #rt::ndarray::ArrayViewD<'_, f32>)> = Self::NAMES.iter().copied().zip(self.params.iter().map(|array| array.view())).collect();
+                    named.extend(Self::INPUTS.iter().copied().zip(self.inputs.iter().map(|array| array.view())));
+                    #(named.push((#initial_names, self.initial_state.#initial_fields.view().into_dyn()));)*
+                    named
+                }
+            }
+        };
+
+        let methods = quote! {
+            /// Runs the network as [`Self::forward`] does, keeping what
+            /// [`Self::backward`] needs (see the tape's type for its size).
+            ///
+            /// # Errors
+            ///
+            /// As [`Self::forward`].
+            pub fn forward_train(
+                &self,
+                #(#params,)*
+                #(#steps_param,)*
+                seq_len: ::std::option::Option<&[usize]>,
+                initial_state: ::std::option::Option<&#state>,
+            ) -> ::std::result::Result<(#output, #tape), #rt::RnnError> {
+                #prelude
+                let __rnn_batch = #batch_expr;
+                let __rnn_steps = #steps_expr;
+                #(#checks)*
+                if let Some(state) = initial_state {
+                    state.check(__rnn_batch)?;
+                }
+                let __rnn_packing = #rt::__private::Packing::new(seq_len, __rnn_batch, __rnn_steps)?;
+                let __rnn_packing = &__rnn_packing;
+                #choice
+                #(#packs)*
+                let mut __rnn_final = #state { #(#finals_init,)* };
+                let mut __rnn_inputs = ::std::vec::Vec::new();
+                let mut __rnn_tapes = ::std::vec::Vec::new();
+                #(#train_layers)*
+                let __rnn_y = __rnn_packing.unpack(#last.view());
+                Ok((
+                    #output { y: __rnn_y, #(#output_fields,)* },
+                    #tape {
+                        __rnn_packing: __rnn_packing.clone(),
+                        __rnn_variant,
+                        __rnn_steps,
+                        __rnn_stamp: self.__rnn_stamp,
+                        __rnn_inputs,
+                        __rnn_tapes,
+                    },
+                ))
+            }
+
+            /// The gradients of a loss with respect to every parameter,
+            /// input and initial state, given the loss's gradients with
+            /// respect to the outputs of the [`Self::forward_train`] call
+            /// that made `tape`: `dy` `[B, T, n]` (its padded steps are
+            /// ignored) and, optionally, the final states' (`None`: zero).
+            ///
+            /// # Errors
+            ///
+            /// A tape from another model or from before the parameters
+            /// changed, a gradient of the wrong shape, or a non-finite one:
+            /// the error names the tensor.
+            pub fn backward(
+                &self,
+                tape: &#tape,
+                dy: #rt::ndarray::ArrayView3<'_, f32>,
+                d_final: ::std::option::Option<&#state>,
+            ) -> ::std::result::Result<#grads, #rt::RnnError> {
+                #prelude
+                if tape.__rnn_stamp != self.__rnn_stamp {
+                    return Err(#rt::RnnError::InvalidValue {
+                        tensor: "tape".to_owned(),
+                        reason: format!("made by another {} or before its parameters changed", #network_name),
+                    });
+                }
+                let __rnn_packing = &tape.__rnn_packing;
+                let __rnn_batch = __rnn_packing.batch();
+                __rnn_rt::check_shape("dy", dy.shape(), &[Some(__rnn_batch), Some(tape.__rnn_steps), Some(#width)])?;
+                __rnn_rt::check_finite("dy", dy.iter())?;
+                if let Some(state) = d_final {
+                    state.check(__rnn_batch)?;
+                    #(__rnn_rt::check_finite(#final_names, state.#initial_fields.iter())?;)*
+                }
+                let mut __rnn_params: ::std::vec::Vec<#rt::ndarray::ArrayD<f32>> = vec![#(#per_param_shapes),*];
+                let mut __rnn_dnet: ::std::vec::Vec<Array2<f32>> = vec![#(#net_grads_init),*];
+                let mut __rnn_initial = #state { #(#initial_init,)* };
+                let mut __rnn_dout = __rnn_packing.pack(dy);
+                #(#backward_layers)*
+                let _ = __rnn_dout;
+                Ok(#grads {
+                    params: __rnn_params,
+                    inputs: vec![#(#net_grads_out),*],
+                    initial_state: __rnn_initial,
+                })
+            }
+
+            /// Gives a tape's buffers back to the model's workspace, for the
+            /// next [`Self::forward_train`]: a training loop that recycles
+            /// its tapes allocates nothing once the workspace has settled.
+            pub fn recycle(&self, tape: #tape) {
+                for buffer in tape.__rnn_inputs.into_iter().chain(tape.__rnn_tapes).flatten() {
+                    self.__rnn_workspace.give(buffer);
+                }
+            }
+
+            /// The parameters, by PyTorch's names ([`#grads::NAMES`] order).
+            pub fn params(&self) -> ::std::vec::Vec<(&'static str, #rt::ndarray::ArrayViewD<'_, f32>)> {
+                #grads::NAMES.iter().copied().zip(self.__rnn_params.iter().map(|array| array.view())).collect()
+            }
+
+            /// Changes the parameters (an optimizer's step): `update` gets
+            /// each one by name, mutably; the model is rebuilt from them
+            /// afterwards, and tapes made before no longer fit it.
+            ///
+            /// # Errors
+            ///
+            /// A parameter made non-finite: the model is left unchanged.
+            pub fn update_params(
+                &mut self,
+                mut update: impl FnMut(&str, #rt::ndarray::ArrayViewMutD<'_, f32>),
+            ) -> ::std::result::Result<(), #rt::RnnError> {
+                let mut changed = self.__rnn_params.clone();
+                for (name, param) in #grads::NAMES.iter().zip(changed.iter_mut()) {
+                    update(name, param.view_mut());
+                }
+                let mut weights = #rt::TensorMap::new();
+                for (name, param) in #grads::NAMES.iter().zip(changed) {
+                    #rt::__private::check_finite(name, param.iter())?;
+                    weights.insert_f32(*name, param);
+                }
+                let threads = self.__rnn_threads;
+                *self = Self::from_weights(&weights)?.with_threads(threads);
+                Ok(())
+            }
+
+            /// The parameters as named tensors, PyTorch's names.
+            pub fn to_weights(&self) -> #rt::TensorMap {
+                let mut weights = #rt::TensorMap::new();
+                for (name, param) in #grads::NAMES.iter().zip(&self.__rnn_params) {
+                    weights.insert_f32(*name, param.clone());
+                }
+                weights
+            }
+
+            /// Saves the parameters as safetensors, with PyTorch's names:
+            /// `load_state_dict` takes them as they are.
+            ///
+            /// # Errors
+            ///
+            /// The file cannot be written.
+            pub fn save_safetensors(&self, path: impl ::std::convert::AsRef<::std::path::Path>) -> ::std::result::Result<(), #rt::RnnError> {
+                self.to_weights().save(path)
+            }
+
+            #(#train_fns)*
+            #(#backward_fns)*
+        };
+        (items, methods)
+    }
+}

@@ -1,0 +1,386 @@
+//! A layer's two training functions, `__rnn_layer<k>_train` and
+//! `__rnn_layer<k>_backward`, and the order of their step calls.
+
+use proc_macro2::{Ident, TokenStream};
+use quote::{format_ident, quote};
+
+use super::layer::{Layer, Phase};
+use crate::emit::idents::{usize_lit, value_ident};
+use crate::emit::Cx;
+use crate::ir::{Op, Shape};
+use crate::lower::{BackwardPlan, Kind, Variant};
+
+impl Cx<'_> {
+    pub(super) fn training_plans(&self) -> &[BackwardPlan] {
+        self.training
+            .expect("training code is written only when planned")
+    }
+
+    /// The calls of the step closure `__rnn_step` in the order the unroll
+    /// mode writes them, forward or in reverse, for the variant
+    /// `__rnn_variant` chose.
+    fn step_calls(&self, reverse: bool) -> TokenStream {
+        let variant_loop = |variant: Variant| -> TokenStream {
+            match variant {
+                Variant::Static(steps) if variant.writes_steps_out() => {
+                    let mut order: Vec<usize> = (0..steps).collect();
+                    if reverse {
+                        order.reverse();
+                    }
+                    let calls = order.into_iter().map(|t| {
+                        let t = usize_lit(t);
+                        quote!(if #t < __rnn_max_len { __rnn_step(#t); })
+                    });
+                    quote!(#(#calls)*)
+                }
+                Variant::Static(_) | Variant::Dynamic | Variant::Split => {
+                    if reverse {
+                        quote!(for __rnn_t in (0..__rnn_max_len).rev() {
+                            __rnn_step(__rnn_t);
+                        })
+                    } else {
+                        quote!(for __rnn_t in 0..__rnn_max_len {
+                            __rnn_step(__rnn_t);
+                        })
+                    }
+                }
+                Variant::DynamicBy(k) => {
+                    let offsets: Vec<_> = (0..k).map(usize_lit).collect();
+                    let k = usize_lit(k);
+                    if reverse {
+                        quote! {
+                            let mut __rnn_end = __rnn_max_len;
+                            while __rnn_end >= #k {
+                                #( __rnn_step(__rnn_end - 1 - #offsets); )*
+                                __rnn_end -= #k;
+                            }
+                            for __rnn_t in (0..__rnn_end).rev() { __rnn_step(__rnn_t); }
+                        }
+                    } else {
+                        quote! {
+                            let full = __rnn_max_len / #k * #k;
+                            let mut __rnn_t = 0;
+                            while __rnn_t < full {
+                                #( __rnn_step(__rnn_t + #offsets); )*
+                                __rnn_t += #k;
+                            }
+                            for __rnn_t in full..__rnn_max_len { __rnn_step(__rnn_t); }
+                        }
+                    }
+                }
+            }
+        };
+        let arms = self.variants.iter().enumerate().map(|(idx, variant)| {
+            let idx = usize_lit(idx);
+            let body = variant_loop(*variant);
+            quote!(#idx => { #body })
+        });
+        quote! {
+            match __rnn_variant {
+                #(#arms)*
+                _ => unreachable!("the variant is chosen among the network's"),
+            }
+        }
+    }
+
+    /// `__rnn_layer<k>_train`: one direction of a layer over packed rows,
+    /// keeping its tape.
+    pub(super) fn emit_layer_train(&self, layer_idx: usize) -> TokenStream {
+        let rt = self.rt;
+        let prelude = self.prelude();
+        let layer = &self.network.layers[layer_idx];
+        let plan = &self.training_plans()[layer_idx];
+        let cx = Layer {
+            layer,
+            plan,
+            phase: Phase::Train,
+        };
+        let forward = plan.backward.forward;
+        let name = format_ident!("__rnn_layer{}_train", layer_idx);
+        let invariants = cx.invariants(0..forward);
+        let packed = cx.packed(0..forward);
+        let hoisted = cx
+            .ids(Kind::Hoisted, 0..forward)
+            .into_iter()
+            .filter(|id| cx.has_buffer(*id) && cx.has_statement(*id))
+            .map(|id| {
+                let ident = value_ident(id);
+                let width = usize_lit(cx.width(id));
+                let statement = cx.step_statement(id, true);
+                // Kept ones leave with the tape; the others go back to the workspace.
+                let buffer = quote!(__rnn_ws.take(__rnn_rows, #width));
+                quote! {
+                    let mut #ident = #buffer;
+                    #statement
+                }
+            })
+            .collect::<Vec<_>>();
+        let hoisted_given: Vec<Ident> = cx
+            .ids(Kind::Hoisted, 0..forward)
+            .into_iter()
+            .filter(|id| cx.has_buffer(*id) && cx.has_statement(*id) && !plan.kept.contains(id))
+            .map(value_ident)
+            .collect();
+        let (buffers, mut given) = cx.step_buffers(0..forward);
+        given.extend(hoisted_given);
+        let states: Vec<Ident> = (0..layer.states.len())
+            .map(|k| format_ident!("__rnn_s{}", k))
+            .collect();
+        let tapes: Vec<Ident> = (0..layer.states.len())
+            .map(|k| format_ident!("__rnn_tape{}", k))
+            .collect();
+        let state_sizes: Vec<_> = layer
+            .states
+            .iter()
+            .map(|state| usize_lit(state.size))
+            .collect();
+        let statements = cx
+            .ids(Kind::Step, 0..forward)
+            .into_iter()
+            .filter(|id| cx.has_statement(*id))
+            .map(|id| cx.step_statement(id, false));
+        let step = &layer.step;
+        let staging: Vec<Ident> = (0..layer.states.len())
+            .map(|k| format_ident!("__rnn_next{}", k))
+            .collect();
+        // New states are staged first: an update may read another state.
+        let stage = step.updates.iter().enumerate().map(|(k, update)| {
+            let value = cx.view(*update, false);
+            let staged = &staging[k];
+            quote!(#staged.slice_mut(s![..__rnn_n, ..]).assign(&#value);)
+        });
+        let updates = staging.iter().zip(&states).map(|(staged, state)| {
+            quote!(#state.slice_mut(s![..__rnn_n, ..]).assign(&#staged.slice(s![..__rnn_n, ..]));)
+        });
+        let output = cx.view(step.output, false);
+        let output_doc = format!("Layer `{}` #{} in training, one direction, over packed rows: its output, final states and tape.", layer.name, layer.stack_idx);
+        let kept = plan
+            .kept
+            .iter()
+            .chain(&plan.kept_steps)
+            .map(|id| value_ident(*id));
+        let calls = self.step_calls(false);
+        let width = usize_lit(layer.output_size);
+        quote! {
+            #[doc = #output_doc]
+            #[allow(clippy::too_many_arguments, clippy::type_complexity, unused_mut, unused_variables, clippy::redundant_clone)]
+            fn #name(
+                __rnn_p: &[#rt::ndarray::ArrayD<f32>],
+                __rnn_ws: &#rt::__private::Workspace,
+                __rnn_packing: &#rt::__private::Packing,
+                __rnn_variant: usize,
+                __rnn_in: &[#rt::ndarray::Array2<f32>],
+                __rnn_init: ::std::vec::Vec<#rt::ndarray::Array2<f32>>,
+            ) -> (#rt::ndarray::Array2<f32>, ::std::vec::Vec<#rt::ndarray::Array2<f32>>, ::std::vec::Vec<#rt::ndarray::Array2<f32>>) {
+                #prelude
+                let __rnn_batch = __rnn_packing.batch();
+                let __rnn_rows = __rnn_packing.rows();
+                let __rnn_max_len = __rnn_packing.max_len();
+                let mut __rnn_init = __rnn_init.into_iter();
+                #(let mut #states = __rnn_init.next().expect("one initial value per state");)*
+                #(let mut #tapes = __rnn_ws.take(__rnn_rows, #state_sizes);)*
+                #(#invariants)*
+                #(#packed)*
+                #(#hoisted)*
+                #(#buffers)*
+                let mut __rnn_out = Array2::<f32>::zeros((__rnn_rows, #width));
+                #(let mut #staging = __rnn_ws.take(__rnn_batch, #state_sizes);)*
+                {
+                    let mut __rnn_step = |__rnn_t: usize| {
+                        let __rnn_n = __rnn_packing.batch_size(__rnn_t);
+                        let __rnn_off = __rnn_packing.offset(__rnn_t);
+                        #(#tapes.slice_mut(s![__rnn_off..__rnn_off + __rnn_n, ..]).assign(&#states.slice(s![..__rnn_n, ..]));)*
+                        #(#statements)*
+                        __rnn_out.slice_mut(s![__rnn_off..__rnn_off + __rnn_n, ..]).assign(&#output);
+                        #(#stage)*
+                        #(#updates)*
+                    };
+                    #calls
+                }
+                #(__rnn_ws.give(#given);)*
+                #(__rnn_ws.give(#staging);)*
+                (__rnn_out, vec![#(#states),*], vec![#(#tapes,)* #(#kept),*])
+            }
+        }
+    }
+
+    /// `__rnn_layer<k>_backward`: one direction of a layer's backward over
+    /// its tape.
+    pub(super) fn emit_layer_backward(&self, layer_idx: usize) -> TokenStream {
+        let rt = self.rt;
+        let prelude = self.prelude();
+        let layer = &self.network.layers[layer_idx];
+        let plan = &self.training_plans()[layer_idx];
+        let cx = Layer {
+            layer,
+            plan,
+            phase: Phase::Backward,
+        };
+        let total = plan.backward.nodes.len();
+        let forward = plan.backward.forward;
+        let name = format_ident!("__rnn_layer{}_backward", layer_idx);
+        let mut invariants = cx.invariants(0..forward);
+        invariants.extend(cx.invariants(forward..total));
+        let packed = cx.packed(0..total);
+        let (buffers, given) = cx.step_buffers(0..total);
+        let sums = cx.ids(Kind::Sum, forward..total);
+        let sum_buffers = sums.iter().map(|id| {
+            let ident = value_ident(*id);
+            let (rows, cols) = match cx.node(*id).shape {
+                Shape::Matrix(rows, cols) => (rows, cols),
+                Shape::Vector(len) => (1, len),
+                Shape::Scalar => (1, 1),
+            };
+            let (rows, cols) = (usize_lit(rows), usize_lit(cols));
+            quote!(let mut #ident = __rnn_ws.take(#rows, #cols); #ident.fill(0.0);)
+        });
+        let sum_idents: Vec<Ident> = sums.iter().map(|id| value_ident(*id)).collect();
+        let statements = cx
+            .ids(Kind::Step, forward..total)
+            .into_iter()
+            .filter(|id| cx.has_statement(*id))
+            .map(|id| cx.step_statement(id, false));
+        let step_sums = sums
+            .iter()
+            .filter(|id| !plan.deferred[id.index()])
+            .map(|id| {
+                let ident = value_ident(*id);
+                match cx.node(*id).op {
+                    Op::SumBatch(inner) => {
+                        let inner = cx.view(inner, false);
+                        quote!(__rnn_rt::sum_rows(#ident.view_mut(), #inner);)
+                    }
+                    Op::Outer(g, v) => {
+                        let (g, v) = (cx.view(g, false), cx.view(v, false));
+                        quote!(__rnn_rt::outer_acc(#ident.view_mut(), #g, #v);)
+                    }
+                    _ => unreachable!("sums are sum_batch or outer"),
+                }
+            });
+        let deferred = sums
+            .iter()
+            .filter(|id| plan.deferred[id.index()])
+            .map(|id| {
+                let ident = value_ident(*id);
+                let Op::Outer(g, v) = cx.node(*id).op else {
+                    unreachable!("only outer products are deferred")
+                };
+                let (g, v) = (cx.all_rows(g), cx.all_rows(v));
+                quote!(__rnn_rt::outer_acc(#ident.view_mut(), #g, #v);)
+            });
+        let afters = cx.ids(Kind::After, forward..total).into_iter().map(|id| {
+            let (ident, expr) = (value_ident(id), cx.whole_expr(id));
+            quote!(let #ident: Array2<f32> = #expr;)
+        });
+        let d_states: Vec<Ident> = (0..layer.states.len())
+            .map(|k| format_ident!("__rnn_ds{}", k))
+            .collect();
+        // The gradients of the states before the step are staged first: one
+        // may be read from another state's seed.
+        let staging: Vec<Ident> = (0..layer.states.len())
+            .map(|k| format_ident!("__rnn_next{}", k))
+            .collect();
+        let staging_buffers = layer.states.iter().zip(&staging).map(|(state, staged)| {
+            let size = usize_lit(state.size);
+            quote!(let mut #staged = __rnn_ws.take(__rnn_batch, #size);)
+        });
+        let state_results = plan.backward.states.iter().enumerate().map(|(k, result)| {
+            let staged = &staging[k];
+            match result {
+                Some(id) => {
+                    let value = cx.view(*id, false);
+                    quote!(#staged.slice_mut(s![..__rnn_n, ..]).assign(&#value);)
+                }
+                None => quote!(#staged.slice_mut(s![..__rnn_n, ..]).fill(0.0);),
+            }
+        });
+        let state_writes = (0..layer.states.len()).map(|k| {
+            let (d_state, staged) = (&d_states[k], &staging[k]);
+            quote!(#d_state.slice_mut(s![..__rnn_n, ..]).assign(&#staged.slice(s![..__rnn_n, ..]));)
+        });
+        let d_inputs: Vec<Ident> = (0..layer.inputs.len())
+            .map(|k| format_ident!("__rnn_din{}", k))
+            .collect();
+        let input_buffers = layer.inputs.iter().enumerate().map(|(k, input)| {
+            let ident = &d_inputs[k];
+            let size = usize_lit(input.size);
+            let rows = if input.per_step {
+                quote!(__rnn_rows)
+            } else {
+                quote!(__rnn_batch)
+            };
+            quote!(let mut #ident = Array2::<f32>::zeros((#rows, #size));)
+        });
+        let input_results = plan.backward.inputs.iter().enumerate().filter_map(|(k, result)| {
+            let id = (*result)?;
+            let ident = &d_inputs[k];
+            let value = cx.view(id, false);
+            Some(if layer.inputs[k].per_step {
+                quote!(#ident.slice_mut(s![__rnn_off..__rnn_off + __rnn_n, ..]).assign(&#value);)
+            } else {
+                quote! {{
+                    let mut __rnn_out = #ident.slice_mut(s![..__rnn_n, ..]);
+                    __rnn_out += &#value;
+                }}
+            })
+        });
+        let param_results = plan.backward.params.iter().enumerate().map(|(k, result)| {
+            let shape: Vec<_> = layer.params[k].shape.iter().map(|dim| usize_lit(*dim)).collect();
+            match result {
+                Some(id) => {
+                    let place = cx.place(*id);
+                    quote!(#place.view().into_shape_with_order(__rnn_nd::IxDyn(&[#(#shape),*])).expect("a parameter's gradient has its shape").to_owned())
+                }
+                None => quote!(#rt::ndarray::ArrayD::<f32>::zeros(__rnn_nd::IxDyn(&[#(#shape),*]))),
+            }
+        });
+        let calls = self.step_calls(true);
+        let doc = format!("The backward of layer `{}` #{}, one direction, over its tape: each parameter's gradient, each cell input's, each initial state's.", layer.name, layer.stack_idx);
+        quote! {
+            #[doc = #doc]
+            #[allow(clippy::too_many_arguments, clippy::type_complexity, unused_mut, unused_variables, clippy::redundant_clone, clippy::let_unit_value)]
+            fn #name(
+                __rnn_p: &[#rt::ndarray::ArrayD<f32>],
+                __rnn_ws: &#rt::__private::Workspace,
+                __rnn_packing: &#rt::__private::Packing,
+                __rnn_variant: usize,
+                __rnn_in: &[#rt::ndarray::Array2<f32>],
+                __rnn_tape: &[#rt::ndarray::Array2<f32>],
+                __rnn_dout: #rt::ndarray::ArrayView2<'_, f32>,
+                __rnn_seed: ::std::vec::Vec<#rt::ndarray::Array2<f32>>,
+            ) -> (::std::vec::Vec<#rt::ndarray::ArrayD<f32>>, ::std::vec::Vec<#rt::ndarray::Array2<f32>>, ::std::vec::Vec<#rt::ndarray::Array2<f32>>) {
+                #prelude
+                let __rnn_batch = __rnn_packing.batch();
+                let __rnn_rows = __rnn_packing.rows();
+                let __rnn_max_len = __rnn_packing.max_len();
+                let mut __rnn_seed = __rnn_seed.into_iter();
+                #(let mut #d_states = __rnn_seed.next().expect("one seed per state");)*
+                #(#invariants)*
+                #(#packed)*
+                #(#buffers)*
+                #(#sum_buffers)*
+                #(#input_buffers)*
+                #(#staging_buffers)*
+                {
+                    let mut __rnn_step = |__rnn_t: usize| {
+                        let __rnn_n = __rnn_packing.batch_size(__rnn_t);
+                        let __rnn_off = __rnn_packing.offset(__rnn_t);
+                        #(#statements)*
+                        #(#step_sums)*
+                        #(#input_results)*
+                        #(#state_results)*
+                        #(#state_writes)*
+                    };
+                    #calls
+                }
+                #(#deferred)*
+                #(#afters)*
+                let __rnn_result = (vec![#(#param_results),*], vec![#(#d_inputs),*], vec![#(#d_states),*]);
+                #(__rnn_ws.give(#given);)*
+                #(__rnn_ws.give(#sum_idents);)*
+                #(__rnn_ws.give(#staging);)*
+                __rnn_result
+            }
+        }
+    }
+}
