@@ -10,7 +10,7 @@
 
 pub use crate::elementwise::{
     binary, clip, const_binary, const_clip, const_unary, into_vector, map1, map2, map3, matvec,
-    outer_acc, sum_elems, sum_rows, transpose, unary, Arg,
+    outer_acc, outer_acc_rows, sum_elems, sum_rows, transpose, unary, Arg,
 };
 pub use crate::error::RnnError;
 pub use crate::fused::{

@@ -8,8 +8,11 @@
 
 use ndarray::{Array1, Array2, ArrayView1, ArrayView2, ArrayViewMut2, Axis, Zip};
 
-use crate::kernels::{exp_slice, matmul, matmul_bt, sigmoid_slice, tanh_slice};
+use crate::kernels::{
+    exp_slice, gemm_packed, matmul, matmul_bt, sigmoid_slice, tanh_slice, PackedMatrix,
+};
 use crate::ops::{specialise_binary, specialise_unary, Binary, Unary};
+use crate::workspace::Workspace;
 
 /// An operand of an elementwise kernel.
 #[derive(Debug, Clone)]
@@ -158,6 +161,30 @@ pub fn outer_acc(acc: ArrayViewMut2<'_, f32>, g: ArrayView2<'_, f32>, v: ArrayVi
     }
 }
 
+/// [`outer_acc`] over many rows (every step's) for each `(acc, v)`
+/// pair, on the packed product: `acc += (vᵀ g)ᵀ`, with `gᵀ` packed once
+/// (row by row) for all pairs and `vᵀ` copied, in buffers of `ws`. Each
+/// element is one sum over the rows in order, whatever the thread count.
+pub fn outer_acc_rows(
+    ws: &Workspace,
+    g: ArrayView2<'_, f32>,
+    pairs: &mut [(ArrayViewMut2<'_, f32>, ArrayView2<'_, f32>)],
+) {
+    let floats = PackedMatrix::transposed_floats(g.nrows(), g.ncols());
+    let packed = PackedMatrix::transposed_in(g, ws.take_buffer(floats));
+    for (acc, v) in pairs.iter_mut() {
+        assert_eq!(g.nrows(), v.nrows(), "outer_acc_rows: rows of g and v");
+        let mut vt = ws.take(v.ncols(), v.nrows());
+        vt.assign(&v.t());
+        let mut out = ws.take(v.ncols(), g.ncols());
+        gemm_packed(vt.view(), &packed, out.view_mut(), false);
+        *acc += &out.t();
+        ws.give(vt);
+        ws.give(out);
+    }
+    ws.give_buffer(packed.into_buffer());
+}
+
 /// `acc[0] += Σ_r a_r`: a batch's rows summed into one row.
 pub fn sum_rows(mut acc: ArrayViewMut2<'_, f32>, a: ArrayView2<'_, f32>) {
     let mut acc = acc.row_mut(0);
@@ -210,6 +237,37 @@ mod tests {
         let mut sums = Array2::zeros((2, 1));
         sum_elems(sums.view_mut(), v.view());
         assert_eq!(sums.column(0).to_vec(), vec![0.0, 3.5]);
+    }
+
+    /// The packed product over many rows against a float64 sum, for
+    /// widths that fill panels and that leave one short, in a workspace
+    /// whose buffers hold an earlier call's values.
+    #[test]
+    fn outer_products_over_many_rows_match_a_float64_sum() {
+        let ws = Workspace::new();
+        for (rows, m, k) in [(300, 128, 64), (77, 70, 3), (1, 5, 1)] {
+            let g = Array2::from_shape_fn((rows, m), |(r, c)| ((r * 7 + c * 3) % 11) as f32 - 5.0);
+            let v = Array2::from_shape_fn((rows, k), |(r, c)| ((r * 5 + c) % 13) as f32 * 0.25);
+            let mut acc = Array2::from_elem((m, k), 1.0);
+            let mut twice = Array2::zeros((m, k));
+            outer_acc_rows(
+                &ws,
+                g.view(),
+                &mut [(acc.view_mut(), v.view()), (twice.view_mut(), v.view())],
+            );
+            for i in 0..m {
+                for j in 0..k {
+                    let exact: f64 = (0..rows).map(|r| g[(r, i)] as f64 * v[(r, j)] as f64).sum();
+                    // Integers and quarters: every partial sum is exact in f32.
+                    assert_eq!(
+                        acc[(i, j)] as f64,
+                        1.0 + exact,
+                        "[{i}, {j}] of {rows}x{m}x{k}"
+                    );
+                    assert_eq!(twice[(i, j)], acc[(i, j)] - 1.0);
+                }
+            }
+        }
     }
 
     #[test]

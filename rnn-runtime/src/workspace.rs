@@ -50,6 +50,30 @@ impl Workspace {
         Array2::from_shape_vec((rows, cols), buffer).expect("the buffer has rows * cols elements")
     }
 
+    /// A buffer of the pool as it is (any length and contents), for
+    /// kernels that lay out their own data; give it back with
+    /// [`give_buffer`](Self::give_buffer).
+    pub fn take_buffer(&self, len: usize) -> Vec<f32> {
+        let mut free = self.free.lock().unwrap_or_else(PoisonError::into_inner);
+        let best = free
+            .iter()
+            .enumerate()
+            .filter(|(_, buffer)| buffer.capacity() >= len)
+            .min_by_key(|(_, buffer)| buffer.capacity())
+            .map(|(idx, _)| idx);
+        best.map(|idx| free.swap_remove(idx)).unwrap_or_default()
+    }
+
+    /// Returns a buffer for later calls.
+    pub fn give_buffer(&self, buffer: Vec<f32>) {
+        if buffer.capacity() > 0 {
+            self.free
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(buffer);
+        }
+    }
+
     /// A copy of `rows` in a buffer of the pool.
     pub fn copy_of(&self, rows: ndarray::ArrayView2<'_, f32>) -> Array2<f32> {
         let mut copy = self.take(rows.nrows(), rows.ncols());

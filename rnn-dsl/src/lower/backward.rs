@@ -20,12 +20,15 @@
 //!   `outer`). An `outer` whose operands exist for every step is one large
 //!   product after the loop, `Gᵀ V` over all rows of all steps, instead of
 //!   a small one per step;
+//! - `Rows`: a backward value the recurrence does not read (the input
+//!   gradient `G W_ih`), computed after the loop over the rows of every
+//!   step at once, as `Hoisted` values are before it;
 //! - `After`: what is computed from sums: the rest of a parameter's
 //!   gradient, once after the loop. Everything downstream of a sum is
 //!   linear in it with coefficients that do not change from step to step
 //!   (`ir/grad.rs`), so summing first is exact.
 
-use crate::ir::{self, Backward, Dep, Op, Shape, ValueId};
+use crate::ir::{self, Backward, Dep, Op, Seed, Shape, ValueId};
 
 /// When a value of a layer's training code is computed; see the module doc.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,6 +41,8 @@ pub enum Kind {
     Step,
     /// Accumulated over steps.
     Sum,
+    /// Once per call after the steps, over the rows of every step.
+    Rows,
     /// Once per call, after the steps.
     After,
 }
@@ -52,7 +57,8 @@ pub struct BackwardPlan {
     /// Step values kept for every step (`[rows, n]`), because a
     /// large product after the loop reads them.
     pub all_steps: Vec<bool>,
-    /// The sums formed after the loop as one large product.
+    /// The sums formed after the loop over every row at once: a large
+    /// product, or a sum of rows stored for every step.
     pub deferred: Vec<bool>,
     /// Hoisted forward values the forward keeps for the backward.
     pub kept: Vec<ValueId>,
@@ -71,6 +77,12 @@ pub struct BackwardPlan {
     /// Nodes with no work of their own: the places and sums of a
     /// concatenation (and its root), and views.
     pub free: Vec<bool>,
+    /// Runs of consecutive elementwise step statements of one width
+    /// computed as one pass over each row (forward runs for the training
+    /// forward, backward runs for the backward); see [`fused_runs`].
+    pub fused: Vec<Vec<ValueId>>,
+    /// Values of a fused run read by nothing outside it: never stored.
+    pub local: Vec<bool>,
     /// Floats the tape holds per running row of a step, for one direction:
     /// the layer's input, the states before the step, the kept values.
     pub tape_floats_per_row: usize,
@@ -80,6 +92,22 @@ impl BackwardPlan {
     /// The kind of a value.
     pub fn kind(&self, id: ValueId) -> Kind {
         self.kinds[id.index()]
+    }
+
+    /// The outer products formed after the loop, grouped by their left
+    /// operand (the gradient rows `G`, packed once per group), in order.
+    pub fn deferred_outers(&self) -> Vec<(ValueId, Vec<ValueId>)> {
+        let mut groups: Vec<(ValueId, Vec<ValueId>)> = Vec::new();
+        for (idx, node) in self.backward.nodes.iter().enumerate() {
+            if let (Op::Outer(g, _), true) = (&node.op, self.deferred[idx]) {
+                let id = ValueId(idx as u32);
+                match groups.iter_mut().find(|(left, _)| left == g) {
+                    Some((_, outers)) => outers.push(id),
+                    None => groups.push((*g, vec![id])),
+                }
+            }
+        }
+        groups
     }
 
     /// Whether a value is one per sequence (`[B, n]` rows) among the
@@ -272,6 +300,46 @@ pub fn plan_backward(layer: &ir::Layer) -> BackwardPlan {
         }
     }
 
+    // A sum of rows stored for every step anyway is one sum after the loop.
+    for (idx, node) in backward.nodes.iter().enumerate() {
+        if let Op::SumBatch(inner) = node.op {
+            if kinds[idx] == Kind::Sum && all_steps[base(inner).index()] {
+                deferred[idx] = true;
+            }
+        }
+    }
+    // A context's gradient is summed per sequence at each step.
+    let per_step: Vec<ValueId> = backward
+        .inputs
+        .iter()
+        .zip(&layer.inputs)
+        .filter(|(_, input)| !input.per_step)
+        .filter_map(|(result, _)| *result)
+        .collect();
+    rows_after_loop(
+        &backward,
+        &mut kinds,
+        &per_step,
+        Layout {
+            all_steps: &all_steps,
+            views: &views,
+            aliases: &aliases,
+            free: &free,
+        },
+    );
+    // A sum over a value computed after the loop is formed after it too.
+    for (idx, node) in backward.nodes.iter().enumerate() {
+        if kinds[idx] == Kind::Sum
+            && node
+                .op
+                .operands()
+                .iter()
+                .any(|operand| kinds[base(*operand).index()] == Kind::Rows)
+        {
+            deferred[idx] = true;
+        }
+    }
+
     let width = |id: &ValueId| match backward.node(*id).shape {
         Shape::Vector(len) => len,
         Shape::Scalar | Shape::Matrix(..) => 0,
@@ -284,7 +352,21 @@ pub fn plan_backward(layer: &ir::Layer) -> BackwardPlan {
         .sum();
     let state_floats: usize = layer.states.iter().map(|state| state.size).sum();
     let kept_floats: usize = kept.iter().chain(&kept_steps).map(width).sum();
+    let (fused, local) = fused_runs(
+        layer,
+        &backward,
+        &kinds,
+        Layout {
+            all_steps: &all_steps,
+            views: &views,
+            aliases: &aliases,
+            free: &free,
+        },
+        (&kept, &kept_steps),
+    );
     BackwardPlan {
+        fused,
+        local,
         tape_floats_per_row: input_floats + state_floats + kept_floats,
         backward,
         kinds,
@@ -296,6 +378,316 @@ pub fn plan_backward(layer: &ir::Layer) -> BackwardPlan {
         aliases,
         free,
     }
+}
+
+/// Marks `Rows` the backward step values the recurrence does not read
+/// (what the state gradients do not depend on), when every operand is
+/// available for every row after the loop: an invariant, a hoisted or
+/// kept value, a step value stored for every step, another `Rows` value.
+/// Views, concatenations and what they are built from stay per step, and
+/// so do `per_step` and what they read.
+fn rows_after_loop(
+    backward: &Backward,
+    kinds: &mut [Kind],
+    per_step: &[ValueId],
+    layout: Layout<'_>,
+) {
+    let Layout {
+        all_steps,
+        views,
+        aliases,
+        free,
+    } = layout;
+    let forward = backward.forward;
+    let mut recurrent = vec![false; backward.nodes.len()];
+    let mut pending: Vec<ValueId> = backward.states.iter().flatten().copied().collect();
+    pending.extend(per_step);
+    while let Some(id) = pending.pop() {
+        if recurrent[id.index()] {
+            continue;
+        }
+        recurrent[id.index()] = true;
+        pending.extend(backward.node(id).op.operands());
+        if let Some((base, _)) = views[id.index()].or(aliases[id.index()]) {
+            pending.push(base);
+        }
+    }
+    let viewed: Vec<bool> = (0..backward.nodes.len())
+        .map(|idx| {
+            views
+                .iter()
+                .chain(aliases)
+                .any(|view| matches!(view, Some((base, _)) if base.index() == idx))
+        })
+        .collect();
+    let candidate = |idx: usize| {
+        let node = &backward.nodes[idx];
+        kinds[idx] == Kind::Step
+            && !recurrent[idx]
+            && matches!(
+                node.op,
+                Op::MatVec(..) | Op::Unary(..) | Op::Binary(..) | Op::Clip(..)
+            )
+            && !free[idx]
+            && aliases[idx].is_none()
+            && !viewed[idx]
+            && matches!(node.shape, Shape::Vector(_))
+    };
+    let mut rows: Vec<bool> = (0..backward.nodes.len())
+        .map(|idx| idx >= forward && candidate(idx))
+        .collect();
+    // Drop a candidate an operand of which is not there for every row, or
+    // which a step value reads, until none changes.
+    loop {
+        let mut changed = false;
+        for idx in forward..backward.nodes.len() {
+            if !rows[idx] {
+                continue;
+            }
+            let node = &backward.nodes[idx];
+            let available = node.op.operands().iter().all(|operand| {
+                let source = views[operand.index()].map_or(*operand, |(base, _)| base);
+                if rows[source.index()] {
+                    return true;
+                }
+                match kinds[source.index()] {
+                    Kind::Invariant => backward.node(source).dep != Dep::Context,
+                    Kind::Hoisted => true,
+                    Kind::Step => {
+                        all_steps[source.index()]
+                            || source.index() < forward
+                            || matches!(backward.node(source).op, Op::Seed(Seed::Output))
+                    }
+                    Kind::Sum | Kind::After | Kind::Rows => false,
+                }
+            });
+            if !available {
+                rows[idx] = false;
+                changed = true;
+            }
+        }
+        for (idx, node) in backward.nodes.iter().enumerate().skip(forward) {
+            if kinds[idx] == Kind::Step && !rows[idx] {
+                for operand in node.op.operands() {
+                    if rows[operand.index()] {
+                        rows[operand.index()] = false;
+                        changed = true;
+                    }
+                }
+            }
+        }
+        if !changed {
+            break;
+        }
+    }
+    for (idx, row) in rows.iter().enumerate() {
+        if *row {
+            kinds[idx] = Kind::Rows;
+        }
+    }
+}
+
+/// Where the step values live, as planned before the later passes.
+#[derive(Clone, Copy)]
+struct Layout<'a> {
+    all_steps: &'a [bool],
+    views: &'a [Option<(ValueId, usize)>],
+    aliases: &'a [Option<(ValueId, usize)>],
+    free: &'a [bool],
+}
+
+/// Where a value is stored: its own buffer, or columns from `start` of
+/// another's (a view of a slice, a piece of a concatenation).
+fn storage(
+    views: &[Option<(ValueId, usize)>],
+    aliases: &[Option<(ValueId, usize)>],
+    id: ValueId,
+) -> (ValueId, usize) {
+    match views[id.index()].or(aliases[id.index()]) {
+        Some((base, start)) => {
+            let (root, offset) = storage(views, aliases, base);
+            (root, offset + start)
+        }
+        None => (id, 0),
+    }
+}
+
+/// The step statements of each phase fused into passes over rows: runs
+/// of consecutive elementwise operations (`+ - * /`, `min`, `max`,
+/// `soft_threshold`, `clip` and the exact unary ones, and the backward's
+/// state seeds) on vectors of one width `w`. Each operand is a literal,
+/// a value of the run, or `w` columns (or one, broadcast) of a value
+/// stored elsewhere that the run does not write, so that computing every
+/// value of a row column by column reads what the separate statements
+/// would. The activations with a kernel of their own (`sigmoid`, `tanh`,
+/// `exp`, `log`, `softplus`) end a run: they round as that kernel does.
+///
+/// Also returns the values of a run read by nothing outside it (not kept,
+/// not a result, not stored for every step): they are never stored.
+fn fused_runs(
+    layer: &ir::Layer,
+    backward: &Backward,
+    kinds: &[Kind],
+    layout: Layout<'_>,
+    (kept, kept_steps): (&[ValueId], &[ValueId]),
+) -> (Vec<Vec<ValueId>>, Vec<bool>) {
+    let Layout {
+        all_steps,
+        views,
+        aliases,
+        free,
+    } = layout;
+    use crate::ops::Unary;
+    let forward = backward.forward;
+    let total = backward.nodes.len();
+    let vector = |id: ValueId| match backward.node(id).shape {
+        Shape::Vector(len) => Some(len),
+        Shape::Scalar | Shape::Matrix(..) => None,
+    };
+    let fusable = |id: ValueId| {
+        let node = backward.node(id);
+        let op_fuses = match node.op {
+            Op::Binary(..) | Op::Clip(..) => true,
+            Op::Unary(op, _) => matches!(
+                op,
+                Unary::Neg | Unary::Relu | Unary::Abs | Unary::Sign | Unary::Sqrt
+            ),
+            Op::Seed(Seed::State(_)) => true,
+            _ => false,
+        };
+        op_fuses && vector(id).is_some()
+    };
+    let readable = |operand: ValueId, width: usize| -> Option<ValueId> {
+        let node = backward.node(operand);
+        if let (Op::Literal(_), Shape::Scalar) = (&node.op, node.shape) {
+            return Some(operand);
+        }
+        let len = vector(operand)?;
+        if len != width && len != 1 {
+            return None;
+        }
+        let (root, _) = storage(views, aliases, operand);
+        match kinds[root.index()] {
+            Kind::Step | Kind::Hoisted | Kind::Invariant => Some(root),
+            Kind::Sum | Kind::After | Kind::Rows => None,
+        }
+    };
+    let mut runs: Vec<Vec<ValueId>> = Vec::new();
+    for range in [0..forward, forward..total] {
+        let mut run: Vec<ValueId> = Vec::new();
+        let mut written: Vec<ValueId> = Vec::new();
+        let mut read: Vec<ValueId> = Vec::new();
+        let statements = range.filter(|idx| {
+            kinds[*idx] == Kind::Step
+                && !free[*idx]
+                && !matches!(
+                    backward.nodes[*idx].op,
+                    Op::Input(_) | Op::State(_) | Op::Seed(Seed::Output)
+                )
+        });
+        for idx in statements {
+            let id = ValueId(idx as u32);
+            let joins = fusable(id) && {
+                let width = vector(id).unwrap_or(0);
+                let same_width = run
+                    .first()
+                    .is_none_or(|first| vector(*first) == Some(width));
+                let (root, _) = storage(views, aliases, id);
+                let operands: Option<Vec<ValueId>> = backward
+                    .node(id)
+                    .op
+                    .operands()
+                    .iter()
+                    .filter(|operand| !run.contains(operand))
+                    .map(|operand| readable(*operand, width))
+                    .collect();
+                same_width
+                    && operands.is_some_and(|roots| {
+                        roots
+                            .iter()
+                            .all(|source| !written.contains(source) && *source != root)
+                    })
+                    && !read.contains(&root)
+            };
+            if joins {
+                let width = vector(id).unwrap_or(0);
+                for operand in backward.node(id).op.operands() {
+                    if !run.contains(&operand) {
+                        read.extend(readable(operand, width));
+                    }
+                }
+                written.push(storage(views, aliases, id).0);
+                run.push(id);
+                continue;
+            }
+            if run.len() > 1 {
+                runs.push(std::mem::take(&mut run));
+            }
+            run.clear();
+            written.clear();
+            read.clear();
+            if fusable(id) {
+                // It may start the next run.
+                let width = vector(id).unwrap_or(0);
+                let operands: Option<Vec<ValueId>> = backward
+                    .node(id)
+                    .op
+                    .operands()
+                    .iter()
+                    .map(|operand| readable(*operand, width))
+                    .collect();
+                let root = storage(views, aliases, id).0;
+                if let Some(roots) = operands.filter(|roots| !roots.contains(&root)) {
+                    read.extend(roots);
+                    written.push(root);
+                    run.push(id);
+                }
+            }
+        }
+        if run.len() > 1 {
+            runs.push(run);
+        }
+    }
+
+    // What is read outside its run: by another node (through views and
+    // concatenations too), as a result, kept, or stored for every step.
+    let mut local = vec![false; total];
+    let run_of = |id: ValueId| runs.iter().position(|run| run.contains(&id));
+    let mut outside = vec![false; total];
+    for (idx, node) in backward.nodes.iter().enumerate() {
+        let reader = ValueId(idx as u32);
+        for operand in node.op.operands() {
+            if run_of(operand).is_none() || run_of(operand) != run_of(reader) {
+                outside[operand.index()] = true;
+            }
+        }
+    }
+    let results = backward
+        .states
+        .iter()
+        .chain(&backward.inputs)
+        .chain(&backward.params)
+        .flatten()
+        .chain(&layer.step.updates)
+        .chain([&layer.step.output])
+        .chain(kept)
+        .chain(kept_steps);
+    for id in results {
+        outside[id.index()] = true;
+    }
+    for run in &runs {
+        for id in run {
+            let idx = id.index();
+            let stored_elsewhere = all_steps[idx]
+                || aliases[idx].is_some()
+                || views
+                    .iter()
+                    .chain(aliases)
+                    .any(|view| matches!(view, Some((base, _)) if base == id));
+            local[idx] = !outside[idx] && !stored_elsewhere;
+        }
+    }
+    (runs, local)
 }
 
 /// How many times each node is read: as an operand, or as a result.
@@ -419,6 +811,25 @@ mod tests {
         assert_eq!(plan.tape_floats_per_row, 5 + 16 + 40);
         assert_eq!(plan.kept_steps.len(), 5);
         assert!(plan.kept.is_empty());
+        // The input gradient `G W_ih` is one product over every row after
+        // the loop, and so is the bias gradient's sum of rows.
+        let dx = plan.backward.inputs[0].expect("x has a gradient");
+        assert_eq!(plan.kind(dx), Kind::Rows);
+        let sums: Vec<usize> = (0..plan.kinds.len())
+            .filter(|idx| matches!(plan.backward.nodes[*idx].op, Op::SumBatch(_)))
+            .collect();
+        assert!(!sums.is_empty() && sums.iter().all(|idx| plan.deferred[*idx]));
+        // The gate gradients are one fused run of the backward; of its
+        // values only the state gradient `dc` and the four gate gradients
+        // (pieces of G) are stored.
+        let runs: Vec<&Vec<ValueId>> = plan
+            .fused
+            .iter()
+            .filter(|run| run[0].index() >= plan.backward.forward)
+            .collect();
+        assert_eq!(runs.len(), 1, "{:?}", plan.fused);
+        let stored = runs[0].iter().filter(|id| !plan.local[id.index()]).count();
+        assert_eq!(stored, 5, "{:?}", runs[0]);
         // Nothing of the backward is computed from a parameter gradient
         // before the loop ends.
         for (idx, kind) in plan.kinds.iter().enumerate() {

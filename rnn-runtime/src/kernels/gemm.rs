@@ -187,6 +187,66 @@ impl PackedMatrix {
         packed
     }
 
+    /// Packs `gᵀ` for `g: [k, m]` into `buffer` (reused, grown if short):
+    /// a transpose read row by row, each row of `g` copied in runs of a
+    /// panel's width, where [`for_gemm`](Self::for_gemm) on `g.t()` would
+    /// gather columns. For products over many rows, `Σ_r g_rᵀ v_r`.
+    pub(super) fn transposed_for_gemm(
+        g: ArrayView2<'_, f32>,
+        mut buffer: Vec<f32>,
+        gemm: &'static Gemm,
+    ) -> PackedMatrix {
+        let (cols, rows) = g.dim();
+        let width = gemm.panel_width;
+        let len = rows.div_ceil(width) * cols * width;
+        debug_assert_eq!(len + ALIGN_FLOATS, PackedMatrix::floats(rows, cols, gemm));
+        // Every element is written below (the last panel's padding with
+        // zeros), so a reused buffer's old values need no pass of zeros.
+        buffer.resize(len + ALIGN_FLOATS, 0.0);
+        let start = buffer.as_ptr().align_offset(ALIGN_FLOATS * 4);
+        let start = if start < ALIGN_FLOATS { start } else { 0 };
+        let mut packed = PackedMatrix {
+            rows,
+            cols,
+            start,
+            buffer,
+            gemm,
+        };
+        let data = packed.panels_mut();
+        let mut scratch = [0.0f32; 64];
+        debug_assert!(width <= scratch.len());
+        for (inner, row) in g.outer_iter().enumerate() {
+            let contiguous = row.as_slice();
+            for panel in 0..rows.div_ceil(width) {
+                let (lo, hi) = (panel * width, ((panel + 1) * width).min(rows));
+                let base = panel * cols * width + inner * width;
+                let slot = &mut data[base..base + width];
+                match contiguous {
+                    Some(values) if hi - lo == width => slot.copy_from_slice(&values[lo..hi]),
+                    _ => {
+                        let run = &mut scratch[..width];
+                        run.fill(0.0);
+                        for (to, from) in run.iter_mut().zip(row.slice(ndarray::s![lo..hi])) {
+                            *to = *from;
+                        }
+                        slot.copy_from_slice(run);
+                    }
+                }
+            }
+        }
+        packed
+    }
+
+    /// The buffer's length for a `[rows, cols]` matrix, slack included.
+    pub(super) fn floats(rows: usize, cols: usize, gemm: &Gemm) -> usize {
+        rows.div_ceil(gemm.panel_width) * cols * gemm.panel_width + ALIGN_FLOATS
+    }
+
+    /// The packed weights' buffer, for reuse.
+    pub fn into_buffer(self) -> Vec<f32> {
+        self.buffer
+    }
+
     /// A packed `[rows, cols]` matrix of zeros, aligned.
     fn zeroed(rows: usize, cols: usize, gemm: &'static Gemm) -> PackedMatrix {
         let len = rows.div_ceil(gemm.panel_width) * cols * gemm.panel_width;

@@ -218,6 +218,17 @@ impl PackedMatrix {
     pub fn new(w: ArrayView2<'_, f32>) -> PackedMatrix {
         PackedMatrix::for_gemm(w, &table().gemm)
     }
+
+    /// Packs `gᵀ` for `g: [k, m]`, reading `g` row by row, into `buffer`
+    /// (reused; [`into_buffer`](Self::into_buffer) gives it back).
+    pub fn transposed_in(g: ArrayView2<'_, f32>, buffer: Vec<f32>) -> PackedMatrix {
+        PackedMatrix::transposed_for_gemm(g, buffer, &table().gemm)
+    }
+
+    /// The floats [`transposed_in`](Self::transposed_in) needs for `g: [k, m]`.
+    pub fn transposed_floats(k: usize, m: usize) -> usize {
+        PackedMatrix::floats(m, k, &table().gemm)
+    }
 }
 
 /// [`gemm_packed`] with any starting values.

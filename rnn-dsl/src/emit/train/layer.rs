@@ -152,7 +152,9 @@ impl Layer<'_> {
     }
 
     /// A value's rows as a view: at a step, its running rows; over every
-    /// row for a hoisted value; whole for an invariant shared by the batch.
+    /// row for a hoisted value, or with `hoisting` (after the loop, for a
+    /// `Rows` value) for any value kept for every step; whole for an
+    /// invariant shared by the batch.
     pub(super) fn view(&self, id: ValueId, hoisting: bool) -> TokenStream {
         let place = self.place(id);
         let columns = self.columns(id).unwrap_or_else(|| quote!(..));
@@ -161,8 +163,12 @@ impl Layer<'_> {
                 quote!(#place.slice(s![..__rnn_n, ..]))
             }
             Kind::Invariant | Kind::Sum | Kind::After => quote!(#place.view()),
+            Kind::Rows => quote!(#place.slice(s![.., #columns])),
             Kind::Hoisted if hoisting => quote!(#place.slice(s![.., #columns])),
             Kind::Hoisted => quote!(#place.slice(s![__rnn_off..__rnn_off + __rnn_n, #columns])),
+            Kind::Step if self.by_step_offset(id) && hoisting => {
+                quote!(#place.slice(s![.., #columns]))
+            }
             Kind::Step if self.by_step_offset(id) => {
                 quote!(#place.slice(s![__rnn_off..__rnn_off + __rnn_n, #columns]))
             }
@@ -190,7 +196,8 @@ impl Layer<'_> {
 
     /// Whether a node has a buffer of its own in this phase.
     pub(super) fn has_buffer(&self, id: ValueId) -> bool {
-        self.plan.views[id.index()].is_none()
+        !self.plan.local[id.index()]
+            && self.plan.views[id.index()].is_none()
             && self.plan.aliases[id.index()].is_none()
             && !matches!(
                 self.node(id).op,
@@ -255,6 +262,133 @@ impl Layer<'_> {
             }
             Op::Input(_) | Op::State(_) | Op::Seed(Seed::Output) => TokenStream::new(),
             op => unreachable!("not a step operation: {op:?}"),
+        }
+    }
+
+    /// The index of a value's row in its storage for running row
+    /// `__rnn_r` of a step (as [`view`](Self::view) slices rows).
+    fn row_index(&self, id: ValueId) -> TokenStream {
+        match self.kind(id) {
+            Kind::Invariant if self.plan.per_sequence(id) => quote!(__rnn_r),
+            Kind::Invariant | Kind::Sum | Kind::After | Kind::Rows => quote!(0),
+            Kind::Hoisted => quote!(__rnn_off + __rnn_r),
+            Kind::Step if self.by_step_offset(id) => quote!(__rnn_off + __rnn_r),
+            Kind::Step => quote!(__rnn_r),
+        }
+    }
+
+    /// A fused run ([`BackwardPlan::fused`]): one pass over each running
+    /// row, every value of the run computed column by column as a local,
+    /// and those read elsewhere stored.
+    pub(super) fn fused_statement(&self, run: &[ValueId]) -> TokenStream {
+        let width = self.width(run[0]);
+        let width_lit = usize_lit(width);
+        let mut bindings: Vec<TokenStream> = Vec::new();
+        // The operand rows read, by (operand), each bound once.
+        let mut operands: Vec<(ValueId, Ident, bool)> = Vec::new();
+        let mut outputs: Vec<(ValueId, Ident)> = Vec::new();
+        let mut lanes: Vec<TokenStream> = Vec::new();
+        for id in run {
+            let node = self.node(*id);
+            let mut value_of = |operand: ValueId| -> TokenStream {
+                if run.contains(&operand) {
+                    let local = format_ident!("__rnn_l{}", operand.0);
+                    return quote!(#local);
+                }
+                let source = self.node(operand);
+                if let (Op::Literal(value), Shape::Scalar) = (&source.op, source.shape) {
+                    return f32_tokens(*value);
+                }
+                let found = operands.iter().find(|(known, _, _)| *known == operand);
+                let (ident, single) = match found {
+                    Some((_, ident, single)) => (ident.clone(), *single),
+                    None => {
+                        let ident = format_ident!("__rnn_b{}", operands.len());
+                        let single = self.width(operand) == 1 && width != 1;
+                        let (_, start) = self.storage(operand);
+                        let end = usize_lit(start + self.width(operand));
+                        let (place, row) = (self.place(operand), self.row_index(operand));
+                        let start = usize_lit(start);
+                        bindings.push(quote! {
+                            let #ident = &#place.row(#row).to_slice().expect("rows are contiguous")[#start..#end];
+                        });
+                        operands.push((operand, ident.clone(), single));
+                        (ident, single)
+                    }
+                };
+                if single {
+                    quote!(#ident[0])
+                } else {
+                    quote!(#ident[__rnn_col])
+                }
+            };
+            let expr = match &node.op {
+                Op::Binary(op, a, b) => {
+                    let (a, b) = (value_of(*a), value_of(*b));
+                    match op {
+                        crate::ops::Binary::Add => quote!(#a + #b),
+                        crate::ops::Binary::Sub => quote!(#a - #b),
+                        crate::ops::Binary::Mul => quote!(#a * #b),
+                        crate::ops::Binary::Div => quote!(#a / #b),
+                        _ => {
+                            let op = format_ident!("{}", op.name());
+                            quote!(__rnn_rt::Binary::#op.apply(#a, #b))
+                        }
+                    }
+                }
+                Op::Unary(op, a) => {
+                    let a = value_of(*a);
+                    let op = format_ident!("{}", op.name());
+                    quote!(__rnn_rt::Unary::#op.apply(#a))
+                }
+                Op::Clip(a, lo, hi) => {
+                    let (a, lo, hi) = (value_of(*a), value_of(*lo), value_of(*hi));
+                    quote!(#a.max(#lo).min(#hi))
+                }
+                Op::Seed(Seed::State(k)) => {
+                    let ident = format_ident!("__rnn_b{}", operands.len());
+                    let seed = format_ident!("__rnn_ds{}", k);
+                    bindings.push(quote! {
+                        let #ident = &#seed.row(__rnn_r).to_slice().expect("rows are contiguous")[..#width_lit];
+                    });
+                    operands.push((*id, ident.clone(), false));
+                    quote!(#ident[__rnn_col])
+                }
+                op => unreachable!("not a fused operation: {op:?}"),
+            };
+            let local = format_ident!("__rnn_l{}", id.0);
+            lanes.push(quote!(let #local = #expr;));
+            if !self.plan.local[id.index()] {
+                let (root, start) = self.storage(*id);
+                let out = match outputs.iter().find(|(known, _)| *known == root) {
+                    Some((_, ident)) => ident.clone(),
+                    None => {
+                        let ident = format_ident!("__rnn_row_out{}", outputs.len());
+                        let (place, row) = (self.place(*id), self.row_index(*id));
+                        let full = usize_lit(self.width(root));
+                        bindings.push(quote! {
+                            let #ident = &mut #place.row_mut(#row).into_slice().expect("rows are contiguous")[..#full];
+                        });
+                        outputs.push((root, ident.clone()));
+                        ident
+                    }
+                };
+                let column = if start == 0 {
+                    quote!(__rnn_col)
+                } else {
+                    let start = usize_lit(start);
+                    quote!(#start + __rnn_col)
+                };
+                lanes.push(quote!(#out[#column] = #local;));
+            }
+        }
+        quote! {
+            for __rnn_r in 0..__rnn_n {
+                #(#bindings)*
+                for __rnn_col in 0..#width_lit {
+                    #(#lanes)*
+                }
+            }
         }
     }
 
@@ -405,6 +539,23 @@ impl Layer<'_> {
         }
     }
 
+    /// The step statements of the nodes in `range`, in order, fused runs
+    /// as one pass each.
+    pub(super) fn statements(&self, range: std::ops::Range<usize>) -> Vec<TokenStream> {
+        let mut statements = Vec::new();
+        for id in self.ids(Kind::Step, range) {
+            if !self.has_statement(id) {
+                continue;
+            }
+            match self.plan.fused.iter().find(|run| run.contains(&id)) {
+                Some(run) if run[0] == id => statements.push(self.fused_statement(run)),
+                Some(_) => {}
+                None => statements.push(self.step_statement(id, false)),
+            }
+        }
+        statements
+    }
+
     /// The ids of the nodes of a kind, in order, up to `end`.
     pub(super) fn ids(&self, kind: Kind, range: std::ops::Range<usize>) -> Vec<ValueId> {
         range
@@ -432,7 +583,7 @@ impl Layer<'_> {
         let mut matrices: Vec<ValueId> = Vec::new();
         for idx in range {
             let id = ValueId(idx as u32);
-            if let (Op::MatVec(matrix, _), Kind::Step | Kind::Hoisted) =
+            if let (Op::MatVec(matrix, _), Kind::Step | Kind::Hoisted | Kind::Rows) =
                 (&self.node(id).op, self.kind(id))
             {
                 if !matrices.contains(matrix) {
@@ -469,13 +620,14 @@ impl Layer<'_> {
     ) -> (Vec<TokenStream>, Vec<Ident>) {
         let mut declarations = Vec::new();
         let mut given = Vec::new();
-        for id in self.ids(Kind::Step, range) {
+        let rows_after = self.ids(Kind::Rows, range.clone());
+        for id in self.ids(Kind::Step, range).into_iter().chain(rows_after) {
             if !self.has_buffer(id) {
                 continue;
             }
             let ident = value_ident(id);
             let width = usize_lit(self.width(id));
-            let rows = if self.by_step_offset(id) {
+            let rows = if self.by_step_offset(id) || self.kind(id) == Kind::Rows {
                 quote!(__rnn_rows)
             } else {
                 quote!(__rnn_batch)

@@ -134,11 +134,7 @@ impl Cx<'_> {
             .iter()
             .map(|state| usize_lit(state.size))
             .collect();
-        let statements = cx
-            .ids(Kind::Step, 0..forward)
-            .into_iter()
-            .filter(|id| cx.has_statement(*id))
-            .map(|id| cx.step_statement(id, false));
+        let statements = cx.statements(0..forward);
         let step = &layer.step;
         let staging: Vec<Ident> = (0..layer.states.len())
             .map(|k| format_ident!("__rnn_next{}", k))
@@ -235,11 +231,7 @@ impl Cx<'_> {
             quote!(let mut #ident = __rnn_ws.take(#rows, #cols); #ident.fill(0.0);)
         });
         let sum_idents: Vec<Ident> = sums.iter().map(|id| value_ident(*id)).collect();
-        let statements = cx
-            .ids(Kind::Step, forward..total)
-            .into_iter()
-            .filter(|id| cx.has_statement(*id))
-            .map(|id| cx.step_statement(id, false));
+        let statements = cx.statements(forward..total);
         let step_sums = sums
             .iter()
             .filter(|id| !plan.deferred[id.index()])
@@ -257,17 +249,32 @@ impl Cx<'_> {
                     _ => unreachable!("sums are sum_batch or outer"),
                 }
             });
+        let rows_after = cx
+            .ids(Kind::Rows, forward..total)
+            .into_iter()
+            .map(|id| cx.step_statement(id, true));
         let deferred = sums
             .iter()
             .filter(|id| plan.deferred[id.index()])
-            .map(|id| {
-                let ident = value_ident(*id);
-                let Op::Outer(g, v) = cx.node(*id).op else {
-                    unreachable!("only outer products are deferred")
-                };
-                let (g, v) = (cx.all_rows(g), cx.all_rows(v));
-                quote!(__rnn_rt::outer_acc(#ident.view_mut(), #g, #v);)
+            .filter_map(|id| match cx.node(*id).op {
+                Op::SumBatch(inner) => {
+                    let (ident, inner) = (value_ident(*id), cx.all_rows(inner));
+                    Some(quote!(__rnn_rt::sum_rows(#ident.view_mut(), #inner);))
+                }
+                Op::Outer(..) => None,
+                _ => unreachable!("sums are sum_batch or outer"),
             });
+        let deferred_outers = plan.deferred_outers().into_iter().map(|(g, outers)| {
+            let g = cx.all_rows(g);
+            let pairs = outers.iter().map(|id| {
+                let Op::Outer(_, v) = cx.node(*id).op else {
+                    unreachable!("a group of outer products")
+                };
+                let (ident, v) = (value_ident(*id), cx.all_rows(v));
+                quote!((#ident.view_mut(), #v))
+            });
+            quote!(__rnn_rt::outer_acc_rows(__rnn_ws, #g, &mut [#(#pairs),*]);)
+        });
         let afters = cx.ids(Kind::After, forward..total).into_iter().map(|id| {
             let (ident, expr) = (value_ident(id), cx.whole_expr(id));
             quote!(let #ident: Array2<f32> = #expr;)
@@ -311,8 +318,23 @@ impl Cx<'_> {
             };
             quote!(let mut #ident = Array2::<f32>::zeros((#rows, #size));)
         });
+        let after_input_results =
+            plan.backward
+                .inputs
+                .iter()
+                .enumerate()
+                .filter_map(|(k, result)| {
+                    let id = (*result)?;
+                    (cx.kind(id) == Kind::Rows).then(|| {
+                        let (ident, value) = (&d_inputs[k], cx.all_rows(id));
+                        quote!(#ident.assign(&#value);)
+                    })
+                });
         let input_results = plan.backward.inputs.iter().enumerate().filter_map(|(k, result)| {
             let id = (*result)?;
+            if cx.kind(id) == Kind::Rows {
+                return None;
+            }
             let ident = &d_inputs[k];
             let value = cx.view(id, false);
             Some(if layer.inputs[k].per_step {
@@ -373,6 +395,9 @@ impl Cx<'_> {
                     };
                     #calls
                 }
+                #(#rows_after)*
+                #(#after_input_results)*
+                #(#deferred_outers)*
                 #(#deferred)*
                 #(#afters)*
                 let __rnn_result = (vec![#(#param_results),*], vec![#(#d_inputs),*], vec![#(#d_states),*]);
