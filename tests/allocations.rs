@@ -3,7 +3,8 @@
 //! are 4 or 64 steps long, in the dynamic, dynamic-by-k and bucketed time
 //! loops, for built-in and user cells, one or two directions, and on the
 //! calling thread's side of steps split over two threads; and that a
-//! model's later calls reuse the buffers of its first.
+//! model's later calls reuse the buffers of its first. The same for a
+//! training call (`forward_train`, `backward`, `recycle`) in every mode.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -108,6 +109,29 @@ rnn! {
     }
 }
 
+rnn! {
+    gradients = true;
+
+    network TrainBi {
+        input x: [8];
+        layer enc = lstm(hidden = 16, layers = 2, bidirectional);
+        unroll dynamic;
+    }
+
+    network TrainGruBy3 {
+        input x: [8];
+        layer enc = gru(hidden = 16);
+        unroll dynamic by 3;
+    }
+
+    network TrainBuckets {
+        input x: [8];
+        layer enc = lstm(hidden = 12);
+        layer top = rnn_tanh(hidden = 5);
+        unroll static buckets [4, 64];
+    }
+}
+
 fn input(batch: usize, steps: usize) -> (Array3<f32>, Vec<usize>) {
     let mut rng = SplitMix64::new(steps as u64);
     let x = Array3::from_shape_simple_fn((batch, steps, 8), || rng.uniform(-1.0, 1.0));
@@ -152,6 +176,39 @@ macro_rules! warm_calls {
         };
         (warm(4), warm(64))
     }};
+}
+
+/// [`warm_calls`] for a training call: `forward_train`, `backward` with
+/// `dy = y`, `recycle`.
+macro_rules! warm_training_calls {
+    ($model:ty) => {{
+        let warm = |steps: usize| {
+            let model = <$model>::random(7).with_threads(Threads::Fixed(1));
+            let (x, lengths) = input(5, steps);
+            settled(|| {
+                let (out, tape) = model
+                    .forward_train(x.view(), Some(&lengths), None)
+                    .expect("valid input");
+                let grads = model
+                    .backward(&tape, out.y.view(), None)
+                    .expect("valid gradients");
+                assert!(grads.params.iter().all(|g| g.iter().all(|v| v.is_finite())));
+                model.recycle(tape);
+            })
+        };
+        (warm(4), warm(64))
+    }};
+}
+
+#[test]
+fn a_training_call_allocates_the_same_whatever_the_length() {
+    let (short, long) = warm_training_calls!(TrainBi);
+    assert_eq!(short, long, "TrainBi");
+    assert!(short > 0, "the counter counts");
+    let (short, long) = warm_training_calls!(TrainGruBy3);
+    assert_eq!(short, long, "TrainGruBy3");
+    let (short, long) = warm_training_calls!(TrainBuckets);
+    assert_eq!(short, long, "TrainBuckets");
 }
 
 #[test]
