@@ -159,7 +159,7 @@ fn splits_with_the_same_bits<T: PartialEq + std::fmt::Debug>(
     run: impl Fn(Threads) -> T,
 ) -> bool {
     let reference = run(Threads::Fixed(1));
-    for _ in 0..50 {
+    for _ in 0..200 {
         let before = rnn_runtime::__private::split_runs();
         assert_eq!(run(two), reference);
         if rnn_runtime::__private::split_runs() > before {

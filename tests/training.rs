@@ -11,6 +11,7 @@ rnn_macros::rnn! {
     gradients = true;
     network Tagger { input x: [3]; layer l = lstm(hidden = 4, layers = 2, bidirectional); unroll dynamic; }
     network Small { input x: [2]; context ctx: [3]; layer g = gru(hidden = 3); unroll static 5; }
+    network Wide { input x: [64]; layer l = lstm(hidden = 128); unroll dynamic; }
 }
 
 fn random(shape: (usize, usize, usize), seed: u64) -> Array3<f32> {
@@ -104,6 +105,96 @@ fn gradients_do_not_depend_on_batch_position_or_threads() {
     model.set_threads(Threads::Fixed(2));
     let threaded = gradients(&model, &x, &lengths, &dy);
     assert_eq!(threaded, grads);
+}
+
+/// A batch large enough is computed in two halves (on two threads when allowed); the split
+/// depends on the batch alone, so the gradients are bit-equal at one and two threads, and each
+/// sequence's equal to its gradients computed alone, the weights' to their sum.
+#[test]
+fn a_batch_split_in_halves_gives_each_sequence_its_own_gradients() {
+    let (batch, steps) = (8, 24);
+    let mut model = Wide::random(21);
+    let x = random((batch, steps, 64), 22);
+    let dy = random((batch, steps, 128), 23);
+    let lengths = [24, 3, 17, 24, 0, 11, 21, 14];
+    let initial = WideState {
+        h: random((1, batch, 128), 24),
+        c: random((1, batch, 128), 25),
+    };
+    let d_final = WideState {
+        h: random((1, batch, 128), 26),
+        c: random((1, batch, 128), 27),
+    };
+    let run = |model: &Wide,
+               x: &Array3<f32>,
+               lengths: &[usize],
+               dy: &Array3<f32>,
+               h0: &WideState,
+               dn: &WideState| {
+        let (_, tape) = model
+            .forward_train(x.view(), Some(lengths), Some(h0))
+            .expect("forward runs");
+        let grads = model
+            .backward(&tape, dy.view(), Some(dn))
+            .expect("backward runs");
+        model.recycle(tape);
+        grads
+    };
+    model.set_threads(Threads::Fixed(1));
+    let one = run(&model, &x, &lengths, &dy, &initial, &d_final);
+    model.set_threads(Threads::Fixed(2));
+    let two = run(&model, &x, &lengths, &dy, &initial, &d_final);
+    assert_eq!(one, two);
+
+    let mut summed: Vec<ArrayD<f32>> = one
+        .params
+        .iter()
+        .map(|p| ArrayD::zeros(p.shape()))
+        .collect();
+    for b in 0..batch {
+        let alone = |array: &Array3<f32>, axis| array.select(ndarray::Axis(axis), &[b]);
+        let state = |s: &WideState| WideState {
+            h: alone(&s.h, 1),
+            c: alone(&s.c, 1),
+        };
+        let own = run(
+            &model,
+            &alone(&x, 0),
+            &lengths[b..=b],
+            &alone(&dy, 0),
+            &state(&initial),
+            &state(&d_final),
+        );
+        let close = |a: f32, e: f32| (a - e).abs() <= 1e-5 * (1.0 + e.abs());
+        let dx = one.inputs[0].index_axis(ndarray::Axis(0), b);
+        let own_dx = own.inputs[0].index_axis(ndarray::Axis(0), 0);
+        assert!(
+            dx.iter().zip(own_dx.iter()).all(|(a, e)| close(*a, *e)),
+            "dx of sequence {b}"
+        );
+        for (mine, own) in [
+            (&one.initial_state.h, &own.initial_state.h),
+            (&one.initial_state.c, &own.initial_state.c),
+        ] {
+            let mine = mine.index_axis(ndarray::Axis(1), b);
+            let own = own.index_axis(ndarray::Axis(1), 0);
+            assert!(
+                mine.iter().zip(own.iter()).all(|(a, e)| close(*a, *e)),
+                "initial state of sequence {b}"
+            );
+        }
+        for (sum, p) in summed.iter_mut().zip(&own.params) {
+            *sum += p;
+        }
+    }
+    for ((name, _), (got, want)) in one.named().iter().zip(one.params.iter().zip(&summed)) {
+        let scale = want.iter().fold(1.0f32, |m, v| m.max(v.abs()));
+        let worst = got
+            .iter()
+            .zip(want.iter())
+            .fold(0.0f32, |m, (a, e)| m.max((a - e).abs()));
+        assert!(worst <= 1e-5 * scale, "{name}: {worst} off, scale {scale}");
+    }
 }
 
 #[test]

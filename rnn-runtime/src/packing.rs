@@ -7,7 +7,7 @@ use ndarray::{
 };
 
 use crate::error::RnnError;
-use crate::workspace::Threads;
+use crate::workspace::{Threads, PARALLEL_MIN_WORK};
 
 /// Steps below which a layer's steps never split over two threads
 /// ([`Packing::split_steps`]).
@@ -142,7 +142,24 @@ impl Packing {
         if self.batch < 2 || !threads.split(self.rows() / 2 * macs_per_row) {
             return None;
         }
-        // Longest first, each to the half with less work so far.
+        Some(self.by_length())
+    }
+
+    /// The halves a training call computes apart ([`halves`](Self::halves)'
+    /// split), decided by the batch alone: when each half has
+    /// 2²² multiply-adds at least (`Threads::Auto`'s threshold), whatever the number
+    /// of threads, so that the gradients (a weight's is the first half's
+    /// sum plus the second's) do not depend on it.
+    pub fn training_halves(&self, macs_per_row: usize) -> Option<(Vec<usize>, Vec<usize>)> {
+        if self.batch < 2 || self.rows() / 2 * macs_per_row < PARALLEL_MIN_WORK {
+            return None;
+        }
+        Some(self.by_length())
+    }
+
+    /// The batch in two halves of about equal total length: longest first,
+    /// each to the half with less work so far.
+    fn by_length(&self) -> (Vec<usize>, Vec<usize>) {
         let (mut first, mut second) = (Vec::new(), Vec::new());
         let (mut first_rows, mut second_rows) = (0, 0);
         for (k, b) in self.order.iter().enumerate() {
@@ -156,7 +173,7 @@ impl Packing {
         }
         first.sort_unstable();
         second.sort_unstable();
-        Some((first, second))
+        (first, second)
     }
 
     /// Whether each step of a one-direction layer should run on two

@@ -136,7 +136,7 @@ pub enum Threads {
 /// Multiply-adds per direction below which `Auto` stays on one thread:
 /// handing half the work to the pool's worker and waiting for it has a
 /// fixed cost, which only this much work per direction repays.
-const PARALLEL_MIN_WORK: usize = 1 << 22;
+pub const PARALLEL_MIN_WORK: usize = 1 << 22;
 
 impl Threads {
     /// Whether two independent parts of `work` multiply-adds each should

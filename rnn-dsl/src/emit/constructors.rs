@@ -94,11 +94,16 @@ impl Cx<'_> {
                     }
                 }
             }
-            quote! {
-                __rnn_params: vec![#(#loads),*],
-                __rnn_stamp: __rnn_rt::next_stamp(),
-            }
+            (
+                quote!(let __rnn_params: ::std::vec::Vec<#rt::ndarray::ArrayD<f32>> = vec![#(#loads),*];),
+                quote! {
+                    __rnn_consts: Self::__rnn_prepare(&__rnn_params),
+                    __rnn_params,
+                    __rnn_stamp: __rnn_rt::next_stamp(),
+                },
+            )
         });
+        let (training_loads, training_inits) = training_inits.unzip();
         let specs = weights::specs(self.network);
         let random_inserts = specs.iter().map(|spec| {
             let name = &spec.name;
@@ -128,6 +133,7 @@ impl Cx<'_> {
             /// A weight is missing, not floating point, or misshaped.
             pub fn from_weights(weights: &#rt::TensorMap) -> ::std::result::Result<Self, #rt::RnnError> {
                 #prelude
+                #training_loads
                 Ok(Self {
                     #(#layer_inits,)*
                     #training_inits

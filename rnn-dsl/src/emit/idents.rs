@@ -41,7 +41,11 @@
 //!   (final states), `__rnn_dout`, `__rnn_dout_dir`, `__rnn_ds`,
 //!   `__rnn_seed`, `__rnn_din`, `__rnn_dp`, `__rnn_dinit`, `__rnn_dprev`,
 //!   `__rnn_dnet`, `__rnn_dy`, `__rnn_grads` (gradients),
-//!   `__rnn_layer_tape`, `__rnn_slot`, `__rnn_value`.
+//!   `__rnn_layer_tape`, `__rnn_slot`, `__rnn_value`, `__rnn_parts` and
+//!   `__rnn_buffers` (a tape's halves of the batch and their buffers),
+//!   `__rnn_train_whole`, `__rnn_backward_whole` (a call after its checks),
+//!   `__rnn_consts` and `__rnn_prepare` (what training reads of the
+//!   parameters alone, computed when the model is built).
 
 use proc_macro2::{Ident, Literal, TokenStream};
 use quote::{format_ident, quote};

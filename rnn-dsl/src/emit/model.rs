@@ -305,6 +305,9 @@ impl Cx<'_> {
                 __rnn_params: ::std::vec::Vec<#rt::ndarray::ArrayD<f32>>,
                 /// Which parameters these are: a tape carries its model's.
                 __rnn_stamp: u64,
+                /// What training reads of the parameters alone, per layer,
+                /// direction and phase (`__rnn_prepare`).
+                __rnn_consts: ::std::vec::Vec<(::std::vec::Vec<#rt::ndarray::Array2<f32>>, ::std::vec::Vec<#rt::__private::PackedMatrix>)>,
             }
         });
         quote! {

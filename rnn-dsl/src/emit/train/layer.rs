@@ -5,7 +5,7 @@ use proc_macro2::{Ident, TokenStream};
 use quote::{format_ident, quote};
 
 use crate::emit::idents::{f32_tokens, packed_field as packed_ident, usize_lit, value_ident};
-use crate::ir::{self, Op, Seed, Shape, ValueId};
+use crate::ir::{self, Dep, Op, Seed, Shape, ValueId};
 use crate::lower::{BackwardPlan, Kind};
 
 /// Which of a layer's two training functions is being written.
@@ -564,22 +564,73 @@ impl Layer<'_> {
             .collect()
     }
 
-    /// `let` statements of the invariant values among `range`.
+    /// Whether an invariant value depends on the parameters and numbers
+    /// alone: computed once, when the model is built ([`Self::consts`]).
+    fn is_const(&self, id: ValueId) -> bool {
+        self.kind(id) == Kind::Invariant && self.node(id).dep == Dep::Const && !self.is_inline(id)
+    }
+
+    /// `let` statements of the invariant values among `range` that a call
+    /// computes (those read from a context).
     pub(super) fn invariants(&self, range: std::ops::Range<usize>) -> Vec<TokenStream> {
         self.ids(Kind::Invariant, range)
             .into_iter()
-            .filter(|id| !self.is_inline(*id))
-            .map(|id| {
-                let (ident, expr) = (value_ident(id), self.whole_expr(id));
-                quote!(let #ident: Array2<f32> = #expr;)
-            })
+            .filter(|id| !self.is_inline(*id) && !self.is_const(*id))
+            .map(|id| self.invariant_statement(id))
             .collect()
     }
 
-    /// The matrices that products over rows read (of hoisted or step
-    /// values among `range`), packed once per call for the matrix product
-    /// kernel.
-    pub(super) fn packed(&self, range: std::ops::Range<usize>) -> Vec<TokenStream> {
+    fn invariant_statement(&self, id: ValueId) -> TokenStream {
+        let (ident, expr) = (value_ident(id), self.whole_expr(id));
+        quote!(let #ident: Array2<f32> = #expr;)
+    }
+
+    /// The values among `range` that depend on the parameters alone:
+    /// invariants, and the matrices that products over rows read, packed
+    /// for the matrix product kernel. The model computes them when it is
+    /// built (the statements, then the values and packed matrices, in
+    /// order); each call binds them by reference ([`Self::const_bindings`]).
+    pub(super) fn consts(
+        &self,
+        range: std::ops::Range<usize>,
+    ) -> (Vec<TokenStream>, Vec<Ident>, Vec<Ident>) {
+        let values: Vec<ValueId> = range
+            .clone()
+            .map(|idx| ValueId(idx as u32))
+            .filter(|id| self.is_const(*id))
+            .collect();
+        let mut statements: Vec<TokenStream> = values
+            .iter()
+            .map(|id| self.invariant_statement(*id))
+            .collect();
+        let packed = self.packed_matrices(range);
+        statements.extend(packed.iter().map(|matrix| {
+            let (packed, place) = (packed_ident(*matrix), self.place(*matrix));
+            quote!(let #packed = __rnn_rt::PackedMatrix::new(#place.view());)
+        }));
+        let values = values.into_iter().map(value_ident).collect();
+        let packed = packed.into_iter().map(packed_ident).collect();
+        (statements, values, packed)
+    }
+
+    /// A call's `let` statements binding [`Self::consts`] from
+    /// `__rnn_consts`, the model's.
+    pub(super) fn const_bindings(&self, range: std::ops::Range<usize>) -> Vec<TokenStream> {
+        let (_, values, packed) = self.consts(range);
+        let values = values.iter().enumerate().map(|(k, ident)| {
+            let k = usize_lit(k);
+            quote!(let #ident = &__rnn_consts.0[#k];)
+        });
+        let packed = packed.iter().enumerate().map(|(k, ident)| {
+            let k = usize_lit(k);
+            quote!(let #ident = &__rnn_consts.1[#k];)
+        });
+        values.chain(packed).collect()
+    }
+
+    /// The matrices that products over rows read (of hoisted, step or
+    /// row values among `range`).
+    fn packed_matrices(&self, range: std::ops::Range<usize>) -> Vec<ValueId> {
         let mut matrices: Vec<ValueId> = Vec::new();
         for idx in range {
             let id = ValueId(idx as u32);
@@ -592,12 +643,6 @@ impl Layer<'_> {
             }
         }
         matrices
-            .into_iter()
-            .map(|matrix| {
-                let (packed, place) = (packed_ident(matrix), self.place(matrix));
-                quote!(let #packed = __rnn_rt::PackedMatrix::new(#place.view());)
-            })
-            .collect()
     }
 
     /// Values written where they are read: scalar numbers, and inputs

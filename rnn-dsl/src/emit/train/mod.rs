@@ -12,6 +12,15 @@
 //! what follows from them). The steps are written as the unroll mode asks:
 //! calls written out for `static N` (in reverse for the backward), a loop
 //! for `dynamic`, `k` calls a turn for `dynamic by k`, and per bucket.
+//! What the two functions read of the parameters alone (invariants such as
+//! a transposed weight, and packed matrices) the model computes once, when
+//! it is built (`__rnn_layer<k>_{train,backward}_consts`, `__rnn_consts`).
+//!
+//! A batch large enough (each half 2²² multiply-adds or more) is computed
+//! in two halves of about equal total length, on two threads when the
+//! model may use them; whether it splits depends on the batch alone, never
+//! on the thread count, so that the gradients do not either (a weight's is
+//! the first half's sum plus the second's).
 //!
 //! `layer.rs` writes one node of a layer's training code; `steps.rs` a
 //! layer's two functions; this file the network's methods and types.
@@ -57,6 +66,36 @@ impl Cx<'_> {
             packs,
         } = self.entry();
         let width = usize_lit(self.network.output_size());
+        let macs_per_row: usize = self
+            .network
+            .layers
+            .iter()
+            .zip(self.plans)
+            .map(|(layer, plan)| plan.macs_per_row * layer.directions)
+            .sum();
+        let macs_per_row = usize_lit(macs_per_row);
+        let half_inputs = self.network.inputs.iter().map(|input| {
+            let ident = format_ident!("{}", input.name);
+            quote!(let #ident = #ident.select(__rnn_nd::Axis(0), __rnn_idx);)
+        });
+        let half_args: Vec<TokenStream> = self
+            .network
+            .inputs
+            .iter()
+            .map(|input| {
+                let ident = format_ident!("{}", input.name);
+                quote!(#ident.view())
+            })
+            .collect();
+        let whole_args: Vec<TokenStream> = self
+            .network
+            .inputs
+            .iter()
+            .map(|input| {
+                let ident = format_ident!("{}", input.name);
+                quote!(#ident)
+            })
+            .collect();
 
         // Where each layer's parameters start in the flat list.
         let mut starts = Vec::new();
@@ -68,6 +107,10 @@ impl Cx<'_> {
 
         let mut train_layers = Vec::new();
         let mut backward_layers = Vec::new();
+        // The model's constants per layer and direction, for the training
+        // function then the backward one (`__rnn_prepare`).
+        let mut prepares = Vec::new();
+        let mut slot = 0usize;
         for (idx, layer) in self.network.layers.iter().enumerate() {
             let train_fn = format_ident!("__rnn_layer{}_train", idx);
             let backward_fn = format_ident!("__rnn_layer{}_backward", idx);
@@ -84,6 +127,16 @@ impl Cx<'_> {
                 let first = usize_lit(starts[idx] + direction * count);
                 let end = usize_lit(starts[idx] + (direction + 1) * count);
                 let row = usize_lit(layer.stack_idx * layer.directions + direction);
+                let (train_slot, backward_slot) = (usize_lit(slot), usize_lit(slot + 1));
+                slot += 2;
+                let (train_consts, backward_consts) = (
+                    format_ident!("__rnn_layer{}_train_consts", idx),
+                    format_ident!("__rnn_layer{}_backward_consts", idx),
+                );
+                prepares.push(quote! {
+                    Self::#train_consts(&__rnn_p[#first..#end]),
+                    Self::#backward_consts(&__rnn_p[#first..#end]),
+                });
                 let ins = layer.inputs.iter().map(|input| {
                     let whole = match input.source {
                         InputSource::Previous => {
@@ -125,7 +178,7 @@ impl Cx<'_> {
                 };
                 direction_runs.push(quote! {
                     let __rnn_ins: ::std::vec::Vec<Array2<f32>> = vec![#(#ins),*];
-                    let (#out, __rnn_fin, __rnn_tape) = Self::#train_fn(&self.__rnn_params[#first..#end], &self.__rnn_workspace, &__rnn_packing, __rnn_variant, &__rnn_ins, vec![#(#inits),*]);
+                    let (#out, __rnn_fin, __rnn_tape) = Self::#train_fn(&self.__rnn_consts[#train_slot], &self.__rnn_workspace, &__rnn_packing, __rnn_variant, &__rnn_ins, vec![#(#inits),*]);
                     #reorder
                     #(#finals)*
                     __rnn_inputs.push(__rnn_ins);
@@ -177,12 +230,12 @@ impl Cx<'_> {
                     {
                         let __rnn_dout_dir = #dout;
                         let (__rnn_dp, __rnn_din, __rnn_dinit) = Self::#backward_fn(
-                            &self.__rnn_params[#first..#end],
+                            &self.__rnn_consts[#backward_slot],
                             &self.__rnn_workspace,
                             __rnn_packing,
-                            tape.__rnn_variant,
-                            &tape.__rnn_inputs[#tape_idx],
-                            &tape.__rnn_tapes[#tape_idx],
+                            __rnn_variant,
+                            &__rnn_inputs[#tape_idx],
+                            &__rnn_tapes[#tape_idx],
                             __rnn_dout_dir.view(),
                             vec![#(#seeds),*],
                         );
@@ -258,6 +311,8 @@ impl Cx<'_> {
             }
         });
         let initial_fields: Vec<&Ident> = self.groups.iter().map(|group| &group.field).collect();
+        let group_rows = self.groups.iter().map(|group| usize_lit(group.rows));
+        let group_sizes = self.groups.iter().map(|group| usize_lit(group.size));
         let final_names: Vec<&str> = self
             .groups
             .iter()
@@ -274,6 +329,7 @@ impl Cx<'_> {
         });
         let train_fns = (0..self.network.layers.len()).map(|idx| self.emit_layer_train(idx));
         let backward_fns = (0..self.network.layers.len()).map(|idx| self.emit_layer_backward(idx));
+        let consts_fns = (0..self.network.layers.len()).map(|idx| self.emit_layer_consts(idx));
         let tape_doc = format!(
             "What [`{model}::forward_train`] keeps for [`{model}::backward`]: per layer and direction, the cell inputs and the states before each step, and the values the plan keeps, over the running rows of each step (packed). {} floats per running step of a sequence.",
             self.training_plans()
@@ -289,24 +345,37 @@ impl Cx<'_> {
         let items = quote! {
             #[doc = #tape_doc]
             #[derive(Debug, Clone)]
+            #[allow(clippy::type_complexity)]
             pub struct #tape {
-                __rnn_packing: #rt::__private::Packing,
+                __rnn_batch: usize,
                 __rnn_variant: usize,
                 __rnn_steps: usize,
                 __rnn_stamp: u64,
-                __rnn_inputs: ::std::vec::Vec<::std::vec::Vec<#rt::ndarray::Array2<f32>>>,
-                __rnn_tapes: ::std::vec::Vec<::std::vec::Vec<#rt::ndarray::Array2<f32>>>,
+                /// The parts of the batch computed apart: the batch indices
+                /// (none: the whole batch), their packing, and per layer and
+                /// direction the cell inputs and what the forward kept.
+                __rnn_parts: ::std::vec::Vec<(
+                    ::std::vec::Vec<usize>,
+                    #rt::__private::Packing,
+                    ::std::vec::Vec<::std::vec::Vec<#rt::ndarray::Array2<f32>>>,
+                    ::std::vec::Vec<::std::vec::Vec<#rt::ndarray::Array2<f32>>>,
+                )>,
             }
 
             impl #tape {
                 /// The bytes the tape holds.
                 pub fn bytes(&self) -> usize {
-                    self.__rnn_inputs.iter().chain(&self.__rnn_tapes).flatten().map(|array| array.len() * 4).sum()
+                    self.__rnn_parts
+                        .iter()
+                        .flat_map(|(_, _, inputs, tapes)| inputs.iter().chain(tapes))
+                        .flatten()
+                        .map(|array| array.len() * 4)
+                        .sum()
                 }
 
                 /// The batch size of the call that made it.
                 pub fn batch(&self) -> usize {
-                    self.__rnn_packing.batch()
+                    self.__rnn_batch
                 }
             }
 
@@ -337,6 +406,30 @@ impl Cx<'_> {
                     #(named.push((#initial_names, self.initial_state.#initial_fields.view().into_dyn()));)*
                     named
                 }
+
+                /// The gradients of a batch from those of two parts of it
+                /// (batch indices and gradients of each): a parameter's is
+                /// the first part's plus the second's.
+                fn __rnn_merge(batch: usize, first: (&[usize], Self), second: (&[usize], Self)) -> Self {
+                    let params = first.1.params.into_iter().zip(&second.1.params).map(|(a, b)| a + b).collect();
+                    let inputs = first.1.inputs.iter().zip(&second.1.inputs).map(|(a, b)| {
+                        let mut shape = a.shape().to_vec();
+                        shape[0] = batch;
+                        let mut all = #rt::ndarray::ArrayD::<f32>::zeros(shape);
+                        for (part, idx) in [(a, first.0), (b, second.0)] {
+                            for (k, slot) in idx.iter().enumerate() {
+                                all.index_axis_mut(#rt::ndarray::Axis(0), *slot).assign(&part.index_axis(#rt::ndarray::Axis(0), k));
+                            }
+                        }
+                        all
+                    }).collect();
+                    #(
+                        let mut #initial_fields = #rt::ndarray::Array3::<f32>::zeros((#group_rows, batch, #group_sizes));
+                        #rt::__private::scatter(&mut #initial_fields, #rt::ndarray::Axis(1), first.0, &first.1.initial_state.#initial_fields);
+                        #rt::__private::scatter(&mut #initial_fields, #rt::ndarray::Axis(1), second.0, &second.1.initial_state.#initial_fields);
+                    )*
+                    Self { params, inputs, initial_state: #state { #(#initial_fields,)* } }
+                }
             }
         };
 
@@ -362,25 +455,61 @@ impl Cx<'_> {
                     state.check(__rnn_batch)?;
                 }
                 let __rnn_packing = #rt::__private::Packing::new(seq_len, __rnn_batch, __rnn_steps)?;
-                let __rnn_packing = &__rnn_packing;
                 #choice
+                // Two halves of a large batch are computed apart, on two
+                // threads if allowed; the split depends on the batch alone.
+                let (__rnn_y, __rnn_parts) = match __rnn_packing.training_halves(#macs_per_row) {
+                    Some((__rnn_a, __rnn_b)) => {
+                        let __rnn_half = |__rnn_idx: &[usize]| {
+                            let __rnn_lengths = __rnn_packing.lengths_of(__rnn_idx);
+                            let __rnn_half_packing = #rt::__private::Packing::new(Some(&__rnn_lengths), __rnn_idx.len(), __rnn_steps)?;
+                            let __rnn_initial = initial_state.map(|state| state.__rnn_select(__rnn_idx));
+                            #(#half_inputs)*
+                            let (__rnn_y, __rnn_inputs, __rnn_tapes) = self.__rnn_train_whole(#(#half_args,)* &__rnn_half_packing, __rnn_variant, __rnn_initial.as_ref());
+                            ::std::result::Result::<_, #rt::RnnError>::Ok((__rnn_y, (__rnn_idx.to_vec(), __rnn_half_packing, __rnn_inputs, __rnn_tapes)))
+                        };
+                        let __rnn_split = self.__rnn_threads.split(__rnn_packing.rows() / 2 * #macs_per_row);
+                        let (__rnn_ya, __rnn_yb) = __rnn_rt::join(__rnn_split, || __rnn_half(&__rnn_a), || __rnn_half(&__rnn_b));
+                        let ((__rnn_ya, __rnn_first), (__rnn_yb, __rnn_right)) = (__rnn_ya?, __rnn_yb?);
+                        (#output::__rnn_merge(__rnn_batch, (&__rnn_a, __rnn_ya), (&__rnn_b, __rnn_yb)), vec![__rnn_first, __rnn_right])
+                    }
+                    None => {
+                        let (__rnn_y, __rnn_inputs, __rnn_tapes) = self.__rnn_train_whole(#(#whole_args,)* &__rnn_packing, __rnn_variant, initial_state);
+                        (__rnn_y, vec![(::std::vec::Vec::new(), __rnn_packing, __rnn_inputs, __rnn_tapes)])
+                    }
+                };
+                Ok((
+                    __rnn_y,
+                    #tape {
+                        __rnn_batch,
+                        __rnn_variant,
+                        __rnn_steps,
+                        __rnn_stamp: self.__rnn_stamp,
+                        __rnn_parts,
+                    },
+                ))
+            }
+
+            /// `forward_train` after its checks, over the batch
+            /// `__rnn_packing` describes: the output, and per layer and
+            /// direction the cell inputs and the tape.
+            #[allow(clippy::type_complexity)]
+            fn __rnn_train_whole(
+                &self,
+                #(#params,)*
+                __rnn_packing: &#rt::__private::Packing,
+                __rnn_variant: usize,
+                initial_state: ::std::option::Option<&#state>,
+            ) -> (#output, ::std::vec::Vec<::std::vec::Vec<#rt::ndarray::Array2<f32>>>, ::std::vec::Vec<::std::vec::Vec<#rt::ndarray::Array2<f32>>>) {
+                #prelude
+                let __rnn_batch = __rnn_packing.batch();
                 #(#packs)*
                 let mut __rnn_final = #state { #(#finals_init,)* };
                 let mut __rnn_inputs = ::std::vec::Vec::new();
                 let mut __rnn_tapes = ::std::vec::Vec::new();
                 #(#train_layers)*
                 let __rnn_y = __rnn_packing.unpack(#last.view());
-                Ok((
-                    #output { y: __rnn_y, #(#output_fields,)* },
-                    #tape {
-                        __rnn_packing: __rnn_packing.clone(),
-                        __rnn_variant,
-                        __rnn_steps,
-                        __rnn_stamp: self.__rnn_stamp,
-                        __rnn_inputs,
-                        __rnn_tapes,
-                    },
-                ))
+                (#output { y: __rnn_y, #(#output_fields,)* }, __rnn_inputs, __rnn_tapes)
             }
 
             /// The gradients of a loss with respect to every parameter,
@@ -407,32 +536,63 @@ impl Cx<'_> {
                         reason: format!("made by another {} or before its parameters changed", #network_name),
                     });
                 }
-                let __rnn_packing = &tape.__rnn_packing;
-                let __rnn_batch = __rnn_packing.batch();
+                let __rnn_batch = tape.__rnn_batch;
                 __rnn_rt::check_shape("dy", dy.shape(), &[Some(__rnn_batch), Some(tape.__rnn_steps), Some(#width)])?;
                 __rnn_rt::check_finite("dy", dy.iter())?;
                 if let Some(state) = d_final {
                     state.check(__rnn_batch)?;
                     #(__rnn_rt::check_finite(#final_names, state.#initial_fields.iter())?;)*
                 }
+                Ok(match tape.__rnn_parts.as_slice() {
+                    [__rnn_first, __rnn_right] => {
+                        let __rnn_half = |(__rnn_idx, __rnn_packing, __rnn_inputs, __rnn_tapes): &(::std::vec::Vec<usize>, #rt::__private::Packing, ::std::vec::Vec<::std::vec::Vec<Array2<f32>>>, ::std::vec::Vec<::std::vec::Vec<Array2<f32>>>)| {
+                            let __rnn_dy = dy.select(__rnn_nd::Axis(0), __rnn_idx);
+                            let __rnn_final = d_final.map(|state| state.__rnn_select(__rnn_idx));
+                            self.__rnn_backward_whole(__rnn_packing, tape.__rnn_variant, __rnn_inputs, __rnn_tapes, __rnn_dy.view(), __rnn_final.as_ref())
+                        };
+                        let __rnn_split = self.__rnn_threads.split(tape.__rnn_parts[0].1.rows() * #macs_per_row);
+                        let (__rnn_ya, __rnn_yb) = __rnn_rt::join(__rnn_split, || __rnn_half(__rnn_first), || __rnn_half(__rnn_right));
+                        #grads::__rnn_merge(__rnn_batch, (&__rnn_first.0, __rnn_ya), (&__rnn_right.0, __rnn_yb))
+                    }
+                    [(_, __rnn_packing, __rnn_inputs, __rnn_tapes)] => {
+                        self.__rnn_backward_whole(__rnn_packing, tape.__rnn_variant, __rnn_inputs, __rnn_tapes, dy, d_final)
+                    }
+                    _ => unreachable!("a tape holds one part or two"),
+                })
+            }
+
+            /// `backward` after its checks, over the batch `__rnn_packing`
+            /// describes.
+            fn __rnn_backward_whole(
+                &self,
+                __rnn_packing: &#rt::__private::Packing,
+                __rnn_variant: usize,
+                __rnn_inputs: &[::std::vec::Vec<#rt::ndarray::Array2<f32>>],
+                __rnn_tapes: &[::std::vec::Vec<#rt::ndarray::Array2<f32>>],
+                dy: #rt::ndarray::ArrayView3<'_, f32>,
+                d_final: ::std::option::Option<&#state>,
+            ) -> #grads {
+                #prelude
+                let __rnn_batch = __rnn_packing.batch();
                 let mut __rnn_params: ::std::vec::Vec<#rt::ndarray::ArrayD<f32>> = vec![#(#per_param_shapes),*];
                 let mut __rnn_dnet: ::std::vec::Vec<Array2<f32>> = vec![#(#net_grads_init),*];
                 let mut __rnn_initial = #state { #(#initial_init,)* };
                 let mut __rnn_dout = __rnn_packing.pack(dy);
                 #(#backward_layers)*
                 let _ = __rnn_dout;
-                Ok(#grads {
+                #grads {
                     params: __rnn_params,
                     inputs: vec![#(#net_grads_out),*],
                     initial_state: __rnn_initial,
-                })
+                }
             }
 
             /// Gives a tape's buffers back to the model's workspace, for the
             /// next [`Self::forward_train`]: a training loop that recycles
             /// its tapes allocates nothing once the workspace has settled.
             pub fn recycle(&self, tape: #tape) {
-                for buffer in tape.__rnn_inputs.into_iter().chain(tape.__rnn_tapes).flatten() {
+                let __rnn_buffers = tape.__rnn_parts.into_iter().flat_map(|(_, _, inputs, tapes)| inputs.into_iter().chain(tapes));
+                for buffer in __rnn_buffers.flatten() {
                     self.__rnn_workspace.give(buffer);
                 }
             }
@@ -486,6 +646,15 @@ impl Cx<'_> {
                 self.to_weights().save(path)
             }
 
+            /// What the training functions read of the parameters `__rnn_p`
+            /// alone, per layer and direction: computed once, when the model
+            /// is built.
+            #[allow(clippy::type_complexity)]
+            fn __rnn_prepare(__rnn_p: &[#rt::ndarray::ArrayD<f32>]) -> ::std::vec::Vec<(::std::vec::Vec<#rt::ndarray::Array2<f32>>, ::std::vec::Vec<#rt::__private::PackedMatrix>)> {
+                vec![#(#prepares)*]
+            }
+
+            #(#consts_fns)*
             #(#train_fns)*
             #(#backward_fns)*
         };

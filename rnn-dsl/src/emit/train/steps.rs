@@ -83,6 +83,34 @@ impl Cx<'_> {
         }
     }
 
+    /// `__rnn_layer<k>_train_consts` and `__rnn_layer<k>_backward_consts`:
+    /// what one direction of a layer's two training functions read of its
+    /// parameters alone (`__rnn_consts`), computed when the model is built.
+    pub(super) fn emit_layer_consts(&self, layer_idx: usize) -> TokenStream {
+        let rt = self.rt;
+        let prelude = self.prelude();
+        let layer = &self.network.layers[layer_idx];
+        let plan = &self.training_plans()[layer_idx];
+        let phases = [
+            (Phase::Train, plan.backward.forward, "train"),
+            (Phase::Backward, plan.backward.nodes.len(), "backward"),
+        ];
+        let fns = phases.into_iter().map(|(phase, end, suffix)| {
+            let cx = Layer { layer, plan, phase };
+            let (statements, values, packed) = cx.consts(0..end);
+            let name = format_ident!("__rnn_layer{}_{}_consts", layer_idx, suffix);
+            quote! {
+                #[allow(unused_variables)]
+                fn #name(__rnn_p: &[#rt::ndarray::ArrayD<f32>]) -> (::std::vec::Vec<#rt::ndarray::Array2<f32>>, ::std::vec::Vec<#rt::__private::PackedMatrix>) {
+                    #prelude
+                    #(#statements)*
+                    (vec![#(#values),*], vec![#(#packed),*])
+                }
+            }
+        });
+        quote!(#(#fns)*)
+    }
+
     /// `__rnn_layer<k>_train`: one direction of a layer over packed rows,
     /// keeping its tape.
     pub(super) fn emit_layer_train(&self, layer_idx: usize) -> TokenStream {
@@ -98,7 +126,7 @@ impl Cx<'_> {
         let forward = plan.backward.forward;
         let name = format_ident!("__rnn_layer{}_train", layer_idx);
         let invariants = cx.invariants(0..forward);
-        let packed = cx.packed(0..forward);
+        let consts = cx.const_bindings(0..forward);
         let hoisted = cx
             .ids(Kind::Hoisted, 0..forward)
             .into_iter()
@@ -161,7 +189,7 @@ impl Cx<'_> {
             #[doc = #output_doc]
             #[allow(clippy::too_many_arguments, clippy::type_complexity, unused_mut, unused_variables, clippy::redundant_clone)]
             fn #name(
-                __rnn_p: &[#rt::ndarray::ArrayD<f32>],
+                __rnn_consts: &(::std::vec::Vec<#rt::ndarray::Array2<f32>>, ::std::vec::Vec<#rt::__private::PackedMatrix>),
                 __rnn_ws: &#rt::__private::Workspace,
                 __rnn_packing: &#rt::__private::Packing,
                 __rnn_variant: usize,
@@ -175,8 +203,8 @@ impl Cx<'_> {
                 let mut __rnn_init = __rnn_init.into_iter();
                 #(let mut #states = __rnn_init.next().expect("one initial value per state");)*
                 #(let mut #tapes = __rnn_ws.take(__rnn_rows, #state_sizes);)*
+                #(#consts)*
                 #(#invariants)*
-                #(#packed)*
                 #(#hoisted)*
                 #(#buffers)*
                 let mut __rnn_out = Array2::<f32>::zeros((__rnn_rows, #width));
@@ -217,7 +245,7 @@ impl Cx<'_> {
         let name = format_ident!("__rnn_layer{}_backward", layer_idx);
         let mut invariants = cx.invariants(0..forward);
         invariants.extend(cx.invariants(forward..total));
-        let packed = cx.packed(0..total);
+        let consts = cx.const_bindings(0..total);
         let (buffers, given) = cx.step_buffers(0..total);
         let sums = cx.ids(Kind::Sum, forward..total);
         let sum_buffers = sums.iter().map(|id| {
@@ -362,7 +390,7 @@ impl Cx<'_> {
             #[doc = #doc]
             #[allow(clippy::too_many_arguments, clippy::type_complexity, unused_mut, unused_variables, clippy::redundant_clone, clippy::let_unit_value)]
             fn #name(
-                __rnn_p: &[#rt::ndarray::ArrayD<f32>],
+                __rnn_consts: &(::std::vec::Vec<#rt::ndarray::Array2<f32>>, ::std::vec::Vec<#rt::__private::PackedMatrix>),
                 __rnn_ws: &#rt::__private::Workspace,
                 __rnn_packing: &#rt::__private::Packing,
                 __rnn_variant: usize,
@@ -377,8 +405,8 @@ impl Cx<'_> {
                 let __rnn_max_len = __rnn_packing.max_len();
                 let mut __rnn_seed = __rnn_seed.into_iter();
                 #(let mut #d_states = __rnn_seed.next().expect("one seed per state");)*
+                #(#consts)*
                 #(#invariants)*
-                #(#packed)*
                 #(#buffers)*
                 #(#sum_buffers)*
                 #(#input_buffers)*
