@@ -21,9 +21,13 @@ Prints two Markdown tables (bench/memory.sh installs, builds and runs this):
 2. Peak resident memory (VmHWM, /proc/self/status) of a fresh process that
    sets up (reads the data file, builds the model, keeps `x`) and then makes
    0, 1 or N training calls, each a separate process, so that
-   "N calls - setup only" is what the calls add. For unroll the table also
-   gives the heap's peak during the calls, counted by `memory_unroll`'s
-   allocator (bytes allocated and not yet freed, above the setup's).
+   "N calls - setup only" is what the calls add; and the resident memory at
+   the end split into anonymous (data) and file-backed (code of the shared
+   libraries: how much of it is mapped depends on the page cache, so it
+   varies between runs) parts. One unmeasured process of each system runs
+   first, to warm the page cache. For unroll the table also gives the heap's
+   peak during the calls, counted by `memory_unroll`'s allocator (bytes
+   allocated and not yet freed, above the setup's).
 
 Each measurement runs in its own subprocess; PyTorch's with the thread caps
 of peers.py (`worker_env`) and `torch.set_num_threads`. unroll's training
@@ -89,7 +93,8 @@ def worker_rss(w: Workload, variant: str, threads: int, calls: int) -> dict:
     for _ in range(calls):
         loss = fn().item()
     return {"setup_rss_kib": setup_rss, "setup_peak_kib": setup_peak,
-            "peak_rss_kib": status_kib("VmHWM"), "loss": loss,
+            "peak_rss_kib": status_kib("VmHWM"), "anon_kib": status_kib("RssAnon"),
+            "file_kib": status_kib("RssFile"), "loss": loss,
             "version": torch.__version__.split("+")[0]}
 
 
@@ -202,6 +207,13 @@ def main() -> int:
     from safetensors.numpy import load_file
 
     saved_rows, detail_rows, rss_rows = [], [], []
+
+    def rss_row(w: Workload, system: str, threads: int, runs: dict, heap: str) -> list:
+        setup, last = runs[0], runs[args.calls]
+        return ([w.name, system, threads] + [mib(runs[c]["peak_rss_kib"]) for c in (0, 1, args.calls)] +
+                [mib(last["peak_rss_kib"] - setup["peak_rss_kib"]),
+                 f"{mib(setup['anon_kib'])} → {mib(last['anon_kib'])}",
+                 f"{mib(setup['file_kib'])} → {mib(last['file_kib'])}", heap])
     for w in wls:
         valid = sum(w.lengths())
         expected_loss = float(load_file(data_path(w.name, ".expected.safetensors"))["loss"][0])
@@ -218,25 +230,23 @@ def main() -> int:
             for mode in UNROLL_MODES if threads == threads_list[0] else ():
                 system = f"unroll {mode}"
                 print(f"[memory] {w.name} {system} {threads}t", file=sys.stderr)
+                unroll_run(args, w, mode, threads, 1)  # warm-up, not measured
                 runs = {calls: unroll_run(args, w, mode, threads, calls) for calls in (0, 1, args.calls)}
                 check_loss(system, runs[args.calls]["loss"])
                 tape = runs[1]["tape_bytes"]
                 saved_rows.append([w.name, system, f"{tape:,}", f"{tape / valid:,.0f}", f"{tape / valid:,.0f}",
                                    f"the tape (`W5{mode.capitalize()}Tape::bytes()`)"])
-                rss_rows.append([w.name, system, threads] +
-                                [mib(runs[c]["peak_rss_kib"]) for c in (0, 1, args.calls)] +
-                                [mib(runs[args.calls]["peak_rss_kib"] - runs[0]["peak_rss_kib"]),
-                                 f"{runs[args.calls]['call_heap_peak_bytes'] / 2**20:.1f}"])
+                rss_rows.append(rss_row(w, system, threads, runs,
+                                        f"{runs[args.calls]['call_heap_peak_bytes'] / 2**20:.1f}"))
             for variant in pytorch_variants(w):
                 label = f" {variant}" if variant else ""
                 print(f"[memory] {w.name} pytorch{label} {threads}t", file=sys.stderr)
+                pytorch_worker(args, w, variant, threads, ["--calls", "1"])  # warm-up, not measured
                 runs = {calls: pytorch_worker(args, w, variant, threads, ["--calls", str(calls)])
                         for calls in (0, 1, args.calls)}
                 system = f"PyTorch {runs[0]['version']}{label}"
                 check_loss(system, runs[args.calls]["loss"])
-                rss_rows.append([w.name, system, threads] +
-                                [mib(runs[c]["peak_rss_kib"]) for c in (0, 1, args.calls)] +
-                                [mib(runs[args.calls]["peak_rss_kib"] - runs[0]["peak_rss_kib"]), "–"])
+                rss_rows.append(rss_row(w, system, threads, runs, "–"))
                 if threads != threads_list[0]:
                     continue
                 saved = pytorch_worker(args, w, variant, threads, ["--saved"])
@@ -268,9 +278,11 @@ def main() -> int:
     table(["workload", "system", "bytes", "storages", "per valid (seq, step)", "saved as (shape)"],
           detail_rows)
     print(f"Peak resident memory (VmHWM, MiB) of a process that sets up and makes 0, 1 or "
-          f"N = {args.calls} training calls (each its own process):\n")
+          f"N = {args.calls} training calls (each its own process); resident at the end, anonymous "
+          f"and file-backed, of the setup-only process → the {args.calls}-call one:\n")
     table(["workload", "system", "threads", "setup only", "1 call", f"{args.calls} calls",
-           f"{args.calls} calls − setup only", "heap peak of the calls − setup (unroll's count)"], rss_rows)
+           f"{args.calls} calls − setup only", "anonymous at the end", "file-backed at the end",
+           "heap peak of the calls − setup (unroll's count)"], rss_rows)
     if len(threads_list) > 1:
         print("unroll's training code runs on one thread whatever the setting: measured at "
               f"{threads_list[0]} only.\n")

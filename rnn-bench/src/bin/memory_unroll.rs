@@ -4,8 +4,9 @@
 //! built from its weights, the file's tensors dropped, `x` kept), then makes
 //! `--calls` training calls (`forward_train`, the gradient of the loss,
 //! `backward`, `recycle`; as `bench_unroll` times them) and prints one JSON
-//! line: the resident memory after the setup and the process's peak
-//! (`/proc/self/status`), the bytes of the last call's tape
+//! line: the resident memory after the setup, the process's peak and, at
+//! the end, its anonymous and file-backed parts (`/proc/self/status`), the
+//! bytes of the last call's tape
 //! (`…Tape::bytes()`), the heap's peak during the calls (bytes allocated and
 //! not yet freed, counted by this binary's allocator, above what the setup
 //! left allocated) and the loss. `--calls 0` is the setup alone.
@@ -192,6 +193,8 @@ fn run(options: &Options) -> Result<String, String> {
         "setup_rss_kib": setup_rss,
         "setup_peak_kib": setup_peak,
         "peak_rss_kib": peak,
+        "anon_kib": memory_kib("RssAnon"),
+        "file_kib": memory_kib("RssFile"),
         "valid_steps": valid_steps,
         "setup_heap_bytes": setup_heap,
         "call_heap_peak_bytes": heap_peak,
