@@ -199,6 +199,73 @@ def bench_onnxruntime(threads: int):
 # PyTorch
 
 
+def pytorch_module(w: Workload, t: dict):
+    """The workload's torch.nn.LSTM/GRU (batch-first) with the weights of `t`."""
+    import torch
+
+    cls = torch.nn.LSTM if w.cell == "lstm" else torch.nn.GRU
+    m = cls(w.input_size, w.hidden, num_layers=w.layers, bidirectional=w.bidirectional,
+            batch_first=True)
+    m.load_state_dict({k: torch.from_numpy(t[k].copy()) for k in w.param_names()})
+    return m
+
+
+def pytorch_train_calls(w: Workload, m, x, t: dict, before_backward=None) -> list:
+    """W5/W5v: the training call of each variant, as (label, fn, note).
+
+    fn() clears the gradients, runs forward and the loss, calls backward and
+    returns the loss: sum over valid steps of y^2 / loss_count() (mean(y^2)
+    for W5); gradients of every parameter and of `x` (which must require
+    them), as unroll's backward returns them. W5 has one variant (label "");
+    W5v two, "padded" and "packed". memory.py uses them too, with
+    `before_backward(loss)` called between the loss and backward.
+    """
+    import torch
+    from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+    params = list(m.parameters())
+    count = float(w.loss_count())
+
+    def train(forward):
+        def fn():
+            for p in params:
+                p.grad = None
+            x.grad = None
+            y = forward()
+            loss = (y * y).sum() / count
+            if before_backward is not None:
+                before_backward(loss)
+            loss.backward()
+            return loss
+
+        return fn
+
+    if not w.varlen:
+        return [("", train(lambda: m(x)[0]), "autograd")]
+
+    # W5v, padded: nn.LSTM runs all T steps on every sequence and the loss is
+    # masked to the valid steps. The state past a length is not the
+    # reference's, but nothing reads it: y at a valid step depends on earlier
+    # steps only, so the gradients are the reference's.
+    lens = torch.from_numpy(t["seq_len"].copy())
+    mask = (torch.arange(w.steps)[None, :] < lens[:, None]).to(x.dtype)[:, :, None]
+
+    def padded():
+        return m(x)[0] * mask
+
+    # Packed: pack_padded_sequence around the call (in the time); the padded
+    # positions of the unpacked y are zeros.
+    def packed():
+        p = pack_padded_sequence(x, lens, batch_first=True, enforce_sorted=False)
+        out, _ = m(p)
+        return pad_packed_sequence(out, batch_first=True, total_length=w.steps)[0]
+
+    return [
+        ("padded", train(padded), "autograd, all T steps, loss masked to valid steps"),
+        ("packed", train(packed), "autograd, pack_padded_sequence(enforce_sorted=False)"),
+    ]
+
+
 def bench_pytorch(threads: int):
     import torch
     from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
@@ -207,77 +274,26 @@ def bench_pytorch(threads: int):
     torch.set_num_interop_threads(1)
     ver = torch.__version__.split("+")[0]
 
-    def module(w: Workload, t):
-        cls = torch.nn.LSTM if w.cell == "lstm" else torch.nn.GRU
-        m = cls(w.input_size, w.hidden, num_layers=w.layers, bidirectional=w.bidirectional,
-                batch_first=True)
-        m.load_state_dict({k: torch.from_numpy(t[k].copy()) for k in w.param_names()})
-        return m
-
     def h_of(state, w):
         return state[0] if w.cell == "lstm" else state
 
     def run(w: Workload, reps: int):
         t, exp = load(w)
-        m = module(w, t)
+        m = pytorch_module(w, t)
         x = torch.from_numpy(t["x"].copy())
         if w.train:
-            # loss = sum over valid steps of y^2 / loss_count() (mean(y^2) for
-            # W5); gradients of every parameter and of x, as unroll's backward
-            # returns them.
-            params = list(m.parameters())
             x.requires_grad_(True)
-            count = float(w.loss_count())
-
-            def train(forward):
-                def fn():
-                    for p in params:
-                        p.grad = None
-                    x.grad = None
-                    y = forward()
-                    loss = (y * y).sum() / count
-                    loss.backward()
-                    return loss
-
-                return fn
 
             def grads_of(loss):
                 grads = {k: m.get_parameter(k).grad.numpy() for k in w.param_names()}
                 grads["x"] = x.grad.numpy()
                 return grad_diff(exp, loss.item(), grads)
 
-            if not w.varlen:
-                fn = train(lambda: m(x)[0])
+            for label, fn, note in pytorch_train_calls(w, m, x, t):
                 diff = grads_of(fn())
-                yield line(w, f"pytorch {ver}", threads, measure(fn, reps), diff,
-                           note="autograd; diff relative to max |grad|")
-                return
-
-            # W5v, padded: nn.LSTM runs all T steps on every sequence and the
-            # loss is masked to the valid steps. The state past a length is not
-            # the reference's, but nothing reads it: y at a valid step depends
-            # on earlier steps only, so the gradients are the reference's.
-            lens = torch.from_numpy(t["seq_len"].copy())
-            mask = (torch.arange(w.steps)[None, :] < lens[:, None]).to(x.dtype)[:, :, None]
-
-            def padded():
-                return m(x)[0] * mask
-
-            # Packed: pack_padded_sequence around the call (in the time); the
-            # padded positions of the unpacked y are zeros.
-            def packed():
-                p = pack_padded_sequence(x, lens, batch_first=True, enforce_sorted=False)
-                out, _ = m(p)
-                return pad_packed_sequence(out, batch_first=True, total_length=w.steps)[0]
-
-            for label, forward, note in (
-                ("padded", padded, "all T steps, loss masked to valid steps"),
-                ("packed", packed, "pack_padded_sequence(enforce_sorted=False)"),
-            ):
-                fn = train(forward)
-                diff = grads_of(fn())
-                yield line(w, f"pytorch {ver} {label}", threads, measure(fn, reps), diff,
-                           note=f"autograd, {note}; diff relative to max |grad|")
+                system = f"pytorch {ver} {label}" if label else f"pytorch {ver}"
+                yield line(w, system, threads, measure(fn, reps), diff,
+                           note=f"{note}; diff relative to max |grad|")
             return
 
         m.eval()

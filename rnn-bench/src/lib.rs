@@ -32,6 +32,14 @@ rnn! {
     network W5Dynamic { input x: [64]; layer l = lstm(hidden = 128); unroll dynamic; }
 }
 
+/// A line of `/proc/self/status` in KiB (`VmRSS`: resident now, `VmHWM`:
+/// peak resident), where the system has it.
+pub fn memory_kib(field: &str) -> Option<usize> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|line| line.starts_with(field))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
 /// One workload's shape.
 #[derive(Debug, Clone, Copy)]
 pub struct Workload {

@@ -15,8 +15,8 @@ use std::time::Instant;
 
 use ndarray::Array3;
 use rnn_bench::{
-    W1Dynamic, W1DynamicBy4, W1Static, W2Dynamic, W2Static, W3Dynamic, W3Static, W4Dynamic,
-    W4Static, W5Dynamic, W5Static, Workload, WORKLOADS,
+    memory_kib, W1Dynamic, W1DynamicBy4, W1Static, W2Dynamic, W2Static, W3Dynamic, W3Static,
+    W4Dynamic, W4Static, W5Dynamic, W5Static, Workload, WORKLOADS,
 };
 use rnn_runtime::init::SplitMix64;
 use rnn_runtime::{Model, RnnError, TensorMap, Threads};
@@ -155,14 +155,6 @@ fn main() -> std::process::ExitCode {
         }
     }
     std::process::ExitCode::SUCCESS
-}
-
-/// A line of `/proc/self/status` in KiB (`VmRSS`: resident now, `VmHWM`:
-/// peak resident), where the system has it.
-fn memory_kib(field: &str) -> Option<usize> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|line| line.starts_with(field))?;
-    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// A loss and the parameters' gradients by name.
