@@ -263,7 +263,7 @@ fn run_training(workload: &Workload, options: &Options) -> Result<(), RnnError> 
             let (loss, grads) = model.train_step(x.view(), &lengths)?;
             let check = against_reference(workload, options, loss, &grads)
                 .unwrap_or_else(|| "no reference".to_owned());
-            let note = format!("{source}; single-threaded training code; {check}");
+            let note = format!("{source}; {check}");
             report(workload, options, system, threads, before, &note, || {
                 model.train_step(x.view(), &lengths).map(drop)
             });

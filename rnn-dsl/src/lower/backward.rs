@@ -8,8 +8,9 @@
 //! no part in a step, in either direction, by construction.
 //!
 //! Each value is of one [`Kind`]:
-//! - `Invariant`: parameters, numbers, contexts and what only they give,
-//!   computed once per call (per sequence for a context);
+//! - `Invariant`: parameters, numbers, contexts and what only they give:
+//!   what reads a context once per call (per sequence), the rest once,
+//!   when the model is built;
 //! - `Hoisted`: what reads only the step's input and constants, computed
 //!   for every step at once (one large product for `W_ih @ x`); the
 //!   forward keeps those that per-step work reads, so the backward does
