@@ -164,14 +164,25 @@ impl Cx<'_> {
             .collect();
         let statements = cx.statements(0..forward);
         let step = &layer.step;
-        let staging: Vec<Ident> = (0..layer.states.len())
-            .map(|k| format_ident!("__rnn_next{}", k))
-            .collect();
-        // New states are staged first: an update may read another state.
+        // New states are staged first when an update reads a state (one
+        // carried unchanged, or a slice of one), which an earlier update
+        // would overwrite; otherwise each is written where it belongs.
+        let reads_state = step
+            .updates
+            .iter()
+            .any(|update| matches!(cx.node(cx.storage(*update).0).op, Op::State(_)));
+        let staging: Vec<Ident> = if reads_state {
+            (0..layer.states.len())
+                .map(|k| format_ident!("__rnn_next{}", k))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let staging_sizes = &state_sizes[..staging.len()];
         let stage = step.updates.iter().enumerate().map(|(k, update)| {
             let value = cx.view(*update, false);
-            let staged = &staging[k];
-            quote!(#staged.slice_mut(s![..__rnn_n, ..]).assign(&#value);)
+            let target = staging.get(k).unwrap_or(&states[k]);
+            quote!(#target.slice_mut(s![..__rnn_n, ..]).assign(&#value);)
         });
         let updates = staging.iter().zip(&states).map(|(staged, state)| {
             quote!(#state.slice_mut(s![..__rnn_n, ..]).assign(&#staged.slice(s![..__rnn_n, ..]));)
@@ -208,7 +219,7 @@ impl Cx<'_> {
                 #(#hoisted)*
                 #(#buffers)*
                 let mut __rnn_out = Array2::<f32>::zeros((__rnn_rows, #width));
-                #(let mut #staging = __rnn_ws.take(__rnn_batch, #state_sizes);)*
+                #(let mut #staging = __rnn_ws.take(__rnn_batch, #staging_sizes);)*
                 {
                     let mut __rnn_step = |__rnn_t: usize| {
                         let __rnn_n = __rnn_packing.batch_size(__rnn_t);
@@ -310,28 +321,19 @@ impl Cx<'_> {
         let d_states: Vec<Ident> = (0..layer.states.len())
             .map(|k| format_ident!("__rnn_ds{}", k))
             .collect();
-        // The gradients of the states before the step are staged first: one
-        // may be read from another state's seed.
-        let staging: Vec<Ident> = (0..layer.states.len())
-            .map(|k| format_ident!("__rnn_next{}", k))
-            .collect();
-        let staging_buffers = layer.states.iter().zip(&staging).map(|(state, staged)| {
-            let size = usize_lit(state.size);
-            quote!(let mut #staged = __rnn_ws.take(__rnn_batch, #size);)
-        });
+        // The gradients of the states before the step are written where
+        // they belong: the step's values read a state's gradient from the
+        // step after (`__rnn_ds<k>`) only through their own copies or
+        // passes, all done by now.
         let state_results = plan.backward.states.iter().enumerate().map(|(k, result)| {
-            let staged = &staging[k];
+            let d_state = &d_states[k];
             match result {
                 Some(id) => {
                     let value = cx.view(*id, false);
-                    quote!(#staged.slice_mut(s![..__rnn_n, ..]).assign(&#value);)
+                    quote!(#d_state.slice_mut(s![..__rnn_n, ..]).assign(&#value);)
                 }
-                None => quote!(#staged.slice_mut(s![..__rnn_n, ..]).fill(0.0);),
+                None => quote!(#d_state.slice_mut(s![..__rnn_n, ..]).fill(0.0);),
             }
-        });
-        let state_writes = (0..layer.states.len()).map(|k| {
-            let (d_state, staged) = (&d_states[k], &staging[k]);
-            quote!(#d_state.slice_mut(s![..__rnn_n, ..]).assign(&#staged.slice(s![..__rnn_n, ..]));)
         });
         let d_inputs: Vec<Ident> = (0..layer.inputs.len())
             .map(|k| format_ident!("__rnn_din{}", k))
@@ -410,7 +412,6 @@ impl Cx<'_> {
                 #(#buffers)*
                 #(#sum_buffers)*
                 #(#input_buffers)*
-                #(#staging_buffers)*
                 {
                     let mut __rnn_step = |__rnn_t: usize| {
                         let __rnn_n = __rnn_packing.batch_size(__rnn_t);
@@ -419,7 +420,6 @@ impl Cx<'_> {
                         #(#step_sums)*
                         #(#input_results)*
                         #(#state_results)*
-                        #(#state_writes)*
                     };
                     #calls
                 }
@@ -431,7 +431,6 @@ impl Cx<'_> {
                 let __rnn_result = (vec![#(#param_results),*], vec![#(#d_inputs),*], vec![#(#d_states),*]);
                 #(__rnn_ws.give(#given);)*
                 #(__rnn_ws.give(#sum_idents);)*
-                #(__rnn_ws.give(#staging);)*
                 __rnn_result
             }
         }
