@@ -295,6 +295,19 @@ fn bad_gradients_and_tapes_are_typed_errors() {
         ),
         "c_n"
     );
+    // A final-state gradient of the wrong shape, named as the final state.
+    let d_final = TaggerState {
+        h: Array3::zeros((4, 3, 4)),
+        c: Array3::zeros((4, 2, 4)),
+    };
+    assert_eq!(
+        names(
+            model
+                .backward(&tape, dy.view(), Some(&d_final))
+                .unwrap_err()
+        ),
+        "h_n"
+    );
     // A parameter made non-finite leaves the model as it was.
     let mut model = model;
     let before = model.to_weights();
