@@ -1,6 +1,6 @@
 //! `forward`, `step` and the name-based `run`.
 
-use proc_macro2::{Ident, TokenStream};
+use proc_macro2::{Ident, Literal, TokenStream};
 use quote::{format_ident, quote};
 
 use super::idents::{input_ident, usize_lit};
@@ -345,6 +345,33 @@ impl Cx<'_> {
     /// What `forward` and `forward_train` share: the inputs as parameters,
     /// their checks, how batch and steps are read, the choice of the time
     /// loop's variant, and the packed network inputs.
+    /// What a call computing two halves of its batch apart writes about
+    /// the network's inputs ([`Halves`]).
+    pub(super) fn halves(&self) -> Halves {
+        let macs_per_row: usize = self
+            .network
+            .layers
+            .iter()
+            .zip(self.plans)
+            .map(|(layer, plan)| plan.macs_per_row * layer.directions)
+            .sum();
+        let idents: Vec<Ident> = self
+            .network
+            .inputs
+            .iter()
+            .map(|input| format_ident!("{}", input.name))
+            .collect();
+        Halves {
+            macs_per_row: usize_lit(macs_per_row),
+            half_inputs: idents
+                .iter()
+                .map(|ident| quote!(let #ident = #ident.select(__rnn_nd::Axis(0), __rnn_idx);))
+                .collect(),
+            half_args: idents.iter().map(|ident| quote!(#ident.view())).collect(),
+            whole_args: idents.iter().map(|ident| quote!(#ident)).collect(),
+        }
+    }
+
     pub(super) fn entry(&self) -> Entry {
         let rt = self.rt;
         let per_step = self.per_step_inputs();
@@ -476,36 +503,12 @@ impl Cx<'_> {
         } else {
             quote!(self.__rnn_threads)
         };
-        let macs_per_row: usize = self
-            .network
-            .layers
-            .iter()
-            .zip(self.plans)
-            .map(|(layer, plan)| plan.macs_per_row * layer.directions)
-            .sum();
-        let macs_per_row = usize_lit(macs_per_row);
-        let half_inputs = self.network.inputs.iter().map(|input| {
-            let ident = format_ident!("{}", input.name);
-            quote!(let #ident = #ident.select(__rnn_nd::Axis(0), __rnn_idx);)
-        });
-        let half_args: Vec<TokenStream> = self
-            .network
-            .inputs
-            .iter()
-            .map(|input| {
-                let ident = format_ident!("{}", input.name);
-                quote!(#ident.view())
-            })
-            .collect();
-        let whole_args: Vec<TokenStream> = self
-            .network
-            .inputs
-            .iter()
-            .map(|input| {
-                let ident = format_ident!("{}", input.name);
-                quote!(#ident)
-            })
-            .collect();
+        let Halves {
+            macs_per_row,
+            half_inputs,
+            half_args,
+            whole_args,
+        } = self.halves();
         quote! {
             /// Runs the network over a batch of sequences.
             ///
@@ -658,6 +661,21 @@ impl Cx<'_> {
             }
         }
     }
+}
+
+/// What `forward` and `forward_train` write to compute two halves of a
+/// batch apart ([`Cx::halves`]).
+pub(super) struct Halves {
+    /// The network's multiply-adds per packed row, all layers and
+    /// directions: a half's work is its rows times this.
+    pub macs_per_row: Literal,
+    /// `let <input> = <input>.select(Axis(0), __rnn_idx);`: a half's rows
+    /// of each network input.
+    pub half_inputs: Vec<TokenStream>,
+    /// Each network input as a view, the arguments of a half's call.
+    pub half_args: Vec<TokenStream>,
+    /// Each network input as given, the arguments of the whole batch's.
+    pub whole_args: Vec<TokenStream>,
 }
 
 /// The parts of a public entry point's start that `forward` and

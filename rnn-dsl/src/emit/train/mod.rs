@@ -31,7 +31,7 @@ mod steps;
 use proc_macro2::{Ident, TokenStream};
 use quote::{format_ident, quote};
 
-use super::forward::Entry;
+use super::forward::{Entry, Halves};
 use super::idents::usize_lit;
 use super::Cx;
 use crate::check::InputSource;
@@ -66,36 +66,12 @@ impl Cx<'_> {
             packs,
         } = self.entry();
         let width = usize_lit(self.network.output_size());
-        let macs_per_row: usize = self
-            .network
-            .layers
-            .iter()
-            .zip(self.plans)
-            .map(|(layer, plan)| plan.macs_per_row * layer.directions)
-            .sum();
-        let macs_per_row = usize_lit(macs_per_row);
-        let half_inputs = self.network.inputs.iter().map(|input| {
-            let ident = format_ident!("{}", input.name);
-            quote!(let #ident = #ident.select(__rnn_nd::Axis(0), __rnn_idx);)
-        });
-        let half_args: Vec<TokenStream> = self
-            .network
-            .inputs
-            .iter()
-            .map(|input| {
-                let ident = format_ident!("{}", input.name);
-                quote!(#ident.view())
-            })
-            .collect();
-        let whole_args: Vec<TokenStream> = self
-            .network
-            .inputs
-            .iter()
-            .map(|input| {
-                let ident = format_ident!("{}", input.name);
-                quote!(#ident)
-            })
-            .collect();
+        let Halves {
+            macs_per_row,
+            half_inputs,
+            half_args,
+            whole_args,
+        } = self.halves();
 
         // Where each layer's parameters start in the flat list.
         let mut starts = Vec::new();
