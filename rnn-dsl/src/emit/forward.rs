@@ -342,9 +342,6 @@ impl Cx<'_> {
         }
     }
 
-    /// What `forward` and `forward_train` share: the inputs as parameters,
-    /// their checks, how batch and steps are read, the choice of the time
-    /// loop's variant, and the packed network inputs.
     /// What a call computing two halves of its batch apart writes about
     /// the network's inputs ([`Halves`]).
     pub(super) fn halves(&self) -> Halves {
@@ -372,6 +369,9 @@ impl Cx<'_> {
         }
     }
 
+    /// What `forward` and `forward_train` share: the inputs as parameters,
+    /// their checks, how batch and steps are read, the choice of the time
+    /// loop's variant, and the packed network inputs.
     pub(super) fn entry(&self) -> Entry {
         let rt = self.rt;
         let per_step = self.per_step_inputs();

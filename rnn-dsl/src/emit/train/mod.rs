@@ -287,19 +287,16 @@ impl Cx<'_> {
             }
         });
         let initial_fields: Vec<&Ident> = self.groups.iter().map(|group| &group.field).collect();
-        let group_rows = self.groups.iter().map(|group| usize_lit(group.rows));
-        // `d_final`'s shapes are checked under the final states' names.
-        let final_rows: Vec<_> = self
+        let group_rows: Vec<_> = self
             .groups
             .iter()
             .map(|group| usize_lit(group.rows))
             .collect();
-        let final_sizes: Vec<_> = self
+        let group_sizes: Vec<_> = self
             .groups
             .iter()
             .map(|group| usize_lit(group.size))
             .collect();
-        let group_sizes = self.groups.iter().map(|group| usize_lit(group.size));
         let final_names: Vec<&str> = self
             .groups
             .iter()
@@ -527,7 +524,8 @@ impl Cx<'_> {
                 __rnn_rt::check_shape("dy", dy.shape(), &[Some(__rnn_batch), Some(tape.__rnn_steps), Some(#width)])?;
                 __rnn_rt::check_finite("dy", dy.iter())?;
                 if let Some(state) = d_final {
-                    #(__rnn_rt::check_shape(#final_names, state.#initial_fields.shape(), &[Some(#final_rows), Some(__rnn_batch), Some(#final_sizes)])?;)*
+                    // Named as the final states, whose gradients they are.
+                    #(__rnn_rt::check_shape(#final_names, state.#initial_fields.shape(), &[Some(#group_rows), Some(__rnn_batch), Some(#group_sizes)])?;)*
                     #(__rnn_rt::check_finite(#final_names, state.#initial_fields.iter())?;)*
                 }
                 Ok(match tape.__rnn_parts.as_slice() {
