@@ -188,8 +188,28 @@ pub fn outer_acc_rows(
 /// `acc[0] += Σ_r a_r`: a batch's rows summed into one row.
 pub fn sum_rows(mut acc: ArrayViewMut2<'_, f32>, a: ArrayView2<'_, f32>) {
     let mut acc = acc.row_mut(0);
-    for row in a.rows() {
-        acc += &row;
+    match acc.as_slice_mut() {
+        // Contiguous rows as slices: a loop the compiler vectorises (a
+        // broadcasting `+=` per row costs more than the sum for short rows).
+        Some(sums) if a.ncols() == sums.len() => {
+            for row in a.rows() {
+                match row.as_slice() {
+                    Some(row) => sums
+                        .iter_mut()
+                        .zip(row)
+                        .for_each(|(sum, value)| *sum += value),
+                    None => sums
+                        .iter_mut()
+                        .zip(&row)
+                        .for_each(|(sum, value)| *sum += value),
+                }
+            }
+        }
+        _ => {
+            for row in a.rows() {
+                acc += &row;
+            }
+        }
     }
 }
 

@@ -27,19 +27,33 @@ impl Workspace {
         Workspace::default()
     }
 
-    /// A `[rows, cols]` matrix in the smallest free buffer that holds it
-    /// (a new one, of zeros, if none does). A reused buffer keeps values of
-    /// an earlier call: generated code writes every element it reads.
+    /// A `[rows, cols]` matrix in a free buffer of exactly that many
+    /// elements if there is one, else in the smallest free buffer that
+    /// holds it (a new one, of zeros, if none does). A reused buffer keeps
+    /// values of an earlier call: generated code writes every element it
+    /// reads.
+    ///
+    /// A call takes the same sizes as the call before it with the same
+    /// shapes, so in a settled workspace each take finds a buffer of its
+    /// own length, the one it gave back, and writes nothing: a buffer
+    /// grown past what an earlier call wrote is zeroed first.
     pub fn take(&self, rows: usize, cols: usize) -> Array2<f32> {
         let len = rows * cols;
         let reused = {
             let mut free = self.free.lock().unwrap_or_else(PoisonError::into_inner);
-            let best = free
+            let exact = free
                 .iter()
                 .enumerate()
-                .filter(|(_, buffer)| buffer.capacity() >= len)
+                .filter(|(_, buffer)| buffer.len() == len && len > 0)
                 .min_by_key(|(_, buffer)| buffer.capacity())
                 .map(|(idx, _)| idx);
+            let best = exact.or_else(|| {
+                free.iter()
+                    .enumerate()
+                    .filter(|(_, buffer)| buffer.capacity() >= len)
+                    .min_by_key(|(_, buffer)| buffer.capacity())
+                    .map(|(idx, _)| idx)
+            });
             best.map(|idx| free.swap_remove(idx))
         };
         let mut buffer = reused.unwrap_or_default();
