@@ -183,8 +183,7 @@ macro_rules! train_step {
                 let (out, tape) = self.forward_train(x, Some(lengths), None)?;
                 // Padded outputs are zero, so sums over all of `y` are sums over valid steps.
                 let count = (lengths.iter().sum::<usize>() * out.y.shape()[2]) as f32;
-                let loss = out.y.iter().map(|v| v * v).sum::<f32>() / count;
-                let dy = out.y.mapv(|v| 2.0 * v / count);
+                let (loss, dy) = mean_square_and_gradient(out.y, count);
                 let grads = self.backward(&tape, dy.view(), None);
                 self.recycle(tape);
                 let grads = grads?;
@@ -197,6 +196,29 @@ macro_rules! train_step {
             }
         }
     )*};
+}
+
+/// `Σ y² / count` and its gradient `2 y / count`, in `y`'s buffer. The
+/// sum runs in 16 partial sums, so that it vectorises as PyTorch's `mean`
+/// does; the loss is computed once per call, like the peers'.
+fn mean_square_and_gradient(
+    mut y: ndarray::Array3<f32>,
+    count: f32,
+) -> (f32, ndarray::Array3<f32>) {
+    let values = y.as_slice_mut().expect("outputs are in standard layout");
+    let mut partial = [0.0f32; 16];
+    let mut chunks = values.chunks_exact_mut(16);
+    for chunk in &mut chunks {
+        for (sum, v) in partial.iter_mut().zip(chunk.iter_mut()) {
+            *sum += *v * *v;
+            *v *= 2.0 / count;
+        }
+    }
+    for v in chunks.into_remainder() {
+        partial[0] += *v * *v;
+        *v *= 2.0 / count;
+    }
+    (partial.iter().sum::<f32>() / count, y)
 }
 
 use rnn_bench::W5StaticGrads;
