@@ -14,7 +14,8 @@
 //!   staged value), `__rnn_net` (a network input), `__rnn_layer` (a layer's
 //!   function and weights field).
 //! - Items and aliases: `__Rnn` (a layer's weights struct), `__RnnPass` (a
-//!   fused pass), `__rnn_rt` (the runtime's `__private`), `__rnn_nd`
+//!   fused pass), `__RnnRun` (a fused run of a training step, whose
+//!   bindings are `__rnn_b`, read, and `__rnn_o`, written), `__rnn_rt` (the runtime's `__private`), `__rnn_nd`
 //!   (ndarray), `__rnn_run` (every layer over a batch), `__rnn_w` (a layer's
 //!   weights), `__rnn_workspace` and `__rnn_ws` (the workspace),
 //!   `__rnn_threads`.

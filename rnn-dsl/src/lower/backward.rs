@@ -84,6 +84,18 @@ pub struct BackwardPlan {
     pub fused: Vec<Vec<ValueId>>,
     /// Values of a fused run read by nothing outside it: never stored.
     pub local: Vec<bool>,
+    /// A forward step product `M = W h` accumulated onto the rows of the
+    /// step in a hoisted value `H` (`Some(H)`), where the step's sum
+    /// `A = H + M` is the only reader of either: `A` is then a view of
+    /// `H`'s rows (as the inference code accumulates the recurrent
+    /// product onto the input projection), with no add and no buffer.
+    pub onto: Vec<Option<ValueId>>,
+    /// A step value written straight into the buffer that carries state
+    /// `k` to the next step (the forward's new state, the backward's
+    /// gradient of the state before the step) instead of a buffer of its
+    /// own and a copy: `Some(k)`. Only where every read of the value it
+    /// replaces comes first; see [`in_place_results`].
+    pub in_place: Vec<Option<usize>>,
     /// Floats the tape holds per running row of a step, for one direction:
     /// the layer's input, the states before the step, the kept values.
     pub tape_floats_per_row: usize,
@@ -109,6 +121,13 @@ impl BackwardPlan {
             }
         }
         groups
+    }
+
+    /// Whether the training forward's fused run that computes the step's
+    /// output `output` also stores it in the layer's output rows (rather
+    /// than a copy after the run).
+    pub fn run_stores_output(&self, output: ValueId) -> bool {
+        self.kind(output) == Kind::Step && self.fused.iter().any(|run| run.contains(&output))
     }
 
     /// Whether a value is one per sequence (`[B, n]` rows) among the
@@ -193,8 +212,44 @@ pub fn plan_backward(layer: &ir::Layer) -> BackwardPlan {
             }
         }
     }
-    // Slices of step and hoisted vectors are views of their base.
+    // A per-step product added to a hoisted value, each read only by the
+    // sum, accumulates onto the hoisted rows: the sum is a view of them.
+    let uses = use_counts(&backward);
     let mut views: Vec<Option<(ValueId, usize)>> = vec![None; backward.nodes.len()];
+    let mut onto: Vec<Option<ValueId>> = vec![None; backward.nodes.len()];
+    for (idx, node) in backward.nodes[..forward].iter().enumerate() {
+        let Op::Binary(crate::ops::Binary::Add, a, b) = node.op else {
+            continue;
+        };
+        let is_product = |id: ValueId| {
+            kinds[id.index()] == Kind::Step && matches!(backward.node(id).op, Op::MatVec(..))
+        };
+        let is_hoisted = |id: ValueId| {
+            kinds[id.index()] == Kind::Hoisted
+                && !matches!(backward.node(id).op, Op::Input(_) | Op::Slice(..))
+        };
+        let pair = match (is_product(a), is_product(b)) {
+            (true, _) if is_hoisted(b) => Some((a, b)),
+            (_, true) if is_hoisted(a) => Some((b, a)),
+            _ => None,
+        };
+        let Some((product, hoisted)) = pair else {
+            continue;
+        };
+        let results = layer.step.updates.iter().chain([&layer.step.output]);
+        let alone = uses[product.index()] == 1
+            && uses[hoisted.index()] == 1
+            && results
+                .clone()
+                .all(|result| *result != product && *result != hoisted);
+        let same = backward.node(product).shape == node.shape
+            && backward.node(hoisted).shape == node.shape;
+        if kinds[idx] == Kind::Step && alone && same && !all_steps[product.index()] {
+            onto[product.index()] = Some(hoisted);
+            views[idx] = Some((hoisted, 0));
+        }
+    }
+    // Slices of step and hoisted vectors are views of their base.
     for (idx, node) in backward.nodes.iter().enumerate() {
         if let (Op::Slice(inner, start, _), Shape::Vector(_)) = (&node.op, node.shape) {
             if matches!(kinds[idx], Kind::Step | Kind::Hoisted)
@@ -247,7 +302,6 @@ pub fn plan_backward(layer: &ir::Layer) -> BackwardPlan {
     kept_steps.sort();
 
     // Concatenations: a sum of placed pieces that do not overlap.
-    let uses = use_counts(&backward);
     let mut aliases: Vec<Option<(ValueId, usize)>> = vec![None; backward.nodes.len()];
     let mut free = vec![false; backward.nodes.len()];
     for (idx, view) in views.iter().enumerate() {
@@ -365,9 +419,24 @@ pub fn plan_backward(layer: &ir::Layer) -> BackwardPlan {
         },
         (&kept, &kept_steps),
     );
+    let in_place = in_place_results(
+        layer,
+        &backward,
+        &kinds,
+        Layout {
+            all_steps: &all_steps,
+            views: &views,
+            aliases: &aliases,
+            free: &free,
+        },
+        (&kept, &kept_steps),
+        &fused,
+    );
     BackwardPlan {
         fused,
         local,
+        in_place,
+        onto,
         tape_floats_per_row: input_floats + state_floats + kept_floats,
         backward,
         kinds,
@@ -514,14 +583,14 @@ fn storage(
 }
 
 /// The step statements of each phase fused into passes over rows: runs
-/// of consecutive elementwise operations (`+ - * /`, `min`, `max`,
-/// `soft_threshold`, `clip` and the exact unary ones, and the backward's
-/// state seeds) on vectors of one width `w`. Each operand is a literal,
-/// a value of the run, or `w` columns (or one, broadcast) of a value
-/// stored elsewhere that the run does not write, so that computing every
-/// value of a row column by column reads what the separate statements
-/// would. The activations with a kernel of their own (`sigmoid`, `tanh`,
-/// `exp`, `log`, `softplus`) end a run: they round as that kernel does.
+/// of consecutive elementwise operations (every binary and unary one,
+/// `clip`, and the backward's state seeds) on vectors of one width `w`.
+/// Each operand is a literal, a value of the run, or `w` columns (or one,
+/// broadcast) of a value stored elsewhere that the run does not write, so
+/// that computing every value of a row block by block reads what the
+/// separate statements would. A run is emitted as the inference code's
+/// passes are, in blocks of the kernel table's lanes, so its activations
+/// round as the inference pass's do.
 ///
 /// Also returns the values of a run read by nothing outside it (not kept,
 /// not a result, not stored for every step): they are never stored.
@@ -538,7 +607,6 @@ fn fused_runs(
         aliases,
         free,
     } = layout;
-    use crate::ops::Unary;
     let forward = backward.forward;
     let total = backward.nodes.len();
     let vector = |id: ValueId| match backward.node(id).shape {
@@ -547,15 +615,10 @@ fn fused_runs(
     };
     let fusable = |id: ValueId| {
         let node = backward.node(id);
-        let op_fuses = match node.op {
-            Op::Binary(..) | Op::Clip(..) => true,
-            Op::Unary(op, _) => matches!(
-                op,
-                Unary::Neg | Unary::Relu | Unary::Abs | Unary::Sign | Unary::Sqrt
-            ),
-            Op::Seed(Seed::State(_)) => true,
-            _ => false,
-        };
+        let op_fuses = matches!(
+            node.op,
+            Op::Binary(..) | Op::Clip(..) | Op::Unary(..) | Op::Seed(Seed::State(_))
+        );
         op_fuses && vector(id).is_some()
     };
     let readable = |operand: ValueId, width: usize| -> Option<ValueId> {
@@ -691,6 +754,127 @@ fn fused_runs(
     (runs, local)
 }
 
+/// The results written where their state is carried ([`BackwardPlan::in_place`]).
+///
+/// In the forward, the new value of state `k` goes straight into the
+/// state's buffer when every read of the old value (the `State(k)` node,
+/// directly or through a view) runs before it is written: in an earlier
+/// statement or run, or earlier in the same run at the same columns (a
+/// run computes a block of columns through all its values before the
+/// next block, so the old value of those columns is read before they are
+/// written). In the backward, the gradient of the state before the step
+/// goes into the gradient buffer the `Seed::State(k)` node reads, under
+/// the same rule. The value must be a step statement with no other home:
+/// not kept, not stored for every step, not a view or a piece. A phase in
+/// which an update reads a state as it is (the states are then staged)
+/// writes none in place.
+fn in_place_results(
+    layer: &ir::Layer,
+    backward: &Backward,
+    kinds: &[Kind],
+    layout: Layout<'_>,
+    (kept, kept_steps): (&[ValueId], &[ValueId]),
+    runs: &[Vec<ValueId>],
+) -> Vec<Option<usize>> {
+    let Layout {
+        all_steps,
+        views,
+        aliases,
+        free,
+    } = layout;
+    let total = backward.nodes.len();
+    let forward = backward.forward;
+    let mut in_place = vec![None; total];
+    let run_of = |id: ValueId| runs.iter().position(|run| run.contains(&id));
+    // Where a statement runs: a run's values all run at its first one.
+    let position = |id: ValueId| match run_of(id) {
+        Some(run) => runs[run][0].index(),
+        None => id.index(),
+    };
+    let homeless = |id: ValueId| {
+        let idx = id.index();
+        kinds[idx] == Kind::Step
+            && !free[idx]
+            && !all_steps[idx]
+            && views[idx].is_none()
+            && aliases[idx].is_none()
+            && !kept.contains(&id)
+            && !kept_steps.contains(&id)
+            && !matches!(
+                backward.node(id).op,
+                Op::Input(_) | Op::State(_) | Op::Seed(_)
+            )
+    };
+    // Whether every read of `old` (through views too) in the forward step
+    // runs before `new` is written.
+    let read_before = |old: ValueId, new: ValueId| {
+        let reads_old = |operand: ValueId| storage(views, aliases, operand).0 == old;
+        backward.nodes[..forward]
+            .iter()
+            .enumerate()
+            .all(|(idx, node)| {
+                let reader = ValueId(idx as u32);
+                if free[idx] || !node.op.operands().into_iter().any(reads_old) {
+                    return true;
+                }
+                if position(reader) < position(new) {
+                    return true;
+                }
+                // In the same run, earlier, and at the same columns.
+                run_of(reader).is_some()
+                    && run_of(reader) == run_of(new)
+                    && reader.index() < new.index()
+                    && node
+                        .op
+                        .operands()
+                        .into_iter()
+                        .filter(|operand| reads_old(*operand))
+                        .all(|operand| operand == old)
+            })
+    };
+    let staged = layer.step.updates.iter().any(|update| {
+        matches!(
+            backward.node(storage(views, aliases, *update).0).op,
+            Op::State(_)
+        )
+    });
+    if !staged {
+        for (k, update) in layer.step.updates.iter().enumerate() {
+            let old = backward.nodes[..forward]
+                .iter()
+                .position(|node| node.op == Op::State(k))
+                .map(|idx| ValueId(idx as u32));
+            let output_reads_old =
+                old.is_some_and(|old| storage(views, aliases, layer.step.output).0 == old);
+            if let Some(old) = old {
+                let free_slot = in_place[update.index()].is_none();
+                if free_slot && homeless(*update) && !output_reads_old && read_before(old, *update)
+                {
+                    in_place[update.index()] = Some(k);
+                }
+            }
+        }
+    }
+    for (k, result) in backward.states.iter().enumerate() {
+        let Some(result) = *result else { continue };
+        if result.index() < forward || !homeless(result) {
+            continue;
+        }
+        let seed = (forward..total)
+            .find(|idx| backward.nodes[*idx].op == Op::Seed(Seed::State(k)))
+            .map(|idx| ValueId(idx as u32));
+        // The seed's own statement is the one read of the buffer.
+        let seed_first = seed.is_none_or(|seed| {
+            position(seed) < position(result)
+                || (run_of(seed).is_some() && run_of(seed) == run_of(result) && seed < result)
+        });
+        if seed_first && in_place[result.index()].is_none() {
+            in_place[result.index()] = Some(k);
+        }
+    }
+    in_place
+}
+
 /// How many times each node is read: as an operand, or as a result.
 fn use_counts(backward: &Backward) -> Vec<usize> {
     let mut uses = vec![0usize; backward.nodes.len()];
@@ -788,8 +972,29 @@ mod tests {
     use crate::source::SourceFile;
 
     fn plan(text: &str) -> BackwardPlan {
+        layer_and_plan(text).1
+    }
+
+    fn layer_and_plan(text: &str) -> (ir::Layer, BackwardPlan) {
         let compiled = crate::compile(SourceFile::new("t.rnn", text)).expect("valid");
-        plan_backward(&compiled.model.networks[0].layers[0])
+        let layer = compiled.model.networks[0].layers[0].clone();
+        let plan = plan_backward(&layer);
+        (layer, plan)
+    }
+
+    #[test]
+    fn a_state_read_after_the_step_overwrites_it_is_not_written_in_place() {
+        // The delay line's new `d` is the old `h`: the states are staged,
+        // and nothing of the forward goes where a state is carried.
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../tests/data/ok/delay_line.rnn"
+        ))
+        .expect("the delay line model");
+        let plan = plan(&text);
+        assert!(plan.in_place[..plan.backward.forward]
+            .iter()
+            .all(Option::is_none));
     }
 
     #[test]
@@ -831,6 +1036,21 @@ mod tests {
         assert_eq!(runs.len(), 1, "{:?}", plan.fused);
         let stored = runs[0].iter().filter(|id| !plan.local[id.index()]).count();
         assert_eq!(stored, 5, "{:?}", runs[0]);
+        // The new h and c are written where the states are carried, and
+        // so are their gradients in the backward (dc by the run, dh by the
+        // product `G W_hh`): no buffer of their own, no copy.
+        let updates = &plan.backward.forward;
+        let forward_in_place: Vec<usize> =
+            (0..*updates).filter_map(|idx| plan.in_place[idx]).collect();
+        assert_eq!(forward_in_place.len(), 2, "{:?}", plan.in_place);
+        for (k, result) in plan.backward.states.iter().enumerate() {
+            let result = result.expect("both states have gradients");
+            assert_eq!(plan.in_place[result.index()], Some(k));
+        }
+        let (layer, _) = layer_and_plan(
+            "network N { input x: [5]; layer l = lstm(hidden = 8); unroll dynamic; }",
+        );
+        assert!(plan.run_stores_output(layer.step.output));
         // Nothing of the backward is computed from a parameter gradient
         // before the loop ends.
         for (idx, kind) in plan.kinds.iter().enumerate() {

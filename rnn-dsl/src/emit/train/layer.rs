@@ -59,6 +59,13 @@ impl Layer<'_> {
     /// expression); for a view or a piece, its storage's.
     pub(super) fn place(&self, id: ValueId) -> TokenStream {
         let (id, _) = self.storage(id);
+        if let Some(k) = self.in_place(id) {
+            let carried = match self.phase {
+                Phase::Train => format_ident!("__rnn_s{}", k),
+                Phase::Backward => format_ident!("__rnn_ds{}", k),
+            };
+            return quote!(#carried);
+        }
         let tape = |at: usize| {
             let at = usize_lit(at);
             quote!(__rnn_tape[#at])
@@ -108,10 +115,24 @@ impl Layer<'_> {
         }
     }
 
+    /// The state whose carried buffer this phase writes a value into
+    /// ([`BackwardPlan::in_place`]).
+    pub(super) fn in_place(&self, id: ValueId) -> Option<usize> {
+        let of_phase = match self.phase {
+            Phase::Train => id.index() < self.plan.backward.forward,
+            Phase::Backward => id.index() >= self.plan.backward.forward,
+        };
+        self.plan.in_place[id.index()].filter(|_| of_phase)
+    }
+
     /// Whether a stored step value is kept for every step (rows `off..off
     /// + n`) rather than one step's (rows `..n`).
     pub(super) fn by_step_offset(&self, id: ValueId) -> bool {
         let (id, _) = self.storage(id);
+        if self.kind(id) == Kind::Hoisted {
+            // A step value accumulated onto hoisted rows (`BackwardPlan::onto`).
+            return true;
+        }
         match &self.node(id).op {
             Op::State(_) => self.phase == Phase::Backward,
             Op::Seed(Seed::Output) => true,
@@ -197,6 +218,8 @@ impl Layer<'_> {
     /// Whether a node has a buffer of its own in this phase.
     pub(super) fn has_buffer(&self, id: ValueId) -> bool {
         !self.plan.local[id.index()]
+            && self.in_place(id).is_none()
+            && self.plan.onto[id.index()].is_none()
             && self.plan.views[id.index()].is_none()
             && self.plan.aliases[id.index()].is_none()
             && !matches!(
@@ -236,7 +259,13 @@ impl Layer<'_> {
             }
             Op::MatVec(matrix, vector) => {
                 let (packed, vector) = (packed_ident(*matrix), self.view(*vector, hoisting));
-                quote!(__rnn_rt::gemm_packed(#vector, &#packed, #out, false);)
+                match self.plan.onto[id.index()] {
+                    Some(hoisted) => {
+                        let rows = self.place(hoisted);
+                        quote!(__rnn_rt::gemm_packed(#vector, &#packed, #rows.slice_mut(s![__rnn_off..__rnn_off + __rnn_n, ..]), true);)
+                    }
+                    None => quote!(__rnn_rt::gemm_packed(#vector, &#packed, #out, false);),
+                }
             }
             Op::Slice(inner, start, end) => {
                 let inner = self.view(*inner, hoisting);
@@ -265,29 +294,75 @@ impl Layer<'_> {
         }
     }
 
-    /// The index of a value's row in its storage for running row
-    /// `__rnn_r` of a step (as [`view`](Self::view) slices rows).
-    fn row_index(&self, id: ValueId) -> TokenStream {
-        match self.kind(id) {
-            Kind::Invariant if self.plan.per_sequence(id) => quote!(__rnn_r),
-            Kind::Invariant | Kind::Sum | Kind::After | Kind::Rows => quote!(0),
-            Kind::Hoisted => quote!(__rnn_off + __rnn_r),
-            Kind::Step if self.by_step_offset(id) => quote!(__rnn_off + __rnn_r),
-            Kind::Step => quote!(__rnn_r),
+    /// The index of the first element of value `id` for running row
+    /// `__rnn_r` of a step (the row [`view`](Self::view) slices) in the
+    /// whole rows of its storage `root`, where it starts at column `start`.
+    fn row_start(&self, id: ValueId, root: ValueId, start: usize) -> TokenStream {
+        let full = usize_lit(self.width(root));
+        let row = match self.kind(id) {
+            Kind::Invariant if self.plan.per_sequence(id) => Some(quote!(__rnn_r * #full)),
+            Kind::Invariant | Kind::Sum | Kind::After | Kind::Rows => None,
+            Kind::Hoisted => Some(quote!((__rnn_off + __rnn_r) * #full)),
+            Kind::Step if self.by_step_offset(id) => Some(quote!((__rnn_off + __rnn_r) * #full)),
+            Kind::Step => Some(quote!(__rnn_r * #full)),
+        };
+        let start_lit = usize_lit(start);
+        match (row, start) {
+            (None, _) => quote!(#start_lit),
+            (Some(row), 0) => row,
+            (Some(row), _) => quote!(#row + #start_lit),
         }
     }
 
-    /// A fused run ([`BackwardPlan::fused`]): one pass over each running
-    /// row, every value of the run computed column by column as a local,
-    /// and those read elsewhere stored.
+    /// A fused run ([`BackwardPlan::fused`]): one pass over the running
+    /// rows in blocks of lanes, as the inference code's passes run (the
+    /// runtime's `Pass`, through the kernel table chosen at run time, so
+    /// that activations round as the inference pass and the slice kernels
+    /// do). Every value of the run is a local of the block; those read
+    /// elsewhere are stored. Buffers are bound as slices of whole rows:
+    /// each is in standard layout, a row `width` floats long.
     pub(super) fn fused_statement(&self, run: &[ValueId]) -> TokenStream {
-        let width = self.width(run[0]);
-        let width_lit = usize_lit(width);
-        let mut bindings: Vec<TokenStream> = Vec::new();
-        // The operand rows read, by (operand), each bound once.
-        let mut operands: Vec<(ValueId, Ident, bool)> = Vec::new();
-        let mut outputs: Vec<(ValueId, Ident)> = Vec::new();
+        let width = usize_lit(self.width(run[0]));
+        // The buffers read and written, by place, each bound once: one the
+        // run writes is bound mutably, also where the run reads it (a state
+        // updated in place, read at the same columns first).
+        let output = self.layer.step.output;
+        let stores_output = self.phase == Phase::Train
+            && run.contains(&output)
+            && self.plan.run_stores_output(output);
+        let mut written: Vec<String> = run
+            .iter()
+            .filter(|id| !self.plan.local[id.index()])
+            .map(|id| self.place(*id).to_string())
+            .collect();
+        if stores_output {
+            written.push(quote!(__rnn_out).to_string());
+        }
+        let mut reads: Vec<(String, Ident, TokenStream)> = Vec::new();
+        let mut writes: Vec<(String, Ident, TokenStream)> = Vec::new();
         let mut lanes: Vec<TokenStream> = Vec::new();
+        let mut bind = |place: TokenStream| -> Ident {
+            let key = place.to_string();
+            let mutable = written.contains(&key);
+            let bound = if mutable { &mut writes } else { &mut reads };
+            match bound.iter().find(|(known, _, _)| *known == key) {
+                Some((_, ident, _)) => ident.clone(),
+                None => {
+                    let ident = if mutable {
+                        format_ident!("__rnn_o{}", bound.len())
+                    } else {
+                        format_ident!("__rnn_b{}", bound.len())
+                    };
+                    let source = if mutable {
+                        quote!(__rnn_rt::rows_mut(&mut #place))
+                    } else {
+                        quote!(__rnn_rt::rows(&#place))
+                    };
+                    bound.push((key, ident.clone(), source));
+                    ident
+                }
+            }
+        };
         for id in run {
             let node = self.node(*id);
             let mut value_of = |operand: ValueId| -> TokenStream {
@@ -297,99 +372,91 @@ impl Layer<'_> {
                 }
                 let source = self.node(operand);
                 if let (Op::Literal(value), Shape::Scalar) = (&source.op, source.shape) {
-                    return f32_tokens(*value);
+                    let value = f32_tokens(*value);
+                    return quote!(V::splat(#value));
                 }
-                let found = operands.iter().find(|(known, _, _)| *known == operand);
-                let (ident, single) = match found {
-                    Some((_, ident, single)) => (ident.clone(), *single),
-                    None => {
-                        let ident = format_ident!("__rnn_b{}", operands.len());
-                        let single = self.width(operand) == 1 && width != 1;
-                        let (_, start) = self.storage(operand);
-                        let end = usize_lit(start + self.width(operand));
-                        let (place, row) = (self.place(operand), self.row_index(operand));
-                        let start = usize_lit(start);
-                        bindings.push(quote! {
-                            let #ident = &#place.row(#row).to_slice().expect("rows are contiguous")[#start..#end];
-                        });
-                        operands.push((operand, ident.clone(), single));
-                        (ident, single)
-                    }
-                };
-                if single {
-                    quote!(#ident[0])
+                let (root, start) = self.storage(operand);
+                let ident = bind(self.place(operand));
+                let at = self.row_start(operand, root, start);
+                if self.width(operand) == 1 && self.width(run[0]) != 1 {
+                    quote!(V::splat(#ident[#at]))
                 } else {
-                    quote!(#ident[__rnn_col])
+                    quote!(V::load(&#ident[#at + __rnn_col..]))
                 }
             };
             let expr = match &node.op {
                 Op::Binary(op, a, b) => {
                     let (a, b) = (value_of(*a), value_of(*b));
-                    match op {
-                        crate::ops::Binary::Add => quote!(#a + #b),
-                        crate::ops::Binary::Sub => quote!(#a - #b),
-                        crate::ops::Binary::Mul => quote!(#a * #b),
-                        crate::ops::Binary::Div => quote!(#a / #b),
-                        _ => {
-                            let op = format_ident!("{}", op.name());
-                            quote!(__rnn_rt::Binary::#op.apply(#a, #b))
-                        }
-                    }
+                    let op = format_ident!("{}", op.name());
+                    quote!(#a.binary(#b, __rnn_rt::Binary::#op))
                 }
                 Op::Unary(op, a) => {
                     let a = value_of(*a);
                     let op = format_ident!("{}", op.name());
-                    quote!(__rnn_rt::Unary::#op.apply(#a))
+                    quote!(#a.unary(__rnn_rt::Unary::#op))
                 }
                 Op::Clip(a, lo, hi) => {
                     let (a, lo, hi) = (value_of(*a), value_of(*lo), value_of(*hi));
-                    quote!(#a.max(#lo).min(#hi))
+                    quote!(#a.clip(#lo, #hi))
                 }
                 Op::Seed(Seed::State(k)) => {
-                    let ident = format_ident!("__rnn_b{}", operands.len());
                     let seed = format_ident!("__rnn_ds{}", k);
-                    bindings.push(quote! {
-                        let #ident = &#seed.row(__rnn_r).to_slice().expect("rows are contiguous")[..#width_lit];
-                    });
-                    operands.push((*id, ident.clone(), false));
-                    quote!(#ident[__rnn_col])
+                    let ident = bind(quote!(#seed));
+                    quote!(V::load(&#ident[__rnn_r * #width + __rnn_col..]))
                 }
                 op => unreachable!("not a fused operation: {op:?}"),
             };
             let local = format_ident!("__rnn_l{}", id.0);
-            lanes.push(quote!(let #local = #expr;));
+            lanes.push(quote!(let #local: V = #expr;));
             if !self.plan.local[id.index()] {
                 let (root, start) = self.storage(*id);
-                let out = match outputs.iter().find(|(known, _)| *known == root) {
-                    Some((_, ident)) => ident.clone(),
-                    None => {
-                        let ident = format_ident!("__rnn_row_out{}", outputs.len());
-                        let (place, row) = (self.place(*id), self.row_index(*id));
-                        let full = usize_lit(self.width(root));
-                        bindings.push(quote! {
-                            let #ident = &mut #place.row_mut(#row).into_slice().expect("rows are contiguous")[..#full];
-                        });
-                        outputs.push((root, ident.clone()));
-                        ident
-                    }
-                };
-                let column = if start == 0 {
-                    quote!(__rnn_col)
-                } else {
-                    let start = usize_lit(start);
-                    quote!(#start + __rnn_col)
-                };
-                lanes.push(quote!(#out[#column] = #local;));
+                let out = bind(self.place(*id));
+                let at = self.row_start(*id, root, start);
+                lanes.push(quote!(#local.store(&mut #out[#at + __rnn_col..]);));
+            }
+            if stores_output && *id == output {
+                let out = bind(quote!(__rnn_out));
+                let full = usize_lit(self.layer.output_size);
+                lanes.push(
+                    quote!(#local.store(&mut #out[(__rnn_off + __rnn_r) * #full + __rnn_col..]);),
+                );
             }
         }
-        quote! {
-            for __rnn_r in 0..__rnn_n {
-                #(#bindings)*
-                for __rnn_col in 0..#width_lit {
+        let name = format_ident!("__RnnRun{}", run[0].0);
+        let (read_idents, read_sources): (Vec<&Ident>, Vec<&TokenStream>) = reads
+            .iter()
+            .map(|(_, ident, source)| (ident, source))
+            .unzip();
+        let (write_idents, write_sources): (Vec<&Ident>, Vec<&TokenStream>) = writes
+            .iter()
+            .map(|(_, ident, source)| (ident, source))
+            .unzip();
+        quote! {{
+            struct #name<'a> {
+                #(#read_idents: &'a [f32],)*
+                #(#write_idents: &'a mut [f32],)*
+                __rnn_off: usize,
+            }
+            impl __rnn_rt::Pass for #name<'_> {
+                #[inline(always)]
+                #[allow(unused_variables, clippy::identity_op, clippy::erasing_op)]
+                fn lanes<V: __rnn_rt::Lanes>(&mut self, __rnn_r: usize, __rnn_col: usize) {
+                    let __rnn_off = self.__rnn_off;
+                    #(let #read_idents: &[f32] = self.#read_idents;)*
+                    #(let #write_idents: &mut [f32] = &mut *self.#write_idents;)*
                     #(#lanes)*
                 }
             }
-        }
+            __rnn_rt::run_pass(
+                &mut #name {
+                    #(#read_idents: #read_sources,)*
+                    #(#write_idents: #write_sources,)*
+                    __rnn_off,
+                },
+                __rnn_n,
+                #width,
+            );
+        }}
     }
 
     /// The expression of an invariant or after-the-loop value, computed

@@ -205,6 +205,9 @@ impl Cx<'_> {
                 direction_backs.push(quote! {
                     {
                         let __rnn_dout_dir = #dout;
+                        // A fused pass binds it as whole rows: one direction's
+                        // columns of two are copied, a single direction's are not.
+                        let __rnn_dout_dir = __rnn_dout_dir.as_standard_layout();
                         let (__rnn_dp, __rnn_din, __rnn_dinit) = Self::#backward_fn(
                             &self.__rnn_consts[#backward_slot],
                             &self.__rnn_workspace,

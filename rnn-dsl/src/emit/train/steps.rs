@@ -179,15 +179,25 @@ impl Cx<'_> {
             Vec::new()
         };
         let staging_sizes = &state_sizes[..staging.len()];
-        let stage = step.updates.iter().enumerate().map(|(k, update)| {
-            let value = cx.view(*update, false);
-            let target = staging.get(k).unwrap_or(&states[k]);
-            quote!(#target.slice_mut(s![..__rnn_n, ..]).assign(&#value);)
-        });
+        let stage = step
+            .updates
+            .iter()
+            .enumerate()
+            .filter(|(k, update)| cx.in_place(**update) != Some(*k))
+            .map(|(k, update)| {
+                let value = cx.view(*update, false);
+                let target = staging.get(k).unwrap_or(&states[k]);
+                quote!(#target.slice_mut(s![..__rnn_n, ..]).assign(&#value);)
+            });
         let updates = staging.iter().zip(&states).map(|(staged, state)| {
             quote!(#state.slice_mut(s![..__rnn_n, ..]).assign(&#staged.slice(s![..__rnn_n, ..]));)
         });
-        let output = cx.view(step.output, false);
+        let output = if plan.run_stores_output(step.output) {
+            TokenStream::new()
+        } else {
+            let output = cx.view(step.output, false);
+            quote!(__rnn_out.slice_mut(s![__rnn_off..__rnn_off + __rnn_n, ..]).assign(&#output);)
+        };
         let output_doc = format!("Layer `{}` #{} in training, one direction, over packed rows: its output, final states and tape.", layer.name, layer.stack_idx);
         let kept = plan
             .kept
@@ -226,7 +236,7 @@ impl Cx<'_> {
                         let __rnn_off = __rnn_packing.offset(__rnn_t);
                         #(#tapes.slice_mut(s![__rnn_off..__rnn_off + __rnn_n, ..]).assign(&#states.slice(s![..__rnn_n, ..]));)*
                         #(#statements)*
-                        __rnn_out.slice_mut(s![__rnn_off..__rnn_off + __rnn_n, ..]).assign(&#output);
+                        #output
                         #(#stage)*
                         #(#updates)*
                     };
@@ -328,6 +338,7 @@ impl Cx<'_> {
         let state_results = plan.backward.states.iter().enumerate().map(|(k, result)| {
             let d_state = &d_states[k];
             match result {
+                Some(id) if cx.in_place(*id) == Some(k) => TokenStream::new(),
                 Some(id) => {
                     let value = cx.view(*id, false);
                     quote!(#d_state.slice_mut(s![..__rnn_n, ..]).assign(&#value);)
