@@ -123,6 +123,21 @@ impl BackwardPlan {
         groups
     }
 
+    /// The states whose copy into the tape (the state before the step) the
+    /// training forward's run `run` makes, block by block before it
+    /// overwrites them: those it writes in place, of the run's width.
+    pub fn tape_copies(&self, layer: &ir::Layer, run: &[ValueId]) -> Vec<usize> {
+        let width = |id: ValueId| match self.backward.node(id).shape {
+            Shape::Vector(len) => len,
+            Shape::Scalar | Shape::Matrix(..) => 0,
+        };
+        run.iter()
+            .filter(|id| id.index() < self.backward.forward)
+            .filter_map(|id| self.in_place[id.index()])
+            .filter(|k| layer.states[*k].size == width(run[0]))
+            .collect()
+    }
+
     /// Whether the training forward's fused run that computes the step's
     /// output `output` also stores it in the layer's output rows (rather
     /// than a copy after the run).

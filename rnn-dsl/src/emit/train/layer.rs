@@ -338,6 +338,16 @@ impl Layer<'_> {
         if stores_output {
             written.push(quote!(__rnn_out).to_string());
         }
+        // The states before the step go to the tape from here, each block
+        // before the run overwrites it.
+        let tape_copies = match self.phase {
+            Phase::Train => self.plan.tape_copies(self.layer, run),
+            Phase::Backward => Vec::new(),
+        };
+        for k in &tape_copies {
+            let tape = format_ident!("__rnn_tape{}", k);
+            written.push(quote!(#tape).to_string());
+        }
         let mut reads: Vec<(String, Ident, TokenStream)> = Vec::new();
         let mut writes: Vec<(String, Ident, TokenStream)> = Vec::new();
         let mut lanes: Vec<TokenStream> = Vec::new();
@@ -363,6 +373,16 @@ impl Layer<'_> {
                 }
             }
         };
+        for k in &tape_copies {
+            let (state, tape) = (
+                format_ident!("__rnn_s{}", k),
+                format_ident!("__rnn_tape{}", k),
+            );
+            let (state, tape) = (bind(quote!(#state)), bind(quote!(#tape)));
+            lanes.push(quote! {
+                V::load(&#state[__rnn_r * #width + __rnn_col..]).store(&mut #tape[(__rnn_off + __rnn_r) * #width + __rnn_col..]);
+            });
+        }
         for id in run {
             let node = self.node(*id);
             let mut value_of = |operand: ValueId| -> TokenStream {

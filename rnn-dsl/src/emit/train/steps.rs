@@ -163,6 +163,18 @@ impl Cx<'_> {
             .map(|state| usize_lit(state.size))
             .collect();
         let statements = cx.statements(0..forward);
+        // States whose tape copy a fused run makes are not copied first.
+        let copied_by_runs: Vec<usize> = plan
+            .fused
+            .iter()
+            .flat_map(|run| plan.tape_copies(layer, run))
+            .collect();
+        let tape_copies = (0..layer.states.len())
+            .filter(|k| !copied_by_runs.contains(k))
+            .map(|k| {
+                let (tape, state) = (&tapes[k], &states[k]);
+                quote!(#tape.slice_mut(s![__rnn_off..__rnn_off + __rnn_n, ..]).assign(&#state.slice(s![..__rnn_n, ..]));)
+            });
         let step = &layer.step;
         // New states are staged first when an update reads a state (one
         // carried unchanged, or a slice of one), which an earlier update
@@ -234,7 +246,7 @@ impl Cx<'_> {
                     let mut __rnn_step = |__rnn_t: usize| {
                         let __rnn_n = __rnn_packing.batch_size(__rnn_t);
                         let __rnn_off = __rnn_packing.offset(__rnn_t);
-                        #(#tapes.slice_mut(s![__rnn_off..__rnn_off + __rnn_n, ..]).assign(&#states.slice(s![..__rnn_n, ..]));)*
+                        #(#tape_copies)*
                         #(#statements)*
                         #output
                         #(#stage)*
