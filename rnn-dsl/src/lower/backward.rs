@@ -422,28 +422,18 @@ pub fn plan_backward(layer: &ir::Layer) -> BackwardPlan {
         .sum();
     let state_floats: usize = layer.states.iter().map(|state| state.size).sum();
     let kept_floats: usize = kept.iter().chain(&kept_steps).map(width).sum();
-    let (fused, local) = fused_runs(
-        layer,
-        &backward,
-        &kinds,
-        Layout {
-            all_steps: &all_steps,
-            views: &views,
-            aliases: &aliases,
-            free: &free,
-        },
-        (&kept, &kept_steps),
-    );
+    let layout = Layout {
+        all_steps: &all_steps,
+        views: &views,
+        aliases: &aliases,
+        free: &free,
+    };
+    let (fused, local) = fused_runs(layer, &backward, &kinds, layout, (&kept, &kept_steps));
     let in_place = in_place_results(
         layer,
         &backward,
         &kinds,
-        Layout {
-            all_steps: &all_steps,
-            views: &views,
-            aliases: &aliases,
-            free: &free,
-        },
+        layout,
         (&kept, &kept_steps),
         &fused,
     );
