@@ -45,7 +45,7 @@ mod tensor;
 mod workspace;
 
 pub use error::{Result, RnnError};
-pub use model::{Model, Train};
+pub use model::{Model, Parameters, Train};
 pub use tensor::{Tensor, TensorMap};
 pub use workspace::Threads;
 

@@ -1,6 +1,8 @@
 //! The interface every generated model implements, for code that handles
 //! models by name rather than by type (tools, tests, serving).
 
+use ndarray::{ArrayViewD, ArrayViewMutD};
+
 use crate::error::Result;
 use crate::tensor::TensorMap;
 use crate::workspace::Threads;
@@ -48,4 +50,20 @@ pub trait Train: Model {
     ///
     /// As [`Model::run`], or a seed misshaped or not finite.
     fn run_gradients(&self, inputs: &TensorMap, seeds: &TensorMap) -> Result<TensorMap>;
+}
+
+/// A model's trainable parameters by name, for optimizers and checkpoints
+/// (implemented by every model generated with gradients on).
+pub trait Parameters {
+    /// The parameters, by PyTorch's names, in the order of the gradients'
+    /// `params` (the generated `…Grads::NAMES`).
+    fn params(&self) -> Vec<(&'static str, ArrayViewD<'_, f32>)>;
+
+    /// Changes the parameters: `update` gets each one by name, mutably.
+    ///
+    /// # Errors
+    ///
+    /// A parameter made non-finite: the model is left unchanged.
+    fn update_params(&mut self, update: &mut dyn FnMut(&str, ArrayViewMutD<'_, f32>))
+        -> Result<()>;
 }

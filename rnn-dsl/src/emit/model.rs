@@ -227,6 +227,16 @@ impl Cx<'_> {
                     Ok(__rnn_outputs)
                 }
             }
+
+            impl #rt::Parameters for #model {
+                fn params(&self) -> ::std::vec::Vec<(&'static str, #rt::ndarray::ArrayViewD<'_, f32>)> {
+                    #model::params(self)
+                }
+
+                fn update_params(&mut self, update: &mut dyn FnMut(&str, #rt::ndarray::ArrayViewMutD<'_, f32>)) -> ::std::result::Result<(), #rt::RnnError> {
+                    #model::update_params(self, update)
+                }
+            }
         }
     }
 
