@@ -1,0 +1,137 @@
+"""Reference values for rnn-train's tests, computed by PyTorch.
+
+Writes torch_reference.json next to this file: optimizer trajectories
+(SGD, momentum, Nesterov, Adam, Adam with L2, AdamW), clip_grad_norm_,
+learning-rate schedules and masked losses. The tests read the JSON and
+need no Python; rerun this script (any PyTorch 2.x) to regenerate it:
+
+    python rnn-train/tests/data/make_reference.py
+"""
+
+import json
+import pathlib
+
+import torch
+import torch.nn.functional as F
+
+torch.manual_seed(0)
+
+
+def values(tensor):
+    return {"shape": list(tensor.shape), "data": tensor.detach().reshape(-1).tolist()}
+
+
+def optimizers():
+    params0 = [torch.randn(3, 4), torch.randn(4)]
+    grads = [[torch.randn(3, 4), torch.randn(4)] for _ in range(5)]
+    configs = {
+        "sgd": (torch.optim.SGD, dict(lr=0.1)),
+        "sgd_momentum": (torch.optim.SGD, dict(lr=0.1, momentum=0.9, dampening=0.1, weight_decay=0.01)),
+        "sgd_nesterov": (torch.optim.SGD, dict(lr=0.1, momentum=0.9, nesterov=True, weight_decay=0.01)),
+        "adam": (torch.optim.Adam, dict(lr=0.01)),
+        "adam_l2": (torch.optim.Adam, dict(lr=0.01, betas=(0.8, 0.99), weight_decay=0.1)),
+        "adamw": (torch.optim.AdamW, dict(lr=0.01)),
+    }
+    cases = {}
+    for name, (cls, kwargs) in configs.items():
+        params = [p.clone().requires_grad_() for p in params0]
+        opt = cls(params, foreach=False, **kwargs)
+        trajectory = []
+        for step_grads in grads:
+            for p, g in zip(params, step_grads):
+                p.grad = g.clone()
+            opt.step()
+            trajectory.append([values(p) for p in params])
+        kwargs = {k: list(v) if isinstance(v, tuple) else v for k, v in kwargs.items()}
+        cases[name] = {"hyper": kwargs, "trajectory": trajectory}
+    return {
+        "params": [values(p) for p in params0],
+        "grads": [[values(g) for g in step] for step in grads],
+        "cases": cases,
+    }
+
+
+def clipping():
+    grads = [torch.randn(3, 4) * 2, torch.randn(5)]
+    cases = []
+    for max_norm in [1.0, 100.0]:
+        params = [torch.zeros_like(g, requires_grad=True) for g in grads]
+        for p, g in zip(params, grads):
+            p.grad = g.clone()
+        norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
+        cases.append({"max_norm": max_norm, "norm": norm.item(), "clipped": [values(p.grad) for p in params]})
+    return {"grads": [values(g) for g in grads], "cases": cases}
+
+
+def schedule(make, steps):
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
+    sched = make(opt)
+    lrs = []
+    for _ in range(steps):
+        lrs.append(sched.get_last_lr()[0])
+        opt.step()
+        sched.step()
+    return lrs
+
+
+def schedules():
+    S = torch.optim.lr_scheduler
+    return {
+        "step": schedule(lambda o: S.StepLR(o, step_size=3, gamma=0.5), 10),
+        "cosine": schedule(lambda o: S.CosineAnnealingLR(o, T_max=8, eta_min=0.001), 9),
+        "warmup_cosine": schedule(
+            lambda o: S.SequentialLR(
+                o,
+                [S.LinearLR(o, start_factor=0.1, total_iters=4), S.CosineAnnealingLR(o, T_max=6, eta_min=0.0)],
+                milestones=[4],
+            ),
+            10,
+        ),
+    }
+
+
+def losses():
+    logits = torch.randn(3, 4, 5, requires_grad=True)
+    targets = torch.randint(0, 5, (3, 4))
+    lengths = [4, 2, 0]
+    mask = torch.tensor([[t < n for t in range(4)] for n in lengths])
+    every = F.cross_entropy(logits[mask], targets[mask])
+    every.backward()
+    every_grad = logits.grad.clone()
+    logits.grad = None
+
+    last_lengths = [4, 2, 1]
+    last_targets = torch.randint(0, 5, (3,))
+    last_logits = torch.stack([logits[b, n - 1] for b, n in enumerate(last_lengths)])
+    last = F.cross_entropy(last_logits, last_targets)
+    last.backward()
+    last_grad = logits.grad.clone()
+
+    y = torch.randn(3, 4, 2, requires_grad=True)
+    target = torch.randn(3, 4, 2)
+    mse = ((y - target) ** 2)[mask].mean()
+    mse.backward()
+    return {
+        "logits": values(logits),
+        "targets": targets.reshape(-1).tolist(),
+        "lengths": lengths,
+        "every": {"loss": every.item(), "grad": values(every_grad)},
+        "last_lengths": last_lengths,
+        "last_targets": last_targets.tolist(),
+        "last": {"loss": last.item(), "grad": values(last_grad)},
+        "y": values(y),
+        "target": values(target),
+        "mse": {"loss": mse.item(), "grad": values(y.grad)},
+    }
+
+
+reference = {
+    "torch": torch.__version__,
+    "optimizers": optimizers(),
+    "clipping": clipping(),
+    "schedules": schedules(),
+    "losses": losses(),
+}
+out = pathlib.Path(__file__).with_name("torch_reference.json")
+out.write_text(json.dumps(reference, indent=1) + "\n")
+print(f"wrote {out}")
