@@ -55,7 +55,7 @@ pub fn mse(
     }
     let value = if count == 0 { 0.0 } else { sum / count as f64 } as f32;
     if !value.is_finite() {
-        return Err(first_non_finite(&[("y", y), ("target", target)]));
+        return Err(first_non_finite(&[("y", y), ("target", target)], &lengths));
     }
     Ok(Loss { value, grad })
 }
@@ -207,13 +207,17 @@ fn valid_lengths(lengths: Option<&[usize]>, batch: usize, time: usize) -> Result
 }
 
 /// The error for a non-finite loss: the first non-finite element among
-/// `tensors`, or the loss itself (an overflow of finite values).
-fn first_non_finite(tensors: &[(&str, ArrayView3<'_, f32>)]) -> RnnError {
+/// the valid steps of `tensors` (padded steps are not read), or the loss
+/// itself (an overflow of finite values).
+fn first_non_finite(tensors: &[(&str, ArrayView3<'_, f32>)], lengths: &[usize]) -> RnnError {
     for (name, tensor) in tensors {
-        if let Some((index, value)) = tensor.indexed_iter().find(|(_, v)| !v.is_finite()) {
+        let found = tensor
+            .indexed_iter()
+            .find(|((b, t, _), v)| *t < lengths[*b] && !v.is_finite());
+        if let Some(((b, t, k), value)) = found {
             return RnnError::InvalidValue {
                 tensor: (*name).to_owned(),
-                reason: format!("non-finite value {value} at {index:?}"),
+                reason: format!("non-finite value {value} at [{b}, {t}, {k}]"),
             };
         }
     }

@@ -219,3 +219,25 @@ fn another_models_checkpoint_is_refused_naming_the_tensor() {
     assert_eq!(params(&model), before);
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn a_non_finite_output_names_the_element_a_valid_step_holds() {
+    let mut y = Array3::<f32>::zeros((2, 3, 2));
+    let target = Array3::<f32>::zeros((2, 3, 2));
+    // Padded (sequence 1 has 1 step): not read, not an error.
+    y[(1, 2, 0)] = f32::NAN;
+    let lengths = [3, 1];
+    assert!(loss::mse(y.view(), target.view(), Some(&lengths)).is_ok());
+    y[(0, 1, 1)] = f32::INFINITY;
+    let error = loss::mse(y.view(), target.view(), Some(&lengths)).expect_err("inf is refused");
+    assert_eq!(
+        error.to_string(),
+        "tensor `y`: non-finite value inf at [0, 1, 1]"
+    );
+    let misshaped = Array3::<f32>::zeros((2, 3, 1));
+    let error = loss::mse(y.view(), misshaped.view(), None).expect_err("shapes differ");
+    assert!(
+        matches!(&error, RnnError::ShapeMismatch { tensor, .. } if tensor == "target"),
+        "{error}"
+    );
+}
