@@ -10,6 +10,8 @@
 //! - [`clip`]: gradient clipping by global norm and by value.
 //! - [`schedule`]: learning-rate schedules (step decay, cosine, warm-up) as
 //!   plain values a loop asks for the rate of a step.
+//! - [`tbptt`]: truncated BPTT, a batch cut into windows with the state
+//!   carried forward.
 //! - [`checkpoint`]: weights, optimizer state and step in one safetensors
 //!   file; resuming gives the same bits as not stopping.
 //!
@@ -49,5 +51,6 @@ pub mod clip;
 pub mod loss;
 pub mod optim;
 pub mod schedule;
+pub mod tbptt;
 
 pub use rnn_runtime::{Parameters, Result, RnnError};

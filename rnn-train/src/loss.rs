@@ -186,7 +186,11 @@ fn softmax_cross_entropy(
 
 /// The lengths, checked: `batch` of them, none above `time`; all `time`
 /// when there are none.
-fn valid_lengths(lengths: Option<&[usize]>, batch: usize, time: usize) -> Result<Vec<usize>> {
+pub(crate) fn valid_lengths(
+    lengths: Option<&[usize]>,
+    batch: usize,
+    time: usize,
+) -> Result<Vec<usize>> {
     let Some(lengths) = lengths else {
         return Ok(vec![time; batch]);
     };

@@ -1,8 +1,6 @@
 //! Losses, optimizers, clipping and schedules against PyTorch: the values
 //! in `data/torch_reference.json`, written by `data/make_reference.py`.
 
-use std::path::Path;
-
 use ndarray::{Array1, Array2, Array3, ArrayD, ArrayViewD, ArrayViewMutD, IxDyn};
 use rnn_train::clip::{clip_grad_norm, clip_grad_value, global_norm};
 use rnn_train::optim::{Adam, Optimizer, Sgd};
@@ -10,28 +8,8 @@ use rnn_train::schedule::{Cosine, Schedule, StepDecay, Warmup};
 use rnn_train::{loss, Parameters, Result, RnnError};
 use serde_json::Value;
 
-fn reference() -> Value {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/torch_reference.json");
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|error| panic!("{} is readable: {error}", path.display()));
-    serde_json::from_str(&text).expect("the reference is JSON")
-}
-
-fn tensor(value: &Value) -> ArrayD<f32> {
-    let shape: Vec<usize> = value["shape"]
-        .as_array()
-        .expect("shape")
-        .iter()
-        .map(|n| n.as_u64().expect("dimension") as usize)
-        .collect();
-    let data: Vec<f32> = value["data"]
-        .as_array()
-        .expect("data")
-        .iter()
-        .map(|x| x.as_f64().expect("number") as f32)
-        .collect();
-    ArrayD::from_shape_vec(IxDyn(&shape), data).expect("data fits the shape")
-}
+mod common;
+use common::{reference, tensor};
 
 fn tensors(value: &Value) -> Vec<ArrayD<f32>> {
     value

@@ -2,7 +2,7 @@
 
 Writes torch_reference.json next to this file: optimizer trajectories
 (SGD, momentum, Nesterov, Adam, Adam with L2, AdamW), clip_grad_norm_,
-learning-rate schedules and masked losses. The tests read the JSON and
+learning-rate schedules, masked losses and truncated BPTT. The tests read the JSON and
 need no Python; rerun this script (any PyTorch 2.x) to regenerate it:
 
     python rnn-train/tests/data/make_reference.py
@@ -125,12 +125,53 @@ def losses():
     }
 
 
+def tbptt():
+    """Truncated BPTT by hand: an LSTM cell stepped with lengths masking,
+    the state detached at every window boundary; each window's gradients
+    of sum(y * dy) over its steps."""
+    torch.manual_seed(1)
+    cell = torch.nn.LSTMCell(2, 3)
+    x = torch.randn(2, 7, 2)
+    dy = torch.randn(2, 7, 3)
+    lengths = [7, 4]
+    window = 3
+    h = torch.zeros(2, 3)
+    c = torch.zeros(2, 3)
+    windows = []
+    for start in range(0, 7, window):
+        h, c = h.detach(), c.detach()
+        loss = 0.0
+        for t in range(start, min(start + window, 7)):
+            valid = torch.tensor([[float(t < n)] for n in lengths])
+            h_new, c_new = cell(x[:, t], (h, c))
+            loss = loss + (valid * h_new * dy[:, t]).sum()
+            h = valid * h_new + (1 - valid) * h
+            c = valid * c_new + (1 - valid) * c
+        cell.zero_grad()
+        loss.backward()
+        windows.append([values(p.grad) for p in (cell.weight_ih, cell.bias_ih, cell.weight_hh, cell.bias_hh)])
+    return {
+        "weights": {
+            "weight_ih_l0": values(cell.weight_ih),
+            "bias_ih_l0": values(cell.bias_ih),
+            "weight_hh_l0": values(cell.weight_hh),
+            "bias_hh_l0": values(cell.bias_hh),
+        },
+        "x": values(x),
+        "dy": values(dy),
+        "lengths": lengths,
+        "window": window,
+        "grads": windows,
+    }
+
+
 reference = {
     "torch": torch.__version__,
     "optimizers": optimizers(),
     "clipping": clipping(),
     "schedules": schedules(),
     "losses": losses(),
+    "tbptt": tbptt(),
 }
 out = pathlib.Path(__file__).with_name("torch_reference.json")
 out.write_text(json.dumps(reference, indent=1) + "\n")
