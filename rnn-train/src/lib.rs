@@ -10,8 +10,9 @@
 //! - [`clip`]: gradient clipping by global norm and by value.
 //! - [`schedule`]: learning-rate schedules (step decay, cosine, warm-up) as
 //!   plain values a loop asks for the rate of a step.
-//! - [`tbptt`]: truncated BPTT, a batch cut into windows with the state
-//!   carried forward.
+//! - [`tbptt`]: truncated BPTT(k1, k2), a batch cut into updates of `k1`
+//!   new steps that backpropagate through their last `k2`, the state
+//!   carried forward and reset row by row when a new sequence starts.
 //! - [`checkpoint`]: weights, optimizer state and step in one safetensors
 //!   file; resuming gives the same bits as not stopping.
 //!

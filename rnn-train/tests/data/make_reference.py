@@ -2,8 +2,10 @@
 
 Writes torch_reference.json next to this file: optimizer trajectories
 (SGD, momentum, Nesterov, Adam, Adam with L2, AdamW), clip_grad_norm_,
-learning-rate schedules, masked losses and truncated BPTT. The tests read the JSON and
-need no Python; rerun this script (any PyTorch 2.x) to regenerate it:
+learning-rate schedules, masked losses and truncated BPTT (k1 = k2, and
+k2 < k1 with all but the last k2 steps of each update run without
+gradient). The tests read the JSON and need no Python; rerun this script
+(any PyTorch 2.x) to regenerate it:
 
     python rnn-train/tests/data/make_reference.py
 """
@@ -165,6 +167,75 @@ def tbptt():
     }
 
 
+def tbptt_k2():
+    """TBPTT(k1, k2) with k2 < k1, by hand: each update takes k1 new steps
+    (the last update the rest), runs all but its last k2 under no_grad
+    carrying the state, then the last k2 (all of them if fewer) with
+    gradient from the detached state; the loss is the MSE over the valid
+    elements of those steps, and SGD steps the cell after each update.
+    Records each update's loss, gradients before the step, and the state
+    after the update."""
+    torch.manual_seed(2)
+    cell = torch.nn.LSTMCell(2, 3)
+    weights = {
+        "weight_ih_l0": values(cell.weight_ih),
+        "bias_ih_l0": values(cell.bias_ih),
+        "weight_hh_l0": values(cell.weight_hh),
+        "bias_hh_l0": values(cell.bias_hh),
+    }
+    x = torch.randn(3, 9, 2)
+    target = torch.randn(3, 9, 3)
+    lengths = [9, 5, 3]
+    k1, k2, lr = 4, 2, 0.1
+    sgd = torch.optim.SGD(cell.parameters(), lr=lr)
+
+    def step(t, h, c):
+        valid = torch.tensor([[float(t < n)] for n in lengths])
+        h_new, c_new = cell(x[:, t], (h, c))
+        return valid * h_new, valid * h_new + (1 - valid) * h, valid * c_new + (1 - valid) * c
+
+    h = torch.zeros(3, 3)
+    c = torch.zeros(3, 3)
+    updates = []
+    for start in range(0, 9, k1):
+        end = min(start + k1, 9)
+        split = max(start, end - k2)
+        with torch.no_grad():
+            for t in range(start, split):
+                _, h, c = step(t, h, c)
+        h, c = h.detach(), c.detach()
+        ys = []
+        for t in range(split, end):
+            y, h, c = step(t, h, c)
+            ys.append(y)
+        y = torch.stack(ys, 1)
+        mask = torch.tensor([[t < n for t in range(split, end)] for n in lengths])
+        loss = ((y - target[:, split:end]) ** 2)[mask].mean()
+        sgd.zero_grad()
+        loss.backward()
+        updates.append(
+            {
+                "warm": [start, split],
+                "train": [split, end],
+                "loss": loss.item(),
+                "grads": [values(p.grad) for p in (cell.weight_ih, cell.bias_ih, cell.weight_hh, cell.bias_hh)],
+                "h": values(h),
+                "c": values(c),
+            }
+        )
+        sgd.step()
+    return {
+        "weights": weights,
+        "x": values(x),
+        "target": values(target),
+        "lengths": lengths,
+        "k1": k1,
+        "k2": k2,
+        "lr": lr,
+        "updates": updates,
+    }
+
+
 reference = {
     "torch": torch.__version__,
     "optimizers": optimizers(),
@@ -172,6 +243,7 @@ reference = {
     "schedules": schedules(),
     "losses": losses(),
     "tbptt": tbptt(),
+    "tbptt_k2": tbptt_k2(),
 }
 out = pathlib.Path(__file__).with_name("torch_reference.json")
 out.write_text(json.dumps(reference, indent=1) + "\n")
