@@ -89,6 +89,7 @@ fn build_network(model: &check::Model, network: &check::Network) -> Network {
                 params,
                 step,
                 output_size: instance.output_size,
+                alone: layer.stack.len() == 1 && directions == 1,
                 accepts_bare_names: !cell.from_prelude && layer.stack.len() == 1 && directions == 1,
             };
             previous_width = built.output_width();

@@ -11,7 +11,9 @@
 //!
 //! After build: [`verify()`] holds (`ir/verify.rs` lists the invariants);
 //! every node feeds an update or the output, and every parameter a layer
-//! lists is read by its step (`rewrite/eliminate_dead.rs`).
+//! lists is read by its step (`rewrite/eliminate_dead.rs`), and every
+//! state is read by it (`rewrite/drop_unread_states.rs`): a layer whose
+//! cell reads no state (a head) has none.
 
 mod build;
 mod display;
@@ -48,9 +50,14 @@ pub fn build(model: &check::Model) -> Model {
         "reassociate_sums",
     );
     // Eliminate dead last, to drop what build and both rewrites left unread (and unread params).
-    verified(
+    let ir = verified(
         rewrite::each_layer(ir, rewrite::eliminate_dead),
         "eliminate_dead",
+    );
+    // Drop unread states after, when every state read left is a live one (and eliminate again).
+    verified(
+        rewrite::each_layer(ir, rewrite::drop_unread_states),
+        "drop_unread_states",
     )
 }
 

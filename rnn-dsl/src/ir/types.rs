@@ -95,6 +95,8 @@ pub struct Layer {
     pub step: Step,
     /// Size of one direction's per-step output.
     pub output_size: usize,
+    /// Whether it is its statement's only layer, in one direction.
+    pub alone: bool,
     /// Whether the weight name without `_l{k}` suffix is accepted too.
     pub accepts_bare_names: bool,
 }
@@ -105,16 +107,28 @@ impl Layer {
         self.output_size * self.directions
     }
 
+    /// Whether its names are plain (`weight`, `head.bias`), as PyTorch's
+    /// `nn.Linear` names its parameters: a layer without states, alone in
+    /// its statement.
+    fn plain_names(&self) -> bool {
+        self.alone && self.states.is_empty()
+    }
+
     /// The tensor name of a parameter for a direction (0 forward, 1
-    /// backward): PyTorch's `weight_ih_l0`, `weight_hh_l1_reverse`.
+    /// backward): PyTorch's `weight_ih_l0`, `weight_hh_l1_reverse`, or
+    /// `weight` for a stateless layer alone in its statement.
     pub fn weight_name(&self, param: &Param, direction: usize) -> String {
-        names::weight(&self.prefix, &param.name, self.stack_idx, direction)
+        if self.plain_names() {
+            names::bare_weight(&self.prefix, &param.name)
+        } else {
+            names::weight(&self.prefix, &param.name, self.stack_idx, direction)
+        }
     }
 
     /// The plain name (`A`) also accepted for a single-layer, one-direction
     /// user cell, so its weights can be named as the `.rnn` file names them.
     pub fn bare_weight_name(&self, param: &Param) -> Option<String> {
-        self.accepts_bare_names
+        (self.accepts_bare_names && !self.plain_names())
             .then(|| names::bare_weight(&self.prefix, &param.name))
     }
 }

@@ -12,7 +12,10 @@ mod merge_row_products;
 mod reassociate_sums;
 // Nodes nothing reads are dropped, and parameters only they read.
 mod eliminate_dead;
+// States the step never reads are dropped: a stateless cell (a head) has none left.
+mod drop_unread_states;
 
+pub(super) use self::drop_unread_states::drop_unread_states;
 pub(super) use self::eliminate_dead::eliminate_dead;
 pub(super) use self::merge_row_products::merge_row_products;
 pub(super) use self::reassociate_sums::reassociate_sums;
