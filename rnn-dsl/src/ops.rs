@@ -12,7 +12,7 @@
 //! three values. Adding a variant to the runtime's enums adds the function
 //! to the language.
 
-pub use rnn_runtime::ops::{Binary, Unary};
+pub use rnn_runtime::ops::{Binary, Reduction, Unary};
 
 /// An elementwise operation as the language writes it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

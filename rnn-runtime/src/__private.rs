@@ -9,13 +9,13 @@
 //! crate imports from it.
 
 pub use crate::elementwise::{
-    binary, clip, const_binary, const_clip, const_unary, into_vector, map1, map2, map3, matvec,
-    outer_acc, outer_acc_rows, sum_elems, sum_rows, transpose, unary, Arg,
+    binary, clip, const_binary, const_clip, const_reduce, const_unary, into_vector, map1, map2,
+    map3, matvec, outer_acc, outer_acc_rows, reduce, sum_elems, sum_rows, transpose, unary, Arg,
 };
 pub use crate::error::RnnError;
 pub use crate::fused::{
-    binary_tile, clip_tile, rows, rows_mut, run_pass, run_pass_columns, unary_tile, vector, Lanes,
-    Operand, Pass, Tile,
+    binary_tile, clip_tile, reduce_tile, rows, rows_mut, run_pass, run_pass_columns, unary_tile,
+    vector, Lanes, Operand, Pass, Tile,
 };
 pub use crate::init::{pytorch_bound, uniform, SplitMix64};
 pub use crate::kernels::{
@@ -26,7 +26,7 @@ pub use crate::loading::{
     check_finite, check_shape, copy_rows, fill_rows, initial_rows, input2, input3, load1, load2,
     next_stamp, optional_lengths, state_or_zeros, steps,
 };
-pub use crate::ops::{sign, softplus, Binary, Unary};
+pub use crate::ops::{sign, softplus, Binary, Reduction, Unary};
 pub use crate::packing::{flat_steps, scatter, Packing, Placement};
 pub use crate::split::{lockstep, merge_halves, split_runs, Exchange, Side};
 pub use crate::tensor::TensorMap;

@@ -11,7 +11,7 @@ use ndarray::{Array1, Array2, ArrayView1, ArrayView2, ArrayViewMut2, Axis, Zip};
 use crate::kernels::{
     exp_slice, gemm_packed, matmul, matmul_bt, sigmoid_slice, tanh_slice, PackedMatrix,
 };
-use crate::ops::{specialise_binary, specialise_unary, Binary, Unary};
+use crate::ops::{specialise_binary, specialise_unary, Binary, Reduction, Unary};
 use crate::workspace::Workspace;
 
 /// An operand of an elementwise kernel.
@@ -211,6 +211,19 @@ pub fn sum_rows(mut acc: ArrayViewMut2<'_, f32>, a: ArrayView2<'_, f32>) {
             }
         }
     }
+}
+
+/// `out[r, 0] = op(a[r, ..])`: each row reduced to one value
+/// ([`Reduction::apply`], so every executor gives the same bits).
+pub fn reduce(mut out: ArrayViewMut2<'_, f32>, a: ArrayView2<'_, f32>, op: Reduction) {
+    for (mut slot, row) in out.rows_mut().into_iter().zip(a.rows()) {
+        slot[0] = op.apply(row.iter().copied());
+    }
+}
+
+/// A parameter-only value `op(a)`, one element, computed once.
+pub fn const_reduce(a: ArrayView1<'_, f32>, op: Reduction) -> Array1<f32> {
+    Array1::from_elem(1, op.apply(a.iter().copied()))
 }
 
 /// `out[r, 0] = Σ_c a[r, c]`: each row's elements summed.

@@ -13,7 +13,8 @@
 //! part of a value computed in the same pass, a column or an offset range
 //! of a state that the pass updates in place) run in tiles of a few rows
 //! instead: for each tile, every operation in turn
-//! on that tile ([`binary_tile`], [`unary_tile`], [`clip_tile`]), with the
+//! on that tile ([`binary_tile`], [`unary_tile`], [`clip_tile`],
+//! [`reduce_tile`]), with the
 //! intermediate values in small scratch tiles that stay in the L1 cache.
 //! Those functions work on strided slices; the operation is a value, so
 //! each loop is compiled once, not once per call site.
@@ -28,7 +29,7 @@ use ndarray::{ArrayRef1, ArrayRef2};
 use crate::kernels;
 pub use crate::kernels::frame::{clip_tile, Lanes, Operand, Pass, Tile};
 use crate::kernels::frame::{out_row, Row};
-use crate::ops::{Binary, Unary};
+use crate::ops::{Binary, Reduction, Unary};
 
 /// All elements of a matrix with standard (row-major, contiguous) layout.
 ///
@@ -132,6 +133,29 @@ pub fn binary_tile(tile: Tile, out: &mut [f32], a: Operand<'_>, b: Operand<'_>, 
     kernels::binary_tile(tile, out, a, b, op);
 }
 
+/// `out[i] = op(row i of a)` over a tile: each of `tile.rows` rows of
+/// `tile.width` elements reduced to one value, written at
+/// `out[i * tile.out_stride]` ([`Reduction::apply`]). A reduction reads the
+/// whole row, so a pass holding one runs in tiles, never in lanes.
+pub fn reduce_tile(tile: Tile, out: &mut [f32], a: Operand<'_>, op: Reduction) {
+    let Tile {
+        rows,
+        width,
+        out_stride,
+    } = tile;
+    for i in 0..rows {
+        out[i * out_stride] = match a {
+            Operand::Rows { data, stride } => {
+                op.apply(data[i * stride..i * stride + width].iter().copied())
+            }
+            Operand::PerRow { data, stride } => {
+                op.apply(std::iter::repeat_n(data[i * stride], width))
+            }
+            Operand::Value(value) => op.apply(std::iter::repeat_n(value, width)),
+        };
+    }
+}
+
 /// Runs `pass` over `rows` rows of `width` columns, in blocks of two and one
 /// of this CPU's vectors (the last columns of each row one at a time).
 pub fn run_pass<P: Pass>(pass: &mut P, rows: usize, width: usize) {
@@ -214,5 +238,35 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn reduce_tiles_read_whole_rows_and_write_one_value_each() {
+        let input = [1.0f32, -2.0, 4.0, 0.5, 8.0, -1.0];
+        let rows = Operand::Rows {
+            data: &input,
+            stride: 3,
+        };
+        let mut out = [f32::NAN; 4];
+        reduce_tile(tile(2, 3, 2), &mut out, rows, Reduction::Sum);
+        assert_eq!([out[0], out[2]], [3.0, 7.5]);
+        reduce_tile(tile(2, 3, 1), &mut out, rows, Reduction::Max);
+        assert_eq!(out[..2], [4.0, 8.0]);
+        let per_row = Operand::PerRow {
+            data: &input,
+            stride: 3,
+        };
+        reduce_tile(tile(2, 3, 1), &mut out, per_row, Reduction::Sum);
+        assert_eq!(out[..2], [3.0, 1.5]);
+        // A NaN anywhere in a row is the row's maximum, as its sum.
+        let with_nan = [1.0f32, f32::NAN, 4.0];
+        let nan_row = Operand::Rows {
+            data: &with_nan,
+            stride: 3,
+        };
+        reduce_tile(tile(1, 3, 1), &mut out, nan_row, Reduction::Max);
+        assert!(out[0].is_nan());
+        assert_eq!(Reduction::Max.apply([]), f32::NEG_INFINITY);
+        assert_eq!(Reduction::Sum.apply([]), 0.0);
     }
 }

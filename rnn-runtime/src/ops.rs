@@ -1,4 +1,5 @@
-//! The elementwise operations of the language, and the one scalar definition of each.
+//! The elementwise operations of the language and its reductions, and the one scalar definition
+//! of each.
 //!
 //! This is the bottom layer of the runtime: it imports nothing from the rest of the crate, and
 //! everything that evaluates an operation (the kernel tables, the tile and pass loops, the
@@ -146,6 +147,45 @@ impl Binary {
             Binary::Min => a.min(b),
             Binary::Max => a.max(b),
             Binary::SoftThreshold => soft_threshold(a, b),
+        }
+    }
+}
+
+/// Reductions of a vector to one value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reduction {
+    /// The sum of the elements.
+    Sum,
+    /// The largest element.
+    Max,
+}
+
+impl Reduction {
+    /// Every reduction, in declaration order.
+    pub const ALL: &'static [Reduction] = &[Reduction::Sum, Reduction::Max];
+
+    /// The variant's identifier, `"Max"` for [`Reduction::Max`]: the code generator writes
+    /// `Reduction::` followed by it.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Reduction::Sum => "Sum",
+            Reduction::Max => "Max",
+        }
+    }
+
+    /// `op(values)`: the scalar definition, one element after another from the first, so that
+    /// every implementation gives the same bits. The sum of no element is 0, their largest
+    /// −∞; a NaN element makes the result NaN.
+    pub fn apply(self, values: impl IntoIterator<Item = f32>) -> f32 {
+        match self {
+            Reduction::Sum => values.into_iter().fold(0.0, |sum, value| sum + value),
+            Reduction::Max => values.into_iter().fold(f32::NEG_INFINITY, |max, value| {
+                if value.is_nan() || max.is_nan() {
+                    f32::NAN
+                } else {
+                    max.max(value)
+                }
+            }),
         }
     }
 }

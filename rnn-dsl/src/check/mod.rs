@@ -330,6 +330,64 @@ pub enum TKind {
     Row(Box<TExpr>, SymDim),
     /// Chosen by a flag when the cell is instantiated.
     If(usize, Box<TExpr>, Box<TExpr>),
+    /// A function of whole vectors: `sum(v)`, `softmax(v)`, `dot(a, b)`.
+    Vector(VectorFunc, Vec<TExpr>),
+}
+
+/// The functions of whole vectors: reductions to one value (a one-element
+/// vector, which broadcasts) and the normalisations built on them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VectorFunc {
+    /// `sum(v)`: the sum of the elements.
+    Sum,
+    /// `mean(v)`: their mean.
+    Mean,
+    /// `max(v)`: the largest (`max(a, b)` is elementwise).
+    Max,
+    /// `dot(a, b)`: `sum(a * b)`.
+    Dot,
+    /// `softmax(v)`: `exp(v - max(v)) / sum(exp(v - max(v)))`.
+    Softmax,
+    /// `log_softmax(v)`: `v - max(v) - log(sum(exp(v - max(v))))`.
+    LogSoftmax,
+}
+
+impl VectorFunc {
+    /// Every one, in the order diagnostics list them.
+    pub const ALL: [VectorFunc; 6] = [
+        VectorFunc::Sum,
+        VectorFunc::Mean,
+        VectorFunc::Max,
+        VectorFunc::Dot,
+        VectorFunc::Softmax,
+        VectorFunc::LogSoftmax,
+    ];
+
+    /// Its name in the language.
+    pub fn name(self) -> &'static str {
+        match self {
+            VectorFunc::Sum => "sum",
+            VectorFunc::Mean => "mean",
+            VectorFunc::Max => "max",
+            VectorFunc::Dot => "dot",
+            VectorFunc::Softmax => "softmax",
+            VectorFunc::LogSoftmax => "log_softmax",
+        }
+    }
+
+    /// How many vectors it takes.
+    pub fn arity(self) -> usize {
+        match self {
+            VectorFunc::Dot => 2,
+            _ => 1,
+        }
+    }
+
+    /// Whether it gives one value (a one-element vector) rather than a
+    /// vector of its argument's size.
+    pub fn reduces(self) -> bool {
+        !matches!(self, VectorFunc::Softmax | VectorFunc::LogSoftmax)
+    }
 }
 
 /// A size condition that can only be decided once sizes are known.

@@ -286,13 +286,6 @@ impl Cx<'_> {
             let Shape::Vector(width) = node.shape else {
                 unreachable!("per-sequence values are vectors")
             };
-            let operands = node.op.operands();
-            let operands = operands
-                .iter()
-                .map(|operand| self.tile_operand(layer, plan, *operand, width));
-            let (function, operation) = self.elementwise(&node.op, false);
-            let function = format_ident!("{}_tile", function);
-            let operation = operation.into_iter();
             let width_lit = usize_lit(width);
             let out = if plan.scratch[id.index()] {
                 let ident = scratch_ident(*id);
@@ -302,6 +295,25 @@ impl Cx<'_> {
                 let row = Rows::of(layer, plan, *id).tile_row();
                 quote!(&mut #binding[#row * #width_lit..])
             };
+            // A reduction's tile is as wide as its operand's rows, its
+            // output one value a row.
+            if let Op::Reduce(op, inner) = node.op {
+                let Shape::Vector(len) = layer.step.node(inner).shape else {
+                    unreachable!("IR verification: reductions take vectors")
+                };
+                let inner = self.tile_operand(layer, plan, inner, len);
+                let (len, op) = (usize_lit(len), format_ident!("{}", op.name()));
+                let tile =
+                    quote!(__rnn_rt::Tile { rows: __rnn_m, width: #len, out_stride: #width_lit });
+                return quote!(__rnn_rt::reduce_tile(#tile, #out, #inner, __rnn_rt::Reduction::#op););
+            }
+            let operands = node.op.operands();
+            let operands = operands
+                .iter()
+                .map(|operand| self.tile_operand(layer, plan, *operand, width));
+            let (function, operation) = self.elementwise(&node.op, false);
+            let function = format_ident!("{}_tile", function);
+            let operation = operation.into_iter();
             let tile =
                 quote!(__rnn_rt::Tile { rows: __rnn_m, width: #width_lit, out_stride: #width_lit });
             quote!(__rnn_rt::#function(#tile, #out, #(#operands,)* #(#operation)*);)

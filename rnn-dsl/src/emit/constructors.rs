@@ -252,6 +252,11 @@ impl Cx<'_> {
                     }
                 }
             }
+            Op::Reduce(op, inner) => {
+                let inner = local(*inner);
+                let op = format_ident!("{}", op.name());
+                quote!(__rnn_rt::const_reduce(#inner.view(), __rnn_rt::Reduction::#op))
+            }
             Op::Input(_) | Op::State(_) | Op::Param(_) => unreachable!("not a derived constant"),
             Op::Seed(_)
             | Op::Outer(..)

@@ -192,7 +192,17 @@ impl Cx<'_> {
             #(#updates)*
         };
         let time_loop = emit_time_loop(plan, variant, &step_body);
-        let state_returns = (0..layer.states.len()).map(state_ident);
+        let state_returns: Vec<Ident> = (0..layer.states.len()).map(state_ident).collect();
+        // A stateless layer (a head) returns nothing: no `-> ()` for
+        // clippy's `unused_unit` to flag in the user's crate.
+        let (returns, result) = if state_returns.is_empty() {
+            (TokenStream::new(), TokenStream::new())
+        } else {
+            (
+                quote!(-> (#(#state_types,)*)),
+                quote!((#(#state_returns,)*)),
+            )
+        };
         let (split_params, split_columns) = match (
             variant,
             plan.split.as_ref().map(|split| split.width),
@@ -254,7 +264,7 @@ impl Cx<'_> {
                 mut __rnn_out: #rt::ndarray::ArrayViewMut2<'_, f32>,
                 __rnn_place: #rt::__private::Placement,
                 #split_params
-            ) -> (#(#state_types,)*) {
+            ) #returns {
                 #prelude
                 #(#passes)*
                 #split_columns
@@ -268,7 +278,7 @@ impl Cx<'_> {
                 #context_block
                 #time_loop
                 #(__rnn_ws.give(#returned);)*
-                (#(#state_returns,)*)
+                #result
             }
         }
     }

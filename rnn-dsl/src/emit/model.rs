@@ -125,17 +125,29 @@ impl Cx<'_> {
             let (rows, size) = (usize_lit(group.rows), usize_lit(group.size));
             quote!(#field: __rnn_rt::state_or_zeros(inputs, #name, #rows, __rnn_batch, #size)?)
         });
-        let names = self.groups.iter().map(|group| &group.initial_name);
+        let names: Vec<&String> = self
+            .groups
+            .iter()
+            .map(|group| &group.initial_name)
+            .collect();
+        // A network of stateless layers has no state to read.
+        let read_state = if names.is_empty() {
+            quote!(let __rnn_state: Option<#state> = None;)
+        } else {
+            quote! {
+                let __rnn_state = if [#(#names),*].iter().any(|name| inputs.contains(name)) {
+                    Some(#state { #(#states,)* })
+                } else {
+                    None
+                };
+            }
+        };
         let door = quote! {
             #(#loads)*
             let __rnn_batch = #batch;
             let __rnn_steps = #steps;
             let __rnn_seq_len = __rnn_rt::optional_lengths(inputs, __rnn_batch, __rnn_steps)?;
-            let __rnn_state = if [#(#names),*].iter().any(|name| inputs.contains(name)) {
-                Some(#state { #(#states,)* })
-            } else {
-                None
-            };
+            #read_state
         };
         (door, args)
     }
@@ -191,13 +203,24 @@ impl Cx<'_> {
             let name = &group.final_name;
             quote!(__rnn_outputs.insert_f32(#name, __rnn_result.#field.clone().into_dyn());)
         });
-        let final_names = self.groups.iter().map(|group| &group.final_name);
+        let final_names: Vec<&String> = self.groups.iter().map(|group| &group.final_name).collect();
         let final_states = self.groups.iter().map(|group| {
             let field = &group.field;
             let name = &group.final_name;
             let (rows, size) = (usize_lit(group.rows), usize_lit(group.size));
             quote!(#field: __rnn_rt::state_or_zeros(seeds, #name, #rows, __rnn_batch, #size)?)
         });
+        let read_final = if final_names.is_empty() {
+            quote!(let __rnn_final: Option<#state> = None;)
+        } else {
+            quote! {
+                let __rnn_final = if [#(#final_names),*].iter().any(|name| seeds.contains(name)) {
+                    Some(#state { #(#final_states,)* })
+                } else {
+                    None
+                };
+            }
+        };
         quote! {
             #[allow(non_snake_case)]
             impl #rt::Train for #model {
@@ -210,11 +233,7 @@ impl Cx<'_> {
                     } else {
                         Array3::<f32>::zeros(__rnn_result.y.raw_dim())
                     };
-                    let __rnn_final = if [#(#final_names),*].iter().any(|name| seeds.contains(name)) {
-                        Some(#state { #(#final_states,)* })
-                    } else {
-                        None
-                    };
+                    #read_final
                     let __rnn_grads = self.backward(&__rnn_tape, __rnn_dy.view(), __rnn_final.as_ref());
                     self.recycle(__rnn_tape);
                     let __rnn_grads = __rnn_grads?;

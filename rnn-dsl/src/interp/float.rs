@@ -4,7 +4,7 @@
 use ndarray::{Array2, ArrayView2, LinalgScalar};
 use rnn_runtime::kernels;
 
-use crate::ops::{Binary, Unary};
+use crate::ops::{Binary, Reduction, Unary};
 
 /// A number type the interpreter evaluates the IR in.
 pub trait Float:
@@ -22,9 +22,16 @@ pub trait Float:
     fn clip(a: Self, lo: Self, hi: Self) -> Self;
     /// `x · wᵀ`.
     fn matmul_bt(x: ArrayView2<'_, Self>, w: ArrayView2<'_, Self>) -> Array2<Self>;
+    /// `op(values)`, element after element from the first, as
+    /// [`Reduction::apply`].
+    fn reduce(op: Reduction, values: impl Iterator<Item = Self>) -> Self;
 }
 
 impl Float for f32 {
+    fn reduce(op: Reduction, values: impl Iterator<Item = f32>) -> f32 {
+        op.apply(values)
+    }
+
     fn from_f32(value: f32) -> f32 {
         value
     }
@@ -55,6 +62,19 @@ impl Float for f32 {
 }
 
 impl Float for f64 {
+    fn reduce(op: Reduction, values: impl Iterator<Item = f64>) -> f64 {
+        match op {
+            Reduction::Sum => values.fold(0.0, |sum, value| sum + value),
+            Reduction::Max => values.fold(f64::NEG_INFINITY, |max, value| {
+                if value.is_nan() || max.is_nan() {
+                    f64::NAN
+                } else {
+                    max.max(value)
+                }
+            }),
+        }
+    }
+
     fn from_f32(value: f32) -> f64 {
         f64::from(value)
     }

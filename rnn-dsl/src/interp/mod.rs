@@ -662,6 +662,14 @@ fn eval_node<F: Float>(
                 _ => Val::Rows(out),
             }
         }
+        Op::Reduce(op, a) => {
+            let rows = get(*a).rows();
+            let values: Vec<F> = rows
+                .outer_iter()
+                .map(|row| F::reduce(*op, row.iter().copied()))
+                .collect();
+            Val::Rows(Array2::from_shape_vec((values.len(), 1), values).expect("one per row"))
+        }
         Op::SumElems(a) => {
             let rows = get(*a).rows();
             let sums: Vec<F> = rows

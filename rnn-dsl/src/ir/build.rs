@@ -12,8 +12,8 @@
 //! and a layer's parameter list names every parameter the cell's bindings
 //! mention. The rewrites that follow ([`crate::ir::build()`]) change that.
 
-use crate::check::{self, InputSource, TExpr, TKind, Value};
-use crate::ops::{Binary, Elementwise};
+use crate::check::{self, InputSource, TExpr, TKind, Value, VectorFunc};
+use crate::ops::{Binary, Elementwise, Reduction, Unary};
 use crate::source::Span;
 
 use super::{
@@ -349,6 +349,65 @@ impl<'a> StepBuilder<'a> {
                     unreachable!("check ensures conditions are flags")
                 };
                 self.expr(if flag { then } else { otherwise })
+            }
+            TKind::Vector(func, args) => {
+                let ids: Vec<ValueId> = args.iter().map(|arg| self.expr(arg)).collect();
+                self.vector_func(*func, &ids, span)
+            }
+        }
+    }
+
+    /// A function of whole vectors, written with the IR's two reductions
+    /// and elementwise operations. `softmax` and `log_softmax` subtract the
+    /// largest element first, so `exp` never overflows; its gradient
+    /// through the maximum is zero in exact arithmetic (both are invariant
+    /// under a shift), so no gradient is stopped.
+    fn vector_func(&mut self, func: VectorFunc, args: &[ValueId], span: Span) -> ValueId {
+        let Shape::Vector(len) = self.nodes[args[0].index()].shape else {
+            unreachable!("check ensures vector functions take vectors")
+        };
+        let reduce = |cx: &mut Self, op: Reduction, value: ValueId| {
+            let dep = cx.nodes[value.index()].dep;
+            cx.push(Op::Reduce(op, value), Shape::Vector(1), dep, span)
+        };
+        let binary = |cx: &mut Self, op: Binary, a: ValueId, b: ValueId| {
+            let shape = cx.broadcast_shape(&[a, b]);
+            let dep = cx.dep_of(&[a, b]);
+            cx.push(Op::Binary(op, a, b), shape, dep, span)
+        };
+        let unary = |cx: &mut Self, op: Unary, a: ValueId| {
+            let node = &cx.nodes[a.index()];
+            let (shape, dep) = (node.shape, node.dep);
+            cx.push(Op::Unary(op, a), shape, dep, span)
+        };
+        // `v - max(v)`, and `sum(exp(v - max(v)))`.
+        let shifted = |cx: &mut Self, value: ValueId| {
+            let max = reduce(cx, Reduction::Max, value);
+            let shifted = binary(cx, Binary::Sub, value, max);
+            let exp = unary(cx, Unary::Exp, shifted);
+            let total = reduce(cx, Reduction::Sum, exp);
+            (shifted, exp, total)
+        };
+        match func {
+            VectorFunc::Sum => reduce(self, Reduction::Sum, args[0]),
+            VectorFunc::Max => reduce(self, Reduction::Max, args[0]),
+            VectorFunc::Mean => {
+                let total = reduce(self, Reduction::Sum, args[0]);
+                let count = self.push(Op::Literal(len as f32), Shape::Scalar, Dep::Const, span);
+                binary(self, Binary::Div, total, count)
+            }
+            VectorFunc::Dot => {
+                let product = binary(self, Binary::Mul, args[0], args[1]);
+                reduce(self, Reduction::Sum, product)
+            }
+            VectorFunc::Softmax => {
+                let (_, exp, total) = shifted(self, args[0]);
+                binary(self, Binary::Div, exp, total)
+            }
+            VectorFunc::LogSoftmax => {
+                let (shifted, _, total) = shifted(self, args[0]);
+                let log_total = unary(self, Unary::Log, total);
+                binary(self, Binary::Sub, shifted, log_total)
             }
         }
     }

@@ -109,6 +109,7 @@ impl fmt::Display for Layer {
                 Op::Transpose(a) => format!("transpose({a})"),
                 Op::Slice(a, start, end) => format!("{a}[{start}..{end}]"),
                 Op::Row(a, index) => format!("{a}[{index}]"),
+                Op::Reduce(op, a) => format!("{}({a})", reduction_name(*op)),
                 op => super::grad::op_text(op),
             };
             writeln!(f, "    v{idx}: {} {} = {op}", node.shape, node.dep)?;
@@ -126,5 +127,13 @@ impl fmt::Display for Layer {
             updates.join(", "),
             self.step.output
         )
+    }
+}
+
+/// How the text form writes a reduction: the language's name for it.
+pub(super) fn reduction_name(op: crate::ops::Reduction) -> &'static str {
+    match op {
+        crate::ops::Reduction::Sum => "sum",
+        crate::ops::Reduction::Max => "max",
     }
 }

@@ -30,7 +30,7 @@
 
 use std::fmt;
 
-use crate::ops::{Binary, Elementwise, Unary};
+use crate::ops::{Binary, Elementwise, Reduction, Unary};
 
 use super::{Dep, Layer, Node, Op, Seed, Shape, ValueId};
 
@@ -449,6 +449,27 @@ impl Builder {
                 let placed = self.push(Op::PlaceRow(g, index, rows), shape, span);
                 self.accumulate(matrix, placed);
             }
+            // Each element gets the sum's gradient.
+            Op::Reduce(Reduction::Sum, a) => {
+                let da = match self.shape(a) {
+                    Shape::Vector(len) if len > 1 => {
+                        let ones = self.push(Op::Literal(1.0), Shape::Vector(len), span);
+                        self.mul(g, ones)
+                    }
+                    _ => g,
+                };
+                self.accumulate(a, da);
+            }
+            // The largest elements share the gradient equally (PyTorch's
+            // `amax`): `g / count` where `a` equals the maximum, else 0.
+            Op::Reduce(Reduction::Max, a) => {
+                let below = self.greater(id, a);
+                let at_max = self.complement(below);
+                let count = self.push(Op::SumElems(at_max), Shape::Vector(1), span);
+                let share = self.binary(Binary::Div, g, count);
+                let da = self.mul(share, at_max);
+                self.accumulate(a, da);
+            }
             Op::Seed(_)
             | Op::Outer(..)
             | Op::SumBatch(_)
@@ -506,7 +527,7 @@ pub fn verify_backward(layer: &Layer, backward: &Backward) -> Result<(), String>
                 _ => false,
             },
             Op::SumBatch(a) => node.shape == shape_of(*a),
-            Op::SumElems(a) => {
+            Op::SumElems(a) | Op::Reduce(_, a) => {
                 matches!(shape_of(*a), Shape::Vector(_)) && node.shape == Shape::Vector(1)
             }
             Op::Place(a, start, len) => match (shape_of(*a), node.shape) {
@@ -536,7 +557,8 @@ pub fn verify_backward(layer: &Layer, backward: &Backward) -> Result<(), String>
                     shape == Shape::Scalar || shape == Shape::Vector(1) || shape == node.shape
                 })
             }
-            Op::Literal(_) => node.shape == Shape::Scalar,
+            // Ones that broadcast a sum's gradient are vectors.
+            Op::Literal(_) => matches!(node.shape, Shape::Scalar | Shape::Vector(_)),
             Op::Input(_) | Op::State(_) | Op::Param(_) | Op::Slice(..) | Op::Row(..) => false,
         };
         if !ok {
@@ -622,6 +644,7 @@ pub(super) fn op_text(op: &Op) -> String {
         Op::Transpose(a) => format!("transpose({a})"),
         Op::Slice(a, start, end) => format!("{a}[{start}..{end}]"),
         Op::Row(a, index) => format!("{a}[{index}]"),
+        Op::Reduce(op, a) => format!("{}({a})", super::display::reduction_name(*op)),
         Op::Seed(Seed::Output) => "seed output".to_owned(),
         Op::Seed(Seed::State(k)) => format!("seed state{k}"),
         Op::Outer(g, v) => format!("outer({g}, {v})"),

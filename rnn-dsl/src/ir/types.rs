@@ -7,7 +7,7 @@
 
 use crate::check::{self, InputSource};
 use crate::names;
-use crate::ops::{Binary, Unary};
+use crate::ops::{Binary, Reduction, Unary};
 use crate::source::Span;
 
 /// A value in a [`Step`], printed `v3`.
@@ -247,6 +247,9 @@ pub enum Op {
     Slice(ValueId, usize, usize),
     /// One row of a matrix, as a vector.
     Row(ValueId, usize),
+    /// A vector reduced to one value (its sum, its largest element), as a
+    /// one-element vector.
+    Reduce(Reduction, ValueId),
 
     // Operations only the backward step has (`ir/grad.rs`).
     /// The gradient arriving for this step's output or a state's new value.
@@ -283,6 +286,7 @@ impl Op {
             | Op::Transpose(a)
             | Op::Slice(a, _, _)
             | Op::Row(a, _)
+            | Op::Reduce(_, a)
             | Op::SumBatch(a)
             | Op::SumElems(a)
             | Op::Place(a, _, _)

@@ -166,6 +166,10 @@ fn verify_step(layer: &Layer) -> Result<(), String> {
                 }
                 other => return Err(format!("{id}: row {index} of {other} gives {}", node.shape)),
             },
+            Op::Reduce(_, inner) => match shape_of(*inner) {
+                Shape::Vector(_) if node.shape == Shape::Vector(1) => {}
+                other => return Err(format!("{id}: reduction of {other} gives {}", node.shape)),
+            },
             Op::Unary(_, _) | Op::Binary(_, _, _) | Op::Clip(_, _, _) => {
                 for operand in &operands {
                     let shape = shape_of(*operand);

@@ -15,7 +15,8 @@ pub const SCRATCH_TILE_BYTES: usize = 64 * 1024;
 /// every operand a value of this pass (all of it), a literal, or `w`
 /// columns (or one, broadcast) of a value computed elsewhere that this
 /// pass does not write (or reads in place, all of it: a state updated
-/// in place). Otherwise the pass runs as tile operations.
+/// in place), and no reduction (it reads whole rows). Otherwise the pass
+/// runs as tile operations.
 ///
 /// This is also the rule that makes writing a state in place safe: a pass
 /// in lanes computes every node of one block of columns before the next
@@ -28,6 +29,13 @@ pub fn lanes_width(layer: &ir::Layer, plan: &LayerPlan, ids: &[ValueId]) -> Opti
     };
     let w = width(*ids.first()?);
     if ids.iter().any(|id| width(*id) != w) {
+        return None;
+    }
+    // A reduction reads whole rows, not a block of columns.
+    if ids
+        .iter()
+        .any(|id| matches!(layer.step.node(*id).op, Op::Reduce(..)))
+    {
         return None;
     }
     let written: Vec<Binding> = ids

@@ -8,7 +8,7 @@
 
 use crate::ast;
 use crate::check::dim::SymDim;
-use crate::check::{suggest, Constraint, TExpr, TKind, Ty, Value};
+use crate::check::{suggest, Constraint, TExpr, TKind, Ty, Value, VectorFunc};
 use crate::diag::Diagnostic;
 use crate::ops::{Binary, Elementwise, Unary};
 use crate::source::Span;
@@ -224,7 +224,12 @@ impl CellCx<'_> {
     }
 
     fn call(&mut self, func: &ast::Ident, args: &[ast::Expr], span: Span) -> Option<TExpr> {
-        let Some((resolved, arity)) = builtin(&func.name) else {
+        // `max(v)` reduces a vector; `max(a, b)` is elementwise.
+        let resolved = match (func.name.as_str(), args.len()) {
+            ("max", 1) => Some((Builtin::Vector(VectorFunc::Max), 1)),
+            (name, _) => builtin(name),
+        };
+        let Some((resolved, arity)) = resolved else {
             let mut diagnostic =
                 Diagnostic::error(func.span, format!("unknown function `{}`", func.name))
                     .with_label("not a function");
@@ -275,6 +280,16 @@ impl CellCx<'_> {
                 let ty = self.transpose_ty(&inner)?;
                 Some(TExpr {
                     kind: TKind::Transpose(Box::new(inner)),
+                    ty,
+                    span,
+                })
+            }
+            Builtin::Vector(func) => {
+                let typed: Vec<Option<TExpr>> = args.iter().map(|arg| self.expr(arg)).collect();
+                let typed: Vec<TExpr> = typed.into_iter().collect::<Option<_>>()?;
+                let ty = self.vector_func_ty(func, &typed, span)?;
+                Some(TExpr {
+                    kind: TKind::Vector(func, typed),
                     ty,
                     span,
                 })
@@ -418,6 +433,69 @@ impl CellCx<'_> {
         }
     }
 
+    /// A function of whole vectors takes vectors (`dot` two of one size)
+    /// and gives a one-element vector (a reduction) or a vector of its
+    /// argument's size (`softmax`, `log_softmax`).
+    ///
+    /// ```text
+    /// let m = mean(h);          // [1], broadcasts: `h - m` is [H]
+    /// let s = sum(2.0);         // a number has no elements to sum
+    /// let d = dot(h, x);        // `h` is [H], `x` is [I]
+    /// ```
+    fn vector_func_ty(&mut self, func: VectorFunc, args: &[TExpr], span: Span) -> Option<Ty> {
+        let name = func.name();
+        let mut size: Option<&SymDim> = None;
+        for arg in args {
+            match &arg.ty {
+                Ty::Vector(len) => match size {
+                    Some(first) if first != len => {
+                        self.diags.push(
+                            Diagnostic::error(
+                                span,
+                                format!(
+                                    "shape mismatch in `{name}`: [{}] and [{}]",
+                                    self.show_dim(first),
+                                    self.show_dim(len)
+                                ),
+                            )
+                            .with_secondary(
+                                args[0].span,
+                                format!("this is [{}]", self.show_dim(first)),
+                            )
+                            .with_secondary(arg.span, format!("this is [{}]", self.show_dim(len)))
+                            .with_help(format!("`{name}` takes two vectors of one size")),
+                        );
+                        return None;
+                    }
+                    _ => size = Some(len),
+                },
+                other => {
+                    let help = match other {
+                        Ty::Scalar => "a number is already one value".to_owned(),
+                        _ => format!(
+                            "to reduce a matrix's rows, apply `{name}` to each row: `{name}(m[0])`"
+                        ),
+                    };
+                    self.diags.push(
+                        Diagnostic::error(
+                            arg.span,
+                            format!("`{name}` takes a vector, found {}", self.show(other)),
+                        )
+                        .with_label(format!("this is {}", self.show(other)))
+                        .with_help(help),
+                    );
+                    return None;
+                }
+            }
+        }
+        let size = size.expect("a vector function takes at least one argument");
+        Some(if func.reduces() {
+            Ty::Vector(SymDim::int(1))
+        } else {
+            Ty::Vector(size.clone())
+        })
+    }
+
     fn transpose_ty(&mut self, inner: &TExpr) -> Option<Ty> {
         match &inner.ty {
             Ty::Matrix(rows, cols) => Some(Ty::Matrix(cols.clone(), rows.clone())),
@@ -460,11 +538,16 @@ fn signature(func: &str) -> &'static str {
         "sqrt" => "sqrt(v)",
         "softplus" => "softplus(v)",
         "min" => "min(a, b)",
-        "max" => "max(a, b)",
+        "max" => "max(a, b) or max(v)",
         "soft_threshold" => "soft_threshold(v, threshold)",
         "clip" => "clip(v, low, high)",
         "transpose" => "transpose(matrix)",
         "chunk" => "let (a, b) = chunk(v, 2)",
+        "sum" => "sum(v)",
+        "mean" => "mean(v)",
+        "dot" => "dot(a, b)",
+        "softmax" => "softmax(v)",
+        "log_softmax" => "log_softmax(v)",
         _ => "f(...)",
     }
 }
@@ -478,6 +561,8 @@ pub(super) enum Builtin {
     Transpose,
     /// `chunk(v, n)`, which only a tuple `let` may call.
     Chunk,
+    /// A function of whole vectors (`sum`, `softmax`, ...).
+    Vector(VectorFunc),
 }
 
 /// The meaning and arity of a function of the language: the elementwise
@@ -486,7 +571,14 @@ pub(super) fn builtin(name: &str) -> Option<(Builtin, usize)> {
     match name {
         "transpose" => Some((Builtin::Transpose, 1)),
         "chunk" => Some((Builtin::Chunk, 2)),
-        _ => Elementwise::function(name).map(|op| (Builtin::Elementwise(op), op.arity())),
+        _ => Elementwise::function(name)
+            .map(|op| (Builtin::Elementwise(op), op.arity()))
+            .or_else(|| {
+                VectorFunc::ALL
+                    .into_iter()
+                    .find(|func| func.name() == name)
+                    .map(|func| (Builtin::Vector(func), func.arity()))
+            }),
     }
 }
 
@@ -496,5 +588,11 @@ pub(super) fn builtin_names() -> Vec<String> {
         .filter(|op| op.operator().is_none())
         .map(Elementwise::word)
         .chain(["transpose".to_owned(), "chunk".to_owned()])
+        .chain(
+            VectorFunc::ALL
+                .into_iter()
+                .filter(|func| *func != VectorFunc::Max)
+                .map(|func| func.name().to_owned()),
+        )
         .collect()
 }

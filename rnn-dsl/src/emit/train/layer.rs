@@ -285,6 +285,11 @@ impl Layer<'_> {
                 let inner = self.view(*inner, hoisting);
                 quote!(__rnn_rt::sum_elems(#out, #inner);)
             }
+            Op::Reduce(op, inner) => {
+                let inner = self.view(*inner, hoisting);
+                let op = format_ident!("{}", op.name());
+                quote!(__rnn_rt::reduce(#out, #inner, __rnn_rt::Reduction::#op);)
+            }
             Op::Seed(Seed::State(k)) => {
                 let seed = format_ident!("__rnn_ds{}", k);
                 quote!(#out.assign(&#seed.slice(s![..__rnn_n, ..]));)
@@ -599,6 +604,15 @@ impl Layer<'_> {
                 quote! {{
                     let mut __rnn_out = Array2::<f32>::zeros((#inner_place.nrows(), 1));
                     __rnn_rt::sum_elems(__rnn_out.view_mut(), #inner_place.view());
+                    __rnn_out
+                }}
+            }
+            Op::Reduce(op, inner) => {
+                let inner_place = self.place(*inner);
+                let op = format_ident!("{}", op.name());
+                quote! {{
+                    let mut __rnn_out = Array2::<f32>::zeros((#inner_place.nrows(), 1));
+                    __rnn_rt::reduce(__rnn_out.view_mut(), #inner_place.view(), __rnn_rt::Reduction::#op);
                     __rnn_out
                 }}
             }

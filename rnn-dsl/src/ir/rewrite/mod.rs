@@ -53,6 +53,7 @@ fn map_operands(op: Op, f: impl Fn(ValueId) -> ValueId) -> Op {
         Op::Transpose(a) => Op::Transpose(f(a)),
         Op::Slice(a, start, end) => Op::Slice(f(a), start, end),
         Op::Row(a, index) => Op::Row(f(a), index),
+        Op::Reduce(op, a) => Op::Reduce(op, f(a)),
         Op::Outer(a, b) => Op::Outer(f(a), f(b)),
         Op::SumBatch(a) => Op::SumBatch(f(a)),
         Op::SumElems(a) => Op::SumElems(f(a)),
