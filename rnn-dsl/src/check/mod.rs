@@ -56,7 +56,7 @@ pub fn check(diags: &mut Diagnostics, file: &ast::File) -> Model {
     }
     // Built-in cells join the model only when a layer uses them.
     for layer in file.networks.iter().flat_map(|network| &network.layers) {
-        let name = layer.cell.name.as_str();
+        let name = network::layer_cell_name(layer);
         if cells.iter().all(|cell| cell.name != name) {
             if let Some(built_in) = prelude.iter().find(|cell| cell.name == name) {
                 cells.push(built_in.clone());

@@ -17,6 +17,26 @@ pub const MAX_LAYERS: usize = 64;
 /// The largest size (input, hidden, any cell size) accepted.
 pub const MAX_SIZE: i128 = 1 << 24;
 
+/// The built-in LSTM, and the prelude cell it is with a projection.
+const LSTM: &str = "lstm";
+const PROJECTED_LSTM: &str = "lstm_proj";
+/// The projected LSTM's output size, named as PyTorch names it.
+const PROJ_SIZE: &str = "proj_size";
+
+/// The name of the cell a layer statement uses: the cell it names, except
+/// that `lstm` with a `proj_size` argument is the prelude's `lstm_proj`
+/// (PyTorch's `nn.LSTM(proj_size = P)`). A cell's state sizes cannot
+/// depend on an argument, so the projected LSTM, whose `h` has P elements
+/// and `c` H, is a cell of its own, reached through the name users know.
+pub(super) fn layer_cell_name(layer: &ast::Layer) -> &str {
+    let projected = layer.args.iter().any(|arg| arg.name.name == PROJ_SIZE);
+    if layer.cell.name == LSTM && projected {
+        PROJECTED_LSTM
+    } else {
+        &layer.cell.name
+    }
+}
+
 /// The cells a network can use.
 pub(super) struct CellTable<'a> {
     /// Checked cells.
@@ -263,11 +283,8 @@ fn check_layer(
     previous_size: Option<usize>,
     used_inputs: &mut [bool],
 ) -> Option<Layer> {
-    let Some(cell_idx) = table
-        .cells
-        .iter()
-        .position(|cell| cell.name == layer.cell.name)
-    else {
+    let cell_name = layer_cell_name(layer);
+    let Some(cell_idx) = table.cells.iter().position(|cell| cell.name == cell_name) else {
         if !table.failed.contains(&layer.cell.name.as_str()) {
             let mut diagnostic = Diagnostic::error(
                 layer.cell.span,
@@ -285,6 +302,7 @@ fn check_layer(
     };
     let cell = &table.cells[cell_idx];
     let args = check_layer_args(diags, layer, cell)?;
+    check_projection(diags, cell, &args);
     let mut stack = Vec::new();
     let mut input_size = previous_size;
     for stack_idx in 0..args.n_layers {
@@ -305,11 +323,14 @@ fn check_layer(
 
 /// Layer arguments are `layers = N`, `bidirectional`, `hidden = N` (the
 /// size of the cell's first state), or the name of one of the cell's sizes
-/// or constants. Each is given once, with a value of the right kind.
+/// or constants (`proj_size` of `lstm` is a size of `lstm_proj`, which
+/// the layer then uses). Each is given once, with a value of the right
+/// kind.
 ///
 /// ```text
 /// layer l = lstm(hiden = 64);      // unknown argument
 /// layer l = lstm(peepholes = 2);   // a flag, not a number
+/// layer l = gru(proj_size = 16);   // only `lstm` has a projection
 /// ```
 fn check_layer_args(diags: &mut Diagnostics, layer: &ast::Layer, cell: &Cell) -> Option<LayerArgs> {
     let errors_before = diags.error_count();
@@ -345,15 +366,18 @@ fn check_layer_args(diags: &mut Diagnostics, layer: &ast::Layer, cell: &Cell) ->
                     Some(number as i128)
                 }
                 Value::Number(number) => {
-                    diags.push(
-                        Diagnostic::error(
-                            value_span,
-                            format!(
-                                "{what} must be a whole number from 1 to {max}, found {number}"
-                            ),
-                        )
-                        .with_label("invalid value"),
-                    );
+                    let mut diagnostic = Diagnostic::error(
+                        value_span,
+                        format!("{what} must be a whole number from 1 to {max}, found {number}"),
+                    )
+                    .with_label("invalid value");
+                    if name == PROJ_SIZE && is_projected_lstm(cell) && number == 0.0 {
+                        // PyTorch's default, which means no projection.
+                        diagnostic = diagnostic.with_help(
+                            "`proj_size = 0` is PyTorch's LSTM without projection: leave `proj_size` out",
+                        );
+                    }
+                    diags.push(diagnostic);
                     None
                 }
                 Value::Bool(_) => {
@@ -416,6 +440,10 @@ fn check_layer_args(diags: &mut Diagnostics, layer: &ast::Layer, cell: &Cell) ->
                     let mut accepted: Vec<&str> = vec!["hidden", "layers", "bidirectional"];
                     accepted.extend(cell.sizes.iter().map(String::as_str));
                     accepted.extend(cell.consts.iter().map(|konst| konst.name.as_str()));
+                    if cell.from_prelude && cell.name == LSTM {
+                        // Given, it makes the layer an `lstm_proj`.
+                        accepted.push(PROJ_SIZE);
+                    }
                     let mut diagnostic = Diagnostic::error(
                         arg.name.span,
                         format!("cell `{}` has no argument `{name}`", cell.name),
@@ -423,6 +451,14 @@ fn check_layer_args(diags: &mut Diagnostics, layer: &ast::Layer, cell: &Cell) ->
                     .with_label("unknown argument");
                     if let Some(close) = suggest(name, accepted.iter().copied()) {
                         diagnostic = diagnostic.with_help(format!("did you mean `{close}`?"));
+                    } else if name == PROJ_SIZE && cell.from_prelude {
+                        diagnostic = diagnostic.with_help(format!(
+                            "only `{LSTM}` has a projection: `{LSTM}(hidden = 64, {PROJ_SIZE} = 16)`"
+                        ));
+                    } else if name == PROJ_SIZE {
+                        diagnostic = diagnostic.with_help(
+                            "a cell projects its output itself: `param proj: [P, H];` and `output proj @ h;`",
+                        );
                     }
                     diags.push(diagnostic.with_note(format!(
                         "arguments of `{}`: {}",
@@ -434,6 +470,48 @@ fn check_layer_args(diags: &mut Diagnostics, layer: &ast::Layer, cell: &Cell) ->
         }
     }
     (diags.error_count() == errors_before).then_some(args)
+}
+
+/// Whether `cell` is the prelude's projected LSTM.
+fn is_projected_lstm(cell: &Cell) -> bool {
+    cell.from_prelude && cell.name == PROJECTED_LSTM
+}
+
+/// A projection maps the LSTM's H cell-state units to fewer, so
+/// `proj_size` is smaller than `hidden`, as PyTorch requires ("proj_size
+/// has to be smaller than hidden_size"): a state dict with
+/// `proj_size >= hidden` cannot come from PyTorch.
+///
+/// ```text
+/// layer l = lstm(hidden = 16, proj_size = 16);
+/// ```
+fn check_projection(diags: &mut Diagnostics, cell: &Cell, args: &LayerArgs) {
+    if !is_projected_lstm(cell) {
+        return;
+    }
+    let size_arg = |name: &str| {
+        let idx = cell.sizes.iter().position(|size| size == name)?;
+        args.sizes[idx]
+    };
+    let hidden = args.hidden.or_else(|| size_arg("H"));
+    let (Some((proj_size, proj_span)), Some((hidden, hidden_span))) = (size_arg(PROJ_SIZE), hidden)
+    else {
+        // A missing size is reported when the layer is instantiated.
+        return;
+    };
+    if proj_size < hidden {
+        return;
+    }
+    diags.push(
+        Diagnostic::error(
+            proj_span,
+            format!("`{PROJ_SIZE}` must be smaller than the hidden size {hidden}, found {proj_size}"),
+        )
+        .with_label(format!("not smaller than {hidden}"))
+        .with_secondary(hidden_span, format!("hidden size {hidden} here"))
+        .with_note("a projection maps the cell state's units to fewer; PyTorch's `nn.LSTM` refuses this too: \"proj_size has to be smaller than hidden_size\"")
+        .with_help(format!("lower `{PROJ_SIZE}` below {hidden}, or leave it out for an LSTM without projection")),
+    );
 }
 
 /// Every cell input reads something: the first layer's inputs read the
@@ -665,7 +743,7 @@ fn instantiate(
             )
             .with_label(format!("no value for {}", unknown.iter().map(|name| format!("`{name}`")).collect::<Vec<_>>().join(", ")))
             .with_note("sizes come from the layer's inputs, from `hidden` (the first state's size) and from size arguments")
-            .with_help(format!("pass {}: `{}({})`", if unknown.len() == 1 { "it" } else { "them" }, cell.name, example.join(", "))),
+            .with_help(format!("pass {}: `{}({})`", if unknown.len() == 1 { "it" } else { "them" }, layer.cell.name, example.join(", "))),
         );
         return None;
     }

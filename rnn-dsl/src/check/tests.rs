@@ -150,3 +150,68 @@ fn keyword_prefixed_names_check() {
     )
     .expect("checks");
 }
+
+#[test]
+fn lstm_with_proj_size_is_the_projected_lstm() {
+    let model = check_text("network N { input x: [7]; layer l = lstm(hidden = 10, proj_size = 4, layers = 2, bidirectional); unroll dynamic; }")
+        .expect("checks");
+    let layer = &model.networks[0].layers[0];
+    let cell = &model.cells[layer.cell];
+    assert_eq!(cell.name, "lstm_proj");
+    let size = |name: &str| cell.sizes.iter().position(|size| size == name).unwrap();
+    for (stack_idx, input_size) in [(0, 7), (1, 8)] {
+        let instance = &layer.stack[stack_idx];
+        assert_eq!(instance.sizes[size("H")], 10);
+        assert_eq!(instance.sizes[size("proj_size")], 4);
+        assert_eq!(instance.sizes[size("I")], input_size);
+        assert_eq!(instance.output_size, 4);
+    }
+    // Without `proj_size`, `lstm` is the plain LSTM.
+    let model =
+        check_text("network N { input x: [7]; layer l = lstm(hidden = 10); unroll dynamic; }")
+            .expect("checks");
+    assert_eq!(model.cells[model.networks[0].layers[0].cell].name, "lstm");
+}
+
+#[test]
+fn proj_size_zero_says_to_leave_it_out() {
+    let errors = check_err_at(
+        "network N { input x: [4]; layer l = lstm(hidden = 8, proj_size = >>>0<<<); unroll dynamic; }",
+    );
+    assert_eq!(errors.len(), 1, "{errors:#?}");
+    assert!(
+        errors[0].help[0].contains("leave `proj_size` out"),
+        "{errors:#?}"
+    );
+}
+
+#[test]
+fn proj_size_not_smaller_than_hidden_points_at_both() {
+    let text = "network N { input x: [4]; layer l = lstm(hidden = 8, proj_size = >>>9<<<); unroll dynamic; }";
+    let errors = check_err_at(text);
+    assert_eq!(errors.len(), 1, "{errors:#?}");
+    assert_eq!(
+        errors[0].message,
+        "`proj_size` must be smaller than the hidden size 8, found 9"
+    );
+    let hidden = text
+        .replace(">>>", "")
+        .replace("<<<", "")
+        .find("8")
+        .unwrap();
+    assert_eq!(errors[0].secondary[0].0, Span::new(hidden, hidden + 1));
+    // `H = 8` is the same size, and `proj_size` equal to it is refused too.
+    let errors = check_err_at(
+        "network N { input x: [4]; layer l = lstm(H = 8, proj_size = >>>8<<<); unroll dynamic; }",
+    );
+    assert_eq!(errors.len(), 1, "{errors:#?}");
+}
+
+#[test]
+fn proj_size_of_another_cell_names_lstm() {
+    let errors = check_err_at(
+        "network N { input x: [4]; layer l = gru(hidden = 8, >>>proj_size<<< = 2); unroll dynamic; }",
+    );
+    assert_eq!(errors[0].message, "cell `gru` has no argument `proj_size`");
+    assert!(errors[0].help[0].contains("only `lstm`"), "{errors:#?}");
+}
