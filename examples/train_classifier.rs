@@ -1,4 +1,4 @@
-//! Training a sequence classifier you can watch learn: an LSTM and a dense
+//! Training a sequence classifier you can watch learn: an LSTM and a linear
 //! head, declared with `rnn!`, trained with `rnn-train` on synthetic
 //! variable-length sequences, with a progress bar, a held-out evaluation
 //! after every epoch, a loss curve written as a PNG and a checkpoint.

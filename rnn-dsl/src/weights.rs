@@ -13,7 +13,8 @@ pub struct WeightSpec {
     pub name: String,
     /// Its shape.
     pub shape: Vec<usize>,
-    /// PyTorch's initialisation bound for it: `1/√H`.
+    /// PyTorch's initialisation bound for it: `1/√H`, or `1/√fan_in` for a
+    /// stateless layer (`nn.Linear`).
     pub bound: f32,
 }
 
@@ -21,7 +22,17 @@ pub struct WeightSpec {
 pub fn specs(network: &Network) -> Vec<WeightSpec> {
     let mut specs = Vec::new();
     for layer in &network.layers {
-        let hidden = layer.states.first().map_or(1, |state| state.size);
+        // A recurrent layer's bound is 1/√H (nn.LSTM, nn.GRU); a stateless
+        // one's 1/√fan_in, as nn.Linear draws its weight and bias.
+        let hidden = match layer.states.first() {
+            Some(state) => state.size,
+            None => layer
+                .inputs
+                .iter()
+                .map(|input| input.size)
+                .sum::<usize>()
+                .max(1),
+        };
         for direction in 0..layer.directions {
             for param in &layer.params {
                 specs.push(WeightSpec {
