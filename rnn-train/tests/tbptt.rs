@@ -86,8 +86,17 @@ fn windows_equal_pytorch_with_the_state_detached_at_each_boundary() {
     );
 }
 
-#[test]
-fn a_window_that_covers_the_batch_is_full_bptt() {
+/// A batch of 6 steps (lengths 6, 2, 0), its output gradient, and the
+/// parameters' gradients of full BPTT over it.
+struct FullBptt {
+    model: Stream,
+    x: Array3<f32>,
+    dy: Array3<f32>,
+    lengths: [usize; 3],
+    full: Vec<ArrayD<f32>>,
+}
+
+fn full_bptt_case() -> FullBptt {
     let model = Stream::random(2);
     let mut rng = rnn_runtime::init::SplitMix64::new(3);
     let x = Array3::from_shape_simple_fn((3, 6, 2), || rng.uniform(-1.0, 1.0));
@@ -100,6 +109,24 @@ fn a_window_that_covers_the_batch_is_full_bptt() {
         .backward(&tape, dy.view(), None)
         .expect("backward runs")
         .params;
+    FullBptt {
+        model,
+        x,
+        dy,
+        lengths,
+        full,
+    }
+}
+
+#[test]
+fn a_window_that_covers_the_batch_is_full_bptt() {
+    let FullBptt {
+        model,
+        x,
+        dy,
+        lengths,
+        full,
+    } = full_bptt_case();
     for steps in [6, 100] {
         let windows = window_grads(&model, &x, &dy, &lengths, steps);
         assert_eq!(windows.len(), 1);
@@ -271,18 +298,13 @@ fn updates_with_k2_below_k1_equal_pytorch_warming_up_without_gradient() {
 
 #[test]
 fn an_update_with_k2_equal_to_k1_that_covers_the_batch_is_full_bptt() {
-    let model = Stream::random(2);
-    let mut rng = rnn_runtime::init::SplitMix64::new(3);
-    let x = Array3::from_shape_simple_fn((3, 6, 2), || rng.uniform(-1.0, 1.0));
-    let dy = Array3::from_shape_simple_fn((3, 6, 3), || rng.uniform(-1.0, 1.0));
-    let lengths = [6, 2, 0];
-    let (_, tape) = model
-        .forward_train(x.view(), Some(&lengths), None)
-        .expect("forward runs");
-    let full = model
-        .backward(&tape, dy.view(), None)
-        .expect("backward runs")
-        .params;
+    let FullBptt {
+        model,
+        x,
+        dy,
+        lengths,
+        full,
+    } = full_bptt_case();
     for k in [6, 100] {
         let tbptt = Tbptt::new(k, k).expect("k1 = k2");
         let updates = update_grads(&model, &x, &dy, &lengths, tbptt);
