@@ -2,8 +2,10 @@
 //! deterministic random set of them.
 
 use rnn_runtime::init::{pytorch_bound, uniform, SplitMix64};
+use rnn_runtime::layout::{RecurrentCell, RecurrentLayer};
 use rnn_runtime::TensorMap;
 
+use crate::check::Value;
 use crate::ir::Network;
 
 /// One weight tensor a network needs.
@@ -44,6 +46,38 @@ pub fn specs(network: &Network) -> Vec<WeightSpec> {
         }
     }
     specs
+}
+
+/// The network's layers of built-in recurrent cells as [`rnn_runtime::layout`] describes them,
+/// for reading other frameworks' weights. Other layers (user cells, `linear`, and the LSTM with
+/// `proj_size`, which only PyTorch has) are not listed: their tensors keep this project's names
+/// in every layout.
+pub fn recurrent_layers(network: &Network) -> Vec<RecurrentLayer> {
+    let mut layers = Vec::new();
+    for layer in &network.layers {
+        let cell = match layer.cell.as_str() {
+            "lstm" => RecurrentCell::Lstm {
+                peepholes: layer
+                    .params
+                    .iter()
+                    .any(|param| param.name == "weight_peephole"),
+            },
+            "gru" => RecurrentCell::Gru {
+                reset_after: layer.constant("reset_after") == Some(Value::Bool(true)),
+            },
+            "rnn_tanh" | "rnn_relu" => RecurrentCell::Rnn,
+            _ => continue,
+        };
+        layers.push(RecurrentLayer {
+            prefix: layer.prefix.clone(),
+            stack_idx: layer.stack_idx,
+            directions: layer.directions,
+            cell,
+            input_size: layer.inputs.iter().map(|input| input.size).sum(),
+            hidden: layer.states[0].size,
+        });
+    }
+    layers
 }
 
 /// Weights drawn as PyTorch draws them, `U(-1/√H, 1/√H)`, from `seed`.

@@ -641,13 +641,112 @@ fn graph_warns_when_drawing_past_a_static_length() {
     assert_eq!(out.stdout.matches("subgraph").count(), 21);
 }
 
+// ---- convert ------------------------------------------------------------------
+
+/// A Keras-made case of `tests/data/layouts` (see its `make_reference.py`).
+fn keras_case() -> (String, TensorMap) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/data/layouts/keras_bidirectional_lstm.safetensors");
+    let tensors =
+        TensorMap::load(&path).unwrap_or_else(|error| panic!("{}: {error}", path.display()));
+    let model =
+        "network N { input x: [3]; layer l = lstm(hidden = 4, bidirectional); unroll dynamic; }\n";
+    (model.to_owned(), tensors)
+}
+
+#[test]
+fn convert_from_keras_then_run_gives_keras_outputs() {
+    let dir = scratch("convert_from_keras");
+    let (text, tensors) = keras_case();
+    let model = write(&dir, "n.rnn", &text);
+    let keras = save(&dir, "keras.safetensors", &tensors);
+    let pytorch = dir.join("pytorch.safetensors");
+    let out = rnnc([
+        OsStr::new("convert"),
+        model.as_os_str(),
+        OsStr::new("--from"),
+        OsStr::new("keras"),
+        OsStr::new("-w"),
+        keras.as_os_str(),
+        OsStr::new("-o"),
+        pytorch.as_os_str(),
+    ]);
+    assert_eq!(out.status, Some(0), "{out:?}");
+    assert!(
+        out.stdout.contains("weight_ih_l0_reverse: F32 [16, 3]"),
+        "{}",
+        out.stdout
+    );
+    let mut inputs = TensorMap::new();
+    for name in ["x", "h0", "c0"] {
+        inputs.insert_f32(name, f32_tensor(&tensors, name));
+    }
+    let Some(Tensor::I64(lengths)) = tensors.get("seq_len") else {
+        panic!("seq_len")
+    };
+    inputs.insert_i64("seq_len", lengths.clone());
+    let converted = TensorMap::load(&pytorch).expect("rnnc wrote a valid file");
+    let outputs = run_model(&dir, &model, &converted, &inputs, &[]).tensors;
+    for name in ["y", "h_n", "c_n"] {
+        let (actual, expected) = (f32_tensor(&outputs, name), f32_tensor(&tensors, name));
+        let error = (&actual - &expected)
+            .iter()
+            .fold(0f32, |m, e| m.max(e.abs()));
+        assert!(error < 1e-5, "`{name}`: {error}");
+    }
+
+    // PyTorch → ONNX → PyTorch gives the same file back.
+    let onnx = dir.join("onnx.safetensors");
+    let back = dir.join("back.safetensors");
+    for (from, to, input, output) in [
+        ("pytorch", "onnx", &pytorch, &onnx),
+        ("onnx", "pytorch", &onnx, &back),
+    ] {
+        let out = rnnc([
+            OsStr::new("convert"),
+            model.as_os_str(),
+            OsStr::new("--from"),
+            OsStr::new(from),
+            OsStr::new("--to"),
+            OsStr::new(to),
+            OsStr::new("-w"),
+            input.as_os_str(),
+            OsStr::new("-o"),
+            output.as_os_str(),
+        ]);
+        assert_eq!(out.status, Some(0), "{out:?}");
+    }
+    assert!(TensorMap::load(&onnx).unwrap().contains("W_l0"));
+    assert_eq!(TensorMap::load(&back).unwrap(), converted);
+}
+
+#[test]
+fn convert_of_a_file_in_another_layout_names_the_tensor() {
+    let dir = scratch("convert_wrong_layout");
+    let (text, tensors) = keras_case();
+    let model = write(&dir, "n.rnn", &text);
+    let keras = save(&dir, "keras.safetensors", &tensors);
+    let out = rnnc([
+        OsStr::new("convert"),
+        model.as_os_str(),
+        OsStr::new("--from"),
+        OsStr::new("onnx"),
+        OsStr::new("-w"),
+        keras.as_os_str(),
+        OsStr::new("-o"),
+        dir.join("o.safetensors").as_os_str(),
+    ]);
+    assert_one_line_error(&out, 1, &["tensor `W_l0` not found"]);
+    assert!(!dir.join("o.safetensors").exists());
+}
+
 // ---- help and usage -------------------------------------------------------
 
 #[test]
 fn help_of_every_subcommand_exits_zero() {
     let top = rnnc(["--help"]);
     assert_eq!(top.status, Some(0), "{top:?}");
-    for command in ["check", "run", "grad", "graph"] {
+    for command in ["check", "run", "grad", "graph", "convert"] {
         assert!(
             top.stdout
                 .lines()
@@ -689,6 +788,15 @@ fn bad_command_lines_exit_two() {
         &["check"],
         &["run", "m.rnn"],
         &["graph", "m.rnn"],
+        &[
+            "convert",
+            "m.rnn",
+            "-w",
+            "w.safetensors",
+            "-o",
+            "o.safetensors",
+        ],
+        &["convert", "m.rnn", "-w", "w", "-o", "o", "--from", "caffe"],
     ] {
         let out = rnnc(args);
         assert_eq!(out.status, Some(2), "{args:?}: {out:?}");

@@ -22,6 +22,7 @@ pub use crate::kernels::{
     gemm_packed, gemm_packed_columns, gemm_packed_onto_row, gemm_packed_onto_row_columns, matmul,
     matmul_bt, relu, sigmoid, soft_threshold, tanh, Columns, PackedMatrix,
 };
+pub use crate::layout::{to_pytorch as layout_to_pytorch, RecurrentCell, RecurrentLayer};
 pub use crate::loading::{
     check_finite, check_shape, copy_rows, fill_rows, initial_rows, input2, input3, load1, load2,
     next_stamp, optional_lengths, state_or_zeros, steps,

@@ -36,6 +36,7 @@ mod error;
 mod fused;
 pub mod init;
 pub mod kernels;
+pub mod layout;
 mod loading;
 mod model;
 pub mod ops;

@@ -149,6 +149,11 @@ impl TensorMap {
         self.tensors.insert(name.into(), Tensor::F32(array));
     }
 
+    /// Adds a tensor, replacing any tensor of the same name.
+    pub fn insert(&mut self, name: impl Into<String>, tensor: Tensor) {
+        self.tensors.insert(name.into(), tensor);
+    }
+
     /// Adds an `i64` tensor, replacing any tensor of the same name.
     pub fn insert_i64(&mut self, name: impl Into<String>, array: ArrayD<i64>) {
         self.tensors.insert(name.into(), Tensor::I64(array));

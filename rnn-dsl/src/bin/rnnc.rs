@@ -4,6 +4,8 @@
 //! - `rnnc run` runs a network through the reference interpreter on
 //!   safetensors weights and inputs and writes the outputs.
 //! - `rnnc graph` prints the network unrolled over N steps as Graphviz DOT.
+//! - `rnnc convert` converts weights between Keras, TensorFlow 1, ONNX and
+//!   PyTorch layouts (`rnn_runtime::layout`).
 //!
 //! Diagnostics are rendered by `rnn_dsl::diag` exactly as `rnn_dsl::Error`
 //! displays them, in colour only when stderr is a terminal. Every other
@@ -20,6 +22,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use rnn_dsl::check::UnrollMode;
 use rnn_dsl::{diag, graph, interp, ir, Compiled, Error};
+use rnn_runtime::layout::{self, Layout};
 use rnn_runtime::{RnnError, TensorMap};
 
 /// The exit status table, shown at the end of every help page.
@@ -118,6 +121,31 @@ the code goes to stdout.
 Example:
   rnnc emit tagger.rnn --network Tagger --mode 'static 20' -o src/tagger.rs";
 
+const CONVERT_ABOUT: &str =
+    "Convert a network's weights from Keras, TensorFlow 1 or ONNX layout to PyTorch's (or back)";
+
+const CONVERT_LONG_ABOUT: &str = "\
+Convert a network's weights between frameworks' layouts: gate order,
+orientation, one or two biases, TensorFlow 1's kernel over [x, h] and its
+forget_bias, ONNX's directions in one tensor. Models read PyTorch's layout,
+the default of --to.
+
+The layers of built-in cells (lstm, gru, rnn_tanh, rnn_relu) are converted;
+their tensors in the --from layout keep this project's prefix and `_l{k}`
+suffix with the framework's base names:
+  keras        kernel_l0 [I, G*H], recurrent_kernel_l0 [H, G*H], bias_l0 [G*H]
+               (GRU reset_after=True: [2, 3*H]); `_reverse` for Bidirectional
+  tensorflow1  LSTMCell kernel_l0 [I+H, 4*H], bias_l0, w_i_diag_l0 ...;
+               GRUCell gates_kernel_l0, gates_bias_l0, candidate_kernel_l0,
+               candidate_bias_l0; BasicRNNCell kernel_l0, bias_l0
+  onnx         W_l0 [D, G*H, I], R_l0 [D, G*H, H], B_l0 [D, 2*G*H], P_l0 [D, 3*H]
+Other tensors are copied as they are. A missing or misshaped tensor, or
+weights the layer cannot honour (peepholes it lacks, a Keras GRU bias of the
+other reset_after), is an error naming the tensor.
+
+Example:
+  rnnc convert tagger.rnn --from keras --weights keras.safetensors -o w.safetensors";
+
 const GRAPH_ABOUT: &str = "Print a network unrolled over N steps as a Graphviz DOT graph";
 
 const GRAPH_LONG_ABOUT: &str = "\
@@ -150,6 +178,58 @@ enum Command {
     Emit(EmitArgs),
     #[command(about = GRAPH_ABOUT, long_about = GRAPH_LONG_ABOUT, after_help = EXIT_STATUS)]
     Graph(GraphArgs),
+    #[command(about = CONVERT_ABOUT, long_about = CONVERT_LONG_ABOUT, after_help = EXIT_STATUS)]
+    Convert(ConvertArgs),
+}
+
+/// A weight layout on the command line (`rnn_runtime::layout::Layout`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LayoutArg {
+    /// PyTorch's `state_dict`: what models read
+    Pytorch,
+    /// Keras `LSTM`, `GRU`, `SimpleRNN`, `Bidirectional`
+    Keras,
+    /// TensorFlow 1's `LSTMCell`, `GRUCell`, `BasicRNNCell`
+    #[value(alias = "tf1")]
+    Tensorflow1,
+    /// ONNX `LSTM`, `GRU`, `RNN` initializers
+    Onnx,
+}
+
+impl LayoutArg {
+    fn layout(self, forget_bias: f32) -> Layout {
+        match self {
+            LayoutArg::Pytorch => Layout::PyTorch,
+            LayoutArg::Keras => Layout::Keras,
+            LayoutArg::Tensorflow1 => Layout::TensorFlow1 { forget_bias },
+            LayoutArg::Onnx => Layout::Onnx,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+struct ConvertArgs {
+    /// The model file
+    #[arg(value_name = "FILE")]
+    file: PathBuf,
+    /// Safetensors file of the weights, in the --from layout
+    #[arg(short, long, value_name = "W.safetensors")]
+    weights: PathBuf,
+    /// Safetensors file to write, in the --to layout (replaced if it exists)
+    #[arg(short, long, value_name = "OUT.safetensors")]
+    output: PathBuf,
+    /// The layout of --weights
+    #[arg(long, value_enum, value_name = "LAYOUT")]
+    from: LayoutArg,
+    /// The layout to write
+    #[arg(long, value_enum, value_name = "LAYOUT", default_value = "pytorch")]
+    to: LayoutArg,
+    /// TensorFlow 1's LSTMCell `forget_bias`, added at run time by TensorFlow and folded into the bias here
+    #[arg(long, value_name = "F", default_value_t = 1.0)]
+    forget_bias: f32,
+    /// The network whose layers the weights are for; needed when the file defines several
+    #[arg(short, long, value_name = "NAME")]
+    network: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -234,6 +314,7 @@ fn main() -> ExitCode {
         Command::Grad(args) => grad(&args, style),
         Command::Emit(args) => emit(&args, style),
         Command::Graph(args) => draw(&args, style),
+        Command::Convert(args) => convert(&args, style),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -488,6 +569,22 @@ fn emit(args: &EmitArgs, style: Style) -> Result<(), Failure> {
         }),
         None => print_stdout(&code),
     }
+}
+
+/// `rnnc convert`: a weight file from one framework's layout to another's, through PyTorch's.
+fn convert(args: &ConvertArgs, style: Style) -> Result<(), Failure> {
+    let compiled = compile_file(&args.file, style)?;
+    let network = choose_network(&compiled, args.network.as_deref())?;
+    let layers = rnn_dsl::weights::recurrent_layers(network);
+    let source = TensorMap::load(&args.weights).map_err(|error| Failure::runtime(&error))?;
+    let (from, to) = (
+        args.from.layout(args.forget_bias),
+        args.to.layout(args.forget_bias),
+    );
+    let converted = layout::to_pytorch(&source, &layers, from)
+        .and_then(|pytorch| layout::from_pytorch(&pytorch, &layers, to))
+        .map_err(|error| Failure::runtime(&error))?;
+    save_outputs(&converted, &args.output)
 }
 
 /// Reads and compiles a model file; prints its warnings to stderr.

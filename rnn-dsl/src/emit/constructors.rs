@@ -10,6 +10,7 @@ use super::Cx;
 use crate::ir::{self, Op, Shape, ValueId};
 use crate::lower::{LayerPlan, Place};
 use crate::weights;
+use rnn_runtime::layout::RecurrentCell;
 
 impl Cx<'_> {
     pub(super) fn emit_constructors(&self) -> TokenStream {
@@ -114,6 +115,31 @@ impl Cx<'_> {
             }
         });
         let model = self.model_ident();
+        let recurrent = weights::recurrent_layers(self.network);
+        let recurrent_count = usize_lit(recurrent.len());
+        let recurrent = recurrent.iter().map(|layer| {
+            let cell = match layer.cell {
+                RecurrentCell::Lstm { peepholes } => quote!(Lstm { peepholes: #peepholes }),
+                RecurrentCell::Gru { reset_after } => quote!(Gru { reset_after: #reset_after }),
+                RecurrentCell::Rnn => quote!(Rnn),
+            };
+            let (prefix, stack_idx, directions) = (
+                &layer.prefix,
+                usize_lit(layer.stack_idx),
+                usize_lit(layer.directions),
+            );
+            let (input_size, hidden) = (usize_lit(layer.input_size), usize_lit(layer.hidden));
+            quote! {
+                __rnn_rt::RecurrentLayer {
+                    prefix: ::std::string::String::from(#prefix),
+                    stack_idx: #stack_idx,
+                    directions: #directions,
+                    cell: __rnn_rt::RecurrentCell::#cell,
+                    input_size: #input_size,
+                    hidden: #hidden,
+                }
+            }
+        });
         quote! {
             /// Loads the weights from a safetensors file (PyTorch `state_dict`
             /// names; float32 or float64).
@@ -124,6 +150,32 @@ impl Cx<'_> {
             /// misshaped: the error names the tensor and both shapes.
             pub fn from_safetensors(path: impl ::std::convert::AsRef<::std::path::Path>) -> ::std::result::Result<Self, #rt::RnnError> {
                 Self::from_weights(&#rt::TensorMap::load(path)?)
+            }
+
+            /// Loads weights saved in another framework's layout (Keras,
+            /// TensorFlow 1, ONNX; see `rnn_runtime::layout` for the names
+            /// each is read by): gates reordered, matrices transposed and
+            /// biases split into PyTorch's layout on the way in.
+            ///
+            /// # Errors
+            ///
+            /// As [`Self::from_safetensors`]; or the file holds weights a
+            /// layer cannot honour (peepholes it lacks, a GRU bias of the
+            /// other `reset_after`): the error names the tensor.
+            pub fn from_safetensors_in(path: impl ::std::convert::AsRef<::std::path::Path>, layout: #rt::layout::Layout) -> ::std::result::Result<Self, #rt::RnnError> {
+                Self::from_weights_in(&#rt::TensorMap::load(path)?, layout)
+            }
+
+            /// Builds the model from named weight tensors in `layout` (see
+            /// [`Self::from_safetensors_in`]).
+            ///
+            /// # Errors
+            ///
+            /// As [`Self::from_safetensors_in`].
+            pub fn from_weights_in(weights: &#rt::TensorMap, layout: #rt::layout::Layout) -> ::std::result::Result<Self, #rt::RnnError> {
+                #prelude
+                let layers: [__rnn_rt::RecurrentLayer; #recurrent_count] = [#(#recurrent),*];
+                Self::from_weights(&__rnn_rt::layout_to_pytorch(weights, &layers, layout)?)
             }
 
             /// Builds the model from named weight tensors.

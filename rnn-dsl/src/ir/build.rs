@@ -91,6 +91,12 @@ fn build_network(model: &check::Model, network: &check::Network) -> Network {
                 output_size: instance.output_size,
                 alone: layer.stack.len() == 1 && directions == 1,
                 accepts_bare_names: !cell.from_prelude && layer.stack.len() == 1 && directions == 1,
+                consts: cell
+                    .consts
+                    .iter()
+                    .zip(&instance.consts)
+                    .map(|(constant, value)| (constant.name.clone(), *value))
+                    .collect(),
             };
             previous_width = built.output_width();
             layers.push(built);

@@ -99,6 +99,18 @@ pub struct Layer {
     pub alone: bool,
     /// Whether the weight name without `_l{k}` suffix is accepted too.
     pub accepts_bare_names: bool,
+    /// The cell's constants (`reset_after`, `cell_clip`) with this instance's values.
+    pub consts: Vec<(String, check::Value)>,
+}
+
+impl Layer {
+    /// The value of the constant `name` if the cell has one.
+    pub fn constant(&self, name: &str) -> Option<check::Value> {
+        self.consts
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, value)| *value)
+    }
 }
 
 impl Layer {
