@@ -306,3 +306,24 @@ fn padded_steps_pass_nothing_and_empty_sequences_pass_the_state_seed() {
         }
     }
 }
+
+/// Per-step parameters: copy t of each takes step t's gradient alone. LISTA-CP (a context, a
+/// transposed per-step matrix, per-step thresholds, more copies than steps) and a stacked cell
+/// with a per-step input matrix and a per-step `[1]` bias, before a head.
+#[test]
+fn per_step_parameters_match_finite_differences() {
+    let lista = "cell lista_cp(y: [M]) -> x: [N] { param A: [M, N]; param W: [M, N] per step; param theta: [N] per step; x = soft_threshold(x + W^T @ (y - A @ x), theta); }
+        network ListaCp { context y: [3]; layer solver = lista_cp(N = 4, steps = 5); unroll static 4; }";
+    let compiled = rnn_dsl::compile(SourceFile::new("lista.rnn", lista)).expect("compiles");
+    let network = compiled.network(None).expect("network");
+    let (worst, failure) = check_gradients(network, 4, &[4, 2, 0, 1], 13);
+    println!("ListaCp: max |analytic - numeric| {worst:.2e}");
+    assert!(failure.is_none(), "{failure:?}");
+    check_models(&[RandomModel {
+        name: "Untied".to_owned(),
+        text: "cell untied(x: [I]) -> h: [H] { param W: [H, I] per step; param U: [H, H]; param b: [1] per step; h = tanh(W @ x + U @ h + b); }
+            network Untied { input x: [3]; layer l = untied(hidden = 3, layers = 2, steps = 4); layer head = linear(out = 2); unroll MODE; }"
+            .to_owned(),
+        steps: 4,
+    }]);
+}

@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 
 use rnn_dsl::{interp, weights, SourceFile};
-use rnn_runtime::layout::{self, Layout, RecurrentCell, RecurrentLayer};
+use rnn_runtime::layout::{self, Layout};
 use rnn_runtime::{Model, Tensor, TensorMap};
 
 include!("support/compare.rs");
@@ -18,6 +18,7 @@ rnn_macros::rnn! {
     network KerasStackedGru { input x: [5]; layer l = gru(hidden = 4, layers = 2); unroll static 5; }
     network Tf1PeepholeLstm { input x: [4]; layer l = lstm(hidden = 5, peepholes, cell_clip = 0.5); unroll dynamic by 3; }
     network OnnxBidirLstm { input x: [3]; layer l = lstm(hidden = 5, peepholes, bidirectional); unroll dynamic; }
+    network OnnxRnnReverse { input x: [3]; layer l = rnn_tanh(hidden = 4, reverse); unroll static 5; }
 }
 
 /// As the conformance cases: `|actual - expected| <= 1e-5 + 1e-4 |expected|`.
@@ -82,54 +83,6 @@ fn compare_outputs(label: &str, tensors: &TensorMap, actual: &TensorMap) -> (f32
     (worst, failures)
 }
 
-/// The reverse-only ONNX `RNN` node: the language has no reverse-only layer
-/// yet, so it runs as the backward half of a bidirectional layer whose
-/// forward half is zero, and its outputs are that half's.
-const REVERSE_CASE: &str = "onnx_rnn_reverse";
-
-fn run_reverse_case(tensors: &TensorMap) -> TensorMap {
-    let y = tensors.f32("y").expect("y");
-    let (inputs_size, hidden) = (tensors.f32("x").unwrap().shape()[2], y.shape()[2]);
-    let one_direction = RecurrentLayer {
-        prefix: String::new(),
-        stack_idx: 0,
-        directions: 1,
-        cell: RecurrentCell::Rnn,
-        input_size: inputs_size,
-        hidden,
-    };
-    let converted = layout::to_pytorch(tensors, &[one_direction], Layout::Onnx).expect("converts");
-    let text = format!("network N {{ input x: [{inputs_size}]; layer l = rnn_tanh(hidden = {hidden}, bidirectional); unroll dynamic; }}");
-    let compiled = rnn_dsl::compile(SourceFile::new("reverse.rnn", &text)).expect("compiles");
-    let network = compiled.network(None).expect("one network");
-    let mut weights = TensorMap::new();
-    for spec in weights::specs(network) {
-        let weight = match spec.name.strip_suffix("_reverse") {
-            Some(name) => converted.f32(name).expect("converted"),
-            None => ndarray::ArrayD::zeros(spec.shape.clone()),
-        };
-        weights.insert_f32(spec.name, weight);
-    }
-    let mut inputs = inputs(tensors);
-    let h0 = tensors.f32("h0").expect("h0");
-    inputs.insert_f32(
-        "h0",
-        ndarray::concatenate(ndarray::Axis(0), &[h0.view(), h0.view()]).unwrap(),
-    );
-    let outputs = interp::run(network, &weights, &inputs).expect("runs");
-    let mut reverse = TensorMap::new();
-    let (y, h_n) = (outputs.f32("y").unwrap(), outputs.f32("h_n").unwrap());
-    reverse.insert_f32(
-        "y",
-        y.slice(ndarray::s![.., .., hidden..]).to_owned().into_dyn(),
-    );
-    reverse.insert_f32(
-        "h_n",
-        h_n.slice(ndarray::s![1..2, .., ..]).to_owned().into_dyn(),
-    );
-    reverse
-}
-
 #[test]
 fn converted_weights_give_the_frameworks_outputs() {
     let mut failures = Vec::new();
@@ -143,18 +96,14 @@ fn converted_weights_give_the_frameworks_outputs() {
     for case in &cases {
         let name = case["name"].as_str().expect("name");
         let tensors = load(case);
-        let outputs = if name == REVERSE_CASE {
-            run_reverse_case(&tensors)
-        } else {
-            let text = case["model"].as_str().expect("model");
-            let compiled = rnn_dsl::compile(SourceFile::new("case.rnn", text)).expect("compiles");
-            let network = compiled.network(None).expect("one network");
-            let layers = weights::recurrent_layers(network);
-            let converted = layout::to_pytorch(&tensors, &layers, layout_of(case))
-                .unwrap_or_else(|error| panic!("{name}: {error}"));
-            interp::run(network, &converted, &inputs(&tensors))
-                .unwrap_or_else(|error| panic!("{name}: {error}"))
-        };
+        let text = case["model"].as_str().expect("model");
+        let compiled = rnn_dsl::compile(SourceFile::new("case.rnn", text)).expect("compiles");
+        let network = compiled.network(None).expect("one network");
+        let layers = weights::recurrent_layers(network);
+        let converted = layout::to_pytorch(&tensors, &layers, layout_of(case))
+            .unwrap_or_else(|error| panic!("{name}: {error}"));
+        let outputs = interp::run(network, &converted, &inputs(&tensors))
+            .unwrap_or_else(|error| panic!("{name}: {error}"));
         let (error, case_failures) = compare_outputs(name, &tensors, &outputs);
         println!(
             "{name:<28} {:<12} {error:>10.3e}",
@@ -166,11 +115,11 @@ fn converted_weights_give_the_frameworks_outputs() {
 }
 
 /// Generated models read another layout through `from_weights_in`, in
-/// three unroll modes.
+/// four unroll modes.
 #[test]
 fn generated_models_load_other_layouts() {
     type Build = fn(&TensorMap, Layout) -> Result<Box<dyn Model>, rnn_runtime::RnnError>;
-    let generated: [(&str, Build); 4] = [
+    let generated: [(&str, Build); 5] = [
         ("keras_bidirectional_lstm", |w, l| {
             Ok(Box::new(KerasBidirectionalLstm::from_weights_in(w, l)?))
         }),
@@ -182,6 +131,9 @@ fn generated_models_load_other_layouts() {
         }),
         ("onnx_lstm_bidir_peepholes", |w, l| {
             Ok(Box::new(OnnxBidirLstm::from_weights_in(w, l)?))
+        }),
+        ("onnx_rnn_reverse", |w, l| {
+            Ok(Box::new(OnnxRnnReverse::from_weights_in(w, l)?))
         }),
     ];
     let cases = cases();

@@ -92,12 +92,14 @@ pub enum DimOp {
 /// A statement in a cell body.
 #[derive(Debug, Clone, PartialEq)]
 pub enum CellStmt {
-    /// `param name: shape [if flag];`
+    /// `param name: shape [per step] [if flag];`
     Param {
         /// Parameter name.
         name: Ident,
         /// Its shape.
         shape: Shape,
+        /// Where `per step` was written: one copy per unrolled step.
+        per_step: Option<Span>,
         /// The boolean constant that decides whether it exists.
         condition: Option<Ident>,
     },

@@ -203,7 +203,7 @@ fn write_edges(out: &mut String, network: &Network, steps: usize) -> std::fmt::R
         for direction in 0..layer.directions {
             // The forward direction runs t = 0, 1, …; the backward one
             // runs the other way, so its state flows from t + 1 to t.
-            let order: Vec<usize> = if direction == 1 {
+            let order: Vec<usize> = if layer.runs_backward(direction) {
                 (0..steps).rev().collect()
             } else {
                 (0..steps).collect()
@@ -250,7 +250,9 @@ fn layer_title(network: &Network, layer: &Layer, direction: usize) -> String {
     if stack_depth(network, layer) > 1 {
         title.push_str(&format!(" #{}", layer.stack_idx));
     }
-    if layer.directions == 2 {
+    if layer.reverse {
+        title.push_str(" reverse");
+    } else if layer.directions == 2 {
         title.push_str(if direction == 1 {
             " backward"
         } else {

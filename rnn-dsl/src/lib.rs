@@ -215,7 +215,8 @@ impl Compiled {
     ///
     /// # Errors
     ///
-    /// [`Error::Config`] when `options.network` names no network of it.
+    /// [`Error::Config`] when `options.network` names no network of it, or
+    /// a network has per-step parameters (not generated yet).
     pub fn generate(&self, options: &Options) -> Result<Generated, Error> {
         let networks: Vec<&ir::Network> = match &options.network {
             Some(name) => vec![self
@@ -232,6 +233,20 @@ impl Compiled {
                 },
                 None => network,
             };
+            // Per-step parameters run in the interpreter (`rnnc run`,
+            // `rnnc grad`) first; generated code for them is the next step.
+            if let Some(layer) = network
+                .layers
+                .iter()
+                .find(|layer| layer.params.iter().any(|param| param.steps.is_some()))
+            {
+                return Err(Error::Config {
+                    message: format!(
+                        "network `{}`: layer `{}` has per-step parameters, which code generation does not support yet; `rnnc run` and `rnnc grad` run it through the interpreter",
+                        network.name, layer.name
+                    ),
+                });
+            }
             let plan = lower::lower_network(network, options.gradients);
             tokens.extend(emit::emit(network, &plan, &options.runtime_path));
         }

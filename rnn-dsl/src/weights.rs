@@ -39,7 +39,7 @@ pub fn specs(network: &Network) -> Vec<WeightSpec> {
             for param in &layer.params {
                 specs.push(WeightSpec {
                     name: layer.weight_name(param, direction),
-                    shape: param.shape.clone(),
+                    shape: param.tensor_shape(),
                     bound: pytorch_bound(hidden),
                 });
             }

@@ -168,6 +168,8 @@ pub fn builtin_models() -> Vec<RandomModel> {
         model("Reductions", "cell reducing(x: [I], ctx: [C]) -> h: [H] { param w: [H, I]; param u: [H, H]; param v: [H]; let z = w @ x + u @ h; let c = z - mean(z); h = tanh(c / sqrt(mean(c * c) + 0.01)) + softmax(h) * max(x) - dot(h, v) * 0.1 + log_softmax(w @ x) * 0.1 + sum(ctx) * max(v); } network Reductions { input x: [3]; context ctx: [2]; layer l = reducing(hidden = 4, bidirectional); layer head = linear(out = 3); unroll MODE; }"),
         model("ProjLstm", "network ProjLstm { input x: [3]; layer l = lstm(hidden = 4, proj_size = 2, layers = 2, bidirectional); unroll MODE; }"),
         model("ProjPeepholeClip", "network ProjPeepholeClip { input x: [3]; layer l = lstm(hidden = 3, proj_size = 2, peepholes, cell_clip = 0.5); layer head = linear(out = 2); unroll MODE; }"),
+        // A reverse stack (each sequence's valid part from its end), then a forward layer.
+        model("ReverseThenForward", "network ReverseThenForward { input x: [3]; layer rev = lstm(hidden = 4, layers = 2, reverse); layer dec = gru(hidden = 3); unroll MODE; }"),
         model("TwoStatements", "network TwoStatements { input x: [3]; layer enc = rnn_relu(hidden = 4, bidirectional); layer dec = gru(hidden = 2); unroll MODE; }"),
     ]
 }

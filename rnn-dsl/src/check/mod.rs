@@ -224,6 +224,9 @@ pub struct Param {
     pub name: String,
     /// One size for a vector, two for a matrix.
     pub dims: Vec<SymDim>,
+    /// Where `per step` was written, if it was: one copy per unrolled
+    /// step, the layer's `steps` of them.
+    pub per_step: Option<Span>,
     /// The flag it depends on, if declared with `if flag`.
     pub condition: Option<usize>,
     /// Where it was declared.
@@ -456,6 +459,15 @@ pub struct Layer {
     pub cell: usize,
     /// Whether a backward direction runs too.
     pub bidirectional: bool,
+    /// Whether its one direction runs backward (`reverse`): over each
+    /// sequence's valid part from its end, as the backward half of a
+    /// bidirectional layer does.
+    pub reverse: bool,
+    /// The copies of each per-step parameter when its cell has some: the
+    /// layer's `steps = K`, or N of `unroll static N`.
+    pub steps: Option<usize>,
+    /// `steps = K` as written, until the network's unroll mode is known.
+    pub steps_arg: Option<(usize, Span)>,
     /// One instance per stacked layer (`layers = N`).
     pub stack: Vec<Instance>,
 }

@@ -7,7 +7,8 @@ use crate::ast;
 use crate::check::dim::{SymDim, SymId};
 use crate::check::unroll::check_unroll;
 use crate::check::{
-    suggest, Cell, Constraint, InputSource, Instance, Layer, NetInput, Network, Ty, Value,
+    suggest, Cell, Constraint, InputSource, Instance, Layer, NetInput, Network, Ty, UnrollMode,
+    Value,
 };
 use crate::diag::{Diagnostic, Diagnostics};
 use crate::source::Span;
@@ -16,6 +17,8 @@ use crate::source::Span;
 pub const MAX_LAYERS: usize = 64;
 /// The largest size (input, hidden, any cell size) accepted.
 pub const MAX_SIZE: i128 = 1 << 24;
+/// The most copies a per-step parameter may have (`steps = K`).
+pub const MAX_STEPS: usize = 1 << 16;
 
 /// The built-in LSTM, and the prelude cell it is with a projection.
 const LSTM: &str = "lstm";
@@ -114,6 +117,18 @@ pub(super) fn check_network(
                         .with_help("remove it, or give a cell an input of this name"),
                 );
             }
+        }
+    }
+    if let Some(unroll) = &unroll {
+        for (checked, layer) in layers.iter_mut().zip(&network.layers) {
+            check_per_step(
+                diags,
+                checked,
+                layer,
+                &table.cells[checked.cell],
+                unroll,
+                network,
+            );
         }
     }
     if diags.error_count() > errors_before {
@@ -267,6 +282,9 @@ impl SizeEquation {
 struct LayerArgs {
     n_layers: usize,
     bidirectional: bool,
+    reverse: bool,
+    /// `steps = K`: the copies of each per-step parameter.
+    steps: Option<(usize, Span)>,
     hidden: Option<(i128, Span)>,
     sizes: Vec<Option<(i128, Span)>>,
     consts: Vec<Value>,
@@ -317,11 +335,131 @@ fn check_layer(
         span: layer.span,
         cell: cell_idx,
         bidirectional: args.bidirectional,
+        reverse: args.reverse,
+        steps: None,
+        steps_arg: args.steps,
         stack,
     })
 }
 
-/// Layer arguments are `layers = N`, `bidirectional`, `hidden = N` (the
+/// The per-step parameters of a layer's cell and their count: `steps = K`,
+/// or the N of `unroll static N`. A per-step parameter has one copy per
+/// step, so the layer runs forward only and at most K steps: a static
+/// unrolling past K is an error here, a dynamic run past K at run time.
+///
+/// ```text
+/// layer l = lista(N = 500);                  // dynamic: how many copies?
+/// layer l = lista(N = 500, steps = 8);       // unroll static 16: past 8
+/// layer l = lista(N = 500, bidirectional);   // per-step runs forward only
+/// ```
+fn check_per_step(
+    diags: &mut Diagnostics,
+    checked: &mut Layer,
+    layer: &ast::Layer,
+    cell: &Cell,
+    unroll: &UnrollMode,
+    network: &ast::Network,
+) {
+    let per_step: Vec<&crate::check::Param> = cell
+        .params
+        .iter()
+        .filter(|param| param.per_step.is_some())
+        .collect();
+    let given = checked.steps_arg.take();
+    let unroll_span = network
+        .unrolls
+        .first()
+        .map_or(network.name.span, |unroll| unroll.span);
+    let Some(first) = per_step.first() else {
+        if let Some((_, span)) = given {
+            diags.push(
+                Diagnostic::error(span, format!("cell `{}` has no per-step parameters", cell.name))
+                    .with_label("nothing to count")
+                    .with_help("remove `steps`, or declare a parameter `per step`: `param W: [N, M] per step;`"),
+            );
+        }
+        return;
+    };
+    let names = per_step
+        .iter()
+        .map(|param| format!("`{}`", param.name))
+        .collect::<Vec<_>>()
+        .join(", ");
+    if checked.bidirectional || checked.reverse {
+        diags.push(
+            Diagnostic::error(
+                layer.span,
+                format!("layer `{}` has per-step parameters ({names}) and runs backward", checked.name),
+            )
+            .with_secondary(first.per_step.unwrap_or(first.span), "declared per step here")
+            .with_help("a per-step parameter's copy k belongs to step k of a forward run: remove `bidirectional` or `reverse`"),
+        );
+        return;
+    }
+    let longest = match unroll {
+        UnrollMode::Static(steps) => Some(*steps),
+        UnrollMode::Buckets {
+            lengths,
+            dynamic_fallback: false,
+        } => lengths.last().copied(),
+        _ => None,
+    };
+    let steps = match (given, longest) {
+        (Some((steps, span)), Some(longest)) if longest > steps => {
+            diags.push(
+                Diagnostic::error(
+                    unroll_span,
+                    format!("this unrolling runs {longest} steps, past the {steps} copies of layer `{}`'s per-step parameters", checked.name),
+                )
+                .with_label(format!("{longest} steps"))
+                .with_secondary(span, format!("{steps} copies"))
+                .with_help(format!("give the layer `steps = {longest}`, or unroll at most {steps} steps")),
+            );
+            return;
+        }
+        (Some((steps, _)), _) => steps,
+        (None, Some(longest)) => longest,
+        (None, None) => {
+            diags.push(
+                Diagnostic::error(
+                    layer.span,
+                    format!(
+                        "layer `{}` has per-step parameters ({names}) but no step count",
+                        checked.name
+                    ),
+                )
+                .with_secondary(
+                    first.per_step.unwrap_or(first.span),
+                    "declared per step here",
+                )
+                .with_secondary(unroll_span, "runs as many steps as its input has")
+                .with_help(format!(
+                    "give the layer its most steps: `{}({}steps = 16)`",
+                    layer.cell.name,
+                    args_prefix(layer)
+                )),
+            );
+            return;
+        }
+    };
+    checked.steps = Some(steps);
+}
+
+/// The arguments a layer statement already has, as a prefix for a hint:
+/// `"N = 500, "`.
+fn args_prefix(layer: &ast::Layer) -> String {
+    layer
+        .args
+        .iter()
+        .map(|arg| match arg.value {
+            Some(ast::ConstValue::Number(number, _)) => format!("{} = {number}, ", arg.name.name),
+            Some(ast::ConstValue::Bool(flag, _)) => format!("{} = {flag}, ", arg.name.name),
+            None => format!("{}, ", arg.name.name),
+        })
+        .collect()
+}
+
+/// Layer arguments are `layers = N`, `bidirectional`, `reverse`, `hidden = N` (the
 /// size of the cell's first state), or the name of one of the cell's sizes
 /// or constants (`proj_size` of `lstm` is a size of `lstm_proj`, which
 /// the layer then uses). Each is given once, with a value of the right
@@ -337,6 +475,8 @@ fn check_layer_args(diags: &mut Diagnostics, layer: &ast::Layer, cell: &Cell) ->
     let mut args = LayerArgs {
         n_layers: 1,
         bidirectional: false,
+        reverse: false,
+        steps: None,
         hidden: None,
         sizes: vec![None; cell.sizes.len()],
         consts: cell.consts.iter().map(|konst| konst.default).collect(),
@@ -402,6 +542,18 @@ fn check_layer_args(diags: &mut Diagnostics, layer: &ast::Layer, cell: &Cell) ->
                         .with_help("write `bidirectional` or `bidirectional = false`"),
                 ),
             },
+            "steps" => {
+                if let Some(count) = whole(diags, "`steps`", MAX_STEPS as i128) {
+                    args.steps = Some((count as usize, value_span));
+                }
+            }
+            "reverse" => match value {
+                Value::Bool(flag) => args.reverse = flag,
+                Value::Number(_) => diags.push(
+                    Diagnostic::error(value_span, "`reverse` is a flag")
+                        .with_help("write `reverse` or `reverse = false`"),
+                ),
+            },
             "hidden" => {
                 if let Some(size) = whole(diags, "`hidden`", MAX_SIZE) {
                     args.hidden = Some((size, value_span));
@@ -437,7 +589,8 @@ fn check_layer_args(diags: &mut Diagnostics, layer: &ast::Layer, cell: &Cell) ->
                         ),
                     }
                 } else {
-                    let mut accepted: Vec<&str> = vec!["hidden", "layers", "bidirectional"];
+                    let mut accepted: Vec<&str> =
+                        vec!["hidden", "layers", "bidirectional", "reverse", "steps"];
                     accepted.extend(cell.sizes.iter().map(String::as_str));
                     accepted.extend(cell.consts.iter().map(|konst| konst.name.as_str()));
                     if cell.from_prelude && cell.name == LSTM {
@@ -467,6 +620,23 @@ fn check_layer_args(diags: &mut Diagnostics, layer: &ast::Layer, cell: &Cell) ->
                     )));
                 }
             }
+        }
+    }
+    if args.reverse && args.bidirectional {
+        let span = |name: &str| {
+            layer
+                .args
+                .iter()
+                .find(|arg| arg.name.name == name)
+                .map(|arg| arg.name.span)
+        };
+        if let (Some(reverse), Some(bidirectional)) = (span("reverse"), span("bidirectional")) {
+            diags.push(
+                Diagnostic::error(reverse, "a layer is `reverse` or `bidirectional`, not both")
+                    .with_label("runs backward only")
+                    .with_secondary(bidirectional, "already runs both ways")
+                    .with_help("a bidirectional layer's backward half is a reverse layer: keep one of the two"),
+            );
         }
     }
     (diags.error_count() == errors_before).then_some(args)

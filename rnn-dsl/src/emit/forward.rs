@@ -51,7 +51,7 @@ impl Cx<'_> {
             let weights_field = format_ident!("__rnn_layer{}", layer_idx);
             let mut directions = Vec::new();
             for direction in 0..layer.directions {
-                let reverse = direction == 1;
+                let reverse = layer.runs_backward(direction);
                 let row = usize_lit(layer.stack_idx * layer.directions + direction);
                 let input_bindings: Vec<TokenStream> = layer
                     .inputs
@@ -591,7 +591,7 @@ impl Cx<'_> {
             .network
             .layers
             .iter()
-            .any(|layer| layer.directions != 1)
+            .any(|layer| layer.directions != 1 || layer.reverse)
         {
             return TokenStream::new();
         }

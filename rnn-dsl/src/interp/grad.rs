@@ -19,8 +19,8 @@ use crate::ir::{differentiate, Dep, Network};
 use crate::names;
 
 use super::{
-    evaluate, forward, initial_states, load_weights, prepare_inputs, reverse_valid, stack_rows,
-    Float, Seeds, Source, StepContext, Tensors, Val,
+    evaluate, forward, initial_states, load_weights, params_at, prepare_inputs, reverse_valid,
+    stack_rows, Float, Seeds, Source, StepContext, Tensors, Val,
 };
 
 /// Runs `network` forward and backward: the outputs of [`run`](super::run),
@@ -106,7 +106,7 @@ pub fn gradients_in<F: Float>(
         let mut d_previous = Array3::zeros((batch, steps, previous_width));
         for (direction, tape) in run.tapes[layer_idx].iter().enumerate() {
             let params = &layer_weights[layer_idx].params[direction];
-            let reverse = direction == 1;
+            let reverse = layer.runs_backward(direction);
             let width = layer.output_size;
             let mut dy_dir = dy
                 .slice(s![.., .., direction * width..(direction + 1) * width])
@@ -165,14 +165,15 @@ pub fn gradients_in<F: Float>(
                     seeds: Some(&step_seeds),
                     live: Some(&live),
                 };
-                evaluate(forward_nodes, 0, &mut values, params, &cx, |dep| {
+                let step_params = params_at(layer, params, t);
+                evaluate(forward_nodes, 0, &mut values, &step_params, &cx, |dep| {
                     dep > Dep::Context
                 });
                 evaluate(
                     &backward.nodes,
                     backward.forward,
                     &mut values,
-                    params,
+                    &step_params,
                     &cx,
                     |_| true,
                 );
@@ -192,10 +193,15 @@ pub fn gradients_in<F: Float>(
                 for (k, gradient) in backward.params.iter().enumerate() {
                     if let Some(id) = gradient {
                         let share = value(*id).as_2d();
+                        // A per-step parameter's step t gradient is its copy t's.
+                        let mut slot = match layer.params[k].steps {
+                            Some(_) => d_params[k].index_axis_mut(Axis(0), t),
+                            None => d_params[k].view_mut(),
+                        };
                         let share = share
-                            .into_shape_with_order(d_params[k].raw_dim())
+                            .to_shape(slot.raw_dim())
                             .expect("verified: the parameter's shape");
-                        d_params[k] += &share;
+                        slot += &share;
                     }
                 }
                 for (k, gradient) in backward.inputs.iter().enumerate() {

@@ -115,7 +115,7 @@ fn forward<F: Float>(
                 &layer_inputs,
                 initial[layer_idx][direction].clone(),
                 prepared,
-                direction == 1,
+                layer.runs_backward(direction),
                 keep,
             );
             layer_tapes.extend(tape);
@@ -180,7 +180,7 @@ fn load_weights<F: Float>(
                         name = bare;
                     }
                 }
-                direction_params.push(weights.float_shaped(&name, &param.shape)?);
+                direction_params.push(weights.float_shaped(&name, &param.tensor_shape())?);
                 direction_names.push(name);
             }
             params.push(direction_params);
@@ -317,6 +317,30 @@ fn prepare_inputs<F: Float>(
     } else {
         vec![steps; batch]
     };
+    // A layer with per-step parameters runs at most as many steps as they
+    // have copies (static unrollings past it are refused by the checker).
+    let longest = lengths.iter().copied().max().unwrap_or(0);
+    for layer in &network.layers {
+        let Some(copies) = layer.params.iter().find_map(|param| param.steps) else {
+            continue;
+        };
+        if longest > copies {
+            let tensor = if inputs.contains(names::SEQ_LEN) {
+                names::SEQ_LEN.to_owned()
+            } else {
+                network
+                    .step_input()
+                    .map_or(names::STEPS.to_owned(), |input| input.name.clone())
+            };
+            return Err(RnnError::InvalidValue {
+                tensor,
+                reason: format!(
+                    "{longest} steps, but layer `{}` has per-step parameters for {copies}",
+                    layer.name
+                ),
+            });
+        }
+    }
     Ok(Prepared {
         batch,
         steps,
@@ -498,7 +522,8 @@ fn run_direction<F: Float>(
             seeds: None,
             live: None,
         };
-        evaluate(&step.nodes, 0, &mut values, params, &cx, |dep| {
+        let params = params_at(layer, params, t);
+        evaluate(&step.nodes, 0, &mut values, &params, &cx, |dep| {
             dep > Dep::Context
         });
         let value_rows = |id: ValueId| {
@@ -526,6 +551,28 @@ fn run_direction<F: Float>(
         inputs: layer_inputs,
     });
     (output, states, tape)
+}
+
+/// The parameters step `t` reads: copy `t` of each per-step parameter
+/// (which only per-step values read: its dependence is `State`), the
+/// others as they are.
+fn params_at<'a, F: Float>(
+    layer: &Layer,
+    params: &'a [ArrayD<F>],
+    t: usize,
+) -> std::borrow::Cow<'a, [ArrayD<F>]> {
+    if layer.params.iter().all(|param| param.steps.is_none()) {
+        return std::borrow::Cow::Borrowed(params);
+    }
+    let at_t = layer
+        .params
+        .iter()
+        .zip(params)
+        .map(|(param, array)| match param.steps {
+            Some(_) => array.index_axis(Axis(0), t).to_owned(),
+            None => array.clone(),
+        });
+    std::borrow::Cow::Owned(at_t.collect())
 }
 
 /// Evaluates `nodes[from..]` whose dependence `select` accepts, in order.

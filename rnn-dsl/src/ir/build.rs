@@ -64,7 +64,7 @@ fn build_network(model: &check::Model, network: &check::Network) -> Network {
                     },
                 })
                 .collect();
-            let mut builder = StepBuilder::new(cell, instance, &layer_inputs);
+            let mut builder = StepBuilder::new(cell, instance, &layer_inputs, layer.steps);
             let step = builder.build();
             let params = builder.params;
             let built = Layer {
@@ -77,6 +77,7 @@ fn build_network(model: &check::Model, network: &check::Network) -> Network {
                 },
                 cell: cell.name.clone(),
                 directions,
+                reverse: layer.reverse,
                 inputs: layer_inputs,
                 states: cell
                     .states
@@ -124,6 +125,8 @@ struct StepBuilder<'a> {
     cell: &'a check::Cell,
     instance: &'a check::Instance,
     inputs: &'a [LayerInput],
+    /// Copies of each per-step parameter.
+    steps: Option<usize>,
     nodes: Vec<Node>,
     bindings: Vec<Option<ValueId>>,
     params: Vec<Param>,
@@ -135,11 +138,13 @@ impl<'a> StepBuilder<'a> {
         cell: &'a check::Cell,
         instance: &'a check::Instance,
         inputs: &'a [LayerInput],
+        steps: Option<usize>,
     ) -> StepBuilder<'a> {
         StepBuilder {
             cell,
             instance,
             inputs,
+            steps,
             nodes: Vec::new(),
             bindings: vec![None; cell.bindings.len()],
             params: Vec::new(),
@@ -252,6 +257,7 @@ impl<'a> StepBuilder<'a> {
                         self.params.push(Param {
                             name: param.name.clone(),
                             shape: shape.clone(),
+                            steps: param.per_step.and(self.steps),
                         });
                         let id = ParamId((self.params.len() - 1) as u32);
                         self.param_ids[*idx] = Some(id);
@@ -263,7 +269,12 @@ impl<'a> StepBuilder<'a> {
                     [rows, cols] => Shape::Matrix(rows, cols),
                     _ => unreachable!("check limits parameters to rank 2"),
                 };
-                self.push(Op::Param(param_id), node_shape, Dep::Const, span)
+                // A per-step parameter is another value at each step.
+                let dep = match self.params[param_id.0 as usize].steps {
+                    Some(_) => Dep::State,
+                    None => Dep::Const,
+                };
+                self.push(Op::Param(param_id), node_shape, dep, span)
             }
             TKind::Unary(func, inner) => {
                 let inner = self.expr(inner);

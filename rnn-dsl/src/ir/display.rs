@@ -88,9 +88,13 @@ impl fmt::Display for Layer {
         for (idx, param) in self.params.iter().enumerate() {
             writeln!(
                 f,
-                "    p{idx} = {}: {:?} ({})",
+                "    p{idx} = {}: {:?}{} ({})",
                 param.name,
                 param.shape,
+                match param.steps {
+                    Some(steps) => format!(" per step, {steps} copies"),
+                    None => String::new(),
+                },
                 self.weight_name(param, 0)
             )?;
         }

@@ -85,6 +85,8 @@ pub struct Layer {
     pub cell: String,
     /// 1, or 2 for a bidirectional layer (same step, separate weights).
     pub directions: usize,
+    /// Whether its one direction runs backward (`reverse`).
+    pub reverse: bool,
     /// What each cell input reads, and its size.
     pub inputs: Vec<LayerInput>,
     /// States: name and size.
@@ -104,6 +106,13 @@ pub struct Layer {
 }
 
 impl Layer {
+    /// Whether `direction` runs backward: over each sequence's valid part
+    /// from its end, its outputs put back in time order. The second
+    /// direction of a bidirectional layer, or the one of a `reverse` layer.
+    pub fn runs_backward(&self, direction: usize) -> bool {
+        direction == 1 || self.reverse
+    }
+
     /// The value of the constant `name` if the cell has one.
     pub fn constant(&self, name: &str) -> Option<check::Value> {
         self.consts
@@ -170,8 +179,21 @@ pub struct State {
 pub struct Param {
     /// The cell's name for it (`weight_ih`).
     pub name: String,
-    /// `[n]` or `[m, n]`.
+    /// `[n]` or `[m, n]`: one step's copy for a per-step parameter.
     pub shape: Vec<usize>,
+    /// For a per-step parameter, its copies: one per step, stored as one
+    /// tensor `[steps, ..shape]` whose row `t` step `t` reads.
+    pub steps: Option<usize>,
+}
+
+impl Param {
+    /// The shape of its tensor: `shape`, or `[steps, ..shape]`.
+    pub fn tensor_shape(&self) -> Vec<usize> {
+        self.steps
+            .into_iter()
+            .chain(self.shape.iter().copied())
+            .collect()
+    }
 }
 
 /// One time step: nodes in evaluation order, then what becomes of them.

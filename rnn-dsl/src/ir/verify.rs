@@ -113,7 +113,11 @@ fn verify_step(layer: &Layer) -> Result<(), String> {
                         node.shape, declared.shape
                     ));
                 }
-                Dep::Const
+                // A per-step parameter is another value at each step.
+                match declared.steps {
+                    Some(_) => Dep::State,
+                    None => Dep::Const,
+                }
             }
             Op::Literal(_) => Dep::Const,
             _ => operands

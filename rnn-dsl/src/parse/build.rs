@@ -252,12 +252,22 @@ impl Builder<'_> {
             Rule::param_decl => {
                 let name = ident(inner.next().expect("grammar: param name"));
                 let shape = self.shape(inner.next().expect("grammar: param shape"));
-                let condition = inner
-                    .next()
-                    .map(|cond| ident(cond.into_inner().next().expect("grammar: param condition")));
+                let mut per_step = None;
+                let mut condition = None;
+                for pair in inner {
+                    match pair.as_rule() {
+                        Rule::per_step => per_step = Some(span_of(&pair)),
+                        _ => {
+                            condition = Some(ident(
+                                pair.into_inner().next().expect("grammar: param condition"),
+                            ))
+                        }
+                    }
+                }
                 CellStmt::Param {
                     name,
                     shape,
+                    per_step,
                     condition,
                 }
             }

@@ -615,8 +615,7 @@ def main():
     onnx_case("onnx_rnn_reverse", "rnn_tanh", I=3, H=4, T=5, seq_len=[5, 2, 1],
               direction="reverse", layer_text="rnn_tanh(hidden = 4, reverse)",
               net="OnnxRnnReverse",
-              note="reverse-only layers are not yet in the language; the model text is a "
-                   "placeholder. Semantics: one direction (d = 0, no _reverse suffix, "
+              note="A reverse layer: one direction (d = 0, no _reverse suffix, "
                    "h0/h_n row 0) running backward over each sequence's valid part, "
                    "t = seq_len-1 down to 0; y is [B, T, H].")
 

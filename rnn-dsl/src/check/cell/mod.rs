@@ -72,8 +72,9 @@ pub(super) fn check_cell(
             ast::CellStmt::Param {
                 name,
                 shape,
+                per_step,
                 condition,
-            } => cx.declare_param(name, shape, condition.as_ref()),
+            } => cx.declare_param(name, shape, *per_step, condition.as_ref()),
             ast::CellStmt::Const { name, value } => cx.declare_const(name, *value),
             _ => {}
         }
@@ -404,6 +405,7 @@ impl CellCx<'_> {
         &mut self,
         name: &ast::Ident,
         shape: &ast::Shape,
+        per_step: Option<Span>,
         condition: Option<&ast::Ident>,
     ) {
         let Some(dims) = self.shape(&format!("parameter `{}`", name.name), shape, 2) else {
@@ -420,6 +422,7 @@ impl CellCx<'_> {
                 param: Param {
                     name: name.name.clone(),
                     dims,
+                    per_step,
                     condition: None,
                     span: name.span,
                 },

@@ -99,7 +99,7 @@ impl Cx<'_> {
             let mut direction_backs = Vec::new();
             let mut outs = Vec::new();
             for direction in 0..layer.directions {
-                let reverse = direction == 1;
+                let reverse = layer.runs_backward(direction);
                 let first = usize_lit(starts[idx] + direction * count);
                 let end = usize_lit(starts[idx] + (direction + 1) * count);
                 let row = usize_lit(layer.stack_idx * layer.directions + direction);

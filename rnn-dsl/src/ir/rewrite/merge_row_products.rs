@@ -22,7 +22,7 @@
 //! ones, and no value changes: each output element is the same inner
 //! product.
 
-use crate::ir::{Dep, Node, Op, Shape, Step, ValueId};
+use crate::ir::{Node, Op, Shape, Step, ValueId};
 
 use super::map_operands;
 
@@ -163,7 +163,7 @@ pub(in crate::ir) fn merge_row_products(step: Step) -> Step {
                     nodes.push(Node {
                         op: Op::Slice(value_map[param.index()], *start, *end),
                         shape: Shape::Matrix(end - start, cols),
-                        dep: Dep::Const,
+                        dep: step.node(*param).dep,
                         span: node.span,
                     });
                     ValueId((nodes.len() - 1) as u32)

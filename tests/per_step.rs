@@ -1,0 +1,193 @@
+//! Per-step parameters (`param W: [M, N] per step;`): one copy per
+//! unrolled step, stored as one tensor `[K, M, N]` whose row `t` step `t`
+//! reads. The interpreter's forward pass against a loop written out here
+//! (LISTA-CP, Chen et al. 2018: `x ← soft(x + W_tᵀ (y − A x), θ_t)`), its
+//! limits, names and shapes; the gradients are checked against finite
+//! differences in `gradients.rs`.
+
+use ndarray::{Array1, Array2, Array3, ArrayD, Axis};
+use rnn_dsl::{interp, weights, SourceFile};
+use rnn_runtime::init::{uniform, SplitMix64};
+use rnn_runtime::{RnnError, TensorMap};
+
+const LISTA_CP: &str = "
+cell lista_cp(y: [M]) -> x: [N] {
+    param A: [M, N];
+    param W: [M, N] per step;
+    param theta: [N] per step;
+    x = soft_threshold(x + W^T @ (y - A @ x), theta);
+}
+";
+
+const M: usize = 5;
+const N: usize = 8;
+
+fn network(unroll: &str, layer_args: &str) -> rnn_dsl::Compiled {
+    let text = format!(
+        "{LISTA_CP}\nnetwork Lista {{ context y: [{M}]; layer solver = lista_cp(N = {N}{layer_args}); unroll {unroll}; }}\n"
+    );
+    rnn_dsl::compile(SourceFile::new("lista.rnn", text)).unwrap_or_else(|error| panic!("{error}"))
+}
+
+/// Weights for K steps: `A`, `W` `[K, M, N]`, `theta` `[K, N]` (positive).
+fn lista_weights(steps: usize, seed: u64) -> TensorMap {
+    let mut rng = SplitMix64::new(seed);
+    let mut weights = TensorMap::new();
+    weights.insert_f32("A", uniform(&mut rng, &[M, N], 0.5));
+    weights.insert_f32("W", uniform(&mut rng, &[steps, M, N], 0.5));
+    weights.insert_f32(
+        "theta",
+        uniform(&mut rng, &[steps, N], 0.05).mapv(|t| t + 0.06),
+    );
+    weights
+}
+
+fn measurements(batch: usize, seed: u64) -> ArrayD<f32> {
+    uniform(&mut SplitMix64::new(seed), &[batch, M], 1.0)
+}
+
+/// LISTA-CP written out: every iterate of every measurement, `[B, T, N]`.
+fn reference(weights: &TensorMap, y: &ArrayD<f32>, steps: usize) -> Array3<f32> {
+    let a: Array2<f32> = weights.f32("A").unwrap().into_dimensionality().unwrap();
+    let w: Array3<f32> = weights.f32("W").unwrap().into_dimensionality().unwrap();
+    let theta: Array2<f32> = weights.f32("theta").unwrap().into_dimensionality().unwrap();
+    let y: Array2<f32> = y.clone().into_dimensionality().unwrap();
+    let batch = y.nrows();
+    let mut iterates = Array3::zeros((batch, steps, N));
+    for b in 0..batch {
+        let yb = y.row(b);
+        let mut x = Array1::<f32>::zeros(N);
+        for t in 0..steps {
+            let residual = &yb - &a.dot(&x);
+            let v = &x + &w.index_axis(Axis(0), t).t().dot(&residual);
+            x = ndarray::Zip::from(&v)
+                .and(theta.row(t))
+                .map_collect(|v, th| v.signum() * (v.abs() - th).max(0.0));
+            iterates.slice_mut(ndarray::s![b, t, ..]).assign(&x);
+        }
+    }
+    iterates
+}
+
+fn max_error(a: &ArrayD<f32>, b: &ArrayD<f32>) -> f32 {
+    assert_eq!(a.shape(), b.shape());
+    a.iter()
+        .zip(b)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f32::max)
+}
+
+#[test]
+fn each_step_reads_its_own_copy() {
+    let y = measurements(3, 2);
+    for (unroll, args, steps, copies) in [
+        ("static 6", "", 6, 6),
+        ("static 4", ", steps = 6", 4, 6),
+        ("dynamic", ", steps = 6", 6, 6),
+        ("dynamic by 4", ", steps = 7", 5, 7),
+    ] {
+        let compiled = network(unroll, args);
+        let network = compiled.network(None).unwrap();
+        let weights = lista_weights(copies, 9);
+        let mut inputs = TensorMap::new();
+        inputs.insert_f32("y", y.clone());
+        if !unroll.starts_with("static") {
+            inputs.insert_i64("steps", ArrayD::from_elem(vec![1], steps as i64));
+        }
+        let outputs = interp::run(network, &weights, &inputs).expect("runs");
+        let expected = reference(&weights, &y, steps).into_dyn();
+        let error = max_error(&outputs.f32("y").unwrap(), &expected);
+        println!("{unroll:<14} {steps} of {copies} copies: max error {error:.2e}");
+        assert!(error < 1e-5, "{unroll}: {error}");
+        // Not the tied iteration: step 1 reads W[1], not W[0].
+        let mut tied = weights.clone();
+        let w = weights.f32("W").unwrap();
+        let first = w.index_axis(Axis(0), 0).to_owned();
+        let repeated = ndarray::stack(Axis(0), &vec![first.view(); copies]).unwrap();
+        tied.insert_f32("W", repeated);
+        let tied_out = interp::run(network, &tied, &inputs).expect("runs");
+        assert!(max_error(&tied_out.f32("y").unwrap(), &expected) > 1e-3);
+    }
+}
+
+#[test]
+fn per_step_tensors_are_stacked_by_step() {
+    let compiled = network("dynamic", ", steps = 16");
+    let network = compiled.network(None).unwrap();
+    let specs = weights::specs(network);
+    let mut shapes: Vec<(&str, &[usize])> = specs
+        .iter()
+        .map(|spec| (spec.name.as_str(), &spec.shape[..]))
+        .collect();
+    shapes.sort();
+    assert_eq!(
+        shapes,
+        [
+            ("A_l0", &[M, N][..]),
+            ("W_l0", &[16, M, N]),
+            ("theta_l0", &[16, N])
+        ]
+    );
+    // The `.rnn` file's own names load too (a one-layer user cell).
+    let outputs = {
+        let mut inputs = TensorMap::new();
+        inputs.insert_f32("y", measurements(2, 3));
+        inputs.insert_i64("steps", ArrayD::from_elem(vec![1], 3));
+        interp::run(network, &lista_weights(16, 1), &inputs).expect("bare names load")
+    };
+    assert_eq!(outputs.f32("y").unwrap().shape(), &[2, 3, N]);
+    // A weight with one copy too few is refused with both shapes.
+    let mut short = lista_weights(16, 1);
+    short.insert_f32("W", ArrayD::zeros(vec![15, M, N]));
+    let mut inputs = TensorMap::new();
+    inputs.insert_f32("y", measurements(2, 3));
+    inputs.insert_i64("steps", ArrayD::from_elem(vec![1], 3));
+    let error = interp::run(network, &short, &inputs).unwrap_err();
+    assert!(
+        matches!(&error, RnnError::ShapeMismatch { tensor, .. } if tensor == "W"),
+        "{error}"
+    );
+}
+
+#[test]
+fn a_run_past_the_copies_is_a_typed_error() {
+    let compiled = network("dynamic", ", steps = 4");
+    let network = compiled.network(None).unwrap();
+    let mut inputs = TensorMap::new();
+    inputs.insert_f32("y", measurements(2, 3));
+    inputs.insert_i64("steps", ArrayD::from_elem(vec![1], 5));
+    let error = interp::run(network, &lista_weights(4, 1), &inputs).unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "tensor `steps`: 5 steps, but layer `solver` has per-step parameters for 4"
+    );
+    // A per-step input: the lengths are what is named.
+    let text = "cell untied(x: [I]) -> h: [H] { param W: [H, I] per step; param U: [H, H]; h = tanh(W @ x + U @ h); }
+        network N { input x: [2]; layer l = untied(hidden = 3, steps = 2); unroll dynamic; }";
+    let compiled = rnn_dsl::compile(SourceFile::new("n.rnn", text)).unwrap();
+    let network = compiled.network(None).unwrap();
+    let weights = weights::random(network, 1);
+    let mut inputs = TensorMap::new();
+    inputs.insert_f32("x", ArrayD::zeros(vec![2, 3, 2]));
+    inputs.insert_i64("seq_len", ndarray::arr1(&[3i64, 1]).into_dyn());
+    let error = interp::run(network, &weights, &inputs).unwrap_err();
+    assert!(
+        matches!(&error, RnnError::InvalidValue { tensor, .. } if tensor == "seq_len"),
+        "{error}"
+    );
+    inputs.insert_i64("seq_len", ndarray::arr1(&[2i64, 1]).into_dyn());
+    interp::run(network, &weights, &inputs).expect("two steps run");
+}
+
+#[test]
+fn code_generation_says_it_does_not_support_them_yet() {
+    let compiled = network("static 4", "");
+    let error = compiled
+        .generate(&rnn_dsl::Options::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("per-step parameters") && error.contains("rnnc run"),
+        "{error}"
+    );
+}
