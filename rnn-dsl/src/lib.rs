@@ -216,7 +216,8 @@ impl Compiled {
     /// # Errors
     ///
     /// [`Error::Config`] when `options.network` names no network of it, or
-    /// a network has per-step parameters (not generated yet).
+    /// a network with per-step parameters asks for training code (not
+    /// generated yet).
     pub fn generate(&self, options: &Options) -> Result<Generated, Error> {
         let networks: Vec<&ir::Network> = match &options.network {
             Some(name) => vec![self
@@ -233,16 +234,16 @@ impl Compiled {
                 },
                 None => network,
             };
-            // Per-step parameters run in the interpreter (`rnnc run`,
-            // `rnnc grad`) first; generated code for them is the next step.
+            // Training code for per-step parameters is the next step;
+            // `rnnc grad` (the interpreter) differentiates them.
             if let Some(layer) = network
                 .layers
                 .iter()
-                .find(|layer| layer.params.iter().any(|param| param.steps.is_some()))
+                .find(|layer| options.gradients && layer.steps().is_some())
             {
                 return Err(Error::Config {
                     message: format!(
-                        "network `{}`: layer `{}` has per-step parameters, which code generation does not support yet; `rnnc run` and `rnnc grad` run it through the interpreter",
+                        "network `{}`: layer `{}` has per-step parameters, whose training code is not generated yet; `rnnc grad` differentiates it through the interpreter",
                         network.name, layer.name
                     ),
                 });

@@ -3,7 +3,9 @@
 //! against the shape the network expects; and the row copies that set up
 //! its buffers.
 
-use ndarray::{s, Array1, Array2, Array3, ArrayView2, ArrayView3, ArrayViewMut2, Ix1, Ix2};
+use ndarray::{
+    s, Array1, Array2, Array3, ArrayD, ArrayView2, ArrayView3, ArrayViewMut2, Axis, Ix1, Ix2,
+};
 
 use crate::error::RnnError;
 use crate::packing::copy_row;
@@ -35,6 +37,35 @@ pub fn load2(
     let name = pick(weights, names);
     let array = weights.f32_shaped(name, &[rows, cols])?;
     Ok(array.into_dimensionality::<Ix2>().expect("shape checked"))
+}
+
+/// Loads a per-step parameter: every step's copy, `[steps, ..shape]`; see [`load1`].
+///
+/// # Errors
+///
+/// The tensor is missing, not float, or not `shape`.
+pub fn load_steps(
+    weights: &TensorMap,
+    names: &[&str],
+    shape: &[usize],
+) -> Result<ArrayD<f32>, RnnError> {
+    weights.f32_shaped(pick(weights, names), shape)
+}
+
+/// Copy `step` of a per-step vector parameter loaded by [`load_steps`].
+pub fn step_copy1(all: &ArrayD<f32>, step: usize) -> Array1<f32> {
+    all.index_axis(Axis(0), step)
+        .to_owned()
+        .into_dimensionality::<Ix1>()
+        .expect("[steps, n]")
+}
+
+/// Copy `step` of a per-step matrix parameter loaded by [`load_steps`].
+pub fn step_copy2(all: &ArrayD<f32>, step: usize) -> Array2<f32> {
+    all.index_axis(Axis(0), step)
+        .to_owned()
+        .into_dimensionality::<Ix2>()
+        .expect("[steps, m, n]")
 }
 
 fn pick<'a>(weights: &TensorMap, names: &[&'a str]) -> &'a str {

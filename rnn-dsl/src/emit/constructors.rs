@@ -26,10 +26,27 @@ impl Cx<'_> {
             for direction in 0..layer.directions {
                 let mut statements = Vec::new();
                 let mut field_inits = Vec::new();
+                // Per-step parameters: every copy loaded once, before the
+                // weights of each step are built from their copies.
+                let mut step_loads = Vec::new();
                 for param in &layer.params {
                     let ident = format_ident!("{}", param.name);
                     let mut names = vec![layer.weight_name(param, direction)];
                     names.extend(layer.bare_weight_name(param));
+                    if param.steps.is_some() {
+                        let all = format_ident!("__rnn_all_{}", param.name);
+                        let shape = param.tensor_shape().into_iter().map(usize_lit);
+                        step_loads.push(quote!(let #all = __rnn_rt::load_steps(weights, &[#(#names),*], &[#(#shape),*])?;));
+                        let copy = match param.shape.len() {
+                            1 => quote!(__rnn_rt::step_copy1(&#all, __rnn_k)),
+                            _ => quote!(__rnn_rt::step_copy2(&#all, __rnn_k)),
+                        };
+                        statements.push(quote!(let #ident = #copy;));
+                        if kept.contains(&ident) {
+                            field_inits.push(quote!(#ident));
+                        }
+                        continue;
+                    }
                     let load = match param.shape[..] {
                         [len] => {
                             let len = usize_lit(len);
@@ -65,12 +82,33 @@ impl Cx<'_> {
                         .push(quote!(let #field = __rnn_rt::PackedMatrix::new(#local.view());));
                     field_inits.push(quote!(#field));
                 }
-                directions.push(quote! {{
-                    #(#statements)*
-                    #ty { #(#field_inits,)* }
-                }});
+                match layer.steps() {
+                    // One set of weights per step, each with its step's
+                    // copies (a layer with per-step parameters runs
+                    // forward only, so this is the only direction).
+                    Some(steps) => {
+                        let steps = usize_lit(steps);
+                        directions.push(quote! {{
+                            #(#step_loads)*
+                            let mut __rnn_steps = ::std::vec::Vec::with_capacity(#steps);
+                            for __rnn_k in 0..#steps {
+                                #(#statements)*
+                                __rnn_steps.push(#ty { #(#field_inits,)* });
+                            }
+                            __rnn_steps
+                        }});
+                    }
+                    None => directions.push(quote! {{
+                        #(#statements)*
+                        #ty { #(#field_inits,)* }
+                    }}),
+                }
             }
-            layer_inits.push(quote!(#field: ::std::vec::Vec::from([#(#directions),*])));
+            let init = match layer.steps() {
+                Some(_) => quote!(#field: #(#directions)*),
+                None => quote!(#field: ::std::vec::Vec::from([#(#directions),*])),
+            };
+            layer_inits.push(init);
         }
         // With training code, the parameters as loaded, in layer, direction,
         // parameter order (`weights::specs`).

@@ -123,7 +123,11 @@ impl Cx<'_> {
                     let function = self.layer_fn(layer_idx, *variant);
                     let index = usize_lit(variant_idx);
                     let direction_lit = usize_lit(direction);
-                    let call = quote!(Self::#function(&self.#weights_field[#direction_lit], &self.__rnn_workspace, __rnn_packing, #(#args,)* #out_arg, #place));
+                    let weights = match layer.steps() {
+                        Some(_) => quote!(&self.#weights_field[..]),
+                        None => quote!(&self.#weights_field[#direction_lit]),
+                    };
+                    let call = quote!(Self::#function(#weights, &self.__rnn_workspace, __rnn_packing, #(#args,)* #out_arg, #place));
                     if variants.len() == 1 {
                         call
                     } else if variant_idx + 1 == variants.len() {
@@ -307,6 +311,34 @@ impl Cx<'_> {
 
     /// How the public entry points pick the variant of the time loop.
     pub(super) fn emit_variant_choice(&self, steps_name: &str) -> TokenStream {
+        let rt = self.rt;
+        // A layer with per-step parameters runs at most as many steps as
+        // they have copies.
+        let limits = self.network.layers.iter().filter_map(|layer| {
+            let steps = usize_lit(layer.steps()?);
+            let name = &layer.name;
+            Some(quote! {
+                if __rnn_packing.max_len() > #steps {
+                    return Err(#rt::RnnError::InvalidValue {
+                        tensor: #steps_name.to_owned(),
+                        reason: format!(
+                            "{} steps, but layer `{}` has per-step parameters for {}",
+                            __rnn_packing.max_len(),
+                            #name,
+                            #steps
+                        ),
+                    });
+                }
+            })
+        });
+        let limits: TokenStream = limits.collect();
+        let choice = self.emit_bucket_choice(steps_name);
+        quote!(#limits #choice)
+    }
+
+    /// The variant for the batch's longest sequence: its bucket, or the
+    /// only variant.
+    fn emit_bucket_choice(&self, steps_name: &str) -> TokenStream {
         let rt = self.rt;
         match &self.network.unroll {
             UnrollMode::Buckets {
@@ -591,7 +623,7 @@ impl Cx<'_> {
             .network
             .layers
             .iter()
-            .any(|layer| layer.directions != 1 || layer.reverse)
+            .any(|layer| layer.directions != 1 || layer.reverse || layer.steps().is_some())
         {
             return TokenStream::new();
         }

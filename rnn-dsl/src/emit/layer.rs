@@ -181,7 +181,20 @@ impl Cx<'_> {
                 };
             }
         };
+        // With per-step parameters, step t reads the weights of its copy.
+        let (weights_param, step_weights) = match layer.steps() {
+            Some(_) => (
+                quote!(__rnn_wk: &[#ty]),
+                quote!(let __rnn_w = &__rnn_wk[__rnn_t];),
+            ),
+            None => (quote!(__rnn_w: &#ty), TokenStream::new()),
+        };
+        let first_weights = match layer.steps() {
+            Some(_) => quote!(let __rnn_w = &__rnn_wk[0];),
+            None => TokenStream::new(),
+        };
         let step_body = quote! {
+            #step_weights
             let __rnn_n = __rnn_packing.batch_size(__rnn_t);
             let __rnn_off = __rnn_packing.offset(__rnn_t);
             #hoisted_chunk
@@ -256,7 +269,7 @@ impl Cx<'_> {
             #[doc = #doc]
             #[allow(clippy::too_many_arguments, clippy::type_complexity, clippy::identity_op, clippy::useless_vec, unused_mut, unused_variables)]
             fn #name(
-                __rnn_w: &#ty,
+                #weights_param,
                 __rnn_ws: &#rt::__private::Workspace,
                 __rnn_packing: &#rt::__private::Packing,
                 #(#input_params,)*
@@ -266,6 +279,7 @@ impl Cx<'_> {
                 #split_params
             ) #returns {
                 #prelude
+                #first_weights
                 #(#passes)*
                 #split_columns
                 let __rnn_batch = __rnn_packing.batch();

@@ -113,6 +113,12 @@ impl Layer {
         direction == 1 || self.reverse
     }
 
+    /// The copies of its per-step parameters (`steps = K`), if it has some:
+    /// the most steps it runs.
+    pub fn steps(&self) -> Option<usize> {
+        self.params.iter().find_map(|param| param.steps)
+    }
+
     /// The value of the constant `name` if the cell has one.
     pub fn constant(&self, name: &str) -> Option<check::Value> {
         self.consts

@@ -11,7 +11,8 @@
 //! - a node's dependence is the largest of its operands' (leaves: inputs
 //!   are `Input` or `Context`, states `State`, parameters and literals
 //!   `Const`);
-//! - matrices are `Const` or `Context`-free: only parameters are matrices;
+//! - matrices are made of parameters and numbers alone (`Const`, or
+//!   `State` when a per-step parameter is among them);
 //! - `MatVec` takes a matrix `[m, n]` and a vector `[n]` and gives `[m]`;
 //! - elementwise operands are scalars, one-element vectors, or of the
 //!   node's own shape;
@@ -57,6 +58,8 @@ pub fn verify(model: &Model) -> Result<(), String> {
 
 fn verify_step(layer: &Layer) -> Result<(), String> {
     let step = &layer.step;
+    // Whether each node is made of parameters and numbers alone.
+    let mut of_params: Vec<bool> = Vec::with_capacity(step.nodes.len());
     for (idx, node) in step.nodes.iter().enumerate() {
         let id = ValueId(idx as u32);
         let operands = node.op.operands();
@@ -132,7 +135,13 @@ fn verify_step(layer: &Layer) -> Result<(), String> {
                 node.dep
             ));
         }
-        if matches!(node.shape, Shape::Matrix(..)) && node.dep != Dep::Const {
+        of_params.push(match node.op {
+            Op::Param(_) | Op::Literal(_) => true,
+            Op::Input(_) | Op::State(_) | Op::Seed(_) => false,
+            _ => operands.iter().all(|operand| of_params[operand.index()]),
+        });
+        // A matrix of per-step parameters is `State`: another at each step.
+        if matches!(node.shape, Shape::Matrix(..)) && !of_params[idx] {
             return Err(format!("{id} is a matrix that depends on {}", node.dep));
         }
         match &node.op {

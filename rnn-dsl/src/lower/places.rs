@@ -32,6 +32,16 @@ pub(super) fn place(layer: &ir::Layer) -> (Vec<Place>, Vec<bool>) {
                     (Place::View, packed_rows[base.index()])
                 }
             }
+            // A value of per-step parameters and constants alone (a
+            // per-step `W^T`): its dependence is `State`, but it is
+            // computed when the model is built, once per step's copy of
+            // the weights.
+            _ if node.dep == Dep::State
+                && !operands.is_empty()
+                && operands.iter().all(|id| places[id.index()].is_const()) =>
+            {
+                (Place::Const, false)
+            }
             _ => match node.dep {
                 Dep::Const => (Place::Const, false),
                 Dep::Context => (Place::Context, false),

@@ -17,9 +17,10 @@ pub struct Split {
 
 /// The split of a layer of one direction whose step two threads can
 /// share; the two directions of a bidirectional layer already run side by
-/// side.
+/// side. A layer with per-step parameters does not split (yet): each side
+/// would take its step's weights.
 pub fn split(layer: &ir::Layer, plan: &LayerPlan) -> Option<Split> {
-    if layer.directions != 1 {
+    if layer.directions != 1 || layer.steps().is_some() {
         return None;
     }
     split_width(layer, plan).map(|width| Split {
