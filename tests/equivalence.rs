@@ -263,7 +263,7 @@ proptest! {
 
     #[test]
     fn interpreter_and_every_unroll_mode_agree(
-        model_idx in 0usize..19,
+        model_idx in 0usize..20,
         lengths in lengths_strategy(6),
         with_state in any::<bool>(),
         seed in any::<u64>(),

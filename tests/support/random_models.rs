@@ -162,6 +162,8 @@ pub fn builtin_models() -> Vec<RandomModel> {
         model("GruBefore", "network GruBefore { input x: [2]; layer l = gru(hidden = 3, reset_after = false, bidirectional); unroll MODE; }"),
         model("PeepholeClip", "network PeepholeClip { input x: [3]; layer l = lstm(hidden = 3, peepholes, cell_clip = 0.5); unroll MODE; }"),
         model("LstmHead", "network LstmHead { input x: [3]; layer rnn = lstm(hidden = 4); layer head = linear(out = 2); unroll MODE; }"),
+        // Stateless layers alone: an empty state, no initial state or its gradient.
+        model("LoneHead", "network LoneHead { input x: [3]; layer embed = linear(out = 4); layer head = linear(out = 2, layers = 2); unroll MODE; }"),
         model("HeadsAround", "network HeadsAround { input x: [3]; layer embed = linear(out = 4, layers = 2); layer enc = gru(hidden = 3, bidirectional); layer head = linear(out = 2, bidirectional); unroll MODE; }"),
         // Every vector function, on a state (per step), the input (hoisted), a context (per
         // sequence) and a parameter (at construction); a normalised state as layer norm has it.

@@ -17,7 +17,9 @@
 //!   fused pass), `__RnnRun` (a fused run of a training step, whose
 //!   bindings are `__rnn_b`, read, and `__rnn_o`, written), `__rnn_rt` (the runtime's `__private`), `__rnn_nd`
 //!   (ndarray), `__rnn_run` (every layer over a batch), `__rnn_w` (a layer's
-//!   weights), `__rnn_workspace` and `__rnn_ws` (the workspace),
+//!   weights), `__rnn_wk` (a layer's weights for every step, with per-step
+//!   parameters), `__rnn_all` (every copy of a per-step parameter, as
+//!   `__rnn_all_<name>`), `__rnn_workspace` and `__rnn_ws` (the workspace),
 //!   `__rnn_threads`.
 //! - A call's batch: `__rnn_packing`, `__rnn_batch`, `__rnn_rows`,
 //!   `__rnn_lengths`, `__rnn_seq_len`, `__rnn_steps`, `__rnn_max_len`,

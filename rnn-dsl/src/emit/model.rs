@@ -385,6 +385,12 @@ impl Cx<'_> {
         let doc = format!(
             "The recurrent state of [`{name}`]: what carries from one step (or call) to the next."
         );
+        // A network of stateless layers alone has an empty state, which
+        // reads neither the batch size nor the indices.
+        let (batch, idx) = match self.groups.is_empty() {
+            true => (format_ident!("_batch"), format_ident!("_idx")),
+            false => (format_ident!("batch"), format_ident!("idx")),
+        };
         quote! {
             #[doc = #doc]
             #[derive(Debug, Clone, PartialEq)]
@@ -395,7 +401,7 @@ impl Cx<'_> {
 
             impl #state {
                 /// The all-zero state for `batch` sequences.
-                pub fn zeros(batch: usize) -> Self {
+                pub fn zeros(#batch: usize) -> Self {
                     Self { #(#zeros,)* }
                 }
 
@@ -404,7 +410,7 @@ impl Cx<'_> {
                 /// # Errors
                 ///
                 /// A shape mismatch naming the tensor and both shapes.
-                pub fn check(&self, batch: usize) -> ::std::result::Result<(), #rt::RnnError> {
+                pub fn check(&self, #batch: usize) -> ::std::result::Result<(), #rt::RnnError> {
                 #prelude
                     #(#checks)*
                     Ok(())
@@ -412,7 +418,7 @@ impl Cx<'_> {
 
                 /// The state of the sequences `idx` (batch indices), in that order.
                 #[doc(hidden)]
-                pub fn __rnn_select(&self, idx: &[usize]) -> Self {
+                pub fn __rnn_select(&self, #idx: &[usize]) -> Self {
                     Self { #(#selects,)* }
                 }
             }

@@ -310,6 +310,23 @@ impl Cx<'_> {
             .iter()
             .map(|group| group.initial_name.as_str())
             .collect();
+        // A network of stateless layers alone has no state to start from
+        // or to check the gradient of.
+        let stateless = self.groups.is_empty();
+        let (initial_state, d_final) = match stateless {
+            true => (format_ident!("_initial_state"), format_ident!("_d_final")),
+            false => (format_ident!("initial_state"), format_ident!("d_final")),
+        };
+        let check_d_final = match stateless {
+            true => TokenStream::new(),
+            false => quote! {
+                if let Some(state) = d_final {
+                    // Named as the final states, whose gradients they are.
+                    #(__rnn_rt::check_shape(#final_names, state.#initial_fields.shape(), &[Some(#group_rows), Some(__rnn_batch), Some(#group_sizes)])?;)*
+                    #(__rnn_rt::check_finite(#final_names, state.#initial_fields.iter())?;)*
+                }
+            },
+        };
         let per_param_shapes = specs.iter().map(|spec| {
             let dims = spec.shape.iter().map(|dim| usize_lit(*dim));
             quote!(#rt::ndarray::ArrayD::<f32>::zeros(__rnn_nd::IxDyn(&[#(#dims),*])))
@@ -486,7 +503,7 @@ impl Cx<'_> {
                 #(#params,)*
                 __rnn_packing: &#rt::__private::Packing,
                 __rnn_variant: usize,
-                initial_state: ::std::option::Option<&#state>,
+                #initial_state: ::std::option::Option<&#state>,
             ) -> (#output, ::std::vec::Vec<::std::vec::Vec<#rt::ndarray::Array2<f32>>>, ::std::vec::Vec<::std::vec::Vec<#rt::ndarray::Array2<f32>>>) {
                 #prelude
                 let __rnn_batch = __rnn_packing.batch();
@@ -526,11 +543,7 @@ impl Cx<'_> {
                 let __rnn_batch = tape.__rnn_batch;
                 __rnn_rt::check_shape("dy", dy.shape(), &[Some(__rnn_batch), Some(tape.__rnn_steps), Some(#width)])?;
                 __rnn_rt::check_finite("dy", dy.iter())?;
-                if let Some(state) = d_final {
-                    // Named as the final states, whose gradients they are.
-                    #(__rnn_rt::check_shape(#final_names, state.#initial_fields.shape(), &[Some(#group_rows), Some(__rnn_batch), Some(#group_sizes)])?;)*
-                    #(__rnn_rt::check_finite(#final_names, state.#initial_fields.iter())?;)*
-                }
+                #check_d_final
                 Ok(match tape.__rnn_parts.as_slice() {
                     [__rnn_first, __rnn_right] => {
                         let __rnn_half = |(__rnn_idx, __rnn_packing, __rnn_inputs, __rnn_tapes): &(::std::vec::Vec<usize>, #rt::__private::Packing, ::std::vec::Vec<::std::vec::Vec<Array2<f32>>>, ::std::vec::Vec<::std::vec::Vec<Array2<f32>>>)| {
@@ -558,7 +571,7 @@ impl Cx<'_> {
                 __rnn_inputs: &[::std::vec::Vec<#rt::ndarray::Array2<f32>>],
                 __rnn_tapes: &[::std::vec::Vec<#rt::ndarray::Array2<f32>>],
                 dy: #rt::ndarray::ArrayView3<'_, f32>,
-                d_final: ::std::option::Option<&#state>,
+                #d_final: ::std::option::Option<&#state>,
             ) -> #grads {
                 #prelude
                 let __rnn_batch = __rnn_packing.batch();
