@@ -101,16 +101,6 @@ fn ok_registry(dir: &Path) -> String {
             text.clone(),
         ))
         .unwrap_or_else(|error| panic!("{error}"));
-        // Per-step parameters have no generated training code yet: `per_step.rs` checks
-        // their inference code against the interpreter.
-        let per_step = compiled
-            .model
-            .networks
-            .iter()
-            .any(|network| network.layers.iter().any(|layer| layer.steps().is_some()));
-        if per_step {
-            continue;
-        }
         // With training code: its gradients are checked against the interpreter's too.
         let options = rnn_dsl::Options {
             gradients: true,

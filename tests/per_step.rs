@@ -2,13 +2,14 @@
 //! unrolled step, stored as one tensor `[K, M, N]` whose row `t` step `t`
 //! reads. The interpreter's forward pass against a loop written out here
 //! (LISTA-CP, Chen et al. 2018: `x ← soft(x + W_tᵀ (y − A x), θ_t)`), its
-//! limits, names and shapes; the gradients are checked against finite
-//! differences in `gradients.rs`.
+//! limits, names and shapes; generated code, forward and gradients,
+//! against the interpreter (whose gradients are checked against finite
+//! differences in `gradients.rs`).
 
 use ndarray::{Array1, Array2, Array3, ArrayD, Axis};
 use rnn_dsl::{interp, weights, SourceFile};
 use rnn_runtime::init::{uniform, SplitMix64};
-use rnn_runtime::{Model, RnnError, TensorMap};
+use rnn_runtime::{Model, RnnError, TensorMap, Train};
 
 const LISTA_CP: &str = "
 cell lista_cp(y: [M]) -> x: [N] {
@@ -180,6 +181,7 @@ fn a_run_past_the_copies_is_a_typed_error() {
 }
 
 rnn_macros::rnn! {
+    gradients = true;
     cell lista_cp(y: [M]) -> x: [N] {
         param A: [M, N];
         param W: [M, N] per step;
@@ -300,19 +302,141 @@ fn generated_code_matches_the_interpreter() {
     }
 }
 
+/// `f32` tensors widened, for the interpreter's exact (`f64`) gradients.
+fn widen(map: &TensorMap) -> interp::Tensors<f64> {
+    map.iter()
+        .filter_map(|(name, tensor)| match tensor {
+            rnn_runtime::Tensor::F32(array) => Some((name.to_owned(), array.mapv(f64::from))),
+            rnn_runtime::Tensor::I64(array) => Some((name.to_owned(), array.mapv(|v| v as f64))),
+            rnn_runtime::Tensor::Unsupported { .. } => None,
+        })
+        .collect()
+}
+
+type BuildTrain = fn(&TensorMap) -> Result<Box<dyn Train>, RnnError>;
+
+/// The largest error of generated gradients against the interpreter's in
+/// `f64`, relative to the largest exact value of each tensor.
+fn gradient_error(actual: &TensorMap, exact: &interp::Tensors<f64>) -> (f64, String) {
+    let mut worst = (0.0f64, String::new());
+    for (name, exact) in exact {
+        // The interpreter names a gradient as the weight it was given (`A`, bare as a
+        // single-layer cell allows); generated code by its full name (`A_l0`).
+        let actual = actual
+            .f32(name)
+            .or_else(|_| actual.f32(&format!("{name}_l0")))
+            .unwrap_or_else(|error| panic!("`{name}`: {error}"));
+        assert_eq!(actual.shape(), exact.shape(), "`{name}`");
+        let scale = exact.iter().fold(1e-3f64, |acc, e| acc.max(e.abs()));
+        for (a, e) in actual.iter().zip(exact) {
+            let error = (f64::from(*a) - e).abs() / scale;
+            if error > worst.0 {
+                worst = (error, name.clone());
+            }
+        }
+    }
+    worst
+}
+
+/// Generated training code against the interpreter's gradients in `f64`,
+/// every mode: each step's copy gets the gradient of its own step alone
+/// (`grad_W` `[K, M, N]`, zero past the last step run), the tied `A` the
+/// sum over steps; with variable lengths, initial states and stacking for
+/// the untied cell.
 #[test]
-fn training_code_says_it_is_not_generated_yet() {
-    let compiled = network("static 4", "");
-    compiled
-        .generate(&rnn_dsl::Options::default())
-        .expect("inference code is generated");
-    let options = rnn_dsl::Options {
-        gradients: true,
-        ..rnn_dsl::Options::default()
-    };
-    let error = compiled.generate(&options).unwrap_err().to_string();
-    assert!(
-        error.contains("per-step parameters") && error.contains("rnnc grad"),
-        "{error}"
-    );
+fn generated_gradients_match_the_interpreter() {
+    let lista: [(&str, BuildTrain, &str, usize); 4] = [
+        (
+            "static 6",
+            |w| Ok(Box::new(ListaStatic::from_weights(w)?)),
+            "",
+            6,
+        ),
+        (
+            "dynamic",
+            |w| Ok(Box::new(ListaDynamic::from_weights(w)?)),
+            ", steps = 6",
+            5,
+        ),
+        (
+            "dynamic by 4",
+            |w| Ok(Box::new(ListaBy4::from_weights(w)?)),
+            ", steps = 6",
+            6,
+        ),
+        (
+            "static buckets [2, 6]",
+            |w| Ok(Box::new(ListaBuckets::from_weights(w)?)),
+            "",
+            2,
+        ),
+    ];
+    let weights = lista_weights(6, 4);
+    let y = measurements(5, 8);
+    for (mode, build, layer_args, steps) in lista {
+        let compiled = network(mode, layer_args);
+        let network = compiled.network(None).unwrap();
+        let mut inputs = TensorMap::new();
+        inputs.insert_f32("y", y.clone());
+        if mode != "static 6" {
+            inputs.insert_i64("steps", ArrayD::from_elem(vec![1], steps as i64));
+        }
+        let mut seeds = TensorMap::new();
+        seeds.insert_f32("y", uniform(&mut SplitMix64::new(9), &[5, steps, N], 1.0));
+        seeds.insert_f32(
+            "solver.x_n",
+            uniform(&mut SplitMix64::new(10), &[1, 5, N], 1.0),
+        );
+        let exact =
+            interp::gradients_in::<f64>(network, &widen(&weights), &widen(&inputs), &widen(&seeds))
+                .expect("interpreter");
+        let model = build(&weights).unwrap_or_else(|error| panic!("{mode}: {error}"));
+        let grads = model
+            .run_gradients(&inputs, &seeds)
+            .expect("generated gradients");
+        let (error, tensor) = gradient_error(&grads, &exact);
+        println!("lista {mode:<22} {steps} steps: gradients within {error:.2e} (`{tensor}`)");
+        assert!(error < 1e-5, "{mode}: `{tensor}` off by {error:e}");
+        // Copies past the last step run get no gradient.
+        let grad_w = grads.f32("grad_W_l0").unwrap();
+        assert!(grad_w
+            .index_axis(Axis(0), steps - 1)
+            .iter()
+            .any(|g| *g != 0.0));
+        for t in steps..6 {
+            assert!(
+                grad_w.index_axis(Axis(0), t).iter().all(|g| *g == 0.0),
+                "{mode}: copy {t}"
+            );
+        }
+    }
+
+    let untied: [(&str, BuildTrain); 2] = [
+        ("static 5", |w| Ok(Box::new(UntiedStatic::from_weights(w)?))),
+        ("dynamic", |w| Ok(Box::new(UntiedDynamic::from_weights(w)?))),
+    ];
+    let text = "cell untied(x: [I]) -> h: [H] { param W: [H, I] per step; param U: [H, H]; param b: [1] per step; h = tanh(W @ x + U @ h + b); }
+        network N { input x: [3]; layer l = untied(hidden = 4, layers = 2, steps = 5); layer head = linear(out = 2); unroll dynamic; }";
+    let compiled = rnn_dsl::compile(SourceFile::new("untied.rnn", text)).unwrap();
+    let network = compiled.network(None).unwrap();
+    let weights = weights::random(network, 12);
+    let mut inputs = TensorMap::new();
+    inputs.insert_f32("x", uniform(&mut SplitMix64::new(3), &[4, 5, 3], 1.0));
+    inputs.insert_f32("l.h0", uniform(&mut SplitMix64::new(4), &[2, 4, 4], 1.0));
+    inputs.insert_i64("seq_len", ndarray::arr1(&[5i64, 0, 2, 4]).into_dyn());
+    let mut seeds = TensorMap::new();
+    seeds.insert_f32("y", uniform(&mut SplitMix64::new(5), &[4, 5, 2], 1.0));
+    seeds.insert_f32("l.h_n", uniform(&mut SplitMix64::new(6), &[2, 4, 4], 1.0));
+    let exact =
+        interp::gradients_in::<f64>(network, &widen(&weights), &widen(&inputs), &widen(&seeds))
+            .expect("interpreter");
+    for (mode, build) in untied {
+        let model = build(&weights).unwrap_or_else(|error| panic!("{mode}: {error}"));
+        let grads = model
+            .run_gradients(&inputs, &seeds)
+            .expect("generated gradients");
+        let (error, tensor) = gradient_error(&grads, &exact);
+        println!("untied {mode:<10} gradients within {error:.2e} (`{tensor}`)");
+        assert!(error < 1e-5, "{mode}: `{tensor}` off by {error:e}");
+    }
 }

@@ -259,16 +259,7 @@ fn valid_models_generated_code() {
             });
         }
         // With training code, in the static mode (calls written out, in reverse for the
-        // backward) and the dynamic one: `train@<model>.<mode>`. Not for per-step parameters,
-        // whose training code is not generated yet (`tests/per_step.rs` checks the refusal).
-        let per_step = compiled
-            .model
-            .networks
-            .iter()
-            .any(|network| network.layers.iter().any(|layer| layer.steps().is_some()));
-        if per_step {
-            continue;
-        }
+        // backward) and the dynamic one: `train@<model>.<mode>`.
         for (suffix, mode) in snapshot_modes()
             .into_iter()
             .filter(|(suffix, _)| suffix.starts_with("static") || *suffix == "dynamic")

@@ -1,1 +1,3 @@
-//! Runnable unroll examples.
+//! Runnable unroll examples, and what they share with their tests.
+
+pub mod lista;

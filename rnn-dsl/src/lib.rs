@@ -234,20 +234,6 @@ impl Compiled {
                 },
                 None => network,
             };
-            // Training code for per-step parameters is the next step;
-            // `rnnc grad` (the interpreter) differentiates them.
-            if let Some(layer) = network
-                .layers
-                .iter()
-                .find(|layer| options.gradients && layer.steps().is_some())
-            {
-                return Err(Error::Config {
-                    message: format!(
-                        "network `{}`: layer `{}` has per-step parameters, whose training code is not generated yet; `rnnc grad` differentiates it through the interpreter",
-                        network.name, layer.name
-                    ),
-                });
-            }
             let plan = lower::lower_network(network, options.gradients);
             tokens.extend(emit::emit(network, &plan, &options.runtime_path));
         }

@@ -68,6 +68,20 @@ pub fn step_copy2(all: &ArrayD<f32>, step: usize) -> Array2<f32> {
         .expect("[steps, m, n]")
 }
 
+/// One step's parameters of a layer whose `per_step` ones are stacked
+/// `[steps, ..]`: copy `step` of those, the others as they are (training
+/// code builds its constants from each step's set).
+pub fn step_params(params: &[ArrayD<f32>], per_step: &[bool], step: usize) -> Vec<ArrayD<f32>> {
+    params
+        .iter()
+        .zip(per_step)
+        .map(|(param, per_step)| match per_step {
+            true => param.index_axis(Axis(0), step).to_owned(),
+            false => param.clone(),
+        })
+        .collect()
+}
+
 fn pick<'a>(weights: &TensorMap, names: &[&'a str]) -> &'a str {
     names
         .iter()

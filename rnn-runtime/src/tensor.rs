@@ -144,19 +144,30 @@ impl TensorMap {
         self.serialize(MEMORY_ORIGIN)
     }
 
-    /// Adds an `f32` tensor, replacing any tensor of the same name.
+    /// Adds an `f32` tensor, replacing any tensor of the same name. Held in
+    /// row-major order whatever `array`'s (a transposed view's copy is
+    /// column-major): readers reshape and save it as rows.
     pub fn insert_f32(&mut self, name: impl Into<String>, array: ArrayD<f32>) {
-        self.tensors.insert(name.into(), Tensor::F32(array));
+        self.tensors
+            .insert(name.into(), Tensor::F32(standard_layout(array)));
     }
 
-    /// Adds a tensor, replacing any tensor of the same name.
+    /// Adds a tensor, replacing any tensor of the same name (row-major, as
+    /// [`TensorMap::insert_f32`]).
     pub fn insert(&mut self, name: impl Into<String>, tensor: Tensor) {
+        let tensor = match tensor {
+            Tensor::F32(array) => Tensor::F32(standard_layout(array)),
+            Tensor::I64(array) => Tensor::I64(standard_layout(array)),
+            other => other,
+        };
         self.tensors.insert(name.into(), tensor);
     }
 
-    /// Adds an `i64` tensor, replacing any tensor of the same name.
+    /// Adds an `i64` tensor, replacing any tensor of the same name
+    /// (row-major, as [`TensorMap::insert_f32`]).
     pub fn insert_i64(&mut self, name: impl Into<String>, array: ArrayD<i64>) {
-        self.tensors.insert(name.into(), Tensor::I64(array));
+        self.tensors
+            .insert(name.into(), Tensor::I64(standard_layout(array)));
     }
 
     /// Whether a tensor of this name is present, whatever its dtype.
@@ -518,3 +529,12 @@ fn float_length(idx: usize, value: f32, max_time: usize) -> std::result::Result<
 
 #[cfg(test)]
 mod tests;
+
+/// `array` in row-major order, copied only if it is not.
+fn standard_layout<T: Clone>(array: ArrayD<T>) -> ArrayD<T> {
+    if array.is_standard_layout() {
+        array
+    } else {
+        array.as_standard_layout().into_owned()
+    }
+}

@@ -13,6 +13,9 @@
 //! - [`tbptt`]: truncated BPTT(k1, k2), a batch cut into updates of `k1`
 //!   new steps that backpropagate through their last `k2`, the state
 //!   carried forward and reset row by row when a new sequence starts.
+//! - [`freeze`]: training some parameters, or some of a per-step
+//!   parameter's copies, with the rest frozen (layer-wise training of
+//!   unrolled algorithms).
 //! - [`checkpoint`]: weights, optimizer state and step in one safetensors
 //!   file; resuming gives the same bits as not stopping.
 //!
@@ -49,6 +52,7 @@
 
 pub mod checkpoint;
 pub mod clip;
+pub mod freeze;
 pub mod loss;
 pub mod optim;
 pub mod schedule;

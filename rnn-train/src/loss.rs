@@ -60,6 +60,67 @@ pub fn mse(
     Ok(Loss { value, grad })
 }
 
+/// Mean squared error at the last valid step of each sequence: the mean of
+/// `(y[b, lengths[b] - 1] - target[b])²` over the sequences that have a
+/// step and the `n` outputs (an unrolled solver trained on its final
+/// iterate). [`mse`] with the target repeated at every step is the loss
+/// summed over steps instead (as a mean).
+///
+/// # Errors
+///
+/// `target` not `[B, n]`, `lengths` of the wrong size or above `T`, or a
+/// non-finite loss (naming the first non-finite element).
+pub fn mse_last(
+    y: ArrayView3<'_, f32>,
+    target: ArrayView2<'_, f32>,
+    lengths: Option<&[usize]>,
+) -> Result<Loss> {
+    let (batch, time, width) = y.dim();
+    if target.dim() != (batch, width) {
+        return Err(RnnError::ShapeMismatch {
+            tensor: "target".to_owned(),
+            expected: vec![batch, width],
+            found: target.shape().to_vec(),
+        });
+    }
+    let lengths = valid_lengths(lengths, batch, time)?;
+    let counted = lengths.iter().filter(|&&length| length > 0).count();
+    let count = counted * width;
+    let scale = if count == 0 { 0.0 } else { 2.0 / count as f64 };
+    let mut grad = Array3::<f32>::zeros(y.raw_dim());
+    let mut sum = 0.0_f64;
+    for (b, &length) in lengths.iter().enumerate().filter(|(_, &length)| length > 0) {
+        for k in 0..width {
+            let diff = f64::from(y[(b, length - 1, k)]) - f64::from(target[(b, k)]);
+            sum += diff * diff;
+            grad[(b, length - 1, k)] = (scale * diff) as f32;
+        }
+    }
+    let value = if count == 0 { 0.0 } else { sum / count as f64 } as f32;
+    if !value.is_finite() {
+        let found = (0..batch)
+            .filter(|b| lengths[*b] > 0)
+            .flat_map(|b| (0..width).map(move |k| (b, k)))
+            .find_map(|(b, k)| {
+                let (t, output, wanted) =
+                    (lengths[b] - 1, y[(b, lengths[b] - 1, k)], target[(b, k)]);
+                if !output.is_finite() {
+                    Some(("y", format!("non-finite value {output} at [{b}, {t}, {k}]")))
+                } else if !wanted.is_finite() {
+                    Some(("target", format!("non-finite value {wanted} at [{b}, {k}]")))
+                } else {
+                    None
+                }
+            });
+        let (tensor, reason) = found.unwrap_or(("loss", "overflowed to infinity".to_owned()));
+        return Err(RnnError::InvalidValue {
+            tensor: tensor.to_owned(),
+            reason,
+        });
+    }
+    Ok(Loss { value, grad })
+}
+
 /// Softmax cross-entropy at every valid step: `logits` `[B, T, C]`,
 /// `targets` `[B, T]` class indices; the mean of `-log softmax(logits)[target]`
 /// over the steps `t < lengths[b]` (PyTorch's `cross_entropy` with padded

@@ -241,3 +241,36 @@ fn a_non_finite_output_names_the_element_a_valid_step_holds() {
         "{error}"
     );
 }
+
+#[test]
+fn mse_last_counts_the_last_valid_step_of_each_sequence() {
+    let mut rng = SplitMix64::new(7);
+    let y = Array3::from_shape_simple_fn((3, 4, 2), || rng.uniform(-1.0, 1.0));
+    let target = ndarray::Array2::from_shape_simple_fn((3, 2), || rng.uniform(-1.0, 1.0));
+    // Sequence 1 has no step: not counted.
+    let lengths = [4, 0, 2];
+    let loss = loss::mse_last(y.view(), target.view(), Some(&lengths)).unwrap();
+    let mut sum = 0.0f64;
+    let mut grad = Array3::<f32>::zeros((3, 4, 2));
+    for (b, t) in [(0, 3), (2, 1)] {
+        for k in 0..2 {
+            let diff = f64::from(y[(b, t, k)] - target[(b, k)]);
+            sum += diff * diff;
+            grad[(b, t, k)] = (2.0 * diff / 4.0) as f32;
+        }
+    }
+    assert!((f64::from(loss.value) - sum / 4.0).abs() < 1e-6);
+    assert_eq!(loss.grad, grad);
+    // Padded steps are not read; a non-finite last step is named.
+    let mut y = y;
+    y[(2, 3, 0)] = f32::NAN;
+    assert!(loss::mse_last(y.view(), target.view(), Some(&lengths)).is_ok());
+    y[(2, 1, 1)] = f32::INFINITY;
+    let error = loss::mse_last(y.view(), target.view(), Some(&lengths)).unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "tensor `y`: non-finite value inf at [2, 1, 1]"
+    );
+    let error = loss::mse_last(y.view(), target.slice(ndarray::s![..2, ..]), None).unwrap_err();
+    assert!(matches!(&error, RnnError::ShapeMismatch { tensor, .. } if tensor == "target"));
+}

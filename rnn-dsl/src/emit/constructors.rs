@@ -120,6 +120,10 @@ impl Cx<'_> {
                         let mut names = vec![layer.weight_name(param, direction)];
                         names.extend(layer.bare_weight_name(param));
                         loads.push(match param.shape[..] {
+                            _ if param.steps.is_some() => {
+                                let shape = param.tensor_shape().into_iter().map(usize_lit);
+                                quote!(__rnn_rt::load_steps(weights, &[#(#names),*], &[#(#shape),*])?)
+                            }
                             [len] => {
                                 let len = usize_lit(len);
                                 quote!(__rnn_rt::load1(weights, &[#(#names),*], #len)?.into_dyn())

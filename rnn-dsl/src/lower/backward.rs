@@ -28,6 +28,16 @@
 //!   gradient, once after the loop. Everything downstream of a sum is
 //!   linear in it with coefficients that do not change from step to step
 //!   (`ir/grad.rs`), so summing first is exact.
+//!
+//! A layer with per-step parameters (one copy of the weights per step)
+//! differs in two ways. Its values of per-step parameters and constants
+//! alone (a per-step `W^T`) are `Invariant` like the tied ones, computed
+//! when the model is built, once per step's copy ([`BackwardPlan::consts`]).
+//! And the gradient of a per-step parameter is one per step, not a sum
+//! over steps: the sums and after-the-loop values it is made of are formed
+//! at each step, from that step's rows alone
+//! ([`BackwardPlan::per_step_grads`]), and nothing is computed after the
+//! loop over every row at once (no `Rows`).
 
 use crate::ir::{self, Backward, Dep, Op, Seed, Shape, ValueId};
 
@@ -96,6 +106,14 @@ pub struct BackwardPlan {
     /// own and a copy: `Some(k)`. Only where every read of the value it
     /// replaces comes first; see [`in_place_results`].
     pub in_place: Vec<Option<usize>>,
+    /// The values of parameters and constants alone, computed when the
+    /// model is built: those of tied parameters once, those that read a
+    /// per-step parameter once per step's copy.
+    pub consts: Vec<bool>,
+    /// The `Sum` and `After` values formed anew at each step, because a
+    /// per-step parameter's gradient is made of them (and what reads
+    /// them): the sums start from zero at each step.
+    pub per_step_grads: Vec<bool>,
     /// Floats the tape holds per running row of a step, for one direction:
     /// the layer's input, the states before the step, the kept values.
     pub tape_floats_per_row: usize,
@@ -157,12 +175,14 @@ pub fn plan_backward(layer: &ir::Layer) -> BackwardPlan {
     let backward = ir::differentiate(layer);
     debug_assert_eq!(ir::verify_backward(layer, &backward), Ok(()));
     let forward = backward.forward;
+    let consts = param_values(&backward);
     let mut kinds: Vec<Kind> = Vec::with_capacity(backward.nodes.len());
     for (idx, node) in backward.nodes.iter().enumerate() {
         let operands = node.op.operands();
         let kind_of = |id: &ValueId| kinds[id.index()];
         let kind = if idx < forward {
             match &node.op {
+                _ if consts[idx] => Kind::Invariant,
                 Op::Input(k) if layer.inputs[*k].per_step => Kind::Hoisted,
                 Op::State(_) => Kind::Step,
                 _ => match node.dep {
@@ -200,11 +220,14 @@ pub fn plan_backward(layer: &ir::Layer) -> BackwardPlan {
                 {
                     Kind::Step
                 }
-                _ => Kind::Invariant,
+                _ if consts[idx] || node.dep != Dep::State => Kind::Invariant,
+                // A per-step parameter's value with a context's: per step.
+                _ => Kind::Step,
             }
         };
         kinds.push(kind);
     }
+    let per_step_grads = per_step_gradients(layer, &backward, &kinds);
     // An outer product whose operands both exist for every step is formed
     // after the loop; a step value it reads is then kept for every step.
     let mut all_steps = vec![false; backward.nodes.len()];
@@ -212,6 +235,7 @@ pub fn plan_backward(layer: &ir::Layer) -> BackwardPlan {
     for (idx, node) in backward.nodes.iter().enumerate() {
         if let Op::Outer(g, v) = node.op {
             if kinds[idx] == Kind::Sum
+                && !per_step_grads[idx]
                 && [g, v]
                     .iter()
                     .all(|operand| matches!(kinds[operand.index()], Kind::Step | Kind::Hoisted))
@@ -373,7 +397,7 @@ pub fn plan_backward(layer: &ir::Layer) -> BackwardPlan {
     // A sum of rows stored for every step anyway is one sum after the loop.
     for (idx, node) in backward.nodes.iter().enumerate() {
         if let Op::SumBatch(inner) = node.op {
-            if kinds[idx] == Kind::Sum && all_steps[base(inner).index()] {
+            if kinds[idx] == Kind::Sum && !per_step_grads[idx] && all_steps[base(inner).index()] {
                 deferred[idx] = true;
             }
         }
@@ -386,17 +410,20 @@ pub fn plan_backward(layer: &ir::Layer) -> BackwardPlan {
         .filter(|(_, input)| !input.per_step)
         .filter_map(|(result, _)| *result)
         .collect();
-    rows_after_loop(
-        &backward,
-        &mut kinds,
-        &per_step,
-        Layout {
-            all_steps: &all_steps,
-            views: &views,
-            aliases: &aliases,
-            free: &free,
-        },
-    );
+    // After the loop, one step's copy of the weights is no longer at hand.
+    if layer.steps().is_none() {
+        rows_after_loop(
+            &backward,
+            &mut kinds,
+            &per_step,
+            Layout {
+                all_steps: &all_steps,
+                views: &views,
+                aliases: &aliases,
+                free: &free,
+            },
+        );
+    }
     // A sum over a value computed after the loop is formed after it too.
     for (idx, node) in backward.nodes.iter().enumerate() {
         if kinds[idx] == Kind::Sum
@@ -438,6 +465,8 @@ pub fn plan_backward(layer: &ir::Layer) -> BackwardPlan {
         &fused,
     );
     BackwardPlan {
+        consts,
+        per_step_grads,
         fused,
         local,
         in_place,
@@ -453,6 +482,56 @@ pub fn plan_backward(layer: &ir::Layer) -> BackwardPlan {
         aliases,
         free,
     }
+}
+
+/// The values of parameters and constants alone: of tied ones (`Const`),
+/// and of per-step parameters (their dependence is `State`, but they read
+/// no state, input, context or seed).
+fn param_values(backward: &Backward) -> Vec<bool> {
+    let mut consts: Vec<bool> = Vec::with_capacity(backward.nodes.len());
+    for node in &backward.nodes {
+        let operands = node.op.operands();
+        let value = node.dep == Dep::Const
+            || (node.dep == Dep::State
+                && match node.op {
+                    Op::Param(_) => true,
+                    Op::State(_) | Op::Input(_) | Op::Seed(_) => false,
+                    _ => !operands.is_empty() && operands.iter().all(|id| consts[id.index()]),
+                });
+        consts.push(value);
+    }
+    consts
+}
+
+/// The sums and after-the-loop values formed anew at each step: what the
+/// gradients of per-step parameters are made of, and what reads those.
+fn per_step_gradients(layer: &ir::Layer, backward: &Backward, kinds: &[Kind]) -> Vec<bool> {
+    let mut marked = vec![false; backward.nodes.len()];
+    let mut pending: Vec<ValueId> = backward
+        .params
+        .iter()
+        .zip(&layer.params)
+        .filter(|(_, param)| param.steps.is_some())
+        .filter_map(|(result, _)| *result)
+        .collect();
+    while let Some(id) = pending.pop() {
+        if matches!(kinds[id.index()], Kind::Sum | Kind::After) && !marked[id.index()] {
+            marked[id.index()] = true;
+            pending.extend(backward.node(id).op.operands());
+        }
+    }
+    for idx in backward.forward..backward.nodes.len() {
+        if kinds[idx] == Kind::After
+            && backward.nodes[idx]
+                .op
+                .operands()
+                .iter()
+                .any(|operand| marked[operand.index()])
+        {
+            marked[idx] = true;
+        }
+    }
+    marked
 }
 
 /// Marks `Rows` the backward step values the recurrence does not read

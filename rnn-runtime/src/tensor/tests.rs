@@ -413,3 +413,20 @@ proptest! {
         let _ = TensorMap::from_bytes(&bytes, "<memory>");
     }
 }
+
+#[test]
+fn a_column_major_tensor_is_held_as_rows() {
+    // A transposed matrix's copy is column-major; generated code reshapes
+    // parameters, which needs rows.
+    let matrix =
+        ndarray::Array2::from_shape_vec((2, 3), vec![1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0]).unwrap();
+    let transposed = matrix.t().mapv(|v| v);
+    assert!(!transposed.is_standard_layout());
+    let mut map = TensorMap::new();
+    map.insert_f32("W", transposed.clone().into_dyn());
+    let held = map.f32("W").unwrap();
+    assert!(held.is_standard_layout());
+    assert_eq!(held, transposed.into_dyn());
+    let flat = held.into_shape_with_order(6).expect("rows reshape");
+    assert_eq!(flat.to_vec(), vec![1.0, 4.0, 2.0, 5.0, 3.0, 6.0]);
+}

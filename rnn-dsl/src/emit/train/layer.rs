@@ -5,7 +5,7 @@ use proc_macro2::{Ident, TokenStream};
 use quote::{format_ident, quote};
 
 use crate::emit::idents::{f32_tokens, packed_field as packed_ident, usize_lit, value_ident};
-use crate::ir::{self, Dep, Op, Seed, Shape, ValueId};
+use crate::ir::{self, Op, Seed, Shape, ValueId};
 use crate::lower::{BackwardPlan, Kind};
 
 /// Which of a layer's two training functions is being written.
@@ -668,7 +668,7 @@ impl Layer<'_> {
     /// Whether an invariant value depends on the parameters and numbers
     /// alone: computed once, when the model is built ([`Self::consts`]).
     fn is_const(&self, id: ValueId) -> bool {
-        self.kind(id) == Kind::Invariant && self.node(id).dep == Dep::Const && !self.is_inline(id)
+        self.kind(id) == Kind::Invariant && self.plan.consts[id.index()] && !self.is_inline(id)
     }
 
     /// `let` statements of the invariant values among `range` that a call

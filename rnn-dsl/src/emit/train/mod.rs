@@ -103,16 +103,41 @@ impl Cx<'_> {
                 let first = usize_lit(starts[idx] + direction * count);
                 let end = usize_lit(starts[idx] + (direction + 1) * count);
                 let row = usize_lit(layer.stack_idx * layer.directions + direction);
-                let (train_slot, backward_slot) = (usize_lit(slot), usize_lit(slot + 1));
-                slot += 2;
                 let (train_consts, backward_consts) = (
                     format_ident!("__rnn_layer{}_train_consts", idx),
                     format_ident!("__rnn_layer{}_backward_consts", idx),
                 );
-                prepares.push(quote! {
-                    Self::#train_consts(&__rnn_p[#first..#end]),
-                    Self::#backward_consts(&__rnn_p[#first..#end]),
-                });
+                // A layer with per-step parameters has a set of constants
+                // per step (its training functions take them all).
+                let (train_slot, backward_slot) = match layer.steps() {
+                    None => {
+                        let (a, b) = (usize_lit(slot), usize_lit(slot + 1));
+                        slot += 2;
+                        prepares.push(quote! {
+                            __rnn_c.push(Self::#train_consts(&__rnn_p[#first..#end]));
+                            __rnn_c.push(Self::#backward_consts(&__rnn_p[#first..#end]));
+                        });
+                        (quote!(#a), quote!(#b))
+                    }
+                    Some(steps) => {
+                        let flags = layer.params.iter().map(|param| param.steps.is_some());
+                        let slots = (
+                            (usize_lit(slot), usize_lit(slot + steps)),
+                            (usize_lit(slot + steps), usize_lit(slot + 2 * steps)),
+                        );
+                        slot += 2 * steps;
+                        let steps = usize_lit(steps);
+                        prepares.push(quote! {
+                            for __rnn_fn in [Self::#train_consts, Self::#backward_consts] {
+                                for __rnn_t in 0..#steps {
+                                    __rnn_c.push(__rnn_fn(&#rt::__private::step_params(&__rnn_p[#first..#end], &[#(#flags),*], __rnn_t)));
+                                }
+                            }
+                        });
+                        let ((a, b), (c, d)) = slots;
+                        (quote!(#a..#b), quote!(#c..#d))
+                    }
+                };
                 let ins = layer.inputs.iter().map(|input| {
                     let whole = match input.source {
                         InputSource::Previous => {
@@ -652,7 +677,9 @@ impl Cx<'_> {
             /// is built.
             #[allow(clippy::type_complexity)]
             fn __rnn_prepare(__rnn_p: &[#rt::ndarray::ArrayD<f32>]) -> ::std::vec::Vec<(::std::vec::Vec<#rt::ndarray::Array2<f32>>, ::std::vec::Vec<#rt::__private::PackedMatrix>)> {
-                vec![#(#prepares)*]
+                let mut __rnn_c = ::std::vec::Vec::new();
+                #(#prepares)*
+                __rnn_c
             }
 
             #(#consts_fns)*

@@ -7,7 +7,7 @@ use quote::{format_ident, quote};
 use super::layer::{Layer, Phase};
 use crate::emit::idents::{usize_lit, value_ident};
 use crate::emit::Cx;
-use crate::ir::{Op, Shape};
+use crate::ir::{Op, Shape, ValueId};
 use crate::lower::{BackwardPlan, Kind, Variant};
 
 impl Cx<'_> {
@@ -83,6 +83,38 @@ impl Cx<'_> {
         }
     }
 
+    /// How a training function binds the model's constants (`bindings`,
+    /// from `__rnn_consts`): before the loop, then (for a layer with
+    /// per-step parameters) again at the start of each step, from step
+    /// `t`'s copy of them; and its parameter that gives them: one set, or
+    /// one per step (`__rnn_all`).
+    fn consts_binding(
+        &self,
+        bindings: Vec<TokenStream>,
+        layer: &crate::ir::Layer,
+    ) -> (TokenStream, TokenStream, TokenStream) {
+        let rt = self.rt;
+        let set = quote!((::std::vec::Vec<#rt::ndarray::Array2<f32>>, ::std::vec::Vec<#rt::__private::PackedMatrix>));
+        match layer.steps() {
+            None => (
+                quote!(#(#bindings)*),
+                TokenStream::new(),
+                quote!(__rnn_consts: &#set),
+            ),
+            Some(_) => (
+                quote! {
+                    let __rnn_consts = &__rnn_all[0];
+                    #(#bindings)*
+                },
+                quote! {
+                    let __rnn_consts = &__rnn_all[__rnn_t];
+                    #(#bindings)*
+                },
+                quote!(__rnn_all: &[#set]),
+            ),
+        }
+    }
+
     /// `__rnn_layer<k>_train_consts` and `__rnn_layer<k>_backward_consts`:
     /// what one direction of a layer's two training functions read of its
     /// parameters alone (`__rnn_consts`), computed when the model is built.
@@ -126,7 +158,8 @@ impl Cx<'_> {
         let forward = plan.backward.forward;
         let name = format_ident!("__rnn_layer{}_train", layer_idx);
         let invariants = cx.invariants(0..forward);
-        let consts = cx.const_bindings(0..forward);
+        let (consts, step_consts, consts_param) =
+            self.consts_binding(cx.const_bindings(0..forward), layer);
         let hoisted = cx
             .ids(Kind::Hoisted, 0..forward)
             .into_iter()
@@ -222,7 +255,7 @@ impl Cx<'_> {
             #[doc = #output_doc]
             #[allow(clippy::too_many_arguments, clippy::type_complexity, unused_mut, unused_variables, clippy::redundant_clone)]
             fn #name(
-                __rnn_consts: &(::std::vec::Vec<#rt::ndarray::Array2<f32>>, ::std::vec::Vec<#rt::__private::PackedMatrix>),
+                #consts_param,
                 __rnn_ws: &#rt::__private::Workspace,
                 __rnn_packing: &#rt::__private::Packing,
                 __rnn_variant: usize,
@@ -236,7 +269,7 @@ impl Cx<'_> {
                 let mut __rnn_init = __rnn_init.into_iter();
                 #(let mut #states = __rnn_init.next().expect("one initial value per state");)*
                 #(let mut #tapes = __rnn_ws.take(__rnn_rows, #state_sizes);)*
-                #(#consts)*
+                #consts
                 #(#invariants)*
                 #(#hoisted)*
                 #(#buffers)*
@@ -246,6 +279,7 @@ impl Cx<'_> {
                     let mut __rnn_step = |__rnn_t: usize| {
                         let __rnn_n = __rnn_packing.batch_size(__rnn_t);
                         let __rnn_off = __rnn_packing.offset(__rnn_t);
+                        #step_consts
                         #(#tape_copies)*
                         #(#statements)*
                         #output
@@ -278,9 +312,16 @@ impl Cx<'_> {
         let name = format_ident!("__rnn_layer{}_backward", layer_idx);
         let mut invariants = cx.invariants(0..forward);
         invariants.extend(cx.invariants(forward..total));
-        let consts = cx.const_bindings(0..total);
+        let (consts, step_consts, consts_param) =
+            self.consts_binding(cx.const_bindings(0..total), layer);
         let (buffers, given) = cx.step_buffers(0..total);
         let sums = cx.ids(Kind::Sum, forward..total);
+        let per_step_grad = |id: &ValueId| plan.per_step_grads[id.index()];
+        // A per-step parameter's sums start from zero at each step.
+        let step_resets = sums.iter().filter(|id| per_step_grad(id)).map(|id| {
+            let ident = value_ident(*id);
+            quote!(#ident.fill(0.0);)
+        });
         let sum_buffers = sums.iter().map(|id| {
             let ident = value_ident(*id);
             let (rows, cols) = match cx.node(*id).shape {
@@ -336,10 +377,16 @@ impl Cx<'_> {
             });
             quote!(__rnn_rt::outer_acc_rows(__rnn_ws, #g, &mut [#(#pairs),*]);)
         });
-        let afters = cx.ids(Kind::After, forward..total).into_iter().map(|id| {
+        let after = |id: ValueId| {
             let (ident, expr) = (value_ident(id), cx.whole_expr(id));
             quote!(let #ident: Array2<f32> = #expr;)
-        });
+        };
+        let (step_afters, afters): (Vec<ValueId>, Vec<ValueId>) = cx
+            .ids(Kind::After, forward..total)
+            .into_iter()
+            .partition(per_step_grad);
+        let step_afters = step_afters.into_iter().map(after);
+        let afters = afters.into_iter().map(after);
         let d_states: Vec<Ident> = (0..layer.states.len())
             .map(|k| format_ident!("__rnn_ds{}", k))
             .collect();
@@ -399,9 +446,33 @@ impl Cx<'_> {
                 }}
             })
         });
-        let param_results = plan.backward.params.iter().enumerate().map(|(k, result)| {
+        // A gradient formed at each step is stored as that step's copy's
+        // (a per-step parameter) or added up (a tied one) in `__rnn_pg<k>`.
+        let param_grad = |k: usize| format_ident!("__rnn_pg{}", k);
+        let formed_per_step =
+            |k: usize| plan.backward.params[k].is_some_and(|id| per_step_grad(&id));
+        let param_buffers = (0..layer.params.len()).filter(|k| formed_per_step(*k)).map(|k| {
+            let ident = param_grad(k);
+            let shape = layer.params[k].tensor_shape().into_iter().map(usize_lit);
+            quote!(let mut #ident = #rt::ndarray::ArrayD::<f32>::zeros(__rnn_nd::IxDyn(&[#(#shape),*]));)
+        });
+        let step_param_results = (0..layer.params.len()).filter(|k| formed_per_step(*k)).map(|k| {
+            let (ident, id) = (param_grad(k), plan.backward.params[k].expect("formed per step"));
+            let place = cx.place(id);
             let shape: Vec<_> = layer.params[k].shape.iter().map(|dim| usize_lit(*dim)).collect();
+            let value = quote!(#place.view().into_shape_with_order(__rnn_nd::IxDyn(&[#(#shape),*])).expect("a parameter's gradient has its shape"));
+            match layer.params[k].steps {
+                Some(_) => quote!(#ident.index_axis_mut(__rnn_nd::Axis(0), __rnn_t).assign(&#value);),
+                None => quote!(#ident += &#value;),
+            }
+        });
+        let param_results = plan.backward.params.iter().enumerate().map(|(k, result)| {
+            let shape: Vec<_> = layer.params[k].tensor_shape().into_iter().map(usize_lit).collect();
             match result {
+                Some(_) if formed_per_step(k) => {
+                    let ident = param_grad(k);
+                    quote!(#ident)
+                }
                 Some(id) => {
                     let place = cx.place(*id);
                     quote!(#place.view().into_shape_with_order(__rnn_nd::IxDyn(&[#(#shape),*])).expect("a parameter's gradient has its shape").to_owned())
@@ -415,7 +486,7 @@ impl Cx<'_> {
             #[doc = #doc]
             #[allow(clippy::too_many_arguments, clippy::type_complexity, unused_mut, unused_variables, clippy::redundant_clone, clippy::let_unit_value)]
             fn #name(
-                __rnn_consts: &(::std::vec::Vec<#rt::ndarray::Array2<f32>>, ::std::vec::Vec<#rt::__private::PackedMatrix>),
+                #consts_param,
                 __rnn_ws: &#rt::__private::Workspace,
                 __rnn_packing: &#rt::__private::Packing,
                 __rnn_variant: usize,
@@ -430,17 +501,22 @@ impl Cx<'_> {
                 let __rnn_max_len = __rnn_packing.max_len();
                 let mut __rnn_seed = __rnn_seed.into_iter();
                 #(let mut #d_states = __rnn_seed.next().expect("one seed per state");)*
-                #(#consts)*
+                #consts
                 #(#invariants)*
                 #(#buffers)*
                 #(#sum_buffers)*
+                #(#param_buffers)*
                 #(#input_buffers)*
                 {
                     let mut __rnn_step = |__rnn_t: usize| {
                         let __rnn_n = __rnn_packing.batch_size(__rnn_t);
                         let __rnn_off = __rnn_packing.offset(__rnn_t);
+                        #step_consts
+                        #(#step_resets)*
                         #(#statements)*
                         #(#step_sums)*
+                        #(#step_afters)*
+                        #(#step_param_results)*
                         #(#input_results)*
                         #(#state_results)*
                     };

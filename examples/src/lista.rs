@@ -1,0 +1,466 @@
+//! Learned ISTA: the sparse-recovery problem of the algorithm-unrolling
+//! literature, ISTA and FISTA on it, and layer-wise training of unrolled
+//! networks (LISTA, Gregor & LeCun 2010; LISTA-CP, Chen et al. 2018).
+//! `examples/lista.rs` runs it at the literature's size; `tests/lista.rs`
+//! at a small one.
+//!
+//! The problem: `y = A x + n` with `A` `M × N` of i.i.d. `N(0, 1/M)`
+//! entries and columns scaled to unit norm, `x` Bernoulli(`p`)·`N(0, 1)`,
+//! and `n` Gaussian at a signal-to-noise ratio given in dB:
+//! `σ² = E‖A x‖² / M · 10^(−SNR/10)`, with `E‖A x‖² = p N` (unit columns).
+//! Errors are NMSE in dB, `10 log10(Σ ‖x̂ − x‖² / Σ ‖x‖²)` over a set.
+
+use ndarray::{Array1, Array2, Array3, ArrayD, ArrayView2, Axis, Zip};
+use rnn_runtime::init::SplitMix64;
+use rnn_runtime::{Parameters, Result, RnnError, TensorMap};
+use rnn_train::freeze::Trainable;
+use rnn_train::optim::{Adam, Optimizer};
+
+/// A sparse-recovery problem: the dictionary and how signals and noise
+/// are drawn.
+#[derive(Debug, Clone)]
+pub struct Problem {
+    /// The dictionary `A`, `[M, N]`.
+    pub a: Array2<f32>,
+    /// The probability that an entry of `x` is non-zero.
+    pub sparsity: f64,
+    /// The noise's standard deviation (0: noiseless).
+    pub noise_std: f32,
+}
+
+/// Signals and their measurements, one per row.
+#[derive(Debug, Clone)]
+pub struct Samples {
+    /// The sparse signals, `[B, N]`.
+    pub x: Array2<f32>,
+    /// Their noisy measurements, `[B, M]`.
+    pub y: Array2<f32>,
+}
+
+/// A standard normal draw (Box–Muller, in `f64`).
+pub fn normal(rng: &mut SplitMix64) -> f64 {
+    let u1 = ((rng.next_u64() >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
+    let u2 = (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
+    (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
+}
+
+impl Problem {
+    /// An `m × n` problem with signals of density `sparsity`, at `snr_db`
+    /// (`None`: noiseless), its dictionary drawn from `rng`.
+    pub fn new(
+        m: usize,
+        n: usize,
+        sparsity: f64,
+        snr_db: Option<f64>,
+        rng: &mut SplitMix64,
+    ) -> Problem {
+        let std = 1.0 / (m as f64).sqrt();
+        let mut a = Array2::from_shape_simple_fn((m, n), || (normal(rng) * std) as f32);
+        for mut column in a.columns_mut() {
+            let norm = column
+                .iter()
+                .map(|v| f64::from(*v).powi(2))
+                .sum::<f64>()
+                .sqrt();
+            column.mapv_inplace(|v| (f64::from(v) / norm) as f32);
+        }
+        let noise_std = match snr_db {
+            Some(snr) => (sparsity * n as f64 / m as f64 * 10f64.powf(-snr / 10.0)).sqrt(),
+            None => 0.0,
+        } as f32;
+        Problem {
+            a,
+            sparsity,
+            noise_std,
+        }
+    }
+
+    /// `batch` fresh signals and measurements.
+    pub fn sample(&self, batch: usize, rng: &mut SplitMix64) -> Samples {
+        let (m, n) = self.a.dim();
+        let x = Array2::from_shape_simple_fn((batch, n), || {
+            let on = (rng.next_u64() >> 11) as f64 / ((1u64 << 53) as f64) < self.sparsity;
+            let value = normal(rng);
+            if on {
+                value as f32
+            } else {
+                0.0
+            }
+        });
+        let mut y = x.dot(&self.a.t());
+        if self.noise_std > 0.0 {
+            let noise = Array2::from_shape_simple_fn((batch, m), || {
+                (normal(rng) * f64::from(self.noise_std)) as f32
+            });
+            y += &noise;
+        }
+        Samples { x, y }
+    }
+
+    /// `‖A‖₂²`, the Lipschitz constant of the least-squares gradient (the
+    /// largest eigenvalue of `AᵀA`, by power iteration).
+    pub fn lipschitz(&self) -> f32 {
+        let gram = self.a.t().dot(&self.a).mapv(f64::from);
+        let mut v = Array1::<f64>::from_elem(gram.nrows(), 1.0);
+        let mut eigenvalue = 0.0;
+        for _ in 0..500 {
+            let next = gram.dot(&v);
+            eigenvalue = next.dot(&next).sqrt();
+            v = next / eigenvalue;
+        }
+        eigenvalue as f32
+    }
+}
+
+/// NMSE in dB of `estimate` against `truth` over all rows.
+pub fn nmse_db(estimate: ArrayView2<'_, f32>, truth: ArrayView2<'_, f32>) -> f64 {
+    let (mut error, mut power) = (0.0f64, 0.0f64);
+    Zip::from(estimate).and(truth).for_each(|e, t| {
+        error += f64::from(e - t).powi(2);
+        power += f64::from(*t).powi(2);
+    });
+    10.0 * (error / power).log10()
+}
+
+fn soft_threshold(v: &mut Array2<f32>, threshold: f32) {
+    v.mapv_inplace(|v| v.signum() * (v.abs() - threshold).max(0.0));
+}
+
+/// ISTA, `x ← soft(x + Aᵀ(y − A x)/L, λ/L)` from `x = 0`, on every row of
+/// `y` for `iterations` iterations; `each(k, x)` sees iterate `k` (from 1).
+pub fn ista(
+    problem: &Problem,
+    y: ArrayView2<'_, f32>,
+    lambda: f32,
+    iterations: usize,
+    mut each: impl FnMut(usize, &Array2<f32>),
+) -> Array2<f32> {
+    let a = &problem.a;
+    let l = problem.lipschitz();
+    let mut x = Array2::<f32>::zeros((y.nrows(), a.ncols()));
+    for k in 1..=iterations {
+        let residual = &y - &x.dot(&a.t());
+        x.scaled_add(1.0 / l, &residual.dot(a));
+        soft_threshold(&mut x, lambda / l);
+        each(k, &x);
+    }
+    x
+}
+
+/// FISTA (Beck & Teboulle 2009): ISTA's step from an extrapolated point,
+/// with momentum `(t_k − 1)/t_{k+1}`; as [`ista`] otherwise.
+pub fn fista(
+    problem: &Problem,
+    y: ArrayView2<'_, f32>,
+    lambda: f32,
+    iterations: usize,
+    mut each: impl FnMut(usize, &Array2<f32>),
+) -> Array2<f32> {
+    let a = &problem.a;
+    let l = problem.lipschitz();
+    let mut x = Array2::<f32>::zeros((y.nrows(), a.ncols()));
+    let mut z = x.clone();
+    let mut t = 1.0f64;
+    for k in 1..=iterations {
+        let residual = &y - &z.dot(&a.t());
+        let mut next = z.clone();
+        next.scaled_add(1.0 / l, &residual.dot(a));
+        soft_threshold(&mut next, lambda / l);
+        let t_next = (1.0 + (1.0 + 4.0 * t * t).sqrt()) / 2.0;
+        let momentum = ((t - 1.0) / t_next) as f32;
+        z = &next + &((&next - &x) * momentum);
+        x = next;
+        t = t_next;
+        each(k, &x);
+    }
+    x
+}
+
+/// An unrolled solver generated with gradients on: its iterates, and the
+/// gradient of the mean squared error of its last one.
+pub trait Unrolled: Parameters {
+    /// Every iterate of `steps` iterations on each row of `y`: `[B, steps, N]`.
+    ///
+    /// # Errors
+    ///
+    /// As the generated `forward`.
+    fn solve(&self, y: ArrayView2<'_, f32>, steps: usize) -> Result<Array3<f32>>;
+
+    /// The mean squared error of the last of `steps` iterates against `x`
+    /// ([`loss::mse_last`]) and its gradient for every parameter.
+    ///
+    /// # Errors
+    ///
+    /// As the generated `forward_train` and `backward`, or a non-finite loss.
+    fn loss_and_grads(
+        &self,
+        y: ArrayView2<'_, f32>,
+        x: ArrayView2<'_, f32>,
+        steps: usize,
+    ) -> Result<(f32, Vec<ArrayD<f32>>)>;
+}
+
+/// The networks: LISTA (tied, Gregor & LeCun 2010, `x ← soft(B y + S x, θ)`)
+/// and LISTA-CP (untied, Chen et al. 2018, `x ← soft(x + W_kᵀ(y − A x), θ_k)`),
+/// at the literature's size (250 × 500, 16 steps) and a small one for tests
+/// (20 × 40, 6 steps).
+pub mod models {
+    rnn_macros::rnn! {
+        gradients = true;
+        cell lista(y: [M]) -> x: [N] {
+            param B: [N, M];
+            param S: [N, N];
+            param theta: [N];
+            x = soft_threshold(B @ y + S @ x, theta);
+        }
+        cell lista_cp(y: [M]) -> x: [N] {
+            param A: [M, N];
+            param W: [M, N] per step;
+            param theta: [1] per step;
+            x = soft_threshold(x + W^T @ (y - A @ x), theta);
+        }
+        network Lista { context y: [250]; layer solver = lista(N = 500); unroll dynamic; }
+        network ListaCp { context y: [250]; layer solver = lista_cp(N = 500, steps = 16); unroll dynamic; }
+        network ListaSmall { context y: [20]; layer solver = lista(N = 40); unroll dynamic; }
+        network ListaCpSmall { context y: [20]; layer solver = lista_cp(N = 40, steps = 6); unroll dynamic; }
+    }
+}
+
+/// Implements [`Unrolled`] for generated models of dynamic networks with a
+/// context `y` and one layer.
+macro_rules! unrolled {
+    ($($model:ty),* $(,)?) => {$(
+        impl Unrolled for $model {
+            fn solve(
+                &self,
+                y: ::ndarray::ArrayView2<'_, f32>,
+                steps: usize,
+            ) -> ::rnn_runtime::Result<::ndarray::Array3<f32>> {
+                Ok(self.forward(y, steps, None, None)?.y)
+            }
+
+            fn loss_and_grads(
+                &self,
+                y: ::ndarray::ArrayView2<'_, f32>,
+                x: ::ndarray::ArrayView2<'_, f32>,
+                steps: usize,
+            ) -> ::rnn_runtime::Result<(f32, ::std::vec::Vec<::ndarray::ArrayD<f32>>)> {
+                let (out, tape) = self.forward_train(y, steps, None, None)?;
+                let loss = ::rnn_train::loss::mse_last(out.y.view(), x, None)?;
+                let grads = self.backward(&tape, loss.grad.view(), None)?;
+                self.recycle(tape);
+                Ok((loss.value, grads.params))
+            }
+        }
+    )*};
+}
+
+unrolled!(
+    models::Lista,
+    models::ListaCp,
+    models::ListaSmall,
+    models::ListaCpSmall
+);
+
+/// NMSE in dB of the last of `steps` iterates of `model` on `samples`.
+///
+/// # Errors
+///
+/// As [`Unrolled::solve`].
+pub fn model_nmse_db(model: &dyn Unrolled, samples: &Samples, steps: usize) -> Result<f64> {
+    let iterates = model.solve(samples.y.view(), steps)?;
+    Ok(nmse_db(
+        iterates.index_axis(Axis(1), steps - 1),
+        samples.x.view(),
+    ))
+}
+
+/// Layer-wise training (as VITA-Group's LISTA-CPSS): for `k = 1 … K`, the
+/// network of `k` steps is trained in stages, each with a fresh Adam at
+/// `lr` times its factor, on fresh batches, with early stopping on a
+/// validation set (the best weights of the stage are kept).
+#[derive(Debug, Clone)]
+pub struct LayerWise {
+    /// The base learning rate.
+    pub lr: f64,
+    /// The stages' learning-rate factors; the first trains what
+    /// `new_part(k)` names, the others what `all_parts(k)` names.
+    pub stages: Vec<f64>,
+    /// The batch size.
+    pub batch: usize,
+    /// The most iterations of a stage.
+    pub max_iterations: usize,
+    /// Iterations between validations.
+    pub validate_every: usize,
+    /// Validations without improvement before a stage stops.
+    pub patience: usize,
+}
+
+/// Where layer-wise training is, for a progress report.
+#[derive(Debug, Clone, Copy)]
+pub struct Progress {
+    /// The number of steps being trained.
+    pub steps: usize,
+    /// The stage (0: the new step alone).
+    pub stage: usize,
+    /// Iterations so far in the stage.
+    pub iteration: usize,
+    /// The latest training loss.
+    pub loss: f32,
+    /// The best validation NMSE of the stage so far, in dB.
+    pub best_db: f64,
+}
+
+/// What a parameter of a model is made of: its current values.
+fn snapshot(model: &dyn Parameters) -> Vec<ArrayD<f32>> {
+    model
+        .params()
+        .into_iter()
+        .map(|(_, view)| view.to_owned())
+        .collect()
+}
+
+fn restore(model: &mut dyn Parameters, values: &[ArrayD<f32>]) -> Result<()> {
+    let mut values = values.iter();
+    model.update_params(&mut |_, mut view| {
+        view.assign(values.next().expect("a value per parameter"));
+    })
+}
+
+impl LayerWise {
+    /// Trains `model` up to `steps` steps; `new_part(k)` and `all_parts(k)`
+    /// say what the first and the later stages of step `k` train. Returns
+    /// the validation NMSE (dB) of the network of `k` steps after its
+    /// stages, for each `k`.
+    ///
+    /// # Errors
+    ///
+    /// A part naming what the model lacks, or a failed run (a non-finite
+    /// loss, …).
+    #[allow(clippy::too_many_arguments)]
+    pub fn train<M: Unrolled>(
+        &self,
+        model: &mut M,
+        problem: &Problem,
+        steps: usize,
+        new_part: impl Fn(usize) -> Trainable,
+        all_parts: impl Fn(usize) -> Trainable,
+        validation: &Samples,
+        rng: &mut SplitMix64,
+        mut progress: impl FnMut(Progress),
+    ) -> Result<Vec<f64>> {
+        let mut by_steps = Vec::with_capacity(steps);
+        for k in 1..=steps {
+            let mut best_db = model_nmse_db(model, validation, k)?;
+            for (stage, factor) in self.stages.iter().enumerate() {
+                let part = if stage == 0 {
+                    new_part(k)
+                } else {
+                    all_parts(k)
+                };
+                let mut adam = Adam::new(self.lr * factor);
+                let mut best = snapshot(model);
+                let mut since_best = 0;
+                for iteration in 1..=self.max_iterations {
+                    let batch = problem.sample(self.batch, rng);
+                    let (loss, grads) = model.loss_and_grads(batch.y.view(), batch.x.view(), k)?;
+                    {
+                        let mut selected = part.select(model)?;
+                        let grads = selected.grads(&grads)?;
+                        adam.step(&mut selected, &grads)?;
+                    }
+                    if iteration % self.validate_every == 0 {
+                        let db = model_nmse_db(model, validation, k)?;
+                        if db < best_db {
+                            (best_db, best, since_best) = (db, snapshot(model), 0);
+                        } else {
+                            since_best += 1;
+                        }
+                    }
+                    progress(Progress {
+                        steps: k,
+                        stage,
+                        iteration,
+                        loss,
+                        best_db,
+                    });
+                    if since_best >= self.patience {
+                        break;
+                    }
+                }
+                restore(model, &best)?;
+            }
+            by_steps.push(best_db);
+        }
+        Ok(by_steps)
+    }
+}
+
+/// LISTA's initial weights from ISTA at `lambda` (the network computes
+/// ISTA exactly before training): tied `B = Aᵀ/L`, `S = I − AᵀA/L`,
+/// `theta = λ/L`.
+pub fn lista_init(problem: &Problem, lambda: f32) -> TensorMap {
+    let l = problem.lipschitz();
+    let a = &problem.a;
+    let n = a.ncols();
+    let mut weights = TensorMap::new();
+    weights.insert_f32("B", a.t().mapv(|v| v / l).into_dyn());
+    let s = Array2::<f32>::eye(n) - a.t().dot(a).mapv(|v| v / l);
+    weights.insert_f32("S", s.into_dyn());
+    weights.insert_f32("theta", Array1::from_elem(n, lambda / l).into_dyn());
+    weights
+}
+
+/// LISTA-CP's initial weights from ISTA at `lambda` for `steps` steps:
+/// `A`, and per step `W_k = A/L` and `theta_k = λ/L`.
+pub fn lista_cp_init(problem: &Problem, lambda: f32, steps: usize) -> TensorMap {
+    let l = problem.lipschitz();
+    let a = &problem.a;
+    let mut weights = TensorMap::new();
+    weights.insert_f32("A", a.clone().into_dyn());
+    let w = a.mapv(|v| v / l).insert_axis(Axis(0));
+    let w = ndarray::concatenate(Axis(0), &vec![w.view(); steps]).expect("same shapes");
+    weights.insert_f32("W", w.into_dyn());
+    weights.insert_f32("theta", ArrayD::from_elem(vec![steps, 1], lambda / l));
+    weights
+}
+
+/// The λ of `lambdas` whose ISTA solution (FISTA run `iterations`, to
+/// convergence) has the lowest NMSE on `samples`, and that NMSE.
+pub fn best_lambda(
+    problem: &Problem,
+    samples: &Samples,
+    lambdas: &[f32],
+    iterations: usize,
+) -> (f32, f64) {
+    lambdas
+        .iter()
+        .map(|&lambda| {
+            let x = fista(problem, samples.y.view(), lambda, iterations, |_, _| {});
+            (lambda, nmse_db(x.view(), samples.x.view()))
+        })
+        .min_by(|a, b| a.1.total_cmp(&b.1))
+        .expect("at least one λ")
+}
+
+/// The first iteration at which `curve` (NMSE in dB by iteration, from 1)
+/// reaches `target_db`.
+pub fn iterations_to(curve: &[f64], target_db: f64) -> Option<usize> {
+    curve.iter().position(|db| *db <= target_db).map(|k| k + 1)
+}
+
+/// Checks that a problem's sizes match a model's.
+///
+/// # Errors
+///
+/// [`RnnError::ShapeMismatch`] naming `A`.
+pub fn check_sizes(problem: &Problem, m: usize, n: usize) -> Result<()> {
+    if problem.a.dim() != (m, n) {
+        return Err(RnnError::ShapeMismatch {
+            tensor: "A".to_owned(),
+            expected: vec![m, n],
+            found: problem.a.shape().to_vec(),
+        });
+    }
+    Ok(())
+}
