@@ -10,7 +10,9 @@
 //!
 //! Run with `cargo run --release -p unroll-examples --example lista`
 //! (`-- --out PATH.png` to choose where the picture goes, `-- --quick` for
-//! a short run that trains 4 layers with fewer iterations).
+//! a short run that trains 4 layers with fewer iterations, `-- --baselines`
+//! for ISTA and FISTA alone, `-- --iterations N` for at most N iterations
+//! per stage of training).
 
 use std::error::Error;
 use std::path::PathBuf;
@@ -47,11 +49,14 @@ const ISTA_LAMBDAS: [f32; 5] = [0.002, 0.005, 0.01, 0.02, 0.05];
 fn main() -> Result<(), Box<dyn Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let quick = args.iter().any(|arg| arg == "--quick");
-    let png = args
-        .iter()
-        .position(|arg| arg == "--out")
-        .and_then(|at| args.get(at + 1))
-        .map_or_else(|| PathBuf::from("target/lista.png"), PathBuf::from);
+    let baselines_only = args.iter().any(|arg| arg == "--baselines");
+    let value = |flag: &str| {
+        args.iter()
+            .position(|arg| arg == flag)
+            .and_then(|at| args.get(at + 1))
+    };
+    let png = value("--out").map_or_else(|| PathBuf::from("target/lista.png"), PathBuf::from);
+    let iterations: Option<usize> = value("--iterations").and_then(|text| text.parse().ok());
     let layers = if quick { 4 } else { LAYERS };
     let start = Instant::now();
 
@@ -118,12 +123,15 @@ fn main() -> Result<(), Box<dyn Error>> {
         describe(iterations_to(&fista_curve, -35.0)),
         start.elapsed().as_secs_f64()
     );
+    if baselines_only {
+        return Ok(());
+    }
 
     let schedule = LayerWise {
         lr: 5e-4,
         stages: vec![1.0, 0.2, 0.02],
         batch: 64,
-        max_iterations: if quick { 100 } else { 1000 },
+        max_iterations: iterations.unwrap_or(if quick { 100 } else { 1000 }),
         validate_every: 25,
         patience: 4,
     };

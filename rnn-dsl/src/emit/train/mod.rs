@@ -114,8 +114,8 @@ impl Cx<'_> {
                         let (a, b) = (usize_lit(slot), usize_lit(slot + 1));
                         slot += 2;
                         prepares.push(quote! {
-                            __rnn_c.push(Self::#train_consts(&__rnn_p[#first..#end]));
-                            __rnn_c.push(Self::#backward_consts(&__rnn_p[#first..#end]));
+                            __rnn_sets.push(Self::#train_consts(&__rnn_p[#first..#end]));
+                            __rnn_sets.push(Self::#backward_consts(&__rnn_p[#first..#end]));
                         });
                         (quote!(#a), quote!(#b))
                     }
@@ -130,7 +130,7 @@ impl Cx<'_> {
                         prepares.push(quote! {
                             for __rnn_fn in [Self::#train_consts, Self::#backward_consts] {
                                 for __rnn_t in 0..#steps {
-                                    __rnn_c.push(__rnn_fn(&#rt::__private::step_params(&__rnn_p[#first..#end], &[#(#flags),*], __rnn_t)));
+                                    __rnn_sets.push(__rnn_fn(&#rt::__private::step_params(&__rnn_p[#first..#end], &[#(#flags),*], __rnn_t)));
                                 }
                             }
                         });
@@ -677,9 +677,9 @@ impl Cx<'_> {
             /// is built.
             #[allow(clippy::type_complexity)]
             fn __rnn_prepare(__rnn_p: &[#rt::ndarray::ArrayD<f32>]) -> ::std::vec::Vec<(::std::vec::Vec<#rt::ndarray::Array2<f32>>, ::std::vec::Vec<#rt::__private::PackedMatrix>)> {
-                let mut __rnn_c = ::std::vec::Vec::new();
+                let mut __rnn_sets = ::std::vec::Vec::new();
                 #(#prepares)*
-                __rnn_c
+                __rnn_sets
             }
 
             #(#consts_fns)*
