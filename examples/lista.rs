@@ -24,8 +24,9 @@ use rnn_runtime::init::SplitMix64;
 use rnn_train::freeze::Trainable;
 use unroll_examples::lista::models::{Lista, ListaCp};
 use unroll_examples::lista::{
-    best_lambda, fista, ista, iterations_to, lista_cp_init, lista_init, nmse_db, LayerWise,
-    Problem, Progress, Unrolled,
+    best_lambda, fista, ista, iterations_to, lista_cp_init, lista_cp_new_step,
+    lista_cp_steps_so_far, lista_init, lista_parts, nmse_db, LayerWise, Problem, Progress,
+    Unrolled,
 };
 
 const M: usize = 250;
@@ -67,7 +68,7 @@ fn main() -> Result<(), Box<dyn Error>> {
     println!(
         "problem: A {M} × {N}, x Bernoulli({SPARSITY})·N(0, 1), SNR {SNR_DB} dB (noise σ = {:.2e}), L = ‖A‖² = {:.3}",
         problem.noise_std,
-        problem.lipschitz()
+        problem.lipschitz
     );
 
     let (lambda, converged_db) = best_lambda(&problem, &validation, &LAMBDAS, FISTA_ITERATIONS);
@@ -145,18 +146,8 @@ fn main() -> Result<(), Box<dyn Error>> {
         &problem,
         layers,
         &validation_small,
-        |_| {
-            Trainable::new()
-                .param("B_l0")
-                .param("S_l0")
-                .param("theta_l0")
-        },
-        |_| {
-            Trainable::new()
-                .param("B_l0")
-                .param("S_l0")
-                .param("theta_l0")
-        },
+        lista_parts,
+        lista_parts,
     )?;
 
     let mut untied = ListaCp::from_weights(&lista_cp_init(&problem, INIT_LAMBDA, LAYERS))?;
@@ -167,16 +158,8 @@ fn main() -> Result<(), Box<dyn Error>> {
         &problem,
         layers,
         &validation_small,
-        |k| {
-            Trainable::new()
-                .copies("W_l0", k - 1..k)
-                .copies("theta_l0", k - 1..k)
-        },
-        |k| {
-            Trainable::new()
-                .copies("W_l0", 0..k)
-                .copies("theta_l0", 0..k)
-        },
+        lista_cp_new_step,
+        lista_cp_steps_so_far,
     )?;
 
     // Held-out NMSE of each trained network at every layer.

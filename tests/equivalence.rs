@@ -106,20 +106,6 @@ impl Reference {
     }
 }
 
-/// `map` in `f64`, for the interpreter's exact values (lengths become floats, as `rnnc grad
-/// --f64` reads them).
-fn widen(map: &TensorMap) -> interp::Tensors<f64> {
-    map.iter()
-        .filter_map(|(name, tensor)| match tensor {
-            rnn_runtime::Tensor::F32(array) => Some((name.to_owned(), array.mapv(f64::from))),
-            rnn_runtime::Tensor::I64(array) => {
-                Some((name.to_owned(), array.mapv(|value| value as f64)))
-            }
-            rnn_runtime::Tensor::Unsupported { .. } => None,
-        })
-        .collect()
-}
-
 /// The reference for the outputs of `network`.
 fn output_reference(
     network: &rnn_dsl::ir::Network,
@@ -127,7 +113,7 @@ fn output_reference(
     inputs: &TensorMap,
 ) -> Result<Reference, RnnError> {
     let single = interp::run(network, weights, inputs)?;
-    let exact = interp::run_in::<f64>(network, &widen(weights), &widen(inputs))?;
+    let exact = interp::run_in::<f64>(network, &interp::widen(weights), &interp::widen(inputs))?;
     Ok(Reference::new(&single, exact, TOLERANCE, 0.0))
 }
 
@@ -139,8 +125,12 @@ fn grad_reference(
     seeds: &TensorMap,
 ) -> Result<Reference, RnnError> {
     let single = interp::gradients(network, weights, inputs, seeds)?;
-    let exact =
-        interp::gradients_in::<f64>(network, &widen(weights), &widen(inputs), &widen(seeds))?;
+    let exact = interp::gradients_in::<f64>(
+        network,
+        &interp::widen(weights),
+        &interp::widen(inputs),
+        &interp::widen(seeds),
+    )?;
     Ok(Reference::new(&single, exact, GRAD_ABS, GRAD_REL))
 }
 

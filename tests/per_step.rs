@@ -202,6 +202,21 @@ rnn_macros::rnn! {
     network UntiedDynamic { input x: [3]; layer l = untied(hidden = 4, layers = 2, steps = 5); layer head = linear(out = 2); unroll dynamic; }
 }
 
+/// The stacked untied cell of `UntiedStatic`/`UntiedDynamic` compiled for
+/// the interpreter, random weights, and inputs with variable lengths (one
+/// of 0) and initial states.
+fn untied_problem() -> (rnn_dsl::Compiled, TensorMap, TensorMap) {
+    let text = "cell untied(x: [I]) -> h: [H] { param W: [H, I] per step; param U: [H, H]; param b: [1] per step; h = tanh(W @ x + U @ h + b); }
+        network N { input x: [3]; layer l = untied(hidden = 4, layers = 2, steps = 5); layer head = linear(out = 2); unroll dynamic; }";
+    let compiled = rnn_dsl::compile(SourceFile::new("untied.rnn", text)).unwrap();
+    let weights = weights::random(compiled.network(None).unwrap(), 12);
+    let mut inputs = TensorMap::new();
+    inputs.insert_f32("x", uniform(&mut SplitMix64::new(3), &[4, 5, 3], 1.0));
+    inputs.insert_f32("l.h0", uniform(&mut SplitMix64::new(4), &[2, 4, 4], 1.0));
+    inputs.insert_i64("seq_len", ndarray::arr1(&[5i64, 0, 2, 4]).into_dyn());
+    (compiled, weights, inputs)
+}
+
 type Build = fn(&TensorMap) -> Result<Box<dyn Model>, RnnError>;
 
 /// Generated code against the interpreter, every mode, with each step's
@@ -281,15 +296,8 @@ fn generated_code_matches_the_interpreter() {
         ("static 5", |w| Ok(Box::new(UntiedStatic::from_weights(w)?))),
         ("dynamic", |w| Ok(Box::new(UntiedDynamic::from_weights(w)?))),
     ];
-    let text = "cell untied(x: [I]) -> h: [H] { param W: [H, I] per step; param U: [H, H]; param b: [1] per step; h = tanh(W @ x + U @ h + b); }
-        network N { input x: [3]; layer l = untied(hidden = 4, layers = 2, steps = 5); layer head = linear(out = 2); unroll dynamic; }";
-    let compiled = rnn_dsl::compile(SourceFile::new("untied.rnn", text)).unwrap();
+    let (compiled, weights, inputs) = untied_problem();
     let network = compiled.network(None).unwrap();
-    let weights = weights::random(network, 12);
-    let mut inputs = TensorMap::new();
-    inputs.insert_f32("x", uniform(&mut SplitMix64::new(3), &[4, 5, 3], 1.0));
-    inputs.insert_f32("l.h0", uniform(&mut SplitMix64::new(4), &[2, 4, 4], 1.0));
-    inputs.insert_i64("seq_len", ndarray::arr1(&[5i64, 0, 2, 4]).into_dyn());
     let expected = interp::run(network, &weights, &inputs).expect("interpreter");
     for (mode, build) in untied {
         let model = build(&weights).unwrap_or_else(|error| panic!("{mode}: {error}"));
@@ -300,17 +308,6 @@ fn generated_code_matches_the_interpreter() {
             assert!(error < 1e-5, "{mode} `{name}`: {error}");
         }
     }
-}
-
-/// `f32` tensors widened, for the interpreter's exact (`f64`) gradients.
-fn widen(map: &TensorMap) -> interp::Tensors<f64> {
-    map.iter()
-        .filter_map(|(name, tensor)| match tensor {
-            rnn_runtime::Tensor::F32(array) => Some((name.to_owned(), array.mapv(f64::from))),
-            rnn_runtime::Tensor::I64(array) => Some((name.to_owned(), array.mapv(|v| v as f64))),
-            rnn_runtime::Tensor::Unsupported { .. } => None,
-        })
-        .collect()
 }
 
 type BuildTrain = fn(&TensorMap) -> Result<Box<dyn Train>, RnnError>;
@@ -387,9 +384,13 @@ fn generated_gradients_match_the_interpreter() {
             "solver.x_n",
             uniform(&mut SplitMix64::new(10), &[1, 5, N], 1.0),
         );
-        let exact =
-            interp::gradients_in::<f64>(network, &widen(&weights), &widen(&inputs), &widen(&seeds))
-                .expect("interpreter");
+        let exact = interp::gradients_in::<f64>(
+            network,
+            &interp::widen(&weights),
+            &interp::widen(&inputs),
+            &interp::widen(&seeds),
+        )
+        .expect("interpreter");
         let model = build(&weights).unwrap_or_else(|error| panic!("{mode}: {error}"));
         let grads = model
             .run_gradients(&inputs, &seeds)
@@ -415,21 +416,18 @@ fn generated_gradients_match_the_interpreter() {
         ("static 5", |w| Ok(Box::new(UntiedStatic::from_weights(w)?))),
         ("dynamic", |w| Ok(Box::new(UntiedDynamic::from_weights(w)?))),
     ];
-    let text = "cell untied(x: [I]) -> h: [H] { param W: [H, I] per step; param U: [H, H]; param b: [1] per step; h = tanh(W @ x + U @ h + b); }
-        network N { input x: [3]; layer l = untied(hidden = 4, layers = 2, steps = 5); layer head = linear(out = 2); unroll dynamic; }";
-    let compiled = rnn_dsl::compile(SourceFile::new("untied.rnn", text)).unwrap();
+    let (compiled, weights, inputs) = untied_problem();
     let network = compiled.network(None).unwrap();
-    let weights = weights::random(network, 12);
-    let mut inputs = TensorMap::new();
-    inputs.insert_f32("x", uniform(&mut SplitMix64::new(3), &[4, 5, 3], 1.0));
-    inputs.insert_f32("l.h0", uniform(&mut SplitMix64::new(4), &[2, 4, 4], 1.0));
-    inputs.insert_i64("seq_len", ndarray::arr1(&[5i64, 0, 2, 4]).into_dyn());
     let mut seeds = TensorMap::new();
     seeds.insert_f32("y", uniform(&mut SplitMix64::new(5), &[4, 5, 2], 1.0));
     seeds.insert_f32("l.h_n", uniform(&mut SplitMix64::new(6), &[2, 4, 4], 1.0));
-    let exact =
-        interp::gradients_in::<f64>(network, &widen(&weights), &widen(&inputs), &widen(&seeds))
-            .expect("interpreter");
+    let exact = interp::gradients_in::<f64>(
+        network,
+        &interp::widen(&weights),
+        &interp::widen(&inputs),
+        &interp::widen(&seeds),
+    )
+    .expect("interpreter");
     for (mode, build) in untied {
         let model = build(&weights).unwrap_or_else(|error| panic!("{mode}: {error}"));
         let grads = model

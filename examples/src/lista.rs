@@ -26,6 +26,8 @@ pub struct Problem {
     pub sparsity: f64,
     /// The noise's standard deviation (0: noiseless).
     pub noise_std: f32,
+    /// `‖A‖₂²`, the Lipschitz constant of the least-squares gradient.
+    pub lipschitz: f32,
 }
 
 /// Signals and their measurements, one per row.
@@ -69,6 +71,7 @@ impl Problem {
             None => 0.0,
         } as f32;
         Problem {
+            lipschitz: largest_eigenvalue(&a),
             a,
             sparsity,
             noise_std,
@@ -96,20 +99,19 @@ impl Problem {
         }
         Samples { x, y }
     }
+}
 
-    /// `‖A‖₂²`, the Lipschitz constant of the least-squares gradient (the
-    /// largest eigenvalue of `AᵀA`, by power iteration).
-    pub fn lipschitz(&self) -> f32 {
-        let gram = self.a.t().dot(&self.a).mapv(f64::from);
-        let mut v = Array1::<f64>::from_elem(gram.nrows(), 1.0);
-        let mut eigenvalue = 0.0;
-        for _ in 0..500 {
-            let next = gram.dot(&v);
-            eigenvalue = next.dot(&next).sqrt();
-            v = next / eigenvalue;
-        }
-        eigenvalue as f32
+/// The largest eigenvalue of `AᵀA` (`‖A‖₂²`), by power iteration.
+fn largest_eigenvalue(a: &Array2<f32>) -> f32 {
+    let gram = a.t().dot(a).mapv(f64::from);
+    let mut v = Array1::<f64>::from_elem(gram.nrows(), 1.0);
+    let mut eigenvalue = 0.0;
+    for _ in 0..500 {
+        let next = gram.dot(&v);
+        eigenvalue = next.dot(&next).sqrt();
+        v = next / eigenvalue;
     }
+    eigenvalue as f32
 }
 
 /// NMSE in dB of `estimate` against `truth` over all rows.
@@ -122,8 +124,19 @@ pub fn nmse_db(estimate: ArrayView2<'_, f32>, truth: ArrayView2<'_, f32>) -> f64
     10.0 * (error / power).log10()
 }
 
-fn soft_threshold(v: &mut Array2<f32>, threshold: f32) {
-    v.mapv_inplace(|v| v.signum() * (v.abs() - threshold).max(0.0));
+/// One ISTA step from `from`: `soft(from + Aᵀ(y − A from)/L, λ/L)`.
+fn ista_step(
+    problem: &Problem,
+    y: ArrayView2<'_, f32>,
+    lambda: f32,
+    from: &Array2<f32>,
+) -> Array2<f32> {
+    let (a, l) = (&problem.a, problem.lipschitz);
+    let residual = &y - &from.dot(&a.t());
+    let mut next = from.clone();
+    next.scaled_add(1.0 / l, &residual.dot(a));
+    next.mapv_inplace(|v| v.signum() * (v.abs() - lambda / l).max(0.0));
+    next
 }
 
 /// ISTA, `x ← soft(x + Aᵀ(y − A x)/L, λ/L)` from `x = 0`, on every row of
@@ -135,13 +148,9 @@ pub fn ista(
     iterations: usize,
     mut each: impl FnMut(usize, &Array2<f32>),
 ) -> Array2<f32> {
-    let a = &problem.a;
-    let l = problem.lipschitz();
-    let mut x = Array2::<f32>::zeros((y.nrows(), a.ncols()));
+    let mut x = Array2::<f32>::zeros((y.nrows(), problem.a.ncols()));
     for k in 1..=iterations {
-        let residual = &y - &x.dot(&a.t());
-        x.scaled_add(1.0 / l, &residual.dot(a));
-        soft_threshold(&mut x, lambda / l);
+        x = ista_step(problem, y, lambda, &x);
         each(k, &x);
     }
     x
@@ -156,16 +165,11 @@ pub fn fista(
     iterations: usize,
     mut each: impl FnMut(usize, &Array2<f32>),
 ) -> Array2<f32> {
-    let a = &problem.a;
-    let l = problem.lipschitz();
-    let mut x = Array2::<f32>::zeros((y.nrows(), a.ncols()));
+    let mut x = Array2::<f32>::zeros((y.nrows(), problem.a.ncols()));
     let mut z = x.clone();
     let mut t = 1.0f64;
     for k in 1..=iterations {
-        let residual = &y - &z.dot(&a.t());
-        let mut next = z.clone();
-        next.scaled_add(1.0 / l, &residual.dot(a));
-        soft_threshold(&mut next, lambda / l);
+        let next = ista_step(problem, y, lambda, &z);
         let t_next = (1.0 + (1.0 + 4.0 * t * t).sqrt()) / 2.0;
         let momentum = ((t - 1.0) / t_next) as f32;
         z = &next + &((&next - &x) * momentum);
@@ -174,6 +178,31 @@ pub fn fista(
         each(k, &x);
     }
     x
+}
+
+/// What layer-wise training of LISTA trains: its tied `B`, `S` and `θ`, at
+/// every stage of every step.
+pub fn lista_parts(_steps: usize) -> Trainable {
+    Trainable::new()
+        .param("B_l0")
+        .param("S_l0")
+        .param("theta_l0")
+}
+
+/// What the first stage of step `k` of LISTA-CP's layer-wise training
+/// trains: the new step's `W_k` and `θ_k` (`A` stays frozen).
+pub fn lista_cp_new_step(k: usize) -> Trainable {
+    Trainable::new()
+        .copies("W_l0", k - 1..k)
+        .copies("theta_l0", k - 1..k)
+}
+
+/// What the later stages of step `k` of LISTA-CP's training train: the
+/// copies of every step so far.
+pub fn lista_cp_steps_so_far(k: usize) -> Trainable {
+    Trainable::new()
+        .copies("W_l0", 0..k)
+        .copies("theta_l0", 0..k)
 }
 
 /// An unrolled solver generated with gradients on: its iterates, and the
@@ -400,7 +429,7 @@ impl LayerWise {
 /// ISTA exactly before training): tied `B = Aᵀ/L`, `S = I − AᵀA/L`,
 /// `theta = λ/L`.
 pub fn lista_init(problem: &Problem, lambda: f32) -> TensorMap {
-    let l = problem.lipschitz();
+    let l = problem.lipschitz;
     let a = &problem.a;
     let n = a.ncols();
     let mut weights = TensorMap::new();
@@ -414,7 +443,7 @@ pub fn lista_init(problem: &Problem, lambda: f32) -> TensorMap {
 /// LISTA-CP's initial weights from ISTA at `lambda` for `steps` steps:
 /// `A`, and per step `W_k = A/L` and `theta_k = λ/L`.
 pub fn lista_cp_init(problem: &Problem, lambda: f32, steps: usize) -> TensorMap {
-    let l = problem.lipschitz();
+    let l = problem.lipschitz;
     let a = &problem.a;
     let mut weights = TensorMap::new();
     weights.insert_f32("A", a.clone().into_dyn());

@@ -4,10 +4,10 @@
 //! iterations by at least 3 dB.
 
 use rnn_runtime::init::SplitMix64;
-use rnn_train::freeze::Trainable;
 use unroll_examples::lista::models::{ListaCpSmall, ListaSmall};
 use unroll_examples::lista::{
-    ista, lista_cp_init, lista_init, model_nmse_db, nmse_db, LayerWise, Problem, Unrolled,
+    ista, lista_cp_init, lista_cp_new_step, lista_cp_steps_so_far, lista_init, lista_parts,
+    model_nmse_db, nmse_db, LayerWise, Problem, Unrolled,
 };
 
 const LAYERS: usize = 6;
@@ -71,16 +71,8 @@ fn layer_wise_training_beats_ista_at_the_same_depth() {
             &mut untied,
             &problem,
             LAYERS,
-            |k| {
-                Trainable::new()
-                    .copies("W_l0", k - 1..k)
-                    .copies("theta_l0", k - 1..k)
-            },
-            |k| {
-                Trainable::new()
-                    .copies("W_l0", 0..k)
-                    .copies("theta_l0", 0..k)
-            },
+            lista_cp_new_step,
+            lista_cp_steps_so_far,
             &validation,
             &mut rng,
             |_| {},
@@ -94,19 +86,13 @@ fn layer_wise_training_beats_ista_at_the_same_depth() {
     let untied_db = model_nmse_db(&untied, &test, LAYERS).unwrap();
 
     let mut tied = ListaSmall::from_weights(&lista_init(&problem, LAMBDA)).unwrap();
-    let all = |_| {
-        Trainable::new()
-            .param("B_l0")
-            .param("S_l0")
-            .param("theta_l0")
-    };
     schedule
         .train(
             &mut tied,
             &problem,
             LAYERS,
-            all,
-            all,
+            lista_parts,
+            lista_parts,
             &validation,
             &mut rng,
             |_| {},

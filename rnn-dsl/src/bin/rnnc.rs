@@ -484,22 +484,13 @@ fn grad(args: &GradArgs, style: Style) -> Result<(), Failure> {
     let load = |path: &PathBuf| TensorMap::load(path).map_err(|error| Failure::runtime(&error));
     let (weights, inputs, seeds) = (load(&run.weights)?, load(&run.input)?, load(&args.seeds)?);
     let outputs = if args.f64 {
-        let widen = |map: &TensorMap| -> interp::Tensors<f64> {
-            map.iter()
-                .filter_map(|(name, tensor)| match tensor {
-                    rnn_runtime::Tensor::F32(array) => {
-                        Some((name.to_owned(), array.mapv(f64::from)))
-                    }
-                    rnn_runtime::Tensor::I64(array) => {
-                        Some((name.to_owned(), array.mapv(|value| value as f64)))
-                    }
-                    rnn_runtime::Tensor::Unsupported { .. } => None,
-                })
-                .collect()
-        };
-        let wide =
-            interp::gradients_in::<f64>(network, &widen(&weights), &widen(&inputs), &widen(&seeds))
-                .map_err(|error| Failure::runtime(&error))?;
+        let wide = interp::gradients_in::<f64>(
+            network,
+            &interp::widen(&weights),
+            &interp::widen(&inputs),
+            &interp::widen(&seeds),
+        )
+        .map_err(|error| Failure::runtime(&error))?;
         let mut outputs = TensorMap::new();
         for (name, array) in wide {
             outputs.insert_f32(name, array.mapv(|value| value as f32));

@@ -28,7 +28,7 @@ use crate::names;
 
 pub use self::float::Float;
 pub use self::grad::{gradients, gradients_in};
-pub use self::source::{Source, Tensors};
+pub use self::source::{widen, Source, Tensors};
 
 /// The most values one output or state tensor may hold (4 GiB of `f32`).
 pub const MAX_FLOATS: usize = 1 << 30;

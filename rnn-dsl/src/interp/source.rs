@@ -9,6 +9,20 @@ use rnn_runtime::{RnnError, TensorMap};
 /// Named `f64` tensors; lengths (`seq_len`, `steps`) are whole numbers.
 pub type Tensors<F> = BTreeMap<String, ArrayD<F>>;
 
+/// `map` in `f64`, for the interpreter's exact values: `f32` tensors
+/// widened, integer ones (lengths) as whole floats; others left out.
+pub fn widen(map: &TensorMap) -> Tensors<f64> {
+    map.iter()
+        .filter_map(|(name, tensor)| match tensor {
+            rnn_runtime::Tensor::F32(array) => Some((name.to_owned(), array.mapv(f64::from))),
+            rnn_runtime::Tensor::I64(array) => {
+                Some((name.to_owned(), array.mapv(|value| value as f64)))
+            }
+            rnn_runtime::Tensor::Unsupported { .. } => None,
+        })
+        .collect()
+}
+
 /// Named tensors the interpreter reads in number type `F`.
 pub trait Source<F> {
     /// Whether a tensor of this name is present.
