@@ -609,12 +609,16 @@ def worker_env(system: str, threads: int) -> dict:
     return env
 
 
-def run_worker(system: str, threads: int, args) -> None:
-    """Run one worker subprocess; pass its JSON lines through."""
+def run_worker(system: str, threads: int, args, script: str = os.path.abspath(__file__)) -> None:
+    """Run one worker subprocess of `script` (this one, or lista.py for W6);
+    pass its JSON lines through."""
     os.makedirs(LOG_DIR, exist_ok=True)
-    log_path = os.path.join(LOG_DIR, f"peers-{system}-{threads}t.log")
-    cmd = [sys.executable, os.path.abspath(__file__), "--worker", system, "--threads", str(threads),
-           "--workloads", args.workloads, "--reps", str(args.reps)]
+    stem = os.path.splitext(os.path.basename(script))[0]
+    log_path = os.path.join(LOG_DIR, f"{stem}-{system}-{threads}t.log")
+    cmd = [sys.executable, script, "--worker", system, "--threads", str(threads),
+           "--reps", str(args.reps)]
+    if hasattr(args, "workloads"):
+        cmd += ["--workloads", args.workloads]
     t0 = time.time()
     with open(log_path, "w") as log:
         try:
@@ -637,7 +641,7 @@ def run_worker(system: str, threads: int, args) -> None:
             tail = f.read().strip().splitlines()[-3:]
         emit({"system": system, "threads": threads,
               "error": f"worker exit {rc}: {' | '.join(tail)} (log: {log_path})"})
-    print(f"[peers] {system} {threads}t: {n} lines in {time.time() - t0:.0f}s", file=sys.stderr)
+    print(f"[{stem}] {system} {threads}t: {n} lines in {time.time() - t0:.0f}s", file=sys.stderr)
 
 
 def worker(system: str, threads: int, wls: list[Workload], reps: int) -> int:

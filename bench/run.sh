@@ -7,7 +7,8 @@
 #     export is verified against the numpy reference, or the run stops)
 #  3. builds: bench/rust-peers (tract, candle) and, if the workspace has it,
 #     unroll's rnn-bench, all before any timing starts
-#  4. timings: peers.py (ONNX Runtime, PyTorch, TensorFlow, JAX), rust-peers,
+#  4. timings: peers.py (ONNX Runtime, PyTorch, TensorFlow, JAX), lista.py (W6:
+#     PyTorch, JAX), rust-peers,
 #     unroll's bench_unroll, at 1 and 2 threads
 #  5. all JSON lines to target/bench-results.jsonl, the Markdown table to stdout
 #
@@ -63,6 +64,8 @@ fi
 # --- 2. Data -----------------------------------------------------------------
 log "generating workload data and checking the ONNX exports"
 "$PY" "$BENCH/workloads.py" --check || { log "data generation / ONNX check failed"; exit 1; }
+log "W6 (LISTA-CP) data and its float64 reference"
+"$PY" "$BENCH/lista.py" --make-data || { log "W6 data generation failed"; exit 1; }
 
 # --- 3. Builds (before any timing, so that compiling never overlaps it) -----
 RUST_PEERS="$BENCH/rust-peers/target/release/rust-peers"
@@ -94,6 +97,15 @@ log "peers.py: $SYSTEMS at threads $THREADS"
 env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE \
     "$PY" "$BENCH/peers.py" --systems "$SYSTEMS" --threads "$THREADS" --reps "$REPS" >>"$RESULTS.part" ||
     error_line "peers.py" "exited with status $?"
+
+# W6 has its own peers (a PyTorch module and a JAX function of LISTA-CP's algebra).
+LISTA_SYSTEMS=$(echo "$SYSTEMS" | tr ',' '\n' | grep -E '^(pytorch|jax)$' | paste -sd, -)
+if [ -n "$LISTA_SYSTEMS" ]; then
+    log "lista.py (W6): $LISTA_SYSTEMS at threads $THREADS"
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE \
+        "$PY" "$BENCH/lista.py" --systems "$LISTA_SYSTEMS" --threads "$THREADS" --reps "$REPS" >>"$RESULTS.part" ||
+        error_line "lista.py" "exited with status $?"
+fi
 
 if [ -n "$RUST_PEERS" ]; then
     for t in ${THREADS//,/ }; do

@@ -32,6 +32,32 @@ rnn! {
     network W5Dynamic { input x: [64]; layer l = lstm(hidden = 128); unroll dynamic; }
 }
 
+rnn! {
+    gradients = true;
+    // W6 LISTA: LISTA-CP, A 250×500, K = 16 untied steps, B = 64, x₀ = 0:
+    // inference, and forward and backward of mean((x_K − x*)²).
+    cell lista_cp(y: [M]) -> x: [N] {
+        param A: [M, N];
+        param W: [M, N] per step;
+        param theta: [1] per step;
+        x = soft_threshold(x + W^T @ (y - A @ x), theta);
+    }
+    network W6Static { context y: [250]; layer solver = lista_cp(N = 500, steps = 16); unroll static 16; }
+    network W6Dynamic { context y: [250]; layer solver = lista_cp(N = 500, steps = 16); unroll dynamic; }
+}
+
+/// W6's shape (`shared/WORKLOADS.md`): batch, steps, `A`'s rows and columns.
+pub const W6: (usize, usize, usize, usize) = (64, 16, 250, 500);
+
+/// Useful floating-point operations of one W6 forward pass: two
+/// matrix–vector products of `m·n` per sample and step
+/// (`2·K·(2·m·n)`); a training step counts three forwards.
+pub fn w6_flops(train: bool) -> f64 {
+    let (batch, steps, m, n) = W6;
+    let passes = if train { 3.0 } else { 1.0 };
+    passes * (batch * steps * 2 * 2 * m * n) as f64
+}
+
 /// A line of `/proc/self/status` in KiB (`VmRSS`: resident now, `VmHWM`:
 /// peak resident), where the system has it.
 pub fn memory_kib(field: &str) -> Option<usize> {

@@ -5,6 +5,9 @@
 //! `bench/workloads.py`, the peers read the same files); without it the
 //! workload runs on random weights and inputs of the same shapes.
 //!
+//! W6 (LISTA-CP) reads `W6.safetensors` (`A`, `W`, `theta`, `y`, `x`: made
+//! by `bench/lista.py`) and checks against `W6.expected.safetensors`.
+//!
 //! Usage: `bench_unroll [--json] [--reps N] [--data DIR] [--only W2] [--mode M] [--memory] [--threads N]`
 //!
 //! `--memory` prints the process's resident memory (Linux `/proc`) before
@@ -15,8 +18,9 @@ use std::time::Instant;
 
 use ndarray::Array3;
 use rnn_bench::{
-    memory_kib, W1Dynamic, W1DynamicBy4, W1Static, W2Dynamic, W2Static, W3Dynamic, W3Static,
-    W4Dynamic, W4Static, W5Dynamic, W5Static, Workload, WORKLOADS,
+    memory_kib, w6_flops, W1Dynamic, W1DynamicBy4, W1Static, W2Dynamic, W2Static, W3Dynamic,
+    W3Static, W4Dynamic, W4Static, W5Dynamic, W5Static, W6Dynamic, W6Static, Workload, W6,
+    WORKLOADS,
 };
 use rnn_runtime::init::SplitMix64;
 use rnn_runtime::{Model, RnnError, TensorMap, Threads};
@@ -154,6 +158,12 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     }
+    if options.only.as_deref().is_none_or(|only| only == "W6") {
+        if let Err(error) = run_lista(&options) {
+            eprintln!("error: W6: {error}");
+            return std::process::ExitCode::FAILURE;
+        }
+    }
     std::process::ExitCode::SUCCESS
 }
 
@@ -286,9 +296,16 @@ fn run_training(workload: &Workload, options: &Options) -> Result<(), RnnError> 
             let check = against_reference(workload, options, loss, &grads)
                 .unwrap_or_else(|| "no reference".to_owned());
             let note = format!("{source}; {check}");
-            report(workload, options, system, threads, before, &note, || {
-                model.train_step(x.view(), &lengths).map(drop)
-            });
+            report(
+                workload.id,
+                workload.flops(),
+                options,
+                system,
+                threads,
+                before,
+                &note,
+                || model.train_step(x.view(), &lengths).map(drop),
+            );
         }
     }
     Ok(())
@@ -296,8 +313,10 @@ fn run_training(workload: &Workload, options: &Options) -> Result<(), RnnError> 
 
 /// Times `call` (which has run once already), and prints the resident memory if asked and one
 /// line of the median, min, max and GFLOP/s, as a table row or JSON.
+#[allow(clippy::too_many_arguments)]
 fn report(
-    workload: &Workload,
+    id: &str,
+    flops: f64,
     options: &Options,
     system: &str,
     threads: usize,
@@ -307,8 +326,7 @@ fn report(
 ) {
     if options.memory {
         println!(
-            "{} {system} threads {threads}: resident before the first call {} MiB, peak {} MiB",
-            workload.id,
+            "{id} {system} threads {threads}: resident before the first call {} MiB, peak {} MiB",
             before.unwrap_or(0) / 1024,
             memory_kib("VmHWM").unwrap_or(0) / 1024
         );
@@ -324,10 +342,10 @@ fn report(
         .collect();
     times.sort_by(f64::total_cmp);
     let (median, min, max) = (times[times.len() / 2], times[0], times[times.len() - 1]);
-    let gflops = workload.flops() / (median * 1e-3) / 1e9;
+    let gflops = flops / (median * 1e-3) / 1e9;
     if options.json {
         let line = serde_json::json!({
-            "workload": workload.id,
+            "workload": id,
             "system": system,
             "threads": threads,
             "median_ms": median,
@@ -339,8 +357,7 @@ fn report(
         println!("{line}");
     } else {
         println!(
-            "{:<3} {:<22} threads {threads}  median {median:9.3} ms  min {min:9.3}  max {max:9.3}  {gflops:6.1} GFLOP/s  ({note})",
-            workload.id, system
+            "{id:<8} {system:<22} threads {threads}  median {median:9.3} ms  min {min:9.3}  max {max:9.3}  {gflops:6.1} GFLOP/s  ({note})"
         );
     }
 }
@@ -372,9 +389,191 @@ fn run(workload: &Workload, options: &Options) -> Result<(), RnnError> {
                 _ => "batch halves on 2 threads",
             };
             let note = format!("{source}; {parallel}");
-            report(workload, options, system, threads, before, &note, || {
-                model.run(&inputs).map(drop)
-            });
+            report(
+                workload.id,
+                workload.flops(),
+                options,
+                system,
+                threads,
+                before,
+                &note,
+                || model.run(&inputs).map(drop),
+            );
+        }
+    }
+    Ok(())
+}
+
+/// A W6 model: LISTA-CP's `K` iterates of `y`, and one training step (the
+/// loss `mean((x_K − x*)²)` and the parameters' gradients, by name).
+trait Lista {
+    fn infer(&self, y: ndarray::ArrayView2<'_, f32>) -> Result<ndarray::Array2<f32>, RnnError>;
+    fn train_step(
+        &self,
+        y: ndarray::ArrayView2<'_, f32>,
+        target: ndarray::ArrayView2<'_, f32>,
+    ) -> Result<LossAndGrads, RnnError>;
+    fn threads(&mut self, threads: Threads);
+}
+
+/// `mean((x_K − x*)²)` over the batch and the coordinates, and its gradient
+/// with respect to every iterate (zero but at the last).
+fn last_step_mse(
+    y: &ndarray::Array3<f32>,
+    target: ndarray::ArrayView2<'_, f32>,
+) -> (f32, ndarray::Array3<f32>) {
+    let last = y.shape()[1] - 1;
+    let count = target.len() as f32;
+    let diff = &y.index_axis(ndarray::Axis(1), last) - &target;
+    let mut dy = ndarray::Array3::<f32>::zeros(y.raw_dim());
+    dy.index_axis_mut(ndarray::Axis(1), last)
+        .assign(&(&diff * (2.0 / count)));
+    (diff.iter().map(|d| d * d).sum::<f32>() / count, dy)
+}
+
+macro_rules! lista {
+    ($($model:ident: $($steps:expr)?),*) => {$(
+        impl Lista for $model {
+            fn infer(&self, y: ndarray::ArrayView2<'_, f32>) -> Result<ndarray::Array2<f32>, RnnError> {
+                let out = self.forward(y, $($steps,)? None, None)?;
+                Ok(out.y.index_axis(ndarray::Axis(1), W6.1 - 1).to_owned())
+            }
+
+            fn train_step(
+                &self,
+                y: ndarray::ArrayView2<'_, f32>,
+                target: ndarray::ArrayView2<'_, f32>,
+            ) -> Result<LossAndGrads, RnnError> {
+                let (out, tape) = self.forward_train(y, $($steps,)? None, None)?;
+                let (loss, dy) = last_step_mse(&out.y, target);
+                let grads = self.backward(&tape, dy.view(), None);
+                self.recycle(tape);
+                let named = W6StaticGrads::NAMES.iter().copied().zip(grads?.params).collect();
+                Ok((loss, named))
+            }
+
+            fn threads(&mut self, threads: Threads) {
+                self.set_threads(threads);
+            }
+        }
+    )*};
+}
+
+use rnn_bench::W6StaticGrads;
+lista!(W6Static:, W6Dynamic: W6.1);
+
+/// The largest difference of `found` from `expected`, relative to the
+/// largest entry of `expected`.
+fn relative_diff(
+    found: ndarray::ArrayViewD<'_, f32>,
+    expected: ndarray::ArrayViewD<'_, f32>,
+) -> f32 {
+    let largest = expected.iter().fold(0.0f32, |acc, v| acc.max(v.abs()));
+    let worst = found
+        .iter()
+        .zip(expected.iter())
+        .fold(0.0f32, |acc, (a, e)| acc.max((a - e).abs()));
+    worst / largest
+}
+
+/// W6: LISTA-CP inference (`W6`, µs per batch) and forward + backward
+/// (`W6 train`), static and dynamic, at each thread count.
+fn run_lista(options: &Options) -> Result<(), RnnError> {
+    let (batch, _, m, n) = W6;
+    let path = options.data.join("W6.safetensors");
+    let (weights, y, target, source) = if path.is_file() {
+        let tensors = TensorMap::load(&path)?;
+        let y = tensors
+            .f32("y")?
+            .into_dimensionality::<ndarray::Ix2>()
+            .map_err(|_| RnnError::ShapeMismatch {
+                tensor: "y".to_owned(),
+                expected: vec![batch, m],
+                found: vec![],
+            })?;
+        let x = tensors
+            .f32("x")?
+            .into_dimensionality::<ndarray::Ix2>()
+            .map_err(|_| RnnError::ShapeMismatch {
+                tensor: "x".to_owned(),
+                expected: vec![batch, n],
+                found: vec![],
+            })?;
+        (tensors, y, x, "shared data")
+    } else {
+        let mut rng = SplitMix64::new(42);
+        let y = ndarray::Array2::from_shape_simple_fn((batch, m), || rng.uniform(-1.0, 1.0));
+        let x = ndarray::Array2::from_shape_simple_fn((batch, n), || rng.uniform(-1.0, 1.0));
+        (TensorMap::new(), y, x, "random data")
+    };
+    let mut models: Vec<(&str, Box<dyn Lista>)> = if weights.is_empty() {
+        vec![
+            ("unroll static", Box::new(W6Static::random(0))),
+            ("unroll dynamic", Box::new(W6Dynamic::random(0))),
+        ]
+    } else {
+        vec![
+            ("unroll static", Box::new(W6Static::from_weights(&weights)?)),
+            (
+                "unroll dynamic",
+                Box::new(W6Dynamic::from_weights(&weights)?),
+            ),
+        ]
+    };
+    if let Some(mode) = &options.mode {
+        models.retain(|(system, _)| *system == format!("unroll {mode}"));
+    }
+    let expected = TensorMap::load(options.data.join("W6.expected.safetensors")).ok();
+    for (system, mut model) in models {
+        for &threads in &options.threads {
+            model.threads(Threads::Fixed(threads));
+            let x_k = model.infer(y.view())?;
+            let check = match &expected {
+                Some(expected) => format!(
+                    "max diff {:.1e} of the largest",
+                    relative_diff(x_k.view().into_dyn(), expected.f32("x_K")?.view())
+                ),
+                None => "no reference".to_owned(),
+            };
+            let note = format!("{source}; {check}");
+            report(
+                "W6",
+                w6_flops(false),
+                options,
+                system,
+                threads,
+                None,
+                &note,
+                || model.infer(y.view()).map(drop),
+            );
+            let (loss, grads) = model.train_step(y.view(), target.view())?;
+            let check = match &expected {
+                Some(expected) => {
+                    let mut worst = 0.0f32;
+                    for (name, grad) in &grads {
+                        let bare = name.trim_end_matches("_l0");
+                        let reference = expected.f32(&format!("grad.{bare}"))?;
+                        worst = worst.max(relative_diff(grad.view(), reference.view()));
+                    }
+                    let expected_loss = expected.f32("loss")?[0];
+                    format!(
+                        "max grad diff {worst:.1e} of the largest; loss rel diff {:.1e}",
+                        ((loss - expected_loss) / expected_loss).abs()
+                    )
+                }
+                None => "no reference".to_owned(),
+            };
+            let note = format!("{source}; {check}");
+            report(
+                "W6 train",
+                w6_flops(true),
+                options,
+                system,
+                threads,
+                None,
+                &note,
+                || model.train_step(y.view(), target.view()).map(drop),
+            );
         }
     }
     Ok(())
