@@ -1,9 +1,11 @@
 //! LISTA at a small size (20 × 40, 6 layers), in seconds: before training
 //! the networks are ISTA (their iterates equal `lista::ista`'s), and after
 //! layer-wise training their held-out NMSE at K = 6 beats ISTA's after 6
-//! iterations by at least 3 dB.
+//! iterations by at least 3 dB. A LISTA-CP trained in PyTorch loads from
+//! its `state_dict` as it is and gives PyTorch's iterates and gradients.
 
 use rnn_runtime::init::SplitMix64;
+use rnn_runtime::TensorMap;
 use unroll_examples::lista::models::{ListaCpSmall, ListaSmall};
 use unroll_examples::lista::{
     ista, lista_cp_init, lista_cp_new_step, lista_cp_steps_so_far, lista_init, lista_parts,
@@ -111,4 +113,51 @@ fn layer_wise_training_beats_ista_at_the_same_depth() {
         tied_db < ista_db - MARGIN_DB,
         "LISTA {tied_db:.2} dB against ISTA {ista_db:.2} dB"
     );
+}
+
+/// Where `data/pytorch_lista/make_reference.py` wrote its files.
+const PYTORCH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/pytorch_lista");
+
+/// The largest difference relative to the largest entry of `expected`.
+fn relative_difference(
+    found: ndarray::ArrayViewD<'_, f32>,
+    expected: ndarray::ArrayViewD<'_, f32>,
+) -> f32 {
+    assert_eq!(found.shape(), expected.shape());
+    let largest = expected.iter().fold(0.0f32, |acc, v| acc.max(v.abs()));
+    let worst = found
+        .iter()
+        .zip(&expected)
+        .fold(0.0f32, |acc, (a, e)| acc.max((a - e).abs()));
+    worst / largest
+}
+
+#[test]
+fn a_lista_cp_trained_in_pytorch_runs_and_matches() {
+    // PyTorch's names as `state_dict()` gives them: `A`, `W` [K, M, N]
+    // (one stacked tensor, step first), `theta` [K, 1].
+    let model = ListaCpSmall::from_safetensors(format!("{PYTORCH}/lista_cp.safetensors")).unwrap();
+    let reference = TensorMap::load(format!("{PYTORCH}/reference.safetensors")).unwrap();
+    let tensor = |name: &str| reference.f32(name).unwrap();
+    let y = tensor("y").into_dimensionality::<ndarray::Ix2>().unwrap();
+    let x = tensor("x").into_dimensionality::<ndarray::Ix2>().unwrap();
+
+    let iterates = model.solve(y.view(), LAYERS).unwrap();
+    let error = relative_difference(iterates.view().into_dyn(), tensor("iterates").view());
+    assert!(error < 1e-6, "iterates: {error:e} of the largest");
+
+    let (loss, grads) = model.loss_and_grads(y.view(), x.view(), LAYERS).unwrap();
+    let expected_loss = tensor("loss")[0];
+    assert!(
+        ((loss - expected_loss) / expected_loss).abs() < 1e-5,
+        "loss {loss} against PyTorch's {expected_loss}"
+    );
+    // The gradients come in the order of the generated `NAMES` (`W_l0`,
+    // `A_l0`, `theta_l0`), PyTorch's names with the layer's suffix.
+    let names = unroll_examples::lista::models::ListaCpSmallGrads::NAMES;
+    for (name, grad) in names.iter().zip(&grads) {
+        let bare = name.trim_end_matches("_l0");
+        let error = relative_difference(grad.view(), tensor(&format!("grad.{bare}")).view());
+        assert!(error < 1e-5, "grad {name}: {error:e} of the largest");
+    }
 }
