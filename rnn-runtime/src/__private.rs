@@ -10,7 +10,8 @@
 
 pub use crate::elementwise::{
     binary, clip, const_binary, const_clip, const_reduce, const_unary, into_vector, map1, map2,
-    map3, matvec, outer_acc, outer_acc_rows, reduce, sum_elems, sum_rows, transpose, unary, Arg,
+    map3, matvec, outer_acc, outer_acc_rows, outer_acc_step, reduce, sum_elems, sum_rows,
+    transpose, unary, Arg,
 };
 pub use crate::error::RnnError;
 pub use crate::fused::{

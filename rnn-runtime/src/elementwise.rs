@@ -161,6 +161,28 @@ pub fn outer_acc(acc: ArrayViewMut2<'_, f32>, g: ArrayView2<'_, f32>, v: ArrayVi
     }
 }
 
+/// [`outer_acc`] at one step on the packed product, for a sum formed anew
+/// at each step (a per-step parameter's gradient): `acc += gᵀ v` with `vᵀ`
+/// packed and `gᵀ` copied into buffers of `ws`, accumulated onto `acc` in
+/// place. A row shared by the batch goes to [`outer_acc`].
+pub fn outer_acc_step(
+    ws: &Workspace,
+    acc: ArrayViewMut2<'_, f32>,
+    g: ArrayView2<'_, f32>,
+    v: ArrayView2<'_, f32>,
+) {
+    if g.nrows() != v.nrows() || g.nrows() == 1 {
+        return outer_acc(acc, g, v);
+    }
+    let floats = PackedMatrix::transposed_floats(v.nrows(), v.ncols());
+    let packed = PackedMatrix::transposed_in(v, ws.take_buffer(floats));
+    let mut gt = ws.take(g.ncols(), g.nrows());
+    gt.assign(&g.t());
+    gemm_packed(gt.view(), &packed, acc, true);
+    ws.give(gt);
+    ws.give_buffer(packed.into_buffer());
+}
+
 /// [`outer_acc`] over many rows (every step's) for each `(acc, v)`
 /// pair, on the packed product: `acc += (vᵀ g)ᵀ`, with `gᵀ` packed once
 /// (row by row) for all pairs and `vᵀ` copied, in buffers of `ws`. Each

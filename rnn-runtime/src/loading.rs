@@ -4,7 +4,8 @@
 //! its buffers.
 
 use ndarray::{
-    s, Array1, Array2, Array3, ArrayD, ArrayView2, ArrayView3, ArrayViewMut2, Axis, Ix1, Ix2,
+    s, Array1, Array2, Array3, ArrayD, ArrayView2, ArrayView3, ArrayViewD, ArrayViewMut2, Axis,
+    Ix1, Ix2,
 };
 
 use crate::error::RnnError;
@@ -69,15 +70,20 @@ pub fn step_copy2(all: &ArrayD<f32>, step: usize) -> Array2<f32> {
 }
 
 /// One step's parameters of a layer whose `per_step` ones are stacked
-/// `[steps, ..]`: copy `step` of those, the others as they are (training
-/// code builds its constants from each step's set).
-pub fn step_params(params: &[ArrayD<f32>], per_step: &[bool], step: usize) -> Vec<ArrayD<f32>> {
+/// `[steps, ..]`, as views: copy `step` of those, the others as they are
+/// (a parameter past `per_step`'s end is not per step). Training code
+/// builds its constants from each step's set.
+pub fn step_params<'a>(
+    params: &'a [ArrayD<f32>],
+    per_step: &[bool],
+    step: usize,
+) -> Vec<ArrayViewD<'a, f32>> {
     params
         .iter()
-        .zip(per_step)
-        .map(|(param, per_step)| match per_step {
-            true => param.index_axis(Axis(0), step).to_owned(),
-            false => param.clone(),
+        .enumerate()
+        .map(|(k, param)| match per_step.get(k) {
+            Some(true) => param.index_axis(Axis(0), step),
+            _ => param.view(),
         })
         .collect()
 }

@@ -416,9 +416,18 @@ impl Builder {
                     self.accumulate(vector, dv);
                 }
                 if self.active[matrix.index()] {
-                    let shape = self.shape(matrix);
-                    let dm = self.push(Op::Outer(g, vector), shape, span);
-                    self.accumulate(matrix, dm);
+                    // The product of a transpose (`W^T @ v`) gives `W` its
+                    // gradient as the outer product the other way round,
+                    // `outer(v, g)`, rather than the transpose of
+                    // `outer(g, v)`: no transposed copy of a weight-sized
+                    // gradient, per step or after the loop.
+                    let (target, dm) = match self.node(matrix).op {
+                        Op::Transpose(inner) => (inner, Op::Outer(vector, g)),
+                        _ => (matrix, Op::Outer(g, vector)),
+                    };
+                    let shape = self.shape(target);
+                    let dm = self.push(dm, shape, span);
+                    self.accumulate(target, dm);
                 }
             }
             Op::Transpose(matrix) => {
@@ -479,8 +488,12 @@ impl Builder {
         }
     }
 
-    /// The transpose of a forward matrix, made once.
+    /// The transpose of a forward matrix, made once; that of a transpose
+    /// is the matrix it transposes.
     fn transpose(&mut self, matrix: ValueId) -> ValueId {
+        if let Op::Transpose(inner) = self.node(matrix).op {
+            return inner;
+        }
         if let Some((_, id)) = self.transposes.iter().find(|(of, _)| *of == matrix) {
             return *id;
         }

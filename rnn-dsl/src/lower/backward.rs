@@ -114,6 +114,10 @@ pub struct BackwardPlan {
     /// per-step parameter's gradient is made of them (and what reads
     /// them): the sums start from zero at each step.
     pub per_step_grads: Vec<bool>,
+    /// A per-step parameter's gradient that is one sum read by nothing
+    /// else: accumulated straight into step `t`'s copy of the gradient
+    /// (which starts at zero), with no buffer, reset or copy of its own.
+    pub into_copy: Vec<bool>,
     /// Floats the tape holds per running row of a step, for one direction:
     /// the layer's input, the states before the step, the kept values.
     pub tape_floats_per_row: usize,
@@ -464,9 +468,11 @@ pub fn plan_backward(layer: &ir::Layer) -> BackwardPlan {
         (&kept, &kept_steps),
         &fused,
     );
+    let into_copy = straight_into_copies(layer, &backward, &kinds, &per_step_grads);
     BackwardPlan {
         consts,
         per_step_grads,
+        into_copy,
         fused,
         local,
         in_place,
@@ -960,6 +966,27 @@ fn in_place_results(
 }
 
 /// How many times each node is read: as an operand, or as a result.
+/// Marks the sums that are a per-step parameter's whole gradient and read
+/// by nothing else ([`BackwardPlan::into_copy`]).
+fn straight_into_copies(
+    layer: &ir::Layer,
+    backward: &Backward,
+    kinds: &[Kind],
+    per_step_grads: &[bool],
+) -> Vec<bool> {
+    let uses = use_counts(backward);
+    let mut marked = vec![false; backward.nodes.len()];
+    for (result, param) in backward.params.iter().zip(&layer.params) {
+        if let (Some(id), Some(_)) = (result, param.steps) {
+            let idx = id.index();
+            if kinds[idx] == Kind::Sum && per_step_grads[idx] && uses[idx] == 1 {
+                marked[idx] = true;
+            }
+        }
+    }
+    marked
+}
+
 fn use_counts(backward: &Backward) -> Vec<usize> {
     let mut uses = vec![0usize; backward.nodes.len()];
     for node in &backward.nodes {

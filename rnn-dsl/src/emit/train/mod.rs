@@ -14,7 +14,7 @@
 //! for `dynamic`, `k` calls a turn for `dynamic by k`, and per bucket.
 //! What the two functions read of the parameters alone (invariants such as
 //! a transposed weight, and packed matrices) the model computes once, when
-//! it is built (`__rnn_layer<k>_{train,backward}_consts`, `__rnn_consts`).
+//! it is built (`__rnn_layer<k>_consts`, `__rnn_consts`).
 //!
 //! A batch large enough (each half 2²² multiply-adds or more) is computed
 //! in two halves of about equal total length, on two threads when the
@@ -103,39 +103,33 @@ impl Cx<'_> {
                 let first = usize_lit(starts[idx] + direction * count);
                 let end = usize_lit(starts[idx] + (direction + 1) * count);
                 let row = usize_lit(layer.stack_idx * layer.directions + direction);
-                let (train_consts, backward_consts) = (
-                    format_ident!("__rnn_layer{}_train_consts", idx),
-                    format_ident!("__rnn_layer{}_backward_consts", idx),
-                );
-                // A layer with per-step parameters has a set of constants
-                // per step (its training functions take them all).
+                // One set of constants serves both training functions: the
+                // forward's are the first of the backward's, in order
+                // (`Layer::consts` lists them by node, and the forward's
+                // nodes come first).
+                let consts_fn = format_ident!("__rnn_layer{}_consts", idx);
+                // A layer with per-step parameters has a set per step (its
+                // training functions take them all).
                 let (train_slot, backward_slot) = match layer.steps() {
                     None => {
-                        let (a, b) = (usize_lit(slot), usize_lit(slot + 1));
-                        slot += 2;
+                        let a = usize_lit(slot);
+                        slot += 1;
                         prepares.push(quote! {
-                            __rnn_sets.push(Self::#train_consts(&__rnn_p[#first..#end]));
-                            __rnn_sets.push(Self::#backward_consts(&__rnn_p[#first..#end]));
+                            __rnn_sets.push(Self::#consts_fn(&#rt::__private::step_params(&__rnn_p[#first..#end], &[], 0)));
                         });
-                        (quote!(#a), quote!(#b))
+                        (quote!(#a), quote!(#a))
                     }
                     Some(steps) => {
                         let flags = layer.params.iter().map(|param| param.steps.is_some());
-                        let slots = (
-                            (usize_lit(slot), usize_lit(slot + steps)),
-                            (usize_lit(slot + steps), usize_lit(slot + 2 * steps)),
-                        );
-                        slot += 2 * steps;
+                        let (a, b) = (usize_lit(slot), usize_lit(slot + steps));
+                        slot += steps;
                         let steps = usize_lit(steps);
                         prepares.push(quote! {
-                            for __rnn_fn in [Self::#train_consts, Self::#backward_consts] {
-                                for __rnn_t in 0..#steps {
-                                    __rnn_sets.push(__rnn_fn(&#rt::__private::step_params(&__rnn_p[#first..#end], &[#(#flags),*], __rnn_t)));
-                                }
+                            for __rnn_t in 0..#steps {
+                                __rnn_sets.push(Self::#consts_fn(&#rt::__private::step_params(&__rnn_p[#first..#end], &[#(#flags),*], __rnn_t)));
                             }
                         });
-                        let ((a, b), (c, d)) = slots;
-                        (quote!(#a..#b), quote!(#c..#d))
+                        (quote!(#a..#b), quote!(#a..#b))
                     }
                 };
                 let ins = layer.inputs.iter().map(|input| {
@@ -352,10 +346,12 @@ impl Cx<'_> {
                 }
             },
         };
-        let per_param_shapes = specs.iter().map(|spec| {
-            let dims = spec.shape.iter().map(|dim| usize_lit(*dim));
-            quote!(#rt::ndarray::ArrayD::<f32>::zeros(__rnn_nd::IxDyn(&[#(#dims),*])))
-        });
+        // Empty until each layer's backward puts its parameters' gradients
+        // in their slots (every slot gets one): no weight-sized zeros made
+        // to be dropped.
+        let per_param_shapes = specs
+            .iter()
+            .map(|_| quote!(#rt::ndarray::ArrayD::<f32>::zeros(__rnn_nd::IxDyn(&[0]))));
         let train_fns = (0..self.network.layers.len()).map(|idx| self.emit_layer_train(idx));
         let backward_fns = (0..self.network.layers.len()).map(|idx| self.emit_layer_backward(idx));
         let consts_fns = (0..self.network.layers.len()).map(|idx| self.emit_layer_consts(idx));

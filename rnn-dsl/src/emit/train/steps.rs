@@ -115,32 +115,30 @@ impl Cx<'_> {
         }
     }
 
-    /// `__rnn_layer<k>_train_consts` and `__rnn_layer<k>_backward_consts`:
-    /// what one direction of a layer's two training functions read of its
-    /// parameters alone (`__rnn_consts`), computed when the model is built.
+    /// `__rnn_layer<k>_consts`: what one direction of a layer's training
+    /// functions read of its parameters alone (`__rnn_consts`), computed
+    /// when the model is built. The training forward reads the first of
+    /// them (its nodes come first), the backward all.
     pub(super) fn emit_layer_consts(&self, layer_idx: usize) -> TokenStream {
         let rt = self.rt;
         let prelude = self.prelude();
         let layer = &self.network.layers[layer_idx];
         let plan = &self.training_plans()[layer_idx];
-        let phases = [
-            (Phase::Train, plan.backward.forward, "train"),
-            (Phase::Backward, plan.backward.nodes.len(), "backward"),
-        ];
-        let fns = phases.into_iter().map(|(phase, end, suffix)| {
-            let cx = Layer { layer, plan, phase };
-            let (statements, values, packed) = cx.consts(0..end);
-            let name = format_ident!("__rnn_layer{}_{}_consts", layer_idx, suffix);
-            quote! {
-                #[allow(unused_variables)]
-                fn #name(__rnn_p: &[#rt::ndarray::ArrayD<f32>]) -> (::std::vec::Vec<#rt::ndarray::Array2<f32>>, ::std::vec::Vec<#rt::__private::PackedMatrix>) {
-                    #prelude
-                    #(#statements)*
-                    (vec![#(#values),*], vec![#(#packed),*])
-                }
+        let cx = Layer {
+            layer,
+            plan,
+            phase: Phase::Backward,
+        };
+        let (statements, values, packed) = cx.consts(0..plan.backward.nodes.len());
+        let name = format_ident!("__rnn_layer{}_consts", layer_idx);
+        quote! {
+            #[allow(unused_variables)]
+            fn #name(__rnn_p: &[#rt::ndarray::ArrayViewD<'_, f32>]) -> (::std::vec::Vec<#rt::ndarray::Array2<f32>>, ::std::vec::Vec<#rt::__private::PackedMatrix>) {
+                #prelude
+                #(#statements)*
+                (vec![#(#values),*], vec![#(#packed),*])
             }
-        });
-        quote!(#(#fns)*)
+        }
     }
 
     /// `__rnn_layer<k>_train`: one direction of a layer over packed rows,
@@ -315,7 +313,29 @@ impl Cx<'_> {
         let (consts, step_consts, consts_param) =
             self.consts_binding(cx.const_bindings(0..total), layer);
         let (buffers, given) = cx.step_buffers(0..total);
-        let sums = cx.ids(Kind::Sum, forward..total);
+        let into_copy = |id: &ValueId| plan.into_copy[id.index()];
+        // The gradient copy a sum accumulates into, for `into_copy` sums.
+        let copy_of = |id: &ValueId| {
+            let k = plan
+                .backward
+                .params
+                .iter()
+                .position(|result| *result == Some(*id))
+                .expect("a parameter's gradient");
+            let ident = format_ident!("__rnn_pg{}", k);
+            let (rows, cols) = match cx.node(*id).shape {
+                Shape::Matrix(rows, cols) => (rows, cols),
+                Shape::Vector(len) => (1, len),
+                Shape::Scalar => (1, 1),
+            };
+            let (rows, cols) = (usize_lit(rows), usize_lit(cols));
+            quote!(#ident.index_axis_mut(__rnn_nd::Axis(0), __rnn_t).into_shape_with_order((#rows, #cols)).expect("a parameter's gradient has its shape"))
+        };
+        let sums: Vec<ValueId> = cx
+            .ids(Kind::Sum, forward..total)
+            .into_iter()
+            .filter(|id| !into_copy(id))
+            .collect();
         let per_step_grad = |id: &ValueId| plan.per_step_grads[id.index()];
         // A per-step parameter's sums start from zero at each step.
         let step_resets = sums.iter().filter(|id| per_step_grad(id)).map(|id| {
@@ -334,19 +354,26 @@ impl Cx<'_> {
         });
         let sum_idents: Vec<Ident> = sums.iter().map(|id| value_ident(*id)).collect();
         let statements = cx.statements(forward..total);
-        let step_sums = sums
-            .iter()
+        let step_sums = cx
+            .ids(Kind::Sum, forward..total)
+            .into_iter()
             .filter(|id| !plan.deferred[id.index()])
             .map(|id| {
-                let ident = value_ident(*id);
-                match cx.node(*id).op {
+                let target = match into_copy(&id) {
+                    true => copy_of(&id),
+                    false => {
+                        let ident = value_ident(id);
+                        quote!(#ident.view_mut())
+                    }
+                };
+                match cx.node(id).op {
                     Op::SumBatch(inner) => {
                         let inner = cx.view(inner, false);
-                        quote!(__rnn_rt::sum_rows(#ident.view_mut(), #inner);)
+                        quote!(__rnn_rt::sum_rows(#target, #inner);)
                     }
                     Op::Outer(g, v) => {
                         let (g, v) = (cx.view(g, false), cx.view(v, false));
-                        quote!(__rnn_rt::outer_acc(#ident.view_mut(), #g, #v);)
+                        quote!(__rnn_rt::outer_acc_step(__rnn_ws, #target, #g, #v);)
                     }
                     _ => unreachable!("sums are sum_batch or outer"),
                 }
@@ -456,7 +483,7 @@ impl Cx<'_> {
             let shape = layer.params[k].tensor_shape().into_iter().map(usize_lit);
             quote!(let mut #ident = #rt::ndarray::ArrayD::<f32>::zeros(__rnn_nd::IxDyn(&[#(#shape),*]));)
         });
-        let step_param_results = (0..layer.params.len()).filter(|k| formed_per_step(*k)).map(|k| {
+        let step_param_results = (0..layer.params.len()).filter(|k| formed_per_step(*k)).filter(|k| !plan.backward.params[*k].is_some_and(|id| into_copy(&id))).map(|k| {
             let (ident, id) = (param_grad(k), plan.backward.params[k].expect("formed per step"));
             let place = cx.place(id);
             let shape: Vec<_> = layer.params[k].shape.iter().map(|dim| usize_lit(*dim)).collect();
