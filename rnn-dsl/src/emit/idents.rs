@@ -49,9 +49,9 @@
 //!   `__rnn_train_whole`, `__rnn_backward_whole` (a call after its checks),
 //!   `__rnn_consts` and `__rnn_prepare` (what training reads of the
 //!   parameters alone, computed when the model is built), `__rnn_sets`
-//!   and `__rnn_fn` (those sets as `__rnn_prepare` builds them, per step
-//!   for a layer with per-step parameters), `__rnn_pg` (a parameter's
-//!   gradient formed at each step).
+//!   (those sets as `__rnn_prepare` builds them, per step for a layer with
+//!   per-step parameters), `__rnn_pg` (a parameter's gradient formed at
+//!   each step).
 
 use proc_macro2::{Ident, Literal, TokenStream};
 use quote::{format_ident, quote};
