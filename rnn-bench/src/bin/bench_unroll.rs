@@ -476,6 +476,23 @@ fn relative_diff(
     worst / largest
 }
 
+/// The matrix `name` of `tensors`, which must be `shape`.
+fn matrix(
+    tensors: &TensorMap,
+    name: &str,
+    shape: [usize; 2],
+) -> Result<ndarray::Array2<f32>, RnnError> {
+    let tensor = tensors.f32(name)?;
+    if tensor.shape() != shape {
+        return Err(RnnError::ShapeMismatch {
+            tensor: name.to_owned(),
+            expected: shape.to_vec(),
+            found: tensor.shape().to_vec(),
+        });
+    }
+    Ok(tensor.into_dimensionality().expect("its shape was checked"))
+}
+
 /// W6: LISTA-CP inference (`W6`, µs per batch) and forward + backward
 /// (`W6 train`), static and dynamic, at each thread count.
 fn run_lista(options: &Options) -> Result<(), RnnError> {
@@ -483,22 +500,8 @@ fn run_lista(options: &Options) -> Result<(), RnnError> {
     let path = options.data.join("W6.safetensors");
     let (weights, y, target, source) = if path.is_file() {
         let tensors = TensorMap::load(&path)?;
-        let y = tensors
-            .f32("y")?
-            .into_dimensionality::<ndarray::Ix2>()
-            .map_err(|_| RnnError::ShapeMismatch {
-                tensor: "y".to_owned(),
-                expected: vec![batch, m],
-                found: vec![],
-            })?;
-        let x = tensors
-            .f32("x")?
-            .into_dimensionality::<ndarray::Ix2>()
-            .map_err(|_| RnnError::ShapeMismatch {
-                tensor: "x".to_owned(),
-                expected: vec![batch, n],
-                found: vec![],
-            })?;
+        let y = matrix(&tensors, "y", [batch, m])?;
+        let x = matrix(&tensors, "x", [batch, n])?;
         (tensors, y, x, "shared data")
     } else {
         let mut rng = SplitMix64::new(42);
