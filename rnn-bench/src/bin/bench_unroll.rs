@@ -482,14 +482,7 @@ fn matrix(
     name: &str,
     shape: [usize; 2],
 ) -> Result<ndarray::Array2<f32>, RnnError> {
-    let tensor = tensors.f32(name)?;
-    if tensor.shape() != shape {
-        return Err(RnnError::ShapeMismatch {
-            tensor: name.to_owned(),
-            expected: shape.to_vec(),
-            found: tensor.shape().to_vec(),
-        });
-    }
+    let tensor = tensors.f32_shaped(name, &shape)?;
     Ok(tensor.into_dimensionality().expect("its shape was checked"))
 }
 
