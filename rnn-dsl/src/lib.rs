@@ -30,6 +30,7 @@ pub mod config;
 pub mod diag;
 pub mod emit;
 pub mod graph;
+pub mod import;
 pub mod interp;
 pub mod ir;
 pub mod lower;

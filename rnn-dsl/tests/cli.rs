@@ -1141,3 +1141,118 @@ impl Rng {
         bits as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
     }
 }
+
+// ---- import ---------------------------------------------------------------
+
+/// A case of `tests/data/onnx/` (written by its `make_cases.py`).
+fn onnx_case(case: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/data/onnx")
+        .join(case)
+}
+
+/// A TensorProto file of a case: its name and values.
+fn onnx_tensor(path: &Path) -> (String, ArrayD<f32>) {
+    let tensor = rnn_dsl::import::proto::tensor(&fs::read(path).expect("read")).expect("decodes");
+    match tensor.values().expect("values") {
+        rnn_dsl::import::proto::Values::F32(array) => (tensor.name, array),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn import_of_a_pytorch_export_runs_as_pytorch_did() {
+    let dir = scratch("import_pytorch");
+    // Exported batch-first, so x, y and the states are laid out as the network's.
+    let case = onnx_case("export/torch_gru_bidir_2layers_batch_first");
+    let model = dir.join("gru.rnn");
+    let out = rnnc([
+        OsStr::new("import"),
+        case.join("model.onnx").as_os_str(),
+        OsStr::new("-o"),
+        model.as_os_str(),
+    ]);
+    assert_eq!(out.status, Some(0), "{out:?}");
+    assert!(out.stdout.contains("network Gru"), "{}", out.stdout);
+    let text = fs::read_to_string(&model).expect("the .rnn file");
+    assert!(
+        text.contains("layer l = gru(hidden = 4, layers = 2, bidirectional, reset_after = true);"),
+        "{text}"
+    );
+    let weights = TensorMap::load(dir.join("gru.safetensors")).expect("the weights file");
+    assert!(weights.contains("weight_hh_l1_reverse"));
+    let data = case.join("test_data_set_0");
+    let mut inputs = TensorMap::new();
+    for (file, name) in [("input_0.pb", "x"), ("input_1.pb", "h0")] {
+        inputs.insert_f32(name, onnx_tensor(&data.join(file)).1);
+    }
+    let outputs = run_model(&dir, &model, &weights, &inputs, &[]).tensors;
+    for (file, name) in [("output_0.pb", "y"), ("output_1.pb", "h_n")] {
+        let expected = onnx_tensor(&data.join(file)).1;
+        let actual = f32_tensor(&outputs, name);
+        assert_eq!(actual.shape(), expected.shape(), "`{name}`");
+        let error = (&actual - &expected)
+            .iter()
+            .fold(0f32, |m, e| m.max(e.abs()));
+        assert!(error < 1e-5, "`{name}`: {error}");
+    }
+}
+
+#[test]
+fn import_reads_weights_given_as_tensor_files() {
+    let dir = scratch("import_tensors");
+    let case = onnx_case("node/test_lstm_with_peepholes");
+    let data = case.join("test_data_set_0");
+    let model = dir.join("m.rnn");
+    let mut args = vec![
+        OsStr::new("import").to_owned(),
+        case.join("model.onnx").into_os_string(),
+        OsStr::new("-o").to_owned(),
+        model.clone().into_os_string(),
+        OsStr::new("--tensor").to_owned(),
+    ];
+    for k in 0..8 {
+        args.push(data.join(format!("input_{k}.pb")).into_os_string());
+    }
+    let out = rnnc(&args);
+    assert_eq!(out.status, Some(0), "{out:?}");
+    assert!(fs::read_to_string(&model).unwrap().contains("peepholes"));
+    // Without them, the error says how to give them.
+    let out = rnnc([
+        OsStr::new("import"),
+        case.join("model.onnx").as_os_str(),
+        OsStr::new("-o"),
+        model.as_os_str(),
+    ]);
+    assert_one_line_error(&out, 1, &["LSTM node", "`W`", "--tensor"]);
+}
+
+#[test]
+fn import_of_what_is_not_onnx_is_one_line() {
+    let dir = scratch("import_errors");
+    let text = write(&dir, "m.rnn.onnx", "network N { }");
+    let out = rnnc([
+        OsStr::new("import"),
+        text.as_os_str(),
+        OsStr::new("-o"),
+        dir.join("m.rnn").as_os_str(),
+    ]);
+    assert_one_line_error(&out, 1, &["not an ONNX model"]);
+    assert!(!dir.join("m.rnn").exists());
+    let out = rnnc([
+        OsStr::new("import"),
+        dir.join("missing.onnx").as_os_str(),
+        OsStr::new("-o"),
+        dir.join("m.rnn").as_os_str(),
+    ]);
+    assert_one_line_error(&out, 2, &["cannot read", "missing.onnx"]);
+    let out = rnnc([
+        OsStr::new("import"),
+        onnx_case("node/test_lstm_defaults/model.onnx").as_os_str(),
+        OsStr::new("-o"),
+        dir.join("m.rnn").as_os_str(),
+        OsStr::new("--tensor"),
+        text.as_os_str(),
+    ]);
+    assert_one_line_error(&out, 1, &["not an ONNX TensorProto"]);
+}

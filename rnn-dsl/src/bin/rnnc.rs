@@ -146,6 +146,36 @@ other reset_after), is an error naming the tensor.
 Example:
   rnnc convert tagger.rnn --from keras --weights keras.safetensors -o w.safetensors";
 
+const IMPORT_ABOUT: &str =
+    "Import an ONNX model's LSTM, GRU and RNN layers as a .rnn file and PyTorch-named weights";
+
+const IMPORT_LONG_ABOUT: &str = "\
+Import an ONNX model whose recurrent part is LSTM, GRU and RNN nodes: write a
+.rnn file with one network (a layer statement per stack of nodes, `unroll
+dynamic`) and a safetensors file of its weights under PyTorch's names, gates
+reordered and biases split as the built-in cells read them.
+
+Both ONNX layouts (layout 0 and 1), forward, reverse and bidirectional nodes,
+sequence_lens, initial_h and initial_c, peepholes P and GRU's
+linear_before_reset are read; stacked nodes are followed through the
+Transpose, Squeeze, Reshape, Slice and Concat glue that PyTorch's and
+tf2onnx's exporters emit. The .rnn file's header lists how each ONNX input
+and output maps to the network's tensors (`x` [B, T, I], `seq_len`, `h0`,
+`y` [B, T, D*H], `h_n`, `c_n`).
+
+The importer is strict: an attribute the built-in cells cannot honour
+exactly (non-default activations, activation_alpha/beta, clip,
+input_forget), any other operator, or an opset it does not know is an error
+naming the node, the attribute and its value.
+
+Weights that are graph inputs rather than initializers (as in ONNX's own
+node tests) are read from TensorProto files given with --tensor (each names
+its input, as test_data_set_*/input_*.pb do).
+
+Example:
+  rnnc import lstm.onnx -o lstm.rnn
+  rnnc run lstm.rnn --weights lstm.safetensors --input x.safetensors --output y.safetensors";
+
 const GRAPH_ABOUT: &str = "Print a network unrolled over N steps as a Graphviz DOT graph";
 
 const GRAPH_LONG_ABOUT: &str = "\
@@ -180,6 +210,27 @@ enum Command {
     Graph(GraphArgs),
     #[command(about = CONVERT_ABOUT, long_about = CONVERT_LONG_ABOUT, after_help = EXIT_STATUS)]
     Convert(ConvertArgs),
+    #[command(about = IMPORT_ABOUT, long_about = IMPORT_LONG_ABOUT, after_help = EXIT_STATUS)]
+    Import(ImportArgs),
+}
+
+#[derive(Debug, Args)]
+struct ImportArgs {
+    /// The ONNX model
+    #[arg(value_name = "MODEL.onnx")]
+    file: PathBuf,
+    /// The .rnn file to write (replaced if it exists)
+    #[arg(short, long, value_name = "OUT.rnn")]
+    output: PathBuf,
+    /// The weights file to write; OUT.safetensors beside OUT.rnn when omitted
+    #[arg(short, long, value_name = "W.safetensors")]
+    weights: Option<PathBuf>,
+    /// The network's name; from OUT.rnn's file name when omitted
+    #[arg(short, long, value_name = "NAME")]
+    name: Option<String>,
+    /// A TensorProto file holding the value of a graph input the model needs as a constant
+    #[arg(short, long, value_name = "TENSOR.pb", num_args = 1..)]
+    tensor: Vec<PathBuf>,
 }
 
 /// A weight layout on the command line (`rnn_runtime::layout::Layout`).
@@ -315,6 +366,7 @@ fn main() -> ExitCode {
         Command::Emit(args) => emit(&args, style),
         Command::Graph(args) => draw(&args, style),
         Command::Convert(args) => convert(&args, style),
+        Command::Import(args) => import(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -576,6 +628,94 @@ fn convert(args: &ConvertArgs, style: Style) -> Result<(), Failure> {
         .and_then(|pytorch| layout::from_pytorch(&pytorch, &layers, to))
         .map_err(|error| Failure::runtime(&error))?;
     save_outputs(&converted, &args.output)
+}
+
+/// The largest ONNX or TensorProto file `rnnc import` reads, in bytes (protobuf's own limit).
+const MAX_ONNX_BYTES: u64 = 2 << 30;
+
+/// Reads a whole file of at most [`MAX_ONNX_BYTES`].
+fn read_binary(path: &Path) -> Result<Vec<u8>, Failure> {
+    let unusable = |error: &dyn std::fmt::Display| {
+        Failure::unusable(format!("cannot read {}: {error}", path.display()))
+    };
+    let metadata = std::fs::metadata(path).map_err(|error| unusable(&error))?;
+    if metadata.is_dir() {
+        return Err(unusable(&"it is a directory"));
+    }
+    if metadata.len() > MAX_ONNX_BYTES {
+        return Err(unusable(&format!(
+            "it is {} bytes, over the {MAX_ONNX_BYTES}-byte limit of protobuf files",
+            metadata.len()
+        )));
+    }
+    std::fs::read(path).map_err(|error| unusable(&error))
+}
+
+/// `rnnc import`: read the ONNX model (and given tensors), import, write both files.
+fn import(args: &ImportArgs) -> Result<(), Failure> {
+    let bytes = read_binary(&args.file)?;
+    let mut given = std::collections::BTreeMap::new();
+    for path in &args.tensor {
+        let tensor = rnn_dsl::import::proto::tensor(&read_binary(path)?).map_err(|error| {
+            Failure::invalid(format!(
+                "{}: not an ONNX TensorProto ({error})",
+                path.display()
+            ))
+        })?;
+        let values = tensor
+            .values()
+            .map_err(|message| Failure::invalid(format!("{}: {message}", path.display())))?;
+        if tensor.name.is_empty() {
+            return Err(Failure::invalid(format!(
+                "{}: the tensor has no name, so the input it is for is unknown",
+                path.display()
+            )));
+        }
+        given.insert(tensor.name, values);
+    }
+    let name = match &args.name {
+        Some(name) => name.clone(),
+        None => network_name(&args.output),
+    };
+    let imported = rnn_dsl::import::onnx(&bytes, &given, &name)
+        .map_err(|error| Failure::invalid(format!("{}: {error}", args.file.display())))?;
+    let weights_path = args
+        .weights
+        .clone()
+        .unwrap_or_else(|| args.output.with_extension("safetensors"));
+    std::fs::write(&args.output, &imported.text).map_err(|error| {
+        Failure::unusable(format!("cannot write {}: {error}", args.output.display()))
+    })?;
+    imported
+        .weights
+        .save(&weights_path)
+        .map_err(|error| Failure::runtime(&error))?;
+    print_stdout(&format!(
+        "wrote {} (network {name}) and {}\n",
+        args.output.display(),
+        weights_path.display()
+    ))
+}
+
+/// A network name from a file name: `lstm_tagger.rnn` is `LstmTagger`; `Model` when nothing
+/// of it is a name.
+fn network_name(path: &Path) -> String {
+    let stem = path
+        .file_stem()
+        .map(|stem| stem.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut name = String::new();
+    for word in stem.split(|c: char| !c.is_ascii_alphanumeric()) {
+        let mut chars = word.chars();
+        if let Some(first) = chars.next() {
+            name.push(first.to_ascii_uppercase());
+            name.extend(chars);
+        }
+    }
+    if name.chars().next().is_none_or(|c| !c.is_ascii_alphabetic()) {
+        name.insert_str(0, "Model");
+    }
+    name
 }
 
 /// Reads and compiles a model file; prints its warnings to stderr.

@@ -1,0 +1,1319 @@
+//! Models from other formats, as a model text and its weights: `rnnc import`.
+//!
+//! Input: the bytes of an ONNX model (and, for weights that are graph inputs rather than
+//! initializers, their values). Output: an [`Imported`] model: the text of a `.rnn` network
+//! whose layers are the graph's `LSTM`, `GRU` and `RNN` nodes, its weights under PyTorch's
+//! names (through [`rnn_runtime::layout`]'s ONNX conversion), and how each ONNX graph input
+//! and output maps to the network's tensors ([`Binding`]).
+//!
+//! The importer is strict: what the built-in cells cannot compute exactly (a non-default
+//! activation, `clip`, `input_forget`, an operator around the recurrence other than the layout
+//! glue exporters emit) is an [`ImportError`] naming the node, the attribute and its value,
+//! never an approximation. The glue it follows (`Identity`, `Transpose`, `Squeeze`,
+//! `Unsqueeze`, `Reshape` with a constant shape, `Slice` and `Concat` of states, `Cast` of the
+//! lengths) is tracked exactly: every value of the graph is described by what each of its axes
+//! holds ([`Atom`]), and a value reaching a recurrent node or a graph output must hold what the
+//! node or a network tensor holds, in some order the binding records.
+//!
+//! This is a front door, not a stage: it writes text that then goes through the pipeline like
+//! any model's (`compile` checks it, `weights::recurrent_layers` describes its layers).
+
+mod axes;
+pub mod proto;
+
+use axes::{
+    axes_text, drop_unit, drop_units, is_whole, reshape_axes, solve_input_axes, squeeze_axes,
+};
+pub use axes::{Atom, Axes, Binding};
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use ndarray::ArrayD;
+use rnn_runtime::layout::{self, Layout};
+use rnn_runtime::TensorMap;
+
+use crate::names;
+use crate::source::SourceFile;
+use proto::{AttributeProto, NodeProto, Values};
+
+/// The opsets of the default domain whose `LSTM`, `GRU` and `RNN` the importer reads: the
+/// operators' versions 7, 14 and 22 (version 14 added `layout`; 22 more types), up to the newest
+/// opset the importer was tested with.
+pub const OPSETS: std::ops::RangeInclusive<i64> = 7..=28;
+
+/// An imported model.
+#[derive(Debug, Clone)]
+pub struct Imported {
+    /// The `.rnn` text: one network.
+    pub text: String,
+    /// Its weights, PyTorch-named.
+    pub weights: TensorMap,
+    /// The ONNX graph inputs the network reads, and as what.
+    pub inputs: Vec<Binding>,
+    /// The ONNX graph outputs the network writes, and as what.
+    pub outputs: Vec<Binding>,
+}
+
+/// Why a model cannot be imported.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImportError {
+    /// The node it is about (`LSTM node "lstm_1"`), or empty for the model as a whole.
+    pub node: String,
+    /// What is wrong, and where it can be, what to do.
+    pub message: String,
+}
+
+impl fmt::Display for ImportError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.node.is_empty() {
+            write!(f, "{}", self.message)
+        } else {
+            write!(f, "{}: {}", self.node, self.message)
+        }
+    }
+}
+
+impl std::error::Error for ImportError {}
+
+type Result<T> = std::result::Result<T, ImportError>;
+
+fn model_error(message: impl Into<String>) -> ImportError {
+    ImportError {
+        node: String::new(),
+        message: message.into(),
+    }
+}
+
+/// A node's label in messages: `LSTM node "lstm_1"` (or its index when it has no name).
+fn node_label(node: &NodeProto, index: usize) -> String {
+    if node.name.is_empty() {
+        format!("{} node #{index}", node.op_type)
+    } else {
+        format!("{} node \"{}\"", node.op_type, node.name)
+    }
+}
+
+/// The recurrent operators.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Op {
+    Lstm,
+    Gru,
+    Rnn,
+}
+
+impl Op {
+    fn of(op_type: &str) -> Option<Op> {
+        match op_type {
+            "LSTM" => Some(Op::Lstm),
+            "GRU" => Some(Op::Gru),
+            "RNN" => Some(Op::Rnn),
+            _ => None,
+        }
+    }
+
+    fn gates(self) -> usize {
+        match self {
+            Op::Lstm => 4,
+            Op::Gru => 3,
+            Op::Rnn => 1,
+        }
+    }
+
+    /// Its default activations, per direction.
+    fn activations(self) -> &'static [&'static str] {
+        match self {
+            Op::Lstm => &["Sigmoid", "Tanh", "Tanh"],
+            Op::Gru => &["Sigmoid", "Tanh"],
+            Op::Rnn => &["Tanh"],
+        }
+    }
+}
+
+/// One recurrent node, read.
+#[derive(Debug, Clone)]
+struct Recurrent {
+    node: usize,
+    label: String,
+    op: Op,
+    /// The built-in cell: `lstm`, `gru`, `rnn_tanh`, `rnn_relu`.
+    cell: &'static str,
+    hidden: usize,
+    input_size: usize,
+    directions: usize,
+    reverse: bool,
+    batch_major: bool,
+    peepholes: bool,
+    reset_after: bool,
+    w: ArrayD<f32>,
+    r: ArrayD<f32>,
+    b: Option<ArrayD<f32>>,
+    p: Option<ArrayD<f32>>,
+    /// The node's `X`, `sequence_lens`, `initial_h`, `initial_c` value names ("" when absent).
+    x: String,
+    lengths: String,
+    initial: [String; 2],
+    /// Its outputs `Y`, `Y_h`, `Y_c` ("" when absent).
+    outputs: [String; 3],
+}
+
+impl Recurrent {
+    /// Whether `next` can be the next stacked layer of the same layer statement.
+    fn stacks_with(&self, next: &Recurrent) -> bool {
+        self.cell == next.cell
+            && self.hidden == next.hidden
+            && self.directions == next.directions
+            && self.reverse == next.reverse
+            && self.peepholes == next.peepholes
+            && self.reset_after == next.reset_after
+            && self.batch_major == next.batch_major
+            && next.input_size == self.directions * self.hidden
+    }
+
+    /// The layer statement's arguments.
+    fn arguments(&self, layers: usize) -> String {
+        let mut args = vec![format!("hidden = {}", self.hidden)];
+        if layers > 1 {
+            args.push(format!("layers = {layers}"));
+        }
+        if self.directions == 2 {
+            args.push("bidirectional".into());
+        }
+        if self.reverse {
+            args.push("reverse".into());
+        }
+        if self.peepholes {
+            args.push("peepholes".into());
+        }
+        if self.op == Op::Gru {
+            args.push(format!("reset_after = {}", self.reset_after));
+        }
+        args.join(", ")
+    }
+}
+
+/// What a value of the graph is, as far as the importer follows it.
+#[derive(Debug, Clone)]
+enum Value {
+    /// A constant (an initializer, a `Constant` node, or a value given for a graph input).
+    Const(Values),
+    /// Derived from graph input `input` with the axes `axes`.
+    Input { input: String, axes: Axes },
+    /// Node `node`'s sequence output `Y`, with the axes `axes`.
+    Sequence { node: usize, axes: Axes },
+    /// The final state `state` (0: `Y_h`, 1: `Y_c`) of the nodes listed (concatenated
+    /// along the layer axis when several), with the axes `axes`.
+    State {
+        nodes: Vec<usize>,
+        state: usize,
+        axes: Axes,
+    },
+    /// Rows `rows` of the leading axis of graph input `input` (a `Slice` of initial states).
+    Rows {
+        input: String,
+        axes: Axes,
+        rows: std::ops::Range<usize>,
+    },
+}
+
+/// Imports an ONNX model. `given` holds values of graph inputs by name, read where a node
+/// needs a constant: the weights of a graph that takes them as inputs rather than initializers
+/// (ONNX's node tests feed `W`, `R`, `B` so); data inputs among them are left as inputs.
+/// `network` is the network's name in the text.
+///
+/// # Errors
+///
+/// An [`ImportError`]: not an ONNX model, an opset outside [`OPSETS`], a node or attribute the
+/// importer cannot honour exactly, a graph it cannot follow.
+pub fn onnx(bytes: &[u8], given: &BTreeMap<String, Values>, network: &str) -> Result<Imported> {
+    let model = proto::model(bytes).map_err(|error| {
+        model_error(format!(
+            "not an ONNX model: the file does not decode as an ONNX ModelProto ({error})"
+        ))
+    })?;
+    let graph = model.graph.as_ref().ok_or_else(|| {
+        model_error("not an ONNX model: it has no graph (is it an ONNX file, and complete?)")
+    })?;
+    let opset = model
+        .opset_import
+        .iter()
+        .find(|opset| opset.domain.is_empty() || opset.domain == "ai.onnx")
+        .map(|opset| opset.version)
+        .ok_or_else(|| {
+            model_error("not an ONNX model: it imports no opset of the default domain")
+        })?;
+    if !OPSETS.contains(&opset) {
+        return Err(model_error(format!(
+            "the model uses ONNX opset {opset}; `rnnc import` reads opsets {} to {} (re-export it with one of those, e.g. `torch.onnx.export(..., opset_version=17)`)",
+            OPSETS.start(),
+            OPSETS.end()
+        )));
+    }
+    let identifier = network
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic())
+        && network
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if !identifier {
+        return Err(model_error(format!(
+            "`{network}` cannot name a network: a name is a letter, then letters, digits and `_`"
+        )));
+    }
+    Importer::new(graph, given, opset)?.run(network)
+}
+
+struct Importer<'a> {
+    graph: &'a proto::GraphProto,
+    /// Values of graph inputs, used where a node needs a constant.
+    given: &'a BTreeMap<String, Values>,
+    values: BTreeMap<String, Value>,
+    recurrent: Vec<Recurrent>,
+    /// Graph inputs that are data (not weights), with their declared rank.
+    data_inputs: BTreeMap<String, usize>,
+    /// Nodes by the value names they read.
+    opset: i64,
+}
+
+impl<'a> Importer<'a> {
+    fn new(
+        graph: &'a proto::GraphProto,
+        given: &'a BTreeMap<String, Values>,
+        opset: i64,
+    ) -> Result<Importer<'a>> {
+        let mut values = BTreeMap::new();
+        for tensor in &graph.initializer {
+            let value = tensor.values().map_err(|message| {
+                model_error(format!("initializer `{}`: {message}", tensor.name))
+            })?;
+            values.insert(tensor.name.clone(), Value::Const(value));
+        }
+        let mut data_inputs = BTreeMap::new();
+        for input in &graph.input {
+            if values.contains_key(&input.name) {
+                continue;
+            }
+            let rank = input
+                .r#type
+                .as_ref()
+                .and_then(|ty| ty.tensor_type.as_ref())
+                .and_then(|tensor| tensor.shape.as_ref())
+                .map(|shape| shape.dim.len());
+            let rank = rank.ok_or_else(|| {
+                model_error(format!(
+                    "graph input `{}` has no tensor shape; `rnnc import` needs the rank of every input",
+                    input.name
+                ))
+            })?;
+            data_inputs.insert(input.name.clone(), rank);
+            values.insert(
+                input.name.clone(),
+                Value::Input {
+                    input: input.name.clone(),
+                    axes: (0..rank).map(|k| vec![Atom::In(k)]).collect(),
+                },
+            );
+        }
+        for name in given.keys() {
+            if !graph.input.iter().any(|input| &input.name == name) {
+                return Err(model_error(format!(
+                    "a value is given for `{name}`, which is not an input of the graph"
+                )));
+            }
+        }
+        Ok(Importer {
+            graph,
+            given,
+            values,
+            recurrent: Vec::new(),
+            data_inputs,
+            opset,
+        })
+    }
+
+    fn run(mut self, network: &str) -> Result<Imported> {
+        for (index, node) in self.graph.node.iter().enumerate() {
+            self.node(index, node)?;
+        }
+        if self.recurrent.is_empty() {
+            return Err(model_error(
+                "the graph has no LSTM, GRU or RNN node: `rnnc import` imports recurrent models",
+            ));
+        }
+        self.assemble(network)
+    }
+
+    fn value(&self, name: &str, label: &str) -> Result<&Value> {
+        self.values.get(name).ok_or_else(|| ImportError {
+            node: label.to_string(),
+            message: format!("reads `{name}`, which no node or input of the graph defines"),
+        })
+    }
+
+    fn constant(&self, name: &str, label: &str, what: &str) -> Result<Values> {
+        match self.value(name, label)? {
+            Value::Const(values) => Ok(values.clone()),
+            Value::Input { input, axes } if self.given.contains_key(input) && is_whole(axes) => {
+                Ok(self.given[input].clone())
+            }
+            Value::Input { axes, .. } if is_whole(axes) => Err(ImportError {
+                node: label.to_string(),
+                message: format!(
+                    "its {what} `{name}` is an input of the graph with no initializer; give its value with `--tensor FILE.pb` (a TensorProto naming it, as ONNX's test_data_set_*/input_*.pb)"
+                ),
+            }),
+            _ => Err(ImportError {
+                node: label.to_string(),
+                message: format!(
+                    "its {what} `{name}` is computed from the model's inputs; `rnnc import` needs it constant (an initializer or a Constant node)"
+                ),
+            }),
+        }
+    }
+
+    fn floats(&self, name: &str, label: &str, what: &str) -> Result<ArrayD<f32>> {
+        match self.constant(name, label, what)? {
+            Values::F32(array) => Ok(array),
+            Values::I64(_) => Err(ImportError {
+                node: label.to_string(),
+                message: format!("its {what} `{name}` is integer; it must be float"),
+            }),
+        }
+    }
+
+    fn ints(&self, name: &str, label: &str, what: &str) -> Result<Vec<i64>> {
+        match self.constant(name, label, what)? {
+            Values::I64(array) => Ok(array.iter().copied().collect()),
+            Values::F32(_) => Err(ImportError {
+                node: label.to_string(),
+                message: format!("its {what} `{name}` is float; it must be integer"),
+            }),
+        }
+    }
+
+    fn define(&mut self, name: &str, value: Value) {
+        if !name.is_empty() {
+            self.values.insert(name.to_string(), value);
+        }
+    }
+
+    /// Reads one node: a constant, glue, or a recurrent node; anything else is refused.
+    fn node(&mut self, index: usize, node: &NodeProto) -> Result<()> {
+        let label = node_label(node, index);
+        let refuse = |message: String| ImportError {
+            node: label.clone(),
+            message,
+        };
+        if !(node.domain.is_empty() || node.domain == "ai.onnx") {
+            return Err(refuse(format!(
+                "its domain `{}` is not ONNX's default; `rnnc import` reads LSTM, GRU and RNN and their layout glue",
+                node.domain
+            )));
+        }
+        let input = |k: usize| node.input.get(k).map(String::as_str).unwrap_or("");
+        let output = node.output.first().map(String::as_str).unwrap_or("");
+        match node.op_type.as_str() {
+            "LSTM" | "GRU" | "RNN" => self.recurrent_node(index, node, label),
+            "Constant" => {
+                let attribute = node
+                    .attribute
+                    .iter()
+                    .find(|attribute| attribute.name == "value")
+                    .and_then(|attribute| attribute.t.as_ref())
+                    .ok_or_else(|| {
+                        refuse("it has no tensor `value` (other forms of Constant are not read)".into())
+                    })?;
+                let values = attribute.values().map_err(&refuse)?;
+                self.define(output, Value::Const(values));
+                Ok(())
+            }
+            "Identity" => {
+                let value = self.value(input(0), &label)?.clone();
+                self.define(output, value);
+                Ok(())
+            }
+            "Cast" => {
+                // Lengths cast between integer types, as exporters do for `sequence_lens`.
+                let to = attribute_int(node, "to").unwrap_or(0);
+                let value = self.value(input(0), &label)?.clone();
+                let integer = to == i64::from(proto::data_type::INT32)
+                    || to == i64::from(proto::data_type::INT64);
+                let is_data = matches!(value, Value::Input { ref axes, .. } if axes.len() == 1);
+                if !integer || !is_data {
+                    return Err(refuse(format!(
+                        "a Cast to {} of `{}`: `rnnc import` follows only casts of the lengths between INT32 and INT64",
+                        proto::data_type::name(to as i32),
+                        input(0)
+                    )));
+                }
+                self.define(output, value);
+                Ok(())
+            }
+            "Transpose" => {
+                let value = self.value(input(0), &label)?.clone();
+                let perm = attribute_ints(node, "perm");
+                let value = map_axes(value, |axes| {
+                    let perm: Vec<usize> = if perm.is_empty() {
+                        (0..axes.len()).rev().collect()
+                    } else {
+                        perm.iter().map(|&p| p as usize).collect()
+                    };
+                    let mut seen = BTreeSet::new();
+                    if perm.len() != axes.len()
+                        || perm.iter().any(|&p| p >= axes.len() || !seen.insert(p))
+                    {
+                        return Err(format!(
+                            "its perm {perm:?} is not a permutation of {} axes",
+                            axes.len()
+                        ));
+                    }
+                    Ok(perm.iter().map(|&p| axes[p].clone()).collect())
+                })
+                .map_err(refuse)?;
+                self.define(output, value);
+                Ok(())
+            }
+            "Squeeze" | "Unsqueeze" => {
+                let axes_list = if self.opset >= 13 {
+                    if input(1).is_empty() {
+                        Vec::new()
+                    } else {
+                        self.ints(input(1), &label, "axes")?
+                    }
+                } else {
+                    attribute_ints(node, "axes")
+                };
+                let value = self.value(input(0), &label)?.clone();
+                let sizes = self.atom_sizes(&value);
+                let squeeze = node.op_type == "Squeeze";
+                let value = map_axes(value, |axes| {
+                    squeeze_axes(axes, &axes_list, squeeze, &sizes)
+                })
+                .map_err(refuse)?;
+                self.define(output, value);
+                Ok(())
+            }
+            "Reshape" => {
+                let shape = self.ints(input(1), &label, "shape")?;
+                if attribute_int(node, "allowzero") == Some(1) && shape.contains(&0) {
+                    return Err(refuse(
+                        "allowzero = 1 with a 0 in the shape: a dimension of size 0".into(),
+                    ));
+                }
+                let value = self.value(input(0), &label)?.clone();
+                let sizes = self.atom_sizes(&value);
+                let value = map_axes(value, |axes| reshape_axes(axes, &shape, &sizes))
+                    .map_err(refuse)?;
+                self.define(output, value);
+                Ok(())
+            }
+            "Slice" => self.slice(node, label),
+            "Concat" => self.concat(node, label),
+            other => Err(refuse(format!(
+                "`rnnc import` does not import {other}: it reads LSTM, GRU and RNN nodes, with Identity, Transpose, Squeeze, Unsqueeze, Reshape, Slice and Concat for their layouts; the rest of a model (embeddings, heads) stays with the framework or is written as layers in the .rnn file"
+            ))),
+        }
+    }
+
+    /// The known sizes of a value's atoms.
+    fn atom_sizes(&self, value: &Value) -> BTreeMap<Atom, usize> {
+        let mut sizes = BTreeMap::new();
+        let node = match value {
+            Value::Sequence { node, .. } => Some(*node),
+            Value::State { nodes, .. } => {
+                sizes.insert(Atom::Layer, nodes.len());
+                nodes.first().copied()
+            }
+            _ => None,
+        };
+        if let Some(node) = node.and_then(|node| self.recurrent.iter().find(|r| r.node == node)) {
+            sizes.insert(Atom::Direction, node.directions);
+            sizes.insert(Atom::Feature, node.hidden);
+        }
+        sizes
+    }
+
+    /// `Slice` of an initial state input along its first axis (PyTorch's export of a stack).
+    fn slice(&mut self, node: &NodeProto, label: String) -> Result<()> {
+        let refuse = |message: String| ImportError {
+            node: label.clone(),
+            message,
+        };
+        let input = |k: usize| node.input.get(k).map(String::as_str).unwrap_or("");
+        let (starts, ends, axes, steps) = if self.opset >= 10 {
+            let optional = |k: usize, what: &str| -> Result<Option<Vec<i64>>> {
+                if input(k).is_empty() {
+                    Ok(None)
+                } else {
+                    self.ints(input(k), &label, what).map(Some)
+                }
+            };
+            (
+                self.ints(input(1), &label, "starts")?,
+                self.ints(input(2), &label, "ends")?,
+                optional(3, "axes")?,
+                optional(4, "steps")?,
+            )
+        } else {
+            (
+                attribute_ints(node, "starts"),
+                attribute_ints(node, "ends"),
+                Some(attribute_ints(node, "axes")).filter(|axes| !axes.is_empty()),
+                None,
+            )
+        };
+        let value = self.value(input(0), &label)?.clone();
+        let Value::Input {
+            input: name,
+            axes: value_axes,
+        } = value
+        else {
+            return Err(refuse(
+                "`rnnc import` follows a Slice only of an input of the graph (the initial states of stacked layers)".into(),
+            ));
+        };
+        let on_first = axes.as_deref().unwrap_or(&[0]) == [0];
+        let unit = steps.as_deref().is_none_or(|steps| steps == [1]);
+        let (&[start], &[end]) = (starts.as_slice(), ends.as_slice()) else {
+            return Err(refuse("it slices more than one axis".into()));
+        };
+        if !on_first || !unit || start < 0 || end <= start {
+            return Err(refuse(format!(
+                "it takes [{start}:{end}] of axes {axes:?} with steps {steps:?}; `rnnc import` follows a Slice of rows of the first axis only"
+            )));
+        }
+        let output = node.output.first().map(String::as_str).unwrap_or("");
+        self.define(
+            output,
+            Value::Rows {
+                input: name,
+                axes: value_axes,
+                rows: start as usize..end as usize,
+            },
+        );
+        Ok(())
+    }
+
+    /// `Concat` of final states along their first axis (PyTorch's export of a stack).
+    fn concat(&mut self, node: &NodeProto, label: String) -> Result<()> {
+        let refuse = |message: String| ImportError {
+            node: label.clone(),
+            message,
+        };
+        let axis = attribute_int(node, "axis").unwrap_or(0);
+        let mut nodes = Vec::new();
+        let mut common = None;
+        for name in &node.input {
+            match self.value(name, &label)? {
+                Value::State {
+                    nodes: these,
+                    state,
+                    axes,
+                } if axis == 0 && axes.first().is_some_and(|first| first.contains(&Atom::Direction) || first.contains(&Atom::Layer)) => {
+                    if common.as_ref().is_some_and(|(s, a): &(usize, Axes)| s != state || a != axes) {
+                        return Err(refuse("it joins different states".into()));
+                    }
+                    common = Some((*state, axes.clone()));
+                    nodes.extend(these.iter().copied());
+                }
+                _ => {
+                    return Err(refuse(format!(
+                        "`rnnc import` follows a Concat only of final states along their first axis (PyTorch's stacked `h_n`); input `{name}` is something else or axis is {axis}"
+                    )))
+                }
+            }
+        }
+        let (state, mut axes) = common.ok_or_else(|| refuse("it has no inputs".into()))?;
+        if !axes[0].contains(&Atom::Layer) {
+            axes[0].insert(0, Atom::Layer);
+        }
+        let output = node.output.first().map(String::as_str).unwrap_or("");
+        self.define(output, Value::State { nodes, state, axes });
+        Ok(())
+    }
+
+    fn recurrent_node(&mut self, index: usize, node: &NodeProto, label: String) -> Result<()> {
+        let op = Op::of(&node.op_type).expect("a recurrent op");
+        let refuse = |message: String| ImportError {
+            node: label.clone(),
+            message,
+        };
+        let mut hidden_size = None;
+        let mut directions = 1;
+        let mut reverse = false;
+        let mut batch_major = false;
+        let mut reset_after = false;
+        let mut relu = false;
+        for attribute in &node.attribute {
+            let value = attribute_text(attribute);
+            let unsupported =
+                |why: &str| refuse(format!("attribute `{}` = {value}: {why}", attribute.name));
+            match attribute.name.as_str() {
+                "hidden_size" => hidden_size = Some(attribute.i),
+                "direction" => match attribute.s.as_slice() {
+                    b"forward" => {}
+                    b"reverse" => reverse = true,
+                    b"bidirectional" => directions = 2,
+                    _ => return Err(unsupported("not forward, reverse or bidirectional")),
+                },
+                "layout" => match attribute.i {
+                    0 => {}
+                    1 => batch_major = true,
+                    _ => return Err(unsupported("layout is 0 or 1")),
+                },
+                "linear_before_reset" if op == Op::Gru => match attribute.i {
+                    0 => reset_after = false,
+                    1 => reset_after = true,
+                    _ => return Err(unsupported("linear_before_reset is 0 or 1")),
+                },
+                "input_forget" if op == Op::Lstm => {
+                    if attribute.i != 0 {
+                        return Err(unsupported(
+                            "the coupled input and forget gates are not a built-in cell (write the cell's equations in a .rnn file)",
+                        ));
+                    }
+                }
+                "activations" => {
+                    let names: Vec<String> = attribute
+                        .strings
+                        .iter()
+                        .map(|name| String::from_utf8_lossy(name).into_owned())
+                        .collect();
+                    let defaults = op.activations();
+                    let per_direction: Vec<&[String]> = names.chunks(defaults.len()).collect();
+                    let all = |wanted: &[&str]| {
+                        names.len() == defaults.len() * per_direction.len()
+                            && per_direction.iter().all(|chunk| {
+                                chunk.iter().zip(wanted).all(|(a, b)| a.eq_ignore_ascii_case(b))
+                            })
+                    };
+                    if all(defaults) {
+                    } else if op == Op::Rnn && all(&["Relu"]) {
+                        relu = true;
+                    } else {
+                        return Err(unsupported(&format!(
+                            "the built-in cells compute {} (and RNN also Relu), the same in both directions",
+                            defaults.join(", ")
+                        )));
+                    }
+                }
+                "activation_alpha" | "activation_beta" => {
+                    return Err(unsupported(
+                        "no activation the built-in cells compute takes parameters",
+                    ))
+                }
+                "clip" => {
+                    return Err(unsupported(
+                        "ONNX clips the inputs of the activations; the built-in LSTM's `cell_clip` clips the cell state, which is not the same (write the cell's equations in a .rnn file to clip its gates)",
+                    ))
+                }
+                _ => return Err(unsupported("an attribute `rnnc import` does not know")),
+            }
+        }
+        let input = |k: usize| node.input.get(k).cloned().unwrap_or_default();
+        let output = |k: usize| node.output.get(k).cloned().unwrap_or_default();
+        let w = self.floats(&input(1), &label, "W")?;
+        let r = self.floats(&input(2), &label, "R")?;
+        let (gates, d) = (op.gates(), directions);
+        let (hidden, input_size) = match (w.shape(), r.shape()) {
+            (&[wd, wg, i], &[rd, rg, h]) if wd == d && rd == d && wg == gates * h && rg == gates * h => (h, i),
+            (w_shape, r_shape) => {
+                return Err(refuse(format!(
+                    "W has shape {w_shape:?} and R {r_shape:?}; with {d} direction(s) and {gates} gate(s) they must be [{d}, {gates}·H, I] and [{d}, {gates}·H, H]"
+                )))
+            }
+        };
+        if hidden == 0 || input_size == 0 {
+            return Err(refuse(format!(
+                "W has shape {:?} and R {:?}: a layer of no units or no inputs",
+                w.shape(),
+                r.shape()
+            )));
+        }
+        if hidden_size.is_some_and(|size| size != hidden as i64) {
+            return Err(refuse(format!(
+                "hidden_size = {} but R's shape {:?} says {hidden}",
+                hidden_size.unwrap_or_default(),
+                r.shape()
+            )));
+        }
+        let optional = |k: usize, what: &str| -> Result<Option<ArrayD<f32>>> {
+            let name = input(k);
+            if name.is_empty() {
+                Ok(None)
+            } else {
+                self.floats(&name, &label, what).map(Some)
+            }
+        };
+        let b = optional(3, "B")?;
+        let p = if op == Op::Lstm {
+            optional(7, "P")?
+        } else {
+            None
+        };
+        for (what, array, shape) in [
+            ("B", &b, vec![d, 2 * gates * hidden]),
+            ("P", &p, vec![d, 3 * hidden]),
+        ] {
+            if let Some(array) = array {
+                if array.shape() != shape.as_slice() {
+                    return Err(refuse(format!(
+                        "{what} has shape {:?}; it must be {shape:?}",
+                        array.shape()
+                    )));
+                }
+            }
+        }
+        // A peephole of zeros changes nothing: read as none.
+        let p = p.filter(|p| p.iter().any(|&v| v != 0.0));
+        let cell = match (op, relu) {
+            (Op::Lstm, _) => "lstm",
+            (Op::Gru, _) => "gru",
+            (Op::Rnn, false) => "rnn_tanh",
+            (Op::Rnn, true) => "rnn_relu",
+        };
+        let recurrent = Recurrent {
+            node: index,
+            label: label.clone(),
+            op,
+            cell,
+            hidden,
+            input_size,
+            directions,
+            reverse,
+            batch_major,
+            peepholes: p.is_some(),
+            reset_after,
+            w,
+            r,
+            b,
+            p,
+            x: input(0),
+            lengths: input(4),
+            initial: [
+                input(5),
+                if op == Op::Lstm {
+                    input(6)
+                } else {
+                    String::new()
+                },
+            ],
+            outputs: [
+                output(0),
+                output(1),
+                if op == Op::Lstm {
+                    output(2)
+                } else {
+                    String::new()
+                },
+            ],
+        };
+        let (t, b_) = (Atom::Time, Atom::Batch);
+        let (dir, f) = (Atom::Direction, Atom::Feature);
+        let y_axes: Axes = if batch_major {
+            vec![vec![b_], vec![t], vec![dir], vec![f]]
+        } else {
+            vec![vec![t], vec![dir], vec![b_], vec![f]]
+        };
+        let state_axes: Axes = if batch_major {
+            vec![vec![b_], vec![dir], vec![f]]
+        } else {
+            vec![vec![dir], vec![b_], vec![f]]
+        };
+        let outputs = recurrent.outputs.clone();
+        self.recurrent.push(recurrent);
+        self.define(
+            &outputs[0],
+            Value::Sequence {
+                node: index,
+                axes: y_axes,
+            },
+        );
+        for (state, name) in outputs[1..].iter().enumerate() {
+            self.define(
+                name,
+                Value::State {
+                    nodes: vec![index],
+                    state,
+                    axes: state_axes.clone(),
+                },
+            );
+        }
+        Ok(())
+    }
+
+    /// From the recurrent nodes read: the chain, its layer statements, the text, the weights
+    /// and the bindings.
+    fn assemble(self, network: &str) -> Result<Imported> {
+        let chain = &self.recurrent;
+        let mut inputs = Vec::new();
+        // The first node reads a graph input, each next node the previous one's output.
+        let first = &chain[0];
+        let (x_input, x_axes) = match self.value(&first.x, &first.label)? {
+            Value::Input { input, axes } => (input.clone(), axes.clone()),
+            _ => {
+                return Err(ImportError {
+                    node: first.label.clone(),
+                    message: format!(
+                        "its X `{}` is not an input of the graph (through layout glue): `rnnc import` imports a recurrent network from its input",
+                        first.x
+                    ),
+                })
+            }
+        };
+        let wanted = node_x_axes(first);
+        let solved = solve_input_axes(&x_axes, &wanted).ok_or_else(|| ImportError {
+            node: first.label.clone(),
+            message: format!(
+                "its X `{}` has the axes {} of graph input `{x_input}`, not the {} of its layout",
+                first.x,
+                axes_text(&x_axes),
+                axes_text(&wanted)
+            ),
+        })?;
+        let rank = self.data_inputs[&x_input];
+        let onnx_axes: Axes = (0..rank).map(|k| vec![solved[&k]]).collect();
+        inputs.push(Binding {
+            onnx: x_input.clone(),
+            tensor: "x".into(),
+            onnx_axes,
+            axes: vec![vec![Atom::Batch], vec![Atom::Time], vec![Atom::Feature]],
+            sizes: BTreeMap::from([(Atom::Feature, first.input_size)]),
+            lengths: false,
+        });
+        for pair in chain.windows(2) {
+            let (previous, next) = (&pair[0], &pair[1]);
+            let reads = match self.value(&next.x, &next.label)? {
+                Value::Sequence { node, axes } if *node == previous.node => {
+                    drop_unit(axes, previous.directions)
+                        == drop_unit(&node_x_axes_of_output(next), previous.directions)
+                }
+                _ => false,
+            };
+            if !reads {
+                return Err(ImportError {
+                    node: next.label.clone(),
+                    message: format!(
+                        "its X `{}` is not the sequence output of {} with the axes of its layout: `rnnc import` imports a chain of recurrent layers",
+                        next.x, previous.label
+                    ),
+                });
+            }
+        }
+        // The lengths: one graph input (or none) for every node.
+        let mut lengths_input = None;
+        for node in chain {
+            let source = if node.lengths.is_empty() {
+                None
+            } else {
+                match self.value(&node.lengths, &node.label)? {
+                    Value::Input { input, axes } if axes.len() == 1 => Some(input.clone()),
+                    Value::Const(Values::I64(lengths)) => {
+                        // Constant lengths are refused unless they are all of T, which is
+                        // unknown here: refuse.
+                        return Err(ImportError {
+                            node: node.label.clone(),
+                            message: format!(
+                                "its sequence_lens `{}` is a constant {:?}; `rnnc import` reads lengths given at run time (an input of the graph)",
+                                node.lengths,
+                                lengths.iter().collect::<Vec<_>>()
+                            ),
+                        });
+                    }
+                    _ => {
+                        return Err(ImportError {
+                            node: node.label.clone(),
+                            message: format!(
+                                "its sequence_lens `{}` is not an input of the graph",
+                                node.lengths
+                            ),
+                        })
+                    }
+                }
+            };
+            if node.node != chain[0].node && source != lengths_input {
+                return Err(ImportError {
+                    node: node.label.clone(),
+                    message: "its sequence_lens differ from the first layer's: a network has one set of lengths".into(),
+                });
+            }
+            lengths_input = source;
+        }
+        if let Some(input) = &lengths_input {
+            inputs.push(Binding {
+                onnx: input.clone(),
+                tensor: names::SEQ_LEN.into(),
+                onnx_axes: vec![vec![Atom::Batch]],
+                axes: vec![vec![Atom::Batch]],
+                sizes: BTreeMap::new(),
+                lengths: true,
+            });
+        }
+        // Layer statements: runs of nodes that stack.
+        let mut statements: Vec<Vec<&Recurrent>> = Vec::new();
+        for node in chain {
+            let directly_bound = node
+                .initial
+                .iter()
+                .any(|name| matches!(self.values.get(name), Some(Value::Input { .. })));
+            match statements.last_mut() {
+                Some(last)
+                    if last.last().expect("not empty").stacks_with(node)
+                        && !directly_bound
+                        && !last.iter().any(|n| {
+                            n.initial.iter().any(|name| {
+                                matches!(self.values.get(name), Some(Value::Input { .. }))
+                            })
+                        }) =>
+                {
+                    last.push(node)
+                }
+                _ => statements.push(vec![node]),
+            }
+        }
+        let several = statements.len() > 1;
+        let prefix_of = |s: usize| {
+            if several {
+                format!("l{s}.")
+            } else {
+                String::new()
+            }
+        };
+        // Initial states.
+        for (s, statement) in statements.iter().enumerate() {
+            let prefix = prefix_of(s);
+            let states = if statement[0].op == Op::Lstm { 2 } else { 1 };
+            for state in 0..states {
+                let binding = self.initial_state(statement, state, &prefix)?;
+                inputs.extend(binding);
+            }
+        }
+        // Outputs.
+        let last = chain.last().expect("not empty");
+        let mut outputs = Vec::new();
+        for output in &self.graph.output {
+            let name = &output.name;
+            let value = self.values.get(name).ok_or_else(|| {
+                model_error(format!("graph output `{name}` is defined by no node"))
+            })?;
+            let binding = match value {
+                Value::Sequence { node, axes } if *node == last.node => Binding {
+                    onnx: name.clone(),
+                    tensor: names::OUTPUT.into(),
+                    onnx_axes: drop_unit(axes, last.directions),
+                    axes: drop_unit(
+                        &vec![
+                            vec![Atom::Batch],
+                            vec![Atom::Time],
+                            vec![Atom::Direction, Atom::Feature],
+                        ],
+                        last.directions,
+                    ),
+                    sizes: BTreeMap::from([
+                        (Atom::Direction, last.directions),
+                        (Atom::Feature, last.hidden),
+                    ]),
+                    lengths: false,
+                },
+                Value::State { nodes, state, axes } => {
+                    let (s, statement) = statements
+                        .iter()
+                        .enumerate()
+                        .find(|(_, statement)| statement.iter().map(|n| n.node).eq(nodes.iter().copied()))
+                        .ok_or_else(|| {
+                            model_error(format!(
+                                "graph output `{name}` holds final states of some of the layers of one layer statement; `rnnc import` writes a statement's states whole"
+                            ))
+                        })?;
+                    let node = statement[0];
+                    let base = if *state == 0 { "h" } else { "c" };
+                    let ours = state_axes_of_statement(statement.len(), node.directions);
+                    Binding {
+                        onnx: name.clone(),
+                        tensor: names::final_state(&prefix_of(s), base),
+                        onnx_axes: drop_units(axes, statement.len(), node.directions),
+                        axes: ours,
+                        sizes: BTreeMap::from([
+                            (Atom::Layer, statement.len()),
+                            (Atom::Direction, node.directions),
+                            (Atom::Feature, node.hidden),
+                        ]),
+                        lengths: false,
+                    }
+                }
+                Value::Sequence { .. } => {
+                    return Err(model_error(format!(
+                        "graph output `{name}` is the sequence of a layer other than the last; the network's output is the last layer's"
+                    )))
+                }
+                _ => {
+                    return Err(model_error(format!(
+                        "graph output `{name}` is not an output of the recurrent layers (`rnnc import` imports the recurrent part of a model)"
+                    )))
+                }
+            };
+            outputs.push(binding);
+        }
+        // The text.
+        let mut text = String::new();
+        text.push_str(&format!(
+            "// Imported by `rnnc import` from ONNX graph \"{}\" (opset {}).\n",
+            self.graph.name, self.opset
+        ));
+        text.push_str(
+            "//\n// ONNX inputs and outputs and the network's tensors they are (axes: T time, B batch,\n// L stacked layers, D directions, F features; `·` joins axes into one dimension):\n",
+        );
+        for binding in inputs.iter().chain(&outputs) {
+            text.push_str(&format!(
+                "//   {} {} <-> {} {}\n",
+                binding.onnx,
+                axes_text(&binding.onnx_axes),
+                binding.tensor,
+                axes_text(&binding.axes)
+            ));
+        }
+        text.push_str(&format!("network {network} {{\n"));
+        text.push_str(&format!("    input x: [{}];\n", first.input_size));
+        for (s, statement) in statements.iter().enumerate() {
+            let node = statement[0];
+            let from: Vec<&str> = statement.iter().map(|n| n.label.as_str()).collect();
+            text.push_str(&format!("    // {}\n", from.join(", ")));
+            text.push_str(&format!(
+                "    layer {} = {}({});\n",
+                if several { format!("l{s}") } else { "l".into() },
+                node.cell,
+                node.arguments(statement.len())
+            ));
+        }
+        text.push_str("    unroll dynamic;\n}\n");
+        // The weights, in ONNX's layout under the names `layout` reads, then converted.
+        let compiled = crate::compile(SourceFile::new(format!("{network}.rnn"), text.clone()))
+            .map_err(|error| {
+                model_error(format!(
+                    "internal error: the written model does not compile:\n{error}"
+                ))
+            })?;
+        let ir = compiled.network(None).map_err(model_error)?;
+        let layers = crate::weights::recurrent_layers(ir);
+        let mut onnx_weights = TensorMap::new();
+        for (s, statement) in statements.iter().enumerate() {
+            for (k, node) in statement.iter().enumerate() {
+                let name = |base: &str| names::weight(&prefix_of(s), base, k, 0);
+                onnx_weights.insert_f32(name("W"), node.w.clone());
+                onnx_weights.insert_f32(name("R"), node.r.clone());
+                if let Some(b) = &node.b {
+                    onnx_weights.insert_f32(name("B"), b.clone());
+                }
+                if let Some(p) = &node.p {
+                    onnx_weights.insert_f32(name("P"), p.clone());
+                }
+            }
+        }
+        let weights = layout::to_pytorch(&onnx_weights, &layers, Layout::Onnx)
+            .map_err(|error| model_error(format!("internal error: {error}")))?;
+        Ok(Imported {
+            text,
+            weights,
+            inputs,
+            outputs,
+        })
+    }
+
+    /// The binding of a statement's initial state `state` (0: `h`, 1: `c`), if it has one.
+    fn initial_state(
+        &self,
+        statement: &[&Recurrent],
+        state: usize,
+        prefix: &str,
+    ) -> Result<Option<Binding>> {
+        let node = statement[0];
+        let base = if state == 0 { "h" } else { "c" };
+        let (layers, d) = (statement.len(), node.directions);
+        let sizes = BTreeMap::from([
+            (Atom::Layer, layers),
+            (Atom::Direction, d),
+            (Atom::Feature, node.hidden),
+        ]);
+        let ours = state_axes_of_statement(layers, d);
+        let mut bound: Option<(String, Axes)> = None;
+        let mut absent = 0;
+        for (k, layer) in statement.iter().enumerate() {
+            let name = &layer.initial[state];
+            if name.is_empty() {
+                absent += 1;
+                continue;
+            }
+            let refuse = |message: String| ImportError {
+                node: layer.label.clone(),
+                message,
+            };
+            let source = match self.value(name, &layer.label)? {
+                Value::Const(Values::F32(array)) if array.iter().all(|&v| v == 0.0) => {
+                    absent += 1;
+                    continue;
+                }
+                Value::Input { input, axes } if layers == 1 && is_whole(axes) => {
+                    (input.clone(), axes.clone())
+                }
+                Value::Rows { input, axes, rows }
+                    if *rows == (k * d..(k + 1) * d) && is_whole(axes) =>
+                {
+                    (input.clone(), axes.clone())
+                }
+                _ => {
+                    return Err(refuse(format!(
+                        "its initial_{base} `{name}` is neither an input of the graph, nor rows {}..{} of one, nor zeros",
+                        k * d,
+                        (k + 1) * d
+                    )))
+                }
+            };
+            if bound.as_ref().is_some_and(|(input, _)| *input != source.0) {
+                return Err(refuse(format!(
+                    "its initial_{base} comes from `{}`, another layer's from `{}`: one input per layer statement",
+                    source.0,
+                    bound.as_ref().map(|(input, _)| input.as_str()).unwrap_or("")
+                )));
+            }
+            bound = Some(source);
+        }
+        let Some((input, axes)) = bound else {
+            return Ok(None);
+        };
+        if absent > 0 {
+            return Err(ImportError {
+                node: node.label.clone(),
+                message: format!(
+                    "some layers of this stack read initial_{base} from `{input}` and some have none"
+                ),
+            });
+        }
+        // The graph input's axes: the layer's own layout, with the layers ahead of the
+        // directions when sliced.
+        let layout_axes: Axes = if node.batch_major {
+            vec![
+                vec![Atom::Batch],
+                vec![Atom::Layer, Atom::Direction],
+                vec![Atom::Feature],
+            ]
+        } else {
+            vec![
+                vec![Atom::Layer, Atom::Direction],
+                vec![Atom::Batch],
+                vec![Atom::Feature],
+            ]
+        };
+        if axes.len() != 3 || (node.batch_major && layers > 1) {
+            return Err(ImportError {
+                node: node.label.clone(),
+                message: format!(
+                    "its initial_{base} `{input}` has the axes {} after the glue; `rnnc import` reads an input laid out as the node's layout says",
+                    axes_text(&axes)
+                ),
+            });
+        }
+        let name = names::initial_state(prefix, base);
+        Ok(Some(Binding {
+            onnx: input,
+            tensor: name,
+            onnx_axes: drop_units(&layout_axes, layers, d),
+            axes: ours,
+            sizes,
+            lengths: false,
+        }))
+    }
+}
+
+/// The axes of a statement's states as the network takes them: `[L·D, B, H]`.
+fn state_axes_of_statement(layers: usize, directions: usize) -> Axes {
+    drop_units(
+        &vec![
+            vec![Atom::Layer, Atom::Direction],
+            vec![Atom::Batch],
+            vec![Atom::Feature],
+        ],
+        layers,
+        directions,
+    )
+}
+
+/// The axes of a node's `X` by its layout, for the first node (features of the input).
+fn node_x_axes(node: &Recurrent) -> Axes {
+    if node.batch_major {
+        vec![vec![Atom::Batch], vec![Atom::Time], vec![Atom::Feature]]
+    } else {
+        vec![vec![Atom::Time], vec![Atom::Batch], vec![Atom::Feature]]
+    }
+}
+
+/// The axes a node's `X` must have when it is the previous node's `Y`: `[T, B, D·H]`.
+fn node_x_axes_of_output(node: &Recurrent) -> Axes {
+    let features = vec![Atom::Direction, Atom::Feature];
+    if node.batch_major {
+        vec![vec![Atom::Batch], vec![Atom::Time], features]
+    } else {
+        vec![vec![Atom::Time], vec![Atom::Batch], features]
+    }
+}
+
+/// Applies `f` to the axes of a followed value.
+fn map_axes(
+    value: Value,
+    f: impl FnOnce(&Axes) -> std::result::Result<Axes, String>,
+) -> std::result::Result<Value, String> {
+    Ok(match value {
+        Value::Input { input, axes } => Value::Input {
+            input,
+            axes: f(&axes)?,
+        },
+        Value::Sequence { node, axes } => Value::Sequence {
+            node,
+            axes: f(&axes)?,
+        },
+        Value::State { nodes, state, axes } => Value::State {
+            nodes,
+            state,
+            axes: f(&axes)?,
+        },
+        Value::Const(_) | Value::Rows { .. } => {
+            return Err("`rnnc import` follows layout glue on the recurrent layers' inputs and outputs only, not on constants or sliced states".into())
+        }
+    })
+}
+
+fn attribute_int(node: &NodeProto, name: &str) -> Option<i64> {
+    node.attribute
+        .iter()
+        .find(|attribute| attribute.name == name)
+        .map(|attribute| attribute.i)
+}
+
+fn attribute_ints(node: &NodeProto, name: &str) -> Vec<i64> {
+    node.attribute
+        .iter()
+        .find(|attribute| attribute.name == name)
+        .map(|attribute| attribute.ints.clone())
+        .unwrap_or_default()
+}
+
+/// An attribute's value as text, for messages.
+fn attribute_text(attribute: &AttributeProto) -> String {
+    // The AttributeType discriminator: 1 FLOAT, 2 INT, 3 STRING, 6 FLOATS, 7 INTS, 8 STRINGS.
+    match attribute.r#type {
+        1 => attribute.f.to_string(),
+        2 => attribute.i.to_string(),
+        3 => format!("\"{}\"", String::from_utf8_lossy(&attribute.s)),
+        6 => format!("{:?}", attribute.floats),
+        7 => format!("{:?}", attribute.ints),
+        8 => format!(
+            "{:?}",
+            attribute
+                .strings
+                .iter()
+                .map(|s| String::from_utf8_lossy(s).into_owned())
+                .collect::<Vec<_>>()
+        ),
+        _ => "(a value)".into(),
+    }
+}
