@@ -4,8 +4,9 @@
 //! the code generated from the imported `.rnn` text, and the outputs are
 //! compared with the expected ones the case holds (ONNX's reference
 //! implementation for node tests, PyTorch's own outputs for exports, ONNX
-//! Runtime's for the nodes built with random weights in `built/`).
-//! `data/onnx/make_cases.py` writes the cases; the `.rnn` files beside them
+//! Runtime's for the nodes built with random weights in `built/`, Keras's
+//! own for Keras models converted by tf2onnx in `keras/`).
+//! `data/onnx/make_cases.py` and `make_keras_cases.py` write the cases; the `.rnn` files beside them
 //! are `rnnc import`'s output, and `imported_text_is_committed` keeps them so.
 
 use std::collections::BTreeMap;
@@ -44,6 +45,9 @@ rnn_macros::rnn!(file = "data/onnx/built/rnn_relu_bidir_lengths/model.rnn");
 rnn_macros::rnn!(file = "data/onnx/export/torch_gru_bidir_2layers_batch_first/model.rnn");
 rnn_macros::rnn!(file = "data/onnx/export/torch_lstm_bidir_2layers/model.rnn");
 rnn_macros::rnn!(file = "data/onnx/export/torch_rnn_relu_2layers/model.rnn");
+rnn_macros::rnn!(file = "data/onnx/keras/keras_bidirectional_lstm_then_gru/model.rnn");
+rnn_macros::rnn!(file = "data/onnx/keras/keras_lstm_return_state/model.rnn");
+rnn_macros::rnn!(file = "data/onnx/keras/keras_stacked_lstm/model.rnn");
 
 /// The conformance README's tolerance: `|actual - expected| <= 1e-5 + 1e-4 |expected|`.
 const TOLERANCE: (f32, f32) = (1e-5, 1e-4);
@@ -132,6 +136,15 @@ const CASES: &[(&str, Build)] = &[
     }),
     ("export/torch_rnn_relu_2layers", |w| {
         Ok(Box::new(TorchRnnRelu2layers::from_weights(w)?))
+    }),
+    ("keras/keras_bidirectional_lstm_then_gru", |w| {
+        Ok(Box::new(KerasBidirectionalLstmThenGru::from_weights(w)?))
+    }),
+    ("keras/keras_lstm_return_state", |w| {
+        Ok(Box::new(KerasLstmReturnState::from_weights(w)?))
+    }),
+    ("keras/keras_stacked_lstm", |w| {
+        Ok(Box::new(KerasStackedLstm::from_weights(w)?))
     }),
 ];
 
@@ -270,7 +283,7 @@ fn imported_models_match_onnx_and_pytorch() {
         failures.extend(interp_failures);
         failures.extend(generated_failures);
     }
-    assert!(CASES.len() >= 27, "{} cases", CASES.len());
+    assert!(CASES.len() >= 30, "{} cases", CASES.len());
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
@@ -478,5 +491,21 @@ proptest::proptest! {
         if let Ok(imported) = import::onnx(&model, &BTreeMap::new(), "M") {
             rnn_dsl::compile(SourceFile::new("m.rnn", imported.text.as_str())).expect("compiles");
         }
+    }
+}
+
+/// Keras layers that tf2onnx writes as a `Loop` over the cell's equations
+/// are refused with the loop named and what to do instead.
+#[test]
+fn recurrences_written_as_loops_are_refused() {
+    for case in ["refused/keras_gru_reset_before", "refused/keras_simple_rnn"] {
+        let model = std::fs::read(case_dir(case).join("model.onnx")).expect("model");
+        let error = import::onnx(&model, &BTreeMap::new(), "M")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.starts_with("Loop node") && error.contains("rnnc convert --from keras"),
+            "{case}: {error}"
+        );
     }
 }

@@ -199,8 +199,14 @@ enum Value {
     Const(Values),
     /// Derived from graph input `input` with the axes `axes`.
     Input { input: String, axes: Axes },
-    /// Node `node`'s sequence output `Y`, with the axes `axes`.
-    Sequence { node: usize, axes: Axes },
+    /// Node `node`'s sequence output `Y`, with the axes `axes`; with `direction`, only that
+    /// direction of a bidirectional node, sliced out (tf2onnx's export of Keras's
+    /// `Bidirectional` slices the two and concatenates them along the features).
+    Sequence {
+        node: usize,
+        axes: Axes,
+        direction: Option<usize>,
+    },
     /// The final state `state` (0: `Y_h`, 1: `Y_c`) of the nodes listed (concatenated
     /// along the layer axis when several), with the axes `axes`.
     State {
@@ -208,6 +214,11 @@ enum Value {
         state: usize,
         axes: Axes,
     },
+    /// Integers computed from shapes (`Shape`, and `Gather`, `Slice`, `Concat`, `Cast` of
+    /// them): what exporters build the shapes of zero initial states from.
+    Shape,
+    /// Zeros of a shape known at run time (`Expand` of a zero constant): a zero initial state.
+    Zeros,
     /// Rows `rows` of the leading axis of graph input `input` (a `Slice` of initial states).
     Rows {
         input: String,
@@ -333,6 +344,23 @@ impl<'a> Importer<'a> {
     }
 
     fn run(mut self, network: &str) -> Result<Imported> {
+        // A recurrence written out as a loop is not one of the recurrent operators, whatever
+        // its body computes: say so before the loop's condition is refused as an unknown op.
+        if let Some((index, node)) = self
+            .graph
+            .node
+            .iter()
+            .enumerate()
+            .find(|(_, node)| matches!(node.op_type.as_str(), "Loop" | "Scan"))
+        {
+            return Err(ImportError {
+                node: node_label(node, index),
+                message: format!(
+                    "the recurrence is a {} over the cell's equations, not an LSTM, GRU or RNN node (tf2onnx writes Keras's SimpleRNN and GRU(reset_after=False) so); `rnnc import` reads the recurrent operators only: write the network in a .rnn file (the built-in `gru(reset_after = false)` and `rnn_tanh` are those layers) and convert its Keras weights with `rnnc convert --from keras`",
+                    node.op_type
+                ),
+            });
+        }
         for (index, node) in self.graph.node.iter().enumerate() {
             self.node(index, node)?;
         }
@@ -433,6 +461,41 @@ impl<'a> Importer<'a> {
                 self.define(output, value);
                 Ok(())
             }
+            "Shape" => {
+                self.value(input(0), &label)?;
+                self.define(output, Value::Shape);
+                Ok(())
+            }
+            "Gather" => match self.value(input(0), &label)? {
+                Value::Shape | Value::Const(Values::I64(_)) => {
+                    self.define(output, Value::Shape);
+                    Ok(())
+                }
+                _ => Err(refuse(
+                    "`rnnc import` follows a Gather only of shapes (to build zero initial states)".into(),
+                )),
+            },
+            "Expand" => match self.value(input(0), &label)? {
+                Value::Const(Values::F32(zeros)) if zeros.iter().all(|&v| v == 0.0) => {
+                    self.define(output, Value::Zeros);
+                    Ok(())
+                }
+                Value::Zeros => {
+                    self.define(output, Value::Zeros);
+                    Ok(())
+                }
+                _ => Err(refuse(
+                    "`rnnc import` follows an Expand only of zeros (a zero initial state)".into(),
+                )),
+            },
+            "Cast" if matches!(
+                self.value(input(0), &label)?,
+                Value::Shape | Value::Const(Values::I64(_))
+            ) =>
+            {
+                self.define(output, Value::Shape);
+                Ok(())
+            }
             "Cast" => {
                 // Lengths cast between integer types, as exporters do for `sequence_lens`.
                 let to = attribute_int(node, "to").unwrap_or(0);
@@ -511,7 +574,7 @@ impl<'a> Importer<'a> {
             "Slice" => self.slice(node, label),
             "Concat" => self.concat(node, label),
             other => Err(refuse(format!(
-                "`rnnc import` does not import {other}: it reads LSTM, GRU and RNN nodes, with Identity, Transpose, Squeeze, Unsqueeze, Reshape, Slice and Concat for their layouts; the rest of a model (embeddings, heads) stays with the framework or is written as layers in the .rnn file"
+                "`rnnc import` does not import {other}: it reads LSTM, GRU and RNN nodes, with Identity, Transpose, Squeeze, Unsqueeze, Reshape, Slice and Concat for their layouts and Shape, Gather, Cast and Expand for zero initial states; the rest of a model (embeddings, heads) stays with the framework or is written as layers in the .rnn file"
             ))),
         }
     }
@@ -541,6 +604,11 @@ impl<'a> Importer<'a> {
             message,
         };
         let input = |k: usize| node.input.get(k).map(String::as_str).unwrap_or("");
+        let output = node.output.first().map(String::as_str).unwrap_or("");
+        if let Value::Shape | Value::Const(Values::I64(_)) = self.value(input(0), &label)? {
+            self.define(output, Value::Shape);
+            return Ok(());
+        }
         let (starts, ends, axes, steps) = if self.opset >= 10 {
             let optional = |k: usize, what: &str| -> Result<Option<Vec<i64>>> {
                 if input(k).is_empty() {
@@ -564,26 +632,68 @@ impl<'a> Importer<'a> {
             )
         };
         let value = self.value(input(0), &label)?.clone();
+        let unit = steps.as_deref().is_none_or(|steps| steps == [1]);
+        let (&[start], &[end]) = (starts.as_slice(), ends.as_slice()) else {
+            return Err(refuse("it slices more than one axis".into()));
+        };
+        if let Value::Sequence {
+            node: producer,
+            axes: value_axes,
+            direction: None,
+        } = &value
+        {
+            // One direction of a bidirectional node's Y.
+            let rank = value_axes.len() as i64;
+            let axis = match axes.as_deref() {
+                Some(&[axis]) if axis < 0 => axis + rank,
+                Some(&[axis]) => axis,
+                _ => -1,
+            };
+            let direction_axis = value_axes
+                .iter()
+                .position(|atoms| atoms.as_slice() == [Atom::Direction]);
+            let two = self
+                .recurrent
+                .iter()
+                .any(|r| r.node == *producer && r.directions == 2);
+            if !unit
+                || !two
+                || direction_axis != usize::try_from(axis).ok()
+                || !(0..2).contains(&start)
+                || end != start + 1
+            {
+                return Err(refuse(format!(
+                    "it takes [{start}:{end}] of axes {axes:?} of a sequence with the axes {}; `rnnc import` follows a Slice of one direction of a bidirectional output only",
+                    axes_text(value_axes)
+                )));
+            }
+            let mut sliced = value_axes.clone();
+            sliced[axis as usize] = Vec::new();
+            self.define(
+                output,
+                Value::Sequence {
+                    node: *producer,
+                    axes: sliced,
+                    direction: Some(start as usize),
+                },
+            );
+            return Ok(());
+        }
         let Value::Input {
             input: name,
             axes: value_axes,
         } = value
         else {
             return Err(refuse(
-                "`rnnc import` follows a Slice only of an input of the graph (the initial states of stacked layers)".into(),
+                "`rnnc import` follows a Slice only of an input of the graph (the initial states of stacked layers), of one direction of a sequence, and of shapes".into(),
             ));
         };
         let on_first = axes.as_deref().unwrap_or(&[0]) == [0];
-        let unit = steps.as_deref().is_none_or(|steps| steps == [1]);
-        let (&[start], &[end]) = (starts.as_slice(), ends.as_slice()) else {
-            return Err(refuse("it slices more than one axis".into()));
-        };
         if !on_first || !unit || start < 0 || end <= start {
             return Err(refuse(format!(
                 "it takes [{start}:{end}] of axes {axes:?} with steps {steps:?}; `rnnc import` follows a Slice of rows of the first axis only"
             )));
         }
-        let output = node.output.first().map(String::as_str).unwrap_or("");
         self.define(
             output,
             Value::Rows {
@@ -602,6 +712,62 @@ impl<'a> Importer<'a> {
             message,
         };
         let axis = attribute_int(node, "axis").unwrap_or(0);
+        let output = node.output.first().map(String::as_str).unwrap_or("");
+        let inputs: Vec<Value> = node
+            .input
+            .iter()
+            .map(|name| self.value(name, &label).cloned())
+            .collect::<Result<_>>()?;
+        // Shapes (of zero initial states) and zeros stay what they are.
+        if inputs.iter().any(|value| matches!(value, Value::Shape))
+            && inputs
+                .iter()
+                .all(|value| matches!(value, Value::Shape | Value::Const(Values::I64(_))))
+        {
+            self.define(output, Value::Shape);
+            return Ok(());
+        }
+        if !inputs.is_empty() && inputs.iter().all(|value| matches!(value, Value::Zeros)) {
+            self.define(output, Value::Zeros);
+            return Ok(());
+        }
+        // The two directions of a bidirectional node, joined along the features again.
+        if let [Value::Sequence {
+            node: forward,
+            axes,
+            direction: Some(0),
+        }, Value::Sequence {
+            node: backward,
+            axes: backward_axes,
+            direction: Some(1),
+        }] = inputs.as_slice()
+        {
+            let rank = axes.len() as i64;
+            let axis = if axis < 0 { axis + rank } else { axis };
+            let feature_axis = axes
+                .iter()
+                .position(|atoms| atoms.as_slice() == [Atom::Feature]);
+            if forward != backward
+                || axes != backward_axes
+                || feature_axis != usize::try_from(axis).ok()
+            {
+                return Err(refuse(format!(
+                    "it joins the two directions of a sequence with the axes {} along axis {axis}; `rnnc import` follows them joined along the features, forward first",
+                    axes_text(axes)
+                )));
+            }
+            let mut joined = axes.clone();
+            joined[axis as usize] = vec![Atom::Direction, Atom::Feature];
+            self.define(
+                output,
+                Value::Sequence {
+                    node: *forward,
+                    axes: joined,
+                    direction: None,
+                },
+            );
+            return Ok(());
+        }
         let mut nodes = Vec::new();
         let mut common = None;
         for name in &node.input {
@@ -628,7 +794,6 @@ impl<'a> Importer<'a> {
         if !axes[0].contains(&Atom::Layer) {
             axes[0].insert(0, Atom::Layer);
         }
-        let output = node.output.first().map(String::as_str).unwrap_or("");
         self.define(output, Value::State { nodes, state, axes });
         Ok(())
     }
@@ -828,6 +993,7 @@ impl<'a> Importer<'a> {
             Value::Sequence {
                 node: index,
                 axes: y_axes,
+                direction: None,
             },
         );
         for (state, name) in outputs[1..].iter().enumerate() {
@@ -885,7 +1051,11 @@ impl<'a> Importer<'a> {
         for pair in chain.windows(2) {
             let (previous, next) = (&pair[0], &pair[1]);
             let reads = match self.value(&next.x, &next.label)? {
-                Value::Sequence { node, axes } if *node == previous.node => {
+                Value::Sequence {
+                    node,
+                    axes,
+                    direction: None,
+                } if *node == previous.node => {
                     drop_unit(axes, previous.directions)
                         == drop_unit(&node_x_axes_of_output(next), previous.directions)
                 }
@@ -998,7 +1168,11 @@ impl<'a> Importer<'a> {
                 model_error(format!("graph output `{name}` is defined by no node"))
             })?;
             let binding = match value {
-                Value::Sequence { node, axes } if *node == last.node => Binding {
+                Value::Sequence {
+                    node,
+                    axes,
+                    direction: None,
+                } if *node == last.node => Binding {
                     onnx: name.clone(),
                     tensor: names::OUTPUT.into(),
                     onnx_axes: drop_unit(axes, last.directions),
@@ -1153,6 +1327,10 @@ impl<'a> Importer<'a> {
                     absent += 1;
                     continue;
                 }
+                Value::Zeros => {
+                    absent += 1;
+                    continue;
+                }
                 Value::Input { input, axes } if layers == 1 && is_whole(axes) => {
                     (input.clone(), axes.clone())
                 }
@@ -1267,10 +1445,17 @@ fn map_axes(
             input,
             axes: f(&axes)?,
         },
-        Value::Sequence { node, axes } => Value::Sequence {
+        Value::Sequence {
+            node,
+            axes,
+            direction,
+        } => Value::Sequence {
             node,
             axes: f(&axes)?,
+            direction,
         },
+        Value::Shape => Value::Shape,
+        Value::Zeros => Value::Zeros,
         Value::State { nodes, state, axes } => Value::State {
             nodes,
             state,

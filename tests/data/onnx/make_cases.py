@@ -23,6 +23,10 @@ expected outputs, so that the tests need no Python.
   expected outputs are PyTorch's own (not ONNX Runtime's), and ONNX Runtime's
   are checked against them here.
 
+* `keras/*`: Keras models converted by tf2onnx, written by
+  `make_keras_cases.py` (another virtual environment: TensorFlow and PyTorch
+  do not share one well).
+
 Each case's `model.rnn` is what `rnnc import` writes for it (this script
 runs it last), the text the tests generate code from.
 
@@ -40,7 +44,6 @@ import zlib
 import numpy as np
 import onnx
 import onnxruntime as ort
-import torch
 from onnx import numpy_helper
 from onnx.backend.test.case.node import collect_testcases
 
@@ -75,6 +78,8 @@ def node_tests():
 
 
 def torch_case(name, module, x, states, batch_first):
+    import torch
+
     module.eval()
     with torch.no_grad():
         expected = module(x, states)
@@ -179,13 +184,16 @@ def import_all():
     """Writes each case's model.rnn with `rnnc import`, named after its folder."""
     import glob
     import subprocess
+    root = os.path.join(HERE, "..", "..", "..")
     subprocess.run(["cargo", "build", "--release", "-q", "-p", "rnn-dsl", "--bin", "rnnc"],
-                   check=True)
+                   check=True, cwd=root)
     for folder in sorted(glob.glob(os.path.join(HERE, "*", "*", ""))):
+        if os.path.basename(os.path.dirname(os.path.dirname(folder))) == "refused":
+            continue
         case = os.path.basename(os.path.dirname(folder))
         name = "".join(word.capitalize() for word in case.split("_"))
         rnn = os.path.join(folder, "model.rnn")
-        subprocess.run(["target/release/rnnc", "import", os.path.join(folder, "model.onnx"),
+        subprocess.run([os.path.join(root, "target", "release", "rnnc"), "import", os.path.join(folder, "model.onnx"),
                         "-o", rnn, "--name", name, "-w", os.path.join(folder, "w.safetensors"),
                         "-t", *sorted(glob.glob(os.path.join(folder, "test_data_set_0", "input_*.pb")))],
                        check=True, stdout=subprocess.DEVNULL)
@@ -193,6 +201,8 @@ def import_all():
 
 
 def main():
+    import torch
+
     print("node tests:", node_tests())
     ort_case("lstm_bidir_peepholes_lengths", "LSTM", I=3, H=4, T=5, B=3,
              direction="bidirectional", lengths=[5, 3, 1], initial=True, peepholes=True)
