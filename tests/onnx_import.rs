@@ -36,11 +36,16 @@ rnn_macros::rnn!(file = "data/onnx/node/test_simple_rnn_bidirectional/model.rnn"
 rnn_macros::rnn!(file = "data/onnx/node/test_simple_rnn_defaults/model.rnn");
 rnn_macros::rnn!(file = "data/onnx/node/test_simple_rnn_reverse/model.rnn");
 rnn_macros::rnn!(file = "data/onnx/node/test_simple_rnn_with_initial_bias/model.rnn");
+rnn_macros::rnn!(file = "data/onnx/built/gru_clip_reset_after_reverse/model.rnn");
+rnn_macros::rnn!(file = "data/onnx/built/gru_clip_reset_before/model.rnn");
 rnn_macros::rnn!(file = "data/onnx/built/gru_reset_after_bidir_batch_major/model.rnn");
 rnn_macros::rnn!(file = "data/onnx/built/gru_reset_before_reverse/model.rnn");
 rnn_macros::rnn!(file = "data/onnx/built/lstm_bidir_peepholes_lengths/model.rnn");
+rnn_macros::rnn!(file = "data/onnx/built/lstm_clip_lengths/model.rnn");
+rnn_macros::rnn!(file = "data/onnx/built/lstm_clip_peepholes_bidir/model.rnn");
 rnn_macros::rnn!(file = "data/onnx/built/lstm_peepholes_reverse/model.rnn");
 rnn_macros::rnn!(file = "data/onnx/built/lstm_reverse_batch_major/model.rnn");
+rnn_macros::rnn!(file = "data/onnx/built/rnn_clip/model.rnn");
 rnn_macros::rnn!(file = "data/onnx/built/rnn_relu_bidir_lengths/model.rnn");
 rnn_macros::rnn!(file = "data/onnx/export/torch_gru_bidir_2layers_batch_first/model.rnn");
 rnn_macros::rnn!(file = "data/onnx/export/torch_lstm_bidir_2layers/model.rnn");
@@ -110,6 +115,12 @@ const CASES: &[(&str, Build)] = &[
     ("node/test_simple_rnn_with_initial_bias", |w| {
         Ok(Box::new(TestSimpleRnnWithInitialBias::from_weights(w)?))
     }),
+    ("built/gru_clip_reset_after_reverse", |w| {
+        Ok(Box::new(GruClipResetAfterReverse::from_weights(w)?))
+    }),
+    ("built/gru_clip_reset_before", |w| {
+        Ok(Box::new(GruClipResetBefore::from_weights(w)?))
+    }),
     ("built/gru_reset_after_bidir_batch_major", |w| {
         Ok(Box::new(GruResetAfterBidirBatchMajor::from_weights(w)?))
     }),
@@ -119,11 +130,20 @@ const CASES: &[(&str, Build)] = &[
     ("built/lstm_bidir_peepholes_lengths", |w| {
         Ok(Box::new(LstmBidirPeepholesLengths::from_weights(w)?))
     }),
+    ("built/lstm_clip_lengths", |w| {
+        Ok(Box::new(LstmClipLengths::from_weights(w)?))
+    }),
+    ("built/lstm_clip_peepholes_bidir", |w| {
+        Ok(Box::new(LstmClipPeepholesBidir::from_weights(w)?))
+    }),
     ("built/lstm_peepholes_reverse", |w| {
         Ok(Box::new(LstmPeepholesReverse::from_weights(w)?))
     }),
     ("built/lstm_reverse_batch_major", |w| {
         Ok(Box::new(LstmReverseBatchMajor::from_weights(w)?))
+    }),
+    ("built/rnn_clip", |w| {
+        Ok(Box::new(RnnClip::from_weights(w)?))
     }),
     ("built/rnn_relu_bidir_lengths", |w| {
         Ok(Box::new(RnnReluBidirLengths::from_weights(w)?))
@@ -283,7 +303,7 @@ fn imported_models_match_onnx_and_pytorch() {
         failures.extend(interp_failures);
         failures.extend(generated_failures);
     }
-    assert!(CASES.len() >= 30, "{} cases", CASES.len());
+    assert!(CASES.len() >= 35, "{} cases", CASES.len());
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
@@ -359,7 +379,7 @@ fn attributes_the_cells_cannot_honour_are_refused() {
     let lstm = "built/lstm_bidir_peepholes_lengths";
     let node = "LSTM node \"lstm_bidir_peepholes_lengths\"";
     let cases = [
-        (float_attribute("clip", 3.0), "attribute `clip` = 3"),
+        (float_attribute("clip", -1.0), "attribute `clip` = -1"),
         (
             int_attribute("input_forget", 1),
             "attribute `input_forget` = 1",

@@ -156,16 +156,16 @@ dynamic`) and a safetensors file of its weights under PyTorch's names, gates
 reordered and biases split as the built-in cells read them.
 
 Both ONNX layouts (layout 0 and 1), forward, reverse and bidirectional nodes,
-sequence_lens, initial_h and initial_c, peepholes P and GRU's
-linear_before_reset are read; stacked nodes are followed through the
+sequence_lens, initial_h and initial_c, peepholes P, GRU's
+linear_before_reset and clip (of the gates' pre-activations, as ONNX Runtime
+computes it, with cells the .rnn file defines) are read; stacked nodes are followed through the
 Transpose, Squeeze, Reshape, Slice and Concat glue that PyTorch's and
 tf2onnx's exporters emit. The .rnn file's header lists how each ONNX input
 and output maps to the network's tensors (`x` [B, T, I], `seq_len`, `h0`,
 `y` [B, T, D*H], `h_n`, `c_n`).
 
 The importer is strict: an attribute the built-in cells cannot honour
-exactly (non-default activations, activation_alpha/beta, clip,
-input_forget), any other operator, or an opset it does not know is an error
+exactly (non-default activations, activation_alpha/beta, input_forget), any other operator, or an opset it does not know is an error
 naming the node, the attribute and its value.
 
 Weights that are graph inputs rather than initializers (as in ONNX's own

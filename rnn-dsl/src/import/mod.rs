@@ -7,13 +7,17 @@
 //! and output maps to the network's tensors ([`Binding`]).
 //!
 //! The importer is strict: what the built-in cells cannot compute exactly (a non-default
-//! activation, `clip`, `input_forget`, an operator around the recurrence other than the layout
-//! glue exporters emit) is an [`ImportError`] naming the node, the attribute and its value,
-//! never an approximation. The glue it follows (`Identity`, `Transpose`, `Squeeze`,
-//! `Unsqueeze`, `Reshape` with a constant shape, `Slice` and `Concat` of states, `Cast` of the
-//! lengths) is tracked exactly: every value of the graph is described by what each of its axes
-//! holds ([`Atom`]), and a value reaching a recurrent node or a graph output must hold what the
-//! node or a network tensor holds, in some order the binding records.
+//! activation, `activation_alpha`/`beta`, `input_forget`, an operator around the recurrence
+//! other than the layout glue exporters emit) is an [`ImportError`] naming the node, the
+//! attribute and its value, never an approximation. ONNX's `clip` (of the gates'
+//! pre-activations, as ONNX Runtime computes it) is honoured with the cells of `clip.rnn`,
+//! written into the text. The glue it follows (`Identity`, `Transpose`, `Squeeze`,
+//! `Unsqueeze`, `Reshape` with a constant shape, `Slice` and `Concat` of states and of a
+//! bidirectional output's directions, `Cast` of the lengths, and the `Shape` … `Expand` that
+//! builds zero initial states) is tracked exactly: every value of the graph is described by
+//! what each of its axes holds ([`Atom`]), and a value reaching a recurrent node or a graph
+//! output must hold what the node or a network tensor holds, in some order the binding
+//! records.
 //!
 //! This is a front door, not a stage: it writes text that then goes through the pipeline like
 //! any model's (`compile` checks it, `weights::recurrent_layers` describes its layers).
@@ -145,6 +149,8 @@ struct Recurrent {
     batch_major: bool,
     peepholes: bool,
     reset_after: bool,
+    /// ONNX's `clip` of the gates' pre-activations.
+    clip: Option<f32>,
     w: ArrayD<f32>,
     r: ArrayD<f32>,
     b: Option<ArrayD<f32>>,
@@ -167,11 +173,12 @@ impl Recurrent {
             && self.peepholes == next.peepholes
             && self.reset_after == next.reset_after
             && self.batch_major == next.batch_major
+            && self.clip == next.clip
             && next.input_size == self.directions * self.hidden
     }
 
     /// The layer statement's arguments.
-    fn arguments(&self, layers: usize) -> String {
+    fn arguments(&self, layers: usize, for_weights: bool) -> String {
         let mut args = vec![format!("hidden = {}", self.hidden)];
         if layers > 1 {
             args.push(format!("layers = {layers}"));
@@ -188,7 +195,19 @@ impl Recurrent {
         if self.op == Op::Gru {
             args.push(format!("reset_after = {}", self.reset_after));
         }
+        if let (Some(clip), false) = (self.clip, for_weights) {
+            args.push(format!("gate_clip = {clip:?}"));
+        }
         args.join(", ")
+    }
+
+    /// The cell of its layer statement: a built-in one, or with `clip` its variant from
+    /// `clip.rnn` (`for_weights` asks for the built-in one, whose weights it shares).
+    fn cell_name(&self, for_weights: bool) -> String {
+        match self.clip {
+            Some(_) if !for_weights => format!("{}_gate_clip", self.cell),
+            _ => self.cell.to_string(),
+        }
     }
 }
 
@@ -810,6 +829,7 @@ impl<'a> Importer<'a> {
         let mut batch_major = false;
         let mut reset_after = false;
         let mut relu = false;
+        let mut clip = None;
         for attribute in &node.attribute {
             let value = attribute_text(attribute);
             let unsupported =
@@ -850,7 +870,10 @@ impl<'a> Importer<'a> {
                     let all = |wanted: &[&str]| {
                         names.len() == defaults.len() * per_direction.len()
                             && per_direction.iter().all(|chunk| {
-                                chunk.iter().zip(wanted).all(|(a, b)| a.eq_ignore_ascii_case(b))
+                                chunk
+                                    .iter()
+                                    .zip(wanted)
+                                    .all(|(a, b)| a.eq_ignore_ascii_case(b))
                             })
                     };
                     if all(defaults) {
@@ -869,9 +892,10 @@ impl<'a> Importer<'a> {
                     ))
                 }
                 "clip" => {
-                    return Err(unsupported(
-                        "ONNX clips the inputs of the activations; the built-in LSTM's `cell_clip` clips the cell state, which is not the same (write the cell's equations in a .rnn file to clip its gates)",
-                    ))
+                    if attribute.f.is_nan() || attribute.f <= 0.0 {
+                        return Err(unsupported("a clip is a positive threshold"));
+                    }
+                    clip = Some(attribute.f);
                 }
                 _ => return Err(unsupported("an attribute `rnnc import` does not know")),
             }
@@ -950,6 +974,7 @@ impl<'a> Importer<'a> {
             batch_major,
             peepholes: p.is_some(),
             reset_after,
+            clip,
             w,
             r,
             b,
@@ -1247,27 +1272,53 @@ impl<'a> Importer<'a> {
                 axes_text(&binding.axes)
             ));
         }
-        text.push_str(&format!("network {network} {{\n"));
-        text.push_str(&format!("    input x: [{}];\n", first.input_size));
-        for (s, statement) in statements.iter().enumerate() {
-            let node = statement[0];
-            let from: Vec<&str> = statement.iter().map(|n| n.label.as_str()).collect();
-            text.push_str(&format!("    // {}\n", from.join(", ")));
-            text.push_str(&format!(
-                "    layer {} = {}({});\n",
-                if several { format!("l{s}") } else { "l".into() },
-                node.cell,
-                node.arguments(statement.len())
-            ));
+        // The cells of `clip.rnn` the network uses, before it.
+        let clipped: BTreeSet<String> = chain
+            .iter()
+            .filter(|node| node.clip.is_some())
+            .map(|node| node.cell_name(false))
+            .collect();
+        if !clipped.is_empty() {
+            text.push('\n');
+            text.push_str(&clip_cells(&clipped));
         }
-        text.push_str("    unroll dynamic;\n}\n");
-        // The weights, in ONNX's layout under the names `layout` reads, then converted.
-        let compiled = crate::compile(SourceFile::new(format!("{network}.rnn"), text.clone()))
-            .map_err(|error| {
+        let network_text = |for_weights: bool| {
+            let mut text = format!("network {network} {{\n");
+            text.push_str(&format!("    input x: [{}];\n", first.input_size));
+            for (s, statement) in statements.iter().enumerate() {
+                let node = statement[0];
+                let from: Vec<&str> = statement.iter().map(|n| n.label.as_str()).collect();
+                text.push_str(&format!("    // {}\n", from.join(", ")));
+                text.push_str(&format!(
+                    "    layer {} = {}({});\n",
+                    if several { format!("l{s}") } else { "l".into() },
+                    node.cell_name(for_weights),
+                    node.arguments(statement.len(), for_weights)
+                ));
+            }
+            text.push_str("    unroll dynamic;\n}\n");
+            text
+        };
+        text.push_str(&network_text(false));
+        crate::compile(SourceFile::new(format!("{network}.rnn"), text.clone())).map_err(
+            |error| {
                 model_error(format!(
                     "internal error: the written model does not compile:\n{error}"
                 ))
-            })?;
+            },
+        )?;
+        // The weights, in ONNX's layout under the names `layout` reads, then converted for
+        // the same network of built-in cells (a cell of `clip.rnn` has its built-in cell's
+        // parameters).
+        let compiled = crate::compile(SourceFile::new(
+            format!("{network}.rnn"),
+            network_text(true),
+        ))
+        .map_err(|error| {
+            model_error(format!(
+                "internal error: the written model does not compile:\n{error}"
+            ))
+        })?;
         let ir = compiled.network(None).map_err(model_error)?;
         let layers = crate::weights::recurrent_layers(ir);
         let mut onnx_weights = TensorMap::new();
@@ -1401,6 +1452,30 @@ impl<'a> Importer<'a> {
             lengths: false,
         }))
     }
+}
+
+/// The cells of `clip.rnn` named in `names`, with its header comment.
+fn clip_cells(names: &BTreeSet<String>) -> String {
+    const CELLS: &str = include_str!("clip.rnn");
+    let mut out = String::new();
+    let mut blocks = CELLS.split("\n\n");
+    // The header comment comes with the first cell.
+    let first = blocks.next().unwrap_or_default();
+    let start = first.find("\ncell ").map_or(0, |at| at + 1);
+    let (header, first_cell) = first.split_at(start);
+    out.push_str(header);
+    for block in std::iter::once(first_cell).chain(blocks) {
+        let name = block
+            .trim_start()
+            .strip_prefix("cell ")
+            .and_then(|rest| rest.split('(').next())
+            .unwrap_or_default();
+        if names.contains(name) {
+            out.push_str(block.trim_end());
+            out.push_str("\n\n");
+        }
+    }
+    out
 }
 
 /// The axes of a statement's states as the network takes them: `[L·D, B, H]`.

@@ -13,8 +13,8 @@ expected outputs, so that the tests need no Python.
   a gate-order mistake), every variant the importer reads: lengths, initial
   states, peepholes, both layouts, reverse and bidirectional,
   linear_before_reset both ways, RNN with Relu. Expected outputs are ONNX
-  Runtime's, checked against `onnx.reference` where no lengths are given
-  (the reference ignores them); for layout = 1, which ONNX Runtime refuses,
+  Runtime's, checked against `onnx.reference` where neither lengths nor clip
+  are given (the reference ignores both); for layout = 1, which ONNX Runtime refuses,
   they are `onnx.reference`'s, without lengths. No length is 0: ONNX Runtime returns Y_h = 0 for an empty sequence
   where the importer's networks (like PyTorch and TensorFlow) return
   initial_h.
@@ -109,7 +109,8 @@ def torch_case(name, module, x, states, batch_first):
 
 
 def ort_case(name, op, I, H, T, B, direction="forward", layout=0, lengths=None,
-             initial=False, peepholes=False, linear_before_reset=None, activations=None):
+             initial=False, peepholes=False, linear_before_reset=None, activations=None,
+             clip=None):
     from onnx import TensorProto, helper
     rng = np.random.default_rng(zlib.crc32(name.encode()))
     D = 2 if direction == "bidirectional" else 1
@@ -148,6 +149,8 @@ def ort_case(name, op, I, H, T, B, direction="forward", layout=0, lengths=None,
         attrs["linear_before_reset"] = linear_before_reset
     if activations:
         attrs["activations"] = activations
+    if clip is not None:
+        attrs["clip"] = clip
     node = helper.make_node(op, node_inputs, outs, name=name, **attrs)
     y_shape = [B, T, D, H] if layout else [T, D, B, H]
     gout = [helper.make_tensor_value_info("Y", TensorProto.FLOAT, y_shape)]
@@ -170,7 +173,8 @@ def ort_case(name, op, I, H, T, B, direction="forward", layout=0, lengths=None,
         sess = ort.InferenceSession(model.SerializeToString(),
                                     providers=["CPUExecutionProvider"])
         outputs = sess.run(None, feed)
-        if lengths is None and reference is not None:
+        # The reference ignores clip, as it ignores lengths.
+        if lengths is None and clip is None and reference is not None:
             diff = max(float(np.abs(a - b).max()) for a, b in zip(reference, outputs))
             assert diff < 1e-5, (name, diff)
     write_case(os.path.join(HERE, "built", name), model, list(feed.values()), outputs)
@@ -228,6 +232,17 @@ def main():
     rnn = torch.nn.RNN(I, H, num_layers=2, nonlinearity="relu")
     x = torch.randn(T, B, I)
     torch_case("torch_rnn_relu_2layers", rnn, x, torch.randn(2, B, H), batch_first=False)
+    # ONNX's clip (of the gates' pre-activations), where it bites: weights of 0.6 give
+    # pre-activations beyond 0.5.
+    ort_case("lstm_clip_lengths", "LSTM", I=3, H=4, T=5, B=3, lengths=[5, 2, 4],
+             initial=True, clip=0.5)
+    ort_case("lstm_clip_peepholes_bidir", "LSTM", I=3, H=4, T=5, B=2,
+             direction="bidirectional", initial=True, peepholes=True, clip=0.5)
+    ort_case("gru_clip_reset_before", "GRU", I=3, H=4, T=5, B=2, initial=True,
+             linear_before_reset=0, clip=0.4)
+    ort_case("gru_clip_reset_after_reverse", "GRU", I=3, H=4, T=5, B=2, direction="reverse",
+             lengths=[3, 5], initial=True, linear_before_reset=1, clip=0.4)
+    ort_case("rnn_clip", "RNN", I=3, H=4, T=5, B=2, initial=True, clip=0.3)
     import_all()
 
 
