@@ -50,6 +50,7 @@ rnn_macros::rnn!(file = "data/onnx/built/rnn_relu_bidir_lengths/model.rnn");
 rnn_macros::rnn!(file = "data/onnx/export/torch_gru_bidir_2layers_batch_first/model.rnn");
 rnn_macros::rnn!(file = "data/onnx/export/torch_lstm_bidir_2layers/model.rnn");
 rnn_macros::rnn!(file = "data/onnx/export/torch_rnn_relu_2layers/model.rnn");
+rnn_macros::rnn!(file = "data/onnx/export/torch_tagger_lstm_linear/model.rnn");
 rnn_macros::rnn!(file = "data/onnx/keras/keras_bidirectional_lstm_then_gru/model.rnn");
 rnn_macros::rnn!(file = "data/onnx/keras/keras_lstm_return_state/model.rnn");
 rnn_macros::rnn!(file = "data/onnx/keras/keras_stacked_lstm/model.rnn");
@@ -156,6 +157,9 @@ const CASES: &[(&str, Build)] = &[
     }),
     ("export/torch_rnn_relu_2layers", |w| {
         Ok(Box::new(TorchRnnRelu2layers::from_weights(w)?))
+    }),
+    ("export/torch_tagger_lstm_linear", |w| {
+        Ok(Box::new(TorchTaggerLstmLinear::from_weights(w)?))
     }),
     ("keras/keras_bidirectional_lstm_then_gru", |w| {
         Ok(Box::new(KerasBidirectionalLstmThenGru::from_weights(w)?))
@@ -303,7 +307,7 @@ fn imported_models_match_onnx_and_pytorch() {
         failures.extend(interp_failures);
         failures.extend(generated_failures);
     }
-    assert!(CASES.len() >= 35, "{} cases", CASES.len());
+    assert!(CASES.len() >= 36, "{} cases", CASES.len());
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
@@ -427,19 +431,47 @@ fn attributes_the_cells_cannot_honour_are_refused() {
 /// an input without a value.
 #[test]
 fn graphs_the_importer_cannot_follow_are_refused() {
-    // A head after the LSTM.
-    let mut model = decoded("built/lstm_peepholes_reverse");
+    // An operator after the LSTM that is neither glue nor a linear head.
+    let after_y = |op_type: &str, inputs: &[&str]| {
+        let mut model = decoded("built/lstm_peepholes_reverse");
+        let graph = model.graph.as_mut().unwrap();
+        graph.node.push(proto::NodeProto {
+            input: inputs.iter().map(|name| name.to_string()).collect(),
+            output: vec!["Z".into()],
+            name: "after".into(),
+            op_type: op_type.into(),
+            ..Default::default()
+        });
+        refusal(&model)
+    };
+    let error = after_y("Softmax", &["Y"]);
+    assert!(
+        error.starts_with("Softmax node \"after\"") && error.contains("does not import Softmax"),
+        "{error}"
+    );
+    // A MatMul that is not a head: by a value computed at run time.
+    let error = after_y("MatMul", &["Y", "Y"]);
+    assert!(
+        error.starts_with("MatMul node \"after\"") && error.contains("not a constant matrix"),
+        "{error}"
+    );
+    // The LSTM's sequence wanted as an output beside the head on it.
+    let mut model = decoded("export/torch_tagger_lstm_linear");
     let graph = model.graph.as_mut().unwrap();
-    graph.node.push(proto::NodeProto {
-        input: vec!["Y".into(), "Y".into()],
-        output: vec!["Z".into()],
-        name: "head".into(),
-        op_type: "MatMul".into(),
-        ..Default::default()
+    let y = graph
+        .node
+        .iter()
+        .find(|node| node.op_type == "LSTM")
+        .unwrap()
+        .output[0]
+        .clone();
+    graph.output.push(proto::ValueInfoProto {
+        name: y,
+        r#type: None,
     });
     let error = refusal(&model);
     assert!(
-        error.starts_with("MatMul node \"head\"") && error.contains("does not import MatMul"),
+        error.contains("the network's one output is the head's"),
         "{error}"
     );
     // An opset before the recurrent operators' version 7, and one after the newest known.

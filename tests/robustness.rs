@@ -1064,3 +1064,29 @@ fn extreme_numbers_are_an_error() {
         assert!(rendered.contains(expected), "{text}\n{rendered}");
     }
 }
+
+/// `rnnc import` on every prefix of a real ONNX model (a file cut short
+/// anywhere) and on each byte of it flipped: an error or a model that
+/// compiles, never a panic.
+#[test]
+fn imports_of_cut_or_flipped_onnx_files_never_panic() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("data/onnx/export/torch_rnn_relu_2layers/model.onnx");
+    let model = std::fs::read(&path).unwrap_or_else(|error| panic!("{}: {error}", path.display()));
+    let none = std::collections::BTreeMap::new();
+    let imported_or_error = |bytes: &[u8]| {
+        if let Ok(imported) = rnn_dsl::import::onnx(bytes, &none, "M") {
+            rnn_dsl::compile(SourceFile::new("m.rnn", imported.text.as_str()))
+                .expect("an imported model compiles");
+        }
+    };
+    for cut in 0..model.len() {
+        imported_or_error(&model[..cut]);
+    }
+    let mut flipped = model.clone();
+    for at in 0..model.len() {
+        flipped[at] ^= 0xff;
+        imported_or_error(&flipped);
+        flipped[at] = model[at];
+    }
+}

@@ -160,7 +160,9 @@ sequence_lens, initial_h and initial_c, peepholes P, GRU's
 linear_before_reset and clip (of the gates' pre-activations, as ONNX Runtime
 computes it, with cells the .rnn file defines) are read; stacked nodes are followed through the
 Transpose, Squeeze, Reshape, Slice and Concat glue that PyTorch's and
-tf2onnx's exporters emit. The .rnn file's header lists how each ONNX input
+tf2onnx's exporters emit; a linear head on the last layer (MatMul and Add
+of constants, as PyTorch exports nn.Linear) becomes a `linear` layer. The
+.rnn file's header lists how each ONNX input
 and output maps to the network's tensors (`x` [B, T, I], `seq_len`, `h0`,
 `y` [B, T, D*H], `h_n`, `c_n`).
 

@@ -14,7 +14,8 @@
 //! written into the text. The glue it follows (`Identity`, `Transpose`, `Squeeze`,
 //! `Unsqueeze`, `Reshape` with a constant shape, `Slice` and `Concat` of states and of a
 //! bidirectional output's directions, `Cast` of the lengths, and the `Shape` … `Expand` that
-//! builds zero initial states) is tracked exactly: every value of the graph is described by
+//! builds zero initial states; a `MatMul` and `Add` of constants on the last layer's output is a
+//! linear head, the network's `linear` layer) is tracked exactly: every value of the graph is described by
 //! what each of its axes holds ([`Atom`]), and a value reaching a recurrent node or a graph
 //! output must hold what the node or a network tensor holds, in some order the binding
 //! records.
@@ -232,6 +233,16 @@ enum Value {
         nodes: Vec<usize>,
         state: usize,
         axes: Axes,
+    },
+    /// A linear head on node `node`'s output (`MatMul` by a constant `[K, O]`, then maybe
+    /// `Add` of a constant `[O]`): PyTorch's `nn.Linear`, Keras's `Dense`. Its axes hold
+    /// the head's `O` outputs as `Feature`.
+    Head {
+        node: usize,
+        axes: Axes,
+        weight: ArrayD<f32>,
+        bias: Option<ArrayD<f32>>,
+        labels: Vec<String>,
     },
     /// Integers computed from shapes (`Shape`, and `Gather`, `Slice`, `Concat`, `Cast` of
     /// them): what exporters build the shapes of zero initial states from.
@@ -590,6 +601,8 @@ impl<'a> Importer<'a> {
                 self.define(output, value);
                 Ok(())
             }
+            "MatMul" => self.head_product(node, label),
+            "Add" => self.head_bias(node, label),
             "Slice" => self.slice(node, label),
             "Concat" => self.concat(node, label),
             other => Err(refuse(format!(
@@ -603,6 +616,10 @@ impl<'a> Importer<'a> {
         let mut sizes = BTreeMap::new();
         let node = match value {
             Value::Sequence { node, .. } => Some(*node),
+            Value::Head { weight, .. } => {
+                sizes.insert(Atom::Feature, weight.shape()[1]);
+                return sizes;
+            }
             Value::State { nodes, .. } => {
                 sizes.insert(Atom::Layer, nodes.len());
                 nodes.first().copied()
@@ -719,6 +736,130 @@ impl<'a> Importer<'a> {
                 input: name,
                 axes: value_axes,
                 rows: start as usize..end as usize,
+            },
+        );
+        Ok(())
+    }
+
+    /// `MatMul` of a recurrent output by a constant matrix: a linear head.
+    fn head_product(&mut self, node: &NodeProto, label: String) -> Result<()> {
+        let refuse = |message: String| ImportError {
+            node: label.clone(),
+            message,
+        };
+        let input = |k: usize| node.input.get(k).map(String::as_str).unwrap_or("");
+        let value = self.value(input(0), &label)?.clone();
+        let Value::Sequence {
+            node: producer,
+            axes,
+            direction: None,
+        } = value
+        else {
+            return Err(refuse(
+                "`rnnc import` reads a MatMul only as a linear head on a recurrent layer's output (the sequence by a constant matrix)".into(),
+            ));
+        };
+        let weight = match self.value(input(1), &label)? {
+            Value::Const(Values::F32(weight)) if weight.ndim() == 2 => weight.clone(),
+            _ => {
+                return Err(refuse(format!(
+                    "its second input `{}` is not a constant matrix: `rnnc import` reads a MatMul only as a linear head",
+                    input(1)
+                )))
+            }
+        };
+        let recurrent = self
+            .recurrent
+            .iter()
+            .find(|r| r.node == producer)
+            .expect("a sequence's node is read");
+        let features = drop_unit(&axes, recurrent.directions);
+        let last = features.last().cloned().unwrap_or_default();
+        let wanted = drop_unit(
+            &vec![vec![Atom::Direction, Atom::Feature]],
+            recurrent.directions,
+        );
+        let inputs = recurrent.directions * recurrent.hidden;
+        if last != wanted[0] || weight.shape()[0] != inputs {
+            return Err(refuse(format!(
+                "it multiplies a sequence with the axes {} by a {:?} matrix; a linear head multiplies the last axis, of the layer's {inputs} outputs",
+                axes_text(&axes),
+                weight.shape()
+            )));
+        }
+        let mut head_axes = axes.clone();
+        *head_axes.last_mut().expect("not empty") = vec![Atom::Feature];
+        let output = node.output.first().map(String::as_str).unwrap_or("");
+        self.define(
+            output,
+            Value::Head {
+                node: producer,
+                axes: head_axes,
+                weight,
+                bias: None,
+                labels: vec![label.clone()],
+            },
+        );
+        Ok(())
+    }
+
+    /// `Add` of a constant vector to a linear head: its bias.
+    fn head_bias(&mut self, node: &NodeProto, label: String) -> Result<()> {
+        let input = |k: usize| node.input.get(k).map(String::as_str).unwrap_or("");
+        let (a, b) = (
+            self.value(input(0), &label)?.clone(),
+            self.value(input(1), &label)?.clone(),
+        );
+        let (head, constant) = match (a, b) {
+            (head @ Value::Head { .. }, Value::Const(Values::F32(c)))
+            | (Value::Const(Values::F32(c)), head @ Value::Head { .. }) => (head, c),
+            _ => {
+                return Err(ImportError {
+                    node: label,
+                    message: "`rnnc import` reads an Add only as the bias of a linear head (its output plus a constant vector)".into(),
+                })
+            }
+        };
+        let Value::Head {
+            node: producer,
+            axes,
+            weight,
+            bias,
+            mut labels,
+        } = head
+        else {
+            unreachable!("matched a head");
+        };
+        let out = weight.shape()[1];
+        let on_last = axes
+            .last()
+            .is_some_and(|atoms| atoms.as_slice() == [Atom::Feature]);
+        if bias.is_some()
+            || !on_last
+            || constant.len() != out
+            || constant.shape().iter().rev().skip(1).any(|&d| d != 1)
+        {
+            return Err(ImportError {
+                node: label,
+                message: format!(
+                    "it adds a {:?} constant to a linear head of {out} outputs; a bias is one vector of {out}, added once",
+                    constant.shape()
+                ),
+            });
+        }
+        labels.push(label);
+        let output = node.output.first().map(String::as_str).unwrap_or("");
+        let bias = constant
+            .into_shape_with_order(ndarray::IxDyn(&[out]))
+            .expect("one vector of `out`");
+        self.define(
+            output,
+            Value::Head {
+                node: producer,
+                axes,
+                weight,
+                bias: Some(bias),
+                labels,
             },
         );
         Ok(())
@@ -1167,13 +1308,42 @@ impl<'a> Importer<'a> {
                 _ => statements.push(vec![node]),
             }
         }
-        let several = statements.len() > 1;
-        let prefix_of = |s: usize| {
-            if several {
-                format!("l{s}.")
-            } else {
-                String::new()
+        // A linear head, when a graph output is one.
+        let last = chain.last().expect("not empty");
+        let mut head: Option<HeadOf> = None;
+        for output in &self.graph.output {
+            if let Some(Value::Head {
+                node,
+                weight,
+                bias,
+                labels,
+                ..
+            }) = self.values.get(&output.name)
+            {
+                if *node != last.node {
+                    return Err(model_error(format!(
+                        "graph output `{}` is a linear head on a layer other than the last",
+                        output.name
+                    )));
+                }
+                if head.is_some_and(|seen| seen.labels != labels.as_slice()) {
+                    return Err(model_error(
+                        "the graph has two linear heads: a network has one output",
+                    ));
+                }
+                head = Some(HeadOf {
+                    weight,
+                    bias: bias.as_ref(),
+                    labels: labels.as_slice(),
+                });
             }
+        }
+        let several = statements.len() + usize::from(head.is_some()) > 1;
+        let one_statement = statements.len() == 1;
+        let prefix_of = |s: usize| match (several, one_statement) {
+            (false, _) => String::new(),
+            (true, true) => "l.".to_string(),
+            (true, false) => format!("l{s}."),
         };
         // Initial states.
         for (s, statement) in statements.iter().enumerate() {
@@ -1185,7 +1355,6 @@ impl<'a> Importer<'a> {
             }
         }
         // Outputs.
-        let last = chain.last().expect("not empty");
         let mut outputs = Vec::new();
         for output in &self.graph.output {
             let name = &output.name;
@@ -1193,6 +1362,21 @@ impl<'a> Importer<'a> {
                 model_error(format!("graph output `{name}` is defined by no node"))
             })?;
             let binding = match value {
+                Value::Head { axes, weight, .. } => Binding {
+                    onnx: name.clone(),
+                    tensor: names::OUTPUT.into(),
+                    onnx_axes: drop_unit(axes, last.directions),
+                    axes: vec![vec![Atom::Batch], vec![Atom::Time], vec![Atom::Feature]],
+                    sizes: BTreeMap::from([(Atom::Feature, weight.shape()[1])]),
+                    lengths: false,
+                },
+                Value::Sequence {
+                    direction: None, ..
+                } if head.is_some() => {
+                    return Err(model_error(format!(
+                        "graph output `{name}` is a recurrent layer's sequence, and another is the linear head on it: the network's one output is the head's"
+                    )))
+                }
                 Value::Sequence {
                     node,
                     axes,
@@ -1272,6 +1456,11 @@ impl<'a> Importer<'a> {
                 axes_text(&binding.axes)
             ));
         }
+        if head.is_some() && lengths_input.is_some() {
+            text.push_str(
+                "//\n// Past each sequence's length, y holds zeros where the ONNX head gives its bias.\n",
+            );
+        }
         // The cells of `clip.rnn` the network uses, before it.
         let clipped: BTreeSet<String> = chain
             .iter()
@@ -1291,9 +1480,20 @@ impl<'a> Importer<'a> {
                 text.push_str(&format!("    // {}\n", from.join(", ")));
                 text.push_str(&format!(
                     "    layer {} = {}({});\n",
-                    if several { format!("l{s}") } else { "l".into() },
+                    if one_statement {
+                        "l".into()
+                    } else {
+                        format!("l{s}")
+                    },
                     node.cell_name(for_weights),
                     node.arguments(statement.len(), for_weights)
+                ));
+            }
+            if let Some(HeadOf { weight, labels, .. }) = head {
+                text.push_str(&format!("    // {}\n", labels.join(", ")));
+                text.push_str(&format!(
+                    "    layer head = linear(out = {});\n",
+                    weight.shape()[1]
                 ));
             }
             text.push_str("    unroll dynamic;\n}\n");
@@ -1335,8 +1535,17 @@ impl<'a> Importer<'a> {
                 }
             }
         }
-        let weights = layout::to_pytorch(&onnx_weights, &layers, Layout::Onnx)
+        let mut weights = layout::to_pytorch(&onnx_weights, &layers, Layout::Onnx)
             .map_err(|error| model_error(format!("internal error: {error}")))?;
+        if let Some(HeadOf { weight, bias, .. }) = head {
+            // ONNX multiplies `[.., K] @ [K, O]`; `linear` stores PyTorch's `[O, K]`.
+            weights.insert_f32("head.weight", weight.t().as_standard_layout().into_owned());
+            let out = weight.shape()[1];
+            let bias = bias
+                .cloned()
+                .unwrap_or_else(|| ArrayD::zeros(ndarray::IxDyn(&[out])));
+            weights.insert_f32("head.bias", bias);
+        }
         Ok(Imported {
             text,
             weights,
@@ -1454,6 +1663,15 @@ impl<'a> Importer<'a> {
     }
 }
 
+/// The linear head of a network being assembled: its `[K, O]` matrix, bias and the labels of
+/// the nodes it came from.
+#[derive(Clone, Copy)]
+struct HeadOf<'a> {
+    weight: &'a ArrayD<f32>,
+    bias: Option<&'a ArrayD<f32>>,
+    labels: &'a [String],
+}
+
 /// The cells of `clip.rnn` named in `names`, with its header comment.
 fn clip_cells(names: &BTreeSet<String>) -> String {
     const CELLS: &str = include_str!("clip.rnn");
@@ -1528,6 +1746,19 @@ fn map_axes(
             node,
             axes: f(&axes)?,
             direction,
+        },
+        Value::Head {
+            node,
+            axes,
+            weight,
+            bias,
+            labels,
+        } => Value::Head {
+            node,
+            axes: f(&axes)?,
+            weight,
+            bias,
+            labels,
         },
         Value::Shape => Value::Shape,
         Value::Zeros => Value::Zeros,

@@ -232,6 +232,22 @@ def main():
     rnn = torch.nn.RNN(I, H, num_layers=2, nonlinearity="relu")
     x = torch.randn(T, B, I)
     torch_case("torch_rnn_relu_2layers", rnn, x, torch.randn(2, B, H), batch_first=False)
+
+    class Tagger(torch.nn.Module):
+        """A bidirectional LSTM with a linear head at every step."""
+
+        def __init__(self):
+            super().__init__()
+            self.lstm = torch.nn.LSTM(I, H, bidirectional=True, batch_first=True)
+            self.head = torch.nn.Linear(2 * H, 6)
+
+        def forward(self, x, states):
+            y, states = self.lstm(x, states)
+            return self.head(y), states
+
+    x = torch.randn(B, T, I)
+    states = (torch.randn(2, B, H), torch.randn(2, B, H))
+    torch_case("torch_tagger_lstm_linear", Tagger(), x, states, batch_first=True)
     # ONNX's clip (of the gates' pre-activations), where it bites: weights of 0.6 give
     # pre-activations beyond 0.5.
     ort_case("lstm_clip_lengths", "LSTM", I=3, H=4, T=5, B=3, lengths=[5, 2, 4],

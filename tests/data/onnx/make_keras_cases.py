@@ -10,6 +10,9 @@ sliced out of Y and concatenated along the features, Y_h squeezed. A GRU with re
 Loop over the cell's equations; those go to `refused/`, which the importer
 must refuse.
 
+tf2onnx's files differ from run to run (names, order); the tests read the
+committed ones, and a rerun rewrites each case's model.rnn to match.
+
 Rerun (from the repository root):
 
     python3 -m venv /work/tf-venv
