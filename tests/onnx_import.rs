@@ -1,5 +1,6 @@
 //! `rnnc import` against ONNX's own backend node tests of LSTM, GRU and RNN
-//! and against models exported by PyTorch's `torch.onnx.export`: each
+//! and against models exported by PyTorch's `torch.onnx.export` (both
+//! exporters: TorchScript, and dynamo with its weights in an external file): each
 //! `model.onnx` is imported, then run through the interpreter and through
 //! the code generated from the imported `.rnn` text, and the outputs are
 //! compared with the expected ones the case holds (ONNX's reference
@@ -47,6 +48,8 @@ rnn_macros::rnn!(file = "data/onnx/built/lstm_peepholes_reverse/model.rnn");
 rnn_macros::rnn!(file = "data/onnx/built/lstm_reverse_batch_major/model.rnn");
 rnn_macros::rnn!(file = "data/onnx/built/rnn_clip/model.rnn");
 rnn_macros::rnn!(file = "data/onnx/built/rnn_relu_bidir_lengths/model.rnn");
+rnn_macros::rnn!(file = "data/onnx/export/dynamo_gru_2layers_static/model.rnn");
+rnn_macros::rnn!(file = "data/onnx/export/dynamo_lstm_bidir_2layers/model.rnn");
 rnn_macros::rnn!(file = "data/onnx/export/torch_gru_bidir_2layers_batch_first/model.rnn");
 rnn_macros::rnn!(file = "data/onnx/export/torch_lstm_bidir_2layers/model.rnn");
 rnn_macros::rnn!(file = "data/onnx/export/torch_rnn_relu_2layers/model.rnn");
@@ -149,6 +152,12 @@ const CASES: &[(&str, Build)] = &[
     ("built/rnn_relu_bidir_lengths", |w| {
         Ok(Box::new(RnnReluBidirLengths::from_weights(w)?))
     }),
+    ("export/dynamo_gru_2layers_static", |w| {
+        Ok(Box::new(DynamoGru2layersStatic::from_weights(w)?))
+    }),
+    ("export/dynamo_lstm_bidir_2layers", |w| {
+        Ok(Box::new(DynamoLstmBidir2layers::from_weights(w)?))
+    }),
     ("export/torch_gru_bidir_2layers_batch_first", |w| {
         Ok(Box::new(TorchGruBidir2layersBatchFirst::from_weights(w)?))
     }),
@@ -180,6 +189,7 @@ fn case_dir(case: &str) -> PathBuf {
 
 /// A case's files: the model, its inputs and its expected outputs by name.
 struct Case {
+    dir: PathBuf,
     model: Vec<u8>,
     inputs: BTreeMap<String, Values>,
     outputs: BTreeMap<String, Values>,
@@ -212,6 +222,7 @@ fn read_case(case: &str) -> Case {
     let text = String::from_utf8(read(dir.join("model.rnn"))).expect("UTF-8");
     Case {
         model: read(dir.join("model.onnx")),
+        dir,
         inputs,
         outputs,
         text,
@@ -225,8 +236,14 @@ fn network_name(text: &str) -> &str {
 }
 
 fn import_case(case: &Case) -> Imported {
-    import::onnx(&case.model, &case.inputs, network_name(&case.text))
-        .unwrap_or_else(|error| panic!("{error}"))
+    // PyTorch's dynamo exporter keeps weights in `model.onnx.data`, read from the case's folder.
+    import::onnx_in(
+        &case.model,
+        &case.inputs,
+        network_name(&case.text),
+        &case.dir,
+    )
+    .unwrap_or_else(|error| panic!("{error}"))
 }
 
 /// The network's inputs from the case's ONNX inputs.
@@ -307,7 +324,7 @@ fn imported_models_match_onnx_and_pytorch() {
         failures.extend(interp_failures);
         failures.extend(generated_failures);
     }
-    assert!(CASES.len() >= 36, "{} cases", CASES.len());
+    assert!(CASES.len() >= 38, "{} cases", CASES.len());
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
@@ -560,4 +577,29 @@ fn recurrences_written_as_loops_are_refused() {
             "{case}: {error}"
         );
     }
+}
+
+/// A model whose weights are in an external file is read with the file's
+/// directory, and refused without it.
+#[test]
+fn external_data_needs_the_models_directory() {
+    let case = read_case("export/dynamo_lstm_bidir_2layers");
+    let error = import::onnx(&case.model, &BTreeMap::new(), "M")
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("external file"), "{error}");
+    // A location outside the model's directory is refused, as ONNX's checker refuses it.
+    let mut model = decoded("export/dynamo_lstm_bidir_2layers");
+    for tensor in &mut model.graph.as_mut().unwrap().initializer {
+        for entry in &mut tensor.external_data {
+            if entry.key == "location" {
+                entry.value = "../../../../Cargo.toml".into();
+            }
+        }
+    }
+    use prost::Message;
+    let error = import::onnx_in(&model.encode_to_vec(), &BTreeMap::new(), "M", &case.dir)
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("not a file beside the model"), "{error}");
 }

@@ -170,7 +170,9 @@ The importer is strict: an attribute the built-in cells cannot honour
 exactly (non-default activations, activation_alpha/beta, input_forget), any other operator, or an opset it does not know is an error
 naming the node, the attribute and its value.
 
-Weights that are graph inputs rather than initializers (as in ONNX's own
+Weights in an external data file (PyTorch's dynamo exporter writes
+model.onnx.data) are read from beside the model. Weights that are graph
+inputs rather than initializers (as in ONNX's own
 node tests) are read from TensorProto files given with --tensor (each names
 its input, as test_data_set_*/input_*.pb do).
 
@@ -679,7 +681,11 @@ fn import(args: &ImportArgs) -> Result<(), Failure> {
         Some(name) => name.clone(),
         None => network_name(&args.output),
     };
-    let imported = rnn_dsl::import::onnx(&bytes, &given, &name)
+    let dir = match args.file.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let imported = rnn_dsl::import::onnx_in(&bytes, &given, &name, &dir)
         .map_err(|error| Failure::invalid(format!("{}: {error}", args.file.display())))?;
     let weights_path = args
         .weights

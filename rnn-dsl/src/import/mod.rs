@@ -244,9 +244,11 @@ enum Value {
         bias: Option<ArrayD<f32>>,
         labels: Vec<String>,
     },
-    /// Integers computed from shapes (`Shape`, and `Gather`, `Slice`, `Concat`, `Cast` of
-    /// them): what exporters build the shapes of zero initial states from.
-    Shape,
+    /// Integers computed from shapes (`Shape`, and `Gather`, `Slice`, `Concat`, `Cast`, `Mul`
+    /// of them): what exporters build the shapes of zero initial states and of reshapes from.
+    /// Each element is known as what it measures ([`ShapeDim`]) where the importer could
+    /// follow it.
+    Shape(Option<Vec<ShapeDim>>),
     /// Zeros of a shape known at run time (`Expand` of a zero constant): a zero initial state.
     Zeros,
     /// Rows `rows` of the leading axis of graph input `input` (a `Slice` of initial states).
@@ -255,6 +257,48 @@ enum Value {
         axes: Axes,
         rows: std::ops::Range<usize>,
     },
+}
+
+/// One element of a followed shape: a number, or the size of a run of atoms.
+#[derive(Debug, Clone, PartialEq)]
+enum ShapeDim {
+    Number(i64),
+    Atoms(Vec<Atom>),
+}
+
+/// The elements of a value used as a shape, if they are known.
+fn shape_of(value: &Value) -> Option<Vec<ShapeDim>> {
+    match value {
+        Value::Shape(dims) => dims.clone(),
+        Value::Const(Values::I64(numbers)) if numbers.ndim() <= 1 => {
+            Some(numbers.iter().map(|&n| ShapeDim::Number(n)).collect())
+        }
+        _ => None,
+    }
+}
+
+/// Whether a value is integers computed from shapes (or a constant that can take part).
+fn is_shape(value: &Value) -> bool {
+    matches!(value, Value::Shape(_) | Value::Const(Values::I64(_)))
+}
+
+/// The axes of a followed tensor.
+fn axes_of(value: &Value) -> Option<&Axes> {
+    match value {
+        Value::Input { axes, .. }
+        | Value::Sequence { axes, .. }
+        | Value::State { axes, .. }
+        | Value::Head { axes, .. } => Some(axes),
+        _ => None,
+    }
+}
+
+/// Elements `start..end` of a list, with ONNX's `Slice` clamping of negative and large ends.
+fn slice_list<T: Clone>(list: &[T], start: i64, end: i64) -> Vec<T> {
+    let len = list.len() as i64;
+    let clamp = |at: i64| (if at < 0 { at + len } else { at }).clamp(0, len) as usize;
+    let (start, end) = (clamp(start), clamp(end));
+    list[start..end.max(start)].to_vec()
 }
 
 /// Imports an ONNX model. `given` holds values of graph inputs by name, read where a node
@@ -267,6 +311,30 @@ enum Value {
 /// An [`ImportError`]: not an ONNX model, an opset outside [`OPSETS`], a node or attribute the
 /// importer cannot honour exactly, a graph it cannot follow.
 pub fn onnx(bytes: &[u8], given: &BTreeMap<String, Values>, network: &str) -> Result<Imported> {
+    import(bytes, given, network, None)
+}
+
+/// [`onnx`] for a model saved with its weights in external files (PyTorch's exporter does so
+/// by default), which are read from `dir`, the model's directory.
+///
+/// # Errors
+///
+/// As [`onnx`], and an external file that cannot be read or does not hold the tensor.
+pub fn onnx_in(
+    bytes: &[u8],
+    given: &BTreeMap<String, Values>,
+    network: &str,
+    dir: &std::path::Path,
+) -> Result<Imported> {
+    import(bytes, given, network, Some(dir))
+}
+
+fn import(
+    bytes: &[u8],
+    given: &BTreeMap<String, Values>,
+    network: &str,
+    dir: Option<&std::path::Path>,
+) -> Result<Imported> {
     let model = proto::model(bytes).map_err(|error| {
         model_error(format!(
             "not an ONNX model: the file does not decode as an ONNX ModelProto ({error})"
@@ -302,7 +370,7 @@ pub fn onnx(bytes: &[u8], given: &BTreeMap<String, Values>, network: &str) -> Re
             "`{network}` cannot name a network: a name is a letter, then letters, digits and `_`"
         )));
     }
-    Importer::new(graph, given, opset)?.run(network)
+    Importer::new(graph, given, opset, dir)?.run(network)
 }
 
 struct Importer<'a> {
@@ -313,8 +381,14 @@ struct Importer<'a> {
     recurrent: Vec<Recurrent>,
     /// Graph inputs that are data (not weights), with their declared rank.
     data_inputs: BTreeMap<String, usize>,
-    /// Nodes by the value names they read.
+    /// The sizes graph inputs declare (`None` where a dimension is symbolic).
+    declared: BTreeMap<String, Vec<Option<usize>>>,
+    /// Time and batch sizes fixed by the declared shape of the input the first recurrent node
+    /// reads (an export without dynamic axes reshapes with them as numbers).
+    fixed: BTreeMap<Atom, usize>,
     opset: i64,
+    /// Where external data is read from.
+    dir: Option<&'a std::path::Path>,
 }
 
 impl<'a> Importer<'a> {
@@ -322,15 +396,17 @@ impl<'a> Importer<'a> {
         graph: &'a proto::GraphProto,
         given: &'a BTreeMap<String, Values>,
         opset: i64,
+        dir: Option<&'a std::path::Path>,
     ) -> Result<Importer<'a>> {
         let mut values = BTreeMap::new();
         for tensor in &graph.initializer {
-            let value = tensor.values().map_err(|message| {
+            let value = tensor.values_in(dir).map_err(|message| {
                 model_error(format!("initializer `{}`: {message}", tensor.name))
             })?;
             values.insert(tensor.name.clone(), Value::Const(value));
         }
         let mut data_inputs = BTreeMap::new();
+        let mut declared = BTreeMap::new();
         for input in &graph.input {
             if values.contains_key(&input.name) {
                 continue;
@@ -348,6 +424,20 @@ impl<'a> Importer<'a> {
                 ))
             })?;
             data_inputs.insert(input.name.clone(), rank);
+            let declared_dims = input
+                .r#type
+                .as_ref()
+                .and_then(|ty| ty.tensor_type.as_ref())
+                .and_then(|tensor| tensor.shape.as_ref())
+                .map(|shape| {
+                    shape
+                        .dim
+                        .iter()
+                        .map(|dim| dim.dim_value.and_then(|v| usize::try_from(v).ok()))
+                        .collect()
+                })
+                .unwrap_or_default();
+            declared.insert(input.name.clone(), declared_dims);
             values.insert(
                 input.name.clone(),
                 Value::Input {
@@ -369,7 +459,10 @@ impl<'a> Importer<'a> {
             values,
             recurrent: Vec::new(),
             data_inputs,
+            declared,
+            fixed: BTreeMap::new(),
             opset,
+            dir,
         })
     }
 
@@ -482,7 +575,7 @@ impl<'a> Importer<'a> {
                     .ok_or_else(|| {
                         refuse("it has no tensor `value` (other forms of Constant are not read)".into())
                     })?;
-                let values = attribute.values().map_err(&refuse)?;
+                let values = attribute.values_in(self.dir).map_err(&refuse)?;
                 self.define(output, Value::Const(values));
                 Ok(())
             }
@@ -492,19 +585,64 @@ impl<'a> Importer<'a> {
                 Ok(())
             }
             "Shape" => {
-                self.value(input(0), &label)?;
-                self.define(output, Value::Shape);
+                let value = self.value(input(0), &label)?;
+                let dims = axes_of(value).map(|axes| {
+                    let all: Vec<ShapeDim> = axes.iter().cloned().map(ShapeDim::Atoms).collect();
+                    let start = attribute_int(node, "start").unwrap_or(0);
+                    let end = attribute_int(node, "end").unwrap_or(i64::MAX);
+                    slice_list(&all, start, end)
+                });
+                self.define(output, Value::Shape(dims));
                 Ok(())
             }
-            "Gather" => match self.value(input(0), &label)? {
-                Value::Shape | Value::Const(Values::I64(_)) => {
-                    self.define(output, Value::Shape);
-                    Ok(())
+            "Gather" if is_shape(self.value(input(0), &label)?) => {
+                let dims = shape_of(self.value(input(0), &label)?);
+                let indices = match self.value(input(1), &label)? {
+                    Value::Const(Values::I64(indices)) => Some(indices.clone()),
+                    _ => None,
+                };
+                let picked = dims.zip(indices).and_then(|(dims, indices)| {
+                    let len = dims.len() as i64;
+                    indices
+                        .iter()
+                        .map(|&at| {
+                            let at = if at < 0 { at + len } else { at };
+                            usize::try_from(at).ok().and_then(|at| dims.get(at).cloned())
+                        })
+                        .collect::<Option<Vec<_>>>()
+                });
+                self.define(output, Value::Shape(picked));
+                Ok(())
+            }
+            "Gather" => Err(refuse(
+                "`rnnc import` follows a Gather only of shapes (to build zero initial states and reshapes)".into(),
+            )),
+            "Mul" => {
+                let (a, b) = (self.value(input(0), &label)?, self.value(input(1), &label)?);
+                if !(is_shape(a) && is_shape(b)) {
+                    return Err(refuse(
+                        "`rnnc import` follows a Mul only of shapes (the size of merged dimensions)".into(),
+                    ));
                 }
-                _ => Err(refuse(
-                    "`rnnc import` follows a Gather only of shapes (to build zero initial states)".into(),
-                )),
-            },
+                let product = match (shape_of(a).as_deref(), shape_of(b).as_deref()) {
+                    (Some([x]), Some([y])) => match (x, y) {
+                        (ShapeDim::Number(x), ShapeDim::Number(y)) => {
+                            x.checked_mul(*y).map(ShapeDim::Number)
+                        }
+                        (ShapeDim::Atoms(run), ShapeDim::Number(1))
+                        | (ShapeDim::Number(1), ShapeDim::Atoms(run)) => {
+                            Some(ShapeDim::Atoms(run.clone()))
+                        }
+                        (ShapeDim::Atoms(x), ShapeDim::Atoms(y)) => {
+                            Some(ShapeDim::Atoms(x.iter().chain(y).copied().collect()))
+                        }
+                        _ => None,
+                    },
+                    _ => None,
+                };
+                self.define(output, Value::Shape(product.map(|dim| vec![dim])));
+                Ok(())
+            }
             "Expand" => match self.value(input(0), &label)? {
                 Value::Const(Values::F32(zeros)) if zeros.iter().all(|&v| v == 0.0) => {
                     self.define(output, Value::Zeros);
@@ -518,12 +656,9 @@ impl<'a> Importer<'a> {
                     "`rnnc import` follows an Expand only of zeros (a zero initial state)".into(),
                 )),
             },
-            "Cast" if matches!(
-                self.value(input(0), &label)?,
-                Value::Shape | Value::Const(Values::I64(_))
-            ) =>
-            {
-                self.define(output, Value::Shape);
+            "Cast" if is_shape(self.value(input(0), &label)?) => {
+                let dims = shape_of(self.value(input(0), &label)?);
+                self.define(output, Value::Shape(dims));
                 Ok(())
             }
             "Cast" => {
@@ -587,6 +722,28 @@ impl<'a> Importer<'a> {
                 self.define(output, value);
                 Ok(())
             }
+            "Reshape" if is_shape(self.value(input(0), &label)?) => {
+                let dims = shape_of(self.value(input(0), &label)?);
+                self.define(output, Value::Shape(dims));
+                Ok(())
+            }
+            "Reshape" if matches!(self.value(input(1), &label)?, Value::Shape(_)) => {
+                let Value::Shape(dims) = self.value(input(1), &label)?.clone() else {
+                    unreachable!("matched a shape");
+                };
+                let dims = dims.ok_or_else(|| {
+                    refuse(format!(
+                        "its shape `{}` is computed from shapes in a way `rnnc import` does not follow",
+                        input(1)
+                    ))
+                })?;
+                let value = self.value(input(0), &label)?.clone();
+                let sizes = self.atom_sizes(&value);
+                let value = map_axes(value, |axes| reshape_to_dims(axes, &dims, &sizes))
+                    .map_err(refuse)?;
+                self.define(output, value);
+                Ok(())
+            }
             "Reshape" => {
                 let shape = self.ints(input(1), &label, "shape")?;
                 if attribute_int(node, "allowzero") == Some(1) && shape.contains(&0) {
@@ -613,7 +770,7 @@ impl<'a> Importer<'a> {
 
     /// The known sizes of a value's atoms.
     fn atom_sizes(&self, value: &Value) -> BTreeMap<Atom, usize> {
-        let mut sizes = BTreeMap::new();
+        let mut sizes = self.fixed.clone();
         let node = match value {
             Value::Sequence { node, .. } => Some(*node),
             Value::Head { weight, .. } => {
@@ -641,8 +798,23 @@ impl<'a> Importer<'a> {
         };
         let input = |k: usize| node.input.get(k).map(String::as_str).unwrap_or("");
         let output = node.output.first().map(String::as_str).unwrap_or("");
-        if let Value::Shape | Value::Const(Values::I64(_)) = self.value(input(0), &label)? {
-            self.define(output, Value::Shape);
+        if is_shape(self.value(input(0), &label)?) {
+            let dims = shape_of(self.value(input(0), &label)?);
+            let number = |k: usize| match self.values.get(input(k)) {
+                Some(Value::Const(Values::I64(numbers))) if numbers.len() == 1 => {
+                    numbers.iter().next().copied()
+                }
+                _ => None,
+            };
+            let on_first = input(3).is_empty() || number(3) == Some(0);
+            let unit = input(4).is_empty() || number(4) == Some(1);
+            let sliced = match (dims, number(1), number(2)) {
+                (Some(dims), Some(start), Some(end)) if self.opset >= 10 && on_first && unit => {
+                    Some(slice_list(&dims, start, end))
+                }
+                _ => None,
+            };
+            self.define(output, Value::Shape(sliced));
             return Ok(());
         }
         let (starts, ends, axes, steps) = if self.opset >= 10 {
@@ -879,12 +1051,15 @@ impl<'a> Importer<'a> {
             .map(|name| self.value(name, &label).cloned())
             .collect::<Result<_>>()?;
         // Shapes (of zero initial states) and zeros stay what they are.
-        if inputs.iter().any(|value| matches!(value, Value::Shape))
-            && inputs
-                .iter()
-                .all(|value| matches!(value, Value::Shape | Value::Const(Values::I64(_))))
+        if inputs.iter().any(|value| matches!(value, Value::Shape(_)))
+            && inputs.iter().all(is_shape)
         {
-            self.define(output, Value::Shape);
+            let joined = inputs
+                .iter()
+                .map(shape_of)
+                .collect::<Option<Vec<_>>>()
+                .map(|parts| parts.concat());
+            self.define(output, Value::Shape(joined));
             return Ok(());
         }
         if !inputs.is_empty() && inputs.iter().all(|value| matches!(value, Value::Zeros)) {
@@ -1153,6 +1328,24 @@ impl<'a> Importer<'a> {
             vec![vec![dir], vec![b_], vec![f]]
         };
         let outputs = recurrent.outputs.clone();
+        if self.recurrent.is_empty() {
+            // Time and batch sizes the graph fixes, for reshapes written with them.
+            if let Ok(Value::Input { input, axes }) =
+                self.value(&recurrent.x, &recurrent.label).cloned()
+            {
+                let input = &input;
+                let wanted = node_x_axes(&recurrent);
+                for (have, want) in axes.iter().zip(&wanted) {
+                    if let ([Atom::In(k)], [atom @ (Atom::Time | Atom::Batch)]) =
+                        (have.as_slice(), want.as_slice())
+                    {
+                        if let Some(Some(size)) = self.declared[input].get(*k) {
+                            self.fixed.insert(*atom, *size);
+                        }
+                    }
+                }
+            }
+        }
         self.recurrent.push(recurrent);
         self.define(
             &outputs[0],
@@ -1663,6 +1856,74 @@ impl<'a> Importer<'a> {
     }
 }
 
+/// `Reshape` to a shape computed from the value's own (PyTorch's dynamo exporter:
+/// `[T, B, D·H]` as `Concat(shape[0:1], shape[1:2], shape[2:3] · shape[3:4])`): each element
+/// that measures a run of atoms takes that run, each number as [`reshape_axes`] reads it.
+fn reshape_to_dims(
+    axes: &Axes,
+    dims: &[ShapeDim],
+    sizes: &BTreeMap<Atom, usize>,
+) -> std::result::Result<Axes, String> {
+    let numbers: Option<Vec<i64>> = dims
+        .iter()
+        .map(|dim| match dim {
+            ShapeDim::Number(n) => Some(*n),
+            ShapeDim::Atoms(_) => None,
+        })
+        .collect();
+    if let Some(numbers) = numbers {
+        return reshape_axes(axes, &numbers, sizes);
+    }
+    let atoms: Vec<Atom> = axes.iter().flatten().copied().collect();
+    let unfollowable = || {
+        format!(
+            "its shape, computed from shapes, does not regroup the axes {} in order",
+            axes_text(axes)
+        )
+    };
+    let mut out = Vec::new();
+    let mut cursor = 0;
+    for dim in dims {
+        match dim {
+            ShapeDim::Atoms(run) => {
+                let next = atoms
+                    .get(cursor..cursor + run.len())
+                    .ok_or_else(unfollowable)?;
+                let (mut a, mut b) = (next.to_vec(), run.clone());
+                a.sort();
+                b.sort();
+                if a != b {
+                    return Err(unfollowable());
+                }
+                out.push(next.to_vec());
+                cursor += run.len();
+            }
+            ShapeDim::Number(n) if *n > 0 => {
+                let mut run = Vec::new();
+                let mut size = 1usize;
+                while size < *n as usize {
+                    let atom = *atoms.get(cursor).ok_or_else(unfollowable)?;
+                    size = size.saturating_mul(sizes.get(&atom).copied().ok_or_else(unfollowable)?);
+                    run.push(atom);
+                    cursor += 1;
+                }
+                if size != *n as usize {
+                    return Err(unfollowable());
+                }
+                out.push(run);
+            }
+            ShapeDim::Number(_) => return Err(unfollowable()),
+        }
+    }
+    if atoms[cursor..]
+        .iter()
+        .any(|atom| sizes.get(atom) != Some(&1))
+    {
+        return Err(unfollowable());
+    }
+    Ok(out)
+}
+
 /// The linear head of a network being assembled: its `[K, O]` matrix, bias and the labels of
 /// the nodes it came from.
 #[derive(Clone, Copy)]
@@ -1760,7 +2021,7 @@ fn map_axes(
             bias,
             labels,
         },
-        Value::Shape => Value::Shape,
+        Value::Shape(dims) => Value::Shape(dims),
         Value::Zeros => Value::Zeros,
         Value::State { nodes, state, axes } => Value::State {
             nodes,

@@ -212,11 +212,83 @@ pub enum Values {
 }
 
 impl TensorProto {
-    /// The tensor's values in its shape; a message saying what is wrong otherwise.
+    /// The tensor's values in its shape; a message saying what is wrong otherwise. Data in an
+    /// external file is an error: see [`TensorProto::values_in`].
     pub fn values(&self) -> Result<Values, String> {
+        self.values_in(None)
+    }
+
+    /// The tensor's values, its external data (ONNX's `location`, `offset`, `length`) read
+    /// from a file in `dir`, the model's directory: how PyTorch's exporter saves weights by
+    /// default. A location that leaves `dir` is refused, as ONNX's checker refuses it.
+    pub fn values_in(&self, dir: Option<&std::path::Path>) -> Result<Values, String> {
         if self.data_location == 1 || !self.external_data.is_empty() {
-            return Err("its data is in an external file, which `rnnc import` does not read (save the model with its data inside: `onnx.save_model(model, path, save_as_external_data=False)`)".into());
+            let bytes = self.external_bytes(dir)?;
+            return self.decode_values(&bytes);
         }
+        self.decode_values(&self.raw_data)
+    }
+
+    /// The bytes of external data.
+    fn external_bytes(&self, dir: Option<&std::path::Path>) -> Result<Vec<u8>, String> {
+        use std::io::{Read, Seek, SeekFrom};
+        let entry = |key: &str| {
+            self.external_data
+                .iter()
+                .find(|entry| entry.key == key)
+                .map(|entry| entry.value.as_str())
+        };
+        let Some(dir) = dir else {
+            return Err(
+                "its data is in an external file, and no directory to read it from was given"
+                    .into(),
+            );
+        };
+        let location = entry("location").ok_or("its external data has no `location`")?;
+        let relative = std::path::Path::new(location);
+        if relative.is_absolute()
+            || relative
+                .components()
+                .any(|part| !matches!(part, std::path::Component::Normal(_)))
+        {
+            return Err(format!(
+                "its external data's location `{location}` is not a file beside the model"
+            ));
+        }
+        let number = |key: &str| -> Result<Option<u64>, String> {
+            entry(key)
+                .map(|text| {
+                    text.parse::<u64>()
+                        .map_err(|_| format!("its external data's {key} `{text}` is not a number"))
+                })
+                .transpose()
+        };
+        let (offset, length) = (number("offset")?.unwrap_or(0), number("length")?);
+        let path = dir.join(relative);
+        let mut file = std::fs::File::open(&path)
+            .map_err(|error| format!("its external data {}: {error}", path.display()))?;
+        let size = file
+            .metadata()
+            .map_err(|error| format!("its external data {}: {error}", path.display()))?
+            .len();
+        let length = length.unwrap_or(size.saturating_sub(offset));
+        if offset.checked_add(length).is_none_or(|end| end > size) {
+            return Err(format!(
+                "its external data is bytes {offset}..+{length} of {}, which has {size}",
+                path.display()
+            ));
+        }
+        let mut bytes =
+            vec![0; usize::try_from(length).map_err(|_| "its external data is too large")?];
+        file.seek(SeekFrom::Start(offset))
+            .and_then(|_| file.read_exact(&mut bytes))
+            .map_err(|error| format!("its external data {}: {error}", path.display()))?;
+        Ok(bytes)
+    }
+
+    /// The values, with `raw_data` (the message's own, or the external file's) in place of
+    /// the field.
+    fn decode_values(&self, raw_data: &[u8]) -> Result<Values, String> {
         let shape: Vec<usize> = self
             .dims
             .iter()
@@ -226,7 +298,7 @@ impl TensorProto {
             .iter()
             .try_fold(1usize, |count, &dim| count.checked_mul(dim))
             .ok_or("its dimensions overflow")?;
-        let raw = !self.raw_data.is_empty();
+        let raw = !raw_data.is_empty();
         let (width, typed_len) = match self.data_type {
             data_type::FLOAT => (4, self.float_data.len()),
             data_type::DOUBLE => (8, self.double_data.len()),
@@ -240,16 +312,16 @@ impl TensorProto {
             }
         };
         let found = if raw {
-            self.raw_data.len() / width
+            raw_data.len() / width
         } else {
             typed_len
         };
-        if found != count || (raw && !self.raw_data.len().is_multiple_of(width)) {
+        if found != count || (raw && !raw_data.len().is_multiple_of(width)) {
             return Err(format!(
                 "its dimensions {:?} need {count} values but it holds {}",
                 self.dims,
                 if raw {
-                    format!("{} bytes", self.raw_data.len())
+                    format!("{} bytes", raw_data.len())
                 } else {
                     format!("{typed_len} values")
                 }
@@ -265,7 +337,7 @@ impl TensorProto {
                 .map(Values::I64)
                 .map_err(|error| error.to_string())
         };
-        let chunks = |width: usize| self.raw_data.chunks_exact(width);
+        let chunks = |width: usize| raw_data.chunks_exact(width);
         match (self.data_type, raw) {
             (data_type::FLOAT, true) => floats(
                 chunks(4)

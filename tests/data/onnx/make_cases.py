@@ -19,7 +19,9 @@ expected outputs, so that the tests need no Python.
   where the importer's networks (like PyTorch and TensorFlow) return
   initial_h.
 * `export/torch_*`: PyTorch modules exported with `torch.onnx.export`
-  (TorchScript exporter, opset 17), their weights as initializers; the
+  (TorchScript exporter, opset 17), their weights as initializers;
+  `export/dynamo_*` with the default exporter since PyTorch 2.9
+  (`dynamo=True`, opset 18), its weights in `model.onnx.data`; the
   expected outputs are PyTorch's own (not ONNX Runtime's), and ONNX Runtime's
   are checked against them here.
 
@@ -50,12 +52,16 @@ from onnx.backend.test.case.node import collect_testcases
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-def write_case(folder, model, inputs, outputs):
-    if os.path.exists(folder):
+def write_case(folder, model, inputs, outputs, saved=False):
+    """Writes a case; `saved` when `model.onnx` (and its external data) is already there."""
+    if os.path.exists(folder) and not saved:
         shutil.rmtree(folder)
     data = os.path.join(folder, "test_data_set_0")
+    if os.path.exists(data):
+        shutil.rmtree(data)
     os.makedirs(data)
-    onnx.save_model(model, os.path.join(folder, "model.onnx"))
+    if not saved:
+        onnx.save_model(model, os.path.join(folder, "model.onnx"))
     graph_inputs = [i.name for i in model.graph.input
                     if i.name not in {t.name for t in model.graph.initializer}]
     for k, (name, array) in enumerate(zip(graph_inputs, inputs)):
@@ -180,6 +186,41 @@ def ort_case(name, op, I, H, T, B, direction="forward", layout=0, lengths=None,
     write_case(os.path.join(HERE, "built", name), model, list(feed.values()), outputs)
 
 
+def dynamo_case(name, module, x, states, dynamic):
+    """`torch.onnx.export(..., dynamo=True)`, PyTorch's default exporter, which keeps the
+    weights in `model.onnx.data` beside the model; with `dynamic`, time and batch are
+    symbolic and its reshapes compute their shapes from the tensors'."""
+    import torch
+    from torch.export import Dim
+
+    module.eval()
+    with torch.no_grad():
+        y, hidden = module(x, states)
+    hidden = hidden if isinstance(hidden, tuple) else (hidden,)
+    folder = os.path.join(HERE, "export", name)
+    if os.path.exists(folder):
+        shutil.rmtree(folder)
+    os.makedirs(folder)
+    names = ["x", "h0", "c0"][: 1 + len(hidden)]
+    shapes = None
+    if dynamic:
+        T, B = Dim("T"), Dim("B")
+        state_shapes = tuple({1: B} for _ in hidden)
+        shapes = ({0: T, 1: B}, state_shapes if isinstance(states, tuple) else state_shapes[0])
+    torch.onnx.export(module, (x, states), os.path.join(folder, "model.onnx"),
+                      input_names=names, output_names=["y", "h_n", "c_n"][: 1 + len(hidden)],
+                      opset_version=18, dynamo=True, dynamic_shapes=shapes, external_data=True)
+    inputs = [x.numpy()] + [s.numpy() for s in hidden_inputs(states)]
+    outputs = [y.numpy()] + [h.numpy() for h in hidden]
+    sess = ort.InferenceSession(os.path.join(folder, "model.onnx"),
+                                providers=["CPUExecutionProvider"])
+    for a, b in zip(sess.run(None, dict(zip(names, inputs))), outputs):
+        assert np.abs(a - b).max() < 1e-5, (name, np.abs(a - b).max())
+    model = onnx.load(os.path.join(folder, "model.onnx"), load_external_data=False)
+    write_case(folder, model, inputs, outputs, saved=True)
+    print(name, [n.op_type for n in model.graph.node])
+
+
 def hidden_inputs(states):
     return states if isinstance(states, tuple) else (states,)
 
@@ -248,6 +289,12 @@ def main():
     x = torch.randn(B, T, I)
     states = (torch.randn(2, B, H), torch.randn(2, B, H))
     torch_case("torch_tagger_lstm_linear", Tagger(), x, states, batch_first=True)
+
+    x = torch.randn(T, B, I)
+    states = (torch.randn(4, B, H), torch.randn(4, B, H))
+    dynamo_case("dynamo_lstm_bidir_2layers", lstm, x, states, dynamic=True)
+    gru = torch.nn.GRU(I, H, num_layers=2)
+    dynamo_case("dynamo_gru_2layers_static", gru, x, torch.randn(2, B, H), dynamic=False)
     # ONNX's clip (of the gates' pre-activations), where it bites: weights of 0.6 give
     # pre-activations beyond 0.5.
     ort_case("lstm_clip_lengths", "LSTM", I=3, H=4, T=5, B=3, lengths=[5, 2, 4],
