@@ -57,6 +57,7 @@ rnn_macros::rnn!(file = "data/onnx/export/torch_tagger_lstm_linear/model.rnn");
 rnn_macros::rnn!(file = "data/onnx/keras/keras_bidirectional_lstm_then_gru/model.rnn");
 rnn_macros::rnn!(file = "data/onnx/keras/keras_lstm_return_state/model.rnn");
 rnn_macros::rnn!(file = "data/onnx/keras/keras_stacked_lstm/model.rnn");
+rnn_macros::rnn!(file = "data/onnx/keras/keras_tagger_bidirectional_gru_dense/model.rnn");
 
 /// The conformance README's tolerance: `|actual - expected| <= 1e-5 + 1e-4 |expected|`.
 const TOLERANCE: (f32, f32) = (1e-5, 1e-4);
@@ -178,6 +179,9 @@ const CASES: &[(&str, Build)] = &[
     }),
     ("keras/keras_stacked_lstm", |w| {
         Ok(Box::new(KerasStackedLstm::from_weights(w)?))
+    }),
+    ("keras/keras_tagger_bidirectional_gru_dense", |w| {
+        Ok(Box::new(KerasTaggerBidirectionalGruDense::from_weights(w)?))
     }),
 ];
 
@@ -324,7 +328,7 @@ fn imported_models_match_onnx_and_pytorch() {
         failures.extend(interp_failures);
         failures.extend(generated_failures);
     }
-    assert!(CASES.len() >= 38, "{} cases", CASES.len());
+    assert!(CASES.len() >= 39, "{} cases", CASES.len());
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 

@@ -277,6 +277,19 @@ fn shape_of(value: &Value) -> Option<Vec<ShapeDim>> {
     }
 }
 
+/// The product of two shape elements, if it is still known as numbers or a run of atoms.
+fn multiply(x: &ShapeDim, y: &ShapeDim) -> Option<ShapeDim> {
+    match (x, y) {
+        (ShapeDim::Number(x), ShapeDim::Number(y)) => x.checked_mul(*y).map(ShapeDim::Number),
+        (ShapeDim::Atoms(run), ShapeDim::Number(1))
+        | (ShapeDim::Number(1), ShapeDim::Atoms(run)) => Some(ShapeDim::Atoms(run.clone())),
+        (ShapeDim::Atoms(x), ShapeDim::Atoms(y)) => {
+            Some(ShapeDim::Atoms(x.iter().chain(y).copied().collect()))
+        }
+        _ => None,
+    }
+}
+
 /// Whether a value is integers computed from shapes (or a constant that can take part).
 fn is_shape(value: &Value) -> bool {
     matches!(value, Value::Shape(_) | Value::Const(Values::I64(_)))
@@ -617,6 +630,17 @@ impl<'a> Importer<'a> {
             "Gather" => Err(refuse(
                 "`rnnc import` follows a Gather only of shapes (to build zero initial states and reshapes)".into(),
             )),
+            "ReduceProd" if is_shape(self.value(input(0), &label)?) => {
+                // tf2onnx's Tensordot (Keras's Dense on a sequence) flattens all but the last
+                // axis: their sizes' product.
+                let product = shape_of(self.value(input(0), &label)?).and_then(|dims| {
+                    dims.into_iter().try_fold(ShapeDim::Number(1), |acc, dim| {
+                        multiply(&acc, &dim)
+                    })
+                });
+                self.define(output, Value::Shape(product.map(|dim| vec![dim])));
+                Ok(())
+            }
             "Mul" => {
                 let (a, b) = (self.value(input(0), &label)?, self.value(input(1), &label)?);
                 if !(is_shape(a) && is_shape(b)) {
@@ -625,19 +649,7 @@ impl<'a> Importer<'a> {
                     ));
                 }
                 let product = match (shape_of(a).as_deref(), shape_of(b).as_deref()) {
-                    (Some([x]), Some([y])) => match (x, y) {
-                        (ShapeDim::Number(x), ShapeDim::Number(y)) => {
-                            x.checked_mul(*y).map(ShapeDim::Number)
-                        }
-                        (ShapeDim::Atoms(run), ShapeDim::Number(1))
-                        | (ShapeDim::Number(1), ShapeDim::Atoms(run)) => {
-                            Some(ShapeDim::Atoms(run.clone()))
-                        }
-                        (ShapeDim::Atoms(x), ShapeDim::Atoms(y)) => {
-                            Some(ShapeDim::Atoms(x.iter().chain(y).copied().collect()))
-                        }
-                        _ => None,
-                    },
+                    (Some([x]), Some([y])) => multiply(x, y),
                     _ => None,
                 };
                 self.define(output, Value::Shape(product.map(|dim| vec![dim])));

@@ -74,6 +74,8 @@ def main():
         y, h, c = keras.layers.LSTM(4, return_sequences=True, return_state=True)(x)
         return [y, h, c]
     keras_case("keras_lstm_return_state", lstm_states, I=3)
+    keras_case("keras_tagger_bidirectional_gru_dense", lambda x: keras.layers.Dense(5)(
+        keras.layers.Bidirectional(keras.layers.GRU(4, return_sequences=True))(x)), I=3)
     import_all()
 
 
