@@ -567,11 +567,16 @@ proptest::proptest! {
     }
 }
 
-/// Keras layers that tf2onnx writes as a `Loop` over the cell's equations
-/// are refused with the loop named and what to do instead.
+/// Keras layers that tf2onnx writes as a `Loop` over the cell's equations,
+/// or on an input reversed in time (`go_backwards`), are refused with the
+/// node named and what to do instead.
 #[test]
 fn recurrences_written_as_loops_are_refused() {
-    for case in ["refused/keras_gru_reset_before", "refused/keras_simple_rnn"] {
+    for case in [
+        "refused/keras_gru_reset_before",
+        "refused/keras_simple_rnn",
+        "refused/keras_lstm_masking",
+    ] {
         let model = std::fs::read(case_dir(case).join("model.onnx")).expect("model");
         let error = import::onnx(&model, &BTreeMap::new(), "M")
             .unwrap_err()
@@ -581,6 +586,15 @@ fn recurrences_written_as_loops_are_refused() {
             "{case}: {error}"
         );
     }
+    let model = std::fs::read(case_dir("refused/keras_lstm_go_backwards").join("model.onnx"))
+        .expect("model");
+    let error = import::onnx(&model, &BTreeMap::new(), "M")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.starts_with("ReverseSequence node") && error.contains("reversed order"),
+        "{error}"
+    );
 }
 
 /// A model whose weights are in an external file is read with the file's

@@ -492,9 +492,21 @@ impl<'a> Importer<'a> {
             return Err(ImportError {
                 node: node_label(node, index),
                 message: format!(
-                    "the recurrence is a {} over the cell's equations, not an LSTM, GRU or RNN node (tf2onnx writes Keras's SimpleRNN and GRU(reset_after=False) so); `rnnc import` reads the recurrent operators only: write the network in a .rnn file (the built-in `gru(reset_after = false)` and `rnn_tanh` are those layers) and convert its Keras weights with `rnnc convert --from keras`",
+                    "the recurrence is a {} over the cell's equations, not an LSTM, GRU or RNN node (tf2onnx writes Keras's SimpleRNN, GRU(reset_after=False) and layers after a Masking so); `rnnc import` reads the recurrent operators only: write the network in a .rnn file (the built-in `gru(reset_after = false)` and `rnn_tanh` are those layers) and convert its Keras weights with `rnnc convert --from keras`",
                     node.op_type
                 ),
+            });
+        }
+        if let Some((index, node)) = self
+            .graph
+            .node
+            .iter()
+            .enumerate()
+            .find(|(_, node)| node.op_type == "ReverseSequence")
+        {
+            return Err(ImportError {
+                node: node_label(node, index),
+                message: "a sequence reversed in time (tf2onnx's Keras go_backwards): the layer's outputs stay in reversed order, which a network's `y` is not; write the layer with `reverse` in a .rnn file, reverse its `y` in time, and convert the Keras weights with `rnnc convert --from keras`".into(),
             });
         }
         for (index, node) in self.graph.node.iter().enumerate() {

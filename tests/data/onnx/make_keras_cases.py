@@ -6,9 +6,10 @@ tf2onnx turns a Keras LSTM, and a GRU with reset_after=True, into one ONNX
 node plus glue: the input
 transposed to time-major, zero initial states built with Shape, Gather,
 Cast, Slice, Concat and Expand, a Bidirectional layer's two directions
-sliced out of Y and concatenated along the features, Y_h squeezed. A GRU with reset_after=False and a SimpleRNN it leaves as a
-Loop over the cell's equations; those go to `refused/`, which the importer
-must refuse.
+sliced out of Y and concatenated along the features, Y_h squeezed. A GRU with reset_after=False, a SimpleRNN and a layer after
+Masking it leaves as a Loop over the cell's equations, and go_backwards
+reverses the input with ReverseSequence; those go to `refused/`, which the
+importer must refuse.
 
 tf2onnx's files differ from run to run (names, order); the tests read the
 committed ones, and a rerun rewrites each case's model.rnn to match.
@@ -69,6 +70,11 @@ def main():
         4, return_sequences=True, reset_after=False)(x), I=2, folder="refused")
     keras_case("keras_simple_rnn", lambda x: keras.layers.SimpleRNN(
         3, return_sequences=True)(x), I=2, folder="refused")
+    keras_case("keras_lstm_masking", lambda x: keras.layers.LSTM(4, return_sequences=True)(
+        keras.layers.Masking(0.0)(x)), I=3, folder="refused")
+    # go_backwards: the input reversed in time (ReverseSequence), the outputs left reversed.
+    keras_case("keras_lstm_go_backwards", lambda x: keras.layers.LSTM(
+        4, return_sequences=True, go_backwards=True)(x), I=3, folder="refused")
 
     def lstm_states(x):
         y, h, c = keras.layers.LSTM(4, return_sequences=True, return_state=True)(x)
