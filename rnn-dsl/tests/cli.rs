@@ -746,7 +746,7 @@ fn convert_of_a_file_in_another_layout_names_the_tensor() {
 fn help_of_every_subcommand_exits_zero() {
     let top = rnnc(["--help"]);
     assert_eq!(top.status, Some(0), "{top:?}");
-    for command in ["check", "run", "grad", "graph", "convert"] {
+    for command in ["check", "run", "grad", "graph", "convert", "import"] {
         assert!(
             top.stdout
                 .lines()
@@ -760,6 +760,7 @@ fn help_of_every_subcommand_exits_zero() {
         &["check", "--help"][..],
         &["run", "--help"],
         &["graph", "--help"],
+        &["import", "--help"],
         &["help", "run"],
         &["graph", "-h"],
     ] {
@@ -797,6 +798,7 @@ fn bad_command_lines_exit_two() {
             "o.safetensors",
         ],
         &["convert", "m.rnn", "-w", "w", "-o", "o", "--from", "caffe"],
+        &["import", "m.onnx"],
     ] {
         let out = rnnc(args);
         assert_eq!(out.status, Some(2), "{args:?}: {out:?}");

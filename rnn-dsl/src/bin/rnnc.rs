@@ -155,26 +155,27 @@ Import an ONNX model whose recurrent part is LSTM, GRU and RNN nodes: write a
 dynamic`) and a safetensors file of its weights under PyTorch's names, gates
 reordered and biases split as the built-in cells read them.
 
-Both ONNX layouts (layout 0 and 1), forward, reverse and bidirectional nodes,
-sequence_lens, initial_h and initial_c, peepholes P, GRU's
-linear_before_reset and clip (of the gates' pre-activations, as ONNX Runtime
-computes it, with cells the .rnn file defines) are read; stacked nodes are followed through the
-Transpose, Squeeze, Reshape, Slice and Concat glue that PyTorch's and
-tf2onnx's exporters emit; a linear head on the last layer (MatMul and Add
-of constants, as PyTorch exports nn.Linear) becomes a `linear` layer. The
-.rnn file's header lists how each ONNX input
-and output maps to the network's tensors (`x` [B, T, I], `seq_len`, `h0`,
-`y` [B, T, D*H], `h_n`, `c_n`).
+Read: both ONNX layouts (layout 0 and 1); forward, reverse and bidirectional
+nodes; sequence_lens, initial_h and initial_c; peepholes P; GRU's
+linear_before_reset; clip (of the gates' pre-activations, as ONNX Runtime
+computes it, with cells the .rnn file defines); stacked nodes, followed
+through the glue PyTorch's exporters and tf2onnx emit (Transpose, Squeeze,
+Reshape, Slice, Concat, shapes computed from shapes); a linear head on the
+last layer (MatMul and Add of constants), which becomes a `linear` layer.
+The .rnn file's header lists how each ONNX input and output maps to the
+network's tensors (`x` [B, T, I], `seq_len`, `h0`, `y` [B, T, D*H], `h_n`,
+`c_n`).
 
-The importer is strict: an attribute the built-in cells cannot honour
-exactly (non-default activations, activation_alpha/beta, input_forget), any other operator, or an opset it does not know is an error
-naming the node, the attribute and its value.
+The importer is strict: an attribute the cells cannot honour exactly
+(non-default activations, activation_alpha/beta, input_forget), any other
+operator, or an opset it does not know is an error naming the node, the
+attribute and its value.
 
 Weights in an external data file (PyTorch's dynamo exporter writes
 model.onnx.data) are read from beside the model. Weights that are graph
-inputs rather than initializers (as in ONNX's own
-node tests) are read from TensorProto files given with --tensor (each names
-its input, as test_data_set_*/input_*.pb do).
+inputs rather than initializers (as in ONNX's own node tests) are read from
+TensorProto files given with --tensor (each names its input, as
+test_data_set_*/input_*.pb do).
 
 Example:
   rnnc import lstm.onnx -o lstm.rnn
