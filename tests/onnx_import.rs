@@ -621,3 +621,341 @@ fn external_data_needs_the_models_directory() {
         .to_string();
     assert!(error.contains("not a file beside the model"), "{error}");
 }
+
+/// Graphs built to reach the corners of the importer (found by review):
+/// each is an error naming the problem, never a panic or a model that
+/// differs from the graph.
+mod corners {
+    use super::*;
+    use prost::Message;
+    use proto::{
+        AttributeProto, Dimension, GraphProto, ModelProto, NodeProto, OperatorSetIdProto,
+        TensorProto, TensorShapeProto, TensorTypeProto, TypeProto, ValueInfoProto,
+    };
+
+    fn attribute(name: &str, r#type: i32) -> AttributeProto {
+        AttributeProto {
+            name: name.into(),
+            r#type,
+            ..Default::default()
+        }
+    }
+
+    fn ints(name: &str, values: &[i64]) -> AttributeProto {
+        AttributeProto {
+            ints: values.to_vec(),
+            ..attribute(name, 7)
+        }
+    }
+
+    fn int(name: &str, value: i64) -> AttributeProto {
+        AttributeProto {
+            i: value,
+            ..attribute(name, 2)
+        }
+    }
+
+    fn text(name: &str, value: &str) -> AttributeProto {
+        AttributeProto {
+            s: value.as_bytes().to_vec(),
+            ..attribute(name, 3)
+        }
+    }
+
+    fn node(
+        op: &str,
+        inputs: &[&str],
+        outputs: &[&str],
+        attributes: Vec<AttributeProto>,
+    ) -> NodeProto {
+        NodeProto {
+            input: inputs.iter().map(|name| name.to_string()).collect(),
+            output: outputs.iter().map(|name| name.to_string()).collect(),
+            name: format!("{op}_{}", outputs[0]),
+            op_type: op.into(),
+            attribute: attributes,
+            domain: String::new(),
+        }
+    }
+
+    fn floats(name: &str, dims: &[i64]) -> TensorProto {
+        let count: i64 = dims.iter().product();
+        TensorProto {
+            name: name.into(),
+            dims: dims.to_vec(),
+            data_type: 1,
+            float_data: (0..count).map(|k| (k as f32 * 0.37).sin() * 0.3).collect(),
+            ..Default::default()
+        }
+    }
+
+    fn numbers(name: &str, values: &[i64]) -> TensorProto {
+        TensorProto {
+            name: name.into(),
+            dims: vec![values.len() as i64],
+            data_type: 7,
+            int64_data: values.to_vec(),
+            ..Default::default()
+        }
+    }
+
+    fn input(name: &str, dims: &[Option<i64>]) -> ValueInfoProto {
+        let dim = dims
+            .iter()
+            .map(|&size| Dimension {
+                dim_value: size,
+                dim_param: size.is_none().then(|| "n".to_string()),
+            })
+            .collect();
+        ValueInfoProto {
+            name: name.into(),
+            r#type: Some(TypeProto {
+                tensor_type: Some(TensorTypeProto {
+                    elem_type: 1,
+                    shape: Some(TensorShapeProto { dim }),
+                }),
+            }),
+        }
+    }
+
+    fn model(
+        nodes: Vec<NodeProto>,
+        initializer: Vec<TensorProto>,
+        inputs: Vec<ValueInfoProto>,
+        outputs: &[&str],
+    ) -> Vec<u8> {
+        ModelProto {
+            ir_version: 8,
+            graph: Some(GraphProto {
+                node: nodes,
+                name: "g".into(),
+                initializer,
+                input: inputs,
+                output: outputs
+                    .iter()
+                    .map(|name| ValueInfoProto {
+                        name: name.to_string(),
+                        r#type: None,
+                    })
+                    .collect(),
+            }),
+            opset_import: vec![OperatorSetIdProto {
+                domain: String::new(),
+                version: 13,
+            }],
+            ..Default::default()
+        }
+        .encode_to_vec()
+    }
+
+    /// A bidirectional LSTM (I = 3, H = 4) on `X`, then `extra`.
+    fn bidirectional(
+        extra: Vec<NodeProto>,
+        constants: Vec<TensorProto>,
+        outputs: &[&str],
+    ) -> Vec<u8> {
+        let mut nodes = vec![node(
+            "LSTM",
+            &["X", "W", "R", "B"],
+            &["Y", "Y_h", "Y_c"],
+            vec![text("direction", "bidirectional"), int("hidden_size", 4)],
+        )];
+        nodes.extend(extra);
+        let mut initializer = vec![
+            floats("W", &[2, 16, 3]),
+            floats("R", &[2, 16, 4]),
+            floats("B", &[2, 32]),
+        ];
+        initializer.extend(constants);
+        model(
+            nodes,
+            initializer,
+            vec![input("X", &[None, None, Some(3)])],
+            outputs,
+        )
+    }
+
+    fn refused(bytes: &[u8]) -> String {
+        match import::onnx(bytes, &BTreeMap::new(), "M") {
+            Ok(imported) => panic!("imported:\n{}", imported.text),
+            Err(error) => error.to_string(),
+        }
+    }
+
+    #[test]
+    fn slices_and_concats_off_the_direction_axis() {
+        let merged = || {
+            vec![
+                node(
+                    "Transpose",
+                    &["Y"],
+                    &["Yt"],
+                    vec![ints("perm", &[0, 2, 1, 3])],
+                ),
+                node("Reshape", &["Yt", "shape"], &["Yr"], vec![]),
+            ]
+        };
+        // A Slice with its axes left out (ONNX's default [0]) or out of range.
+        for axes in [None, Some(-9)] {
+            let mut extra = merged();
+            let mut inputs = vec!["Yr", "start", "end"];
+            let mut constants = vec![
+                numbers("shape", &[0, 0, -1]),
+                numbers("start", &[0]),
+                numbers("end", &[1]),
+            ];
+            if let Some(axis) = axes {
+                inputs.push("axes");
+                constants.push(numbers("axes", &[axis]));
+            }
+            extra.push(node("Slice", &inputs, &["Z"], vec![]));
+            let error = refused(&bidirectional(extra, constants, &["Z"]));
+            assert!(
+                error.contains("one direction of a bidirectional output"),
+                "{error}"
+            );
+        }
+        // The two directions joined along an axis that does not exist.
+        let extra = vec![
+            node("Slice", &["Y", "zero", "one", "one"], &["Y0"], vec![]),
+            node("Slice", &["Y", "one", "two", "one"], &["Y1"], vec![]),
+            node("Concat", &["Y0", "Y1"], &["Z"], vec![int("axis", -9)]),
+        ];
+        let constants = vec![
+            numbers("zero", &[0]),
+            numbers("one", &[1]),
+            numbers("two", &[2]),
+        ];
+        let error = refused(&bidirectional(extra, constants, &["Z"]));
+        assert!(error.contains("joined along the features"), "{error}");
+        // One direction alone as the output.
+        let extra = vec![node("Slice", &["Y", "zero", "one", "one"], &["Y0"], vec![])];
+        let constants = vec![numbers("zero", &[0]), numbers("one", &[1])];
+        let error = refused(&bidirectional(extra, constants, &["Y0"]));
+        assert!(error.contains("direction 0 alone"), "{error}");
+    }
+
+    #[test]
+    fn sizes_that_overflow_are_refused() {
+        // W and R of no elements, R claiming H = 2^62.
+        let empty = |name: &str, dims: &[i64]| TensorProto {
+            name: name.into(),
+            dims: dims.to_vec(),
+            data_type: 1,
+            ..Default::default()
+        };
+        let bytes = model(
+            vec![node("LSTM", &["X", "W", "R"], &["Y"], vec![])],
+            vec![empty("W", &[1, 0, 3]), empty("R", &[1, 0, 1 << 62])],
+            vec![input("X", &[None, None, Some(3)])],
+            &["Y"],
+        );
+        let error = refused(&bytes);
+        assert!(error.contains("H and I from 1 to"), "{error}");
+        // A static time size of 2^62 and a reshape by a size past it.
+        let bytes = model(
+            vec![
+                node("LSTM", &["X", "W", "R"], &["Y"], vec![]),
+                node("Reshape", &["Y", "shape"], &["Z"], vec![]),
+            ],
+            vec![
+                floats("W", &[1, 16, 3]),
+                floats("R", &[1, 16, 4]),
+                numbers("shape", &[(1 << 62) + 1, -1]),
+            ],
+            vec![input("X", &[Some(1 << 62), Some(8), Some(3)])],
+            &["Z"],
+        );
+        let error = refused(&bytes);
+        assert!(error.starts_with("Reshape node"), "{error}");
+    }
+
+    #[test]
+    fn attributes_heads_and_names_the_text_could_not_hold() {
+        // The direction given twice.
+        let bytes = model(
+            vec![node(
+                "LSTM",
+                &["X", "W", "R"],
+                &["Y"],
+                vec![
+                    text("direction", "reverse"),
+                    text("direction", "bidirectional"),
+                ],
+            )],
+            vec![floats("W", &[2, 16, 3]), floats("R", &[2, 16, 4])],
+            vec![input("X", &[None, None, Some(3)])],
+            &["Y"],
+        );
+        let error = refused(&bytes);
+        assert!(error.contains("`direction` is given twice"), "{error}");
+        // A head of no outputs, and a head on a sequence with lengths.
+        let lstm = |lengths: bool| {
+            let inputs: &[&str] = if lengths {
+                &["X", "W", "R", "", "L"]
+            } else {
+                &["X", "W", "R"]
+            };
+            node("LSTM", inputs, &["Y"], vec![])
+        };
+        let head = |out: i64, lengths: bool| {
+            let mut inputs = vec![input("X", &[None, None, Some(3)])];
+            if lengths {
+                inputs.push(input("L", &[None]));
+            }
+            model(
+                vec![
+                    lstm(lengths),
+                    node("Squeeze", &["Y", "one"], &["Ys"], vec![]),
+                    node("MatMul", &["Ys", "K"], &["Z0"], vec![]),
+                    node("Add", &["Z0", "bias"], &["Z"], vec![]),
+                ],
+                vec![
+                    floats("W", &[1, 16, 3]),
+                    floats("R", &[1, 16, 4]),
+                    numbers("one", &[1]),
+                    floats("K", &[4, out]),
+                    floats("bias", &[out]),
+                ],
+                inputs,
+                &["Z"],
+            )
+        };
+        let error = refused(&head(0, false));
+        assert!(error.starts_with("MatMul node"), "{error}");
+        let error = refused(&head(2, true));
+        assert!(error.contains("past each sequence's end"), "{error}");
+        assert!(import::onnx(&head(2, false), &BTreeMap::new(), "M").is_ok());
+        // Keywords cannot name the network.
+        for name in ["network", "cell", "inf", "layer"] {
+            let error = import::onnx(&head(2, false), &BTreeMap::new(), name)
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains("cannot name a network"), "{name}: {error}");
+        }
+    }
+
+    #[test]
+    fn a_binding_reads_arrays_in_any_memory_order() {
+        let imported = import::onnx(
+            &model(
+                vec![node("LSTM", &["X", "W", "R"], &["Y"], vec![])],
+                vec![floats("W", &[1, 16, 3]), floats("R", &[1, 16, 4])],
+                vec![input("X", &[None, None, Some(3)])],
+                &["Y"],
+            ),
+            &BTreeMap::new(),
+            "M",
+        )
+        .expect("imports");
+        // X [T = 2, B = 5, I = 3] in column-major order.
+        let x = ndarray::Array3::<f32>::from_shape_fn((3, 5, 2), |(i, b, t)| {
+            (100 * t + 10 * b + i) as f32
+        })
+        .reversed_axes()
+        .into_dyn();
+        let ours = imported.inputs[0].to_network(x.clone()).expect("fits");
+        assert_eq!(ours.shape(), &[5, 2, 3]);
+        assert_eq!(ours[[4, 1, 2]], x[[1, 4, 2]]);
+    }
+}

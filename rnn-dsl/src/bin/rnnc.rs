@@ -692,6 +692,12 @@ fn import(args: &ImportArgs) -> Result<(), Failure> {
         .weights
         .clone()
         .unwrap_or_else(|| args.output.with_extension("safetensors"));
+    if weights_path == args.output {
+        return Err(Failure::unusable(format!(
+            "the weights would be written over the model text {}: give -o a .rnn file or -w another path",
+            args.output.display()
+        )));
+    }
     std::fs::write(&args.output, &imported.text).map_err(|error| {
         Failure::unusable(format!("cannot write {}: {error}", args.output.display()))
     })?;

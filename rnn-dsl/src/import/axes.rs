@@ -111,7 +111,11 @@ impl Binding {
             .iter()
             .map(|atoms| atoms.iter().map(|atom| sizes[atom]).product())
             .collect();
+        // Row-major first: an array in another memory order has the same shape but would
+        // not reshape.
         let array = array
+            .as_standard_layout()
+            .into_owned()
             .into_shape_with_order(IxDyn(&atom_shape))
             .map_err(|_| misfit())?
             .permuted_axes(IxDyn(&perm));
@@ -193,7 +197,9 @@ pub(super) fn solve_input_axes(axes: &Axes, wanted: &Axes) -> Option<BTreeMap<us
 
 /// The size of a run of atoms, if known (time, batch and input axes are not).
 pub(super) fn run_size(atoms: &[Atom], sizes: &BTreeMap<Atom, usize>) -> Option<usize> {
-    atoms.iter().map(|atom| sizes.get(atom).copied()).product()
+    atoms.iter().try_fold(1usize, |size, atom| {
+        sizes.get(atom).and_then(|&n| size.checked_mul(n))
+    })
 }
 
 /// `Squeeze` (taking out dimensions of size 1) or `Unsqueeze` (putting them in).
@@ -286,7 +292,7 @@ pub(super) fn reshape_axes(
             || (size == wanted && *cursor < atoms.len() && sizes.get(&atoms[*cursor]) == Some(&1))
         {
             let atom = *atoms.get(*cursor)?;
-            size *= sizes.get(&atom).copied()?;
+            size = size.checked_mul(sizes.get(&atom).copied()?)?;
             run.push(atom);
             *cursor += 1;
         }
@@ -332,9 +338,12 @@ pub(super) fn reshape_axes(
                         return Err(unfollowable("the known sizes do not match"));
                     }
                     let atom = atoms[back - 1];
-                    size *= sizes.get(&atom).copied().ok_or_else(|| {
-                        unfollowable("it splits or merges a dimension of unknown size")
-                    })?;
+                    size = sizes
+                        .get(&atom)
+                        .and_then(|&n| size.checked_mul(n))
+                        .ok_or_else(|| {
+                            unfollowable("it splits or merges a dimension of unknown size")
+                        })?;
                     run.insert(0, atom);
                     back -= 1;
                 }

@@ -47,6 +47,9 @@ use proto::{AttributeProto, NodeProto, Values};
 /// opset the importer was tested with.
 pub const OPSETS: std::ops::RangeInclusive<i64> = 7..=28;
 
+/// The largest hidden or input size imported: the language's own bound on a size.
+const MAX_SIZE: usize = 1 << 24;
+
 /// An imported model.
 #[derive(Debug, Clone)]
 pub struct Imported {
@@ -378,9 +381,13 @@ fn import(
         && network
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '_');
-    if !identifier {
+    // A keyword (`cell`, `inf`) is an identifier the language will not take as a name.
+    let probe = format!(
+        "network {network} {{ input x: [1]; layer l = rnn_tanh(hidden = 1); unroll dynamic; }}"
+    );
+    if !identifier || crate::compile(SourceFile::new("name.rnn", probe)).is_err() {
         return Err(model_error(format!(
-            "`{network}` cannot name a network: a name is a letter, then letters, digits and `_`"
+            "`{network}` cannot name a network: a name is a letter, then letters, digits and `_`, and not a keyword of the language"
         )));
     }
     Importer::new(graph, given, opset, dir)?.run(network)
@@ -706,17 +713,20 @@ impl<'a> Importer<'a> {
                 let value = self.value(input(0), &label)?.clone();
                 let perm = attribute_ints(node, "perm");
                 let value = map_axes(value, |axes| {
+                    let given = perm.clone();
                     let perm: Vec<usize> = if perm.is_empty() {
                         (0..axes.len()).rev().collect()
                     } else {
-                        perm.iter().map(|&p| p as usize).collect()
+                        perm.iter()
+                            .map(|&p| usize::try_from(p).unwrap_or(usize::MAX))
+                            .collect()
                     };
                     let mut seen = BTreeSet::new();
                     if perm.len() != axes.len()
                         || perm.iter().any(|&p| p >= axes.len() || !seen.insert(p))
                     {
                         return Err(format!(
-                            "its perm {perm:?} is not a permutation of {} axes",
+                            "its perm {given:?} is not a permutation of {} axes",
                             axes.len()
                         ));
                     }
@@ -866,7 +876,9 @@ impl<'a> Importer<'a> {
         let value = self.value(input(0), &label)?.clone();
         let unit = steps.as_deref().is_none_or(|steps| steps == [1]);
         let (&[start], &[end]) = (starts.as_slice(), ends.as_slice()) else {
-            return Err(refuse("it slices more than one axis".into()));
+            return Err(refuse(format!(
+                "it has starts {starts:?} and ends {ends:?}; `rnnc import` follows a Slice of one axis"
+            )));
         };
         if let Value::Sequence {
             node: producer,
@@ -876,10 +888,12 @@ impl<'a> Importer<'a> {
         {
             // One direction of a bidirectional node's Y.
             let rank = value_axes.len() as i64;
+            // ONNX's default axes for one start are `[0]`.
             let axis = match axes.as_deref() {
                 Some(&[axis]) if axis < 0 => axis + rank,
                 Some(&[axis]) => axis,
-                _ => -1,
+                None => 0,
+                Some(_) => -1,
             };
             let direction_axis = value_axes
                 .iter()
@@ -890,6 +904,7 @@ impl<'a> Importer<'a> {
                 .any(|r| r.node == *producer && r.directions == 2);
             if !unit
                 || !two
+                || direction_axis.is_none()
                 || direction_axis != usize::try_from(axis).ok()
                 || !(0..2).contains(&start)
                 || end != start + 1
@@ -976,7 +991,7 @@ impl<'a> Importer<'a> {
             recurrent.directions,
         );
         let inputs = recurrent.directions * recurrent.hidden;
-        if last != wanted[0] || weight.shape()[0] != inputs {
+        if last != wanted[0] || weight.shape()[0] != inputs || weight.shape()[1] == 0 {
             return Err(refuse(format!(
                 "it multiplies a sequence with the axes {} by a {:?} matrix; a linear head multiplies the last axis, of the layer's {inputs} outputs",
                 axes_text(&axes),
@@ -1108,6 +1123,7 @@ impl<'a> Importer<'a> {
                 .position(|atoms| atoms.as_slice() == [Atom::Feature]);
             if forward != backward
                 || axes != backward_axes
+                || feature_axis.is_none()
                 || feature_axis != usize::try_from(axis).ok()
             {
                 return Err(refuse(format!(
@@ -1170,8 +1186,15 @@ impl<'a> Importer<'a> {
         let mut reset_after = false;
         let mut relu = false;
         let mut clip = None;
+        let mut seen = BTreeSet::new();
         for attribute in &node.attribute {
             let value = attribute_text(attribute);
+            if !seen.insert(attribute.name.as_str()) {
+                return Err(refuse(format!(
+                    "attribute `{}` is given twice",
+                    attribute.name
+                )));
+            }
             let unsupported =
                 |why: &str| refuse(format!("attribute `{}` = {value}: {why}", attribute.name));
             match attribute.name.as_str() {
@@ -1246,20 +1269,22 @@ impl<'a> Importer<'a> {
         let r = self.floats(&input(2), &label, "R")?;
         let (gates, d) = (op.gates(), directions);
         let (hidden, input_size) = match (w.shape(), r.shape()) {
-            (&[wd, wg, i], &[rd, rg, h]) if wd == d && rd == d && wg == gates * h && rg == gates * h => (h, i),
+            (&[wd, wg, i], &[rd, rg, h])
+                if wd == d
+                    && rd == d
+                    && Some(wg) == gates.checked_mul(h)
+                    && Some(rg) == gates.checked_mul(h)
+                    && (1..=MAX_SIZE).contains(&h)
+                    && (1..=MAX_SIZE).contains(&i) =>
+            {
+                (h, i)
+            }
             (w_shape, r_shape) => {
                 return Err(refuse(format!(
-                    "W has shape {w_shape:?} and R {r_shape:?}; with {d} direction(s) and {gates} gate(s) they must be [{d}, {gates}·H, I] and [{d}, {gates}·H, H]"
+                    "W has shape {w_shape:?} and R {r_shape:?}; with {d} direction(s) and {gates} gate(s) they must be [{d}, {gates}·H, I] and [{d}, {gates}·H, H], H and I from 1 to {MAX_SIZE}"
                 )))
             }
         };
-        if hidden == 0 || input_size == 0 {
-            return Err(refuse(format!(
-                "W has shape {:?} and R {:?}: a layer of no units or no inputs",
-                w.shape(),
-                r.shape()
-            )));
-        }
         if hidden_size.is_some_and(|size| size != hidden as i64) {
             return Err(refuse(format!(
                 "hidden_size = {} but R's shape {:?} says {hidden}",
@@ -1555,6 +1580,12 @@ impl<'a> Importer<'a> {
                 });
             }
         }
+        if let (Some(head), Some(lengths)) = (head, &lengths_input) {
+            return Err(model_error(format!(
+                "the linear head ({}) reads a sequence with lengths `{lengths}`: past each sequence's end ONNX gives the head's bias where a network's `y` is 0; `rnnc import` imports such a graph without the head (drop it from the graph outputs) or without lengths",
+                head.labels.join(", ")
+            )));
+        }
         let several = statements.len() + usize::from(head.is_some()) > 1;
         let one_statement = statements.len() == 1;
         let prefix_of = |s: usize| match (several, one_statement) {
@@ -1623,7 +1654,7 @@ impl<'a> Importer<'a> {
                         .find(|(_, statement)| statement.iter().map(|n| n.node).eq(nodes.iter().copied()))
                         .ok_or_else(|| {
                             model_error(format!(
-                                "graph output `{name}` holds final states of some of the layers of one layer statement; `rnnc import` writes a statement's states whole"
+                                "graph output `{name}` holds final states of layers that are not one layer statement's, whole and in order; `rnnc import` writes a statement's states whole"
                             ))
                         })?;
                     let node = statement[0];
@@ -1641,6 +1672,13 @@ impl<'a> Importer<'a> {
                         ]),
                         lengths: false,
                     }
+                }
+                Value::Sequence {
+                    direction: Some(d), ..
+                } => {
+                    return Err(model_error(format!(
+                        "graph output `{name}` is direction {d} alone of a bidirectional layer; the network's output holds both"
+                    )))
                 }
                 Value::Sequence { .. } => {
                     return Err(model_error(format!(
@@ -1672,11 +1710,6 @@ impl<'a> Importer<'a> {
                 binding.tensor,
                 axes_text(&binding.axes)
             ));
-        }
-        if head.is_some() && lengths_input.is_some() {
-            text.push_str(
-                "//\n// Past each sequence's length, y holds zeros where the ONNX head gives its bias.\n",
-            );
         }
         // The cells of `clip.rnn` the network uses, before it.
         let clipped: BTreeSet<String> = chain
@@ -1812,7 +1845,7 @@ impl<'a> Importer<'a> {
                     (input.clone(), axes.clone())
                 }
                 Value::Rows { input, axes, rows }
-                    if *rows == (k * d..(k + 1) * d) && is_whole(axes) =>
+                    if *rows == (k * d..(k + 1) * d) && is_whole(axes) && !node.batch_major =>
                 {
                     (input.clone(), axes.clone())
                 }
