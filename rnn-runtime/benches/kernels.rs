@@ -1,7 +1,8 @@
 //! Kernel benches: the packed product [`gemm_packed`] against [`matmul_bt`] (ndarray's
 //! `general_mat_mul`, i.e. `matrixmultiply`, which packs both operands on every call) on the
 //! product shapes of the workloads in `shared/WORKLOADS.md`, the activation slice kernels, and
-//! the parts of a step split over two threads (W1's half product, the trade of the states).
+//! the parts of a step split over two threads (W1's half product, the trade of the states), and
+//! the recurrent products of W1 and W2 with weights in bfloat16 and int8.
 //!
 //! Throughput is reported in elements per second where one element is one floating-point
 //! operation (`2·n·k·m` per product), so `Gelem/s` reads as GFLOP/s.
@@ -13,8 +14,8 @@ use ndarray::Array2;
 use rnn_runtime::__private::lockstep;
 use rnn_runtime::init::SplitMix64;
 use rnn_runtime::kernels::{
-    exp_slice, gemm_packed, gemm_packed_columns, matmul_bt, sigmoid_slice, tanh_slice, Columns,
-    PackedMatrix,
+    exp_slice, gemm_packed, gemm_packed_columns, gemm_reduced, matmul_bt, sigmoid_slice,
+    tanh_slice, Columns, PackedMatrix, Precision, ReducedMatrix,
 };
 
 /// `(name, n, k, m)`: `out[n, m] = x[n, k] · w[m, k]ᵀ`.
@@ -55,6 +56,32 @@ fn products(c: &mut Criterion) {
         group.bench_function(BenchmarkId::new("matmul_bt", name), |b| {
             b.iter(|| matmul_bt(black_box(x.view()), w.view(), out.view_mut(), false))
         });
+    }
+    group.finish();
+}
+
+/// The recurrent products of W1 and W2 with weights in `f32` ([`gemm_packed`]) and in reduced
+/// precision ([`gemm_reduced`]), side by side: at W1's one row per step the product reads all
+/// of `W_hh` and nothing else, so its time is the bytes of the weights.
+fn reduced(c: &mut Criterion) {
+    let mut group = c.benchmark_group("reduced");
+    for (name, n, k, m) in &SHAPES[..2] {
+        let (n, k, m) = (*n, *k, *m);
+        let x = random(n, k, 1);
+        let w = random(m, k, 2);
+        let packed = PackedMatrix::new(w.view());
+        let mut out = Array2::<f32>::zeros((n, m));
+        group.throughput(Throughput::Elements((2 * n * k * m) as u64));
+        group.sample_size(50);
+        group.bench_function(BenchmarkId::new("f32", name), |b| {
+            b.iter(|| gemm_packed(black_box(x.view()), &packed, out.view_mut(), false))
+        });
+        for precision in [Precision::Bf16, Precision::Int8] {
+            let reduced = ReducedMatrix::new(w.view(), precision).expect("finite weights");
+            group.bench_function(BenchmarkId::new(precision.name(), name), |b| {
+                b.iter(|| gemm_reduced(black_box(x.view()), &reduced, out.view_mut(), false))
+            });
+        }
     }
     group.finish();
 }
@@ -122,5 +149,5 @@ fn split(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, products, activations, split);
+criterion_group!(benches, products, reduced, activations, split);
 criterion_main!(benches);

@@ -10,6 +10,7 @@ use ndarray::{ArrayView2, ArrayViewMut2};
 
 use super::frame::Activations;
 use super::gemm::{gemm_rows, Columns, PackedMatrix, Separate, Start};
+use super::reduced::{gemm_reduced_rows, ReducedMatrix};
 use crate::ops::{relu, sigmoid, tanh};
 
 /// Columns per panel of the generic table: two 128-bit vectors, the baseline width of x86-64
@@ -156,6 +157,17 @@ pub(super) fn gemm_generic(
     columns: Columns,
 ) {
     gemm_rows::<GENERIC_TILE_ROWS, GENERIC_PANEL, Separate>(x, w, out, start, columns);
+}
+
+/// `out (+)= x · wᵀ` with `w` in reduced precision, packed for the generic table: separate
+/// multiplies and adds, vectorised by LLVM for the baseline instruction set.
+pub(super) fn gemm_reduced_generic(
+    x: ArrayView2<'_, f32>,
+    w: &ReducedMatrix,
+    out: ArrayViewMut2<'_, f32>,
+    accumulate: bool,
+) {
+    gemm_reduced_rows::<GENERIC_PANEL, Separate>(x, w, out, accumulate);
 }
 
 /// Applies [`relu`] to every element.

@@ -7,7 +7,8 @@
 //! - in-place slice kernels ([`sigmoid_slice`], [`tanh_slice`], [`exp_slice`], [`relu_slice`]):
 //!   dispatched through a table of implementations chosen once per process, on first use;
 //! - products with a prepacked weight matrix ([`PackedMatrix`], [`gemm_packed`]): dispatched the
-//!   same way, for the weights a model multiplies by at every step;
+//!   same way, for the weights a model multiplies by at every step; and with weights rounded to
+//!   bfloat16 or int8 ([`ReducedMatrix`], [`gemm_reduced`], `reduced.rs`), `f32` otherwise;
 //! - general matrix products ([`matmul_bt`], [`matmul`]) on ndarray views, computed by ndarray's
 //!   `general_mat_mul`, whose `matrixmultiply` backend does its own CPU feature detection.
 //!
@@ -35,7 +36,7 @@
 //! # Files
 //!
 //! Bottom to top, each importing only from those before it: `gemm.rs` (the packed layout and the
-//! blocked loop nest), `approx.rs` (the vectorisable activations), `frame.rs` (the tile and pass
+//! blocked loop nest), `reduced.rs` (weights in bfloat16 and int8, in the same layout), `approx.rs` (the vectorisable activations), `frame.rs` (the tile and pass
 //! loops, shared with `fused.rs` above), `generic.rs`, `types.rs` (the type of a table),
 //! `x86_64.rs`, and this module, which chooses the table and holds the dispatched entry points.
 //! The scalar definitions they all build on are in [`crate::ops`], below the kernels.
@@ -44,6 +45,7 @@ mod approx;
 pub(crate) mod frame;
 mod gemm;
 mod generic;
+mod reduced;
 #[cfg(test)]
 mod tests;
 mod types;
@@ -61,6 +63,8 @@ pub use gemm::{Columns, PackedMatrix};
 use gemm::{Gemm, Start};
 use generic::Library;
 pub use generic::{matmul, matmul_bt};
+use reduced::ReducedGemm;
+pub use reduced::{bf16_bits, bf16_value, Precision, ReducedMatrix};
 use types::{Kernels, LaneSet};
 
 /// Applies [`sigmoid`] to every element, in place.
@@ -231,6 +235,48 @@ impl PackedMatrix {
     }
 }
 
+impl ReducedMatrix {
+    /// Rounds `w: [m, k]` to `precision` and packs it for the kernels selected for this
+    /// process; `None` for [`Precision::Int8`] when a weight is not finite.
+    pub fn new(w: ArrayView2<'_, f32>, precision: Precision) -> Option<ReducedMatrix> {
+        ReducedMatrix::for_gemm(w, precision, &table().reduced)
+    }
+}
+
+/// Computes `out = x · wᵀ`, or `out += x · wᵀ` when `accumulate` is true, with `w` in reduced
+/// precision ([`ReducedMatrix`]); inputs, accumulation and outputs in `f32`.
+///
+/// Shapes as [`gemm_packed`]'s; rows of `x` and `out` that are not contiguous are copied. A
+/// row of `out` depends only on the same row of `x` (and of `out`).
+///
+/// # Panics
+///
+/// If the shapes disagree, as [`gemm_packed`].
+pub fn gemm_reduced(
+    x: ArrayView2<'_, f32>,
+    w: &ReducedMatrix,
+    mut out: ArrayViewMut2<'_, f32>,
+    accumulate: bool,
+) {
+    assert!(
+        x.ncols() == w.cols() && out.dim() == (x.nrows(), w.rows()),
+        "gemm_reduced: x {:?} times w [{}, {}] transposed does not fit out {:?}",
+        x.shape(),
+        w.rows(),
+        w.cols(),
+        out.shape()
+    );
+    let kernel = w.gemm().kernel;
+    let x = x.as_standard_layout();
+    if rows_are_contiguous(out.view()) {
+        kernel(x.view(), w, out, accumulate);
+    } else {
+        let mut contiguous = out.as_standard_layout().into_owned();
+        kernel(x.view(), w, contiguous.view_mut(), accumulate);
+        out.assign(&contiguous);
+    }
+}
+
 /// [`gemm_packed`] with any starting values.
 fn gemm_packed_from(
     x: ArrayView2<'_, f32>,
@@ -299,6 +345,11 @@ static GENERIC: Kernels = Kernels {
         name: "generic",
         panel_width: generic::GENERIC_PANEL,
         kernel: generic::gemm_generic,
+    },
+    reduced: ReducedGemm {
+        name: "generic",
+        panel_width: generic::GENERIC_PANEL,
+        kernel: generic::gemm_reduced_generic,
     },
     sigmoid_f32: generic::sigmoid_f32_generic,
     tanh_f32: generic::tanh_f32_generic,

@@ -844,3 +844,160 @@ fn environment_variable_selects_the_table() {
         assert!(std::ptr::eq(select(Some(name)), &GENERIC));
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Reduced-precision weights
+
+#[test]
+fn bf16_rounds_to_nearest_even() {
+    use super::{bf16_bits, bf16_value};
+    // Exact values stay; halfway cases go to the even neighbour; the rest to the nearest.
+    for value in [
+        0.0f32,
+        -0.0,
+        1.0,
+        -2.5,
+        0.15625,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+    ] {
+        assert_eq!(
+            bf16_value(bf16_bits(value)).to_bits(),
+            value.to_bits(),
+            "{value}"
+        );
+    }
+    let one = 1.0f32.to_bits();
+    let halfway_even = f32::from_bits(one | 0x8000); // 1 + 2⁻⁸: between 1 and 1 + 2⁻⁷
+    assert_eq!(bf16_value(bf16_bits(halfway_even)), 1.0);
+    let halfway_odd = f32::from_bits((one + 0x1_0000) | 0x8000); // rounds up, to even
+    assert_eq!(
+        bf16_value(bf16_bits(halfway_odd)),
+        f32::from_bits(one + 0x2_0000)
+    );
+    let above = f32::from_bits(one | 0x8001);
+    assert_eq!(bf16_value(bf16_bits(above)), f32::from_bits(one + 0x1_0000));
+    assert!(bf16_value(bf16_bits(f32::NAN)).is_nan());
+    assert_eq!(bf16_value(bf16_bits(f32::MAX)), f32::INFINITY);
+    // Relative error at most 2⁻⁸ (bfloat16 keeps 8 significant bits) on a sweep of normal values.
+    let mut rng = SplitMix64::new(5);
+    for _ in 0..10_000 {
+        let value = rng.uniform(-1.0, 1.0) * 10f32.powi((rng.next_u64() % 20) as i32 - 10);
+        let rounded = bf16_value(bf16_bits(value));
+        assert!(
+            (rounded - value).abs() <= value.abs() * 2f32.powi(-8),
+            "{value} -> {rounded}"
+        );
+    }
+}
+
+/// Every table's reduced-precision product against an `f64` product of the same rounded weights
+/// (so the kernel's error is measured apart from the rounding of the weights), within the
+/// documented bound; and the rounding itself within its bound.
+#[test]
+fn reduced_products_match_f64_on_the_rounded_weights() {
+    use super::reduced::ReducedMatrix;
+    use super::Precision;
+    for kernels in implementations() {
+        for (m, k, n) in [
+            (1, 1, 1),
+            (7, 5, 3),
+            (64, 33, 1),
+            (130, 70, 4),
+            (200, 128, 2),
+        ] {
+            let w = random_matrix(m, k, (m * 31 + k) as u64);
+            let x = random_matrix(n, k, (n * 17 + k) as u64);
+            for precision in [Precision::Bf16, Precision::Int8] {
+                let label = format!("{} {} [{m}, {k}] n = {n}", kernels.name, precision.name());
+                let packed =
+                    ReducedMatrix::for_gemm(w.view(), precision, &kernels.reduced).expect("finite");
+                let rounded = packed.dequantized();
+                // The rounding of the weights.
+                for (row, (original, kept)) in w.outer_iter().zip(rounded.outer_iter()).enumerate()
+                {
+                    let largest = original.iter().fold(0.0f32, |a, v| a.max(v.abs()));
+                    for (&o, &r) in original.iter().zip(&kept) {
+                        let bound = match precision {
+                            Precision::Bf16 => o.abs() * 2f32.powi(-8),
+                            Precision::Int8 => largest / 127.0 / 2.0 * (1.0 + 1e-6),
+                        };
+                        assert!((o - r).abs() <= bound, "{label}: row {row}: {o} -> {r}");
+                    }
+                }
+                // The product, from zero and accumulating.
+                let gamma =
+                    2.0 * k as f64 * f64::from(f32::EPSILON) / 2.0 + 4.0 * f64::from(f32::EPSILON);
+                for accumulate in [false, true] {
+                    let start = random_matrix(n, m, 99);
+                    let mut out = if accumulate {
+                        start.clone()
+                    } else {
+                        Array2::from_elem((n, m), f32::NAN)
+                    };
+                    (kernels.reduced.kernel)(x.view(), &packed, out.view_mut(), accumulate);
+                    for r in 0..n {
+                        for c in 0..m {
+                            let terms = (0..k)
+                                .map(|kk| f64::from(x[[r, kk]]) * f64::from(rounded[[c, kk]]));
+                            let exact: f64 = terms.clone().sum::<f64>()
+                                + if accumulate {
+                                    f64::from(start[[r, c]])
+                                } else {
+                                    0.0
+                                };
+                            let size: f64 = terms.map(f64::abs).sum::<f64>()
+                                + if accumulate {
+                                    f64::from(start[[r, c]]).abs()
+                                } else {
+                                    0.0
+                                };
+                            let error = (f64::from(out[[r, c]]) - exact).abs();
+                            assert!(
+                                error <= gamma * size + 1e-30,
+                                "{label} accumulate {accumulate}: [{r}, {c}] {} vs {exact} (error {error:.3e}, bound {:.3e})",
+                                out[[r, c]],
+                                gamma * size
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn int8_refuses_weights_that_are_not_finite() {
+    use super::{Precision, ReducedMatrix};
+    let mut w = Array2::<f32>::zeros((3, 4));
+    w[[1, 2]] = f32::INFINITY;
+    assert!(ReducedMatrix::new(w.view(), Precision::Int8).is_none());
+    assert!(ReducedMatrix::new(w.view(), Precision::Bf16).is_some());
+}
+
+/// The public entry point: any strides, the selected table.
+#[test]
+fn gemm_reduced_accepts_any_strides() {
+    use super::{gemm_reduced, Precision, ReducedMatrix};
+    let w = random_matrix(40, 24, 3);
+    let x = random_matrix(6, 24, 4);
+    for precision in [Precision::Bf16, Precision::Int8] {
+        let packed = ReducedMatrix::new(w.view(), precision).expect("finite");
+        let mut standard = Array2::<f32>::zeros((6, 40));
+        gemm_reduced(x.view(), &packed, standard.view_mut(), false);
+        let x_columns = x.t().as_standard_layout().into_owned();
+        let mut out_columns = Array2::<f32>::zeros((40, 6));
+        gemm_reduced(
+            x_columns.t(),
+            &packed,
+            out_columns.view_mut().reversed_axes(),
+            false,
+        );
+        assert_eq!(out_columns.t(), standard);
+        let expected = x.dot(&packed.dequantized().t());
+        for (a, b) in standard.iter().zip(&expected) {
+            assert!((a - b).abs() <= 1e-5 * (1.0 + b.abs()), "{a} vs {b}");
+        }
+    }
+}

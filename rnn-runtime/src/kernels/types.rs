@@ -4,6 +4,7 @@
 
 use super::frame::{Operand, Tile};
 use super::gemm::Gemm;
+use super::reduced::ReducedGemm;
 use crate::ops::Binary;
 
 /// An elementwise kernel that rewrites a slice in place.
@@ -22,6 +23,8 @@ pub(super) struct Kernels {
     pub(super) name: &'static str,
     /// The packed product, and the panel width of the matrices it expects.
     pub(super) gemm: Gemm,
+    /// The product by weights in reduced precision.
+    pub(super) reduced: ReducedGemm,
     pub(super) sigmoid_f32: SliceKernel,
     pub(super) tanh_f32: SliceKernel,
     pub(super) exp_f32: SliceKernel,

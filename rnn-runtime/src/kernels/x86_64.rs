@@ -29,6 +29,7 @@ use ndarray::{ArrayView2, ArrayViewMut2};
 
 use super::frame::{binary_tile_portable, run_rows, Activations, Block, Operand, Pass, Tile};
 use super::gemm::{gemm_rows, Columns, Fused, Gemm, PackedMatrix, Start};
+use super::reduced::{gemm_reduced_rows, ReducedGemm, ReducedMatrix};
 use super::types::{Kernels, LaneSet};
 use super::{approx, generic};
 use crate::ops::Binary;
@@ -50,6 +51,11 @@ static AVX2: Kernels = Kernels {
         panel_width: AVX2_PANEL,
         kernel: gemm_avx2,
     },
+    reduced: ReducedGemm {
+        name: "avx2",
+        panel_width: AVX2_PANEL,
+        kernel: gemm_reduced_avx2,
+    },
     sigmoid_f32: sigmoid_avx2,
     tanh_f32: tanh_avx2,
     exp_f32: exp_avx2,
@@ -68,6 +74,11 @@ static AVX512: Kernels = Kernels {
         name: "avx512",
         panel_width: AVX512_PANEL,
         kernel: gemm_avx512,
+    },
+    reduced: ReducedGemm {
+        name: "avx512",
+        panel_width: AVX512_PANEL,
+        kernel: gemm_reduced_avx512,
     },
     sigmoid_f32: sigmoid_avx512,
     tanh_f32: tanh_avx512,
@@ -273,6 +284,58 @@ unsafe fn gemm_avx512_body(
     columns: Columns,
 ) {
     gemm_rows::<AVX512_TILE_ROWS, AVX512_PANEL, Fused>(x, w, out, start, columns);
+}
+
+/// `out (+)= x · wᵀ` with `w` in reduced precision, packed for [`AVX2`].
+fn gemm_reduced_avx2(
+    x: ArrayView2<'_, f32>,
+    w: &ReducedMatrix,
+    out: ArrayViewMut2<'_, f32>,
+    accumulate: bool,
+) {
+    if has_avx2() {
+        // SAFETY: `has_avx2()` has just detected AVX2 and FMA, all `gemm_reduced_avx2_body`
+        // enables.
+        unsafe { gemm_reduced_avx2_body(x, w, out, accumulate) }
+    } else {
+        gemm_reduced_rows::<AVX2_PANEL, Fused>(x, w, out, accumulate);
+    }
+}
+
+#[target_feature(enable = "avx2,fma")]
+unsafe fn gemm_reduced_avx2_body(
+    x: ArrayView2<'_, f32>,
+    w: &ReducedMatrix,
+    out: ArrayViewMut2<'_, f32>,
+    accumulate: bool,
+) {
+    gemm_reduced_rows::<AVX2_PANEL, Fused>(x, w, out, accumulate);
+}
+
+/// `out (+)= x · wᵀ` with `w` in reduced precision, packed for [`AVX512`].
+fn gemm_reduced_avx512(
+    x: ArrayView2<'_, f32>,
+    w: &ReducedMatrix,
+    out: ArrayViewMut2<'_, f32>,
+    accumulate: bool,
+) {
+    if has_avx512() {
+        // SAFETY: `has_avx512()` has just detected AVX-512F, AVX2 and FMA, all
+        // `gemm_reduced_avx512_body` enables.
+        unsafe { gemm_reduced_avx512_body(x, w, out, accumulate) }
+    } else {
+        gemm_reduced_rows::<AVX512_PANEL, Fused>(x, w, out, accumulate);
+    }
+}
+
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn gemm_reduced_avx512_body(
+    x: ArrayView2<'_, f32>,
+    w: &ReducedMatrix,
+    out: ArrayViewMut2<'_, f32>,
+    accumulate: bool,
+) {
+    gemm_reduced_rows::<AVX512_PANEL, Fused>(x, w, out, accumulate);
 }
 
 /// The approximations of `approx.rs` with fused multiply-adds: the activations of both tables.
