@@ -212,9 +212,9 @@ impl std::fmt::Debug for ReducedMatrix {
     }
 }
 
-/// `out (+)= x · wᵀ` over panels of `NR` rows of `w`, one row of `x` at a time: see the module
-/// docs for the order. Inlined into each table's (`#[target_feature]`) function, where LLVM
-/// vectorises the widening of the weights with the multiply-adds.
+/// `out (+)= x · wᵀ` over panels of `NR` rows of `w`, in tiles of [`ROWS`] rows of `x`: see the
+/// module docs for the order. Inlined into each table's (`#[target_feature]`) function, where
+/// LLVM vectorises the widening of the weights with the multiply-adds.
 #[inline(always)]
 pub(super) fn gemm_reduced_rows<const NR: usize, A: MulAdd>(
     x: ArrayView2<'_, f32>,
@@ -227,51 +227,92 @@ pub(super) fn gemm_reduced_rows<const NR: usize, A: MulAdd>(
     debug_assert_eq!(w.gemm.panel_width, NR);
     debug_assert_eq!((out.nrows(), out.ncols(), w.cols), (n, m, k));
     for panel in 0..m.div_ceil(NR) {
-        let columns = panel * NR..((panel + 1) * NR).min(m);
-        let span = panel * k * NR..(panel + 1) * k * NR;
-        for r in 0..n {
-            let x_row = x.row(r);
-            let x_row = x_row.to_slice().expect("rows of x are contiguous");
-            let acc = match &w.storage {
-                Storage::Bf16(weights) => {
-                    dot_panel::<NR, A, u16>(x_row, &weights[span.clone()], bf16_value)
-                }
-                Storage::Int8 { weights, scales } => {
-                    let mut acc = dot_panel::<NR, A, i8>(x_row, &weights[span.clone()], f32::from);
-                    let scales: &[f32; NR] = scales[panel * NR..panel * NR + NR]
-                        .try_into()
-                        .expect("scales padded to whole panels");
-                    for (value, scale) in acc.iter_mut().zip(scales) {
-                        *value *= scale;
-                    }
-                    acc
-                }
-            };
-            let mut out_row = out.row_mut(r);
-            let out_row = out_row.as_slice_mut().expect("rows of out are contiguous");
-            for (target, value) in out_row[columns.clone()].iter_mut().zip(acc) {
-                *target = if accumulate { *target + value } else { value };
-            }
+        let mut row = 0;
+        while row + ROWS <= n {
+            panel_rows::<ROWS, NR, A>(x, w, &mut out, accumulate, panel, row);
+            row += ROWS;
+        }
+        match n - row {
+            0 => {}
+            1 => panel_rows::<1, NR, A>(x, w, &mut out, accumulate, panel, row),
+            2 => panel_rows::<2, NR, A>(x, w, &mut out, accumulate, panel, row),
+            3 => panel_rows::<3, NR, A>(x, w, &mut out, accumulate, panel, row),
+            _ => unreachable!("fewer than {ROWS} rows are left"),
         }
     }
 }
 
-/// The `NR` chains of one panel for one row of inputs.
+/// Rows of `x` per tile: each weight, once widened, serves this many rows.
+const ROWS: usize = 4;
+
+/// Rows `row..row + R` of the product over one panel.
 #[inline(always)]
-fn dot_panel<const NR: usize, A: MulAdd, W: Copy>(
-    x: &[f32],
+fn panel_rows<const R: usize, const NR: usize, A: MulAdd>(
+    x: ArrayView2<'_, f32>,
+    w: &ReducedMatrix,
+    out: &mut ArrayViewMut2<'_, f32>,
+    accumulate: bool,
+    panel: usize,
+    row: usize,
+) {
+    let (k, m) = (w.cols, w.rows);
+    let columns = panel * NR..((panel + 1) * NR).min(m);
+    let span = panel * k * NR..(panel + 1) * k * NR;
+    let mut x_rows: [&[f32]; R] = [&[]; R];
+    for (r, x_row) in x_rows.iter_mut().enumerate() {
+        let slice = x
+            .index_axis_move(ndarray::Axis(0), row + r)
+            .to_slice()
+            .expect("rows of x are contiguous");
+        *x_row = &slice[..k];
+    }
+    let acc = match &w.storage {
+        Storage::Bf16(weights) => dot_panel::<R, NR, A, u16>(&x_rows, &weights[span], bf16_value),
+        Storage::Int8 { weights, scales } => {
+            let mut acc = dot_panel::<R, NR, A, i8>(&x_rows, &weights[span], f32::from);
+            let scales: &[f32; NR] = scales[panel * NR..panel * NR + NR]
+                .try_into()
+                .expect("scales padded to whole panels");
+            for acc_row in &mut acc {
+                for (value, scale) in acc_row.iter_mut().zip(scales) {
+                    *value *= scale;
+                }
+            }
+            acc
+        }
+    };
+    for (r, acc_row) in acc.iter().enumerate() {
+        let mut out_row = out.row_mut(row + r);
+        let out_row = out_row.as_slice_mut().expect("rows of out are contiguous");
+        for (target, &value) in out_row[columns.clone()].iter_mut().zip(acc_row) {
+            *target = if accumulate { *target + value } else { value };
+        }
+    }
+}
+
+/// The `R · NR` chains of one panel for `R` rows of inputs, each weight widened once.
+#[inline(always)]
+fn dot_panel<const R: usize, const NR: usize, A: MulAdd, W: Copy>(
+    x_rows: &[&[f32]; R],
     weights: &[W],
     widen: impl Fn(W) -> f32,
-) -> [f32; NR] {
-    let k = x.len();
+) -> [[f32; NR]; R] {
+    let k = x_rows.first().map_or(0, |row| row.len());
     let weights = &weights[..k * NR];
-    let mut acc = [0.0f32; NR];
-    for (kk, &input) in x.iter().enumerate() {
+    let mut acc = [[0.0f32; NR]; R];
+    for kk in 0..k {
         let step: &[W; NR] = weights[kk * NR..kk * NR + NR]
             .try_into()
             .expect("a panel holds NR weights per step");
-        for (value, &weight) in acc.iter_mut().zip(step) {
-            *value = A::mul_add(input, widen(weight), *value);
+        let mut widened = [0.0f32; NR];
+        for (value, &weight) in widened.iter_mut().zip(step) {
+            *value = widen(weight);
+        }
+        for (acc_row, x_row) in acc.iter_mut().zip(x_rows) {
+            let input = x_row[kk];
+            for (value, &weight) in acc_row.iter_mut().zip(&widened) {
+                *value = A::mul_add(input, weight, *value);
+            }
         }
     }
     acc
