@@ -391,6 +391,94 @@ pub(super) fn reshape_axes(
     Ok(out)
 }
 
+/// One element of a followed shape: a number, or the size of a run of atoms.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) enum ShapeDim {
+    Number(i64),
+    Atoms(Vec<Atom>),
+}
+
+/// The product of two shape elements, if it is still known as numbers or a run of atoms.
+pub(super) fn multiply(x: &ShapeDim, y: &ShapeDim) -> Option<ShapeDim> {
+    match (x, y) {
+        (ShapeDim::Number(x), ShapeDim::Number(y)) => x.checked_mul(*y).map(ShapeDim::Number),
+        (ShapeDim::Atoms(run), ShapeDim::Number(1))
+        | (ShapeDim::Number(1), ShapeDim::Atoms(run)) => Some(ShapeDim::Atoms(run.clone())),
+        (ShapeDim::Atoms(x), ShapeDim::Atoms(y)) => {
+            Some(ShapeDim::Atoms(x.iter().chain(y).copied().collect()))
+        }
+        _ => None,
+    }
+}
+
+/// `Reshape` to a shape computed from the value's own (PyTorch's dynamo exporter:
+/// `[T, B, D·H]` as `Concat(shape[0:1], shape[1:2], shape[2:3] · shape[3:4])`): each element
+/// that measures a run of atoms takes that run, each number as [`reshape_axes`] reads it.
+pub(super) fn reshape_to_dims(
+    axes: &Axes,
+    dims: &[ShapeDim],
+    sizes: &BTreeMap<Atom, usize>,
+) -> std::result::Result<Axes, String> {
+    let numbers: Option<Vec<i64>> = dims
+        .iter()
+        .map(|dim| match dim {
+            ShapeDim::Number(n) => Some(*n),
+            ShapeDim::Atoms(_) => None,
+        })
+        .collect();
+    if let Some(numbers) = numbers {
+        return reshape_axes(axes, &numbers, sizes);
+    }
+    let atoms: Vec<Atom> = axes.iter().flatten().copied().collect();
+    let unfollowable = || {
+        format!(
+            "its shape, computed from shapes, does not regroup the axes {} in order",
+            axes_text(axes)
+        )
+    };
+    let mut out = Vec::new();
+    let mut cursor = 0;
+    for dim in dims {
+        match dim {
+            ShapeDim::Atoms(run) => {
+                let next = atoms
+                    .get(cursor..cursor + run.len())
+                    .ok_or_else(unfollowable)?;
+                let (mut a, mut b) = (next.to_vec(), run.clone());
+                a.sort();
+                b.sort();
+                if a != b {
+                    return Err(unfollowable());
+                }
+                out.push(next.to_vec());
+                cursor += run.len();
+            }
+            ShapeDim::Number(n) if *n > 0 => {
+                let mut run = Vec::new();
+                let mut size = 1usize;
+                while size < *n as usize {
+                    let atom = *atoms.get(cursor).ok_or_else(unfollowable)?;
+                    size = size.saturating_mul(sizes.get(&atom).copied().ok_or_else(unfollowable)?);
+                    run.push(atom);
+                    cursor += 1;
+                }
+                if size != *n as usize {
+                    return Err(unfollowable());
+                }
+                out.push(run);
+            }
+            ShapeDim::Number(_) => return Err(unfollowable()),
+        }
+    }
+    if atoms[cursor..]
+        .iter()
+        .any(|atom| sizes.get(atom) != Some(&1))
+    {
+        return Err(unfollowable());
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
