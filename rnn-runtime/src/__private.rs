@@ -20,14 +20,16 @@ pub use crate::fused::{
 };
 pub use crate::init::{pytorch_bound, uniform, SplitMix64};
 pub use crate::kernels::{
-    gemm_packed, gemm_packed_columns, gemm_packed_onto_row, gemm_packed_onto_row_columns, matmul,
-    matmul_bt, relu, sigmoid, soft_threshold, tanh, Columns, PackedMatrix,
+    gemm_packed, gemm_packed_columns, gemm_packed_onto_row, gemm_packed_onto_row_columns,
+    gemm_reduced, gemm_reduced_columns, gemm_reduced_onto_row, gemm_reduced_onto_row_columns,
+    matmul, matmul_bt, relu, sigmoid, soft_threshold, tanh, Columns, PackedMatrix, Precision,
+    ReducedMatrix,
 };
 pub use crate::layout::{to_pytorch as layout_to_pytorch, RecurrentCell, RecurrentLayer};
 pub use crate::loading::{
     check_finite, check_shape, copy_rows, fill_rows, initial_rows, input2, input3, load1, load2,
-    load_steps, next_stamp, optional_lengths, state_or_zeros, step_copy1, step_copy2, step_params,
-    steps,
+    load_steps, next_stamp, optional_lengths, reduce_weights, state_or_zeros, step_copy1,
+    step_copy2, step_params, steps,
 };
 pub use crate::ops::{sign, softplus, Binary, Reduction, Unary};
 pub use crate::packing::{flat_steps, scatter, Packing, Placement};

@@ -9,6 +9,7 @@ use ndarray::{
 };
 
 use crate::error::RnnError;
+use crate::kernels::{Precision, ReducedMatrix};
 use crate::packing::copy_row;
 use crate::tensor::TensorMap;
 
@@ -265,6 +266,28 @@ pub fn check_finite<'a>(
         }),
         None => Ok(()),
     }
+}
+
+/// Rounds a weight matrix to a reduced precision for the products that read it
+/// ([`ReducedMatrix::new`]).
+///
+/// # Errors
+///
+/// [`RnnError::InvalidValue`] naming `tensor` when the precision is int8 and a value is NaN or
+/// infinite (no scale represents it).
+pub fn reduce_weights(
+    tensor: &str,
+    w: ArrayView2<'_, f32>,
+    precision: Precision,
+) -> Result<ReducedMatrix, RnnError> {
+    // Int8 refuses values that are not finite; name the first of them.
+    if precision == Precision::Int8 {
+        check_finite(tensor, w.iter())?;
+    }
+    ReducedMatrix::new(w, precision).ok_or_else(|| RnnError::InvalidValue {
+        tensor: tensor.to_owned(),
+        reason: format!("cannot be rounded to {}", precision.name()),
+    })
 }
 
 /// A number no earlier call gave, for telling one model's parameters from

@@ -81,7 +81,7 @@ impl Columns {
     }
 
     /// Whether the panel that starts at column `first` is computed.
-    fn keeps(self, first: usize) -> bool {
+    pub(super) fn keeps(self, first: usize) -> bool {
         self.period == 0 || (self.lo..self.hi).contains(&(first % self.period))
     }
 }

@@ -159,15 +159,16 @@ pub(super) fn gemm_generic(
     gemm_rows::<GENERIC_TILE_ROWS, GENERIC_PANEL, Separate>(x, w, out, start, columns);
 }
 
-/// `out (+)= x · wᵀ` with `w` in reduced precision, packed for the generic table: separate
+/// `out = start + x · wᵀ` with `w` in reduced precision, packed for the generic table: separate
 /// multiplies and adds, vectorised by LLVM for the baseline instruction set.
 pub(super) fn gemm_reduced_generic(
     x: ArrayView2<'_, f32>,
     w: &ReducedMatrix,
     out: ArrayViewMut2<'_, f32>,
-    accumulate: bool,
+    start: Start<'_>,
+    columns: Columns,
 ) {
-    gemm_reduced_rows::<GENERIC_PANEL, Separate>(x, w, out, accumulate);
+    gemm_reduced_rows::<GENERIC_PANEL, Separate>(x, w, out, start, columns);
 }
 
 /// Applies [`relu`] to every element.

@@ -255,8 +255,75 @@ impl ReducedMatrix {
 pub fn gemm_reduced(
     x: ArrayView2<'_, f32>,
     w: &ReducedMatrix,
-    mut out: ArrayViewMut2<'_, f32>,
+    out: ArrayViewMut2<'_, f32>,
     accumulate: bool,
+) {
+    gemm_reduced_columns(x, w, out, accumulate, Columns::ALL);
+}
+
+/// [`gemm_reduced`] computing only the output columns `columns` selects; the others keep their
+/// values. Each computed element is bit-identical to [`gemm_reduced`]'s.
+///
+/// # Panics
+///
+/// As [`gemm_reduced`].
+pub fn gemm_reduced_columns(
+    x: ArrayView2<'_, f32>,
+    w: &ReducedMatrix,
+    out: ArrayViewMut2<'_, f32>,
+    accumulate: bool,
+    columns: Columns,
+) {
+    let start = if accumulate { Start::Out } else { Start::Zero };
+    gemm_reduced_from(x, w, out, start, columns);
+}
+
+/// Computes `out = row + x · wᵀ` for every row of `out`, with `w` in reduced precision: a bias
+/// added to each product, bit-identical to filling every row of `out` with `row` and then
+/// calling [`gemm_reduced`] with `accumulate`.
+///
+/// # Panics
+///
+/// As [`gemm_reduced`], or if `row` is not `w.rows()` long.
+pub fn gemm_reduced_onto_row(
+    x: ArrayView2<'_, f32>,
+    w: &ReducedMatrix,
+    out: ArrayViewMut2<'_, f32>,
+    row: &[f32],
+) {
+    gemm_reduced_onto_row_columns(x, w, out, row, Columns::ALL);
+}
+
+/// [`gemm_reduced_onto_row`] computing only the output columns `columns` selects.
+///
+/// # Panics
+///
+/// As [`gemm_reduced_onto_row`].
+pub fn gemm_reduced_onto_row_columns(
+    x: ArrayView2<'_, f32>,
+    w: &ReducedMatrix,
+    out: ArrayViewMut2<'_, f32>,
+    row: &[f32],
+    columns: Columns,
+) {
+    assert_eq!(
+        row.len(),
+        w.rows(),
+        "gemm_reduced_onto_row: a row of {} for w [{}, {}]",
+        row.len(),
+        w.rows(),
+        w.cols()
+    );
+    gemm_reduced_from(x, w, out, Start::Row(row), columns);
+}
+
+/// [`gemm_reduced`] with any starting values.
+fn gemm_reduced_from(
+    x: ArrayView2<'_, f32>,
+    w: &ReducedMatrix,
+    mut out: ArrayViewMut2<'_, f32>,
+    start: Start<'_>,
+    columns: Columns,
 ) {
     assert!(
         x.ncols() == w.cols() && out.dim() == (x.nrows(), w.rows()),
@@ -269,10 +336,10 @@ pub fn gemm_reduced(
     let kernel = w.gemm().kernel;
     let x = x.as_standard_layout();
     if rows_are_contiguous(out.view()) {
-        kernel(x.view(), w, out, accumulate);
+        kernel(x.view(), w, out, start, columns);
     } else {
         let mut contiguous = out.as_standard_layout().into_owned();
-        kernel(x.view(), w, contiguous.view_mut(), accumulate);
+        kernel(x.view(), w, contiguous.view_mut(), start, columns);
         out.assign(&contiguous);
     }
 }

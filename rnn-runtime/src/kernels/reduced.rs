@@ -19,14 +19,14 @@
 //!
 //! Each output element is one chain over the inner dimension from zero,
 //! `acc = mul_add(x[kk], w[kk], acc)` with the weight widened to `f32` exactly, then (int8)
-//! `acc · s`, then added to `out` when accumulating. Against the exact product of `x` with the
+//! `acc · s`, then added to the start (`out`'s own value, or a bias row) if there is one. Against the exact product of `x` with the
 //! *rounded* weights the error is at most `γ · Σ|x·w|` with `γ` as for `f32` weights
 //! (`gemm.rs`), plus one rounding of `acc · s` and one of the final add. A row of the product
 //! depends on nothing but the same row of `x`.
 
 use ndarray::{Array2, ArrayView2, ArrayViewMut2};
 
-use super::gemm::MulAdd;
+use super::gemm::{Columns, MulAdd, Start};
 
 /// A reduced precision for weights.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -72,10 +72,10 @@ pub fn bf16_value(bits: u16) -> f32 {
     f32::from_bits(u32::from(bits) << 16)
 }
 
-/// A reduced-precision product kernel: `out (+)= x · wᵀ`, the rows of `x` and `out` contiguous
-/// and the shapes checked by the caller.
+/// A reduced-precision product kernel: `out = start + x · wᵀ` on the columns `columns` keeps,
+/// the rows of `x` and `out` contiguous and the shapes checked by the caller.
 pub(super) type ReducedKernel =
-    fn(ArrayView2<'_, f32>, &ReducedMatrix, ArrayViewMut2<'_, f32>, bool);
+    fn(ArrayView2<'_, f32>, &ReducedMatrix, ArrayViewMut2<'_, f32>, Start<'_>, Columns);
 
 /// The reduced-precision product of one kernel table.
 #[derive(Debug, Clone, Copy)]
@@ -212,31 +212,35 @@ impl std::fmt::Debug for ReducedMatrix {
     }
 }
 
-/// `out (+)= x · wᵀ` over panels of `NR` rows of `w`, in tiles of [`ROWS`] rows of `x`: see the
-/// module docs for the order. Inlined into each table's (`#[target_feature]`) function, where
+/// `out = start + x · wᵀ` over the panels of `NR` rows of `w` that `columns` keeps, in tiles of
+/// [`ROWS`] rows of `x`: see the module docs for the order. Inlined into each table's (`#[target_feature]`) function, where
 /// LLVM vectorises the widening of the weights with the multiply-adds.
 #[inline(always)]
 pub(super) fn gemm_reduced_rows<const NR: usize, A: MulAdd>(
     x: ArrayView2<'_, f32>,
     w: &ReducedMatrix,
     mut out: ArrayViewMut2<'_, f32>,
-    accumulate: bool,
+    start: Start<'_>,
+    columns: Columns,
 ) {
     let (n, k) = x.dim();
     let m = w.rows;
     debug_assert_eq!(w.gemm.panel_width, NR);
     debug_assert_eq!((out.nrows(), out.ncols(), w.cols), (n, m, k));
     for panel in 0..m.div_ceil(NR) {
+        if !columns.keeps(panel * NR) {
+            continue;
+        }
         let mut row = 0;
         while row + ROWS <= n {
-            panel_rows::<ROWS, NR, A>(x, w, &mut out, accumulate, panel, row);
+            panel_rows::<ROWS, NR, A>(x, w, &mut out, start, panel, row);
             row += ROWS;
         }
         match n - row {
             0 => {}
-            1 => panel_rows::<1, NR, A>(x, w, &mut out, accumulate, panel, row),
-            2 => panel_rows::<2, NR, A>(x, w, &mut out, accumulate, panel, row),
-            3 => panel_rows::<3, NR, A>(x, w, &mut out, accumulate, panel, row),
+            1 => panel_rows::<1, NR, A>(x, w, &mut out, start, panel, row),
+            2 => panel_rows::<2, NR, A>(x, w, &mut out, start, panel, row),
+            3 => panel_rows::<3, NR, A>(x, w, &mut out, start, panel, row),
             _ => unreachable!("fewer than {ROWS} rows are left"),
         }
     }
@@ -251,7 +255,7 @@ fn panel_rows<const R: usize, const NR: usize, A: MulAdd>(
     x: ArrayView2<'_, f32>,
     w: &ReducedMatrix,
     out: &mut ArrayViewMut2<'_, f32>,
-    accumulate: bool,
+    start: Start<'_>,
     panel: usize,
     row: usize,
 ) {
@@ -284,8 +288,13 @@ fn panel_rows<const R: usize, const NR: usize, A: MulAdd>(
     for (r, acc_row) in acc.iter().enumerate() {
         let mut out_row = out.row_mut(row + r);
         let out_row = out_row.as_slice_mut().expect("rows of out are contiguous");
-        for (target, &value) in out_row[columns.clone()].iter_mut().zip(acc_row) {
-            *target = if accumulate { *target + value } else { value };
+        let targets = out_row[columns.clone()].iter_mut().zip(acc_row);
+        match start {
+            Start::Zero => targets.for_each(|(target, &value)| *target = value),
+            Start::Out => targets.for_each(|(target, &value)| *target += value),
+            Start::Row(bias) => targets
+                .zip(&bias[columns.clone()])
+                .for_each(|((target, &value), &bias)| *target = bias + value),
         }
     }
 }

@@ -12,7 +12,7 @@ use ndarray::{s, Array2, ArrayView2};
 use proptest::collection::vec;
 use proptest::prelude::*;
 
-use super::gemm::PackedMatrix;
+use super::gemm::{PackedMatrix, Start};
 use super::types::{Kernels, MapKernel, SliceKernel};
 use super::{
     approx, available, gemm_packed, gemm_packed_columns, gemm_packed_onto_row,
@@ -593,6 +593,84 @@ fn a_split_product_computes_its_columns_exactly_and_leaves_the_others() {
     assert_eq!(Columns::periodic(128, 64, 192), None, "past the period");
 }
 
+/// The reduced-precision product's split and bias forms: each computed element bit-identical
+/// to the whole product's (a bias row as if written into `out` first), the other columns left.
+#[test]
+fn a_reduced_product_splits_by_columns_and_starts_from_a_row() {
+    use super::reduced::ReducedMatrix;
+    use super::{
+        gemm_reduced, gemm_reduced_columns, gemm_reduced_onto_row, gemm_reduced_onto_row_columns,
+        Precision,
+    };
+    let mut seed = 700;
+    for &(period, lo, hi) in &[(128, 0, 64), (128, 64, 128), (256, 64, 192)] {
+        let columns = Columns::periodic(period, lo, hi).expect("aligned");
+        for n in [1, 3, 6] {
+            for m in [period * 4, period * 4 + 40] {
+                seed += 4;
+                let k = 72;
+                let x = random_matrix(n, k, seed);
+                let w = random_matrix(m, k, seed + 1);
+                let init = random_matrix(n, m, seed + 2);
+                let bias = random_matrix(1, m, seed + 3);
+                let bias = bias.as_slice().expect("contiguous");
+                for &kernels in &implementations() {
+                    for precision in [Precision::Bf16, Precision::Int8] {
+                        let w = ReducedMatrix::for_gemm(w.view(), precision, &kernels.reduced)
+                            .expect("finite");
+                        for start in 0..3 {
+                            let (mut whole, mut part) = (init.clone(), init.clone());
+                            match start {
+                                0 | 1 => {
+                                    gemm_reduced(x.view(), &w, whole.view_mut(), start == 1);
+                                    gemm_reduced_columns(
+                                        x.view(),
+                                        &w,
+                                        part.view_mut(),
+                                        start == 1,
+                                        columns,
+                                    );
+                                }
+                                _ => {
+                                    let mut filled = init.clone();
+                                    filled.rows_mut().into_iter().for_each(|mut row| {
+                                        row.assign(&ndarray::aview1(bias));
+                                    });
+                                    gemm_reduced(x.view(), &w, filled.view_mut(), true);
+                                    gemm_reduced_onto_row(x.view(), &w, whole.view_mut(), bias);
+                                    assert_eq!(whole, filled, "{} onto a row", kernels.name);
+                                    gemm_reduced_onto_row_columns(
+                                        x.view(),
+                                        &w,
+                                        part.view_mut(),
+                                        bias,
+                                        columns,
+                                    );
+                                }
+                            }
+                            for ((row, col), &value) in part.indexed_iter() {
+                                let expected = if (lo..hi).contains(&(col % period)) {
+                                    whole[(row, col)]
+                                } else {
+                                    init[(row, col)]
+                                };
+                                assert_eq!(
+                                    value.to_bits(),
+                                    expected.to_bits(),
+                                    "{} {} split {period}/{lo}..{hi} n={n} m={m} start={start} \
+                                     at ({row}, {col})",
+                                    kernels.name,
+                                    precision.name()
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn gemm_with_empty_dimensions() {
     for kernels in implementations() {
@@ -935,7 +1013,14 @@ fn reduced_products_match_f64_on_the_rounded_weights() {
                     } else {
                         Array2::from_elem((n, m), f32::NAN)
                     };
-                    (kernels.reduced.kernel)(x.view(), &packed, out.view_mut(), accumulate);
+                    let start_from = if accumulate { Start::Out } else { Start::Zero };
+                    (kernels.reduced.kernel)(
+                        x.view(),
+                        &packed,
+                        out.view_mut(),
+                        start_from,
+                        Columns::ALL,
+                    );
                     for r in 0..n {
                         for c in 0..m {
                             let terms = (0..k)

@@ -286,19 +286,20 @@ unsafe fn gemm_avx512_body(
     gemm_rows::<AVX512_TILE_ROWS, AVX512_PANEL, Fused>(x, w, out, start, columns);
 }
 
-/// `out (+)= x · wᵀ` with `w` in reduced precision, packed for [`AVX2`].
+/// `out = start + x · wᵀ` with `w` in reduced precision, packed for [`AVX2`].
 fn gemm_reduced_avx2(
     x: ArrayView2<'_, f32>,
     w: &ReducedMatrix,
     out: ArrayViewMut2<'_, f32>,
-    accumulate: bool,
+    start: Start<'_>,
+    columns: Columns,
 ) {
     if has_avx2() {
         // SAFETY: `has_avx2()` has just detected AVX2 and FMA, all `gemm_reduced_avx2_body`
         // enables.
-        unsafe { gemm_reduced_avx2_body(x, w, out, accumulate) }
+        unsafe { gemm_reduced_avx2_body(x, w, out, start, columns) }
     } else {
-        gemm_reduced_rows::<AVX2_PANEL, Fused>(x, w, out, accumulate);
+        gemm_reduced_rows::<AVX2_PANEL, Fused>(x, w, out, start, columns);
     }
 }
 
@@ -307,24 +308,26 @@ unsafe fn gemm_reduced_avx2_body(
     x: ArrayView2<'_, f32>,
     w: &ReducedMatrix,
     out: ArrayViewMut2<'_, f32>,
-    accumulate: bool,
+    start: Start<'_>,
+    columns: Columns,
 ) {
-    gemm_reduced_rows::<AVX2_PANEL, Fused>(x, w, out, accumulate);
+    gemm_reduced_rows::<AVX2_PANEL, Fused>(x, w, out, start, columns);
 }
 
-/// `out (+)= x · wᵀ` with `w` in reduced precision, packed for [`AVX512`].
+/// `out = start + x · wᵀ` with `w` in reduced precision, packed for [`AVX512`].
 fn gemm_reduced_avx512(
     x: ArrayView2<'_, f32>,
     w: &ReducedMatrix,
     out: ArrayViewMut2<'_, f32>,
-    accumulate: bool,
+    start: Start<'_>,
+    columns: Columns,
 ) {
     if has_avx512() {
         // SAFETY: `has_avx512()` has just detected AVX-512F, AVX2 and FMA, all
         // `gemm_reduced_avx512_body` enables.
-        unsafe { gemm_reduced_avx512_body(x, w, out, accumulate) }
+        unsafe { gemm_reduced_avx512_body(x, w, out, start, columns) }
     } else {
-        gemm_reduced_rows::<AVX512_PANEL, Fused>(x, w, out, accumulate);
+        gemm_reduced_rows::<AVX512_PANEL, Fused>(x, w, out, start, columns);
     }
 }
 
@@ -333,9 +336,10 @@ unsafe fn gemm_reduced_avx512_body(
     x: ArrayView2<'_, f32>,
     w: &ReducedMatrix,
     out: ArrayViewMut2<'_, f32>,
-    accumulate: bool,
+    start: Start<'_>,
+    columns: Columns,
 ) {
-    gemm_reduced_rows::<AVX512_PANEL, Fused>(x, w, out, accumulate);
+    gemm_reduced_rows::<AVX512_PANEL, Fused>(x, w, out, start, columns);
 }
 
 /// The approximations of `approx.rs` with fused multiply-adds: the activations of both tables.
