@@ -191,6 +191,23 @@ def bench_onnxruntime(threads: int):
         y, h_n = fn()
         yield line(w, name, threads, measure(fn, reps), fwd_diff(w, exp, y, h_n),
                    **({"note": "sequence_lens"} if w.varlen else {}))
+        # unroll's reduced-precision weights are measured against ONNX
+        # Runtime's own: its dynamic quantization of the same model (LSTM
+        # becomes DynamicQuantizeLSTM, int8 weights with per-tensor scales).
+        if w.name in ("W1", "W2"):
+            from onnxruntime.quantization import QuantType, quantize_dynamic
+
+            quantized = str(data_path(w.name, ".int8.onnx"))
+            if not os.path.exists(quantized):
+                quantize_dynamic(str(data_path(w.name, ".onnx")), quantized, weight_type=QuantType.QInt8)
+            sess_int8 = ort.InferenceSession(quantized, so, providers=["CPUExecutionProvider"])
+
+            def fn_int8():
+                return sess_int8.run(None, feeds)
+
+            y, h_n = fn_int8()
+            yield line(w, f"{name} int8", threads, measure(fn_int8, reps), fwd_diff(w, exp, y, h_n),
+                       note="quantize_dynamic(weight_type=QInt8)" + ("; sequence_lens" if w.varlen else ""))
 
     return run
 

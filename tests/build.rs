@@ -71,6 +71,10 @@ fn main() {
     let registry = format!(
         "{modules}\n/// Every generated conformance model.\npub fn registry() -> Vec<Entry> {{\n    vec![\n{entries}    ]\n}}\n"
     );
+    write_if_changed(
+        &out_dir.join("precision_models.rs"),
+        &precision_registry(&cases, &ista_cell),
+    );
     write_if_changed(&out_dir.join("conformance_models.rs"), &registry);
     write_if_changed(
         &out_dir.join("equivalence_models.rs"),
@@ -80,6 +84,73 @@ fn main() {
         &out_dir.join("ok_models.rs"),
         &ok_registry(&manifest_dir.join("data/ok")),
     );
+}
+
+/// Every conformance case with its weights in bfloat16 and in int8
+/// (`precision bf16;`), unrolled dynamically and, for short cases,
+/// statically; a gradient case with training code (which stays `f32`).
+fn precision_registry(cases: &[serde_json::Value], ista_cell: &str) -> String {
+    let mut modules = String::new();
+    let mut entries = String::new();
+    for (case_idx, case) in cases.iter().enumerate() {
+        let case_name = case["name"].as_str().unwrap_or("<unnamed>");
+        let steps = case["max_time"]
+            .as_u64()
+            .or_else(|| case["K"].as_u64())
+            .unwrap_or(1);
+        let mut modes = vec![("dynamic".to_owned(), "dynamic".to_owned())];
+        if steps <= 20 {
+            modes.push((format!("static{steps}"), format!("static {steps}")));
+        }
+        for precision in ["bf16", "int8"] {
+            for (mode_name, mode) in &modes {
+                let network_name =
+                    format!("Case{case_idx}{}{}", camel(mode_name), camel(precision));
+                let text = match case["kind"].as_str() {
+                    Some("rnn") => rnn_model_text(case, &network_name, mode),
+                    Some("ista") => ista_model_text(case, ista_cell, &network_name, mode),
+                    other => Err(format!("unknown case kind {other:?}")),
+                };
+                let f32_text = match text {
+                    Ok(text) => text,
+                    // codegen.rs reports the case; it has nothing to round.
+                    Err(_) => continue,
+                };
+                // After the case network's `unroll` statement: the last one
+                // (an ISTA case's text starts with the example's network).
+                let unroll = format!("    unroll {mode};\n");
+                let at = f32_text
+                    .rfind(&unroll)
+                    .expect("the case network has its unroll statement")
+                    + unroll.len();
+                let text = format!(
+                    "{}    precision {precision};\n{}",
+                    &f32_text[..at],
+                    &f32_text[at..]
+                );
+                let gradients = case["has_gradients"].as_bool() == Some(true);
+                let code = generate(&text, &network_name, gradients)
+                    .unwrap_or_else(|error| panic!("{case_name} in {precision}: {error}"));
+                let module = format!("case{case_idx}_{mode_name}_{precision}");
+                writeln!(
+                    modules,
+                    "#[allow(dead_code, clippy::all)]\npub mod {module} {{\n{code}\n}}"
+                )
+                .expect("write to string");
+                let train = if gradients {
+                    format!("Some(|weights| Ok(Box::new(<{module}::{network_name} as ::rnn_runtime::Model>::from_weights(weights)?)))")
+                } else {
+                    "None".to_owned()
+                };
+                writeln!(
+                    entries,
+                    "    PrecisionEntry {{ case: {case_name:?}, network: {network_name:?}, mode: {mode:?}, precision: {precision:?}, text: {text:?}, f32_text: {f32_text:?}, build: |weights| Ok(Box::new(<{module}::{network_name} as ::rnn_runtime::Model>::from_weights(weights)?)), train: {train} }},"
+                )
+                .expect("write to string");
+            }
+        }
+    }
+    format!("{modules}\n/// Every conformance case in reduced precision.\npub fn precision_registry() -> Vec<PrecisionEntry> {{\n    vec![\n{entries}    ]\n}}\n")
 }
 
 /// Every network of every valid model in `data/ok`, as written.

@@ -11,10 +11,15 @@ rnn! {
     network W1Static { input x: [64]; layer l = lstm(hidden = 128); unroll static 1000; }
     network W1Dynamic { input x: [64]; layer l = lstm(hidden = 128); unroll dynamic; }
     network W1DynamicBy4 { input x: [64]; layer l = lstm(hidden = 128); unroll dynamic by 4; }
+    // W1 with its weights in bfloat16 and int8 (states and sums in f32).
+    network W1DynamicBf16 { input x: [64]; layer l = lstm(hidden = 128); unroll dynamic; precision bf16; }
+    network W1DynamicInt8 { input x: [64]; layer l = lstm(hidden = 128); unroll dynamic; precision int8; }
 
     // W2 varlen: LSTM I=128 H=256, B=64, T=100, lengths 10..100.
     network W2Static { input x: [128]; layer l = lstm(hidden = 256); unroll static 100; }
     network W2Dynamic { input x: [128]; layer l = lstm(hidden = 256); unroll dynamic; }
+    network W2DynamicBf16 { input x: [128]; layer l = lstm(hidden = 256); unroll dynamic; precision bf16; }
+    network W2DynamicInt8 { input x: [128]; layer l = lstm(hidden = 256); unroll dynamic; precision int8; }
 
     // W3 small-fixed: GRU (reset after) I=32 H=64, B=16, T=32.
     network W3Static { input x: [32]; layer l = gru(hidden = 64); unroll static 32; }

@@ -227,6 +227,9 @@ pub struct Network {
     pub layers: Vec<Layer>,
     /// Every `unroll` statement (the checker wants exactly one).
     pub unrolls: Vec<Unroll>,
+    /// Every `precision` statement (the checker wants at most one): the
+    /// name written, e.g. `bf16`.
+    pub precisions: Vec<Ident>,
     /// The whole definition.
     pub span: Span,
 }

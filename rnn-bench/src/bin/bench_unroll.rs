@@ -18,9 +18,9 @@ use std::time::Instant;
 
 use ndarray::Array3;
 use rnn_bench::{
-    memory_kib, w6_flops, W1Dynamic, W1DynamicBy4, W1Static, W2Dynamic, W2Static, W3Dynamic,
-    W3Static, W4Dynamic, W4Static, W5Dynamic, W5Static, W6Dynamic, W6Static, Workload, W6,
-    WORKLOADS,
+    memory_kib, w6_flops, W1Dynamic, W1DynamicBf16, W1DynamicBy4, W1DynamicInt8, W1Static,
+    W2Dynamic, W2DynamicBf16, W2DynamicInt8, W2Static, W3Dynamic, W3Static, W4Dynamic, W4Static,
+    W5Dynamic, W5Static, W6Dynamic, W6Static, Workload, W6, WORKLOADS,
 };
 use rnn_runtime::init::SplitMix64;
 use rnn_runtime::{Model, RnnError, TensorMap, Threads};
@@ -124,10 +124,14 @@ fn models(workload: &Workload, weights: &TensorMap) -> Result<Vec<Labelled>, Rnn
                 "unroll dynamic by 4",
                 build(weights, || W1DynamicBy4::random(0))?,
             ),
+            ("unroll bf16", build(weights, || W1DynamicBf16::random(0))?),
+            ("unroll int8", build(weights, || W1DynamicInt8::random(0))?),
         ],
         "W2" => vec![
             ("unroll static", build(weights, || W2Static::random(0))?),
             ("unroll dynamic", build(weights, || W2Dynamic::random(0))?),
+            ("unroll bf16", build(weights, || W2DynamicBf16::random(0))?),
+            ("unroll int8", build(weights, || W2DynamicInt8::random(0))?),
         ],
         "W3" => vec![
             ("unroll static", build(weights, || W3Static::random(0))?),
@@ -374,11 +378,32 @@ fn run(workload: &Workload, options: &Options) -> Result<(), RnnError> {
     }
     // A serving process keeps the model, not the file's tensors.
     drop(weights);
+    let expected = TensorMap::load(
+        options
+            .data
+            .join(format!("{}.expected.safetensors", workload.id)),
+    )
+    .ok();
     for (system, mut model) in models {
         for &threads in &options.threads {
             model.set_threads(Threads::Fixed(threads));
             let before = memory_kib("VmRSS");
-            model.run(&inputs)?;
+            let outputs = model.run(&inputs)?;
+            // The largest absolute difference of `y` and `h_n` from the
+            // reference (the figure the peers report as `max_abs_diff`).
+            let check = match &expected {
+                Some(expected) => {
+                    let mut worst = 0.0f32;
+                    for name in ["y", "h_n"] {
+                        let (found, wanted) = (outputs.f32(name)?, expected.f32(name)?);
+                        for (a, e) in found.iter().zip(&wanted) {
+                            worst = worst.max((a - e).abs());
+                        }
+                    }
+                    format!("max abs diff {worst:.1e}")
+                }
+                None => "no reference".to_owned(),
+            };
             // Two threads: one per direction for the bidirectional W4, half
             // of each step's columns for W1's one sequence, two halves of
             // the batch for the others.
@@ -388,7 +413,7 @@ fn run(workload: &Workload, options: &Options) -> Result<(), RnnError> {
                 ("W4", _) => "directions on 2 threads",
                 _ => "batch halves on 2 threads",
             };
-            let note = format!("{source}; {parallel}");
+            let note = format!("{source}; {parallel}; {check}");
             report(
                 workload.id,
                 workload.flops(),

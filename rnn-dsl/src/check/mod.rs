@@ -23,6 +23,7 @@ use crate::diag::Diagnostics;
 use crate::ops::{Elementwise, Unary};
 use crate::parse;
 use crate::source::{SourceFile, Span};
+pub use rnn_runtime::kernels::Precision;
 
 use self::dim::SymDim;
 
@@ -433,6 +434,10 @@ pub struct Network {
     pub layers: Vec<Layer>,
     /// How it is unrolled.
     pub unroll: UnrollMode,
+    /// The precision of the weights its products read (`precision bf16;`),
+    /// `None` for `f32`. States, activations and sums stay `f32`, and so
+    /// does training.
+    pub precision: Option<Precision>,
 }
 
 /// A network input.

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use crate::ast;
 use crate::check::dim::{SymDim, SymId};
 use crate::check::unroll::check_unroll;
+use crate::check::Precision;
 use crate::check::{
     suggest, Cell, Constraint, InputSource, Instance, Layer, NetInput, Network, Ty, UnrollMode,
     Value,
@@ -62,6 +63,7 @@ pub(super) fn check_network(
     // reported again.
     let inputs_ok = diags.error_count() == inputs_before;
     let unroll = check_unroll(diags, network);
+    let precision = check_precision(diags, network);
     if network.layers.is_empty() {
         diags.push(
             Diagnostic::error(
@@ -140,7 +142,43 @@ pub(super) fn check_network(
         inputs,
         layers,
         unroll: unroll?,
+        precision,
     })
+}
+
+/// At most one `precision` statement, naming `f32`, `bf16` or `int8`.
+///
+/// ```text
+/// precision fp16;
+/// ```
+fn check_precision(diags: &mut Diagnostics, network: &ast::Network) -> Option<Precision> {
+    let first = network.precisions.first()?;
+    for extra in &network.precisions[1..] {
+        diags.push(
+            Diagnostic::error(
+                extra.span,
+                "a network has at most one `precision` statement",
+            )
+            .with_secondary(first.span, "first `precision` here")
+            .with_help("remove one of them"),
+        );
+    }
+    match first.name.as_str() {
+        "f32" => None,
+        "bf16" => Some(Precision::Bf16),
+        "int8" => Some(Precision::Int8),
+        other => {
+            diags.push(
+                Diagnostic::error(first.span, format!("unknown precision `{other}`"))
+                    .with_label("not a precision")
+                    .with_help(
+                        "write `f32` (the default), `bf16` (bfloat16 weights) or `int8` (8-bit \
+                         weights, one scale per output row)",
+                    ),
+            );
+            None
+        }
+    }
 }
 
 fn check_inputs(diags: &mut Diagnostics, network: &ast::Network) -> Vec<NetInput> {

@@ -142,16 +142,20 @@ impl Cx<'_> {
             Share::All => ("", TokenStream::new()),
             Share::Side => ("_columns", quote!(, __rnn_columns)),
         };
+        let kernel = match plan.precision {
+            None => "gemm_packed",
+            Some(_) => "gemm_reduced",
+        };
         match init {
             Some(init) if plan.alias[out.index()] != Some(init) => {
-                let function = format_ident!("gemm_packed_onto_row{}", suffix);
+                let function = format_ident!("{kernel}_onto_row{suffix}");
                 let field = weight_field(layer, init);
                 quote! {
                     __rnn_rt::#function(#vector, &__rnn_w.#packed, #out_view, __rnn_rt::vector(&__rnn_w.#field) #columns);
                 }
             }
             _ => {
-                let function = format_ident!("gemm_packed{}", suffix);
+                let function = format_ident!("{kernel}{suffix}");
                 let accumulate = init.is_some();
                 quote!(__rnn_rt::#function(#vector, &__rnn_w.#packed, #out_view, #accumulate #columns);)
             }

@@ -78,8 +78,16 @@ impl Cx<'_> {
                 for matrix in plan.packed.iter().copied() {
                     let field = packed_field(matrix);
                     let local = weight_field(layer, matrix);
-                    statements
-                        .push(quote!(let #field = __rnn_rt::PackedMatrix::new(#local.view());));
+                    statements.push(match plan.precision {
+                        None => quote!(let #field = __rnn_rt::PackedMatrix::new(#local.view());),
+                        Some(precision) => {
+                            let precision = format_ident!("{precision:?}");
+                            let name = matrix_name(layer, matrix, direction);
+                            quote! {
+                                let #field = __rnn_rt::reduce_weights(#name, #local.view(), __rnn_rt::Precision::#precision)?;
+                            }
+                        }
+                    });
                     field_inits.push(quote!(#field));
                 }
                 match layer.steps() {
@@ -359,5 +367,17 @@ impl Cx<'_> {
             | Op::Place(..)
             | Op::PlaceRow(..) => unreachable!("IR verification: a forward step"),
         }
+    }
+}
+
+/// How an error names a matrix a product reads: its tensor's name, or for a
+/// value computed from parameters, what it is computed in.
+fn matrix_name(layer: &ir::Layer, matrix: ValueId, direction: usize) -> String {
+    match layer.step.node(matrix).op {
+        Op::Param(param) => layer.weight_name(&layer.params[param.0 as usize], direction),
+        _ => format!(
+            "a matrix computed from the weights of layer `{}` #{}",
+            layer.name, layer.stack_idx
+        ),
     }
 }

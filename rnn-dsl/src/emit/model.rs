@@ -516,9 +516,13 @@ impl Cx<'_> {
                 });
             }
         }
+        let packed_type = match plan.precision {
+            None => quote!(#rt::__private::PackedMatrix),
+            Some(_) => quote!(#rt::__private::ReducedMatrix),
+        };
         for matrix in plan.packed.iter().copied() {
             let field = packed_field(matrix);
-            fields.push(quote!(#field: #rt::__private::PackedMatrix));
+            fields.push(quote!(#field: #packed_type));
         }
         let doc = format!(
             "Weights of layer `{}` #{} (cell `{}`) for one direction.",

@@ -142,6 +142,7 @@ pub fn gradients_in<F: Float>(
                 t: 0,
                 seeds: None,
                 live: None,
+                precision: None,
             };
             evaluate(forward_nodes, 0, &mut values, params, &invariant, |dep| {
                 dep <= Dep::Context
@@ -164,6 +165,7 @@ pub fn gradients_in<F: Float>(
                     t,
                     seeds: Some(&step_seeds),
                     live: Some(&live),
+                    precision: None,
                 };
                 let step_params = params_at(layer, params, t);
                 evaluate(forward_nodes, 0, &mut values, &step_params, &cx, |dep| {

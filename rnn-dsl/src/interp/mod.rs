@@ -22,7 +22,7 @@ use std::collections::BTreeMap;
 use ndarray::{s, Array2, Array3, ArrayD, ArrayView2, Axis, Ix2, Ix3};
 use rnn_runtime::{RnnError, TensorMap};
 
-use crate::check::{InputSource, UnrollMode};
+use crate::check::{InputSource, Precision, UnrollMode};
 use crate::ir::{Dep, Layer, Network, Node, Op, Shape, ValueId};
 use crate::names;
 
@@ -463,6 +463,11 @@ struct StepContext<'a, F> {
     seeds: Option<&'a Seeds<F>>,
     /// Which rows take part in batch sums (a backward step's live sequences).
     live: Option<&'a [bool]>,
+    /// The precision products read their matrices in: the layer's, in an
+    /// inference run (training computes in `f32`); and which nodes are
+    /// values of parameters and numbers alone, whose products generated
+    /// code computes in `f32` when the model is built.
+    precision: Option<(Precision, &'a [bool])>,
 }
 
 /// The gradients arriving for a step's results.
@@ -498,6 +503,11 @@ fn run_direction<F: Float>(
     let step = &layer.step;
     let mut values: Vec<Option<Val<F>>> = vec![None; step.nodes.len()];
     let mut tape_states = Vec::new();
+    let constants = constant_nodes(layer);
+    let precision = match (keep, layer.precision) {
+        (false, Some(precision)) => Some((precision, &constants[..])),
+        _ => None,
+    };
     // Parameters and contexts are the same at every step: evaluate once.
     let invariant = StepContext {
         inputs: &layer_inputs,
@@ -505,6 +515,7 @@ fn run_direction<F: Float>(
         t: 0,
         seeds: None,
         live: None,
+        precision,
     };
     evaluate(&step.nodes, 0, &mut values, params, &invariant, |dep| {
         dep <= Dep::Context
@@ -521,6 +532,7 @@ fn run_direction<F: Float>(
             t,
             seeds: None,
             live: None,
+            precision,
         };
         let params = params_at(layer, params, t);
         evaluate(&step.nodes, 0, &mut values, &params, &cx, |dep| {
@@ -604,6 +616,33 @@ fn reverse_valid<F: Float>(sequence: &Array3<F>, lengths: &[usize]) -> Array3<F>
     out
 }
 
+/// Which nodes are values of parameters and numbers alone (per-step
+/// parameters included).
+fn constant_nodes(layer: &Layer) -> Vec<bool> {
+    let mut constant = Vec::with_capacity(layer.step.nodes.len());
+    for node in &layer.step.nodes {
+        let value = match node.op {
+            Op::Param(_) | Op::Literal(_) => true,
+            Op::Input(_) | Op::State(_) | Op::Seed(_) => false,
+            ref op => op.operands().iter().all(|id| constant[id.index()]),
+        };
+        constant.push(value);
+    }
+    constant
+}
+
+/// A matrix as a product in `precision` multiplies by: rounded to `f32`,
+/// then by the runtime's own rounding (bfloat16, or int8 with one scale
+/// per row). A matrix int8 cannot represent (a value not finite, which
+/// generated code refuses when the model is built) is left as it is.
+fn rounded<F: Float>(matrix: &Array2<F>, precision: Precision) -> Array2<F> {
+    let single = matrix.mapv(|value| value.to_f64() as f32);
+    match rnn_runtime::kernels::ReducedMatrix::new(single.view(), precision) {
+        Some(reduced) => reduced.dequantized().mapv(F::from_f32),
+        None => matrix.clone(),
+    }
+}
+
 fn eval_node<F: Float>(
     node: &Node,
     values: &[Option<Val<F>>],
@@ -654,7 +693,13 @@ fn eval_node<F: Float>(
             let Val::Matrix(matrix) = get(*matrix) else {
                 unreachable!("IR verification: matvec takes a matrix")
             };
-            Val::Rows(F::matmul_bt(get(*vector).rows(), matrix.view()))
+            match cx.precision {
+                Some((precision, constants)) if !constants[vector.index()] => {
+                    let rounded = rounded(matrix, precision);
+                    Val::Rows(F::matmul_bt(get(*vector).rows(), rounded.view()))
+                }
+                _ => Val::Rows(F::matmul_bt(get(*vector).rows(), matrix.view())),
+            }
         }
         Op::Transpose(matrix) => {
             let Val::Matrix(matrix) = get(*matrix) else {

@@ -91,6 +91,7 @@ fn build_network(model: &check::Model, network: &check::Network) -> Network {
                 step,
                 output_size: instance.output_size,
                 alone: layer.stack.len() == 1 && directions == 1,
+                precision: network.precision,
                 accepts_bare_names: !cell.from_prelude && layer.stack.len() == 1 && directions == 1,
                 consts: cell
                     .consts

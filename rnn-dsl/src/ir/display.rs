@@ -72,8 +72,16 @@ impl fmt::Display for Layer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "  layer {}#{} = {} directions {} output [{}]",
-            self.name, self.stack_idx, self.cell, self.directions, self.output_size
+            "  layer {}#{} = {} directions {} output [{}]{}",
+            self.name,
+            self.stack_idx,
+            self.cell,
+            self.directions,
+            self.output_size,
+            match self.precision {
+                Some(precision) => format!(" weights {}", precision.name()),
+                None => String::new(),
+            }
         )?;
         for (idx, input) in self.inputs.iter().enumerate() {
             let source = match input.source {

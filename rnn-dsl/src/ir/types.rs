@@ -103,6 +103,9 @@ pub struct Layer {
     pub accepts_bare_names: bool,
     /// The cell's constants (`reset_after`, `cell_clip`) with this instance's values.
     pub consts: Vec<(String, check::Value)>,
+    /// The precision of the matrices its products read (the network's
+    /// `precision` statement), `None` for `f32`.
+    pub precision: Option<check::Precision>,
 }
 
 impl Layer {

@@ -176,6 +176,10 @@ pub struct LayerPlan {
     /// The matrices per-call products read, once each, in order: kept
     /// packed for the product kernel.
     pub packed: Vec<ValueId>,
+    /// The precision [`Self::packed`] are kept in, `None` for `f32`: the
+    /// layer's, for every product (the rounding is part of the model's
+    /// numbers, so it does not depend on a product's size).
+    pub precision: Option<crate::check::Precision>,
     /// Multiply-adds of the per-call products per direction and valid step:
     /// the measure of work that decides whether to use threads.
     pub macs_per_row: usize,
@@ -297,6 +301,7 @@ pub fn lower(layer: &ir::Layer) -> LayerPlan {
         pass_stores_output: false,
         split: None,
         packed: Vec::new(),
+        precision: layer.precision,
         macs_per_row: 0,
         runtime_weights: Vec::new(),
     };

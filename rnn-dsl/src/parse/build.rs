@@ -465,6 +465,7 @@ impl Builder<'_> {
             contexts: Vec::new(),
             layers: Vec::new(),
             unrolls: Vec::new(),
+            precisions: Vec::new(),
             span,
         };
         for stmt in inner {
@@ -514,6 +515,13 @@ impl Builder<'_> {
                     network.unrolls.push(Unroll {
                         mode,
                         span: stmt_span,
+                    });
+                }
+                Rule::precision_decl => {
+                    let name = stmt.into_inner().next().expect("grammar: precision name");
+                    network.precisions.push(Ident {
+                        name: name.as_str().to_owned(),
+                        span: span_of(&name),
                     });
                 }
                 rule => unreachable!("grammar: unexpected {rule:?} in network"),

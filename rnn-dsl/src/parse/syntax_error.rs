@@ -284,11 +284,12 @@ fn group_expected(positives: &[Rule], expected: &mut BTreeSet<String>) {
         Rule::kw_context,
         Rule::kw_layer,
         Rule::kw_unroll,
+        Rule::kw_precision,
     ]) {
         replace(
             expected,
-            &["`input`", "`context`", "`layer`", "`unroll`"],
-            "a network statement (`input`, `context`, `layer` or `unroll`)",
+            &["`input`", "`context`", "`layer`", "`unroll`", "`precision`"],
+            "a network statement (`input`, `context`, `layer`, `unroll` or `precision`)",
         );
         expected.insert("`}`".to_owned());
     }
@@ -381,6 +382,8 @@ fn rule_words(rule: Rule) -> Option<String> {
         Rule::layer_decl | Rule::kw_layer => "`layer`",
         Rule::layer_arg => "a layer argument (`hidden = 64`)",
         Rule::unroll_decl | Rule::kw_unroll => "`unroll`",
+        Rule::precision_decl | Rule::kw_precision => "`precision`",
+        Rule::precision_name => "a precision (`f32`, `bf16` or `int8`)",
         Rule::static_n | Rule::static_buckets | Rule::kw_static => "`static`",
         Rule::dynamic | Rule::dynamic_by | Rule::kw_dynamic => "`dynamic`",
         Rule::kw_buckets => "`buckets`",

@@ -233,3 +233,22 @@ fn long_chains_are_bounded() {
     let errors = parse_err(&text);
     assert!(errors[0].message.contains("too large"), "{:?}", errors[0]);
 }
+
+/// `precision` starts a network statement and is a name everywhere else
+/// (models written before it was a statement keep working).
+#[test]
+fn precision_is_a_statement_and_still_a_name() {
+    let file = parse_ok(
+        "cell c(x: [2]) -> precision: [2] { param precision: [2]; precision = x * precision; }
+         network N { input precision: [2]; layer precision = c(); unroll dynamic; precision int8; }",
+    );
+    let names: Vec<&str> = file.networks[0]
+        .precisions
+        .iter()
+        .map(|name| name.name.as_str())
+        .collect();
+    assert_eq!(names, ["int8"]);
+    assert_eq!(file.networks[0].inputs[0].name.name, "precision");
+    let error = parse_err_at("network N { input x: [2]; precision>>>;<<< }");
+    assert!(error.message.contains("a precision"), "{error:#?}");
+}
