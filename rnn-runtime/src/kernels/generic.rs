@@ -10,7 +10,7 @@ use ndarray::{ArrayView2, ArrayViewMut2};
 
 use super::frame::Activations;
 use super::gemm::{gemm_rows, Columns, PackedMatrix, Separate, Start};
-use super::reduced::{gemm_reduced_rows, ReducedMatrix};
+use super::reduced::{gemm_reduced_rows, PortableDot, ReducedMatrix};
 use crate::ops::{relu, sigmoid, tanh};
 
 /// Columns per panel of the generic table: two 128-bit vectors, the baseline width of x86-64
@@ -168,7 +168,7 @@ pub(super) fn gemm_reduced_generic(
     start: Start<'_>,
     columns: Columns,
 ) {
-    gemm_reduced_rows::<GENERIC_PANEL, Separate>(x, w, out, start, columns);
+    gemm_reduced_rows::<GENERIC_PANEL, PortableDot<Separate>>(x, w, out, start, columns);
 }
 
 /// Applies [`relu`] to every element.

@@ -29,7 +29,7 @@ use ndarray::{ArrayView2, ArrayViewMut2};
 
 use super::frame::{binary_tile_portable, run_rows, Activations, Block, Operand, Pass, Tile};
 use super::gemm::{gemm_rows, Columns, Fused, Gemm, PackedMatrix, Start};
-use super::reduced::{gemm_reduced_rows, ReducedGemm, ReducedMatrix};
+use super::reduced::{gemm_reduced_rows, PortableDot, ReducedDot, ReducedGemm, ReducedMatrix};
 use super::types::{Kernels, LaneSet};
 use super::{approx, generic};
 use crate::ops::Binary;
@@ -299,7 +299,7 @@ fn gemm_reduced_avx2(
         // enables.
         unsafe { gemm_reduced_avx2_body(x, w, out, start, columns) }
     } else {
-        gemm_reduced_rows::<AVX2_PANEL, Fused>(x, w, out, start, columns);
+        gemm_reduced_rows::<AVX2_PANEL, PortableDot<Fused>>(x, w, out, start, columns);
     }
 }
 
@@ -311,7 +311,7 @@ unsafe fn gemm_reduced_avx2_body(
     start: Start<'_>,
     columns: Columns,
 ) {
-    gemm_reduced_rows::<AVX2_PANEL, Fused>(x, w, out, start, columns);
+    gemm_reduced_rows::<AVX2_PANEL, PortableDot<Fused>>(x, w, out, start, columns);
 }
 
 /// `out = start + x · wᵀ` with `w` in reduced precision, packed for [`AVX512`].
@@ -327,7 +327,7 @@ fn gemm_reduced_avx512(
         // `gemm_reduced_avx512_body` enables.
         unsafe { gemm_reduced_avx512_body(x, w, out, start, columns) }
     } else {
-        gemm_reduced_rows::<AVX512_PANEL, Fused>(x, w, out, start, columns);
+        gemm_reduced_rows::<AVX512_PANEL, PortableDot<Fused>>(x, w, out, start, columns);
     }
 }
 
@@ -339,7 +339,136 @@ unsafe fn gemm_reduced_avx512_body(
     start: Start<'_>,
     columns: Columns,
 ) {
-    gemm_reduced_rows::<AVX512_PANEL, Fused>(x, w, out, start, columns);
+    gemm_reduced_rows::<AVX512_PANEL, Avx512Dot>(x, w, out, start, columns);
+}
+
+/// [`ReducedDot`] in AVX-512 instructions: the lanes widened by shifts and a mask (no
+/// shuffle), then fused multiply-adds, the same chains as [`PortableDot<Fused>`].
+struct Avx512Dot;
+
+impl ReducedDot<AVX512_PANEL> for Avx512Dot {
+    #[inline(always)]
+    fn dot_bf16<const R: usize, const P: usize>(
+        x_rows: &[&[f32]; R],
+        panels: [&[u32]; P],
+    ) -> [[[f32; AVX512_PANEL]; R]; P] {
+        // SAFETY: only instantiated in `gemm_reduced_avx512_body`, which runs after
+        // `has_avx512()` detected the features `dot_bf16_avx512` enables.
+        unsafe { dot_bf16_avx512::<R, P>(x_rows, panels) }
+    }
+
+    #[inline(always)]
+    fn dot_int8<const R: usize, const P: usize>(
+        x_rows: &[&[f32]; R],
+        panels: [&[i8]; P],
+    ) -> [[[f32; AVX512_PANEL]; R]; P] {
+        // SAFETY: as `dot_bf16`.
+        unsafe { dot_int8_avx512::<R, P>(x_rows, panels) }
+    }
+}
+
+/// The accumulators of `P` panels for `R` rows, as arrays.
+#[target_feature(enable = "avx512f,avx2,fma")]
+#[inline]
+fn store_avx512<const R: usize, const P: usize>(
+    acc: &[[[std::arch::x86_64::__m512; AVX512_PANEL / 16]; R]; P],
+) -> [[[f32; AVX512_PANEL]; R]; P] {
+    let mut out = [[[0.0f32; AVX512_PANEL]; R]; P];
+    for (out, acc) in out.iter_mut().zip(acc) {
+        for (out_row, acc_row) in out.iter_mut().zip(acc) {
+            for (z, value) in acc_row.iter().enumerate() {
+                // SAFETY: `out_row[16 * z..16 * z + 16]` is in bounds: 64 bytes, unaligned store.
+                unsafe {
+                    std::arch::x86_64::_mm512_storeu_ps(out_row[16 * z..].as_mut_ptr(), *value)
+                };
+            }
+        }
+    }
+    out
+}
+
+/// The int8 chains of [`Avx512Dot`]: for each inner index, 16 bytes per `zmm` sign-extended and
+/// converted, then fused multiply-adds.
+#[target_feature(enable = "avx512f,avx2,fma")]
+#[inline]
+fn dot_int8_avx512<const R: usize, const P: usize>(
+    x_rows: &[&[f32]; R],
+    panels: [&[i8]; P],
+) -> [[[f32; AVX512_PANEL]; R]; P] {
+    use std::arch::x86_64::{
+        __m128i, __m512, _mm512_cvtepi32_ps, _mm512_cvtepi8_epi32, _mm512_fmadd_ps, _mm512_set1_ps,
+        _mm512_setzero_ps, _mm_loadu_si128,
+    };
+    const Z: usize = AVX512_PANEL / 16;
+    let k = x_rows.first().map_or(0, |row| row.len());
+    let mut acc: [[[__m512; Z]; R]; P] = [[[_mm512_setzero_ps(); Z]; R]; P];
+    for inner in 0..k {
+        let inputs: [__m512; R] = std::array::from_fn(|r| _mm512_set1_ps(x_rows[r][inner]));
+        for (acc, panel) in acc.iter_mut().zip(panels) {
+            let bytes: &[i8; AVX512_PANEL] = panel
+                [inner * AVX512_PANEL..(inner + 1) * AVX512_PANEL]
+                .try_into()
+                .expect("a panel holds 64 weights per inner index");
+            for z in 0..Z {
+                // SAFETY: `bytes[16 * z..16 * z + 16]` is in bounds: 16 bytes, unaligned load.
+                let packed = unsafe { _mm_loadu_si128(bytes[16 * z..].as_ptr().cast::<__m128i>()) };
+                let weights = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(packed));
+                for (acc_row, input) in acc.iter_mut().zip(&inputs) {
+                    acc_row[z] = _mm512_fmadd_ps(*input, weights, acc_row[z]);
+                }
+            }
+        }
+    }
+    store_avx512(&acc)
+}
+
+/// The bfloat16 chains of [`Avx512Dot`]: `P` panels of 64 lanes (4 `zmm`) of two weights each,
+/// for `R` rows.
+#[target_feature(enable = "avx512f,avx2,fma")]
+#[inline]
+fn dot_bf16_avx512<const R: usize, const P: usize>(
+    x_rows: &[&[f32]; R],
+    panels: [&[u32]; P],
+) -> [[[f32; AVX512_PANEL]; R]; P] {
+    use std::arch::x86_64::{
+        __m512, __m512i, _mm512_and_si512, _mm512_castsi512_ps, _mm512_fmadd_ps,
+        _mm512_loadu_si512, _mm512_set1_epi32, _mm512_set1_ps, _mm512_setzero_ps,
+        _mm512_slli_epi32,
+    };
+    const Z: usize = AVX512_PANEL / 16;
+    let k = x_rows.first().map_or(0, |row| row.len());
+    let mut acc: [[[__m512; Z]; R]; P] = [[[_mm512_setzero_ps(); Z]; R]; P];
+    let high = _mm512_set1_epi32(0xffff_0000_u32 as i32);
+    for pair in 0..k.div_ceil(2) {
+        let vectors: [[__m512i; Z]; P] = panels.map(|panel| {
+            let lanes: &[u32; AVX512_PANEL] = panel[pair * AVX512_PANEL..(pair + 1) * AVX512_PANEL]
+                .try_into()
+                .expect("a panel holds 64 lanes per pair");
+            // SAFETY: `lanes[16 * z..16 * z + 16]` is in bounds: 64 bytes, unaligned load.
+            std::array::from_fn(|z| unsafe {
+                _mm512_loadu_si512(lanes[16 * z..].as_ptr().cast::<__m512i>())
+            })
+        });
+        // The pair's first weight is the low half of each lane, its second the high half (a
+        // last odd inner index has only the first).
+        for g in 0..2.min(k - 2 * pair) {
+            let inputs: [__m512; R] =
+                std::array::from_fn(|r| _mm512_set1_ps(x_rows[r][2 * pair + g]));
+            for (acc, vectors) in acc.iter_mut().zip(&vectors) {
+                for z in 0..Z {
+                    let weights = _mm512_castsi512_ps(if g == 0 {
+                        _mm512_slli_epi32::<16>(vectors[z])
+                    } else {
+                        _mm512_and_si512(vectors[z], high)
+                    });
+                    for (acc_row, input) in acc.iter_mut().zip(&inputs) {
+                        acc_row[z] = _mm512_fmadd_ps(*input, weights, acc_row[z]);
+                    }
+                }
+            }
+        }
+    }
+    store_avx512(&acc)
 }
 
 /// The approximations of `approx.rs` with fused multiply-adds: the activations of both tables.
