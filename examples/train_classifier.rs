@@ -40,6 +40,27 @@ mod model {
     }
 }
 
+/// The same network with its weights rounded to bfloat16 and to int8, for
+/// inference with the trained weights.
+mod reduced {
+    rnn_macros::rnn! {
+        network ClassifierBf16 {
+            input x: [2];
+            layer enc = lstm(hidden = 32);
+            layer head = linear(out = 4);
+            unroll dynamic;
+            precision bf16;
+        }
+        network ClassifierInt8 {
+            input x: [2];
+            layer enc = lstm(hidden = 32);
+            layer head = linear(out = 4);
+            unroll dynamic;
+            precision int8;
+        }
+    }
+}
+
 /// The shortest and the longest sequence of the task.
 const MIN_LENGTH: usize = 5;
 const MAX_LENGTH: usize = 40;
@@ -163,6 +184,39 @@ fn main() -> Result<(), Box<dyn Error>> {
     );
     print_examples(&held_out, &evaluation, 6);
 
+    // The trained weights in bfloat16 and int8 (states, activations and sums
+    // stay f32): what serving the model in reduced precision costs.
+    let weights = model.to_weights();
+    let reduced = [
+        (
+            "bf16",
+            reduced::ClassifierBf16::from_weights(&weights)?
+                .forward(held_out.x.view(), Some(&held_out.lengths), None)?
+                .y,
+        ),
+        (
+            "int8",
+            reduced::ClassifierInt8::from_weights(&weights)?
+                .forward(held_out.x.view(), Some(&held_out.lengths), None)?
+                .y,
+        ),
+    ];
+    for (precision, y) in reduced {
+        let rounded = evaluate_outputs(&y, &held_out)?;
+        println!(
+            "held-out in {precision} weights: loss {:.4} (f32 {:.4}), accuracy {:.1}% ({} of {N_HELD_OUT} predictions differ from f32)",
+            rounded.loss,
+            evaluation.loss,
+            100.0 * rounded.accuracy,
+            rounded
+                .probabilities
+                .iter()
+                .zip(&evaluation.probabilities)
+                .filter(|(a, b)| predicted_class(a) != predicted_class(b))
+                .count()
+        );
+    }
+
     draw_curves(
         &png_path,
         &losses,
@@ -272,13 +326,18 @@ struct Evaluation {
 
 fn evaluate(model: &Classifier, data: &Dataset) -> rnn_runtime::Result<Evaluation> {
     let out = model.forward(data.x.view(), Some(&data.lengths), None)?;
-    let loss = loss::cross_entropy_last(out.y.view(), data.classes.view(), Some(&data.lengths))?;
+    evaluate_outputs(&out.y, data)
+}
+
+/// [`evaluate`] on a model's outputs `y` for the whole data set.
+fn evaluate_outputs(y: &Array3<f32>, data: &Dataset) -> rnn_runtime::Result<Evaluation> {
+    let loss = loss::cross_entropy_last(y.view(), data.classes.view(), Some(&data.lengths))?;
     let probabilities: Vec<[f32; 4]> = data
         .lengths
         .iter()
         .enumerate()
         .map(|(sequence, &length)| {
-            let logits = out.y.slice(s![sequence, length - 1, ..]);
+            let logits = y.slice(s![sequence, length - 1, ..]);
             let largest = logits.fold(f32::NEG_INFINITY, |a, &b| a.max(b));
             let exps: Vec<f32> = logits.iter().map(|&l| (l - largest).exp()).collect();
             let sum: f32 = exps.iter().sum();

@@ -12,6 +12,29 @@ rnn_macros::rnn! {
     network Other { input x: [2]; layer g = gru(hidden = 8); unroll dynamic; }
 }
 
+// The same network with its weights in reduced precision, for inference with
+// the weights trained in f32.
+rnn_macros::rnn! {
+    network RememberBf16 { input x: [1]; layer l = lstm(hidden = 2); unroll dynamic; precision bf16; }
+    network RememberInt8 { input x: [1]; layer l = lstm(hidden = 2); unroll dynamic; precision int8; }
+}
+
+/// The held-out loss and correct count of outputs `y`.
+fn held_out(
+    y: ndarray::ArrayView3<'_, f32>,
+    lengths: &[usize],
+    classes: &Array1<usize>,
+) -> (f32, usize) {
+    let value = loss::cross_entropy_last(y, classes.view(), Some(lengths))
+        .expect("loss")
+        .value;
+    let predicted = loss::argmax(y);
+    let correct = (0..lengths.len())
+        .filter(|&b| predicted[(b, lengths[b] - 1)] == classes[b])
+        .count();
+    (value, correct)
+}
+
 /// A batch of the task: sequences of 2 to 10 steps of uniform noise; the
 /// class, read at the last step, is whether the first value was positive.
 fn batch(rng: &mut SplitMix64, size: usize) -> (Array3<f32>, Vec<usize>, Array1<usize>) {
@@ -64,6 +87,40 @@ fn an_lstm_learns_to_remember_its_first_input() {
     // least loss is ln(1 + e⁻²) ≈ 0.13.
     assert!(late < 0.3, "{losses:?}");
     assert!(correct > 240, "accuracy {correct}/256 (chance 128)");
+
+    // The trained weights in bfloat16 and int8: the task's metric moves by
+    // the rounding's error (README.md, "Reduced precision"), no more.
+    let (f32_loss, f32_correct) = held_out(out.y.view(), &lengths, &classes);
+    let weights = model.to_weights();
+    let bf16 = RememberBf16::from_weights(&weights).expect("bf16 builds");
+    let int8 = RememberInt8::from_weights(&weights).expect("int8 builds");
+    let reduced = [
+        (
+            "bf16",
+            bf16.forward(x.view(), Some(&lengths), None)
+                .expect("runs")
+                .y,
+        ),
+        (
+            "int8",
+            int8.forward(x.view(), Some(&lengths), None)
+                .expect("runs")
+                .y,
+        ),
+    ];
+    println!("f32: held-out loss {f32_loss:.4}, accuracy {f32_correct}/256");
+    for (precision, y) in reduced {
+        let (loss, correct) = held_out(y.view(), &lengths, &classes);
+        println!("{precision}: held-out loss {loss:.4}, accuracy {correct}/256");
+        assert!(
+            correct + 2 >= f32_correct,
+            "{precision}: {correct}/256 against {f32_correct}/256 in f32"
+        );
+        assert!(
+            (loss - f32_loss).abs() <= 0.01 * f32_loss.max(0.1),
+            "{precision}: loss {loss} against {f32_loss} in f32"
+        );
+    }
 }
 
 fn params(model: &dyn Parameters) -> Vec<ArrayD<f32>> {
