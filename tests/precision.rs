@@ -269,3 +269,85 @@ fn int8_refuses_weights_that_are_not_finite() {
         }
     }
 }
+
+// W1 and W2 of `shared/WORKLOADS.md` in each precision, for the error on the
+// workloads' shapes (one stream of 1,000 steps; a batch of 64 of lengths
+// 10 to 100).
+rnn_macros::rnn! {
+    network W1F32 { input x: [64]; layer l = lstm(hidden = 128); unroll dynamic; }
+    network W1Bf16 { input x: [64]; layer l = lstm(hidden = 128); unroll dynamic; precision bf16; }
+    network W1Int8 { input x: [64]; layer l = lstm(hidden = 128); unroll dynamic; precision int8; }
+    network W2F32 { input x: [128]; layer l = lstm(hidden = 256); unroll dynamic; }
+    network W2Bf16 { input x: [128]; layer l = lstm(hidden = 256); unroll dynamic; precision bf16; }
+    network W2Int8 { input x: [128]; layer l = lstm(hidden = 256); unroll dynamic; precision int8; }
+}
+
+/// The largest difference of any output from `reference`'s, relative to the
+/// largest output.
+fn relative_error(outputs: &TensorMap, reference: &TensorMap) -> f32 {
+    let (mut error, mut scale) = (0.0f32, 0.0f32);
+    for name in reference.names() {
+        let (found, wanted) = (
+            outputs.f32(name).expect("same outputs"),
+            reference.f32(name).expect("an output"),
+        );
+        for (a, e) in found.iter().zip(&wanted) {
+            error = error.max((a - e).abs());
+            scale = scale.max(e.abs());
+        }
+    }
+    error / scale
+}
+
+/// The workloads' shapes with PyTorch's initialisation (the same weights in
+/// every precision: `random(seed)` draws them from the weight list, which the
+/// precision does not change): each precision within its bound of `f32`.
+#[test]
+fn workloads_in_reduced_precision_stay_within_the_bound() {
+    use rnn_runtime::init::SplitMix64;
+    let mut rng = SplitMix64::new(5);
+    let mut inputs = |batch: usize, steps: usize, width: usize, shortest: usize| {
+        let x =
+            ndarray::Array3::from_shape_simple_fn((batch, steps, width), || rng.uniform(-1.0, 1.0));
+        let lengths: Vec<i64> = (0..batch)
+            .map(|b| (shortest + (b * 37) % (steps - shortest + 1)) as i64)
+            .collect();
+        let mut map = TensorMap::new();
+        map.insert_f32("x", x.into_dyn());
+        map.insert_i64("seq_len", ndarray::Array1::from(lengths).into_dyn());
+        map
+    };
+    let w1 = inputs(1, 1000, 64, 1000);
+    let w2 = inputs(64, 100, 128, 10);
+    let runs: [(&str, &TensorMap, [Box<dyn Model>; 3]); 2] = [
+        (
+            "W1",
+            &w1,
+            [
+                Box::new(W1F32::random(0)),
+                Box::new(W1Bf16::random(0)),
+                Box::new(W1Int8::random(0)),
+            ],
+        ),
+        (
+            "W2",
+            &w2,
+            [
+                Box::new(W2F32::random(0)),
+                Box::new(W2Bf16::random(0)),
+                Box::new(W2Int8::random(0)),
+            ],
+        ),
+    ];
+    for (workload, inputs, [full, bf16, int8]) in runs {
+        let reference = full.run(inputs).expect("f32 runs");
+        for ((precision, bound), model) in BOUNDS.iter().zip([bf16, int8]) {
+            let error = relative_error(&model.run(inputs).expect("runs"), &reference);
+            println!("{workload} {precision}: largest error against f32 {error:.3e} of the largest output");
+            assert!(
+                error <= *bound,
+                "{workload} {precision}: {error:.3e} past the bound {bound:.1e}"
+            );
+        }
+    }
+}
