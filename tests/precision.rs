@@ -319,7 +319,9 @@ fn workloads_in_reduced_precision_stay_within_the_bound() {
     };
     let w1 = inputs(1, 1000, 64, 1000);
     let w2 = inputs(64, 100, 128, 10);
-    let runs: [(&str, &TensorMap, [Box<dyn Model>; 3]); 2] = [
+    // A workload, its inputs, and its network in f32, bf16 and int8.
+    type Run<'a> = (&'static str, &'a TensorMap, [Box<dyn Model>; 3]);
+    let runs: [Run<'_>; 2] = [
         (
             "W1",
             &w1,
