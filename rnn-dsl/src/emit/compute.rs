@@ -142,9 +142,9 @@ impl Cx<'_> {
             Share::All => ("", TokenStream::new()),
             Share::Side => ("_columns", quote!(, __rnn_columns)),
         };
-        let kernel = match plan.precision {
-            None => "gemm_packed",
-            Some(_) => "gemm_reduced",
+        let kernel = match plan.is_reduced(matrix) {
+            false => "gemm_packed",
+            true => "gemm_reduced",
         };
         match init {
             Some(init) if plan.alias[out.index()] != Some(init) => {

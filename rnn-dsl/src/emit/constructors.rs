@@ -83,8 +83,11 @@ impl Cx<'_> {
                         Some(precision) => {
                             let precision = format_ident!("{precision:?}");
                             let name = matrix_name(layer, matrix, direction);
-                            quote! {
-                                let #field = __rnn_rt::reduce_weights(#name, #local.view(), __rnn_rt::Precision::#precision)?;
+                            let reduced = quote!(__rnn_rt::reduce_weights(#name, #local.view(), __rnn_rt::Precision::#precision)?);
+                            match plan.is_reduced(matrix) {
+                                true => quote!(let #field = #reduced;),
+                                // The rounded weights, in f32 for the f32 kernel.
+                                false => quote!(let #field = __rnn_rt::PackedMatrix::new(#reduced.dequantized().view());),
                             }
                         }
                     });

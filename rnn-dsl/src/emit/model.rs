@@ -516,13 +516,12 @@ impl Cx<'_> {
                 });
             }
         }
-        let packed_type = match plan.precision {
-            None => quote!(#rt::__private::PackedMatrix),
-            Some(_) => quote!(#rt::__private::ReducedMatrix),
-        };
         for matrix in plan.packed.iter().copied() {
             let field = packed_field(matrix);
-            fields.push(quote!(#field: #packed_type));
+            fields.push(match plan.is_reduced(matrix) {
+                true => quote!(#field: #rt::__private::ReducedMatrix),
+                false => quote!(#field: #rt::__private::PackedMatrix),
+            });
         }
         let doc = format!(
             "Weights of layer `{}` #{} (cell `{}`) for one direction.",

@@ -176,10 +176,19 @@ pub struct LayerPlan {
     /// The matrices per-call products read, once each, in order: kept
     /// packed for the product kernel.
     pub packed: Vec<ValueId>,
-    /// The precision [`Self::packed`] are kept in, `None` for `f32`: the
-    /// layer's, for every product (the rounding is part of the model's
-    /// numbers, so it does not depend on a product's size).
+    /// The precision the weights of [`Self::packed`] are rounded to, `None`
+    /// for `f32`: the layer's, for every product (the rounding is part of
+    /// the model's numbers, so it does not depend on a product's size).
     pub precision: Option<crate::check::Precision>,
+    /// For each of [`Self::packed`], whether it is kept in [`Self::precision`]
+    /// for the reduced-precision kernel. In int8, only the matrices a
+    /// per-step product reads, whose speed is the bytes read per step; a
+    /// matrix only products over all steps (hoisted) or per call read keeps
+    /// its rounded weights in `f32`, since those products are bound by
+    /// arithmetic and int8's widening costs a conversion per weight (the
+    /// numbers are the same up to the order of the sums). In bfloat16,
+    /// whose widening is a shift, every matrix (measured faster on W1).
+    pub reduced: Vec<bool>,
     /// Multiply-adds of the per-call products per direction and valid step:
     /// the measure of work that decides whether to use threads.
     pub macs_per_row: usize,
@@ -225,6 +234,15 @@ impl LayerPlan {
     /// The place of a value.
     pub fn place(&self, id: ValueId) -> Place {
         self.places[id.index()]
+    }
+
+    /// Whether the packed `matrix` is kept in reduced precision
+    /// ([`Self::reduced`]).
+    pub fn is_reduced(&self, matrix: ValueId) -> bool {
+        self.packed
+            .iter()
+            .zip(&self.reduced)
+            .any(|(packed, reduced)| *packed == matrix && *reduced)
     }
 
     /// The lane width of a fused pass, `None` for tile operations.
@@ -302,6 +320,7 @@ pub fn lower(layer: &ir::Layer) -> LayerPlan {
         split: None,
         packed: Vec::new(),
         precision: layer.precision,
+        reduced: Vec::new(),
         macs_per_row: 0,
         runtime_weights: Vec::new(),
     };
@@ -313,6 +332,7 @@ pub fn lower(layer: &ir::Layer) -> LayerPlan {
     plan.hoisted_row_width = buffers::hoisted_row_width(layer, &plan);
     plan.split = split::split(layer, &plan);
     plan.packed = weights::packed_matrices(layer, &plan);
+    plan.reduced = weights::reduced_matrices(layer, &plan);
     plan.macs_per_row = weights::macs_per_row(layer, &plan);
     plan.runtime_weights = weights::runtime_weights(layer, &plan);
     plan
@@ -487,5 +507,43 @@ mod tests {
         let out = node_where(&layer, |op| matches!(op, Op::Binary(Binary::Mul, ..)));
         assert_eq!(layer.step.output, out);
         assert_eq!(plan.place(out), Place::Hoisted);
+    }
+
+    /// In int8, the matrix the step's product reads is kept for the reduced
+    /// kernel; the input projection's, hoisted over every step, stays in
+    /// f32 (of its rounded weights).
+    #[test]
+    fn reduced_precision_is_for_the_per_step_product() {
+        let (layer, plan) = plan_of(
+            "network N { input x: [3]; layer l = lstm(hidden = 4); unroll dynamic; precision int8; }",
+        );
+        assert_eq!(plan.precision, Some(crate::check::Precision::Int8));
+        let names: Vec<(String, bool)> = plan
+            .packed
+            .iter()
+            .zip(&plan.reduced)
+            .map(|(matrix, reduced)| match layer.step.node(*matrix).op {
+                Op::Param(param) => (layer.params[param.0 as usize].name.clone(), *reduced),
+                ref op => panic!("a parameter matrix: {op:?}"),
+            })
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("weight_ih".to_owned(), false),
+                ("weight_hh".to_owned(), true)
+            ]
+        );
+        let (_, plan) = plan_of(
+            "network N { input x: [3]; layer l = lstm(hidden = 4); unroll dynamic; precision bf16; }",
+        );
+        assert_eq!(
+            plan.reduced,
+            [true, true],
+            "bfloat16 widens by a shift: every matrix"
+        );
+        let (_, plan) =
+            plan_of("network N { input x: [3]; layer l = lstm(hidden = 4); unroll dynamic; }");
+        assert_eq!(plan.reduced, [false, false]);
     }
 }

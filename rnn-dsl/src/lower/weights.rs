@@ -1,5 +1,6 @@
 //! The weights a layer keeps at run time, and its products' work.
 
+use crate::check::Precision;
 use crate::ir::{self, Op, Shape, ValueId};
 use crate::lower::{view_root, LayerPlan, Place, Work};
 
@@ -14,6 +15,26 @@ pub fn packed_matrices(layer: &ir::Layer, plan: &LayerPlan) -> Vec<ValueId> {
         }
     }
     matrices
+}
+
+/// [`LayerPlan::reduced`].
+pub fn reduced_matrices(layer: &ir::Layer, plan: &LayerPlan) -> Vec<bool> {
+    let per_step = |matrix: ValueId| {
+        plan.step.iter().any(|work| match work {
+            Work::MatVec { product, .. } => {
+                matches!(layer.step.node(*product).op, Op::MatVec(read, _) if read == matrix)
+            }
+            Work::Fused(_) => false,
+        })
+    };
+    plan.packed
+        .iter()
+        .map(|matrix| match plan.precision {
+            None => false,
+            Some(Precision::Bf16) => true,
+            Some(Precision::Int8) => per_step(*matrix),
+        })
+        .collect()
 }
 
 /// [`LayerPlan::macs_per_row`].
