@@ -55,7 +55,7 @@ mod x86_64;
 use std::ops::Range;
 use std::sync::OnceLock;
 
-use ndarray::{Array2, ArrayView2, ArrayViewMut2};
+use ndarray::{Array2, ArrayView2, ArrayViewMut2, CowArray};
 
 pub use crate::ops::{relu, sigmoid, soft_threshold, tanh};
 use frame::{binary_tile_portable, run_rows, Block, Operand, Pass, Tile};
@@ -321,7 +321,7 @@ pub fn gemm_reduced_onto_row_columns(
 fn gemm_reduced_from(
     x: ArrayView2<'_, f32>,
     w: &ReducedMatrix,
-    mut out: ArrayViewMut2<'_, f32>,
+    out: ArrayViewMut2<'_, f32>,
     start: Start<'_>,
     columns: Columns,
 ) {
@@ -334,21 +334,16 @@ fn gemm_reduced_from(
         out.shape()
     );
     let kernel = w.gemm().kernel;
-    let x = x.as_standard_layout();
-    if rows_are_contiguous(out.view()) {
-        kernel(x.view(), w, out, start, columns);
-    } else {
-        let mut contiguous = out.as_standard_layout().into_owned();
-        kernel(x.view(), w, contiguous.view_mut(), start, columns);
-        out.assign(&contiguous);
-    }
+    on_contiguous_rows(x, out, start, columns, |x, out| {
+        kernel(x, w, out, start, columns)
+    });
 }
 
 /// [`gemm_packed`] with any starting values.
 fn gemm_packed_from(
     x: ArrayView2<'_, f32>,
     w: &PackedMatrix,
-    mut out: ArrayViewMut2<'_, f32>,
+    out: ArrayViewMut2<'_, f32>,
     start: Start<'_>,
     columns: Columns,
 ) {
@@ -361,13 +356,27 @@ fn gemm_packed_from(
         out.shape()
     );
     let gemm = w.gemm().kernel;
-    if !rows_are_contiguous(x.view()) {
-        let x = x.as_standard_layout();
-        debug_assert!(rows_are_contiguous(x.view()));
-        return gemm_packed_from(x.view(), w, out, start, columns);
-    }
+    on_contiguous_rows(x, out, start, columns, |x, out| {
+        gemm(x, w, out, start, columns)
+    });
+}
+
+/// Runs a product kernel, which wants the rows of `x` and `out` contiguous (any row stride), on
+/// copies of those whose rows are not, and copies the result back into `out`.
+fn on_contiguous_rows(
+    x: ArrayView2<'_, f32>,
+    mut out: ArrayViewMut2<'_, f32>,
+    start: Start<'_>,
+    columns: Columns,
+    kernel: impl FnOnce(ArrayView2<'_, f32>, ArrayViewMut2<'_, f32>),
+) {
+    let x = if rows_are_contiguous(x.view()) {
+        CowArray::from(x)
+    } else {
+        x.as_standard_layout()
+    };
     if rows_are_contiguous(out.view()) {
-        gemm(x, w, out, start, columns);
+        kernel(x.view(), out);
     } else {
         let mut contiguous = match start {
             Start::Out => out.as_standard_layout().into_owned(),
@@ -375,7 +384,7 @@ fn gemm_packed_from(
             // The columns not computed keep their values.
             Start::Zero | Start::Row(_) => out.as_standard_layout().into_owned(),
         };
-        gemm(x, w, contiguous.view_mut(), start, columns);
+        kernel(x.view(), contiguous.view_mut());
         out.assign(&contiguous);
     }
 }
