@@ -9,7 +9,7 @@
 use ndarray::{Array1, Array2, Array3, ArrayD, Axis};
 use rnn_dsl::{interp, weights, SourceFile};
 use rnn_runtime::init::{uniform, SplitMix64};
-use rnn_runtime::{Model, RnnError, TensorMap, Train};
+use rnn_runtime::{Model, Parameters, RnnError, TensorMap, Train};
 
 const LISTA_CP: &str = "
 cell lista_cp(y: [M]) -> x: [N] {
@@ -437,4 +437,83 @@ fn generated_gradients_match_the_interpreter() {
         println!("untied {mode:<10} gradients within {error:.2e} (`{tensor}`)");
         assert!(error < 1e-5, "{mode}: `{tensor}` off by {error:e}");
     }
+}
+
+/// Changes parameter `name` (copy `copy` of a per-step one, or all of it)
+/// of `model`, differently in each `round`.
+fn change(model: &mut dyn Parameters, name: &str, copy: Option<usize>, round: usize) {
+    model
+        .update_params(&mut |param, mut view| {
+            if param == name {
+                let mut target = match copy {
+                    Some(k) => view.index_axis_mut(Axis(0), k),
+                    None => view.view_mut(),
+                };
+                target.mapv_inplace(|v| v * 0.9 + 0.01 * (round + 1) as f32);
+            }
+        })
+        .expect("finite parameters");
+}
+
+/// After each update, `model` runs forward and backward exactly as a
+/// model loaded from its updated parameters.
+fn check_updates<M: Train + Parameters>(
+    what: &str,
+    weights: &TensorMap,
+    inputs: &TensorMap,
+    seeds: &TensorMap,
+    changes: &[(&str, Option<usize>)],
+) {
+    let mut model = M::from_weights(weights).expect("loads");
+    model.run_gradients(inputs, seeds).expect("runs");
+    for (round, &(name, copy)) in changes.iter().enumerate() {
+        change(&mut model, name, copy, round);
+        let mut updated = TensorMap::new();
+        for (param, view) in model.params() {
+            updated.insert_f32(param, view.to_owned());
+        }
+        let loaded = M::from_weights(&updated).expect("loads");
+        assert_eq!(
+            model.run_gradients(inputs, seeds).expect("runs"),
+            loaded.run_gradients(inputs, seeds).expect("runs"),
+            "{what}: after changing `{name}` (copy {copy:?})"
+        );
+    }
+}
+
+/// An update rebuilds only what reads a changed parameter (one step's
+/// weights and training constants for a per-step copy, every step's for a
+/// tied parameter, nothing of a layer whose parameters are unchanged); the
+/// model then runs, forward and backward, bit for bit as one loaded from
+/// the updated weights.
+#[test]
+fn an_update_runs_as_its_weights_loaded() {
+    let weights = lista_weights(6, 4);
+    let mut inputs = TensorMap::new();
+    inputs.insert_f32("y", measurements(5, 8));
+    let mut seeds = TensorMap::new();
+    seeds.insert_f32("y", uniform(&mut SplitMix64::new(9), &[5, 6, N], 1.0));
+    let lista = [
+        ("W_l0", Some(2)),
+        ("theta_l0", Some(0)),
+        ("A_l0", None),
+        ("W_l0", Some(5)),
+        ("theta_l0", None),
+    ];
+    check_updates::<ListaStatic>("lista static 6", &weights, &inputs, &seeds, &lista);
+    inputs.insert_i64("steps", ArrayD::from_elem(vec![1], 6));
+    check_updates::<ListaDynamic>("lista dynamic", &weights, &inputs, &seeds, &lista);
+
+    let (_, weights, inputs) = untied_problem();
+    let mut seeds = TensorMap::new();
+    seeds.insert_f32("y", uniform(&mut SplitMix64::new(5), &[4, 5, 2], 1.0));
+    seeds.insert_f32("l.h_n", uniform(&mut SplitMix64::new(6), &[2, 4, 4], 1.0));
+    let untied = [
+        ("l.W_l1", Some(3)),
+        ("head.weight", None),
+        ("l.U_l0", None),
+        ("l.b_l0", Some(0)),
+    ];
+    check_updates::<UntiedStatic>("untied static 5", &weights, &inputs, &seeds, &untied);
+    check_updates::<UntiedDynamic>("untied dynamic", &weights, &inputs, &seeds, &untied);
 }

@@ -322,3 +322,40 @@ fn bad_gradients_and_tapes_are_typed_errors() {
     assert_eq!(model.to_weights(), before);
     let _: ArrayD<f32> = model.params()[0].1.to_owned();
 }
+
+/// An update of one layer's parameters rebuilds that layer alone; the model
+/// then runs, forward and backward, bit for bit as one loaded from the
+/// updated weights (two bidirectional layers).
+#[test]
+fn an_update_of_one_layer_runs_as_its_weights_loaded() {
+    let mut model = Tagger::random(21);
+    let x = random((3, 5, 3), 22);
+    let dy = random((3, 5, 8), 23);
+    let lengths = [5, 0, 3];
+    for (round, name) in ["weight_hh_l1_reverse", "bias_ih_l0", "weight_ih_l1"]
+        .into_iter()
+        .enumerate()
+    {
+        model
+            .update_params(|param, mut view| {
+                if param == name {
+                    view.mapv_inplace(|v| v * 0.9 + 0.01 * (round + 1) as f32);
+                }
+            })
+            .expect("finite parameters");
+        let loaded = Tagger::from_weights(&model.to_weights()).expect("loads");
+        let (out, tape) = model
+            .forward_train(x.view(), Some(&lengths), None)
+            .expect("runs");
+        let (expected, loaded_tape) = loaded
+            .forward_train(x.view(), Some(&lengths), None)
+            .expect("runs");
+        assert_eq!(out, expected, "after changing `{name}`");
+        let grads = model.backward(&tape, dy.view(), None).expect("runs");
+        let expected = loaded
+            .backward(&loaded_tape, dy.view(), None)
+            .expect("runs");
+        assert_eq!(grads.params, expected.params, "after changing `{name}`");
+        assert_eq!(grads.inputs, expected.inputs, "after changing `{name}`");
+    }
+}

@@ -46,6 +46,7 @@ mod tensor;
 mod workspace;
 
 pub use error::{Result, RnnError};
+pub use loading::all_finite;
 pub use model::{Model, Parameters, Train};
 pub use tensor::{Tensor, TensorMap};
 pub use workspace::Threads;

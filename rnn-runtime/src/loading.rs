@@ -89,6 +89,81 @@ pub fn step_params<'a>(
         .collect()
 }
 
+/// Whether `new` differs from `old` in any bit: a parameter update
+/// rebuilds only what reads a changed parameter (bits, so that `-0.0` for
+/// `0.0` counts as a change and a rebuilt model equals a model loaded
+/// from the same weights).
+pub fn params_changed(old: &[ArrayD<f32>], new: &[ArrayD<f32>]) -> bool {
+    old.iter()
+        .zip(new)
+        .any(|(old, new)| differs(old.view(), new.view()))
+}
+
+/// Which of `steps` steps read a changed parameter of a layer whose
+/// `per_step` parameters are stacked `[steps, ..]` (see [`step_params`]):
+/// every step if a tied parameter changed, else the steps whose copies did.
+pub fn steps_changed(
+    old: &[ArrayD<f32>],
+    new: &[ArrayD<f32>],
+    per_step: &[bool],
+    steps: usize,
+) -> Vec<bool> {
+    let per_step = |k: usize| per_step.get(k).copied().unwrap_or(false);
+    let pairs = || old.iter().zip(new).enumerate();
+    let tied_changed =
+        pairs().any(|(k, (old, new))| !per_step(k) && differs(old.view(), new.view()));
+    (0..steps)
+        .map(|step| {
+            tied_changed
+                || pairs().any(|(k, (old, new))| {
+                    per_step(k)
+                        && differs(old.index_axis(Axis(0), step), new.index_axis(Axis(0), step))
+                })
+        })
+        .collect()
+}
+
+fn differs(old: ArrayViewD<'_, f32>, new: ArrayViewD<'_, f32>) -> bool {
+    if old.shape() != new.shape() {
+        return true;
+    }
+    match (old.as_slice(), new.as_slice()) {
+        // In blocks without stopping early, so that the comparison vectorises.
+        (Some(old), Some(new)) => old.chunks(CHUNK).zip(new.chunks(CHUNK)).any(|(old, new)| {
+            old.iter().zip(new).fold(false, |differ, (a, b)| {
+                differ | (a.to_bits() != b.to_bits())
+            })
+        }),
+        _ => old
+            .iter()
+            .zip(new.iter())
+            .any(|(a, b)| a.to_bits() != b.to_bits()),
+    }
+}
+
+/// Values a vectorised check reads between two looks at its result.
+const CHUNK: usize = 256;
+
+/// Whether every value is finite (read in blocks without stopping early,
+/// so that the check vectorises).
+pub fn all_finite(values: &[f32]) -> bool {
+    values
+        .chunks(CHUNK)
+        .all(|chunk| chunk.iter().fold(true, |all, v| all & v.is_finite()))
+}
+
+/// [`check_finite`] of an array, fast when its values are contiguous.
+///
+/// # Errors
+///
+/// As [`check_finite`].
+pub fn check_finite_array(tensor: &str, values: ArrayViewD<'_, f32>) -> Result<(), RnnError> {
+    match values.as_slice_memory_order() {
+        Some(slice) if all_finite(slice) => Ok(()),
+        _ => check_finite(tensor, values.iter()),
+    }
+}
+
 fn pick<'a>(weights: &TensorMap, names: &[&'a str]) -> &'a str {
     names
         .iter()
@@ -314,6 +389,65 @@ pub fn initial_rows(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn changes_are_found_by_bits_and_by_step() {
+        let w = ArrayD::from_shape_fn(vec![3, 2, 2], |i| (i[0] * 4 + i[1] * 2 + i[2]) as f32);
+        let a = ArrayD::from_elem(vec![2, 2], 1.0f32);
+        let old = vec![w.clone(), a.clone()];
+        assert!(!params_changed(&old, &old));
+        assert_eq!(steps_changed(&old, &old, &[true, false], 3), [false; 3]);
+        // One copy of the per-step parameter: that step alone.
+        let mut new = old.clone();
+        new[0][[1, 0, 1]] = 7.5;
+        assert!(params_changed(&old, &new));
+        assert_eq!(
+            steps_changed(&old, &new, &[true, false], 3),
+            [false, true, false]
+        );
+        // The tied parameter: every step. A zero's sign is a change.
+        let mut new = old.clone();
+        new[1][[1, 1]] = 0.0;
+        new[1][[0, 0]] = 0.0;
+        let mut signed = new.clone();
+        signed[1][[0, 0]] = -0.0;
+        assert_eq!(steps_changed(&old, &new, &[true, false], 3), [true; 3]);
+        assert!(params_changed(&new, &signed));
+        // Not contiguous: the same answers.
+        let view = |arrays: &[ArrayD<f32>]| -> Vec<ArrayD<f32>> {
+            arrays
+                .iter()
+                .map(|a| a.t().to_owned().reversed_axes())
+                .collect()
+        };
+        assert!(!differs(old[0].t(), old[0].t()));
+        assert!(differs(old[0].t(), new[0].t()) == params_changed(&old[..1], &new[..1]));
+        assert!(!params_changed(&view(&old), &old));
+    }
+
+    #[test]
+    fn finite_checks_find_the_first_bad_value() {
+        let mut values = ArrayD::from_elem(vec![3, 700], 0.5f32);
+        assert!(all_finite(values.as_slice().unwrap()));
+        assert!(check_finite_array("w", values.view()).is_ok());
+        values[[2, 650]] = f32::NEG_INFINITY;
+        assert!(!all_finite(values.as_slice().unwrap()));
+        let expected = "tensor `w`: value 2050 is -inf, not finite";
+        assert_eq!(
+            check_finite_array("w", values.view())
+                .unwrap_err()
+                .to_string(),
+            expected
+        );
+        // Column-major: the index is still the logical one.
+        let transposed = values.t();
+        assert_eq!(
+            check_finite_array("w", transposed.view())
+                .unwrap_err()
+                .to_string(),
+            format!("tensor `w`: value {} is -inf, not finite", 650 * 3 + 2)
+        );
+    }
 
     #[test]
     fn check_shape_reports_both_shapes() {

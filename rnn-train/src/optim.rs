@@ -427,6 +427,12 @@ fn check_grads(params: &[(String, Vec<usize>)], grads: &[ArrayD<f32>]) -> Result
                 found: grad.shape().to_vec(),
             });
         }
+        let finite = grad
+            .as_slice_memory_order()
+            .is_some_and(rnn_runtime::all_finite);
+        if finite {
+            continue;
+        }
         if let Some((index, value)) = grad.indexed_iter().find(|(_, v)| !v.is_finite()) {
             return Err(RnnError::InvalidValue {
                 tensor: format!("grad_{name}"),

@@ -17,6 +17,10 @@ impl Cx<'_> {
         let rt = self.rt;
         let prelude = self.prelude();
         let mut layer_inits = Vec::new();
+        // Each layer's weights are built by a method of their own, which
+        // `update_params` calls again for the layers (or steps) whose
+        // parameters changed.
+        let mut builders = Vec::new();
         for (layer_idx, layer) in self.network.layers.iter().enumerate() {
             let plan = &self.plans[layer_idx];
             let ty = self.weights_struct(layer_idx);
@@ -26,20 +30,17 @@ impl Cx<'_> {
             for direction in 0..layer.directions {
                 let mut statements = Vec::new();
                 let mut field_inits = Vec::new();
-                // Per-step parameters: every copy loaded once, before the
-                // weights of each step are built from their copies.
-                let mut step_loads = Vec::new();
                 for param in &layer.params {
                     let ident = format_ident!("{}", param.name);
                     let mut names = vec![layer.weight_name(param, direction)];
                     names.extend(layer.bare_weight_name(param));
                     if param.steps.is_some() {
+                        // Every copy is loaded once, by the caller of the
+                        // step's builder (`step_loads`).
                         let all = format_ident!("__rnn_all_{}", param.name);
-                        let shape = param.tensor_shape().into_iter().map(usize_lit);
-                        step_loads.push(quote!(let #all = __rnn_rt::load_steps(weights, &[#(#names),*], &[#(#shape),*])?;));
                         let copy = match param.shape.len() {
-                            1 => quote!(__rnn_rt::step_copy1(&#all, __rnn_k)),
-                            _ => quote!(__rnn_rt::step_copy2(&#all, __rnn_k)),
+                            1 => quote!(__rnn_rt::step_copy1(#all, __rnn_k)),
+                            _ => quote!(__rnn_rt::step_copy2(#all, __rnn_k)),
                         };
                         statements.push(quote!(let #ident = #copy;));
                         if kept.contains(&ident) {
@@ -97,17 +98,18 @@ impl Cx<'_> {
                     // One set of weights per step, each with its step's
                     // copies (a layer with per-step parameters runs
                     // forward only, so this is the only direction).
-                    Some(steps) => {
-                        let steps = usize_lit(steps);
-                        directions.push(quote! {{
-                            #(#step_loads)*
-                            let mut __rnn_steps = ::std::vec::Vec::with_capacity(#steps);
-                            for __rnn_k in 0..#steps {
+                    Some(_) => {
+                        let builder = layer_builder(layer_idx);
+                        let (_, alls) = step_loads(layer);
+                        builders.push(quote! {
+                            /// The weights of one step of a layer with per-step parameters, from every step's copies.
+                            #[allow(non_snake_case)]
+                            fn #builder(weights: &#rt::TensorMap, #(#alls: &#rt::ndarray::ArrayD<f32>,)* __rnn_k: usize) -> ::std::result::Result<#ty, #rt::RnnError> {
+                                #prelude
                                 #(#statements)*
-                                __rnn_steps.push(#ty { #(#field_inits,)* });
+                                Ok(#ty { #(#field_inits,)* })
                             }
-                            __rnn_steps
-                        }});
+                        });
                     }
                     None => directions.push(quote! {{
                         #(#statements)*
@@ -115,9 +117,31 @@ impl Cx<'_> {
                     }}),
                 }
             }
+            let builder = layer_builder(layer_idx);
             let init = match layer.steps() {
-                Some(_) => quote!(#field: #(#directions)*),
-                None => quote!(#field: ::std::vec::Vec::from([#(#directions),*])),
+                Some(steps) => {
+                    let (loads, alls) = step_loads(layer);
+                    let steps = usize_lit(steps);
+                    quote!(#field: {
+                        #(#loads)*
+                        let mut __rnn_steps = ::std::vec::Vec::with_capacity(#steps);
+                        for __rnn_k in 0..#steps {
+                            __rnn_steps.push(Self::#builder(weights, #(#alls,)* __rnn_k)?);
+                        }
+                        __rnn_steps
+                    })
+                }
+                None => {
+                    builders.push(quote! {
+                        /// The weights of a layer, one set per direction.
+                        #[allow(non_snake_case)]
+                        fn #builder(weights: &#rt::TensorMap) -> ::std::result::Result<::std::vec::Vec<#ty>, #rt::RnnError> {
+                            #prelude
+                            Ok(::std::vec::Vec::from([#(#directions),*]))
+                        }
+                    });
+                    quote!(#field: Self::#builder(weights)?)
+                }
             };
             layer_inits.push(init);
         }
@@ -261,6 +285,8 @@ impl Cx<'_> {
                 self
             }
 
+            #(#builders)*
+
             /// Weights drawn as PyTorch initialises them, `U(-1/√H, 1/√H)`,
             /// from `seed`: the same on every platform.
             pub fn random(seed: u64) -> Self {
@@ -375,6 +401,33 @@ impl Cx<'_> {
 
 /// How an error names a matrix a product reads: its tensor's name, or for a
 /// value computed from parameters, what it is computed in.
+/// The method building a layer's weights (`Vec` of directions), or one
+/// step's of a layer with per-step parameters.
+pub(super) fn layer_builder(layer_idx: usize) -> proc_macro2::Ident {
+    format_ident!("__rnn_layer{}_weights", layer_idx)
+}
+
+/// The statements loading every copy of a layer's per-step parameters from
+/// `weights` (each a `&ArrayD<f32>` local), and those locals, in parameter
+/// order: what a step's builder takes besides the weights and the step.
+fn step_loads(layer: &ir::Layer) -> (Vec<TokenStream>, Vec<proc_macro2::Ident>) {
+    layer
+        .params
+        .iter()
+        .filter(|param| param.steps.is_some())
+        .map(|param| {
+            let mut names = vec![layer.weight_name(param, 0)];
+            names.extend(layer.bare_weight_name(param));
+            let all = format_ident!("__rnn_all_{}", param.name);
+            let shape = param.tensor_shape().into_iter().map(usize_lit);
+            (
+                quote!(let #all = &__rnn_rt::load_steps(weights, &[#(#names),*], &[#(#shape),*])?;),
+                all,
+            )
+        })
+        .unzip()
+}
+
 fn matrix_name(layer: &ir::Layer, matrix: ValueId, direction: usize) -> String {
     match layer.step.node(matrix).op {
         Op::Param(param) => layer.weight_name(&layer.params[param.0 as usize], direction),

@@ -31,10 +31,12 @@ mod steps;
 use proc_macro2::{Ident, TokenStream};
 use quote::{format_ident, quote};
 
+use super::constructors::layer_builder;
 use super::forward::{Entry, Halves};
 use super::idents::usize_lit;
 use super::Cx;
 use crate::check::InputSource;
+use crate::ir;
 use crate::weights;
 
 impl Cx<'_> {
@@ -86,8 +88,15 @@ impl Cx<'_> {
         // The model's constants per layer and direction, for the training
         // function then the backward one (`__rnn_prepare`).
         let mut prepares = Vec::new();
+        // What `update_params` rebuilds of each layer whose parameters
+        // changed: the fallible weights first, then the constants.
+        let mut rebuilds = Vec::new();
+        let mut commits = Vec::new();
         let mut slot = 0usize;
         for (idx, layer) in self.network.layers.iter().enumerate() {
+            let (rebuild, commit) = self.emit_rebuild(layer, idx, starts[idx], slot);
+            rebuilds.push(rebuild);
+            commits.push(commit);
             let train_fn = format_ident!("__rnn_layer{}_train", idx);
             let backward_fn = format_ident!("__rnn_layer{}_backward", idx);
             let y = format_ident!("__rnn_y{}", idx);
@@ -635,17 +644,24 @@ impl Cx<'_> {
                 &mut self,
                 mut update: impl FnMut(&str, #rt::ndarray::ArrayViewMutD<'_, f32>),
             ) -> ::std::result::Result<(), #rt::RnnError> {
+                #prelude
                 let mut changed = self.__rnn_params.clone();
                 for (name, param) in #grads::NAMES.iter().zip(changed.iter_mut()) {
                     update(name, param.view_mut());
                 }
-                let mut weights = #rt::TensorMap::new();
-                for (name, param) in #grads::NAMES.iter().zip(changed) {
-                    #rt::__private::check_finite(name, param.iter())?;
-                    weights.insert_f32(*name, param);
+                for (name, param) in #grads::NAMES.iter().zip(&changed) {
+                    __rnn_rt::check_finite_array(name, param.view())?;
                 }
-                let threads = self.__rnn_threads;
-                *self = Self::from_weights(&weights)?.with_threads(threads);
+                // Only what reads a changed parameter is rebuilt, as
+                // `from_weights` builds it: a layer's weights (a step's,
+                // for a layer with per-step parameters) and the training
+                // constants of its directions (steps). Nothing is changed
+                // before every fallible part has succeeded.
+                let __rnn_old = &self.__rnn_params;
+                #(#rebuilds)*
+                #(#commits)*
+                self.__rnn_params = changed;
+                self.__rnn_stamp = __rnn_rt::next_stamp();
                 Ok(())
             }
 
@@ -683,5 +699,125 @@ impl Cx<'_> {
             #(#backward_fns)*
         };
         (items, methods)
+    }
+
+    /// `update_params`'s rebuild of layer `idx` (whose parameters start at
+    /// `first` in the flat list and whose training constants at `slot`):
+    /// statements building what changed into locals, which may fail, and
+    /// statements storing them in the model, which may not.
+    fn emit_rebuild(
+        &self,
+        layer: &ir::Layer,
+        idx: usize,
+        first: usize,
+        slot: usize,
+    ) -> (TokenStream, TokenStream) {
+        let rt = self.rt;
+        let count = layer.params.len();
+        let field = format_ident!("__rnn_layer{}", idx);
+        let builder = layer_builder(idx);
+        let consts_fn = format_ident!("__rnn_layer{}_consts", idx);
+        let rebuilt = format_ident!("__rnn_rebuilt{}", idx);
+        let (begin, end) = (
+            usize_lit(first),
+            usize_lit(first + count * layer.directions),
+        );
+        let grads = format_ident!("{}Grads", self.network.name);
+        // The layer's parameters, as changed, named for its builder.
+        let inserts = quote! {
+            let weights = &{
+                let mut weights = #rt::TensorMap::new();
+                for (name, param) in #grads::NAMES[#begin..#end].iter().zip(&changed[#begin..#end]) {
+                    weights.insert_f32(*name, param.clone());
+                }
+                weights
+            };
+        };
+        match layer.steps() {
+            Some(steps) => {
+                let flags = layer.params.iter().map(|param| param.steps.is_some());
+                let dirty = format_ident!("__rnn_steps{}", idx);
+                // Per-step parameters go to the builder as they are; the
+                // tied ones by name, as `from_weights` reads them.
+                let alls = layer
+                    .params
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, param)| param.steps.is_some())
+                    .map(|(j, _)| {
+                        let at = usize_lit(first + j);
+                        quote!(&changed[#at])
+                    });
+                let tied = layer
+                    .params
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, param)| param.steps.is_none())
+                    .map(|(j, _)| usize_lit(first + j));
+                let inserts = quote! {
+                    #[allow(unused_mut)]
+                    let mut weights = #rt::TensorMap::new();
+                    #(weights.insert_f32(#grads::NAMES[#tied], changed[#tied].clone());)*
+                    let weights = &weights;
+                };
+                let steps = usize_lit(steps);
+                // The step's set of training constants.
+                let at = match slot {
+                    0 => quote!(__rnn_k),
+                    _ => {
+                        let slot = usize_lit(slot);
+                        quote!(#slot + __rnn_k)
+                    }
+                };
+                let rebuild = quote! {
+                    let #dirty = __rnn_rt::steps_changed(&__rnn_old[#begin..#end], &changed[#begin..#end], &[#(#flags),*], #steps);
+                    let mut #rebuilt = ::std::vec::Vec::new();
+                    if #dirty.contains(&true) {
+                        #inserts
+                        for __rnn_k in (0..#steps).filter(|k| #dirty[*k]) {
+                            #rebuilt.push((__rnn_k, Self::#builder(weights, #(#alls,)* __rnn_k)?));
+                        }
+                    }
+                };
+                let flags = layer.params.iter().map(|param| param.steps.is_some());
+                let commit = quote! {
+                    for (__rnn_k, __rnn_weights) in #rebuilt {
+                        self.#field[__rnn_k] = __rnn_weights;
+                        self.__rnn_consts[#at] = Self::#consts_fn(&__rnn_rt::step_params(&changed[#begin..#end], &[#(#flags),*], __rnn_k));
+                    }
+                };
+                (rebuild, commit)
+            }
+            None => {
+                let rebuild = quote! {
+                    let #rebuilt = if __rnn_rt::params_changed(&__rnn_old[#begin..#end], &changed[#begin..#end]) {
+                        #inserts
+                        Some(Self::#builder(weights)?)
+                    } else {
+                        None
+                    };
+                };
+                // Training constants are per direction.
+                let consts = (0..layer.directions).map(|direction| {
+                    let (from, to) = (
+                        usize_lit(first + direction * count),
+                        usize_lit(first + (direction + 1) * count),
+                    );
+                    let at = usize_lit(slot + direction);
+                    quote! {
+                        if __rnn_rt::params_changed(&__rnn_old[#from..#to], &changed[#from..#to]) {
+                            self.__rnn_consts[#at] = Self::#consts_fn(&__rnn_rt::step_params(&changed[#from..#to], &[], 0));
+                        }
+                    }
+                });
+                let commit = quote! {
+                    if let Some(__rnn_weights) = #rebuilt {
+                        self.#field = __rnn_weights;
+                    }
+                    #(#consts)*
+                };
+                (rebuild, commit)
+            }
+        }
     }
 }
