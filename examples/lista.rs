@@ -25,8 +25,8 @@ use rnn_train::freeze::Trainable;
 use unroll_examples::lista::models::{Lista, ListaCp};
 use unroll_examples::lista::{
     best_lambda, fista, ista, iterations_to, lista_cp_init, lista_cp_new_step,
-    lista_cp_steps_so_far, lista_init, lista_parts, nmse_db, LayerWise, Problem, Progress,
-    Unrolled,
+    lista_cp_steps_so_far, lista_init, lista_parts, model_nmse_db, nmse_db, LayerWise, Problem,
+    Progress, Unrolled,
 };
 
 const M: usize = 250;
@@ -58,7 +58,13 @@ fn main() -> Result<(), Box<dyn Error>> {
     };
     let png = value("--out").map_or_else(|| PathBuf::from("target/lista.png"), PathBuf::from);
     let iterations: Option<usize> = value("--iterations").and_then(|text| text.parse().ok());
-    let layers = if quick { 4 } else { LAYERS };
+    let layers = value("--layers")
+        .and_then(|text| text.parse().ok())
+        .unwrap_or(if quick { 4 } else { LAYERS })
+        .clamp(1, LAYERS);
+    // `--only lista` or `--only lista-cp` trains one network.
+    let only = value("--only").cloned();
+    let cold = args.iter().any(|arg| arg == "--cold");
     let start = Instant::now();
 
     let mut rng = SplitMix64::new(2026);
@@ -73,14 +79,14 @@ fn main() -> Result<(), Box<dyn Error>> {
 
     let (lambda, converged_db) = best_lambda(&problem, &validation, &LAMBDAS, FISTA_ITERATIONS);
     println!("λ = {lambda} (of {LAMBDAS:?}, best NMSE FISTA converges to on the validation set: {converged_db:.2} dB)");
-    let (ista_iterations, fista_iterations) = if quick {
+    let (ista_iterations, fista_iterations) = if quick || only.is_some() {
         (600, 300)
     } else {
         (ISTA_ITERATIONS, FISTA_ITERATIONS)
     };
     // ISTA at every λ of the grid: a larger λ converges faster to a worse
     // floor, so "iterations ISTA needs" is taken at its best λ for each target.
-    let ista_lambdas: Vec<f32> = if quick {
+    let ista_lambdas: Vec<f32> = if quick || only.is_some() {
         vec![lambda]
     } else {
         ISTA_LAMBDAS.to_vec()
@@ -134,51 +140,75 @@ fn main() -> Result<(), Box<dyn Error>> {
         batch: 64,
         max_iterations: iterations.unwrap_or(if quick { 100 } else { 1000 }),
         validate_every: 25,
-        patience: 4,
+        patience: value("--patience")
+            .and_then(|text| text.parse().ok())
+            .unwrap_or(4),
+        warm_start: Vec::new(),
     };
     let validation_small = problem.sample(256, &mut SplitMix64::new(3));
 
     let mut tied = Lista::from_weights(&lista_init(&problem, INIT_LAMBDA))?;
-    let tied_stages = train(
-        "LISTA (tied)",
-        &mut tied,
-        &schedule,
-        &problem,
-        layers,
-        &validation_small,
-        lista_parts,
-        lista_parts,
-    )?;
+    let trains = |name: &str| only.as_deref().is_none_or(|only| only == name);
+    let (tied_stages, tied_curve) = if !trains("lista") {
+        println!("LISTA (tied): not trained (--only)");
+        (Vec::new(), layer_curve(&tied, &test, layers)?)
+    } else {
+        train(
+            "LISTA (tied)",
+            &mut tied,
+            &schedule,
+            &problem,
+            layers,
+            (&validation_small, &test),
+            lista_parts,
+            lista_parts,
+        )?
+    };
 
     let mut untied = ListaCp::from_weights(&lista_cp_init(&problem, INIT_LAMBDA, LAYERS))?;
-    let untied_stages = train(
-        "LISTA-CP (untied)",
-        &mut untied,
-        &schedule,
-        &problem,
-        layers,
-        &validation_small,
-        lista_cp_new_step,
-        lista_cp_steps_so_far,
-    )?;
+    // Each new step starts as the trained step before it.
+    let untied_schedule = LayerWise {
+        warm_start: if cold {
+            Vec::new()
+        } else {
+            vec!["W_l0", "theta_l0"]
+        },
+        ..schedule.clone()
+    };
+    let (untied_stages, untied_curve) = if !trains("lista-cp") {
+        println!("LISTA-CP (untied): not trained (--only)");
+        (Vec::new(), layer_curve(&untied, &test, layers)?)
+    } else {
+        train(
+            "LISTA-CP (untied)",
+            &mut untied,
+            &untied_schedule,
+            &problem,
+            layers,
+            (&validation_small, &test),
+            lista_cp_new_step,
+            lista_cp_steps_so_far,
+        )?
+    };
+    // The last network's own iterates, beside the networks trained for each K.
+    let tied_last = layer_curve(&tied, &test, layers)?;
+    let untied_last = layer_curve(&untied, &test, layers)?;
 
-    // Held-out NMSE of each trained network at every layer.
-    let tied_curve = layer_curve(&tied, &test, layers)?;
-    let untied_curve = layer_curve(&untied, &test, layers)?;
-
-    println!("\nNMSE (dB) on the {TEST_SIZE} held-out samples, by iterations / layers K:");
+    println!("\nNMSE (dB) on the {TEST_SIZE} held-out samples, by iterations / layers K (the networks as trained for K layers; in brackets, iterate K of the network trained for {layers}):");
     println!(
-        "{:>3} {:>9} {:>9} {:>13} {:>17}",
+        "{:>3} {:>9} {:>9} {:>22} {:>22}",
         "K", "ISTA", "FISTA", "LISTA (tied)", "LISTA-CP (untied)"
     );
     for k in 0..layers {
         println!(
-            "{:>3} {:>9.2} {:>9.2} {:>13.2} {:>17.2}",
+            "{:>3} {:>9.2} {:>9.2} {:>13.2} ({:>6.2}) {:>13.2} ({:>6.2})",
             k + 1,
             ista_curve[k],
             fista_curve[k],
             tied_curve[k],
-            untied_curve[k]
+            tied_last[k],
+            untied_curve[k],
+            untied_last[k]
         );
     }
     println!(
@@ -227,10 +257,13 @@ fn train<M: Unrolled>(
     schedule: &LayerWise,
     problem: &Problem,
     layers: usize,
-    validation: &unroll_examples::lista::Samples,
+    (validation, test): (
+        &unroll_examples::lista::Samples,
+        &unroll_examples::lista::Samples,
+    ),
     new_part: impl Fn(usize) -> Trainable,
     all_parts: impl Fn(usize) -> Trainable,
-) -> Result<Vec<f64>, Box<dyn Error>> {
+) -> Result<(Vec<f64>, Vec<f64>), Box<dyn Error>> {
     let started = Instant::now();
     let total = (layers * schedule.stages.len() * schedule.max_iterations) as u64;
     let bar = ProgressBar::new(total).with_style(
@@ -243,6 +276,8 @@ fn train<M: Unrolled>(
     let mut rng = SplitMix64::new(7);
     let mut done = 0u64;
     let mut last = (0, 0);
+    let mut iterations = 0u64;
+    let mut curve = Vec::with_capacity(layers);
     let stages = schedule.train(
         model,
         problem,
@@ -257,19 +292,31 @@ fn train<M: Unrolled>(
                 done = ((p.steps - 1) * schedule.stages.len() + p.stage) as u64
                     * schedule.max_iterations as u64;
             }
+            iterations += 1;
             bar.set_position(done + p.iteration as u64);
             bar.set_message(format!(
                 "K = {} stage {} loss {:.2e} best {:.2} dB",
                 p.steps, p.stage, p.loss, p.best_db
             ));
         },
+        |k, model: &M| {
+            curve.push(model_nmse_db(model, test, k)?);
+            bar.suspend(|| {
+                println!(
+                    "{name}: K = {k} trained, held-out NMSE {:.2} dB ({:.0} s)",
+                    curve[k - 1],
+                    started.elapsed().as_secs_f64()
+                )
+            });
+            Ok(())
+        },
     )?;
     bar.finish_and_clear();
     println!(
-        "{name}: trained {layers} layers in {:.0} s",
+        "{name}: trained {layers} layers in {:.0} s ({iterations} iterations)",
         started.elapsed().as_secs_f64()
     );
-    Ok(stages)
+    Ok((stages, curve))
 }
 
 fn layer_curve(

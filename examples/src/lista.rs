@@ -323,6 +323,10 @@ pub struct LayerWise {
     pub validate_every: usize,
     /// Validations without improvement before a stage stops.
     pub patience: usize,
+    /// Per-step parameters whose new step's copy starts as the trained
+    /// copy of the step before it rather than as its initial value (empty:
+    /// every step starts from its initial weights).
+    pub warm_start: Vec<&'static str>,
 }
 
 /// Where layer-wise training is, for a progress report.
@@ -349,6 +353,17 @@ fn snapshot(model: &dyn Parameters) -> Vec<ArrayD<f32>> {
         .collect()
 }
 
+/// Sets copy `step` of each of the per-step parameters `names` to copy
+/// `step - 1`.
+fn copy_previous_step(model: &mut dyn Parameters, names: &[&str], step: usize) -> Result<()> {
+    model.update_params(&mut |name, mut view| {
+        if names.contains(&name) {
+            let previous = view.index_axis(Axis(0), step - 1).to_owned();
+            view.index_axis_mut(Axis(0), step).assign(&previous);
+        }
+    })
+}
+
 fn restore(model: &mut dyn Parameters, values: &[ArrayD<f32>]) -> Result<()> {
     let mut values = values.iter();
     model.update_params(&mut |_, mut view| {
@@ -360,12 +375,14 @@ impl LayerWise {
     /// Trains `model` up to `steps` steps; `new_part(k)` and `all_parts(k)`
     /// say what the first and the later stages of step `k` train. Returns
     /// the validation NMSE (dB) of the network of `k` steps after its
-    /// stages, for each `k`.
+    /// stages, for each `k`. `grown(k, model)` sees the network trained
+    /// for `k` steps (to measure it on a test set: the literature's curve
+    /// of NMSE against depth is of networks each trained for its depth).
     ///
     /// # Errors
     ///
-    /// A part naming what the model lacks, or a failed run (a non-finite
-    /// loss, …).
+    /// A part naming what the model lacks, a failed run (a non-finite
+    /// loss, …), or an error of `grown`.
     #[allow(clippy::too_many_arguments)]
     pub fn train<M: Unrolled>(
         &self,
@@ -377,9 +394,13 @@ impl LayerWise {
         validation: &Samples,
         rng: &mut SplitMix64,
         mut progress: impl FnMut(Progress),
+        mut grown: impl FnMut(usize, &M) -> Result<()>,
     ) -> Result<Vec<f64>> {
         let mut by_steps = Vec::with_capacity(steps);
         for k in 1..=steps {
+            if k > 1 && !self.warm_start.is_empty() {
+                copy_previous_step(model, &self.warm_start, k - 1)?;
+            }
             let mut best_db = model_nmse_db(model, validation, k)?;
             for (stage, factor) in self.stages.iter().enumerate() {
                 let part = if stage == 0 {
@@ -420,6 +441,7 @@ impl LayerWise {
                 restore(model, &best)?;
             }
             by_steps.push(best_db);
+            grown(k, model)?;
         }
         Ok(by_steps)
     }

@@ -63,12 +63,18 @@ fn layer_wise_training_beats_ista_at_the_same_depth() {
         max_iterations: 120,
         validate_every: 20,
         patience: 3,
+        warm_start: vec![],
     };
     let mut rng = SplitMix64::new(5);
 
     let mut untied = ListaCpSmall::from_weights(&lista_cp_init(&problem, LAMBDA, LAYERS)).unwrap();
     let before = untied.to_weights();
-    let stages = schedule
+    // Each new step starts as the trained step before it, as the example trains.
+    let untied_schedule = LayerWise {
+        warm_start: vec!["W_l0", "theta_l0"],
+        ..schedule.clone()
+    };
+    let stages = untied_schedule
         .train(
             &mut untied,
             &problem,
@@ -78,6 +84,7 @@ fn layer_wise_training_beats_ista_at_the_same_depth() {
             &validation,
             &mut rng,
             |_| {},
+            |_, _| Ok(()),
         )
         .unwrap();
     // The dictionary is frozen: LISTA-CP couples W to it but trains W alone.
@@ -98,6 +105,7 @@ fn layer_wise_training_beats_ista_at_the_same_depth() {
             &validation,
             &mut rng,
             |_| {},
+            |_, _| Ok(()),
         )
         .unwrap();
     let tied_db = model_nmse_db(&tied, &test, LAYERS).unwrap();
@@ -112,6 +120,56 @@ fn layer_wise_training_beats_ista_at_the_same_depth() {
     assert!(
         tied_db < ista_db - MARGIN_DB,
         "LISTA {tied_db:.2} dB against ISTA {ista_db:.2} dB"
+    );
+}
+
+/// A warm start sets each new step's copies to the step before it (here
+/// with no training, so the copies of step 0 spread to the steps grown),
+/// and leaves the copies of steps not grown and the tied `A` alone.
+#[test]
+fn a_warm_start_copies_the_step_before() {
+    let problem = problem();
+    let mut weights = lista_cp_init(&problem, LAMBDA, LAYERS);
+    let mut w = weights.f32("W").unwrap();
+    let mut rng = SplitMix64::new(3);
+    w.mapv_inplace(|v| v + rng.uniform(-0.1, 0.1));
+    weights.insert_f32("W", w.clone());
+    let mut model = ListaCpSmall::from_weights(&weights).unwrap();
+    let schedule = LayerWise {
+        lr: 1e-3,
+        stages: vec![1.0],
+        batch: 4,
+        max_iterations: 0,
+        validate_every: 1,
+        patience: 1,
+        warm_start: vec!["W_l0", "theta_l0"],
+    };
+    let validation = problem.sample(8, &mut SplitMix64::new(2));
+    schedule
+        .train(
+            &mut model,
+            &problem,
+            3,
+            lista_cp_new_step,
+            lista_cp_steps_so_far,
+            &validation,
+            &mut SplitMix64::new(4),
+            |_| {},
+            |_, _| Ok(()),
+        )
+        .unwrap();
+    let after = model.to_weights().f32("W_l0").unwrap();
+    for step in 0..LAYERS {
+        let expected = w.index_axis(ndarray::Axis(0), if step < 3 { 0 } else { step });
+        assert_eq!(
+            after.index_axis(ndarray::Axis(0), step),
+            expected,
+            "copy {step}"
+        );
+    }
+    assert_eq!(
+        model.to_weights().f32("A_l0").unwrap(),
+        weights.f32("A").unwrap()
     );
 }
 
