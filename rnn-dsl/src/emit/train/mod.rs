@@ -634,8 +634,9 @@ impl Cx<'_> {
             }
 
             /// Changes the parameters (an optimizer's step): `update` gets
-            /// each one by name, mutably; the model is rebuilt from them
-            /// afterwards, and tapes made before no longer fit it.
+            /// each one by name, mutably. Afterwards what reads a changed
+            /// parameter is rebuilt (a layer, or one step of a layer with
+            /// per-step parameters), and tapes made before no longer fit.
             ///
             /// # Errors
             ///
