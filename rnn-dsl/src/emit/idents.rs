@@ -11,7 +11,7 @@
 //!   `__rnn_sb` (a pass's binding of a value, of a state), `__rnn_s` (a
 //!   state), `__rnn_in` (an input), `__rnn_g` (a gathered input), `__rnn_l`
 //!   (a pass's local), `__rnn_init` and `__rnn_next` (a state's initial and
-//!   staged value), `__rnn_net` (a network input), `__rnn_layer` (a layer's
+//!   staged value), `__rnn_net` (a network input), `__rnn_layer` (a layer's builder,
 //!   function and weights field).
 //! - Items and aliases: `__Rnn` (a layer's weights struct), `__RnnPass` (a
 //!   fused pass), `__RnnRun` (a fused run of a training step, whose
@@ -51,7 +51,10 @@
 //!   parameters alone, computed when the model is built), `__rnn_sets`
 //!   (those sets as `__rnn_prepare` builds them, per step for a layer with
 //!   per-step parameters), `__rnn_pg` (a parameter's gradient formed at
-//!   each step).
+//!   each step); in `update_params`, `__rnn_old` (the parameters before
+//!   the update), `__rnn_steps` (a layer's steps that read a changed
+//!   copy), `__rnn_rebuilt` (a layer's or its steps' weights built again)
+//!   and `__rnn_weights` (one of them).
 
 use proc_macro2::{Ident, Literal, TokenStream};
 use quote::{format_ident, quote};
