@@ -1,0 +1,77 @@
+//! What one training iteration of LISTA-CP costs at the literature's size
+//! (`A` 250 × 500, K = 16, batch 64): the forward and backward passes, and
+//! the Adam step (`update_params`) when one step's copies are trained (the
+//! first stage of layer-wise growth) and when all 16 are. Medians of
+//! `--reps` timed iterations after two of warm-up.
+//!
+//! Run with `cargo run --release -p unroll-examples --example lista_step_cost`
+//! (`-- --reps N`).
+
+use std::error::Error;
+use std::time::Instant;
+
+use rnn_runtime::init::SplitMix64;
+use rnn_train::freeze::Trainable;
+use rnn_train::optim::{Adam, Optimizer};
+use unroll_examples::lista::models::ListaCp;
+use unroll_examples::lista::{lista_cp_init, Problem, Unrolled};
+
+const STEPS: usize = 16;
+
+fn median(mut times: Vec<f64>) -> f64 {
+    times.sort_by(f64::total_cmp);
+    times[times.len() / 2]
+}
+
+fn main() -> Result<(), Box<dyn Error>> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let reps: usize = args
+        .iter()
+        .position(|arg| arg == "--reps")
+        .and_then(|at| args.get(at + 1))
+        .and_then(|text| text.parse().ok())
+        .unwrap_or(9)
+        .max(1);
+    let mut rng = SplitMix64::new(2026);
+    let problem = Problem::new(250, 500, 0.1, Some(40.0), &mut rng);
+    let mut model = ListaCp::from_weights(&lista_cp_init(&problem, 0.4, STEPS))?;
+    let batch = problem.sample(64, &mut rng);
+    let parts = [
+        (
+            "one step's copies trained",
+            Trainable::new()
+                .copies("W_l0", STEPS - 1..STEPS)
+                .copies("theta_l0", STEPS - 1..STEPS),
+        ),
+        (
+            "all 16 steps' copies trained",
+            Trainable::new()
+                .copies("W_l0", 0..STEPS)
+                .copies("theta_l0", 0..STEPS),
+        ),
+    ];
+    for (what, part) in parts {
+        let mut adam = Adam::new(5e-4);
+        let (mut passes, mut updates) = (Vec::new(), Vec::new());
+        for rep in 0..reps + 2 {
+            let started = Instant::now();
+            let (_, grads) = model.loss_and_grads(batch.y.view(), batch.x.view(), STEPS)?;
+            let passed = started.elapsed().as_secs_f64();
+            let started = Instant::now();
+            let mut selected = part.select(&mut model)?;
+            let grads = selected.grads(&grads)?;
+            adam.step(&mut selected, &grads)?;
+            let updated = started.elapsed().as_secs_f64();
+            if rep >= 2 {
+                passes.push(passed * 1e3);
+                updates.push(updated * 1e3);
+            }
+        }
+        println!(
+            "{what}: forward + backward {:.1} ms, Adam step {:.1} ms (medians of {reps})",
+            median(passes),
+            median(updates)
+        );
+    }
+    Ok(())
+}
