@@ -724,16 +724,6 @@ impl Cx<'_> {
             usize_lit(first + count * layer.directions),
         );
         let grads = format_ident!("{}Grads", self.network.name);
-        // The layer's parameters, as changed, named for its builder.
-        let inserts = quote! {
-            let weights = &{
-                let mut weights = #rt::TensorMap::new();
-                for (name, param) in #grads::NAMES[#begin..#end].iter().zip(&changed[#begin..#end]) {
-                    weights.insert_f32(*name, param.clone());
-                }
-                weights
-            };
-        };
         match layer.steps() {
             Some(steps) => {
                 let flags = layer.params.iter().map(|param| param.steps.is_some());
@@ -790,6 +780,16 @@ impl Cx<'_> {
                 (rebuild, commit)
             }
             None => {
+                // The layer's parameters, as changed, named for its builder.
+                let inserts = quote! {
+                    let weights = &{
+                        let mut weights = #rt::TensorMap::new();
+                        for (name, param) in #grads::NAMES[#begin..#end].iter().zip(&changed[#begin..#end]) {
+                            weights.insert_f32(*name, param.clone());
+                        }
+                        weights
+                    };
+                };
                 let rebuild = quote! {
                     let #rebuilt = if __rnn_rt::params_changed(&__rnn_old[#begin..#end], &changed[#begin..#end]) {
                         #inserts
