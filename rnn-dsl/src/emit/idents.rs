@@ -53,7 +53,8 @@
 //!   per-step parameters), `__rnn_pg` (a parameter's gradient formed at
 //!   each step); in `update_params`, `__rnn_old` (the parameters before
 //!   the update), `__rnn_steps` (a layer's steps that read a changed
-//!   copy), `__rnn_rebuilt` (a layer's or its steps' weights built again)
+//!   copy), `__rnn_changed` (a layer's directions that read a changed
+//!   parameter), `__rnn_rebuilt` (a layer's or its steps' weights built again)
 //!   and `__rnn_weights` (one of them).
 
 use proc_macro2::{Ident, Literal, TokenStream};

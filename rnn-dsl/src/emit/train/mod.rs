@@ -790,8 +790,19 @@ impl Cx<'_> {
                         weights
                     };
                 };
+                // Which directions read a changed parameter: each is
+                // compared once, and the layer is rebuilt if any did.
+                let changed_dirs = format_ident!("__rnn_changed{}", idx);
+                let dirs = (0..layer.directions).map(|direction| {
+                    let (from, to) = (
+                        usize_lit(first + direction * count),
+                        usize_lit(first + (direction + 1) * count),
+                    );
+                    quote!(__rnn_rt::params_changed(&__rnn_old[#from..#to], &changed[#from..#to]))
+                });
                 let rebuild = quote! {
-                    let #rebuilt = if __rnn_rt::params_changed(&__rnn_old[#begin..#end], &changed[#begin..#end]) {
+                    let #changed_dirs = [#(#dirs),*];
+                    let #rebuilt = if #changed_dirs.contains(&true) {
                         #inserts
                         Some(Self::#builder(weights)?)
                     } else {
@@ -804,9 +815,9 @@ impl Cx<'_> {
                         usize_lit(first + direction * count),
                         usize_lit(first + (direction + 1) * count),
                     );
-                    let at = usize_lit(slot + direction);
+                    let (at, direction) = (usize_lit(slot + direction), usize_lit(direction));
                     quote! {
-                        if __rnn_rt::params_changed(&__rnn_old[#from..#to], &changed[#from..#to]) {
+                        if #changed_dirs[#direction] {
                             self.__rnn_consts[#at] = Self::#consts_fn(&__rnn_rt::step_params(&changed[#from..#to], &[], 0));
                         }
                     }
