@@ -154,21 +154,17 @@ fn main() -> Result<(), Box<dyn Error>> {
 
     let mut tied = Lista::from_weights(&lista_init(&problem, INIT_LAMBDA))?;
     let trains = |name: &str| only.as_deref().is_none_or(|only| only == name);
-    let (tied_stages, tied_curve) = if !trains("lista") {
-        println!("LISTA (tied): not trained (--only)");
-        (Vec::new(), layer_curve(&tied, &test, layers)?)
-    } else {
-        train(
-            "LISTA (tied)",
-            &mut tied,
-            &schedule,
-            &problem,
-            layers,
-            (&early_stopping, &test),
-            lista_parts,
-            lista_parts,
-        )?
-    };
+    let (tied_stages, tied_curve) = train(
+        "LISTA (tied)",
+        trains("lista"),
+        &mut tied,
+        &schedule,
+        &problem,
+        layers,
+        (&early_stopping, &test),
+        lista_parts,
+        lista_parts,
+    )?;
 
     let mut untied = ListaCp::from_weights(&lista_cp_init(&problem, INIT_LAMBDA, LAYERS))?;
     // Each new step starts as the trained step before it.
@@ -180,21 +176,17 @@ fn main() -> Result<(), Box<dyn Error>> {
         },
         ..schedule.clone()
     };
-    let (untied_stages, untied_curve) = if !trains("lista-cp") {
-        println!("LISTA-CP (untied): not trained (--only)");
-        (Vec::new(), layer_curve(&untied, &test, layers)?)
-    } else {
-        train(
-            "LISTA-CP (untied)",
-            &mut untied,
-            &untied_schedule,
-            &problem,
-            layers,
-            (&early_stopping, &test),
-            lista_cp_new_step,
-            lista_cp_steps_so_far,
-        )?
-    };
+    let (untied_stages, untied_curve) = train(
+        "LISTA-CP (untied)",
+        trains("lista-cp"),
+        &mut untied,
+        &untied_schedule,
+        &problem,
+        layers,
+        (&early_stopping, &test),
+        lista_cp_new_step,
+        lista_cp_steps_so_far,
+    )?;
     // The last network's own iterates, beside the networks trained for each K.
     let tied_last = layer_curve(&tied, &test, layers)?;
     let untied_last = layer_curve(&untied, &test, layers)?;
@@ -258,6 +250,7 @@ fn main() -> Result<(), Box<dyn Error>> {
 #[allow(clippy::too_many_arguments)]
 fn train<M: Unrolled>(
     name: &str,
+    wanted: bool,
     model: &mut M,
     schedule: &LayerWise,
     problem: &Problem,
@@ -269,6 +262,10 @@ fn train<M: Unrolled>(
     new_part: impl Fn(usize) -> Trainable,
     all_parts: impl Fn(usize) -> Trainable,
 ) -> Result<(Vec<f64>, Vec<f64>), Box<dyn Error>> {
+    if !wanted {
+        println!("{name}: not trained (--only)");
+        return Ok((Vec::new(), layer_curve(model, test, layers)?));
+    }
     let started = Instant::now();
     let total = (layers * schedule.stages.len() * schedule.max_iterations) as u64;
     let bar = ProgressBar::new(total).with_style(
