@@ -9,7 +9,7 @@
 use ndarray::{Array1, Array2, Array3, ArrayD, Axis};
 use rnn_dsl::{interp, weights, SourceFile};
 use rnn_runtime::init::{uniform, SplitMix64};
-use rnn_runtime::{Model, Parameters, RnnError, TensorMap, Train};
+use rnn_runtime::{Model, Parameters, RnnError, TensorMap, Threads, Train};
 
 const LISTA_CP: &str = "
 cell lista_cp(y: [M]) -> x: [N] {
@@ -465,6 +465,9 @@ fn check_updates<M: Train + Parameters>(
     changes: &[(&str, Option<usize>)],
 ) {
     let mut model = M::from_weights(weights).expect("loads");
+    // Two threads: an update that rebuilds several steps builds half of
+    // them on each.
+    model.set_threads(Threads::Fixed(2));
     model.run_gradients(inputs, seeds).expect("runs");
     for (round, &(name, copy)) in changes.iter().enumerate() {
         change(&mut model, name, copy, round);

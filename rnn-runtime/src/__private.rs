@@ -27,9 +27,9 @@ pub use crate::kernels::{
 };
 pub use crate::layout::{to_pytorch as layout_to_pytorch, RecurrentCell, RecurrentLayer};
 pub use crate::loading::{
-    check_finite, check_finite_array, check_shape, copy_rows, fill_rows, initial_rows, input2,
-    input3, load1, load2, load_steps, next_stamp, optional_lengths, params_changed, reduce_weights,
-    state_or_zeros, step_copy1, step_copy2, step_params, steps, steps_changed,
+    build_steps, check_finite, check_finite_array, check_shape, copy_rows, fill_rows, initial_rows,
+    input2, input3, load1, load2, load_steps, next_stamp, optional_lengths, params_changed,
+    reduce_weights, state_or_zeros, step_copy1, step_copy2, step_params, steps, steps_changed,
 };
 pub use crate::ops::{sign, softplus, Binary, Reduction, Unary};
 pub use crate::packing::{flat_steps, scatter, Packing, Placement};

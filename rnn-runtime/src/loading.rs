@@ -12,6 +12,7 @@ use crate::error::RnnError;
 use crate::kernels::{Precision, ReducedMatrix};
 use crate::packing::copy_row;
 use crate::tensor::TensorMap;
+use crate::workspace::{join, Threads};
 
 /// Loads a vector parameter by its first name in `names` that exists (the
 /// PyTorch name first, then a plain one).
@@ -87,6 +88,44 @@ pub fn step_params<'a>(
             _ => param.view(),
         })
         .collect()
+}
+
+/// How many multiply-adds of the packed product take as long as moving one
+/// float (a copy, a transpose, a packing): what a model's rebuild does to
+/// its parameters, weighed against [`Threads`]' threshold. The product
+/// runs at about 60 G multiply-adds per second on one core, packing at
+/// about 1 G floats.
+const MOVE_COST: usize = 64;
+
+/// `build(step)` for each of `steps`, in their order, as `(step, value)`:
+/// the steps a parameter update rebuilds, each of `floats_per_step` floats
+/// of parameters. On two threads, half of the steps each, when `threads`
+/// allows it for the work; the values are the same either way.
+///
+/// # Errors
+///
+/// The first error of `build`, in the order of `steps`.
+pub fn build_steps<T: Send>(
+    threads: Threads,
+    steps: &[usize],
+    floats_per_step: usize,
+    build: &(dyn Fn(usize) -> Result<T, RnnError> + Sync),
+) -> Result<Vec<(usize, T)>, RnnError> {
+    let in_order = |steps: &[usize]| -> Result<Vec<(usize, T)>, RnnError> {
+        steps.iter().map(|&step| Ok((step, build(step)?))).collect()
+    };
+    let work = steps
+        .len()
+        .saturating_mul(floats_per_step)
+        .saturating_mul(MOVE_COST);
+    if steps.len() < 2 || !threads.split(work) {
+        return in_order(steps);
+    }
+    let (first, second) = steps.split_at(steps.len() / 2);
+    let (first, second) = join(true, || in_order(first), || in_order(second));
+    let mut built = first?;
+    built.extend(second?);
+    Ok(built)
 }
 
 /// Whether `new` differs from `old` in any bit: a parameter update
@@ -389,6 +428,38 @@ pub fn initial_rows(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn steps_are_built_in_order_on_one_thread_or_two() {
+        let steps = [0, 2, 3, 5, 7];
+        let build = |step: usize| -> Result<Vec<f32>, RnnError> {
+            Ok((0..1000).map(|k| (step * 1000 + k) as f32).collect())
+        };
+        let one = build_steps(Threads::Fixed(1), &steps, 1 << 20, &build).unwrap();
+        let two = build_steps(Threads::Fixed(2), &steps, 1 << 20, &build).unwrap();
+        assert_eq!(one, two);
+        assert_eq!(one.iter().map(|(step, _)| *step).collect::<Vec<_>>(), steps);
+        assert!(one
+            .iter()
+            .all(|(step, values)| values[999] == (step * 1000 + 999) as f32));
+        // The first failing step's error, in the steps' order, from either half.
+        let failing = |step: usize| -> Result<usize, RnnError> {
+            if step >= 3 {
+                Err(RnnError::InvalidValue {
+                    tensor: format!("W.{step}"),
+                    reason: "fails".to_owned(),
+                })
+            } else {
+                Ok(step)
+            }
+        };
+        for threads in [Threads::Fixed(1), Threads::Fixed(2)] {
+            match build_steps(threads, &steps, 1 << 20, &failing) {
+                Err(RnnError::InvalidValue { tensor, .. }) => assert_eq!(tensor, "W.3"),
+                other => panic!("expected step 3's error, got {other:?}"),
+            }
+        }
+    }
 
     #[test]
     fn changes_are_found_by_bits_and_by_step() {

@@ -54,8 +54,9 @@
 //!   each step); in `update_params`, `__rnn_old` (the parameters before
 //!   the update), `__rnn_steps` (a layer's steps that read a changed
 //!   copy), `__rnn_changed` (a layer's directions that read a changed
-//!   parameter), `__rnn_rebuilt` (a layer's or its steps' weights built again)
-//!   and `__rnn_weights` (one of them).
+//!   parameter), `__rnn_ks` (those steps' numbers), `__rnn_rebuilt` (a
+//!   layer's or its steps' weights built again), `__rnn_weights` (one of
+//!   them) and `__rnn_set` (a step's training constants built again).
 
 use proc_macro2::{Ident, Literal, TokenStream};
 use quote::{format_ident, quote};

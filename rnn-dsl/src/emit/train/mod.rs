@@ -760,21 +760,37 @@ impl Cx<'_> {
                         quote!(#slot + __rnn_k)
                     }
                 };
+                // What a step's rebuild reads: its copies and the tied
+                // parameters (the runtime weighs it against the threads).
+                let floats = usize_lit(
+                    layer
+                        .params
+                        .iter()
+                        .map(|param| param.shape.iter().product::<usize>())
+                        .sum(),
+                );
+                let step_flags = flags.clone();
                 let rebuild = quote! {
                     let #dirty = __rnn_rt::steps_changed(&__rnn_old[#begin..#end], &changed[#begin..#end], &[#(#flags),*], #steps);
-                    let mut #rebuilt = ::std::vec::Vec::new();
-                    if #dirty.contains(&true) {
+                    let #rebuilt = if #dirty.contains(&true) {
                         #inserts
-                        for __rnn_k in (0..#steps).filter(|k| #dirty[*k]) {
-                            #rebuilt.push((__rnn_k, Self::#builder(weights, #(#alls,)* __rnn_k)?));
-                        }
-                    }
+                        let __rnn_ks: ::std::vec::Vec<usize> = (0..#steps).filter(|k| #dirty[*k]).collect();
+                        // A step's weights and training constants, each
+                        // step's apart from the others'.
+                        __rnn_rt::build_steps(self.__rnn_threads, &__rnn_ks, #floats, &|__rnn_k| {
+                            ::std::result::Result::Ok((
+                                Self::#builder(weights, #(#alls,)* __rnn_k)?,
+                                Self::#consts_fn(&__rnn_rt::step_params(&changed[#begin..#end], &[#(#step_flags),*], __rnn_k)),
+                            ))
+                        })?
+                    } else {
+                        ::std::vec::Vec::new()
+                    };
                 };
-                let flags = layer.params.iter().map(|param| param.steps.is_some());
                 let commit = quote! {
-                    for (__rnn_k, __rnn_weights) in #rebuilt {
+                    for (__rnn_k, (__rnn_weights, __rnn_set)) in #rebuilt {
                         self.#field[__rnn_k] = __rnn_weights;
-                        self.__rnn_consts[#at] = Self::#consts_fn(&__rnn_rt::step_params(&changed[#begin..#end], &[#(#flags),*], __rnn_k));
+                        self.__rnn_consts[#at] = __rnn_set;
                     }
                 };
                 (rebuild, commit)
