@@ -5,12 +5,22 @@
 //! `--reps` timed iterations after two of warm-up.
 //!
 //! Run with `cargo run --release -p unroll-examples --example lista_step_cost`
-//! (`-- --reps N`).
+//! (`-- --reps N`, `-- --threads N` for a fixed thread count instead of
+//! the default `Auto`).
 
 use std::error::Error;
 use std::time::Instant;
 
+// Each Adam step rebuilds the packed weights of every step it changed:
+// glibc returns those blocks to the kernel when the old ones are freed, and
+// the next update page-faults them in again; mimalloc keeps them
+// (LISTA-CP at K = 16, all 16 steps trained: 17.4 -> 8.9 ms per Adam step,
+// BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use rnn_runtime::init::SplitMix64;
+use rnn_runtime::Threads;
 use rnn_train::freeze::Trainable;
 use rnn_train::optim::{Adam, Optimizer};
 use unroll_examples::lista::models::ListaCp;
@@ -35,6 +45,14 @@ fn main() -> Result<(), Box<dyn Error>> {
     let mut rng = SplitMix64::new(2026);
     let problem = Problem::new(250, 500, 0.1, Some(40.0), &mut rng);
     let mut model = ListaCp::from_weights(&lista_cp_init(&problem, 0.4, STEPS))?;
+    if let Some(threads) = args
+        .iter()
+        .position(|arg| arg == "--threads")
+        .and_then(|at| args.get(at + 1))
+        .and_then(|text| text.parse().ok())
+    {
+        model.set_threads(Threads::Fixed(threads));
+    }
     let batch = problem.sample(64, &mut rng);
     let parts = [
         (
