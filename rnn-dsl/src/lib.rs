@@ -167,6 +167,10 @@ pub struct Options {
     /// Also generates the training code: `forward_train`, `backward`, the
     /// tape and gradient types (`rnnc emit --gradients`).
     pub gradients: bool,
+    /// Overrides every generated network's `precision` statement (`rnnc
+    /// emit --precision`): `Some(None)` for `f32`, `Some(Some(p))` for the
+    /// reduced precision `p`.
+    pub precision: Option<Option<check::Precision>>,
 }
 
 impl Default for Options {
@@ -176,6 +180,7 @@ impl Default for Options {
             network: None,
             mode: None,
             gradients: false,
+            precision: None,
         }
     }
 }
@@ -228,12 +233,21 @@ impl Compiled {
         };
         let mut tokens = proc_macro2::TokenStream::new();
         for network in networks {
-            let network = match &options.mode {
-                Some(mode) => &ir::Network {
-                    unroll: mode.clone(),
-                    ..network.clone()
-                },
-                None => network,
+            let overridden;
+            let network = if options.mode.is_some() || options.precision.is_some() {
+                let mut copy = network.clone();
+                if let Some(mode) = &options.mode {
+                    copy.unroll = mode.clone();
+                }
+                if let Some(precision) = options.precision {
+                    for layer in &mut copy.layers {
+                        layer.precision = precision;
+                    }
+                }
+                overridden = copy;
+                &overridden
+            } else {
+                network
             };
             let plan = lower::lower_network(network, options.gradients);
             tokens.extend(emit::emit(network, &plan, &options.runtime_path));

@@ -858,6 +858,61 @@ fn emit_mode_is_read_and_checked_as_an_unroll_statement() {
     }
 }
 
+/// `rnnc emit --precision` overrides the file's `precision` statement: the
+/// products read reduced weights exactly when the flag (or, without it, the
+/// statement) asks for them, and a precision the language lacks is a bad
+/// command line (status 2).
+#[test]
+fn emit_precision_overrides_the_precision_statement() {
+    let dir = scratch("emit_precision");
+    let plain = write(&dir, "plain.rnn", LSTM);
+    let bf16 = write(
+        &dir,
+        "bf16.rnn",
+        &LSTM.replace("unroll dynamic;", "precision bf16; unroll dynamic;"),
+    );
+    let emit = |model: &Path, precision: Option<&str>| {
+        let mut args = vec![OsStr::new("emit"), model.as_os_str()];
+        if let Some(precision) = precision {
+            args.extend([OsStr::new("--precision"), OsStr::new(precision)]);
+        }
+        let out = rnnc(args);
+        assert_eq!(out.status, Some(0), "{precision:?}: {}", out.stderr);
+        out.stdout
+    };
+    for (model, precision, expected) in [
+        (&plain, None, None),
+        (&plain, Some("bf16"), Some("Precision::Bf16")),
+        (&plain, Some("int8"), Some("Precision::Int8")),
+        (&bf16, None, Some("Precision::Bf16")),
+        (&bf16, Some("int8"), Some("Precision::Int8")),
+        (&bf16, Some("f32"), None),
+    ] {
+        let code = emit(model, precision);
+        let what = format!("{} with {precision:?}", model.display());
+        match expected {
+            Some(kind) => {
+                assert!(code.contains("ReducedMatrix"), "{what}: no reduced weights");
+                assert!(code.contains(kind), "{what}: no {kind}");
+            }
+            None => assert!(!code.contains("ReducedMatrix"), "{what}: reduced weights"),
+        }
+    }
+    let out = rnnc([
+        OsStr::new("emit"),
+        plain.as_os_str(),
+        OsStr::new("--precision"),
+        OsStr::new("fp16"),
+    ]);
+    assert_eq!(out.status, Some(2), "{out:?}");
+    assert!(
+        out.stderr.contains("possible values: f32, bf16, int8"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stdout.is_empty(), "code written");
+}
+
 // ---- helpers --------------------------------------------------------------
 
 /// What one `rnnc` invocation did.

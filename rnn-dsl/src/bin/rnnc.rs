@@ -115,8 +115,10 @@ output types, formatted with prettyplease. The code names the runtime as
 
 --mode overrides the file's unroll mode, written as in an `unroll`
 statement and checked by the same rules: `static N`, `dynamic`, `dynamic by
-K`, `static buckets [A, B] else dynamic` (quote it in the shell). Without -o
-the code goes to stdout.
+K`, `static buckets [A, B] else dynamic` (quote it in the shell).
+--precision overrides the file's `precision` statement: `f32`, `bf16` or
+`int8` weights for the products (states, activations and sums stay f32).
+Without -o the code goes to stdout.
 
 Example:
   rnnc emit tagger.rnn --network Tagger --mode 'static 20' -o src/tagger.rs";
@@ -238,6 +240,27 @@ struct ImportArgs {
     tensor: Vec<PathBuf>,
 }
 
+/// A `precision` statement on the command line (`rnnc emit --precision`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum PrecisionArg {
+    /// float32 weights (the default)
+    F32,
+    /// bfloat16 weights
+    Bf16,
+    /// 8-bit weights, one scale per output row
+    Int8,
+}
+
+impl PrecisionArg {
+    fn precision(self) -> Option<rnn_dsl::check::Precision> {
+        match self {
+            PrecisionArg::F32 => None,
+            PrecisionArg::Bf16 => Some(rnn_dsl::check::Precision::Bf16),
+            PrecisionArg::Int8 => Some(rnn_dsl::check::Precision::Int8),
+        }
+    }
+}
+
 /// A weight layout on the command line (`rnn_runtime::layout::Layout`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum LayoutArg {
@@ -302,6 +325,9 @@ struct EmitArgs {
     /// Also generate the training code: `forward_train`, `backward`, the tape and gradient types
     #[arg(long)]
     gradients: bool,
+    /// Precision of the products' weights instead of the file's `precision` statement
+    #[arg(long, value_name = "PRECISION")]
+    precision: Option<PrecisionArg>,
     /// Write the code to this file instead of stdout
     #[arg(short, long, value_name = "OUT.rs")]
     output: Option<PathBuf>,
@@ -605,6 +631,7 @@ fn emit(args: &EmitArgs, style: Style) -> Result<(), Failure> {
         network: args.network.clone(),
         mode,
         gradients: args.gradients,
+        precision: args.precision.map(PrecisionArg::precision),
         ..rnn_dsl::Options::default()
     };
     let code = compiled
