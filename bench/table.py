@@ -15,9 +15,12 @@ workloads W5 and W5v (so W5v's padded steps count nothing, whatever a peer
 spends on them).
 
 "× unroll" is the peer's median time over the best unroll median (any system
-whose name starts with "unroll") for the same workload and thread count: above
-1 the peer is slower. The fastest peer of each workload and thread count is
-marked with ★.
+whose name starts with "unroll") of the same weight precision (a system named
+with "bf16" or "int8", float32 otherwise), for the same workload and thread
+count: above 1 the peer is slower. Where the fastest unroll row is of another
+precision, the ratio to it follows in brackets with its precision (ONNX
+Runtime float32 against unroll bf16). The fastest peer of each workload and
+thread count is marked with ★.
 """
 
 from __future__ import annotations
@@ -63,6 +66,12 @@ def is_unroll(system: str) -> bool:
     return system.lower().startswith("unroll")
 
 
+def precision(system: str) -> str:
+    """The weights' precision a system's name states: bf16, int8, or f32."""
+    name = system.lower()
+    return next((p for p in ("bf16", "int8") if p in name), "f32")
+
+
 def main() -> int:
     lines = read_lines(sys.argv[1:])
     results = [l for l in lines if "error" not in l and "median_ms" in l and "workload" in l]
@@ -84,7 +93,12 @@ def main() -> int:
         wname, threads = key
         rows = groups[key]
         w = WORKLOADS.get(wname)
-        unroll_best = min((r["median_ms"] for r in rows if is_unroll(r["system"])), default=None)
+        unroll_rows = [r for r in rows if is_unroll(r["system"])]
+        unroll_best = min(unroll_rows, key=lambda r: r["median_ms"], default=None)
+        unroll_by_precision: dict[str, float] = {}
+        for r in unroll_rows:
+            p = precision(r["system"])
+            unroll_by_precision[p] = min(r["median_ms"], unroll_by_precision.get(p, float("inf")))
         peers = [r for r in rows if not is_unroll(r["system"])]
         best_peer = min(peers, key=lambda r: r["median_ms"]) if peers else None
         rows.sort(key=lambda r: (not is_unroll(r["system"]), r["median_ms"]))
@@ -107,7 +121,11 @@ def main() -> int:
                 if text not in notes:
                     notes.append(text)
                 name += f" [{notes.index(text) + 1}]"
-            ratio = f"{med / unroll_best:.2f}" if unroll_best else "–"
+            same = unroll_by_precision.get(precision(r["system"]))
+            ratio = f"{med / same:.2f}" if same else "–"
+            if unroll_best is not None and precision(unroll_best["system"]) != precision(r["system"]):
+                best = unroll_best["median_ms"]
+                ratio += f" ({med / best:.2f} vs {precision(unroll_best['system'])})"
             diff = r.get("max_abs_diff")
             diff_s = "–" if diff is None else f"{diff:.0e}" + (" ⚠" if diff > DIFF_LIMIT else "")
             cpu = r.get("cpu_util")
@@ -116,7 +134,8 @@ def main() -> int:
                   f"| {fmt(gflops)} | {ratio} | {cpu_s} | {diff_s} |")
 
     print()
-    print("× unroll: peer median time / best unroll median at the same thread count (>1: peer slower). "
+    print("× unroll: peer median time / best unroll median of the same weight precision at the same thread count "
+          "(>1: peer slower); in brackets, against the fastest unroll row where it is of another precision. "
           "★: fastest peer. cpu: process CPU time / wall time while timing. "
           f"max diff: vs the numpy reference (⚠ above {DIFF_LIMIT:g}; W5, W5v: gradients of the parameters "
           "and x, each relative to its largest entry).")
