@@ -348,25 +348,24 @@ impl Cx<'_> {
                 let buckets = lengths.iter().map(|len| usize_lit(*len));
                 let largest =
                     usize_lit(*lengths.last().expect("check ensures buckets are non-empty"));
-                let fallback = if *dynamic_fallback {
+                if *dynamic_fallback {
+                    // Past the largest bucket: the dynamic variant, after the buckets'.
                     let idx = usize_lit(lengths.len());
-                    quote!(#idx)
-                } else {
-                    quote! {
-                        return Err(#rt::RnnError::InvalidValue {
+                    return quote! {
+                        let __rnn_variant = [#(#buckets),*].iter().position(|bucket| __rnn_packing.max_len() <= *bucket).unwrap_or(#idx);
+                    };
+                }
+                quote! {
+                    let __rnn_variant = match [#(#buckets),*].iter().position(|bucket| __rnn_packing.max_len() <= *bucket) {
+                        Some(bucket) => bucket,
+                        None => return Err(#rt::RnnError::InvalidValue {
                             tensor: #steps_name.to_owned(),
                             reason: format!(
                                 "the longest sequence has {} steps; the largest bucket is {}",
                                 __rnn_packing.max_len(),
                                 #largest
                             ),
-                        })
-                    }
-                };
-                quote! {
-                    let __rnn_variant = match [#(#buckets),*].iter().position(|bucket| __rnn_packing.max_len() <= *bucket) {
-                        Some(bucket) => bucket,
-                        None => #fallback,
+                        }),
                     };
                 }
             }

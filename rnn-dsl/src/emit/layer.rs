@@ -158,7 +158,7 @@ impl Cx<'_> {
                 )
             };
             quote! {
-                if __rnn_t % __rnn_chunk == 0 {
+                if __rnn_t.is_multiple_of(__rnn_chunk) {
                     __rnn_hbase = __rnn_off;
                     let __rnn_hoff = 0;
                     let __rnn_end = (__rnn_t + __rnn_chunk).min(__rnn_packing.max_len());
@@ -267,7 +267,7 @@ impl Cx<'_> {
         };
         quote! {
             #[doc = #doc]
-            #[allow(clippy::too_many_arguments, clippy::type_complexity, clippy::identity_op, clippy::useless_vec, unused_mut, unused_variables)]
+            #[allow(clippy::too_many_arguments, clippy::type_complexity, clippy::identity_op, clippy::useless_vec, clippy::needless_range_loop, unused_mut, unused_variables)]
             fn #name(
                 #weights_param,
                 __rnn_ws: &#rt::__private::Workspace,

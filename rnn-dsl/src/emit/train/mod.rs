@@ -182,7 +182,7 @@ impl Cx<'_> {
                 };
                 direction_runs.push(quote! {
                     let __rnn_ins: ::std::vec::Vec<Array2<f32>> = vec![#(#ins),*];
-                    let (#out, __rnn_fin, __rnn_tape) = Self::#train_fn(&self.__rnn_consts[#train_slot], &self.__rnn_workspace, &__rnn_packing, __rnn_variant, &__rnn_ins, vec![#(#inits),*]);
+                    let (#out, __rnn_fin, __rnn_tape) = Self::#train_fn(&self.__rnn_consts[#train_slot], &self.__rnn_workspace, __rnn_packing, __rnn_variant, &__rnn_ins, vec![#(#inits),*]);
                     #reorder
                     #(#finals)*
                     __rnn_inputs.push(__rnn_ins);
@@ -192,7 +192,10 @@ impl Cx<'_> {
 
                 // The backward of this direction.
                 let direction_lit = usize_lit(direction);
-                let tape_idx = quote!(__rnn_layer_tape + #direction_lit);
+                let tape_idx = match direction {
+                    0 => quote!(__rnn_layer_tape),
+                    _ => quote!(__rnn_layer_tape + #direction_lit),
+                };
                 let columns = (
                     usize_lit(direction * layer.output_size),
                     usize_lit((direction + 1) * layer.output_size),
@@ -474,6 +477,9 @@ impl Cx<'_> {
             /// # Errors
             ///
             /// As [`Self::forward`].
+            // The halves' closure binds the packing by reference, the
+            // whole batch by value; the calls are written once for both.
+            #[allow(clippy::needless_borrow, clippy::type_complexity)]
             pub fn forward_train(
                 &self,
                 #(#params,)*
@@ -557,6 +563,7 @@ impl Cx<'_> {
             /// A tape from another model or from before the parameters
             /// changed, a gradient of the wrong shape, or a non-finite one:
             /// the error names the tensor.
+            #[allow(clippy::needless_borrow, clippy::type_complexity)]
             pub fn backward(
                 &self,
                 tape: &#tape,
@@ -688,7 +695,7 @@ impl Cx<'_> {
             /// What the training functions read of the parameters `__rnn_p`
             /// alone, per layer and direction: computed once, when the model
             /// is built.
-            #[allow(clippy::type_complexity)]
+            #[allow(clippy::type_complexity, clippy::vec_init_then_push)]
             fn __rnn_prepare(__rnn_p: &[#rt::ndarray::ArrayD<f32>]) -> ::std::vec::Vec<(::std::vec::Vec<#rt::ndarray::Array2<f32>>, ::std::vec::Vec<#rt::__private::PackedMatrix>)> {
                 let mut __rnn_sets = ::std::vec::Vec::new();
                 #(#prepares)*

@@ -45,13 +45,32 @@ impl Cx<'_> {
                     }
                 }
                 Variant::DynamicBy(k) => {
-                    let offsets: Vec<_> = (0..k).map(usize_lit).collect();
+                    // Step `t + j` of an iteration (`end - 1 - j` in reverse),
+                    // written `t` for `j` = 0.
+                    let forward_steps: Vec<_> = (0..k)
+                        .map(|j| match j {
+                            0 => quote!(__rnn_t),
+                            _ => {
+                                let j = usize_lit(j);
+                                quote!(__rnn_t + #j)
+                            }
+                        })
+                        .collect();
+                    let reverse_steps: Vec<_> = (0..k)
+                        .map(|j| match j {
+                            0 => quote!(__rnn_end - 1),
+                            _ => {
+                                let j = usize_lit(j);
+                                quote!(__rnn_end - 1 - #j)
+                            }
+                        })
+                        .collect();
                     let k = usize_lit(k);
                     if reverse {
                         quote! {
                             let mut __rnn_end = __rnn_max_len;
                             while __rnn_end >= #k {
-                                #( __rnn_step(__rnn_end - 1 - #offsets); )*
+                                #( __rnn_step(#reverse_steps); )*
                                 __rnn_end -= #k;
                             }
                             for __rnn_t in (0..__rnn_end).rev() { __rnn_step(__rnn_t); }
@@ -61,7 +80,7 @@ impl Cx<'_> {
                             let full = __rnn_max_len / #k * #k;
                             let mut __rnn_t = 0;
                             while __rnn_t < full {
-                                #( __rnn_step(__rnn_t + #offsets); )*
+                                #( __rnn_step(#forward_steps); )*
                                 __rnn_t += #k;
                             }
                             for __rnn_t in full..__rnn_max_len { __rnn_step(__rnn_t); }
@@ -251,7 +270,7 @@ impl Cx<'_> {
         let width = usize_lit(layer.output_size);
         quote! {
             #[doc = #output_doc]
-            #[allow(clippy::too_many_arguments, clippy::type_complexity, unused_mut, unused_variables, clippy::redundant_clone)]
+            #[allow(clippy::too_many_arguments, clippy::type_complexity, unused_mut, unused_variables, clippy::redundant_clone, clippy::needless_borrow)]
             fn #name(
                 #consts_param,
                 __rnn_ws: &#rt::__private::Workspace,
@@ -511,7 +530,7 @@ impl Cx<'_> {
         let doc = format!("The backward of layer `{}` #{}, one direction, over its tape: each parameter's gradient, each cell input's, each initial state's.", layer.name, layer.stack_idx);
         quote! {
             #[doc = #doc]
-            #[allow(clippy::too_many_arguments, clippy::type_complexity, unused_mut, unused_variables, clippy::redundant_clone, clippy::let_unit_value)]
+            #[allow(clippy::too_many_arguments, clippy::type_complexity, unused_mut, unused_variables, clippy::redundant_clone, clippy::let_unit_value, clippy::needless_borrow)]
             fn #name(
                 #consts_param,
                 __rnn_ws: &#rt::__private::Workspace,
