@@ -267,6 +267,9 @@ impl Cx<'_> {
         };
         quote! {
             #[doc = #doc]
+            // The step loops index several per-step arrays by the same
+            // counter, which an iterator over one of them would not read
+            // better.
             #[allow(clippy::too_many_arguments, clippy::type_complexity, clippy::identity_op, clippy::useless_vec, clippy::needless_range_loop, unused_mut, unused_variables)]
             fn #name(
                 #weights_param,

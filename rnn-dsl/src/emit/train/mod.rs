@@ -695,6 +695,8 @@ impl Cx<'_> {
             /// What the training functions read of the parameters `__rnn_p`
             /// alone, per layer and direction: computed once, when the model
             /// is built.
+            // One push per layer and direction, each written by its own
+            // emitter: a vec![] literal would join them in one expression.
             #[allow(clippy::type_complexity, clippy::vec_init_then_push)]
             fn __rnn_prepare(__rnn_p: &[#rt::ndarray::ArrayD<f32>]) -> ::std::vec::Vec<(::std::vec::Vec<#rt::ndarray::Array2<f32>>, ::std::vec::Vec<#rt::__private::PackedMatrix>)> {
                 let mut __rnn_sets = ::std::vec::Vec::new();

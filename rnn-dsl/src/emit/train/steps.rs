@@ -270,6 +270,9 @@ impl Cx<'_> {
         let width = usize_lit(layer.output_size);
         quote! {
             #[doc = #output_doc]
+            // The packed constants are bound here by reference (to what
+            // `__rnn_prepare` built) and owned where the inference layer
+            // packs them; the shared statement emitter writes `&` for both.
             #[allow(clippy::too_many_arguments, clippy::type_complexity, unused_mut, unused_variables, clippy::redundant_clone, clippy::needless_borrow)]
             fn #name(
                 #consts_param,
@@ -530,6 +533,7 @@ impl Cx<'_> {
         let doc = format!("The backward of layer `{}` #{}, one direction, over its tape: each parameter's gradient, each cell input's, each initial state's.", layer.name, layer.stack_idx);
         quote! {
             #[doc = #doc]
+            // As in the train layer function: constants are bound by reference.
             #[allow(clippy::too_many_arguments, clippy::type_complexity, unused_mut, unused_variables, clippy::redundant_clone, clippy::let_unit_value, clippy::needless_borrow)]
             fn #name(
                 #consts_param,
