@@ -354,7 +354,7 @@ impl Cx<'_> {
                 if let Some(state) = d_final {
                     // Named as the final states, whose gradients they are.
                     #(__rnn_rt::check_shape(#final_names, state.#initial_fields.shape(), &[Some(#group_rows), Some(__rnn_batch), Some(#group_sizes)])?;)*
-                    #(__rnn_rt::check_finite(#final_names, state.#initial_fields.iter())?;)*
+                    #(__rnn_rt::check_finite_array(#final_names, state.#initial_fields.view().into_dyn())?;)*
                 }
             },
         };
@@ -579,7 +579,7 @@ impl Cx<'_> {
                 }
                 let __rnn_batch = tape.__rnn_batch;
                 __rnn_rt::check_shape("dy", dy.shape(), &[Some(__rnn_batch), Some(tape.__rnn_steps), Some(#width)])?;
-                __rnn_rt::check_finite("dy", dy.iter())?;
+                __rnn_rt::check_finite_array("dy", dy.view().into_dyn())?;
                 #check_d_final
                 Ok(match tape.__rnn_parts.as_slice() {
                     [__rnn_first, __rnn_right] => {
