@@ -107,6 +107,50 @@ impl Activations for Library {
     }
 }
 
+/// The side of the square tiles the portable transpose works in: 16 rows of 16 floats on each
+/// side are 32 cache lines, well inside L1.
+const TRANSPOSE_TILE: usize = 16;
+
+/// The portable transpose ([`TransposeKernel`](super::types::TransposeKernel)).
+pub(super) fn transpose_generic(
+    a: &[f32],
+    rows: usize,
+    cols: usize,
+    out: &mut [f32],
+    accumulate: bool,
+) {
+    transpose_region(a, cols, out, rows, (0..rows, 0..cols), accumulate);
+}
+
+/// `out[c, r] = a[r, c]` (or `+=`) for the rows and columns of `a` in `region`; `a` has
+/// `cols` columns and `out` has `rows` columns. In square tiles: element by element in `out`'s
+/// order, each read of `a` would be another cache line.
+pub(super) fn transpose_region(
+    a: &[f32],
+    cols: usize,
+    out: &mut [f32],
+    rows: usize,
+    region: (std::ops::Range<usize>, std::ops::Range<usize>),
+    accumulate: bool,
+) {
+    let (row_range, col_range) = region;
+    for r0 in row_range.clone().step_by(TRANSPOSE_TILE) {
+        let r1 = (r0 + TRANSPOSE_TILE).min(row_range.end);
+        for c0 in col_range.clone().step_by(TRANSPOSE_TILE) {
+            for c in c0..(c0 + TRANSPOSE_TILE).min(col_range.end) {
+                // Row c of `out` takes column c of `a`: written in order, read from the tile.
+                let column = a[r0 * cols + c..].iter().step_by(cols);
+                let row = &mut out[c * rows + r0..c * rows + r1];
+                if accumulate {
+                    row.iter_mut().zip(column).for_each(|(o, v)| *o += v);
+                } else {
+                    row.iter_mut().zip(column).for_each(|(o, v)| *o = *v);
+                }
+            }
+        }
+    }
+}
+
 /// `output[i] = f(input[i])` (the slices have the same length).
 #[inline(always)]
 pub(super) fn map_into(input: &[f32], output: &mut [f32], f: impl Fn(f32) -> f32) {

@@ -99,6 +99,23 @@ pub(crate) fn binary_tile(
     (table().binary_tile)(tile, out, a, b, op);
 }
 
+/// `out = aᵀ`, or `out += aᵀ` when `accumulate`: `a` is `rows × cols` and `out` is
+/// `cols × rows`, both row-major. Every element is one copy or one addition, so every table
+/// gives the same bits.
+///
+/// # Panics
+///
+/// If a slice's length is not `rows · cols`.
+pub fn transpose_slice(a: &[f32], rows: usize, cols: usize, out: &mut [f32], accumulate: bool) {
+    assert_eq!(a.len(), rows * cols, "transpose: a is not {rows} x {cols}");
+    assert_eq!(
+        out.len(),
+        rows * cols,
+        "transpose: out is not {cols} x {rows}"
+    );
+    (table().transpose)(a, rows, cols, out, accumulate);
+}
+
 /// [`sigmoid_slice`] of `input` written into `output` (same length; the same results).
 ///
 /// # Panics
@@ -435,6 +452,7 @@ static GENERIC: Kernels = Kernels {
     tanh_into: generic::tanh_into_generic,
     exp_into: generic::exp_into_generic,
     binary_tile: binary_tile_portable,
+    transpose: generic::transpose_generic,
     lanes: LaneSet::Generic,
 };
 

@@ -1086,3 +1086,41 @@ fn gemm_reduced_accepts_any_strides() {
         }
     }
 }
+
+/// Every table's transpose against ndarray's transposed view, copied and
+/// accumulated, for shapes of whole 8 × 8 blocks, of edges alone and of both.
+#[test]
+fn every_table_transposes_as_the_transposed_view() {
+    for kernels in implementations() {
+        for (rows, cols) in [
+            (1, 1),
+            (3, 40),
+            (8, 8),
+            (16, 24),
+            (37, 17),
+            (100, 64),
+            (7, 9),
+        ] {
+            let a = random_matrix(rows, cols, (rows * 100 + cols) as u64);
+            let start = random_matrix(cols, rows, 7);
+            let flat = |m: &Array2<f32>| m.as_standard_layout().iter().copied().collect::<Vec<_>>();
+            let mut out = flat(&start);
+            (kernels.transpose)(&flat(&a), rows, cols, &mut out, false);
+            assert_eq!(
+                out,
+                flat(&a.t().to_owned()),
+                "{} {rows}x{cols}",
+                kernels.name
+            );
+            let mut sum = flat(&start);
+            (kernels.transpose)(&flat(&a), rows, cols, &mut sum, true);
+            let expected = &start + &a.t();
+            assert_eq!(
+                sum,
+                flat(&expected),
+                "{} {rows}x{cols} accumulated",
+                kernels.name
+            );
+        }
+    }
+}

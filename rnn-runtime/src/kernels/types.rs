@@ -16,6 +16,10 @@ pub(super) type MapKernel = fn(&[f32], &mut [f32]);
 /// A binary elementwise operation over a tile (see [`frame`](super::frame)).
 pub(super) type BinaryTileKernel = fn(Tile, &mut [f32], Operand<'_>, Operand<'_>, Binary);
 
+/// `out = aᵀ` (or `out += aᵀ`) for a row-major `a` of `rows × cols` and a row-major `out` of
+/// `cols × rows`.
+pub(super) type TransposeKernel = fn(&[f32], usize, usize, &mut [f32], bool);
+
 /// One implementation of every dispatched kernel.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Kernels {
@@ -33,6 +37,7 @@ pub(super) struct Kernels {
     pub(super) tanh_into: MapKernel,
     pub(super) exp_into: MapKernel,
     pub(super) binary_tile: BinaryTileKernel,
+    pub(super) transpose: TransposeKernel,
     /// The blocks fused passes run in (`run_pass`).
     pub(super) lanes: LaneSet,
 }
