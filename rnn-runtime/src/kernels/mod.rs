@@ -1,6 +1,6 @@
 //! CPU kernels on `f32`: activations, soft thresholding and matrix products.
 //!
-//! Four kinds of entry point:
+//! Five kinds of entry point:
 //!
 //! - scalar functions ([`sigmoid`], [`tanh`], [`relu`], [`soft_threshold`]): the reference
 //!   formulas, always the portable implementation (defined in [`crate::ops`], re-exported here);
@@ -11,6 +11,8 @@
 //!   bfloat16 or int8 ([`ReducedMatrix`], [`gemm_reduced`], `reduced.rs`), `f32` otherwise;
 //! - general matrix products ([`matmul_bt`], [`matmul`]) on ndarray views, computed by ndarray's
 //!   `general_mat_mul`, whose `matrixmultiply` backend does its own CPU feature detection.
+//! - a transpose ([`transpose_slice`]), copying or accumulating, dispatched through the table:
+//!   the weight-gradient products transpose their operands at every training call.
 //!
 //! # Implementations
 //!
