@@ -194,6 +194,13 @@ rnn_macros::rnn! {
         param b: [1] per step;
         h = tanh(W @ x + U @ h + b);
     }
+    cell lista_cp_frozen(y: [M]) -> x: [N] {
+        param A: [M, N] frozen;
+        param W: [M, N] per step;
+        param theta: [N] per step;
+        x = soft_threshold(x + W^T @ (y - A @ x), theta);
+    }
+    network ListaFrozen { context y: [5]; layer solver = lista_cp_frozen(N = 8, steps = 6); unroll dynamic; }
     network ListaStatic { context y: [5]; layer solver = lista_cp(N = 8); unroll static 6; }
     network ListaDynamic { context y: [5]; layer solver = lista_cp(N = 8, steps = 6); unroll dynamic; }
     network ListaBy4 { context y: [5]; layer solver = lista_cp(N = 8, steps = 6); unroll dynamic by 4; }
@@ -437,6 +444,67 @@ fn generated_gradients_match_the_interpreter() {
         println!("untied {mode:<10} gradients within {error:.2e} (`{tensor}`)");
         assert!(error < 1e-5, "{mode}: `{tensor}` off by {error:e}");
     }
+}
+
+/// A parameter declared `frozen` (LISTA-CP's measurement matrix `A`, as
+/// layer-wise training keeps it): its gradient is zero, in the interpreter
+/// and in generated code, and every other gradient is the one the network
+/// without `frozen` gets (checked against finite differences in
+/// `gradients.rs`). The generated backward forms no product for it.
+#[test]
+fn a_frozen_parameter_gets_no_gradient_and_changes_no_other() {
+    let frozen_text = LISTA_CP.replace("param A: [M, N];", "param A: [M, N] frozen;");
+    let compile = |cell: &str| {
+        let text = format!(
+            "{cell}\nnetwork Lista {{ context y: [{M}]; layer solver = lista_cp(N = {N}, steps = 6); unroll dynamic; }}\n"
+        );
+        rnn_dsl::compile(SourceFile::new("lista.rnn", text))
+            .unwrap_or_else(|error| panic!("{error}"))
+    };
+    let (plain, frozen) = (compile(LISTA_CP), compile(&frozen_text));
+    let weights = lista_weights(6, 4);
+    let mut inputs = TensorMap::new();
+    inputs.insert_f32("y", measurements(5, 8));
+    inputs.insert_i64("steps", ArrayD::from_elem(vec![1], 5));
+    let mut seeds = TensorMap::new();
+    seeds.insert_f32("y", uniform(&mut SplitMix64::new(9), &[5, 5, N], 1.0));
+    seeds.insert_f32(
+        "solver.x_n",
+        uniform(&mut SplitMix64::new(10), &[1, 5, N], 1.0),
+    );
+    let exact = |compiled: &rnn_dsl::Compiled| {
+        interp::gradients_in::<f64>(
+            compiled.network(None).unwrap(),
+            &interp::widen(&weights),
+            &interp::widen(&inputs),
+            &interp::widen(&seeds),
+        )
+        .expect("interpreter")
+    };
+    let (plain_grads, frozen_grads) = (exact(&plain), exact(&frozen));
+    assert_eq!(
+        plain_grads.keys().collect::<Vec<_>>(),
+        frozen_grads.keys().collect::<Vec<_>>()
+    );
+    for (name, value) in &frozen_grads {
+        if *name == rnn_dsl::names::gradient("A") {
+            assert!(
+                plain_grads[name].iter().any(|g| *g != 0.0),
+                "`{name}` unfrozen"
+            );
+            assert!(value.iter().all(|g| *g == 0.0), "`{name}` frozen");
+        } else {
+            assert_eq!(value, &plain_grads[name], "`{name}`");
+        }
+    }
+    let model = ListaFrozen::from_weights(&weights).unwrap();
+    let grads = model
+        .run_gradients(&inputs, &seeds)
+        .expect("generated gradients");
+    let (error, tensor) = gradient_error(&grads, &frozen_grads);
+    println!("lista frozen A, dynamic: gradients within {error:.2e} (`{tensor}`)");
+    assert!(error < 1e-5, "`{tensor}` off by {error:e}");
+    assert!(grads.f32("grad_A_l0").unwrap().iter().all(|g| *g == 0.0));
 }
 
 /// Changes parameter `name` (copy `copy` of a per-step one, or all of it)

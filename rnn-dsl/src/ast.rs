@@ -92,7 +92,7 @@ pub enum DimOp {
 /// A statement in a cell body.
 #[derive(Debug, Clone, PartialEq)]
 pub enum CellStmt {
-    /// `param name: shape [per step] [if flag];`
+    /// `param name: shape [per step] [frozen] [if flag];`
     Param {
         /// Parameter name.
         name: Ident,
@@ -100,6 +100,8 @@ pub enum CellStmt {
         shape: Shape,
         /// Where `per step` was written: one copy per unrolled step.
         per_step: Option<Span>,
+        /// Where `frozen` was written: no gradient.
+        frozen: Option<Span>,
         /// The boolean constant that decides whether it exists.
         condition: Option<Ident>,
     },

@@ -228,6 +228,9 @@ pub struct Param {
     /// Where `per step` was written, if it was: one copy per unrolled
     /// step, the layer's `steps` of them.
     pub per_step: Option<Span>,
+    /// Whether it was declared `frozen`: read as the weights give it, never
+    /// given a gradient.
+    pub frozen: bool,
     /// The flag it depends on, if declared with `if flag`.
     pub condition: Option<usize>,
     /// Where it was declared.

@@ -259,6 +259,7 @@ impl<'a> StepBuilder<'a> {
                             name: param.name.clone(),
                             shape: shape.clone(),
                             steps: param.per_step.and(self.steps),
+                            frozen: param.frozen,
                         });
                         let id = ParamId((self.params.len() - 1) as u32);
                         self.param_ids[*idx] = Some(id);

@@ -96,13 +96,14 @@ impl fmt::Display for Layer {
         for (idx, param) in self.params.iter().enumerate() {
             writeln!(
                 f,
-                "    p{idx} = {}: {:?}{} ({})",
+                "    p{idx} = {}: {:?}{}{} ({})",
                 param.name,
                 param.shape,
                 match param.steps {
                     Some(steps) => format!(" per step, {steps} copies"),
                     None => String::new(),
                 },
+                if param.frozen { " frozen" } else { "" },
                 self.weight_name(param, 0)
             )?;
         }

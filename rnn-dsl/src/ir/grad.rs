@@ -32,7 +32,7 @@ use std::fmt;
 
 use crate::ops::{Binary, Elementwise, Reduction, Unary};
 
-use super::{Dep, Layer, Node, Op, Seed, Shape, ValueId};
+use super::{Dep, Layer, Node, Op, Param, Seed, Shape, ValueId};
 
 /// The reverse of one step. See the module doc.
 #[derive(Debug, Clone, PartialEq)]
@@ -87,7 +87,7 @@ fn is_shared(op: &Op, shared: &[bool]) -> bool {
 pub fn differentiate(layer: &Layer) -> Backward {
     let step = &layer.step;
     let forward = step.nodes.len();
-    let active = active(&step.nodes);
+    let active = active(&step.nodes, &layer.params);
     let mut builder = Builder {
         shared: shared(&step.nodes),
         active: active.clone(),
@@ -133,12 +133,14 @@ pub fn differentiate(layer: &Layer) -> Backward {
 }
 
 /// Whether each forward node depends on something with a gradient: an
-/// input, a state or a parameter (numbers alone have none).
-fn active(nodes: &[Node]) -> Vec<bool> {
+/// input, a state or a parameter not declared `frozen` (numbers and frozen
+/// parameters alone have none, so no product forms their gradient).
+fn active(nodes: &[Node], params: &[Param]) -> Vec<bool> {
     let mut active = Vec::with_capacity(nodes.len());
     for node in nodes {
         let value = match &node.op {
-            Op::Input(_) | Op::State(_) | Op::Param(_) => true,
+            Op::Input(_) | Op::State(_) => true,
+            Op::Param(k) => !params[k.0 as usize].frozen,
             Op::Literal(_) => false,
             op => op.operands().iter().any(|operand| active[operand.index()]),
         };

@@ -193,6 +193,9 @@ pub struct Param {
     /// For a per-step parameter, its copies: one per step, stored as one
     /// tensor `[steps, ..shape]` whose row `t` step `t` reads.
     pub steps: Option<usize>,
+    /// Declared `frozen`: the backward gives it no gradient (its entry in
+    /// the gradients is zero).
+    pub frozen: bool,
 }
 
 impl Param {

@@ -253,10 +253,12 @@ impl Builder<'_> {
                 let name = ident(inner.next().expect("grammar: param name"));
                 let shape = self.shape(inner.next().expect("grammar: param shape"));
                 let mut per_step = None;
+                let mut frozen = None;
                 let mut condition = None;
                 for pair in inner {
                     match pair.as_rule() {
                         Rule::per_step => per_step = Some(span_of(&pair)),
+                        Rule::frozen => frozen = Some(span_of(&pair)),
                         _ => {
                             condition = Some(ident(
                                 pair.into_inner().next().expect("grammar: param condition"),
@@ -268,6 +270,7 @@ impl Builder<'_> {
                     name,
                     shape,
                     per_step,
+                    frozen,
                     condition,
                 }
             }

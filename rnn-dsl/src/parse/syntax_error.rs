@@ -365,6 +365,7 @@ fn rule_words(rule: Rule) -> Option<String> {
         Rule::dim_add | Rule::dim_sub | Rule::dim_mul | Rule::dim_div => "an operator",
         Rule::param_decl | Rule::kw_param => "`param`",
         Rule::per_step | Rule::kw_per | Rule::kw_step => "`per step`",
+        Rule::frozen => "`frozen`",
         Rule::param_cond | Rule::if_expr | Rule::kw_if => "`if`",
         Rule::kw_else | Rule::else_dynamic => "`else`",
         Rule::const_decl | Rule::kw_const => "`const`",

@@ -73,8 +73,9 @@ pub(super) fn check_cell(
                 name,
                 shape,
                 per_step,
+                frozen,
                 condition,
-            } => cx.declare_param(name, shape, *per_step, condition.as_ref()),
+            } => cx.declare_param(name, shape, *per_step, frozen.is_some(), condition.as_ref()),
             ast::CellStmt::Const { name, value } => cx.declare_const(name, *value),
             _ => {}
         }
@@ -406,6 +407,7 @@ impl CellCx<'_> {
         name: &ast::Ident,
         shape: &ast::Shape,
         per_step: Option<Span>,
+        frozen: bool,
         condition: Option<&ast::Ident>,
     ) {
         let Some(dims) = self.shape(&format!("parameter `{}`", name.name), shape, 2) else {
@@ -423,6 +425,7 @@ impl CellCx<'_> {
                     name: name.name.clone(),
                     dims,
                     per_step,
+                    frozen,
                     condition: None,
                     span: name.span,
                 },
