@@ -242,8 +242,10 @@ pub mod models {
             param theta: [N];
             x = soft_threshold(B @ y + S @ x, theta);
         }
+        // `A` is the problem's measurement matrix, given, not learned: the
+        // backward forms no gradient for it.
         cell lista_cp(y: [M]) -> x: [N] {
-            param A: [M, N];
+            param A: [M, N] frozen;
             param W: [M, N] per step;
             param theta: [1] per step;
             x = soft_threshold(x + W^T @ (y - A @ x), theta);
