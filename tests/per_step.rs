@@ -24,8 +24,13 @@ const M: usize = 5;
 const N: usize = 8;
 
 fn network(unroll: &str, layer_args: &str) -> rnn_dsl::Compiled {
+    network_of(LISTA_CP, unroll, layer_args)
+}
+
+/// [`network`] with the cell `lista_cp` written as `cell`.
+fn network_of(cell: &str, unroll: &str, layer_args: &str) -> rnn_dsl::Compiled {
     let text = format!(
-        "{LISTA_CP}\nnetwork Lista {{ context y: [{M}]; layer solver = lista_cp(N = {N}{layer_args}); unroll {unroll}; }}\n"
+        "{cell}\nnetwork Lista {{ context y: [{M}]; layer solver = lista_cp(N = {N}{layer_args}); unroll {unroll}; }}\n"
     );
     rnn_dsl::compile(SourceFile::new("lista.rnn", text)).unwrap_or_else(|error| panic!("{error}"))
 }
@@ -454,14 +459,10 @@ fn generated_gradients_match_the_interpreter() {
 #[test]
 fn a_frozen_parameter_gets_no_gradient_and_changes_no_other() {
     let frozen_text = LISTA_CP.replace("param A: [M, N];", "param A: [M, N] frozen;");
-    let compile = |cell: &str| {
-        let text = format!(
-            "{cell}\nnetwork Lista {{ context y: [{M}]; layer solver = lista_cp(N = {N}, steps = 6); unroll dynamic; }}\n"
-        );
-        rnn_dsl::compile(SourceFile::new("lista.rnn", text))
-            .unwrap_or_else(|error| panic!("{error}"))
-    };
-    let (plain, frozen) = (compile(LISTA_CP), compile(&frozen_text));
+    let (plain, frozen) = (
+        network("dynamic", ", steps = 6"),
+        network_of(&frozen_text, "dynamic", ", steps = 6"),
+    );
     let weights = lista_weights(6, 4);
     let mut inputs = TensorMap::new();
     inputs.insert_f32("y", measurements(5, 8));

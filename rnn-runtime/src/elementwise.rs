@@ -346,10 +346,11 @@ mod tests {
         }
     }
 
-    /// The tiled transpose against ndarray's transposed view, for shapes
-    /// that fill tiles and that leave short ones, contiguous or not.
+    /// `transpose` and `transpose_into` against ndarray's transposed view,
+    /// for shapes that fill blocks and that leave short ones, contiguous
+    /// (the dispatched kernel) or not (ndarray's assignment).
     #[test]
-    fn tiled_transposes_equal_the_transposed_view() {
+    fn transposes_equal_the_transposed_view() {
         for (rows, cols) in [(1, 1), (3, 40), (16, 16), (37, 17), (100, 64)] {
             let a = Array2::from_shape_fn((rows, cols), |(r, c)| (r * 1000 + c) as f32);
             assert_eq!(transpose(a.view()), a.t(), "{rows}x{cols}");
