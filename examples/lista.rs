@@ -25,13 +25,8 @@ use std::time::Instant;
 use indicatif::{ProgressBar, ProgressStyle};
 use plotters::prelude::*;
 
-// Each Adam step rebuilds the packed weights of every step it changed:
-// glibc returns those blocks to the kernel when the old ones are freed, and
-// the next update page-faults them in again; mimalloc keeps them
-// (LISTA-CP at K = 16, all 16 steps trained: 17.4 -> 8.9 ms per Adam step,
-// BENCHMARKS.md).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+#[path = "common/allocator.rs"]
+mod allocator;
 use rnn_runtime::init::SplitMix64;
 use rnn_train::freeze::Trainable;
 use unroll_examples::lista::models::{Lista, ListaCp};
@@ -60,6 +55,7 @@ const INIT_LAMBDA: f32 = 0.4;
 const ISTA_LAMBDAS: [f32; 5] = [0.002, 0.005, 0.01, 0.02, 0.05];
 
 fn main() -> Result<(), Box<dyn Error>> {
+    allocator::keep_freed_memory();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let quick = args.iter().any(|arg| arg == "--quick");
     let baselines_only = args.iter().any(|arg| arg == "--baselines");

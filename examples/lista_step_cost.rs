@@ -11,13 +11,8 @@
 use std::error::Error;
 use std::time::Instant;
 
-// Each Adam step rebuilds the packed weights of every step it changed:
-// glibc returns those blocks to the kernel when the old ones are freed, and
-// the next update page-faults them in again; mimalloc keeps them
-// (LISTA-CP at K = 16, all 16 steps trained: 17.4 -> 8.9 ms per Adam step,
-// BENCHMARKS.md).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+#[path = "common/allocator.rs"]
+mod allocator;
 
 use rnn_runtime::init::SplitMix64;
 use rnn_runtime::Threads;
@@ -34,6 +29,7 @@ fn median(mut times: Vec<f64>) -> f64 {
 }
 
 fn main() -> Result<(), Box<dyn Error>> {
+    allocator::keep_freed_memory();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let reps: usize = args
         .iter()

@@ -30,6 +30,7 @@ pub use crate::loading::{
     build_steps, check_finite, check_finite_array, check_shape, copy_rows, fill_rows, initial_rows,
     input2, input3, load1, load2, load_steps, next_stamp, optional_lengths, params_changed,
     reduce_weights, state_or_zeros, step_copy1, step_copy2, step_params, steps, steps_changed,
+    tied_changed, TrainConsts,
 };
 pub use crate::ops::{sign, softplus, Binary, Reduction, Unary};
 pub use crate::packing::{flat_steps, scatter, Packing, Placement};

@@ -3,13 +3,15 @@
 //! against the shape the network expects; and the row copies that set up
 //! its buffers.
 
+use std::sync::Arc;
+
 use ndarray::{
     s, Array1, Array2, Array3, ArrayD, ArrayView2, ArrayView3, ArrayViewD, ArrayViewMut2, Axis,
     Ix1, Ix2,
 };
 
 use crate::error::RnnError;
-use crate::kernels::{Precision, ReducedMatrix};
+use crate::kernels::{PackedMatrix, Precision, ReducedMatrix};
 use crate::packing::copy_row;
 use crate::tensor::TensorMap;
 use crate::workspace::{join, Threads};
@@ -160,6 +162,68 @@ pub fn steps_changed(
                 })
         })
         .collect()
+}
+
+/// Whether a tied parameter (one not `per_step`) changed in any bit.
+pub fn tied_changed(old: &[ArrayD<f32>], new: &[ArrayD<f32>], per_step: &[bool]) -> bool {
+    old.iter().zip(new).enumerate().any(|(k, (old, new))| {
+        !per_step.get(k).copied().unwrap_or(false) && differs(old.view(), new.view())
+    })
+}
+
+/// What a layer's training functions read of its parameters alone
+/// (constant values, transposes, matrices packed for the product), built
+/// when the model is built and bound by reference at each call. Held by
+/// `Arc`, so that a set can take a value from another set instead of
+/// computing it again: the steps of a layer with per-step parameters share
+/// what reads tied parameters alone, and an update keeps what reads no
+/// changed parameter.
+#[derive(Clone, Debug, Default)]
+pub struct TrainConsts {
+    /// The values, in the order the training functions bind them.
+    pub values: Vec<Arc<Array2<f32>>>,
+    /// The packed matrices, likewise.
+    pub packed: Vec<Arc<PackedMatrix>>,
+}
+
+impl TrainConsts {
+    /// Value `k` of `old` if it reads none of the `changed` parameters
+    /// (`reads`: their indices; `changed[p]`: parameter `p` differs from
+    /// the one `old` was built from), else `build()`.
+    pub fn value(
+        old: Option<&TrainConsts>,
+        k: usize,
+        reads: &[usize],
+        changed: &[bool],
+        build: impl FnOnce() -> Array2<f32>,
+    ) -> Arc<Array2<f32>> {
+        match old.and_then(|old| old.values.get(k)) {
+            Some(value) if !any_changed(reads, changed) => Arc::clone(value),
+            _ => Arc::new(build()),
+        }
+    }
+
+    /// Packed matrix `k`; see [`TrainConsts::value`].
+    pub fn packed(
+        old: Option<&TrainConsts>,
+        k: usize,
+        reads: &[usize],
+        changed: &[bool],
+        build: impl FnOnce() -> PackedMatrix,
+    ) -> Arc<PackedMatrix> {
+        match old.and_then(|old| old.packed.get(k)) {
+            Some(packed) if !any_changed(reads, changed) => Arc::clone(packed),
+            _ => Arc::new(build()),
+        }
+    }
+}
+
+/// Whether any parameter of `reads` is marked in `changed` (one past its
+/// end counts as changed).
+fn any_changed(reads: &[usize], changed: &[bool]) -> bool {
+    reads
+        .iter()
+        .any(|&p| changed.get(p).copied().unwrap_or(true))
 }
 
 fn differs(old: ArrayViewD<'_, f32>, new: ArrayViewD<'_, f32>) -> bool {
@@ -428,6 +492,47 @@ pub fn initial_rows(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_constant_is_taken_from_the_old_set_unless_a_parameter_it_reads_changed() {
+        let matrix = |value: f32| Array2::from_elem((3, 4), value);
+        let old = TrainConsts {
+            values: vec![Arc::new(matrix(1.0)), Arc::new(matrix(2.0))],
+            packed: vec![Arc::new(PackedMatrix::new(matrix(3.0).view()))],
+        };
+        let changed = [false, true];
+        // Reads parameter 0 alone, unchanged: the old value, shared.
+        let kept = TrainConsts::value(Some(&old), 0, &[0], &changed, || matrix(9.0));
+        assert!(Arc::ptr_eq(&kept, &old.values[0]));
+        // Reads parameter 1, changed: built again.
+        let built = TrainConsts::value(Some(&old), 1, &[0, 1], &changed, || matrix(9.0));
+        assert_eq!(*built, matrix(9.0));
+        // No old set, or a mark missing: built.
+        assert_eq!(
+            *TrainConsts::value(None, 0, &[0], &changed, || matrix(9.0)),
+            matrix(9.0)
+        );
+        assert_eq!(
+            *TrainConsts::value(Some(&old), 0, &[2], &changed, || matrix(9.0)),
+            matrix(9.0)
+        );
+        let packed = TrainConsts::packed(Some(&old), 0, &[], &changed, || {
+            PackedMatrix::new(matrix(9.0).view())
+        });
+        assert!(Arc::ptr_eq(&packed, &old.packed[0]));
+    }
+
+    #[test]
+    fn a_tied_change_is_told_from_a_copy_changed() {
+        let old = vec![ArrayD::zeros(vec![2, 3]), ArrayD::zeros(vec![3])];
+        let mut copy = old.clone();
+        copy[0][[1, 2]] = 1.0;
+        assert!(!tied_changed(&old, &copy, &[true, false]));
+        assert!(tied_changed(&old, &copy, &[false, false]));
+        let mut tied = old.clone();
+        tied[1][[0]] = -0.0;
+        assert!(tied_changed(&old, &tied, &[true, false]));
+    }
 
     #[test]
     fn steps_are_built_in_order_on_one_thread_or_two() {

@@ -336,7 +336,7 @@ impl Cx<'_> {
                 __rnn_stamp: u64,
                 /// What training reads of the parameters alone, per layer,
                 /// direction and phase (`__rnn_prepare`).
-                __rnn_consts: ::std::vec::Vec<(::std::vec::Vec<#rt::ndarray::Array2<f32>>, ::std::vec::Vec<#rt::__private::PackedMatrix>)>,
+                __rnn_consts: ::std::vec::Vec<#rt::__private::TrainConsts>,
             }
         });
         quote! {

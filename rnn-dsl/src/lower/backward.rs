@@ -110,6 +110,12 @@ pub struct BackwardPlan {
     /// model is built: those of tied parameters once, those that read a
     /// per-step parameter once per step's copy.
     pub consts: Vec<bool>,
+    /// The parameters (by their index in the layer) each value reads,
+    /// directly or through its operands, in order: a model's update
+    /// rebuilds a constant only if one of them changed, and the steps of
+    /// a layer with per-step parameters share the constants that read
+    /// tied parameters alone.
+    pub param_reads: Vec<Vec<usize>>,
     /// The `Sum` and `After` values formed anew at each step, because a
     /// per-step parameter's gradient is made of them (and what reads
     /// them): the sums start from zero at each step.
@@ -180,6 +186,7 @@ pub fn plan_backward(layer: &ir::Layer) -> BackwardPlan {
     debug_assert_eq!(ir::verify_backward(layer, &backward), Ok(()));
     let forward = backward.forward;
     let consts = param_values(&backward);
+    let param_reads = param_reads(&backward);
     let mut kinds: Vec<Kind> = Vec::with_capacity(backward.nodes.len());
     for (idx, node) in backward.nodes.iter().enumerate() {
         let operands = node.op.operands();
@@ -471,6 +478,7 @@ pub fn plan_backward(layer: &ir::Layer) -> BackwardPlan {
     let into_copy = straight_into_copies(layer, &backward, &kinds, &per_step_grads);
     BackwardPlan {
         consts,
+        param_reads,
         per_step_grads,
         into_copy,
         fused,
@@ -507,6 +515,26 @@ fn param_values(backward: &Backward) -> Vec<bool> {
         consts.push(value);
     }
     consts
+}
+
+/// The parameters each value of `backward` reads, in order of index.
+fn param_reads(backward: &Backward) -> Vec<Vec<usize>> {
+    let mut reads: Vec<Vec<usize>> = Vec::with_capacity(backward.nodes.len());
+    for node in &backward.nodes {
+        let mut mine: Vec<usize> = match node.op {
+            Op::Param(param) => vec![param.0 as usize],
+            _ => node
+                .op
+                .operands()
+                .iter()
+                .flat_map(|id| reads[id.index()].iter().copied())
+                .collect(),
+        };
+        mine.sort_unstable();
+        mine.dedup();
+        reads.push(mine);
+    }
+    reads
 }
 
 /// The sums and after-the-loop values formed anew at each step: what the

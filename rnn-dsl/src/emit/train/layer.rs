@@ -690,7 +690,10 @@ impl Layer<'_> {
     /// invariants, and the matrices that products over rows read, packed
     /// for the matrix product kernel. The model computes them when it is
     /// built (the statements, then the values and packed matrices, in
-    /// order); each call binds them by reference ([`Self::const_bindings`]).
+    /// order), each taken from the set `__rnn_old` instead where none of
+    /// the parameters it reads is marked in `__rnn_changed`
+    /// (`rnn_runtime::TrainConsts`); each call binds them by reference
+    /// ([`Self::const_bindings`]).
     pub(super) fn consts(
         &self,
         range: std::ops::Range<usize>,
@@ -700,14 +703,30 @@ impl Layer<'_> {
             .map(|idx| ValueId(idx as u32))
             .filter(|id| self.is_const(*id))
             .collect();
+        let reads = |id: ValueId| {
+            let reads = self.plan.param_reads[id.index()]
+                .iter()
+                .map(|p| usize_lit(*p));
+            quote!(&[#(#reads),*])
+        };
         let mut statements: Vec<TokenStream> = values
             .iter()
-            .map(|id| self.invariant_statement(*id))
+            .enumerate()
+            .map(|(k, id)| {
+                let (ident, expr, reads, k) =
+                    (value_ident(*id), self.whole_expr(*id), reads(*id), usize_lit(k));
+                quote!(let #ident = __rnn_rt::TrainConsts::value(__rnn_old, #k, #reads, __rnn_changed, || #expr);)
+            })
             .collect();
         let packed = self.packed_matrices(range);
-        statements.extend(packed.iter().map(|matrix| {
-            let (packed, place) = (packed_ident(*matrix), self.place(*matrix));
-            quote!(let #packed = __rnn_rt::PackedMatrix::new(#place.view());)
+        statements.extend(packed.iter().enumerate().map(|(k, matrix)| {
+            let (packed, place, reads, k) = (
+                packed_ident(*matrix),
+                self.place(*matrix),
+                reads(*matrix),
+                usize_lit(k),
+            );
+            quote!(let #packed = __rnn_rt::TrainConsts::packed(__rnn_old, #k, #reads, __rnn_changed, || __rnn_rt::PackedMatrix::new(#place.view()));)
         }));
         let values = values.into_iter().map(value_ident).collect();
         let packed = packed.into_iter().map(packed_ident).collect();
@@ -720,11 +739,11 @@ impl Layer<'_> {
         let (_, values, packed) = self.consts(range);
         let values = values.iter().enumerate().map(|(k, ident)| {
             let k = usize_lit(k);
-            quote!(let #ident = &__rnn_consts.0[#k];)
+            quote!(let #ident: &Array2<f32> = &__rnn_consts.values[#k];)
         });
         let packed = packed.iter().enumerate().map(|(k, ident)| {
             let k = usize_lit(k);
-            quote!(let #ident = &__rnn_consts.1[#k];)
+            quote!(let #ident: &__rnn_rt::PackedMatrix = &__rnn_consts.packed[#k];)
         });
         values.chain(packed).collect()
     }

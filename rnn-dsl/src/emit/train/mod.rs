@@ -124,7 +124,7 @@ impl Cx<'_> {
                         let a = usize_lit(slot);
                         slot += 1;
                         prepares.push(quote! {
-                            __rnn_sets.push(Self::#consts_fn(&#rt::__private::step_params(&__rnn_p[#first..#end], &[], 0)));
+                            __rnn_sets.push(Self::#consts_fn(&#rt::__private::step_params(&__rnn_p[#first..#end], &[], 0), None, &[]));
                         });
                         (quote!(#a), quote!(#a))
                     }
@@ -133,9 +133,14 @@ impl Cx<'_> {
                         let (a, b) = (usize_lit(slot), usize_lit(slot + steps));
                         slot += steps;
                         let steps = usize_lit(steps);
+                        // Steps after the first take what reads tied
+                        // parameters alone from the first's set.
                         prepares.push(quote! {
-                            for __rnn_t in 0..#steps {
-                                __rnn_sets.push(Self::#consts_fn(&#rt::__private::step_params(&__rnn_p[#first..#end], &[#(#flags),*], __rnn_t)));
+                            let __rnn_per_step = [#(#flags),*];
+                            let __rnn_first = Self::#consts_fn(&#rt::__private::step_params(&__rnn_p[#first..#end], &__rnn_per_step, 0), None, &[]);
+                            __rnn_sets.push(__rnn_first.clone());
+                            for __rnn_t in 1..#steps {
+                                __rnn_sets.push(Self::#consts_fn(&#rt::__private::step_params(&__rnn_p[#first..#end], &__rnn_per_step, __rnn_t), Some(&__rnn_first), &__rnn_per_step));
                             }
                         });
                         (quote!(#a..#b), quote!(#a..#b))
@@ -698,7 +703,7 @@ impl Cx<'_> {
             // One push per layer and direction, each written by its own
             // emitter: a vec![] literal would join them in one expression.
             #[allow(clippy::type_complexity, clippy::vec_init_then_push)]
-            fn __rnn_prepare(__rnn_p: &[#rt::ndarray::ArrayD<f32>]) -> ::std::vec::Vec<(::std::vec::Vec<#rt::ndarray::Array2<f32>>, ::std::vec::Vec<#rt::__private::PackedMatrix>)> {
+            fn __rnn_prepare(__rnn_p: &[#rt::ndarray::ArrayD<f32>]) -> ::std::vec::Vec<#rt::__private::TrainConsts> {
                 let mut __rnn_sets = ::std::vec::Vec::new();
                 #(#prepares)*
                 __rnn_sets
@@ -778,19 +783,29 @@ impl Cx<'_> {
                         .map(|param| param.shape.iter().product::<usize>())
                         .sum(),
                 );
-                let step_flags = flags.clone();
                 let rebuild = quote! {
-                    let #dirty = __rnn_rt::steps_changed(&__rnn_old[#begin..#end], &changed[#begin..#end], &[#(#flags),*], #steps);
+                    let __rnn_per_step = [#(#flags),*];
+                    let #dirty = __rnn_rt::steps_changed(&__rnn_old[#begin..#end], &changed[#begin..#end], &__rnn_per_step, #steps);
                     let #rebuilt = if #dirty.contains(&true) {
                         #inserts
                         let __rnn_ks: ::std::vec::Vec<usize> = (0..#steps).filter(|k| #dirty[*k]).collect();
+                        // A changed tied parameter rebuilds every step:
+                        // step 0's constants first, whose values that read
+                        // tied parameters alone the others then share.
+                        // Otherwise each step keeps those of its own set.
+                        let __rnn_base = __rnn_rt::tied_changed(&__rnn_old[#begin..#end], &changed[#begin..#end], &__rnn_per_step)
+                            .then(|| Self::#consts_fn(&__rnn_rt::step_params(&changed[#begin..#end], &__rnn_per_step, 0), None, &[]));
+                        let __rnn_sets = &self.__rnn_consts;
                         // A step's weights and training constants, each
                         // step's apart from the others'.
                         __rnn_rt::build_steps(self.__rnn_threads, &__rnn_ks, #floats, &|__rnn_k| {
-                            ::std::result::Result::Ok((
-                                Self::#builder(weights, #(#alls,)* __rnn_k)?,
-                                Self::#consts_fn(&__rnn_rt::step_params(&changed[#begin..#end], &[#(#step_flags),*], __rnn_k)),
-                            ))
+                            let __rnn_params = __rnn_rt::step_params(&changed[#begin..#end], &__rnn_per_step, __rnn_k);
+                            let __rnn_set = match &__rnn_base {
+                                Some(__rnn_base) if __rnn_k == 0 => __rnn_base.clone(),
+                                Some(__rnn_base) => Self::#consts_fn(&__rnn_params, Some(__rnn_base), &__rnn_per_step),
+                                None => Self::#consts_fn(&__rnn_params, Some(&__rnn_sets[#at]), &__rnn_per_step),
+                            };
+                            ::std::result::Result::Ok((Self::#builder(weights, #(#alls,)* __rnn_k)?, __rnn_set))
                         })?
                     } else {
                         ::std::vec::Vec::new()
@@ -843,7 +858,7 @@ impl Cx<'_> {
                     let (at, direction) = (usize_lit(slot + direction), usize_lit(direction));
                     quote! {
                         if #changed_dirs[#direction] {
-                            self.__rnn_consts[#at] = Self::#consts_fn(&__rnn_rt::step_params(&changed[#from..#to], &[], 0));
+                            self.__rnn_consts[#at] = Self::#consts_fn(&__rnn_rt::step_params(&changed[#from..#to], &[], 0), None, &[]);
                         }
                     }
                 });

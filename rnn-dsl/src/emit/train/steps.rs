@@ -113,7 +113,7 @@ impl Cx<'_> {
         layer: &crate::ir::Layer,
     ) -> (TokenStream, TokenStream, TokenStream) {
         let rt = self.rt;
-        let set = quote!((::std::vec::Vec<#rt::ndarray::Array2<f32>>, ::std::vec::Vec<#rt::__private::PackedMatrix>));
+        let set = quote!(#rt::__private::TrainConsts);
         match layer.steps() {
             None => (
                 quote!(#(#bindings)*),
@@ -152,10 +152,14 @@ impl Cx<'_> {
         let name = format_ident!("__rnn_layer{}_consts", layer_idx);
         quote! {
             #[allow(unused_variables)]
-            fn #name(__rnn_p: &[#rt::ndarray::ArrayViewD<'_, f32>]) -> (::std::vec::Vec<#rt::ndarray::Array2<f32>>, ::std::vec::Vec<#rt::__private::PackedMatrix>) {
+            fn #name(
+                __rnn_p: &[#rt::ndarray::ArrayViewD<'_, f32>],
+                __rnn_old: ::std::option::Option<&#rt::__private::TrainConsts>,
+                __rnn_changed: &[bool],
+            ) -> #rt::__private::TrainConsts {
                 #prelude
                 #(#statements)*
-                (vec![#(#values),*], vec![#(#packed),*])
+                #rt::__private::TrainConsts { values: vec![#(#values),*], packed: vec![#(#packed),*] }
             }
         }
     }
