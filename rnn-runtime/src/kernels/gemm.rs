@@ -187,6 +187,46 @@ impl PackedMatrix {
         packed
     }
 
+    /// [`for_gemm`](Self::for_gemm) by whole panels, with `transpose` (a table's transpose
+    /// kernel). A panel holds `width` rows of `w` transposed, `cols × width`; when `w`'s rows
+    /// are contiguous, each full panel is one transpose of those rows, which reads and writes
+    /// whole cache lines where the element-by-element packing writes one float per line (a
+    /// 250 × 500 matrix: about 150 µs that way). The last, partial panel is transposed into a
+    /// scratch and copied in runs of its rows; a `w` of other strides is packed element by
+    /// element. Every float is copied, so the packing is the same either way.
+    pub(super) fn for_gemm_by(
+        w: ArrayView2<'_, f32>,
+        gemm: &'static Gemm,
+        transpose: fn(&[f32], usize, usize, &mut [f32], bool),
+    ) -> PackedMatrix {
+        let Some(values) = w.as_slice() else {
+            return PackedMatrix::for_gemm(w, gemm);
+        };
+        let (rows, cols) = w.dim();
+        let width = gemm.panel_width;
+        let mut packed = PackedMatrix::zeroed(rows, cols, gemm);
+        let data = packed.panels_mut();
+        let block = cols * width;
+        let full = rows / width;
+        for panel in 0..full {
+            let (from, to) = (panel * block, (panel + 1) * block);
+            transpose(&values[from..to], width, cols, &mut data[from..to], false);
+        }
+        let rest = rows - full * width;
+        if rest > 0 {
+            let mut scratch = vec![0.0f32; rest * cols];
+            transpose(&values[full * block..], rest, cols, &mut scratch, false);
+            let panel = &mut data[full * block..(full + 1) * block];
+            for (slot, run) in panel
+                .chunks_exact_mut(width)
+                .zip(scratch.chunks_exact(rest))
+            {
+                slot[..rest].copy_from_slice(run);
+            }
+        }
+        packed
+    }
+
     /// Packs `gᵀ` for `g: [k, m]` into `buffer` (reused, grown if short):
     /// a transpose read row by row, each row of `g` copied in runs of a
     /// panel's width, where [`for_gemm`](Self::for_gemm) on `g.t()` would

@@ -239,7 +239,8 @@ impl PackedMatrix {
     ///
     /// Any strides are accepted; packing reads `w` once.
     pub fn new(w: ArrayView2<'_, f32>) -> PackedMatrix {
-        PackedMatrix::for_gemm(w, &table().gemm)
+        let table = table();
+        PackedMatrix::for_gemm_by(w, &table.gemm, table.transpose)
     }
 
     /// Packs `gᵀ` for `g: [k, m]`, reading `g` row by row, into `buffer`

@@ -486,6 +486,43 @@ fn product_with(
 }
 
 #[test]
+fn packing_by_panels_gives_the_element_by_element_packing() {
+    let mut seed = 500;
+    for kernels in implementations() {
+        let width = kernels.gemm.panel_width;
+        // No full panel, full panels only, and full panels with a partial one.
+        for rows in [1, width - 1, width, 2 * width, 3 * width + 58, 250] {
+            for cols in [1, 7, 500] {
+                seed += 1;
+                let w = random_matrix(rows, cols, seed);
+                let by_panels =
+                    PackedMatrix::for_gemm_by(w.view(), &kernels.gemm, kernels.transpose);
+                let reference = PackedMatrix::for_gemm(w.view(), &kernels.gemm);
+                let same = by_panels
+                    .panels()
+                    .iter()
+                    .zip(reference.panels())
+                    .all(|(a, b)| a.to_bits() == b.to_bits());
+                assert!(
+                    same && by_panels.panels().len() == reference.panels().len(),
+                    "{}: {rows} x {cols}",
+                    kernels.name
+                );
+                // A transposed view (other strides) packs element by element.
+                let by_panels = PackedMatrix::for_gemm_by(w.t(), &kernels.gemm, kernels.transpose);
+                let reference = PackedMatrix::for_gemm(w.t(), &kernels.gemm);
+                assert_eq!(
+                    by_panels.panels(),
+                    reference.panels(),
+                    "{}: transposed",
+                    kernels.name
+                );
+            }
+        }
+    }
+}
+
+#[test]
 fn gemm_matches_f64_reference_on_tail_shapes() {
     let implementations = implementations();
     let mut seed = 0;
