@@ -95,8 +95,9 @@ pub fn step_params<'a>(
 /// How many multiply-adds of the packed product take as long as moving one
 /// float (a copy, a transpose, a packing): what a model's rebuild does to
 /// its parameters, weighed against [`Threads`]' threshold. The product
-/// runs at about 60 G multiply-adds per second on one core, packing at
-/// about 1 G floats.
+/// runs at about 60 G multiply-adds per second on one core; packing ran at
+/// about 1 G floats when this was set, and runs at several since it packs
+/// by panels, so the estimate errs toward splitting a rebuild.
 const MOVE_COST: usize = 64;
 
 /// `build(step)` for each of `steps`, in their order, as `(step, value)`:
