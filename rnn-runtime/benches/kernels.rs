@@ -2,7 +2,8 @@
 //! `general_mat_mul`, i.e. `matrixmultiply`, which packs both operands on every call) on the
 //! product shapes of the workloads in `shared/WORKLOADS.md`, the activation slice kernels, and
 //! the parts of a step split over two threads (W1's half product, the trade of the states), and
-//! the recurrent products of W1 and W2 with weights in bfloat16 and int8.
+//! the recurrent products of W1 and W2 with weights in bfloat16 and int8, and packing a matrix
+//! for the product.
 //!
 //! Throughput is reported in elements per second where one element is one floating-point
 //! operation (`2·n·k·m` per product), so `Gelem/s` reads as GFLOP/s.
@@ -11,7 +12,7 @@
 
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use ndarray::Array2;
-use rnn_runtime::__private::lockstep;
+use rnn_runtime::__private::{lockstep, transpose};
 use rnn_runtime::init::SplitMix64;
 use rnn_runtime::kernels::{
     exp_slice, gemm_packed, gemm_packed_columns, gemm_reduced, matmul_bt, sigmoid_slice,
@@ -55,6 +56,25 @@ fn products(c: &mut Criterion) {
         });
         group.bench_function(BenchmarkId::new("matmul_bt", name), |b| {
             b.iter(|| matmul_bt(black_box(x.view()), w.view(), out.view_mut(), false))
+        });
+    }
+    group.finish();
+}
+
+/// Packing a matrix for the product ([`PackedMatrix::new`]), what building a model and each
+/// update of its parameters cost per matrix, beside a plain transpose of the same matrix: W6's
+/// `W_k` (250 × 500, rebuilt at every Adam step of LISTA-CP's training) and W2's `W_hh`.
+/// Throughput in floats per second.
+fn packing(c: &mut Criterion) {
+    let mut group = c.benchmark_group("packing");
+    for (name, rows, cols) in [("W6 W_k", 250, 500), ("W2 W_hh", 1024, 256)] {
+        let w = random(rows, cols, 3);
+        group.throughput(Throughput::Elements((rows * cols) as u64));
+        group.bench_function(BenchmarkId::new("PackedMatrix::new", name), |b| {
+            b.iter(|| PackedMatrix::new(black_box(w.view())))
+        });
+        group.bench_function(BenchmarkId::new("transpose", name), |b| {
+            b.iter(|| transpose(black_box(w.view())))
         });
     }
     group.finish();
@@ -151,5 +171,5 @@ fn split(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, products, reduced, activations, split);
+criterion_group!(benches, products, packing, reduced, activations, split);
 criterion_main!(benches);
