@@ -50,13 +50,18 @@
 //!   `__rnn_consts` and `__rnn_prepare` (what training reads of the
 //!   parameters alone, computed when the model is built), `__rnn_sets`
 //!   (those sets as `__rnn_prepare` builds them, per step for a layer with
-//!   per-step parameters), `__rnn_pg` (a parameter's gradient formed at
-//!   each step); in `update_params`, `__rnn_old` (the parameters before
-//!   the update), `__rnn_steps` (a layer's steps that read a changed
-//!   copy), `__rnn_changed` (a layer's directions that read a changed
-//!   parameter), `__rnn_ks` (those steps' numbers), `__rnn_rebuilt` (a
-//!   layer's or its steps' weights built again), `__rnn_weights` (one of
-//!   them) and `__rnn_set` (a step's training constants built again).
+//!   per-step parameters), `__rnn_per_step` (which of a layer's
+//!   parameters are per step), `__rnn_pg` (a parameter's gradient formed
+//!   at each step); in a consts function, `__rnn_old` (the set it
+//!   replaces) and `__rnn_changed` (the parameters that changed since);
+//!   in `update_params`, `__rnn_old` (the parameters before the update),
+//!   `__rnn_steps` (a layer's steps that read a changed copy),
+//!   `__rnn_changed` (a layer's directions that read a changed
+//!   parameter), `__rnn_ks` (those steps' numbers), `__rnn_base` (step
+//!   0's constants, built first when a tied parameter changed, which the
+//!   other steps share), `__rnn_rebuilt` (a layer's or its steps' weights
+//!   built again), `__rnn_weights` (one of them) and `__rnn_set` (a step's
+//!   training constants built again).
 
 use proc_macro2::{Ident, Literal, TokenStream};
 use quote::{format_ident, quote};

@@ -799,11 +799,11 @@ impl Cx<'_> {
                         // A step's weights and training constants, each
                         // step's apart from the others'.
                         __rnn_rt::build_steps(self.__rnn_threads, &__rnn_ks, #floats, &|__rnn_k| {
-                            let __rnn_params = __rnn_rt::step_params(&changed[#begin..#end], &__rnn_per_step, __rnn_k);
+                            let __rnn_p = __rnn_rt::step_params(&changed[#begin..#end], &__rnn_per_step, __rnn_k);
                             let __rnn_set = match &__rnn_base {
                                 Some(__rnn_base) if __rnn_k == 0 => __rnn_base.clone(),
-                                Some(__rnn_base) => Self::#consts_fn(&__rnn_params, Some(__rnn_base), &__rnn_per_step),
-                                None => Self::#consts_fn(&__rnn_params, Some(&__rnn_sets[#at]), &__rnn_per_step),
+                                Some(__rnn_base) => Self::#consts_fn(&__rnn_p, Some(__rnn_base), &__rnn_per_step),
+                                None => Self::#consts_fn(&__rnn_p, Some(&__rnn_sets[#at]), &__rnn_per_step),
                             };
                             ::std::result::Result::Ok((Self::#builder(weights, #(#alls,)* __rnn_k)?, __rnn_set))
                         })?
