@@ -150,17 +150,13 @@ pub fn steps_changed(
     per_step: &[bool],
     steps: usize,
 ) -> Vec<bool> {
+    let tied = tied_changed(old, new, per_step);
     let per_step = |k: usize| per_step.get(k).copied().unwrap_or(false);
-    let pairs = || old.iter().zip(new).enumerate();
-    let tied_changed =
-        pairs().any(|(k, (old, new))| !per_step(k) && differs(old.view(), new.view()));
     (0..steps)
         .map(|step| {
-            tied_changed
-                || pairs().any(|(k, (old, new))| {
-                    per_step(k)
-                        && differs(old.index_axis(Axis(0), step), new.index_axis(Axis(0), step))
-                })
+            tied || old.iter().zip(new).enumerate().any(|(k, (old, new))| {
+                per_step(k) && differs(old.index_axis(Axis(0), step), new.index_axis(Axis(0), step))
+            })
         })
         .collect()
 }

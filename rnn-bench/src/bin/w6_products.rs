@@ -16,13 +16,9 @@
 use std::time::Instant;
 
 use ndarray::Array2;
+use rnn_bench::W6;
 use rnn_runtime::__private::{gemm_packed, outer_acc_step, PackedMatrix, Workspace};
 use rnn_runtime::init::SplitMix64;
-
-const BATCH: usize = 64;
-const M: usize = 250;
-const N: usize = 500;
-const STEPS: usize = 16;
 
 fn random(rows: usize, cols: usize, rng: &mut SplitMix64) -> Array2<f32> {
     Array2::from_shape_fn((rows, cols), |_| rng.next_f32() - 0.5)
@@ -45,6 +41,7 @@ fn median(reps: usize, mut f: impl FnMut()) -> f64 {
 }
 
 fn main() {
+    let (batch, steps, m, n) = W6;
     let reps = std::env::args()
         .skip_while(|arg| arg != "--reps")
         .nth(1)
@@ -52,8 +49,8 @@ fn main() {
         .unwrap_or(31usize)
         .max(1);
     let mut rng = SplitMix64::new(6);
-    let a = random(M, N, &mut rng);
-    let ws: Vec<Array2<f32>> = (0..STEPS).map(|_| random(M, N, &mut rng)).collect();
+    let a = random(m, n, &mut rng);
+    let ws: Vec<Array2<f32>> = (0..steps).map(|_| random(m, n, &mut rng)).collect();
     // Packed as generated code packs them when the model is built.
     let a_packed = PackedMatrix::new(a.view());
     let at_packed = PackedMatrix::new(a.t().as_standard_layout().view());
@@ -62,12 +59,12 @@ fn main() {
         .iter()
         .map(|w| PackedMatrix::new(w.t().as_standard_layout().view()))
         .collect();
-    let x = random(BATCH, N, &mut rng);
-    let r = random(BATCH, M, &mut rng);
-    let g = random(BATCH, N, &mut rng);
-    let (mut out_m, mut out_n) = (Array2::zeros((BATCH, M)), Array2::zeros((BATCH, N)));
-    let mut grad_w: Vec<Array2<f32>> = (0..STEPS).map(|_| Array2::zeros((M, N))).collect();
-    let mut grad_a = Array2::zeros((M, N));
+    let x = random(batch, n, &mut rng);
+    let r = random(batch, m, &mut rng);
+    let g = random(batch, n, &mut rng);
+    let (mut out_m, mut out_n) = (Array2::zeros((batch, m)), Array2::zeros((batch, n)));
+    let mut grad_w: Vec<Array2<f32>> = (0..steps).map(|_| Array2::zeros((m, n))).collect();
+    let mut grad_a = Array2::zeros((m, n));
     let workspace = Workspace::default();
 
     let forward = median(reps, || {
@@ -84,7 +81,7 @@ fn main() {
             outer_acc_step(&workspace, grad_a.view_mut(), r.view(), x.view());
         }
     });
-    let flop = |products: usize| (STEPS * products * 2 * BATCH * M * N) as f64;
+    let flop = |products: usize| (steps * products * 2 * batch * m * n) as f64;
     println!(
         "W6 products alone, one thread (medians of {reps}): forward {:.2} ms ({:.0} GFLOP/s), backward {:.2} ms ({:.0} GFLOP/s), together {:.2} ms",
         forward * 1e3,
