@@ -212,6 +212,106 @@ rnn_macros::rnn! {
     network ListaBuckets { context y: [5]; layer solver = lista_cp(N = 8); unroll static buckets [2, 6]; }
     network UntiedStatic { input x: [3]; layer l = untied(hidden = 4, layers = 2); layer head = linear(out = 2); unroll static 5; }
     network UntiedDynamic { input x: [3]; layer l = untied(hidden = 4, layers = 2, steps = 5); layer head = linear(out = 2); unroll dynamic; }
+    // Large enough for a training call to compute two halves of a batch
+    // of 128 (`halves_in_one_pass_give_the_bits_of_halves_apart`).
+    cell lista_mixed(y: [M]) -> x: [N] {
+        param A: [M, N];
+        param B: [N, M];
+        param W: [M, N] per step;
+        param b: [N];
+        param theta: [N] per step;
+        x = soft_threshold(x + W^T @ (y - A @ x) + 0.1 * (A^T @ (y - A @ x)) + B @ y + b, theta);
+    }
+    network WideLista { context y: [64]; layer solver = lista_cp(N = 128, steps = 8); unroll dynamic; }
+    network WideMixed { context y: [64]; layer solver = lista_mixed(N = 128); unroll static 8; }
+}
+
+const LISTA_MIXED: &str = "
+cell lista_mixed(y: [M]) -> x: [N] {
+    param A: [M, N];
+    param B: [N, M];
+    param W: [M, N] per step;
+    param b: [N];
+    param theta: [N] per step;
+    x = soft_threshold(x + W^T @ (y - A @ x) + 0.1 * (A^T @ (y - A @ x)) + B @ y + b, theta);
+}
+";
+
+/// A batch of 128 sequences of one length is computed in two halves, whose
+/// sums over the batch (the weights' gradients) are added: on two threads
+/// apart, on one in one pass over the batch (`Packing::in_one_pass`), each
+/// sum over a half's rows formed apart. The gradients are the same bits
+/// either way, and the interpreter's to rounding. `WideMixed` adds what
+/// LISTA-CP lacks: a tied matrix read twice (`A`), one read once per
+/// sequence (`B @ y`, whose gradient is formed after the loop from each
+/// sequence's row), a tied bias beside the per-step threshold.
+#[test]
+fn halves_in_one_pass_give_the_bits_of_halves_apart() {
+    type Build = fn(&TensorMap) -> Result<(Box<dyn Train>, Box<dyn Train>), RnnError>;
+    let models: [(&str, &str, Build, bool); 2] = [
+        (
+            "WideLista",
+            LISTA_CP,
+            |w| {
+                let one = WideLista::from_weights(w)?.with_threads(Threads::Fixed(1));
+                let two = WideLista::from_weights(w)?.with_threads(Threads::Fixed(2));
+                Ok((Box::new(one), Box::new(two)))
+            },
+            true,
+        ),
+        (
+            "WideMixed",
+            LISTA_MIXED,
+            |w| {
+                let one = WideMixed::from_weights(w)?.with_threads(Threads::Fixed(1));
+                let two = WideMixed::from_weights(w)?.with_threads(Threads::Fixed(2));
+                Ok((Box::new(one), Box::new(two)))
+            },
+            false,
+        ),
+    ];
+    let (batch, steps, m, n) = (128, 8, 64, 128);
+    for (name, cell, build, dynamic) in models {
+        let (unroll, args) = match dynamic {
+            true => ("dynamic", format!(", steps = {steps}")),
+            false => ("static 8", String::new()),
+        };
+        let text = format!(
+            "{cell}\nnetwork {name} {{ context y: [{m}]; layer solver = {}(N = {n}{args}); unroll {unroll}; }}\n",
+            if dynamic { "lista_cp" } else { "lista_mixed" }
+        );
+        let compiled = rnn_dsl::compile(SourceFile::new("wide.rnn", text)).unwrap();
+        let network = compiled.network(None).unwrap();
+        let weights = weights::random(network, 31);
+        let mut inputs = TensorMap::new();
+        inputs.insert_f32("y", uniform(&mut SplitMix64::new(32), &[batch, m], 1.0));
+        if dynamic {
+            inputs.insert_i64("steps", ArrayD::from_elem(vec![1], steps as i64));
+        }
+        let mut seeds = TensorMap::new();
+        seeds.insert_f32(
+            "y",
+            uniform(&mut SplitMix64::new(33), &[batch, steps, n], 1.0),
+        );
+        seeds.insert_f32(
+            "solver.x_n",
+            uniform(&mut SplitMix64::new(34), &[1, batch, n], 1.0),
+        );
+        let (one, two) = build(&weights).unwrap_or_else(|error| panic!("{name}: {error}"));
+        let in_one_pass = one.run_gradients(&inputs, &seeds).expect("one thread");
+        let apart = two.run_gradients(&inputs, &seeds).expect("two threads");
+        assert_eq!(in_one_pass, apart, "{name}: one pass against halves apart");
+        let exact = interp::gradients_in::<f64>(
+            network,
+            &interp::widen(&weights),
+            &interp::widen(&inputs),
+            &interp::widen(&seeds),
+        )
+        .expect("interpreter");
+        let (error, tensor) = gradient_error(&in_one_pass, &exact);
+        println!("{name}: one pass within {error:.2e} of the interpreter (`{tensor}`)");
+        assert!(error < 1e-4, "{name}: `{tensor}` off by {error:e}");
+    }
 }
 
 /// The stacked untied cell of `UntiedStatic`/`UntiedDynamic` compiled for

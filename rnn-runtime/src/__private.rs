@@ -9,9 +9,9 @@
 //! crate imports from it.
 
 pub use crate::elementwise::{
-    binary, clip, const_binary, const_clip, const_reduce, const_unary, into_vector, map1, map2,
-    map3, matvec, outer_acc, outer_acc_rows, outer_acc_step, reduce, sum_elems, sum_rows,
-    transpose, unary, Arg,
+    add_part, binary, clip, const_binary, const_clip, const_reduce, const_unary, into_vector, map1,
+    map2, map3, matvec, outer_acc, outer_acc_rows, outer_acc_step, outer_acc_step_part,
+    outer_acc_step_split, reduce, sum_elems, sum_rows, sum_rows_part, transpose, unary, Arg,
 };
 pub use crate::error::RnnError;
 pub use crate::fused::{
@@ -33,7 +33,7 @@ pub use crate::loading::{
     tied_changed, TrainConsts,
 };
 pub use crate::ops::{sign, softplus, Binary, Reduction, Unary};
-pub use crate::packing::{flat_steps, scatter, Packing, Placement};
+pub use crate::packing::{flat_steps, scatter, Packing, PartRows, Placement};
 pub use crate::split::{lockstep, merge_halves, split_runs, Exchange, Side};
 pub use crate::tensor::TensorMap;
 pub use crate::workspace::{join, Threads, Workspace};

@@ -6,11 +6,11 @@
 //! generated code instantiates nothing: each operation's loop is compiled
 //! once, here.
 
-use ndarray::{Array1, Array2, ArrayView1, ArrayView2, ArrayViewMut2, Axis, Zip};
+use ndarray::{s, Array1, Array2, ArrayD, ArrayView1, ArrayView2, ArrayViewMut2, Axis, Zip};
 
 use crate::kernels::{
-    exp_slice, gemm_packed, matmul, matmul_bt, sigmoid_slice, tanh_slice, transpose_slice,
-    PackedMatrix,
+    exp_slice, gemm_packed, gemm_packed_add, gemm_packed_split, matmul, matmul_bt, sigmoid_slice,
+    tanh_slice, transpose_slice, PackedMatrix,
 };
 use crate::ops::{specialise_binary, specialise_unary, Binary, Reduction, Unary};
 use crate::workspace::Workspace;
@@ -184,6 +184,111 @@ pub fn outer_acc_step(
     ws.give_buffer(packed.into_buffer());
 }
 
+/// [`outer_acc_step`] for part `part` of a batch whose parts are summed
+/// apart ([`Packing::parts`](crate::packing::Packing::parts)) into one
+/// target: the first part's sum accumulates onto `acc`; a later part's is
+/// formed from zero and then added, so that `acc` ends as the first part's
+/// sum plus the second's, the bits of the two parts computed apart.
+pub fn outer_acc_step_part(
+    ws: &Workspace,
+    mut acc: ArrayViewMut2<'_, f32>,
+    g: ArrayView2<'_, f32>,
+    v: ArrayView2<'_, f32>,
+    part: usize,
+) {
+    if part == 0 {
+        return outer_acc_step(ws, acc, g, v);
+    }
+    if g.nrows() != v.nrows() || g.nrows() == 1 {
+        let mut sum = ws.take(acc.nrows(), acc.ncols());
+        sum.fill(0.0);
+        outer_acc(sum.view_mut(), g, v);
+        acc += &sum;
+        return ws.give(sum);
+    }
+    let floats = PackedMatrix::transposed_floats(v.nrows(), v.ncols());
+    let packed = PackedMatrix::transposed_in(v, ws.take_buffer(floats));
+    let mut gt = ws.take(g.ncols(), g.nrows());
+    transpose_into(g, gt.view_mut(), false);
+    gemm_packed_add(gt.view(), &packed, acc);
+    ws.give(gt);
+    ws.give_buffer(packed.into_buffer());
+}
+
+/// [`outer_acc_step`] onto a zero `acc` over a batch of two parts, its
+/// rows before `split` and from it: `acc = g₁ᵀ v₁ + g₂ᵀ v₂`, each part's
+/// sum formed from zero and the two added, the bits of the two parts
+/// computed apart ([`outer_acc_step_part`]) in one product. `split` at the
+/// last row or past it is one part.
+pub fn outer_acc_step_split(
+    ws: &Workspace,
+    mut acc: ArrayViewMut2<'_, f32>,
+    g: ArrayView2<'_, f32>,
+    v: ArrayView2<'_, f32>,
+    split: usize,
+) {
+    // A row shared by the batch (either operand's) counts in each part.
+    let rows = g.nrows().max(v.nrows());
+    if split >= rows {
+        return outer_acc_step(ws, acc, g, v);
+    }
+    if g.nrows() != v.nrows() || split == 0 {
+        fn part(
+            a: ArrayView2<'_, f32>,
+            rows: usize,
+            split: usize,
+            first: bool,
+        ) -> ArrayView2<'_, f32> {
+            match (a.nrows() == rows, first) {
+                (false, _) => a,
+                (true, true) => a.slice_move(s![..split, ..]),
+                (true, false) => a.slice_move(s![split.., ..]),
+            }
+        }
+        let part = |a, first| part(a, rows, split, first);
+        outer_acc_step_part(ws, acc.view_mut(), part(g, true), part(v, true), 0);
+        return outer_acc_step_part(ws, acc, part(g, false), part(v, false), 1);
+    }
+    let floats = PackedMatrix::transposed_floats(v.nrows(), v.ncols());
+    let packed = PackedMatrix::transposed_in(v, ws.take_buffer(floats));
+    let mut gt = ws.take(g.ncols(), g.nrows());
+    transpose_into(g, gt.view_mut(), false);
+    gemm_packed_split(gt.view(), &packed, acc, split);
+    ws.give(gt);
+    ws.give_buffer(packed.into_buffer());
+}
+
+/// [`sum_rows`] for part `part` of a batch whose parts are summed apart
+/// into one target (see [`outer_acc_step_part`]).
+pub fn sum_rows_part(
+    ws: &Workspace,
+    mut acc: ArrayViewMut2<'_, f32>,
+    a: ArrayView2<'_, f32>,
+    part: usize,
+) {
+    if part == 0 {
+        return sum_rows(acc, a);
+    }
+    let mut sum = ws.take(acc.nrows(), acc.ncols());
+    sum.fill(0.0);
+    sum_rows(sum.view_mut(), a);
+    acc += &sum;
+    ws.give(sum);
+}
+
+/// Adds one part's gradients (see
+/// [`Packing::parts`](crate::packing::Packing::parts)) to those of the
+/// parts before it, in order: the first part's are taken as they are.
+pub fn add_part(grads: &mut Vec<ArrayD<f32>>, part: Vec<ArrayD<f32>>) {
+    if grads.is_empty() {
+        *grads = part;
+        return;
+    }
+    for (grad, value) in grads.iter_mut().zip(&part) {
+        *grad += value;
+    }
+}
+
 /// [`outer_acc`] over many rows (every step's) for each `(acc, v)`
 /// pair, on the packed product: `acc += (vᵀ g)ᵀ`, with `gᵀ` packed once
 /// (row by row) for all pairs and `vᵀ` copied, in buffers of `ws`. Each
@@ -290,6 +395,53 @@ pub fn transpose_into(a: ArrayView2<'_, f32>, mut out: ArrayViewMut2<'_, f32>, a
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A step's sum over two parts of the batch into a per-step copy: the
+    /// first part's sum plus the second's, each formed from zero, as two
+    /// halves computed apart and added give it.
+    #[test]
+    fn sums_over_two_parts_are_the_parts_formed_apart_and_added() {
+        let mut rng = crate::init::SplitMix64::new(3);
+        let g = crate::init::uniform(&mut rng, &[40, 30], 1.0)
+            .into_dimensionality()
+            .expect("2-d");
+        let v = crate::init::uniform(&mut rng, &[40, 50], 1.0)
+            .into_dimensionality()
+            .expect("2-d");
+        let ws = Workspace::new();
+        let apart = |g: ArrayView2<'_, f32>, v: ArrayView2<'_, f32>| {
+            let mut sum = Array2::zeros((30, 50));
+            outer_acc_step(&ws, sum.view_mut(), g, v);
+            sum
+        };
+        let split = 17;
+        let expected = apart(g.slice(s![..split, ..]), v.slice(s![..split, ..]))
+            + apart(g.slice(s![split.., ..]), v.slice(s![split.., ..]));
+        let mut acc = Array2::zeros((30, 50));
+        outer_acc_step_split(&ws, acc.view_mut(), g.view(), v.view(), split);
+        assert_eq!(acc, expected);
+        // A row shared by the batch counts once per row of each part.
+        let shared = g.slice(s![..1, ..]);
+        let expected =
+            apart(shared, v.slice(s![..split, ..])) + apart(shared, v.slice(s![split.., ..]));
+        let mut acc = Array2::zeros((30, 50));
+        outer_acc_step_split(&ws, acc.view_mut(), shared, v.view(), split);
+        assert_eq!(acc, expected);
+        // Sums of rows, the second part's onto the first's.
+        let mut first = Array2::zeros((1, 50));
+        sum_rows(first.view_mut(), v.slice(s![..split, ..]));
+        let mut second = Array2::zeros((1, 50));
+        sum_rows(second.view_mut(), v.slice(s![split.., ..]));
+        let mut acc = Array2::zeros((1, 50));
+        sum_rows_part(&ws, acc.view_mut(), v.slice(s![..split, ..]), 0);
+        sum_rows_part(&ws, acc.view_mut(), v.slice(s![split.., ..]), 1);
+        assert_eq!(acc, &first + &second);
+        // Gradients of parts added in order.
+        let mut grads = Vec::new();
+        add_part(&mut grads, vec![first.clone().into_dyn()]);
+        add_part(&mut grads, vec![second.clone().into_dyn()]);
+        assert_eq!(grads, vec![(&first + &second).into_dyn()]);
+    }
 
     #[test]
     fn outer_products_sum_over_rows_and_broadcast_a_shared_row() {

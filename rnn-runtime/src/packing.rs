@@ -3,15 +3,43 @@
 //! move rows between the layouts.
 
 use ndarray::{
-    s, Array2, Array3, ArrayView1, ArrayView2, ArrayView3, ArrayViewMut1, ArrayViewMut2, Axis,
+    s, Array2, Array3, ArrayD, ArrayView1, ArrayView2, ArrayView3, ArrayViewMut1, ArrayViewMut2,
+    Axis, IxDyn,
 };
 
 use crate::error::RnnError;
-use crate::workspace::{Threads, PARALLEL_MIN_WORK};
+use crate::workspace::{Threads, Workspace, PARALLEL_MIN_WORK};
 
 /// Steps below which a layer's steps never split over two threads
 /// ([`Packing::split_steps`]).
 const SPLIT_MIN_STEPS: usize = 32;
+
+/// The rows of one part of a batch over every step ([`Packing::part_rows`]).
+#[derive(Debug)]
+pub enum PartRows<'a> {
+    /// The rows in place: all of them for a batch of one part (or a row
+    /// shared by the batch), a part's for one row per sequence.
+    View(ArrayView2<'a, f32>),
+    /// The part's rows, in a buffer of the workspace.
+    Gathered(Array2<f32>),
+}
+
+impl PartRows<'_> {
+    /// The rows, as a view.
+    pub fn view(&self) -> ArrayView2<'_, f32> {
+        match self {
+            PartRows::View(view) => view.view(),
+            PartRows::Gathered(rows) => rows.view(),
+        }
+    }
+
+    /// Gives a gathered buffer back to `ws`.
+    pub fn give(self, ws: &Workspace) {
+        if let PartRows::Gathered(rows) = self {
+            ws.give(rows);
+        }
+    }
+}
 
 /// The layout of a batch of variable-length sequences, as PyTorch's packed
 /// sequences: sequences sorted by length (longest first, ties in batch
@@ -28,6 +56,9 @@ pub struct Packing {
     sorted_lengths: Vec<usize>,
     /// `offsets[t]`: first packed row of step `t`; `offsets[max_len]` = total.
     offsets: Vec<usize>,
+    /// For the training halves run in one pass ([`in_one_pass`](Self::in_one_pass)):
+    /// the first half's rows in every step.
+    halves: Option<usize>,
 }
 
 impl Packing {
@@ -75,6 +106,7 @@ impl Packing {
             order,
             sorted_lengths,
             offsets,
+            halves: None,
         })
     }
 
@@ -155,6 +187,118 @@ impl Packing {
             return None;
         }
         Some(self.by_length())
+    }
+
+    /// The packing of this batch that computes the training halves `first`
+    /// and `second` (of [`training_halves`](Self::training_halves)) in one
+    /// pass, on one thread: in every step the first half's sequences, then
+    /// the second's, each in its own half's order. A row's values do not
+    /// depend on where it sits, so the products and passes run over every
+    /// row at once, and a sum over the batch is formed over each half's
+    /// block of rows apart ([`parts`](Self::parts)) and the two added, as
+    /// the halves computed apart give it. `None` unless every sequence has
+    /// the same length: otherwise a step's running rows would not be the
+    /// first of its block.
+    pub fn in_one_pass(&self, first: &[usize], second: &[usize]) -> Option<Packing> {
+        if !self.uniform() || first.len() + second.len() != self.batch {
+            return None;
+        }
+        Some(Packing {
+            order: first.iter().chain(second).copied().collect(),
+            halves: Some(first.len()),
+            ..self.clone()
+        })
+    }
+
+    /// The parts a sum over the batch is formed over apart: two for the
+    /// halves in one pass ([`in_one_pass`](Self::in_one_pass)), else one.
+    pub fn parts(&self) -> usize {
+        match self.halves {
+            Some(_) => 2,
+            None => 1,
+        }
+    }
+
+    /// The rows `lo..hi` of a step of `n` running rows that part `p` holds
+    /// (see [`parts`](Self::parts)).
+    pub fn part(&self, p: usize, n: usize) -> (usize, usize) {
+        match (self.halves, p) {
+            (None, _) => (0, n),
+            (Some(h), 0) => (0, h.min(n)),
+            (Some(h), _) => (h.min(n), n),
+        }
+    }
+
+    /// The rows of part `p` (see [`parts`](Self::parts)) of a value over
+    /// every packed row, step after step, or of one row per sequence:
+    /// `all` itself for a single part (or a row shared by the batch), a
+    /// part's rows of one per sequence in place, else the part's packed
+    /// rows copied into a buffer of `ws`.
+    pub fn part_rows<'a>(
+        &self,
+        ws: &Workspace,
+        all: ArrayView2<'a, f32>,
+        p: usize,
+    ) -> PartRows<'a> {
+        if self.halves.is_none() {
+            return PartRows::View(all);
+        }
+        if all.nrows() == self.batch {
+            // One row per sequence.
+            let (lo, hi) = self.part(p, self.batch);
+            return PartRows::View(all.slice_move(s![lo..hi, ..]));
+        }
+        if all.nrows() != self.rows() {
+            // A row shared by the batch.
+            return PartRows::View(all);
+        }
+        let block = |t: usize| {
+            let (lo, hi) = self.part(p, self.batch_size(t));
+            self.offsets[t] + lo..self.offsets[t] + hi
+        };
+        let rows = (0..self.max_len()).map(|t| block(t).len()).sum();
+        let mut gathered = ws.take(rows, all.ncols());
+        let mut next = 0;
+        for t in 0..self.max_len() {
+            let rows = block(t);
+            gathered
+                .slice_mut(s![next..next + rows.len(), ..])
+                .assign(&all.slice(s![rows.clone(), ..]));
+            next += rows.len();
+        }
+        PartRows::Gathered(gathered)
+    }
+
+    /// A sum's zeroed buffers of `rows × cols`, one per part (see
+    /// [`parts`](Self::parts)), from `ws`; the second is empty for one part.
+    pub fn sum_buffers(&self, ws: &Workspace, rows: usize, cols: usize) -> [Array2<f32>; 2] {
+        let second = if self.parts() == 2 { rows } else { 0 };
+        let mut buffers = [ws.take(rows, cols), ws.take(second, cols)];
+        for buffer in &mut buffers {
+            buffer.fill(0.0);
+        }
+        buffers
+    }
+
+    /// A gradient's zeroed accumulators of `shape`, one per part (see
+    /// [`parts`](Self::parts)); the second is empty for one part.
+    pub fn grad_parts(&self, shape: &[usize]) -> [ArrayD<f32>; 2] {
+        let second = match self.parts() {
+            2 => IxDyn(shape),
+            _ => IxDyn(&vec![0; shape.len()]),
+        };
+        [ArrayD::zeros(IxDyn(shape)), ArrayD::zeros(second)]
+    }
+
+    /// A gradient from its parts' accumulators (see
+    /// [`grad_parts`](Self::grad_parts)): the first part's plus the
+    /// second's, as the two halves computed apart add theirs.
+    pub fn sum_parts(&self, parts: [ArrayD<f32>; 2]) -> ArrayD<f32> {
+        let [mut first, second] = parts;
+        if self.parts() == 2 {
+            first += &second;
+        }
+        first
     }
 
     /// The batch in two halves of about equal total length: longest first,
@@ -432,6 +576,70 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// The halves in one pass: each half's sequences in its own order, its
+    /// rows of every step one block, which `part_rows` gathers step after
+    /// step as the half's own packing holds them.
+    #[test]
+    fn halves_in_one_pass_keep_each_halfs_rows_together() {
+        let packing = Packing::new(None, 5, 3).expect("valid");
+        assert_eq!(packing.parts(), 1);
+        assert_eq!(packing.part(0, 5), (0, 5));
+        let (first, second) = (vec![0, 2, 4], vec![1, 3]);
+        let one = packing.in_one_pass(&first, &second).expect("one length");
+        assert_eq!(
+            (one.parts(), one.part(0, 5), one.part(1, 5)),
+            (2, (0, 3), (3, 5))
+        );
+        let x = Array3::from_shape_fn((5, 3, 2), |(b, t, f)| (100 * b + 10 * t + f) as f32);
+        let packed = one.pack(x.view());
+        assert_eq!(one.unpack(packed.view()), x);
+        let ws = Workspace::new();
+        for (p, half) in [(0, &first), (1, &second)] {
+            let own = Packing::new(None, half.len(), 3).expect("valid");
+            let expected = own.pack(x.select(Axis(0), half).view());
+            let rows = one.part_rows(&ws, packed.view(), p);
+            assert_eq!(rows.view(), expected.view(), "part {p}");
+            rows.give(&ws);
+            // One row per sequence: the part's rows, in place.
+            let per_sequence = one.sort_rows(x.index_axis(Axis(1), 0));
+            let rows = one.part_rows(&ws, per_sequence.view(), p);
+            assert_eq!(rows.view(), x.index_axis(Axis(1), 0).select(Axis(0), half));
+            // A row shared by the batch stays whole.
+            let shared = Array2::from_elem((1, 2), 7.0);
+            assert_eq!(one.part_rows(&ws, shared.view(), p).view(), shared.view());
+        }
+        // Sequences of several lengths do not run in one pass.
+        let varied = Packing::new(Some(&[3, 2, 3, 1, 3]), 5, 3).expect("valid");
+        assert!(varied.in_one_pass(&first, &second).is_none());
+    }
+
+    #[test]
+    fn parts_buffers_add_up_in_order() {
+        let one = Packing::new(None, 4, 2).expect("valid");
+        let two = one.in_one_pass(&[0, 1], &[2, 3]).expect("one length");
+        let ws = Workspace::new();
+        assert_eq!(one.sum_buffers(&ws, 3, 2)[1].dim(), (0, 2));
+        assert_eq!(two.sum_buffers(&ws, 3, 2)[1].dim(), (3, 2));
+        assert!(two
+            .sum_buffers(&ws, 3, 2)
+            .iter()
+            .all(|b| b.iter().all(|v| *v == 0.0)));
+        let parts = |first: f32, second: f32| {
+            let mut parts = two.grad_parts(&[2]);
+            parts[0].fill(first);
+            parts[1].fill(second);
+            parts
+        };
+        assert_eq!(
+            two.sum_parts(parts(1.5, 0.25)),
+            ArrayD::from_elem(IxDyn(&[2]), 1.75)
+        );
+        assert_eq!(one.grad_parts(&[2, 3])[1].shape(), &[0, 0]);
+        let mut single = one.grad_parts(&[2]);
+        single[0].fill(1.5);
+        assert_eq!(one.sum_parts(single), ArrayD::from_elem(IxDyn(&[2]), 1.5));
     }
 
     #[test]

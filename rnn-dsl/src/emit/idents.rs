@@ -44,6 +44,14 @@
 //!   (final states), `__rnn_dout`, `__rnn_dout_dir`, `__rnn_ds`,
 //!   `__rnn_seed`, `__rnn_din`, `__rnn_dp`, `__rnn_dinit`, `__rnn_dprev`,
 //!   `__rnn_dnet`, `__rnn_dy`, `__rnn_grads` (gradients),
+//!   `__rnn_one_pass` (the packing of a batch's halves in one pass),
+//!   `__rnn_part`, `__rnn_lo` and `__rnn_hi` (a part of the batch a sum
+//!   is formed over apart, and its rows at a step), `__rnn_sp` (a sum's
+//!   buffers, one per part), `__rnn_pgp` (a tied parameter's gradient formed
+//!   at each step, one per part), `__rnn_rows_a`, `__rnn_rows_b` and
+//!   `__rnn_rows_v` (a part's rows of a sum's operands),
+//!   `__rnn_after_grads` (the gradients formed after the loop, the parts
+//!   added), `__rnn_buffer` (a sum's buffer given back),
 //!   `__rnn_layer_tape`, `__rnn_slot`, `__rnn_value`, `__rnn_parts` and
 //!   `__rnn_buffers` (a tape's halves of the batch and their buffers),
 //!   `__rnn_train_whole`, `__rnn_backward_whole` (a call after its checks),

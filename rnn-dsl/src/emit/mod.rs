@@ -55,6 +55,7 @@ pub fn emit(network: &Network, plan: &NetworkPlan, runtime: &syn::Path) -> Token
         plans: &plan.layers,
         variants: &plan.variants,
         training: plan.training.as_deref(),
+        halves_in_one_pass: plan.halves_in_one_pass,
         groups: state_groups(network),
     };
     cx.emit_network()
@@ -139,6 +140,8 @@ struct Cx<'a> {
     variants: &'a [Variant],
     /// Each layer's training plan, when training code is asked for.
     training: Option<&'a [BackwardPlan]>,
+    /// [`crate::lower::NetworkPlan::halves_in_one_pass`].
+    halves_in_one_pass: bool,
     groups: Vec<StateGroup>,
 }
 

@@ -29,6 +29,14 @@ pub struct NetworkPlan {
     pub variants: Vec<Variant>,
     /// The training plan of each layer, when training code is asked for.
     pub training: Option<Vec<BackwardPlan>>,
+    /// Whether a training call on one thread computes the two halves of a
+    /// large batch (`rnn_runtime::Packing::training_halves`) in one pass
+    /// over the batch (`Packing::in_one_pass`), when its sequences have one
+    /// length: for a network with per-step parameters, whose halves would
+    /// each form every step's copy of their gradients in full, to be added
+    /// after (measured on W6, BENCHMARKS.md). Other networks run the halves
+    /// one after the other, which measured faster for W5's small products.
+    pub halves_in_one_pass: bool,
 }
 
 /// One way to run the time loop of every layer.
@@ -72,9 +80,14 @@ pub fn lower_network(network: &Network, gradients: bool) -> NetworkPlan {
             variants
         }
     };
+    let per_step = network
+        .layers
+        .iter()
+        .any(|layer| layer.params.iter().any(|param| param.steps.is_some()));
     NetworkPlan {
         layers: network.layers.iter().map(lower).collect(),
         variants,
         training: gradients.then(|| network.layers.iter().map(plan_backward).collect()),
+        halves_in_one_pass: gradients && per_step,
     }
 }

@@ -40,8 +40,17 @@ use ndarray::{ArrayView2, ArrayViewMut2};
 pub enum Start<'a> {
     /// Zero: `out = x · wᵀ` (the previous contents of `out` are ignored, even NaN).
     Zero,
-    /// The output's own value: `out += x · wᵀ`.
+    /// The output's own value: `out += x · wᵀ`, one chain of multiply-adds from `out`.
     Out,
+    /// The product formed from zero, then added: `out = out + (x · wᵀ)`, the bits of adding
+    /// a [`Start::Zero`] product to `out` (a sum over a second part of a batch, onto the first
+    /// part's).
+    Add,
+    /// Two products, over the inner indices before `split` and from it, each from zero, then
+    /// added: `out = x[.., ..split] · w[.., ..split]ᵀ + x[.., split..] · w[.., split..]ᵀ`, the
+    /// bits of the two formed apart and added (a sum over a batch whose two parts are its rows
+    /// before and after `split`).
+    Split(usize),
     /// One row for every output row: `out = row + x · wᵀ` (a bias), without a pass writing
     /// the row into `out` first. `row` holds `w.rows()` values.
     Row(&'a [f32]),
@@ -367,6 +376,23 @@ impl std::fmt::Debug for PackedMatrix {
 pub(super) fn gemm_rows<const MR: usize, const NR: usize, A: MulAdd>(
     x: ArrayView2<'_, f32>,
     w: &PackedMatrix,
+    out: ArrayViewMut2<'_, f32>,
+    start: Start<'_>,
+    columns: Columns,
+) {
+    // The sums of two parts get a loop nest of their own, so that the
+    // others' tiles hold no code for them.
+    match start {
+        Start::Add | Start::Split(_) => gemm_rows_in::<MR, NR, A, true>(x, w, out, start, columns),
+        _ => gemm_rows_in::<MR, NR, A, false>(x, w, out, start, columns),
+    }
+}
+
+/// [`gemm_rows`] for starts of one kind: `PARTS` for [`Start::Add`] and [`Start::Split`].
+#[inline(always)]
+fn gemm_rows_in<const MR: usize, const NR: usize, A: MulAdd, const PARTS: bool>(
+    x: ArrayView2<'_, f32>,
+    w: &PackedMatrix,
     mut out: ArrayViewMut2<'_, f32>,
     start: Start<'_>,
     columns: Columns,
@@ -404,15 +430,15 @@ pub(super) fn gemm_rows<const MR: usize, const NR: usize, A: MulAdd>(
             for one in panel..(panel + panels_now).min(panel_count) {
                 let mut row = block_start;
                 while row < full_end {
-                    tile::<MR, 1, NR, A>(&operands, x, &mut out, row, one);
+                    tile::<MR, 1, NR, A, PARTS>(&operands, x, &mut out, row, one);
                     row += MR;
                 }
             }
             if tail > 0 {
                 if pair {
-                    tail_tile_pair::<NR, A>(tail, &operands, x, &mut out, full_end, panel);
+                    tail_tile_pair::<NR, A, PARTS>(tail, &operands, x, &mut out, full_end, panel);
                 } else {
-                    tail_tile::<NR, A>(tail, &operands, x, &mut out, full_end, panel);
+                    tail_tile::<NR, A, PARTS>(tail, &operands, x, &mut out, full_end, panel);
                 }
             }
             panel += panels_now;
@@ -431,7 +457,7 @@ struct Operands<'a> {
 
 /// A tile of `rows < MAX_TILE_ROWS` rows over one panel: the row count becomes a constant.
 #[inline(always)]
-fn tail_tile<const NR: usize, A: MulAdd>(
+fn tail_tile<const NR: usize, A: MulAdd, const PARTS: bool>(
     rows: usize,
     operands: &Operands<'_>,
     x: ArrayView2<'_, f32>,
@@ -440,20 +466,20 @@ fn tail_tile<const NR: usize, A: MulAdd>(
     panel: usize,
 ) {
     match rows {
-        1 => tile::<1, 1, NR, A>(operands, x, out, row, panel),
-        2 => tile::<2, 1, NR, A>(operands, x, out, row, panel),
-        3 => tile::<3, 1, NR, A>(operands, x, out, row, panel),
-        4 => tile::<4, 1, NR, A>(operands, x, out, row, panel),
-        5 => tile::<5, 1, NR, A>(operands, x, out, row, panel),
-        6 => tile::<6, 1, NR, A>(operands, x, out, row, panel),
-        7 => tile::<7, 1, NR, A>(operands, x, out, row, panel),
+        1 => tile::<1, 1, NR, A, PARTS>(operands, x, out, row, panel),
+        2 => tile::<2, 1, NR, A, PARTS>(operands, x, out, row, panel),
+        3 => tile::<3, 1, NR, A, PARTS>(operands, x, out, row, panel),
+        4 => tile::<4, 1, NR, A, PARTS>(operands, x, out, row, panel),
+        5 => tile::<5, 1, NR, A, PARTS>(operands, x, out, row, panel),
+        6 => tile::<6, 1, NR, A, PARTS>(operands, x, out, row, panel),
+        7 => tile::<7, 1, NR, A, PARTS>(operands, x, out, row, panel),
         _ => unreachable!("tail tiles have fewer than {MAX_TILE_ROWS} rows"),
     }
 }
 
 /// A tile of `rows ≤ MAX_TILE_ROWS / 2` rows over two panels.
 #[inline(always)]
-fn tail_tile_pair<const NR: usize, A: MulAdd>(
+fn tail_tile_pair<const NR: usize, A: MulAdd, const PARTS: bool>(
     rows: usize,
     operands: &Operands<'_>,
     x: ArrayView2<'_, f32>,
@@ -462,10 +488,10 @@ fn tail_tile_pair<const NR: usize, A: MulAdd>(
     panel: usize,
 ) {
     match rows {
-        1 => tile::<1, 2, NR, A>(operands, x, out, row, panel),
-        2 => tile::<2, 2, NR, A>(operands, x, out, row, panel),
-        3 => tile::<3, 2, NR, A>(operands, x, out, row, panel),
-        4 => tile::<4, 2, NR, A>(operands, x, out, row, panel),
+        1 => tile::<1, 2, NR, A, PARTS>(operands, x, out, row, panel),
+        2 => tile::<2, 2, NR, A, PARTS>(operands, x, out, row, panel),
+        3 => tile::<3, 2, NR, A, PARTS>(operands, x, out, row, panel),
+        4 => tile::<4, 2, NR, A, PARTS>(operands, x, out, row, panel),
         _ => unreachable!("paired tail tiles have at most {} rows", MAX_TILE_ROWS / 2),
     }
 }
@@ -475,7 +501,7 @@ fn tail_tile_pair<const NR: usize, A: MulAdd>(
 /// Loads the starting values, runs [`microkernel`] over the whole inner dimension and stores the
 /// valid columns (the zero padding of the last panel is computed and dropped).
 #[inline(always)]
-fn tile<const R: usize, const P: usize, const NR: usize, A: MulAdd>(
+fn tile<const R: usize, const P: usize, const NR: usize, A: MulAdd, const PARTS: bool>(
     operands: &Operands<'_>,
     x: ArrayView2<'_, f32>,
     out: &mut ArrayViewMut2<'_, f32>,
@@ -511,7 +537,7 @@ fn tile<const R: usize, const P: usize, const NR: usize, A: MulAdd>(
     };
     let mut acc = [[[0.0f32; NR]; P]; R];
     match start {
-        Start::Zero => {}
+        Start::Zero | Start::Add | Start::Split(_) => {}
         Start::Out => {
             for (r, acc_row) in acc.iter_mut().enumerate() {
                 let out_row = out.row(row + r);
@@ -529,12 +555,38 @@ fn tile<const R: usize, const P: usize, const NR: usize, A: MulAdd>(
             acc = [panels_of_row; R];
         }
     }
-    let acc = microkernel::<R, P, NR, A>(k, &x_rows, &weights, acc);
+    // A split product stores its first part's sum and adds the second's
+    // to it, as `Add` does: one tile of sums in registers at a time.
+    let (acc, add) = match start {
+        Start::Split(split) if PARTS && split < k => {
+            let first = microkernel::<R, P, NR, A>(split, &x_rows, &weights, acc);
+            for (r, acc_row) in first.iter().enumerate() {
+                let out_row = out.row_mut(row + r);
+                let out_row = out_row.into_slice().expect("rows of out are contiguous");
+                for (p, acc_panel) in acc_row.iter().enumerate() {
+                    store_panel::<NR>(*acc_panel, &mut out_row[columns(p)]);
+                }
+            }
+            let x_rest: [&[f32]; R] = x_rows.map(|x_row| &x_row[split..]);
+            let weights_rest: [&[f32]; P] = weights.map(|panel| &panel[split * NR..]);
+            let second = microkernel::<R, P, NR, A>(k - split, &x_rest, &weights_rest, acc);
+            (second, true)
+        }
+        Start::Add if PARTS => (microkernel::<R, P, NR, A>(k, &x_rows, &weights, acc), true),
+        _ => (microkernel::<R, P, NR, A>(k, &x_rows, &weights, acc), false),
+    };
     for (r, acc_row) in acc.iter().enumerate() {
         let out_row = out.row_mut(row + r);
         let out_row = out_row.into_slice().expect("rows of out are contiguous");
         for (p, acc_panel) in acc_row.iter().enumerate() {
-            store_panel::<NR>(*acc_panel, &mut out_row[columns(p)]);
+            let mut values = *acc_panel;
+            if PARTS && add {
+                let before = load_panel::<NR>(&out_row[columns(p)]);
+                for (value, before) in values.iter_mut().zip(before) {
+                    *value += before;
+                }
+            }
+            store_panel::<NR>(values, &mut out_row[columns(p)]);
         }
     }
 }

@@ -194,6 +194,35 @@ pub fn gemm_packed_columns(
     gemm_packed_from(x, w, out, start, columns);
 }
 
+/// Computes `out = out + (x · wᵀ)` with `w` packed: the product formed from zero as
+/// [`gemm_packed`] forms it without accumulating, then added to `out`, so that a sum over two
+/// parts of a batch is the first part's plus the second's, as when each is formed apart.
+///
+/// # Panics
+///
+/// If the shapes disagree (see [`gemm_packed`]).
+pub fn gemm_packed_add(x: ArrayView2<'_, f32>, w: &PackedMatrix, out: ArrayViewMut2<'_, f32>) {
+    gemm_packed_from(x, w, out, Start::Add, Columns::ALL);
+}
+
+/// Computes `out = x[.., ..split] · w[.., ..split]ᵀ + x[.., split..] · w[.., split..]ᵀ` with `w`
+/// packed: two products over the inner indices before and from `split`, each formed from zero
+/// as [`gemm_packed`] forms it without accumulating, then added; the previous contents of `out`
+/// are ignored. A sum over a batch whose rows (the inner index) make two parts is so the first
+/// part's plus the second's, as when each is formed apart.
+///
+/// # Panics
+///
+/// If the shapes disagree (see [`gemm_packed`]).
+pub fn gemm_packed_split(
+    x: ArrayView2<'_, f32>,
+    w: &PackedMatrix,
+    out: ArrayViewMut2<'_, f32>,
+    split: usize,
+) {
+    gemm_packed_from(x, w, out, Start::Split(split), Columns::ALL);
+}
+
 /// Computes `out = row + x · wᵀ` for every row of `out`, with `w` packed: [`gemm_packed`]
 /// accumulating onto `row` (a bias) without writing it into `out` first, bit-identical to
 /// filling every row of `out` with `row` and then calling [`gemm_packed`] with `accumulate`.
@@ -399,10 +428,11 @@ fn on_contiguous_rows(
         kernel(x.view(), out);
     } else {
         let mut contiguous = match start {
-            Start::Out => out.as_standard_layout().into_owned(),
+            Start::Out | Start::Add => out.as_standard_layout().into_owned(),
+            Start::Split(_) if columns == Columns::ALL => Array2::zeros(out.raw_dim()),
             Start::Zero | Start::Row(_) if columns == Columns::ALL => Array2::zeros(out.raw_dim()),
             // The columns not computed keep their values.
-            Start::Zero | Start::Row(_) => out.as_standard_layout().into_owned(),
+            Start::Zero | Start::Row(_) | Start::Split(_) => out.as_standard_layout().into_owned(),
         };
         kernel(x.view(), contiguous.view_mut());
         out.assign(&contiguous);

@@ -353,7 +353,8 @@ fn panel_rows<const R: usize, const NR: usize, D: ReducedDot<NR>>(
             let targets = out_row[columns.clone()].iter_mut().zip(acc_row);
             match start {
                 Start::Zero => targets.for_each(|(target, &value)| *target = value),
-                Start::Out => targets.for_each(|(target, &value)| *target += value),
+                Start::Split(_) => unreachable!("a split sum is formed on f32 weights only"),
+                Start::Out | Start::Add => targets.for_each(|(target, &value)| *target += value),
                 Start::Row(bias) => targets
                     .zip(&bias[columns.clone()])
                     .for_each(|((target, &value), &bias)| *target = bias + value),

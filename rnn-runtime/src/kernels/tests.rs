@@ -15,8 +15,8 @@ use proptest::prelude::*;
 use super::gemm::{PackedMatrix, Start};
 use super::types::{Kernels, MapKernel, SliceKernel};
 use super::{
-    approx, available, gemm_packed, gemm_packed_columns, gemm_packed_onto_row,
-    gemm_packed_onto_row_columns, select, table, Columns, GENERIC,
+    approx, available, gemm_packed, gemm_packed_add, gemm_packed_columns, gemm_packed_onto_row,
+    gemm_packed_onto_row_columns, gemm_packed_split, select, table, Columns, GENERIC,
 };
 use crate::init::SplitMix64;
 
@@ -483,6 +483,47 @@ fn product_with(
     let mut out = init.clone();
     gemm_packed(x, &packed, out.view_mut(), accumulate);
     out
+}
+
+/// A sum over two parts of the inner dimension (a batch's two halves, in a
+/// weight's gradient): `gemm_packed_split` gives the bits of the two
+/// products formed apart from zero and added, and `gemm_packed_add` those
+/// of adding a product formed from zero to `out`; on every table, with tail
+/// tiles, partial panels and parts of one index or none.
+#[test]
+fn split_and_added_products_give_the_bits_of_the_parts_formed_apart() {
+    let mut seed = 700;
+    for kernels in implementations() {
+        let width = kernels.gemm.panel_width;
+        for n in [1, 5, 64] {
+            for m in [1, width + 3, 250] {
+                for (k, split) in [(2, 1), (64, 32), (64, 0), (64, 64), (257, 100)] {
+                    seed += 1;
+                    let x = random_matrix(n, k, seed);
+                    let w = random_matrix(m, k, seed + 1000);
+                    let unset = Array2::from_elem((n, m), f32::NAN);
+                    let (before, after) = (s![.., ..split], s![.., split..]);
+                    let first =
+                        product_with(kernels, x.slice(before), w.slice(before), &unset, false);
+                    let second =
+                        product_with(kernels, x.slice(after), w.slice(after), &unset, false);
+                    let expected = &first + &second;
+                    let bits = |a: &Array2<f32>| a.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+                    let label = format!("{}: n {n}, m {m}, k {k}, split {split}", kernels.name);
+
+                    let packed = PackedMatrix::for_gemm(w.view(), &kernels.gemm);
+                    let mut out = unset.clone();
+                    gemm_packed_split(x.view(), &packed, out.view_mut(), split);
+                    assert_eq!(bits(&out), bits(&expected), "split, {label}");
+
+                    let packed = PackedMatrix::for_gemm(w.slice(after), &kernels.gemm);
+                    let mut out = first.clone();
+                    gemm_packed_add(x.slice(after), &packed, out.view_mut());
+                    assert_eq!(bits(&out), bits(&expected), "added, {label}");
+                }
+            }
+        }
+    }
 }
 
 #[test]

@@ -197,6 +197,29 @@ impl Layer<'_> {
         }
     }
 
+    /// A value's rows at a step that part `__rnn_part` of the batch holds
+    /// (`__rnn_lo..__rnn_hi` of the running rows, see
+    /// `rnn_runtime::Packing::parts`), for a sum over the batch formed over
+    /// each part apart; whole for a value shared by the batch.
+    pub(super) fn part_view(&self, id: ValueId) -> TokenStream {
+        let place = self.place(id);
+        let columns = self.columns(id).unwrap_or_else(|| quote!(..));
+        match self.kind(id) {
+            Kind::Invariant if self.plan.per_sequence(id) => {
+                quote!(#place.slice(s![__rnn_lo..__rnn_hi, ..]))
+            }
+            Kind::Invariant | Kind::Sum | Kind::After => quote!(#place.view()),
+            Kind::Rows => quote!(#place.slice(s![.., #columns])),
+            Kind::Hoisted => {
+                quote!(#place.slice(s![__rnn_off + __rnn_lo..__rnn_off + __rnn_hi, #columns]))
+            }
+            Kind::Step if self.by_step_offset(id) => {
+                quote!(#place.slice(s![__rnn_off + __rnn_lo..__rnn_off + __rnn_hi, #columns]))
+            }
+            Kind::Step => quote!(#place.slice(s![__rnn_lo..__rnn_hi, #columns])),
+        }
+    }
+
     /// Where a step value is written at a step.
     pub(super) fn view_mut(&self, id: ValueId) -> TokenStream {
         let place = self.place(id);
@@ -486,7 +509,12 @@ impl Layer<'_> {
 
     /// The expression of an invariant or after-the-loop value, computed
     /// once (`[1, n]` shared, `[B, n]` per sequence, or a matrix).
-    pub(super) fn whole_expr(&self, id: ValueId) -> TokenStream {
+    ///
+    /// With `parts`, a sum over the batch (of a value per sequence, or over
+    /// every row) is over the rows of part `__rnn_part` alone (see
+    /// `rnn_runtime::Packing::parts`): an after-the-loop gradient is formed
+    /// for each part apart.
+    pub(super) fn whole_expr(&self, id: ValueId, parts: bool) -> TokenStream {
         let node = self.node(id);
         let rows = match node.shape {
             Shape::Matrix(rows, _) => {
@@ -616,6 +644,16 @@ impl Layer<'_> {
                     __rnn_out
                 }}
             }
+            Op::SumBatch(inner) if parts => {
+                let inner_place = self.place(*inner);
+                quote! {{
+                    let mut __rnn_out = Array2::<f32>::zeros((1, #cols));
+                    let __rnn_rows_a = __rnn_packing.part_rows(__rnn_ws, #inner_place.view(), __rnn_part);
+                    __rnn_rt::sum_rows(__rnn_out.view_mut(), __rnn_rows_a.view());
+                    __rnn_rows_a.give(__rnn_ws);
+                    __rnn_out
+                }}
+            }
             Op::SumBatch(inner) => {
                 let inner_place = self.place(*inner);
                 quote! {{
@@ -630,11 +668,22 @@ impl Layer<'_> {
                     Shape::Matrix(rows, _) => usize_lit(rows),
                     _ => unreachable!("an outer product is a matrix"),
                 };
-                quote! {{
-                    let mut __rnn_out = Array2::<f32>::zeros((#rows, #cols));
-                    __rnn_rt::outer_acc(__rnn_out.view_mut(), #g.view(), #v.view());
-                    __rnn_out
-                }}
+                match parts {
+                    true => quote! {{
+                        let mut __rnn_out = Array2::<f32>::zeros((#rows, #cols));
+                        let __rnn_rows_a = __rnn_packing.part_rows(__rnn_ws, #g.view(), __rnn_part);
+                        let __rnn_rows_b = __rnn_packing.part_rows(__rnn_ws, #v.view(), __rnn_part);
+                        __rnn_rt::outer_acc(__rnn_out.view_mut(), __rnn_rows_a.view(), __rnn_rows_b.view());
+                        __rnn_rows_a.give(__rnn_ws);
+                        __rnn_rows_b.give(__rnn_ws);
+                        __rnn_out
+                    }},
+                    false => quote! {{
+                        let mut __rnn_out = Array2::<f32>::zeros((#rows, #cols));
+                        __rnn_rt::outer_acc(__rnn_out.view_mut(), #g.view(), #v.view());
+                        __rnn_out
+                    }},
+                }
             }
             Op::State(_) | Op::Seed(_) => unreachable!("a step value"),
         }
@@ -682,7 +731,7 @@ impl Layer<'_> {
     }
 
     fn invariant_statement(&self, id: ValueId) -> TokenStream {
-        let (ident, expr) = (value_ident(id), self.whole_expr(id));
+        let (ident, expr) = (value_ident(id), self.whole_expr(id, false));
         quote!(let #ident: Array2<f32> = #expr;)
     }
 
@@ -714,7 +763,7 @@ impl Layer<'_> {
             .enumerate()
             .map(|(k, id)| {
                 let (ident, expr, reads, k) =
-                    (value_ident(*id), self.whole_expr(*id), reads(*id), usize_lit(k));
+                    (value_ident(*id), self.whole_expr(*id, false), reads(*id), usize_lit(k));
                 quote!(let #ident = __rnn_rt::TrainConsts::value(__rnn_old, #k, #reads, __rnn_changed, || #expr);)
             })
             .collect();

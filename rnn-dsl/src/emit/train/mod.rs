@@ -475,6 +475,55 @@ impl Cx<'_> {
             }
         };
 
+        // Two halves of a large batch are computed apart, on two threads
+        // if allowed; the split depends on the batch alone. With
+        // `halves_in_one_pass`, on one thread, halves of sequences of one
+        // length run in one pass instead, each sum over the batch formed
+        // over each half's rows apart, to the same bits.
+        let halves = quote! {
+                        let __rnn_half = |__rnn_idx: &[usize]| {
+                            let __rnn_lengths = __rnn_packing.lengths_of(__rnn_idx);
+                            let __rnn_half_packing = #rt::__private::Packing::new(Some(&__rnn_lengths), __rnn_idx.len(), __rnn_steps)?;
+                            let __rnn_initial = initial_state.map(|state| state.__rnn_select(__rnn_idx));
+                            #(#half_inputs)*
+                            let (__rnn_y, __rnn_inputs, __rnn_tapes) = self.__rnn_train_whole(#(#half_args,)* &__rnn_half_packing, __rnn_variant, __rnn_initial.as_ref());
+                            ::std::result::Result::<_, #rt::RnnError>::Ok((__rnn_y, (__rnn_idx.to_vec(), __rnn_half_packing, __rnn_inputs, __rnn_tapes)))
+                        };
+                        let __rnn_split = self.__rnn_threads.split(__rnn_packing.rows() / 2 * #macs_per_row);
+                        let (__rnn_ya, __rnn_yb) = __rnn_rt::join(__rnn_split, || __rnn_half(&__rnn_a), || __rnn_half(&__rnn_b));
+                        let ((__rnn_ya, __rnn_first), (__rnn_yb, __rnn_right)) = (__rnn_ya?, __rnn_yb?);
+                        (#output::__rnn_merge(__rnn_batch, (&__rnn_a, __rnn_ya), (&__rnn_b, __rnn_yb)), vec![__rnn_first, __rnn_right])
+        };
+        let whole = quote! {
+                        let (__rnn_y, __rnn_inputs, __rnn_tapes) = self.__rnn_train_whole(#(#whole_args,)* &__rnn_packing, __rnn_variant, initial_state);
+                        (__rnn_y, vec![(::std::vec::Vec::new(), __rnn_packing, __rnn_inputs, __rnn_tapes)])
+        };
+        let halves_or_one_pass = match self.halves_in_one_pass {
+            true => quote! {
+                // Two halves of a large batch are computed apart, on two
+                // threads if allowed, or on one in one pass over the batch.
+                let __rnn_halves = __rnn_packing.training_halves(#macs_per_row);
+                let __rnn_one_pass = match &__rnn_halves {
+                    Some((__rnn_a, __rnn_b)) if !self.__rnn_threads.split(__rnn_packing.rows() / 2 * #macs_per_row) => {
+                        __rnn_packing.in_one_pass(__rnn_a, __rnn_b)
+                    }
+                    _ => None,
+                };
+                let (__rnn_y, __rnn_parts) = match (__rnn_halves, __rnn_one_pass) {
+                    (_, Some(__rnn_packing)) => { #whole }
+                    (Some((__rnn_a, __rnn_b)), None) => { #halves }
+                    (None, None) => { #whole }
+                };
+            },
+            false => quote! {
+                // Two halves of a large batch are computed apart, on two
+                // threads if allowed; the split depends on the batch alone.
+                let (__rnn_y, __rnn_parts) = match __rnn_packing.training_halves(#macs_per_row) {
+                    Some((__rnn_a, __rnn_b)) => { #halves }
+                    None => { #whole }
+                };
+            },
+        };
         let methods = quote! {
             /// Runs the network as [`Self::forward`] does, keeping what
             /// [`Self::backward`] needs (see the tape's type for its size).
@@ -501,28 +550,7 @@ impl Cx<'_> {
                 }
                 let __rnn_packing = #rt::__private::Packing::new(seq_len, __rnn_batch, __rnn_steps)?;
                 #choice
-                // Two halves of a large batch are computed apart, on two
-                // threads if allowed; the split depends on the batch alone.
-                let (__rnn_y, __rnn_parts) = match __rnn_packing.training_halves(#macs_per_row) {
-                    Some((__rnn_a, __rnn_b)) => {
-                        let __rnn_half = |__rnn_idx: &[usize]| {
-                            let __rnn_lengths = __rnn_packing.lengths_of(__rnn_idx);
-                            let __rnn_half_packing = #rt::__private::Packing::new(Some(&__rnn_lengths), __rnn_idx.len(), __rnn_steps)?;
-                            let __rnn_initial = initial_state.map(|state| state.__rnn_select(__rnn_idx));
-                            #(#half_inputs)*
-                            let (__rnn_y, __rnn_inputs, __rnn_tapes) = self.__rnn_train_whole(#(#half_args,)* &__rnn_half_packing, __rnn_variant, __rnn_initial.as_ref());
-                            ::std::result::Result::<_, #rt::RnnError>::Ok((__rnn_y, (__rnn_idx.to_vec(), __rnn_half_packing, __rnn_inputs, __rnn_tapes)))
-                        };
-                        let __rnn_split = self.__rnn_threads.split(__rnn_packing.rows() / 2 * #macs_per_row);
-                        let (__rnn_ya, __rnn_yb) = __rnn_rt::join(__rnn_split, || __rnn_half(&__rnn_a), || __rnn_half(&__rnn_b));
-                        let ((__rnn_ya, __rnn_first), (__rnn_yb, __rnn_right)) = (__rnn_ya?, __rnn_yb?);
-                        (#output::__rnn_merge(__rnn_batch, (&__rnn_a, __rnn_ya), (&__rnn_b, __rnn_yb)), vec![__rnn_first, __rnn_right])
-                    }
-                    None => {
-                        let (__rnn_y, __rnn_inputs, __rnn_tapes) = self.__rnn_train_whole(#(#whole_args,)* &__rnn_packing, __rnn_variant, initial_state);
-                        (__rnn_y, vec![(::std::vec::Vec::new(), __rnn_packing, __rnn_inputs, __rnn_tapes)])
-                    }
-                };
+                #halves_or_one_pass
                 Ok((
                     __rnn_y,
                     #tape {

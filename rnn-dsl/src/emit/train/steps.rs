@@ -368,22 +368,42 @@ impl Cx<'_> {
             let ident = value_ident(*id);
             quote!(#ident.fill(0.0);)
         });
+        // A sum over the batch has a buffer per part of the batch (one,
+        // or the two training halves run in one pass: `Packing::parts`),
+        // bound by its value's name inside the loop over the parts.
+        let sum_parts = |id: &ValueId| format_ident!("__rnn_sp{}", id.index());
         let sum_buffers = sums.iter().map(|id| {
-            let ident = value_ident(*id);
+            let ident = sum_parts(id);
             let (rows, cols) = match cx.node(*id).shape {
                 Shape::Matrix(rows, cols) => (rows, cols),
                 Shape::Vector(len) => (1, len),
                 Shape::Scalar => (1, 1),
             };
             let (rows, cols) = (usize_lit(rows), usize_lit(cols));
-            quote!(let mut #ident = __rnn_ws.take(#rows, #cols); #ident.fill(0.0);)
+            quote!(let mut #ident = __rnn_packing.sum_buffers(__rnn_ws, #rows, #cols);)
         });
         let sum_idents: Vec<Ident> = sums.iter().map(|id| value_ident(*id)).collect();
+        let sum_part_idents: Vec<Ident> = sums.iter().map(sum_parts).collect();
         let statements = cx.statements(forward..total);
+        // A copy's outer product is one product over the step's rows,
+        // split where the parts meet (`outer_acc_step_split`).
+        let copy_outer = |id: &ValueId| into_copy(id) && matches!(cx.node(*id).op, Op::Outer(..));
+        let copy_outers = cx
+            .ids(Kind::Sum, forward..total)
+            .into_iter()
+            .filter(|id| !plan.deferred[id.index()] && copy_outer(id))
+            .map(|id| {
+                let target = copy_of(&id);
+                let Op::Outer(g, v) = cx.node(id).op else {
+                    unreachable!("an outer product")
+                };
+                let (g, v) = (cx.view(g, false), cx.view(v, false));
+                quote!(__rnn_rt::outer_acc_step_split(__rnn_ws, #target, #g, #v, __rnn_packing.part(0, __rnn_n).1);)
+            });
         let step_sums = cx
             .ids(Kind::Sum, forward..total)
             .into_iter()
-            .filter(|id| !plan.deferred[id.index()])
+            .filter(|id| !plan.deferred[id.index()] && !copy_outer(id))
             .map(|id| {
                 let target = match into_copy(&id) {
                     true => copy_of(&id),
@@ -392,13 +412,20 @@ impl Cx<'_> {
                         quote!(#ident.view_mut())
                     }
                 };
-                match cx.node(id).op {
-                    Op::SumBatch(inner) => {
-                        let inner = cx.view(inner, false);
+                // Parts of the batch sum into a copy in turn, each onto
+                // the sum of those before (`_part`), or into their own
+                // buffers.
+                match (&cx.node(id).op, into_copy(&id)) {
+                    (Op::SumBatch(inner), true) => {
+                        let inner = cx.part_view(*inner);
+                        quote!(__rnn_rt::sum_rows_part(__rnn_ws, #target, #inner, __rnn_part);)
+                    }
+                    (Op::SumBatch(inner), false) => {
+                        let inner = cx.part_view(*inner);
                         quote!(__rnn_rt::sum_rows(#target, #inner);)
                     }
-                    Op::Outer(g, v) => {
-                        let (g, v) = (cx.view(g, false), cx.view(v, false));
+                    (Op::Outer(g, v), _) => {
+                        let (g, v) = (cx.part_view(*g), cx.part_view(*v));
                         quote!(__rnn_rt::outer_acc_step(__rnn_ws, #target, #g, #v);)
                     }
                     _ => unreachable!("sums are sum_batch or outer"),
@@ -414,24 +441,38 @@ impl Cx<'_> {
             .filter_map(|id| match cx.node(*id).op {
                 Op::SumBatch(inner) => {
                     let (ident, inner) = (value_ident(*id), cx.all_rows(inner));
-                    Some(quote!(__rnn_rt::sum_rows(#ident.view_mut(), #inner);))
+                    Some(quote! {{
+                        let __rnn_rows_a = __rnn_packing.part_rows(__rnn_ws, #inner, __rnn_part);
+                        __rnn_rt::sum_rows(#ident.view_mut(), __rnn_rows_a.view());
+                        __rnn_rows_a.give(__rnn_ws);
+                    }})
                 }
                 Op::Outer(..) => None,
                 _ => unreachable!("sums are sum_batch or outer"),
             });
         let deferred_outers = plan.deferred_outers().into_iter().map(|(g, outers)| {
             let g = cx.all_rows(g);
-            let pairs = outers.iter().map(|id| {
+            let (mut rows, mut pairs) = (Vec::new(), Vec::new());
+            for (k, id) in outers.iter().enumerate() {
                 let Op::Outer(_, v) = cx.node(*id).op else {
                     unreachable!("a group of outer products")
                 };
                 let (ident, v) = (value_ident(*id), cx.all_rows(v));
-                quote!((#ident.view_mut(), #v))
-            });
-            quote!(__rnn_rt::outer_acc_rows(__rnn_ws, #g, &mut [#(#pairs),*]);)
+                let row_ident = format_ident!("__rnn_rows_v{}", k);
+                rows.push(quote!(let #row_ident = __rnn_packing.part_rows(__rnn_ws, #v, __rnn_part);));
+                pairs.push((ident, row_ident));
+            }
+            let (idents, row_idents): (Vec<Ident>, Vec<Ident>) = pairs.into_iter().unzip();
+            quote! {{
+                let __rnn_rows_a = __rnn_packing.part_rows(__rnn_ws, #g, __rnn_part);
+                #(#rows)*
+                __rnn_rt::outer_acc_rows(__rnn_ws, __rnn_rows_a.view(), &mut [#((#idents.view_mut(), #row_idents.view())),*]);
+                __rnn_rows_a.give(__rnn_ws);
+                #(#row_idents.give(__rnn_ws);)*
+            }}
         });
         let after = |id: ValueId| {
-            let (ident, expr) = (value_ident(id), cx.whole_expr(id));
+            let (ident, expr) = (value_ident(id), cx.whole_expr(id, true));
             quote!(let #ident: Array2<f32> = #expr;)
         };
         let (step_afters, afters): (Vec<ValueId>, Vec<ValueId>) = cx
@@ -504,32 +545,77 @@ impl Cx<'_> {
         let param_grad = |k: usize| format_ident!("__rnn_pg{}", k);
         let formed_per_step =
             |k: usize| plan.backward.params[k].is_some_and(|id| per_step_grad(&id));
+        // A tied parameter's gradient formed at each step is added up per
+        // part of the batch (`__rnn_pgp<k>`), the parts added at the end;
+        // a per-step copy's is one buffer the parts add into in turn.
+        let grad_parts = |k: usize| format_ident!("__rnn_pgp{}", k);
+        let tied_per_step: Vec<usize> = (0..layer.params.len())
+            .filter(|k| formed_per_step(*k) && layer.params[*k].steps.is_none())
+            .collect();
         let param_buffers = (0..layer.params.len()).filter(|k| formed_per_step(*k)).map(|k| {
-            let ident = param_grad(k);
             let shape = layer.params[k].tensor_shape().into_iter().map(usize_lit);
-            quote!(let mut #ident = #rt::ndarray::ArrayD::<f32>::zeros(__rnn_nd::IxDyn(&[#(#shape),*]));)
+            match layer.params[k].steps {
+                Some(_) => {
+                    let ident = param_grad(k);
+                    quote!(let mut #ident = #rt::ndarray::ArrayD::<f32>::zeros(__rnn_nd::IxDyn(&[#(#shape),*]));)
+                }
+                None => {
+                    let ident = grad_parts(k);
+                    quote!(let mut #ident = __rnn_packing.grad_parts(&[#(#shape),*]);)
+                }
+            }
         });
+        let tied_bindings: Vec<TokenStream> = tied_per_step
+            .iter()
+            .map(|k| {
+                let (ident, parts) = (param_grad(*k), grad_parts(*k));
+                quote!(let mut #ident = #parts[__rnn_part].view_mut();)
+            })
+            .collect();
         let step_param_results = (0..layer.params.len()).filter(|k| formed_per_step(*k)).filter(|k| !plan.backward.params[*k].is_some_and(|id| into_copy(&id))).map(|k| {
             let (ident, id) = (param_grad(k), plan.backward.params[k].expect("formed per step"));
             let place = cx.place(id);
             let shape: Vec<_> = layer.params[k].shape.iter().map(|dim| usize_lit(*dim)).collect();
             let value = quote!(#place.view().into_shape_with_order(__rnn_nd::IxDyn(&[#(#shape),*])).expect("a parameter's gradient has its shape"));
             match layer.params[k].steps {
-                Some(_) => quote!(#ident.index_axis_mut(__rnn_nd::Axis(0), __rnn_t).assign(&#value);),
+                Some(_) => quote! {
+                    match __rnn_part {
+                        0 => #ident.index_axis_mut(__rnn_nd::Axis(0), __rnn_t).assign(&#value),
+                        _ => {
+                            let mut __rnn_slot = #ident.index_axis_mut(__rnn_nd::Axis(0), __rnn_t);
+                            __rnn_slot += &#value;
+                        }
+                    }
+                },
                 None => quote!(#ident += &#value;),
             }
         });
-        let param_results = plan.backward.params.iter().enumerate().map(|(k, result)| {
+        // A gradient formed after the loop is formed for each part of the
+        // batch, and the parts added.
+        let part_grads = plan.backward.params.iter().enumerate().filter_map(|(k, result)| {
+            let id = result.filter(|_| !formed_per_step(k))?;
             let shape: Vec<_> = layer.params[k].tensor_shape().into_iter().map(usize_lit).collect();
+            let place = cx.place(id);
+            Some(quote!(#place.view().into_shape_with_order(__rnn_nd::IxDyn(&[#(#shape),*])).expect("a parameter's gradient has its shape").to_owned()))
+        });
+        let param_results = plan.backward.params.iter().enumerate().map(|(k, result)| {
+            let shape: Vec<_> = layer.params[k]
+                .tensor_shape()
+                .into_iter()
+                .map(usize_lit)
+                .collect();
             match result {
-                Some(_) if formed_per_step(k) => {
+                Some(_) if formed_per_step(k) && layer.params[k].steps.is_some() => {
                     let ident = param_grad(k);
                     quote!(#ident)
                 }
-                Some(id) => {
-                    let place = cx.place(*id);
-                    quote!(#place.view().into_shape_with_order(__rnn_nd::IxDyn(&[#(#shape),*])).expect("a parameter's gradient has its shape").to_owned())
+                Some(_) if formed_per_step(k) => {
+                    let ident = grad_parts(k);
+                    quote!(__rnn_packing.sum_parts(#ident))
                 }
+                Some(_) => quote!(__rnn_after_grads
+                    .next()
+                    .expect("a gradient formed after the loop")),
                 None => quote!(#rt::ndarray::ArrayD::<f32>::zeros(__rnn_nd::IxDyn(&[#(#shape),*]))),
             }
         });
@@ -538,7 +624,8 @@ impl Cx<'_> {
         quote! {
             #[doc = #doc]
             // As in the train layer function: constants are bound by reference.
-            #[allow(clippy::too_many_arguments, clippy::type_complexity, unused_mut, unused_variables, clippy::redundant_clone, clippy::let_unit_value, clippy::needless_borrow)]
+            // The loops over the parts of the batch index several buffers by part.
+            #[allow(clippy::too_many_arguments, clippy::type_complexity, unused_mut, unused_variables, clippy::redundant_clone, clippy::let_unit_value, clippy::needless_borrow, clippy::needless_range_loop)]
             fn #name(
                 #consts_param,
                 __rnn_ws: &#rt::__private::Workspace,
@@ -566,11 +653,18 @@ impl Cx<'_> {
                         let __rnn_n = __rnn_packing.batch_size(__rnn_t);
                         let __rnn_off = __rnn_packing.offset(__rnn_t);
                         #step_consts
-                        #(#step_resets)*
                         #(#statements)*
-                        #(#step_sums)*
-                        #(#step_afters)*
-                        #(#step_param_results)*
+                        #(#copy_outers)*
+                        // Sums over the batch, over each part's rows apart.
+                        for __rnn_part in 0..__rnn_packing.parts() {
+                            let (__rnn_lo, __rnn_hi) = __rnn_packing.part(__rnn_part, __rnn_n);
+                            #(let mut #sum_idents = #sum_part_idents[__rnn_part].view_mut();)*
+                            #(#tied_bindings)*
+                            #(#step_resets)*
+                            #(#step_sums)*
+                            #(#step_afters)*
+                            #(#step_param_results)*
+                        }
                         #(#input_results)*
                         #(#state_results)*
                     };
@@ -578,12 +672,18 @@ impl Cx<'_> {
                 }
                 #(#rows_after)*
                 #(#after_input_results)*
-                #(#deferred_outers)*
-                #(#deferred)*
-                #(#afters)*
+                let mut __rnn_after_grads: ::std::vec::Vec<#rt::ndarray::ArrayD<f32>> = ::std::vec::Vec::new();
+                for __rnn_part in 0..__rnn_packing.parts() {
+                    #(let mut #sum_idents = #sum_part_idents[__rnn_part].view_mut();)*
+                    #(#deferred_outers)*
+                    #(#deferred)*
+                    #(#afters)*
+                    __rnn_rt::add_part(&mut __rnn_after_grads, vec![#(#part_grads),*]);
+                }
+                let mut __rnn_after_grads = __rnn_after_grads.into_iter();
                 let __rnn_result = (vec![#(#param_results),*], vec![#(#d_inputs),*], vec![#(#d_states),*]);
                 #(__rnn_ws.give(#given);)*
-                #(__rnn_ws.give(#sum_idents);)*
+                #(for __rnn_buffer in #sum_part_idents { __rnn_ws.give(__rnn_buffer); })*
                 __rnn_result
             }
         }
