@@ -12,9 +12,24 @@
 //!
 //! `--memory` prints the process's resident memory (Linux `/proc`) before
 //! the first call and at its peak, to check a workload's footprint.
+//!
+//! It runs on mimalloc with freed memory kept, as the LISTA examples do: a
+//! training call returns its gradients in new arrays (W6: 8 MB for `W`'s 16
+//! copies), which glibc gives back to the kernel when they are freed and
+//! page-faults in again at the next call. The feature `system-alloc` builds
+//! it on the system allocator instead (BENCHMARKS.md compares the two).
 
 use std::path::PathBuf;
 use std::time::Instant;
+
+#[cfg(not(feature = "system-alloc"))]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// `mi_option_purge_delay` in mimalloc's `mimalloc.h`: how long freed
+/// memory waits before it goes back to the kernel.
+#[cfg(not(feature = "system-alloc"))]
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
 use ndarray::Array3;
 use rnn_bench::{
@@ -146,6 +161,12 @@ fn models(workload: &Workload, weights: &TensorMap) -> Result<Vec<Labelled>, Rnn
 }
 
 fn main() -> std::process::ExitCode {
+    // SAFETY: `mi_option_set` only stores the value; it is not thread-safe,
+    // so it runs first, on the only thread.
+    #[cfg(not(feature = "system-alloc"))]
+    unsafe {
+        libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1)
+    };
     let options = match parse_args() {
         Ok(options) => options,
         Err(message) => {
