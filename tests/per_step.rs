@@ -247,38 +247,40 @@ cell lista_mixed(y: [M]) -> x: [N] {
 /// sequence's row), a tied bias beside the per-step threshold.
 #[test]
 fn halves_in_one_pass_give_the_bits_of_halves_apart() {
-    type Build = fn(&TensorMap) -> Result<(Box<dyn Train>, Box<dyn Train>), RnnError>;
-    let models: [(&str, &str, Build, bool); 2] = [
+    type OneAndTwo = (Box<dyn Train>, Box<dyn Train>);
+    /// The model on one thread and on two.
+    fn one_and_two<T: Model + Train + 'static>(weights: &TensorMap) -> Result<OneAndTwo, RnnError> {
+        let mut one = T::from_weights(weights)?;
+        one.set_threads(Threads::Fixed(1));
+        let mut two = T::from_weights(weights)?;
+        two.set_threads(Threads::Fixed(2));
+        Ok((Box::new(one), Box::new(two)))
+    }
+    type Build = fn(&TensorMap) -> Result<OneAndTwo, RnnError>;
+    let models: [(&str, &str, &str, Build, bool); 2] = [
         (
             "WideLista",
             LISTA_CP,
-            |w| {
-                let one = WideLista::from_weights(w)?.with_threads(Threads::Fixed(1));
-                let two = WideLista::from_weights(w)?.with_threads(Threads::Fixed(2));
-                Ok((Box::new(one), Box::new(two)))
-            },
+            "lista_cp",
+            one_and_two::<WideLista>,
             true,
         ),
         (
             "WideMixed",
             LISTA_MIXED,
-            |w| {
-                let one = WideMixed::from_weights(w)?.with_threads(Threads::Fixed(1));
-                let two = WideMixed::from_weights(w)?.with_threads(Threads::Fixed(2));
-                Ok((Box::new(one), Box::new(two)))
-            },
+            "lista_mixed",
+            one_and_two::<WideMixed>,
             false,
         ),
     ];
     let (batch, steps, m, n) = (128, 8, 64, 128);
-    for (name, cell, build, dynamic) in models {
+    for (name, cell, cell_name, build, dynamic) in models {
         let (unroll, args) = match dynamic {
             true => ("dynamic", format!(", steps = {steps}")),
             false => ("static 8", String::new()),
         };
         let text = format!(
-            "{cell}\nnetwork {name} {{ context y: [{m}]; layer solver = {}(N = {n}{args}); unroll {unroll}; }}\n",
-            if dynamic { "lista_cp" } else { "lista_mixed" }
+            "{cell}\nnetwork {name} {{ context y: [{m}]; layer solver = {cell_name}(N = {n}{args}); unroll {unroll}; }}\n"
         );
         let compiled = rnn_dsl::compile(SourceFile::new("wide.rnn", text)).unwrap();
         let network = compiled.network(None).unwrap();

@@ -6,7 +6,7 @@
 //! generated code instantiates nothing: each operation's loop is compiled
 //! once, here.
 
-use ndarray::{s, Array1, Array2, ArrayD, ArrayView1, ArrayView2, ArrayViewMut2, Axis, Zip};
+use ndarray::{Array1, Array2, ArrayD, ArrayView1, ArrayView2, ArrayViewMut2, Axis, Zip};
 
 use crate::kernels::{
     exp_slice, gemm_packed, gemm_packed_add, gemm_packed_split, matmul, matmul_bt, sigmoid_slice,
@@ -175,11 +175,23 @@ pub fn outer_acc_step(
     if g.nrows() != v.nrows() || g.nrows() == 1 {
         return outer_acc(acc, g, v);
     }
+    packed_outer(ws, g, v, |gt, packed| gemm_packed(gt, packed, acc, true));
+}
+
+/// Runs `product` on `gᵀ` and `v` packed as the product's weights (`vᵀ`),
+/// both in buffers of `ws`: the packed form of `gᵀ v` the `outer_acc_step`
+/// family shares, each with its own start.
+fn packed_outer(
+    ws: &Workspace,
+    g: ArrayView2<'_, f32>,
+    v: ArrayView2<'_, f32>,
+    product: impl FnOnce(ArrayView2<'_, f32>, &PackedMatrix),
+) {
     let floats = PackedMatrix::transposed_floats(v.nrows(), v.ncols());
     let packed = PackedMatrix::transposed_in(v, ws.take_buffer(floats));
     let mut gt = ws.take(g.ncols(), g.nrows());
     transpose_into(g, gt.view_mut(), false);
-    gemm_packed(gt.view(), &packed, acc, true);
+    product(gt.view(), &packed);
     ws.give(gt);
     ws.give_buffer(packed.into_buffer());
 }
@@ -191,7 +203,7 @@ pub fn outer_acc_step(
 /// sum plus the second's, the bits of the two parts computed apart.
 pub fn outer_acc_step_part(
     ws: &Workspace,
-    mut acc: ArrayViewMut2<'_, f32>,
+    acc: ArrayViewMut2<'_, f32>,
     g: ArrayView2<'_, f32>,
     v: ArrayView2<'_, f32>,
     part: usize,
@@ -200,19 +212,36 @@ pub fn outer_acc_step_part(
         return outer_acc_step(ws, acc, g, v);
     }
     if g.nrows() != v.nrows() || g.nrows() == 1 {
-        let mut sum = ws.take(acc.nrows(), acc.ncols());
-        sum.fill(0.0);
-        outer_acc(sum.view_mut(), g, v);
-        acc += &sum;
-        return ws.give(sum);
+        return add_from_zero(ws, acc, |sum| outer_acc(sum, g, v));
     }
-    let floats = PackedMatrix::transposed_floats(v.nrows(), v.ncols());
-    let packed = PackedMatrix::transposed_in(v, ws.take_buffer(floats));
-    let mut gt = ws.take(g.ncols(), g.nrows());
-    transpose_into(g, gt.view_mut(), false);
-    gemm_packed_add(gt.view(), &packed, acc);
-    ws.give(gt);
-    ws.give_buffer(packed.into_buffer());
+    packed_outer(ws, g, v, |gt, packed| gemm_packed_add(gt, packed, acc));
+}
+
+/// `acc += s`, with `s` the sum `form` makes in a zeroed buffer of `ws`:
+/// a later part's sum formed apart, then added.
+fn add_from_zero(
+    ws: &Workspace,
+    mut acc: ArrayViewMut2<'_, f32>,
+    form: impl FnOnce(ArrayViewMut2<'_, f32>),
+) {
+    let mut sum = ws.take(acc.nrows(), acc.ncols());
+    sum.fill(0.0);
+    form(sum.view_mut());
+    acc += &sum;
+    ws.give(sum);
+}
+
+/// The rows of `a` before `split` and from it, for a batch of `rows`
+/// rows; a row shared by the batch (`a` of another height) in both.
+fn rows_at(
+    a: ArrayView2<'_, f32>,
+    rows: usize,
+    split: usize,
+) -> (ArrayView2<'_, f32>, ArrayView2<'_, f32>) {
+    match a.nrows() == rows {
+        true => a.split_at(Axis(0), split),
+        false => (a, a),
+    }
 }
 
 /// [`outer_acc_step`] onto a zero `acc` over a batch of two parts, its
@@ -233,47 +262,27 @@ pub fn outer_acc_step_split(
         return outer_acc_step(ws, acc, g, v);
     }
     if g.nrows() != v.nrows() || split == 0 {
-        fn part(
-            a: ArrayView2<'_, f32>,
-            rows: usize,
-            split: usize,
-            first: bool,
-        ) -> ArrayView2<'_, f32> {
-            match (a.nrows() == rows, first) {
-                (false, _) => a,
-                (true, true) => a.slice_move(s![..split, ..]),
-                (true, false) => a.slice_move(s![split.., ..]),
-            }
-        }
-        let part = |a, first| part(a, rows, split, first);
-        outer_acc_step_part(ws, acc.view_mut(), part(g, true), part(v, true), 0);
-        return outer_acc_step_part(ws, acc, part(g, false), part(v, false), 1);
+        let ((g1, g2), (v1, v2)) = (rows_at(g, rows, split), rows_at(v, rows, split));
+        outer_acc_step_part(ws, acc.view_mut(), g1, v1, 0);
+        return outer_acc_step_part(ws, acc, g2, v2, 1);
     }
-    let floats = PackedMatrix::transposed_floats(v.nrows(), v.ncols());
-    let packed = PackedMatrix::transposed_in(v, ws.take_buffer(floats));
-    let mut gt = ws.take(g.ncols(), g.nrows());
-    transpose_into(g, gt.view_mut(), false);
-    gemm_packed_split(gt.view(), &packed, acc, split);
-    ws.give(gt);
-    ws.give_buffer(packed.into_buffer());
+    packed_outer(ws, g, v, |gt, packed| {
+        gemm_packed_split(gt, packed, acc, split)
+    });
 }
 
 /// [`sum_rows`] for part `part` of a batch whose parts are summed apart
 /// into one target (see [`outer_acc_step_part`]).
 pub fn sum_rows_part(
     ws: &Workspace,
-    mut acc: ArrayViewMut2<'_, f32>,
+    acc: ArrayViewMut2<'_, f32>,
     a: ArrayView2<'_, f32>,
     part: usize,
 ) {
-    if part == 0 {
-        return sum_rows(acc, a);
+    match part {
+        0 => sum_rows(acc, a),
+        _ => add_from_zero(ws, acc, |sum| sum_rows(sum, a)),
     }
-    let mut sum = ws.take(acc.nrows(), acc.ncols());
-    sum.fill(0.0);
-    sum_rows(sum.view_mut(), a);
-    acc += &sum;
-    ws.give(sum);
 }
 
 /// Adds one part's gradients (see
@@ -394,6 +403,8 @@ pub fn transpose_into(a: ArrayView2<'_, f32>, mut out: ArrayViewMut2<'_, f32>, a
 
 #[cfg(test)]
 mod tests {
+    use ndarray::s;
+
     use super::*;
 
     /// A step's sum over two parts of the batch into a per-step copy: the
