@@ -111,30 +111,29 @@ impl Optimizer for Sgd {
         let nesterov = self.nesterov;
         let names = self.slot_names();
         self.slots
-            .step(names, model, grads, |t, slots, mut param, grad| {
-                let mut d = grad.to_owned();
-                if decay != 0.0 {
-                    Zip::from(&mut d)
-                        .and(&param)
-                        .for_each(|d, &p| *d += decay * p);
-                }
-                if let Some(buf) = slots.first_mut() {
-                    if t == 1 {
-                        buf.assign(&d);
-                    } else {
-                        Zip::from(buf.view_mut())
-                            .and(&d)
-                            .for_each(|b, &d| *b = momentum * *b + dampening * d);
+            .step(names, model, grads, |t, old, new, mut param, grad| {
+                // PyTorch's `d = g + decay p`, its momentum buffer, and
+                // the step, one element at a time.
+                let direction = |g: f32, p: f32| if decay != 0.0 { g + decay * p } else { g };
+                match (old.first(), new.first_mut()) {
+                    (Some(old), Some(new)) => {
+                        Zip::from(&mut param).and(old).and(new).and(&grad).for_each(
+                            |p, &b, buf, &g| {
+                                let d = direction(g, *p);
+                                *buf = if t == 1 {
+                                    d
+                                } else {
+                                    momentum * b + dampening * d
+                                };
+                                let d = if nesterov { d + momentum * *buf } else { *buf };
+                                *p -= lr * d;
+                            },
+                        )
                     }
-                    if nesterov {
-                        Zip::from(&mut d)
-                            .and(buf.view())
-                            .for_each(|d, &b| *d += momentum * b);
-                    } else {
-                        d.assign(buf);
-                    }
+                    _ => Zip::from(&mut param)
+                        .and(&grad)
+                        .for_each(|p, &g| *p -= lr * direction(g, *p)),
                 }
-                Zip::from(&mut param).and(&d).for_each(|p, &d| *p -= lr * d);
             })
     }
 
@@ -229,36 +228,38 @@ impl Optimizer for Adam {
         let (lr, eps, decay, decoupled) =
             (self.lr, self.eps as f32, self.weight_decay, self.decoupled);
         self.slots
-            .step(ADAM_SLOTS, model, grads, |t, slots, mut param, grad| {
+            .step(ADAM_SLOTS, model, grads, |t, old, new, mut param, grad| {
                 // The scalars in float64 and the tensors in float32, as PyTorch.
                 let bias1 = 1.0 - beta1.powi(t as i32);
                 let bias2_sqrt = (1.0 - beta2.powi(t as i32)).sqrt() as f32;
                 let step_size = (lr / bias1) as f32;
-                let mut g = grad.to_owned();
-                if decay != 0.0 {
-                    if decoupled {
-                        let shrink = (1.0 - lr * decay) as f32;
-                        param.mapv_inplace(|p| p * shrink);
-                    } else {
-                        let decay = decay as f32;
-                        Zip::from(&mut g)
-                            .and(&param)
-                            .for_each(|g, &p| *g += decay * p);
-                    }
-                }
                 let (w1, b2, w2) = ((1.0 - beta1) as f32, beta2 as f32, (1.0 - beta2) as f32);
-                let [avg, avg_sq] = slots else {
+                let (shrink, coupled) = match (decay != 0.0, decoupled) {
+                    (true, true) => ((1.0 - lr * decay) as f32, 0.0),
+                    (true, false) => (1.0, decay as f32),
+                    (false, _) => (1.0, 0.0),
+                };
+                let ([avg, avg_sq], [next_avg, next_avg_sq]) = (old, new) else {
                     unreachable!("Adam has two slots")
                 };
+                // One pass: the moments read from the old slots and written
+                // to the new ones, the gradient read where it lies.
                 Zip::from(&mut param)
-                    .and(avg.view_mut())
-                    .and(avg_sq.view_mut())
-                    .and(&g)
-                    .for_each(|p, m, v, &g| {
-                        *m += w1 * (g - *m);
-                        *v = b2 * *v + w2 * g * g;
+                    .and(avg)
+                    .and(avg_sq)
+                    .and(next_avg)
+                    .and(next_avg_sq)
+                    .and(&grad)
+                    .for_each(|p, &m, &v, next_m, next_v, &g| {
+                        let g = if coupled != 0.0 { g + coupled * *p } else { g };
+                        if shrink != 1.0 {
+                            *p *= shrink;
+                        }
+                        let m = m + w1 * (g - m);
+                        let v = b2 * v + w2 * g * g;
+                        (*next_m, *next_v) = (m, v);
                         let denom = v.sqrt() / bias2_sqrt + eps;
-                        *p -= step_size * (*m / denom);
+                        *p -= step_size * (m / denom);
                     });
             })
     }
@@ -286,24 +287,34 @@ impl Optimizer for Adam {
 }
 
 /// An optimizer's per-parameter buffers (`buffers[slot][parameter]`),
-/// the parameters' names, and the number of steps taken.
+/// the parameters' names, and the number of steps taken; `spare` holds
+/// buffers of the same shapes that a step writes its new values into.
 #[derive(Debug, Clone, Default)]
 struct Slots {
     names: Vec<String>,
     buffers: Vec<Vec<ArrayD<f32>>>,
+    spare: Vec<Vec<ArrayD<f32>>>,
     step: u64,
 }
 
 impl Slots {
     /// Checks `grads` against `model`'s parameters, then runs `update` on
-    /// each parameter with a copy of its slots (made on the first step),
-    /// and keeps the copies only if the model took the new parameters.
+    /// each parameter with its slots (zero before the first step) to read
+    /// and the spare buffers to write, and swaps the two only if the model
+    /// took the new parameters: a failed step changes nothing, without a
+    /// copy of the slots.
     fn step(
         &mut self,
         slot_names: &[&str],
         model: &mut dyn Parameters,
         grads: &[ArrayD<f32>],
-        update: impl Fn(u64, &mut [ArrayViewMutD<'_, f32>], ArrayViewMutD<'_, f32>, ArrayViewD<'_, f32>),
+        update: impl Fn(
+            u64,
+            &[ArrayViewD<'_, f32>],
+            &mut [ArrayViewMutD<'_, f32>],
+            ArrayViewMutD<'_, f32>,
+            ArrayViewD<'_, f32>,
+        ),
     ) -> Result<()> {
         let params: Vec<(String, Vec<usize>)> = model
             .params()
@@ -311,8 +322,8 @@ impl Slots {
             .map(|(name, param)| (name.to_owned(), param.shape().to_vec()))
             .collect();
         check_grads(&params, grads)?;
-        let mut next = if self.step == 0 && self.names.is_empty() {
-            let buffers = slot_names
+        let zeros = || -> Vec<Vec<ArrayD<f32>>> {
+            slot_names
                 .iter()
                 .map(|_| {
                     params
@@ -320,17 +331,12 @@ impl Slots {
                         .map(|(_, shape)| ArrayD::zeros(shape.clone()))
                         .collect()
                 })
-                .collect();
-            Slots {
-                names: params.iter().map(|(name, _)| name.clone()).collect(),
-                buffers,
-                step: 0,
-            }
-        } else {
-            self.clone()
+                .collect()
         };
-        if next.names.len() != params.len()
-            || next.names.iter().zip(&params).any(|(a, (b, _))| a != b)
+        let fresh = self.step == 0 && self.names.is_empty();
+        if !fresh
+            && (self.names.len() != params.len()
+                || self.names.iter().zip(&params).any(|(a, (b, _))| a != b))
         {
             return Err(RnnError::InvalidValue {
                 tensor: params
@@ -338,23 +344,51 @@ impl Slots {
                     .map_or_else(String::new, |(name, _)| name.clone()),
                 reason: format!(
                     "the optimizer's state is for parameters {:?}, not this model's",
-                    next.names
+                    self.names
                 ),
             });
         }
-        let t = next.step + 1;
-        let names = next.names.clone();
-        let buffers = &mut next.buffers;
-        model.update_params(&mut |name, param| {
-            let Some(k) = names.iter().position(|n| n == name) else {
+        let first = fresh.then(zeros);
+        let current = first.as_ref().unwrap_or(&self.buffers);
+        let spare_fits = self.spare.len() == current.len()
+            && self.spare.iter().zip(current).all(|(a, b)| {
+                a.len() == b.len() && a.iter().zip(b).all(|(a, b)| a.shape() == b.shape())
+            });
+        let mut spare = if spare_fits {
+            std::mem::take(&mut self.spare)
+        } else {
+            zeros()
+        };
+        let t = self.step + 1;
+        let names: Vec<&str> = params.iter().map(|(name, _)| name.as_str()).collect();
+        let mut updated = vec![false; names.len()];
+        let result = model.update_params(&mut |name, param| {
+            let Some(k) = names.iter().position(|n| *n == name) else {
                 return;
             };
-            let mut slots: Vec<ArrayViewMutD<'_, f32>> =
-                buffers.iter_mut().map(|slot| slot[k].view_mut()).collect();
-            update(t, &mut slots, param, grads[k].view());
-        })?;
-        next.step = t;
-        *self = next;
+            let old: Vec<ArrayViewD<'_, f32>> = current.iter().map(|slot| slot[k].view()).collect();
+            let mut new: Vec<ArrayViewMutD<'_, f32>> =
+                spare.iter_mut().map(|slot| slot[k].view_mut()).collect();
+            update(t, &old, &mut new, param, grads[k].view());
+            updated[k] = true;
+        });
+        if let Err(error) = result {
+            self.spare = spare;
+            return Err(error);
+        }
+        let mut buffers = first.unwrap_or_else(|| std::mem::take(&mut self.buffers));
+        // A parameter the model did not hand over keeps its slots.
+        for (slot, next) in buffers.iter_mut().zip(spare.iter_mut()) {
+            for (k, _) in updated.iter().enumerate().filter(|(_, done)| **done) {
+                std::mem::swap(&mut slot[k], &mut next[k]);
+            }
+        }
+        if fresh {
+            self.names = params.into_iter().map(|(name, _)| name).collect();
+        }
+        self.buffers = buffers;
+        self.spare = spare;
+        self.step = t;
         Ok(())
     }
 
@@ -405,6 +439,7 @@ impl Slots {
         Ok(Slots {
             names: params.iter().map(|(name, _)| (*name).to_owned()).collect(),
             buffers,
+            spare: Vec::new(),
             step,
         })
     }

@@ -134,6 +134,78 @@ fn optimizers_follow_pytorch_step_by_step() {
     }
 }
 
+/// A model that runs an optimizer's update and then refuses the result,
+/// as a generated model refuses a parameter made non-finite.
+struct Refusing<'a>(&'a mut Plain);
+
+impl Parameters for Refusing<'_> {
+    fn params(&self) -> Vec<(&'static str, ArrayViewD<'_, f32>)> {
+        self.0.params()
+    }
+
+    fn update_params(
+        &mut self,
+        update: &mut dyn FnMut(&str, ArrayViewMutD<'_, f32>),
+    ) -> Result<()> {
+        let mut next = self.0 .0.clone();
+        for (name, param) in NAMES.iter().zip(&mut next) {
+            update(name, param.view_mut());
+        }
+        Err(RnnError::InvalidValue {
+            tensor: "weight".to_owned(),
+            reason: "refused".to_owned(),
+        })
+    }
+}
+
+#[test]
+fn a_refused_step_changes_neither_the_model_nor_the_optimizer() {
+    let reference = reference();
+    let optimizers = &reference["optimizers"];
+    let grads: Vec<Vec<ArrayD<f32>>> = optimizers["grads"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .map(tensors)
+        .collect();
+    for (name, case) in optimizers["cases"].as_object().expect("cases") {
+        let mut model = Plain(tensors(&optimizers["params"]));
+        let mut optimizer = optimizer(name, &case["hyper"]);
+        let trajectory = case["trajectory"].as_array().expect("trajectory");
+        for (step, (step_grads, expected)) in grads.iter().zip(trajectory).enumerate() {
+            // A refused step before every step, the first included: the
+            // trajectory is PyTorch's as if it had not been tried.
+            let (params, state) = (model.0.clone(), optimizer.state());
+            let refused =
+                optimizer.step(&mut Refusing(&mut model), &grads[(step + 1) % grads.len()]);
+            assert!(
+                refused.is_err(),
+                "{name}, step {step}: the refusal is passed on"
+            );
+            assert_eq!(model.0, params, "{name}, step {step}: the parameters");
+            let after = optimizer.state();
+            assert_eq!(
+                after.names().collect::<Vec<_>>(),
+                state.names().collect::<Vec<_>>()
+            );
+            for tensor in state.names() {
+                assert_eq!(
+                    after.get(tensor),
+                    state.get(tensor),
+                    "{name}, step {step}: {tensor}"
+                );
+            }
+            optimizer
+                .step(&mut model, step_grads)
+                .expect("the step runs");
+            for (param, expected) in model.0.iter().zip(tensors(expected)) {
+                let error = max_error(param, &expected);
+                assert!(error < 2e-7, "{name}, step {step}: error {error:e}");
+            }
+        }
+    }
+}
+
 #[test]
 fn clip_grad_norm_follows_pytorch() {
     let reference = reference();
