@@ -132,16 +132,23 @@ impl Cx<'_> {
                         let flags = layer.params.iter().map(|param| param.steps.is_some());
                         let (a, b) = (usize_lit(slot), usize_lit(slot + steps));
                         slot += steps;
-                        let steps = usize_lit(steps);
                         // Steps after the first take what reads tied
-                        // parameters alone from the first's set.
+                        // parameters alone from the first's set (a layer of
+                        // one step has no loop over them).
+                        let later = (steps > 1).then(|| {
+                            let steps = usize_lit(steps);
+                            quote! {
+                                __rnn_sets.push(__rnn_first.clone());
+                                for __rnn_t in 1..#steps {
+                                    __rnn_sets.push(Self::#consts_fn(&#rt::__private::step_params(&__rnn_p[#first..#end], &__rnn_per_step, __rnn_t), Some(&__rnn_first), &__rnn_per_step));
+                                }
+                            }
+                        });
+                        let later = later.unwrap_or_else(|| quote!(__rnn_sets.push(__rnn_first);));
                         prepares.push(quote! {
                             let __rnn_per_step = [#(#flags),*];
                             let __rnn_first = Self::#consts_fn(&#rt::__private::step_params(&__rnn_p[#first..#end], &__rnn_per_step, 0), None, &[]);
-                            __rnn_sets.push(__rnn_first.clone());
-                            for __rnn_t in 1..#steps {
-                                __rnn_sets.push(Self::#consts_fn(&#rt::__private::step_params(&__rnn_p[#first..#end], &__rnn_per_step, __rnn_t), Some(&__rnn_first), &__rnn_per_step));
-                            }
+                            #later
                         });
                         (quote!(#a..#b), quote!(#a..#b))
                     }
