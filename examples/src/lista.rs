@@ -41,9 +41,33 @@ pub struct Samples {
 
 /// A standard normal draw (Box–Muller, in `f64`).
 pub fn normal(rng: &mut SplitMix64) -> f64 {
+    normal_pair(rng).0
+}
+
+/// Two independent standard normal draws from one Box–Muller transform
+/// (its cosine and its sine): sampling a batch is mostly these.
+fn normal_pair(rng: &mut SplitMix64) -> (f64, f64) {
     let u1 = ((rng.next_u64() >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
     let u2 = (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
-    (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
+    let radius = (-2.0 * u1.ln()).sqrt();
+    let (sin, cos) = (2.0 * std::f64::consts::PI * u2).sin_cos();
+    (radius * cos, radius * sin)
+}
+
+/// Fills `values` with standard normal draws times `scale`, two per transform.
+fn fill_normal<'a>(
+    rng: &mut SplitMix64,
+    values: impl IntoIterator<Item = &'a mut f32>,
+    scale: f64,
+) {
+    let mut values = values.into_iter();
+    while let Some(first) = values.next() {
+        let (a, b) = normal_pair(rng);
+        *first = (a * scale) as f32;
+        if let Some(second) = values.next() {
+            *second = (b * scale) as f32;
+        }
+    }
 }
 
 impl Problem {
@@ -78,23 +102,21 @@ impl Problem {
         }
     }
 
-    /// `batch` fresh signals and measurements.
+    /// `batch` fresh signals and measurements: the support is drawn first,
+    /// then normal values for the entries on it alone, then the noise.
     pub fn sample(&self, batch: usize, rng: &mut SplitMix64) -> Samples {
         let (m, n) = self.a.dim();
-        let x = Array2::from_shape_simple_fn((batch, n), || {
-            let on = (rng.next_u64() >> 11) as f64 / ((1u64 << 53) as f64) < self.sparsity;
-            let value = normal(rng);
-            if on {
-                value as f32
-            } else {
-                0.0
-            }
-        });
+        let mut x = Array2::<f32>::zeros((batch, n));
+        let threshold = (self.sparsity * (1u64 << 53) as f64) as u64;
+        let mut support: Vec<&mut f32> = x
+            .iter_mut()
+            .filter(|_| (rng.next_u64() >> 11) < threshold)
+            .collect();
+        fill_normal(rng, support.iter_mut().map(|value| &mut **value), 1.0);
         let mut y = x.dot(&self.a.t());
         if self.noise_std > 0.0 {
-            let noise = Array2::from_shape_simple_fn((batch, m), || {
-                (normal(rng) * f64::from(self.noise_std)) as f32
-            });
+            let mut noise = Array2::<f32>::zeros((batch, m));
+            fill_normal(rng, noise.iter_mut(), f64::from(self.noise_std));
             y += &noise;
         }
         Samples { x, y }
@@ -208,25 +230,78 @@ pub fn lista_cp_steps_so_far(k: usize) -> Trainable {
 /// An unrolled solver generated with gradients on: its iterates, and the
 /// gradient of the mean squared error of its last one.
 pub trait Unrolled: Parameters {
-    /// Every iterate of `steps` iterations on each row of `y`: `[B, steps, N]`.
+    /// Every iterate of `steps` iterations on each row of `y` from `start`
+    /// (`[B, N]`; `None`: zero): `[B, steps, N]`.
     ///
     /// # Errors
     ///
     /// As the generated `forward`.
-    fn solve(&self, y: ArrayView2<'_, f32>, steps: usize) -> Result<Array3<f32>>;
+    fn solve_from(
+        &self,
+        y: ArrayView2<'_, f32>,
+        start: Option<ArrayView2<'_, f32>>,
+        steps: usize,
+    ) -> Result<Array3<f32>>;
 
-    /// The mean squared error of the last of `steps` iterates against `x`
-    /// ([`loss::mse_last`]) and its gradient for every parameter.
+    /// The mean squared error of the last of `steps` iterates from `start`
+    /// against `x` ([`loss::mse_last`]) and its gradient for every parameter.
     ///
     /// # Errors
     ///
     /// As the generated `forward_train` and `backward`, or a non-finite loss.
+    fn loss_and_grads_from(
+        &self,
+        y: ArrayView2<'_, f32>,
+        start: Option<ArrayView2<'_, f32>>,
+        x: ArrayView2<'_, f32>,
+        steps: usize,
+    ) -> Result<(f32, Vec<ArrayD<f32>>)>;
+
+    /// Every iterate of `steps` iterations from zero: `[B, steps, N]`.
+    ///
+    /// # Errors
+    ///
+    /// As the generated `forward`.
+    fn solve(&self, y: ArrayView2<'_, f32>, steps: usize) -> Result<Array3<f32>> {
+        self.solve_from(y, None, steps)
+    }
+
+    /// [`Unrolled::loss_and_grads_from`] from zero.
+    ///
+    /// # Errors
+    ///
+    /// As [`Unrolled::loss_and_grads_from`].
     fn loss_and_grads(
         &self,
         y: ArrayView2<'_, f32>,
         x: ArrayView2<'_, f32>,
         steps: usize,
-    ) -> Result<(f32, Vec<ArrayD<f32>>)>;
+    ) -> Result<(f32, Vec<ArrayD<f32>>)> {
+        self.loss_and_grads_from(y, None, x, steps)
+    }
+
+    /// For a network with per-step parameters, the network of one step
+    /// whose copy is this one's copy `step` (and whose tied parameters are
+    /// this one's): trained from the iterate the steps before reach, it is
+    /// step `step` trained alone, without a backward through the others.
+    /// `None` for a network without per-step parameters.
+    ///
+    /// # Errors
+    ///
+    /// The one-step network refuses the weights.
+    fn one_step(&self, _step: usize) -> Option<Result<Box<dyn Unrolled>>> {
+        None
+    }
+
+    /// Takes a one-step network's parameters back ([`Unrolled::one_step`]):
+    /// its copy becomes copy `step`, its tied parameters this one's.
+    ///
+    /// # Errors
+    ///
+    /// The parameters do not fit, or are not finite.
+    fn take_step(&mut self, _step: usize, _from: &dyn Unrolled) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// The networks: LISTA (tied, Gregor & LeCun 2010, `x ← soft(B y + S x, θ)`)
@@ -254,44 +329,109 @@ pub mod models {
         network ListaCp { context y: [250]; layer solver = lista_cp(N = 500, steps = 16); unroll dynamic; }
         network ListaSmall { context y: [20]; layer solver = lista(N = 40); unroll dynamic; }
         network ListaCpSmall { context y: [20]; layer solver = lista_cp(N = 40, steps = 6); unroll dynamic; }
+        // One step of each: layer-wise training trains a new step alone on
+        // it, from the iterate the steps before it reach.
+        network ListaCpStep { context y: [250]; layer solver = lista_cp(N = 500, steps = 1); unroll dynamic; }
+        network ListaCpSmallStep { context y: [20]; layer solver = lista_cp(N = 40, steps = 1); unroll dynamic; }
     }
 }
 
 /// Implements [`Unrolled`] for generated models of dynamic networks with a
-/// context `y` and one layer.
+/// context `y` and one layer whose state is `x` (`Model: State`), and with
+/// `=> OneStep` the network of one step of a model with per-step
+/// parameters.
 macro_rules! unrolled {
-    ($($model:ty),* $(,)?) => {$(
+    ($model:ty : $state:ty $(=> $one:ty)?) => {
         impl Unrolled for $model {
-            fn solve(
+            fn solve_from(
                 &self,
                 y: ::ndarray::ArrayView2<'_, f32>,
+                start: Option<::ndarray::ArrayView2<'_, f32>>,
                 steps: usize,
             ) -> ::rnn_runtime::Result<::ndarray::Array3<f32>> {
-                Ok(self.forward(y, steps, None, None)?.y)
+                let start = start.map(|x| <$state>::from_iterate(x));
+                Ok(self.forward(y, steps, None, start.as_ref())?.y)
             }
 
-            fn loss_and_grads(
+            fn loss_and_grads_from(
                 &self,
                 y: ::ndarray::ArrayView2<'_, f32>,
+                start: Option<::ndarray::ArrayView2<'_, f32>>,
                 x: ::ndarray::ArrayView2<'_, f32>,
                 steps: usize,
             ) -> ::rnn_runtime::Result<(f32, ::std::vec::Vec<::ndarray::ArrayD<f32>>)> {
-                let (out, tape) = self.forward_train(y, steps, None, None)?;
+                let start = start.map(|x| <$state>::from_iterate(x));
+                let (out, tape) = self.forward_train(y, steps, None, start.as_ref())?;
                 let loss = ::rnn_train::loss::mse_last(out.y.view(), x, None)?;
                 let grads = self.backward(&tape, loss.grad.view(), None)?;
                 self.recycle(tape);
                 Ok((loss.value, grads.params))
             }
+
+            $(
+                fn one_step(&self, step: usize) -> Option<::rnn_runtime::Result<Box<dyn Unrolled>>> {
+                    let build = || -> ::rnn_runtime::Result<Box<dyn Unrolled>> {
+                        let mut one = <$one>::random(0);
+                        one.update_params(&mut |name: &str, view: ::ndarray::ArrayViewMutD<'_, f32>| copy_step(&*self, name, step, view))?;
+                        Ok(Box::new(one))
+                    };
+                    Some(build())
+                }
+
+                fn take_step(&mut self, step: usize, from: &dyn Unrolled) -> ::rnn_runtime::Result<()> {
+                    let params: Vec<(&str, ::ndarray::ArrayD<f32>)> = from
+                        .params()
+                        .into_iter()
+                        .map(|(name, view)| (name, view.to_owned()))
+                        .collect();
+                    self.update_params(&mut |name: &str, mut view: ::ndarray::ArrayViewMutD<'_, f32>| {
+                        if let Some((_, value)) = params.iter().find(|(n, _)| *n == name) {
+                            if view.shape() == value.shape() {
+                                view.assign(value);
+                            } else {
+                                view.slice_axis_mut(Axis(0), (step..step + 1).into()).assign(value);
+                            }
+                        }
+                    })
+                }
+            )?
         }
-    )*};
+
+        impl $state {
+            /// The state whose iterate is `x` (`[B, N]`).
+            fn from_iterate(x: ::ndarray::ArrayView2<'_, f32>) -> $state {
+                Self { x: x.insert_axis(Axis(0)).to_owned() }
+            }
+        }
+    };
 }
 
-unrolled!(
-    models::Lista,
-    models::ListaCp,
-    models::ListaSmall,
-    models::ListaCpSmall
-);
+/// Sets `view`, parameter `name` of a one-step network, to that of `model`:
+/// copy `step` of a per-step parameter (whose shapes differ in their first
+/// axis), the tied parameter as it is.
+fn copy_step(
+    model: &dyn Parameters,
+    name: &str,
+    step: usize,
+    mut view: ndarray::ArrayViewMutD<'_, f32>,
+) {
+    let params = model.params();
+    let Some((_, value)) = params.iter().find(|(n, _)| *n == name) else {
+        return;
+    };
+    if view.shape() == value.shape() {
+        view.assign(value);
+    } else {
+        view.assign(&value.slice_axis(Axis(0), (step..step + 1).into()));
+    }
+}
+
+unrolled!(models::Lista: models::ListaState);
+unrolled!(models::ListaCp: models::ListaCpState => models::ListaCpStep);
+unrolled!(models::ListaSmall: models::ListaSmallState);
+unrolled!(models::ListaCpStep: models::ListaCpStepState);
+unrolled!(models::ListaCpSmallStep: models::ListaCpSmallStepState);
+unrolled!(models::ListaCpSmall: models::ListaCpSmallState => models::ListaCpSmallStep);
 
 /// NMSE in dB of the last of `steps` iterates of `model` on `samples`.
 ///
@@ -373,6 +513,17 @@ fn restore(model: &mut dyn Parameters, values: &[ArrayD<f32>]) -> Result<()> {
     })
 }
 
+/// The last of `iterates` (`[B, steps, N]`): `[B, N]`.
+fn last_iterate(iterates: &Array3<f32>) -> Array2<f32> {
+    iterates
+        .index_axis(Axis(1), iterates.dim().1 - 1)
+        .to_owned()
+}
+
+/// Where a stage's network starts: from zero, or (a new step trained
+/// alone) from the iterate a frozen network reaches on each sample.
+type Start<'a> = &'a dyn Fn(ArrayView2<'_, f32>) -> Result<Option<Array2<f32>>>;
+
 impl LayerWise {
     /// Trains `model` up to `steps` steps; `new_part(k)` and `all_parts(k)`
     /// say what the first and the later stages of step `k` train. Returns
@@ -380,6 +531,12 @@ impl LayerWise {
     /// stages, for each `k`. `grown(k, model)` sees the network trained
     /// for `k` steps (to measure it on a test set: the literature's curve
     /// of NMSE against depth is of networks each trained for its depth).
+    ///
+    /// A model with per-step parameters ([`Unrolled::one_step`]) trains
+    /// the first stage on a network of the new step alone, started from
+    /// the iterate the `k − 1` frozen steps reach: the same gradients for
+    /// the new step's copies, without a backward through the others, and
+    /// an optimizer step over one copy. `new_part(1)` says what it trains.
     ///
     /// # Errors
     ///
@@ -405,30 +562,8 @@ impl LayerWise {
             }
             let mut best_db = model_nmse_db(model, validation, k)?;
             for (stage, factor) in self.stages.iter().enumerate() {
-                let part = if stage == 0 {
-                    new_part(k)
-                } else {
-                    all_parts(k)
-                };
-                let mut adam = Adam::new(self.lr * factor);
-                let mut best = snapshot(model);
-                let mut since_best = 0;
-                for iteration in 1..=self.max_iterations {
-                    let batch = problem.sample(self.batch, rng);
-                    let (loss, grads) = model.loss_and_grads(batch.y.view(), batch.x.view(), k)?;
-                    {
-                        let mut selected = part.select(model)?;
-                        let grads = selected.grads(&grads)?;
-                        adam.step(&mut selected, &grads)?;
-                    }
-                    if iteration % self.validate_every == 0 {
-                        let db = model_nmse_db(model, validation, k)?;
-                        if db < best_db {
-                            (best_db, best, since_best) = (db, snapshot(model), 0);
-                        } else {
-                            since_best += 1;
-                        }
-                    }
+                let lr = self.lr * factor;
+                let mut report = |iteration, loss, best_db| {
                     progress(Progress {
                         steps: k,
                         stage,
@@ -436,16 +571,114 @@ impl LayerWise {
                         loss,
                         best_db,
                     });
-                    if since_best >= self.patience {
-                        break;
-                    }
+                };
+                let alone = if stage == 0 {
+                    model.one_step(k - 1)
+                } else {
+                    None
+                };
+                if let Some(one) = alone {
+                    let mut one = one?;
+                    let frozen = &*model;
+                    let before = |y: ArrayView2<'_, f32>| -> Result<Option<Array2<f32>>> {
+                        match k {
+                            1 => Ok(None),
+                            _ => Ok(Some(last_iterate(&frozen.solve(y, k - 1)?))),
+                        }
+                    };
+                    let validation_start = before(validation.y.view())?;
+                    best_db = self.stage(
+                        &mut *one,
+                        &new_part(1),
+                        (lr, 1),
+                        problem,
+                        (validation, validation_start.as_ref()),
+                        &before,
+                        rng,
+                        best_db,
+                        &mut report,
+                    )?;
+                    model.take_step(k - 1, &*one)?;
+                } else {
+                    let part = if stage == 0 {
+                        new_part(k)
+                    } else {
+                        all_parts(k)
+                    };
+                    best_db = self.stage(
+                        model,
+                        &part,
+                        (lr, k),
+                        problem,
+                        (validation, None),
+                        &|_| Ok(None),
+                        rng,
+                        best_db,
+                        &mut report,
+                    )?;
                 }
-                restore(model, &best)?;
             }
             by_steps.push(best_db);
             grown(k, model)?;
         }
         Ok(by_steps)
+    }
+
+    /// One stage: `part` of `net` of `steps` steps trained with a fresh
+    /// Adam at `lr` on fresh batches, each run from `start`, with early
+    /// stopping on `validation` (run from its start); the stage's best
+    /// weights are kept. Returns the best validation NMSE, no worse than
+    /// `best_db`, which the network had when the stage began.
+    #[allow(clippy::too_many_arguments)]
+    fn stage(
+        &self,
+        net: &mut dyn Unrolled,
+        part: &Trainable,
+        (lr, steps): (f64, usize),
+        problem: &Problem,
+        (validation, validation_start): (&Samples, Option<&Array2<f32>>),
+        start: Start<'_>,
+        rng: &mut SplitMix64,
+        mut best_db: f64,
+        report: &mut dyn FnMut(usize, f32, f64),
+    ) -> Result<f64> {
+        let validation_db = |net: &dyn Unrolled| -> Result<f64> {
+            let start = validation_start.map(|start| start.view());
+            let iterates = net.solve_from(validation.y.view(), start, steps)?;
+            Ok(nmse_db(last_iterate(&iterates).view(), validation.x.view()))
+        };
+        let mut adam = Adam::new(lr);
+        let mut best = snapshot(net);
+        let mut since_best = 0;
+        for iteration in 1..=self.max_iterations {
+            let batch = problem.sample(self.batch, rng);
+            let from = start(batch.y.view())?;
+            let (loss, grads) = net.loss_and_grads_from(
+                batch.y.view(),
+                from.as_ref().map(|from| from.view()),
+                batch.x.view(),
+                steps,
+            )?;
+            {
+                let mut selected = part.select(net)?;
+                let grads = selected.grads(&grads)?;
+                adam.step(&mut selected, &grads)?;
+            }
+            if iteration % self.validate_every == 0 {
+                let db = validation_db(net)?;
+                if db < best_db {
+                    (best_db, best, since_best) = (db, snapshot(net), 0);
+                } else {
+                    since_best += 1;
+                }
+            }
+            report(iteration, loss, best_db);
+            if since_best >= self.patience {
+                break;
+            }
+        }
+        restore(net, &best)?;
+        Ok(best_db)
     }
 }
 

@@ -123,6 +123,88 @@ fn layer_wise_training_beats_ista_at_the_same_depth() {
     );
 }
 
+/// The network of the newest step alone, started from the iterate the
+/// steps before it reach, gives the full network's loss and the newest
+/// copy's gradient (what layer-wise training's first stage trains), and its
+/// trained copy goes back to the step it came from, nothing else changed.
+#[test]
+fn the_newest_step_alone_gives_the_full_networks_gradient() {
+    let problem = problem();
+    let mut weights = lista_cp_init(&problem, LAMBDA, LAYERS);
+    let mut rng = SplitMix64::new(9);
+    let mut w = weights.f32("W").unwrap();
+    w.mapv_inplace(|v| v * (1.0 + rng.uniform(-0.3, 0.3)));
+    weights.insert_f32("W", w);
+    let mut model = ListaCpSmall::from_weights(&weights).unwrap();
+    let batch = problem.sample(48, &mut SplitMix64::new(6));
+    let names: Vec<&str> = model.params().iter().map(|(name, _)| *name).collect();
+    let w_at = names.iter().position(|name| *name == "W_l0").unwrap();
+    let theta_at = names.iter().position(|name| *name == "theta_l0").unwrap();
+    for k in [1, 4] {
+        let (loss, grads) = model
+            .loss_and_grads(batch.y.view(), batch.x.view(), k)
+            .unwrap();
+        let one = model.one_step(k - 1).expect("per-step parameters").unwrap();
+        let start = (k > 1).then(|| {
+            let iterates = model.solve(batch.y.view(), k - 1).unwrap();
+            iterates.index_axis(ndarray::Axis(1), k - 2).to_owned()
+        });
+        let (one_loss, one_grads) = one
+            .loss_and_grads_from(
+                batch.y.view(),
+                start.as_ref().map(|start| start.view()),
+                batch.x.view(),
+                1,
+            )
+            .unwrap();
+        assert!(
+            ((one_loss - loss) / loss).abs() < 1e-5,
+            "K = {k}: loss {one_loss} alone, {loss} in the network"
+        );
+        for at in [w_at, theta_at] {
+            let full = grads[at].index_axis(ndarray::Axis(0), k - 1);
+            let alone = one_grads[at].index_axis(ndarray::Axis(0), 0);
+            let largest = full.iter().fold(0.0f32, |acc, v| acc.max(v.abs()));
+            let worst = full
+                .iter()
+                .zip(&alone)
+                .fold(0.0f32, |acc, (a, b)| acc.max((a - b).abs()));
+            assert!(largest > 0.0, "K = {k}: {} has a gradient", names[at]);
+            assert!(
+                worst <= 1e-4 * largest,
+                "K = {k}, {}: {worst:e} of {largest:e}",
+                names[at]
+            );
+        }
+    }
+    // A changed one-step network goes back as copy 2; the others and `A` stay.
+    let before = model.to_weights();
+    let mut one = model.one_step(2).unwrap().unwrap();
+    one.update_params(&mut |name, mut view| {
+        if name != "A_l0" {
+            view.mapv_inplace(|v| v * 0.5);
+        }
+    })
+    .unwrap();
+    model.take_step(2, &*one).unwrap();
+    let after = model.to_weights();
+    for name in ["W_l0", "theta_l0"] {
+        let (old, new) = (before.f32(name).unwrap(), after.f32(name).unwrap());
+        for step in 0..LAYERS {
+            let (old, new) = (
+                old.index_axis(ndarray::Axis(0), step),
+                new.index_axis(ndarray::Axis(0), step),
+            );
+            if step == 2 {
+                assert_eq!(new, old.mapv(|v| v * 0.5), "{name} copy {step}");
+            } else {
+                assert_eq!(new, old, "{name} copy {step}");
+            }
+        }
+    }
+    assert_eq!(after.f32("A_l0").unwrap(), before.f32("A_l0").unwrap());
+}
+
 /// A warm start sets each new step's copies to the step before it (here
 /// with no training, so the copies of step 0 spread to the steps grown),
 /// and leaves the copies of steps not grown and the tied `A` alone.
