@@ -1,7 +1,8 @@
 //! What one training iteration of LISTA-CP costs at the literature's size
 //! (`A` 250 × 500, K = 16, batch 64): the forward and backward passes, and
 //! the Adam step (`update_params`) when one step's copies are trained (the
-//! first stage of layer-wise growth) and when all 16 are. Medians of
+//! first stage of layer-wise growth) and when all 16 are, and the first
+//! stage as layer-wise training runs it (the newest step alone). Medians of
 //! `--reps` timed iterations after two of warm-up.
 //!
 //! Run with `cargo run --release -p unroll-examples --example lista_step_cost`
@@ -14,12 +15,13 @@ use std::time::Instant;
 #[path = "common/allocator.rs"]
 mod allocator;
 
+use ndarray::Axis;
 use rnn_runtime::init::SplitMix64;
 use rnn_runtime::Threads;
 use rnn_train::freeze::Trainable;
 use rnn_train::optim::{Adam, Optimizer};
 use unroll_examples::lista::models::ListaCp;
-use unroll_examples::lista::{lista_cp_init, Problem, Unrolled};
+use unroll_examples::lista::{lista_cp_init, lista_cp_new_step, Problem, Unrolled};
 
 const STEPS: usize = 16;
 
@@ -41,14 +43,13 @@ fn main() -> Result<(), Box<dyn Error>> {
     let mut rng = SplitMix64::new(2026);
     let problem = Problem::new(250, 500, 0.1, Some(40.0), &mut rng);
     let mut model = ListaCp::from_weights(&lista_cp_init(&problem, 0.4, STEPS))?;
-    if let Some(threads) = args
+    let threads = args
         .iter()
         .position(|arg| arg == "--threads")
         .and_then(|at| args.get(at + 1))
         .and_then(|text| text.parse().ok())
-    {
-        model.set_threads(Threads::Fixed(threads));
-    }
+        .map_or(Threads::Auto, Threads::Fixed);
+    model.set_threads(threads);
     let batch = problem.sample(64, &mut rng);
     let parts = [
         (
@@ -87,5 +88,33 @@ fn main() -> Result<(), Box<dyn Error>> {
             median(updates)
         );
     }
+    // The first stage as layer-wise training runs it: the 15 frozen steps'
+    // inference, then the newest step alone from their last iterate.
+    let mut one = model.one_step(STEPS - 1).expect("per-step parameters")?;
+    one.set_threads(threads);
+    let part = lista_cp_new_step(1);
+    let mut adam = Adam::new(5e-4);
+    let (mut passes, mut updates) = (Vec::new(), Vec::new());
+    for rep in 0..reps + 2 {
+        let started = Instant::now();
+        let iterates = model.solve(batch.y.view(), STEPS - 1)?;
+        let start = iterates.index_axis(Axis(1), STEPS - 2);
+        let (_, grads) = one.loss_and_grads_from(batch.y.view(), Some(start), batch.x.view(), 1)?;
+        let passed = started.elapsed().as_secs_f64();
+        let started = Instant::now();
+        let mut selected = part.select(&mut *one)?;
+        let grads = selected.grads(&grads)?;
+        adam.step(&mut selected, &grads)?;
+        let updated = started.elapsed().as_secs_f64();
+        if rep >= 2 {
+            passes.push(passed * 1e3);
+            updates.push(updated * 1e3);
+        }
+    }
+    println!(
+        "the newest step alone (15 steps' inference, then one): forward + backward {:.1} ms, Adam step {:.1} ms (medians of {reps})",
+        median(passes),
+        median(updates)
+    );
     Ok(())
 }

@@ -293,6 +293,10 @@ pub trait Unrolled: Parameters {
         None
     }
 
+    /// Sets the thread count of the model's runs (the generated
+    /// `set_threads`).
+    fn set_threads(&mut self, threads: rnn_runtime::Threads);
+
     /// Takes a one-step network's parameters back ([`Unrolled::one_step`]):
     /// its copy becomes copy `step`, its tied parameters this one's.
     ///
@@ -351,6 +355,10 @@ macro_rules! unrolled {
             ) -> ::rnn_runtime::Result<::ndarray::Array3<f32>> {
                 let start = start.map(|x| <$state>::from_iterate(x));
                 Ok(self.forward(y, steps, None, start.as_ref())?.y)
+            }
+
+            fn set_threads(&mut self, threads: ::rnn_runtime::Threads) {
+                <$model>::set_threads(self, threads);
             }
 
             fn loss_and_grads_from(
