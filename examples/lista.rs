@@ -14,7 +14,9 @@
 //! for ISTA and FISTA alone, `-- --iterations N` for at most N iterations
 //! per stage of training, `-- --patience N` for N validations without
 //! improvement before a stage stops, `-- --batch N` for training batches
-//! of N samples, `-- --layers K` to train K layers, `-- --only lista` or
+//! of N samples, `-- --alone-iterations N` and `-- --alone-patience N` for
+//! the same of LISTA-CP's first stage (the new step trained alone; 20,000
+//! and 40 unless given), `-- --layers K` to train K layers, `-- --only lista` or
 //! `-- --only lista-cp` for one network, `-- --cold` to start each new
 //! LISTA-CP step from ISTA's weights rather than the step before it).
 
@@ -51,6 +53,11 @@ const LAMBDAS: [f32; 6] = [0.001, 0.002, 0.005, 0.01, 0.02, 0.05];
 /// larger threshold than the λ that solves best, so the first layers' iterates
 /// are sparse.
 const INIT_LAMBDA: f32 = 0.4;
+/// LISTA-CP's first stage of each step (the new step alone): at most this
+/// many iterations, stopped after this many validations without a better
+/// NMSE (the other stages: 2,000 and 8).
+const ALONE_ITERATIONS: usize = 20_000;
+const ALONE_PATIENCE: usize = 40;
 /// The λ ISTA runs at (a larger λ reaches a given NMSE in fewer iterations, if it reaches it).
 const ISTA_LAMBDAS: [f32; 5] = [0.002, 0.005, 0.01, 0.02, 0.05];
 
@@ -156,6 +163,7 @@ fn main() -> Result<(), Box<dyn Error>> {
             .and_then(|text| text.parse().ok())
             .unwrap_or(if quick { 4 } else { 8 }),
         warm_start: Vec::new(),
+        alone: None,
     };
     // Early stopping's validation set, as large as the reference's: the
     // best of many noisy looks at a small one is biased low.
@@ -184,6 +192,16 @@ fn main() -> Result<(), Box<dyn Error>> {
         } else {
             vec!["W_l0", "theta_l0"]
         },
+        // The first stage trains the new step alone, at a fraction of the
+        // cost of an iteration of the whole network: it runs longer.
+        alone: Some((
+            value("--alone-iterations")
+                .and_then(|text| text.parse().ok())
+                .unwrap_or(if quick { 100 } else { ALONE_ITERATIONS }),
+            value("--alone-patience")
+                .and_then(|text| text.parse().ok())
+                .unwrap_or(if quick { 4 } else { ALONE_PATIENCE }),
+        )),
         ..schedule.clone()
     };
     let (untied_stages, untied_curve) = train(
@@ -277,7 +295,15 @@ fn train<M: Unrolled>(
         return Ok((Vec::new(), layer_curve(model, test, layers)?));
     }
     let started = Instant::now();
-    let total = (layers * schedule.stages.len() * schedule.max_iterations) as u64;
+    // The most iterations of each stage of a step.
+    let limits: Vec<u64> = (0..schedule.stages.len())
+        .map(|stage| match (stage, schedule.alone) {
+            (0, Some((alone, _))) => alone as u64,
+            _ => schedule.max_iterations as u64,
+        })
+        .collect();
+    let per_step: u64 = limits.iter().sum();
+    let total = layers as u64 * per_step;
     let bar = ProgressBar::new(total).with_style(
         ProgressStyle::with_template(
             "{prefix} [{bar:30}] {pos}/{len} (at most) {elapsed_precise} {msg}",
@@ -301,8 +327,7 @@ fn train<M: Unrolled>(
         |p: Progress| {
             if (p.steps, p.stage) != last {
                 last = (p.steps, p.stage);
-                done = ((p.steps - 1) * schedule.stages.len() + p.stage) as u64
-                    * schedule.max_iterations as u64;
+                done = (p.steps - 1) as u64 * per_step + limits[..p.stage].iter().sum::<u64>();
             }
             iterations += 1;
             bar.set_position(done + p.iteration as u64);

@@ -477,6 +477,11 @@ pub struct LayerWise {
     /// copy of the step before it rather than as its initial value (empty:
     /// every step starts from its initial weights).
     pub warm_start: Vec<&'static str>,
+    /// The most iterations and the validations without improvement of a
+    /// first stage run on the new step alone ([`Unrolled::one_step`]),
+    /// where they differ from the other stages' (`None`: the same): such an
+    /// iteration costs a fraction of one of the whole network.
+    pub alone: Option<(usize, usize)>,
 }
 
 /// Where layer-wise training is, for a progress report.
@@ -599,6 +604,7 @@ impl LayerWise {
                         &mut *one,
                         &new_part(1),
                         (lr, 1),
+                        self.alone.unwrap_or((self.max_iterations, self.patience)),
                         problem,
                         (validation, validation_start.as_ref()),
                         &before,
@@ -617,6 +623,7 @@ impl LayerWise {
                         model,
                         &part,
                         (lr, k),
+                        (self.max_iterations, self.patience),
                         problem,
                         (validation, None),
                         &|_| Ok(None),
@@ -633,8 +640,9 @@ impl LayerWise {
     }
 
     /// One stage: `part` of `net` of `steps` steps trained with a fresh
-    /// Adam at `lr` on fresh batches, each run from `start`, with early
-    /// stopping on `validation` (run from its start); the stage's best
+    /// Adam at `lr` on fresh batches (at most `max_iterations`), each run
+    /// from `start`, with early stopping on `validation` (run from its
+    /// start) after `patience` validations without improvement; the stage's best
     /// weights are kept. Returns the best validation NMSE, no worse than
     /// `best_db`, which the network had when the stage began.
     #[allow(clippy::too_many_arguments)]
@@ -643,6 +651,7 @@ impl LayerWise {
         net: &mut dyn Unrolled,
         part: &Trainable,
         (lr, steps): (f64, usize),
+        (max_iterations, patience): (usize, usize),
         problem: &Problem,
         (validation, validation_start): (&Samples, Option<&Array2<f32>>),
         start: Start<'_>,
@@ -658,7 +667,7 @@ impl LayerWise {
         let mut adam = Adam::new(lr);
         let mut best = snapshot(net);
         let mut since_best = 0;
-        for iteration in 1..=self.max_iterations {
+        for iteration in 1..=max_iterations {
             let batch = problem.sample(self.batch, rng);
             let from = start(batch.y.view())?;
             let (loss, grads) = net.loss_and_grads_from(
@@ -681,7 +690,7 @@ impl LayerWise {
                 }
             }
             report(iteration, loss, best_db);
-            if since_best >= self.patience {
+            if since_best >= patience {
                 break;
             }
         }

@@ -64,6 +64,7 @@ fn layer_wise_training_beats_ista_at_the_same_depth() {
         validate_every: 20,
         patience: 3,
         warm_start: vec![],
+        alone: None,
     };
     let mut rng = SplitMix64::new(5);
 
@@ -225,6 +226,7 @@ fn a_warm_start_copies_the_step_before() {
         validate_every: 1,
         patience: 1,
         warm_start: vec!["W_l0", "theta_l0"],
+        alone: None,
     };
     let validation = problem.sample(8, &mut SplitMix64::new(2));
     schedule
