@@ -30,6 +30,23 @@ fn median(mut times: Vec<f64>) -> f64 {
     times[times.len() / 2]
 }
 
+/// The medians, in ms, of the two times (passes, Adam step) in seconds that
+/// `iteration` measures, over `reps` runs after two of warm-up.
+fn medians(
+    reps: usize,
+    mut iteration: impl FnMut() -> rnn_runtime::Result<(f64, f64)>,
+) -> rnn_runtime::Result<(f64, f64)> {
+    let (mut passes, mut updates) = (Vec::new(), Vec::new());
+    for rep in 0..reps + 2 {
+        let (passed, updated) = iteration()?;
+        if rep >= 2 {
+            passes.push(passed * 1e3);
+            updates.push(updated * 1e3);
+        }
+    }
+    Ok((median(passes), median(updates)))
+}
+
 fn main() -> Result<(), Box<dyn Error>> {
     allocator::keep_freed_memory();
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -67,8 +84,7 @@ fn main() -> Result<(), Box<dyn Error>> {
     ];
     for (what, part) in parts {
         let mut adam = Adam::new(5e-4);
-        let (mut passes, mut updates) = (Vec::new(), Vec::new());
-        for rep in 0..reps + 2 {
+        let (pass, update) = medians(reps, || {
             let started = Instant::now();
             let (_, grads) = model.loss_and_grads(batch.y.view(), batch.x.view(), STEPS)?;
             let passed = started.elapsed().as_secs_f64();
@@ -76,16 +92,10 @@ fn main() -> Result<(), Box<dyn Error>> {
             let mut selected = part.select(&mut model)?;
             let grads = selected.grads(&grads)?;
             adam.step(&mut selected, &grads)?;
-            let updated = started.elapsed().as_secs_f64();
-            if rep >= 2 {
-                passes.push(passed * 1e3);
-                updates.push(updated * 1e3);
-            }
-        }
+            Ok((passed, started.elapsed().as_secs_f64()))
+        })?;
         println!(
-            "{what}: forward + backward {:.1} ms, Adam step {:.1} ms (medians of {reps})",
-            median(passes),
-            median(updates)
+            "{what}: forward + backward {pass:.1} ms, Adam step {update:.1} ms (medians of {reps})"
         );
     }
     // The first stage as layer-wise training runs it: the 15 frozen steps'
@@ -94,8 +104,7 @@ fn main() -> Result<(), Box<dyn Error>> {
     one.set_threads(threads);
     let part = lista_cp_new_step(1);
     let mut adam = Adam::new(5e-4);
-    let (mut passes, mut updates) = (Vec::new(), Vec::new());
-    for rep in 0..reps + 2 {
+    let (pass, update) = medians(reps, || {
         let started = Instant::now();
         let iterates = model.solve(batch.y.view(), STEPS - 1)?;
         let start = iterates.index_axis(Axis(1), STEPS - 2);
@@ -105,16 +114,10 @@ fn main() -> Result<(), Box<dyn Error>> {
         let mut selected = part.select(&mut *one)?;
         let grads = selected.grads(&grads)?;
         adam.step(&mut selected, &grads)?;
-        let updated = started.elapsed().as_secs_f64();
-        if rep >= 2 {
-            passes.push(passed * 1e3);
-            updates.push(updated * 1e3);
-        }
-    }
+        Ok((passed, started.elapsed().as_secs_f64()))
+    })?;
     println!(
-        "the newest step alone (15 steps' inference, then one): forward + backward {:.1} ms, Adam step {:.1} ms (medians of {reps})",
-        median(passes),
-        median(updates)
+        "the newest step alone (15 steps' inference, then one): forward + backward {pass:.1} ms, Adam step {update:.1} ms (medians of {reps})"
     );
     Ok(())
 }

@@ -447,11 +447,18 @@ unrolled!(models::ListaCpSmall: models::ListaCpSmallState => models::ListaCpSmal
 ///
 /// As [`Unrolled::solve`].
 pub fn model_nmse_db(model: &dyn Unrolled, samples: &Samples, steps: usize) -> Result<f64> {
-    let iterates = model.solve(samples.y.view(), steps)?;
-    Ok(nmse_db(
-        iterates.index_axis(Axis(1), steps - 1),
-        samples.x.view(),
-    ))
+    nmse_from(model, samples, None, steps)
+}
+
+/// [`model_nmse_db`] with the iterations started from `start` (`[B, N]`).
+fn nmse_from(
+    model: &dyn Unrolled,
+    samples: &Samples,
+    start: Option<ArrayView2<'_, f32>>,
+    steps: usize,
+) -> Result<f64> {
+    let iterates = model.solve_from(samples.y.view(), start, steps)?;
+    Ok(nmse_db(last_iterate(&iterates), samples.x.view()))
 }
 
 /// Layer-wise training (as VITA-Group's LISTA-CPSS): for `k = 1 … K`, the
@@ -527,10 +534,8 @@ fn restore(model: &mut dyn Parameters, values: &[ArrayD<f32>]) -> Result<()> {
 }
 
 /// The last of `iterates` (`[B, steps, N]`): `[B, N]`.
-fn last_iterate(iterates: &Array3<f32>) -> Array2<f32> {
-    iterates
-        .index_axis(Axis(1), iterates.dim().1 - 1)
-        .to_owned()
+fn last_iterate(iterates: &Array3<f32>) -> ArrayView2<'_, f32> {
+    iterates.index_axis(Axis(1), iterates.dim().1 - 1)
 }
 
 /// Where a stage's network starts: from zero, or (a new step trained
@@ -596,7 +601,7 @@ impl LayerWise {
                     let before = |y: ArrayView2<'_, f32>| -> Result<Option<Array2<f32>>> {
                         match k {
                             1 => Ok(None),
-                            _ => Ok(Some(last_iterate(&frozen.solve(y, k - 1)?))),
+                            _ => Ok(Some(last_iterate(&frozen.solve(y, k - 1)?).to_owned())),
                         }
                     };
                     let validation_start = before(validation.y.view())?;
@@ -659,11 +664,6 @@ impl LayerWise {
         mut best_db: f64,
         report: &mut dyn FnMut(usize, f32, f64),
     ) -> Result<f64> {
-        let validation_db = |net: &dyn Unrolled| -> Result<f64> {
-            let start = validation_start.map(|start| start.view());
-            let iterates = net.solve_from(validation.y.view(), start, steps)?;
-            Ok(nmse_db(last_iterate(&iterates).view(), validation.x.view()))
-        };
         let mut adam = Adam::new(lr);
         let mut best = snapshot(net);
         let mut since_best = 0;
@@ -682,7 +682,8 @@ impl LayerWise {
                 adam.step(&mut selected, &grads)?;
             }
             if iteration % self.validate_every == 0 {
-                let db = validation_db(net)?;
+                let start = validation_start.map(|start| start.view());
+                let db = nmse_from(net, validation, start, steps)?;
                 if db < best_db {
                     (best_db, best, since_best) = (db, snapshot(net), 0);
                 } else {
