@@ -316,6 +316,74 @@ fn halves_in_one_pass_give_the_bits_of_halves_apart() {
     }
 }
 
+/// A training loop gives its gradients back (`recycle_grads`), and the
+/// next backward writes the per-step copies into them, zeroing only the
+/// copies of steps that did not run. Whatever the gradients held, each
+/// backward gives the bits of a new model's: runs to every step and short
+/// of them (a stale copy past the last step would show), one part and two
+/// halves of the batch, one thread and two (whose second half's copies
+/// also go back), two stacked layers with variable lengths, one of 0.
+#[test]
+fn recycled_gradients_give_the_gradients_of_new_ones() {
+    // WideLista: 128 sequences, in halves; 4 of them, one part.
+    for (batch, threads) in [(128, 1), (128, 2), (4, 1)] {
+        let y = uniform(&mut SplitMix64::new(41), &[batch, 64], 1.0)
+            .into_dimensionality()
+            .expect("2-d");
+        let grads = |model: &WideLista, steps: usize| {
+            let (out, tape) = model
+                .forward_train(y.view(), steps, None, None)
+                .expect("forward");
+            let grads = model.backward(&tape, out.y.view(), None).expect("backward");
+            model.recycle(tape);
+            grads
+        };
+        let mut recycled = WideLista::random(7);
+        recycled.set_threads(Threads::Fixed(threads));
+        for steps in [8, 5, 8, 1, 8] {
+            let mut new = WideLista::random(7);
+            new.set_threads(Threads::Fixed(threads));
+            let found = grads(&recycled, steps);
+            assert_eq!(
+                found,
+                grads(&new, steps),
+                "WideLista, batch {batch}, {threads} thread(s), {steps} steps"
+            );
+            recycled.recycle_grads(found.params);
+        }
+    }
+    let x: Array3<f32> = uniform(&mut SplitMix64::new(42), &[4, 5, 3], 1.0)
+        .into_dimensionality()
+        .expect("3-d");
+    let grads = |model: &UntiedDynamic, lengths: &[usize]| {
+        let (out, tape) = model
+            .forward_train(x.view(), Some(lengths), None)
+            .expect("forward");
+        let dy = out.y.clone();
+        let grads = model
+            .backward(&tape, dy.view(), Some(&out.into_state()))
+            .expect("backward");
+        model.recycle(tape);
+        grads
+    };
+    let recycled = UntiedDynamic::random(8);
+    for lengths in [
+        [5, 0, 2, 4],
+        [2, 1, 0, 2],
+        [5, 5, 3, 1],
+        [0, 0, 0, 0],
+        [4, 3, 2, 1],
+    ] {
+        let found = grads(&recycled, &lengths);
+        assert_eq!(
+            found,
+            grads(&UntiedDynamic::random(8), &lengths),
+            "UntiedDynamic, lengths {lengths:?}"
+        );
+        recycled.recycle_grads(found.params);
+    }
+}
+
 /// The stacked untied cell of `UntiedStatic`/`UntiedDynamic` compiled for
 /// the interpreter, random weights, and inputs with variable lengths (one
 /// of 0) and initial states.

@@ -257,6 +257,12 @@ pub trait Unrolled: Parameters {
         steps: usize,
     ) -> Result<(f32, Vec<ArrayD<f32>>)>;
 
+    /// Gives the gradients [`Unrolled::loss_and_grads_from`] returned back
+    /// once read (the generated `recycle_grads`): the next backward writes
+    /// the per-step parameters' copies into them instead of zeroing new
+    /// ones.
+    fn recycle_grads(&self, grads: Vec<ArrayD<f32>>);
+
     /// Every iterate of `steps` iterations from zero: `[B, steps, N]`.
     ///
     /// # Errors
@@ -359,6 +365,10 @@ macro_rules! unrolled {
 
             fn set_threads(&mut self, threads: ::rnn_runtime::Threads) {
                 <$model>::set_threads(self, threads);
+            }
+
+            fn recycle_grads(&self, grads: ::std::vec::Vec<::ndarray::ArrayD<f32>>) {
+                <$model>::recycle_grads(self, grads);
             }
 
             fn loss_and_grads_from(
@@ -681,6 +691,7 @@ impl LayerWise {
                 let grads = selected.grads(&grads)?;
                 adam.step(&mut selected, &grads)?;
             }
+            net.recycle_grads(grads);
             if iteration % self.validate_every == 0 {
                 let start = validation_start.map(|start| start.view());
                 let db = nmse_from(net, validation, start, steps)?;

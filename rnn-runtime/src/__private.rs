@@ -11,7 +11,7 @@
 pub use crate::elementwise::{
     add_part, binary, clip, const_binary, const_clip, const_reduce, const_unary, into_vector, map1,
     map2, map3, matvec, outer_acc, outer_acc_rows, outer_acc_step, outer_acc_step_part,
-    outer_acc_step_split, reduce, sum_elems, sum_rows, sum_rows_part, transpose, unary, Arg,
+    outer_into_step_split, reduce, sum_elems, sum_rows, sum_rows_into_part, transpose, unary, Arg,
 };
 pub use crate::error::RnnError;
 pub use crate::fused::{

@@ -244,14 +244,31 @@ fn rows_at(
     }
 }
 
-/// [`outer_acc_step`] onto a zero `acc` over a batch of two parts, its
-/// rows before `split` and from it: `acc = g₁ᵀ v₁ + g₂ᵀ v₂`, each part's
-/// sum formed from zero and the two added, the bits of the two parts
-/// computed apart ([`outer_acc_step_part`]) in one product. `split` at the
-/// last row or past it is one part.
-pub fn outer_acc_step_split(
+/// [`outer_acc_step`] writing rather than accumulating: `out = gᵀ v`,
+/// whatever `out` held before, the bits of the sum onto zeros.
+fn outer_into_step(
     ws: &Workspace,
-    mut acc: ArrayViewMut2<'_, f32>,
+    mut out: ArrayViewMut2<'_, f32>,
+    g: ArrayView2<'_, f32>,
+    v: ArrayView2<'_, f32>,
+) {
+    if g.nrows() != v.nrows() || g.nrows() <= 1 {
+        out.fill(0.0);
+        return outer_acc(out, g, v);
+    }
+    packed_outer(ws, g, v, |gt, packed| gemm_packed(gt, packed, out, false));
+}
+
+/// A step's copy of a per-step parameter's gradient over a batch of two
+/// parts, its rows before `split` and from it: `out = g₁ᵀ v₁ + g₂ᵀ v₂`,
+/// each part's sum formed from zero and the two added, the bits of the two
+/// parts computed apart ([`outer_acc_step_part`]) in one product. `split`
+/// at the last row or past it is one part. `out` is written whole and its
+/// previous contents ignored, so a copy needs no zeroing first (a recycled
+/// gradient, [`Workspace::step_copies`]).
+pub fn outer_into_step_split(
+    ws: &Workspace,
+    mut out: ArrayViewMut2<'_, f32>,
     g: ArrayView2<'_, f32>,
     v: ArrayView2<'_, f32>,
     split: usize,
@@ -259,28 +276,33 @@ pub fn outer_acc_step_split(
     // A row shared by the batch (either operand's) counts in each part.
     let rows = g.nrows().max(v.nrows());
     if split >= rows {
-        return outer_acc_step(ws, acc, g, v);
+        return outer_into_step(ws, out, g, v);
     }
     if g.nrows() != v.nrows() || split == 0 {
         let ((g1, g2), (v1, v2)) = (rows_at(g, rows, split), rows_at(v, rows, split));
-        outer_acc_step_part(ws, acc.view_mut(), g1, v1, 0);
-        return outer_acc_step_part(ws, acc, g2, v2, 1);
+        outer_into_step(ws, out.view_mut(), g1, v1);
+        return outer_acc_step_part(ws, out, g2, v2, 1);
     }
     packed_outer(ws, g, v, |gt, packed| {
-        gemm_packed_split(gt, packed, acc, split)
+        gemm_packed_split(gt, packed, out, split)
     });
 }
 
-/// [`sum_rows`] for part `part` of a batch whose parts are summed apart
-/// into one target (see [`outer_acc_step_part`]).
-pub fn sum_rows_part(
+/// A step's copy of a per-step parameter's sum of rows, for part `part` of
+/// a batch whose parts are summed apart into it (see
+/// [`outer_acc_step_part`]): the first part's sum is written over the
+/// copy's previous contents, a later part's formed from zero and added.
+pub fn sum_rows_into_part(
     ws: &Workspace,
-    acc: ArrayViewMut2<'_, f32>,
+    mut acc: ArrayViewMut2<'_, f32>,
     a: ArrayView2<'_, f32>,
     part: usize,
 ) {
     match part {
-        0 => sum_rows(acc, a),
+        0 => {
+            acc.fill(0.0);
+            sum_rows(acc, a)
+        }
         _ => add_from_zero(ws, acc, |sum| sum_rows(sum, a)),
     }
 }
@@ -428,24 +450,32 @@ mod tests {
         let split = 17;
         let expected = apart(g.slice(s![..split, ..]), v.slice(s![..split, ..]))
             + apart(g.slice(s![split.., ..]), v.slice(s![split.., ..]));
-        let mut acc = Array2::zeros((30, 50));
-        outer_acc_step_split(&ws, acc.view_mut(), g.view(), v.view(), split);
+        // Written over whatever the copy held (a recycled gradient's).
+        let mut acc = Array2::from_elem((30, 50), f32::NAN);
+        outer_into_step_split(&ws, acc.view_mut(), g.view(), v.view(), split);
         assert_eq!(acc, expected);
+        // One part (the split past the last row), and the first part empty.
+        let mut acc = Array2::from_elem((30, 50), f32::NAN);
+        outer_into_step_split(&ws, acc.view_mut(), g.view(), v.view(), 40);
+        assert_eq!(acc, apart(g.view(), v.view()));
+        let mut acc = Array2::from_elem((30, 50), f32::NAN);
+        outer_into_step_split(&ws, acc.view_mut(), g.view(), v.view(), 0);
+        assert_eq!(acc, apart(g.view(), v.view()));
         // A row shared by the batch counts once per row of each part.
         let shared = g.slice(s![..1, ..]);
         let expected =
             apart(shared, v.slice(s![..split, ..])) + apart(shared, v.slice(s![split.., ..]));
-        let mut acc = Array2::zeros((30, 50));
-        outer_acc_step_split(&ws, acc.view_mut(), shared, v.view(), split);
+        let mut acc = Array2::from_elem((30, 50), f32::NAN);
+        outer_into_step_split(&ws, acc.view_mut(), shared, v.view(), split);
         assert_eq!(acc, expected);
         // Sums of rows, the second part's onto the first's.
         let mut first = Array2::zeros((1, 50));
         sum_rows(first.view_mut(), v.slice(s![..split, ..]));
         let mut second = Array2::zeros((1, 50));
         sum_rows(second.view_mut(), v.slice(s![split.., ..]));
-        let mut acc = Array2::zeros((1, 50));
-        sum_rows_part(&ws, acc.view_mut(), v.slice(s![..split, ..]), 0);
-        sum_rows_part(&ws, acc.view_mut(), v.slice(s![split.., ..]), 1);
+        let mut acc = Array2::from_elem((1, 50), f32::NAN);
+        sum_rows_into_part(&ws, acc.view_mut(), v.slice(s![..split, ..]), 0);
+        sum_rows_into_part(&ws, acc.view_mut(), v.slice(s![split.., ..]), 1);
         assert_eq!(acc, &first + &second);
         // Gradients of parts added in order.
         let mut grads = Vec::new();

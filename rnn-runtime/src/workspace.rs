@@ -9,7 +9,7 @@
 
 use std::sync::{Mutex, PoisonError};
 
-use ndarray::Array2;
+use ndarray::{s, Array2, ArrayD, IxDyn};
 
 /// Free buffers of earlier calls, shared by the threads that call one model.
 ///
@@ -105,6 +105,41 @@ impl Workspace {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .push(buffer);
+    }
+
+    /// An array of `shape` for a per-step parameter's gradient, whose
+    /// copies (along the first axis) before `written` the caller writes
+    /// whole, each at the step it belongs to (`outer_into_step_split`,
+    /// `sum_rows_into_part`): a buffer of the pool (a gradient given back
+    /// by [`give_copies`](Self::give_copies)) with only the copies from
+    /// `written` on zeroed, those of steps that did not run, or a new one
+    /// of zeros. For W6 this spares the zeroing of 8 MB per call.
+    pub fn step_copies(&self, shape: &[usize], written: usize) -> ArrayD<f32> {
+        let copies = shape.first().copied().unwrap_or(1);
+        let per_copy: usize = shape.iter().skip(1).product();
+        let mut all = self.take(copies, per_copy);
+        all.slice_mut(s![written.min(copies).., ..]).fill(0.0);
+        all.into_shape_with_order(IxDyn(shape))
+            .expect("the buffer has the shape's elements")
+    }
+
+    /// Gives back the gradients of `grads` at the indices `which`, those
+    /// made by [`step_copies`](Self::step_copies), for the next backward.
+    /// At most two of one length are kept (one per half of a batch that
+    /// two threads share), so that giving without taking cannot grow the
+    /// pool without bound.
+    pub fn give_copies(&self, grads: Vec<ArrayD<f32>>, which: &[usize]) {
+        let mut free = self.free.lock().unwrap_or_else(PoisonError::into_inner);
+        for (idx, grad) in grads.into_iter().enumerate() {
+            if !which.contains(&idx) || grad.is_empty() {
+                continue;
+            }
+            let len = grad.len();
+            if free.iter().filter(|buffer| buffer.len() == len).count() < 2 {
+                let (buffer, _) = grad.into_raw_vec_and_offset();
+                free.push(buffer);
+            }
+        }
     }
 
     /// Bytes held for later calls.
@@ -211,6 +246,31 @@ mod tests {
         let fresh = workspace.take(3, 3);
         assert!(fresh.iter().all(|value| *value == 0.0));
         assert_eq!(workspace.held_bytes(), 0);
+    }
+
+    #[test]
+    fn step_copies_come_back_with_the_copies_of_steps_not_run_zeroed() {
+        let workspace = Workspace::new();
+        let fresh = workspace.step_copies(&[4, 2, 3], 4);
+        assert_eq!(fresh.shape(), &[4, 2, 3]);
+        assert!(fresh.iter().all(|value| *value == 0.0));
+        let ptr = fresh.as_ptr();
+        let mut grads = vec![ArrayD::from_elem(IxDyn(&[5]), 1.0), fresh];
+        grads[1].fill(7.0);
+        // Only the indices named come back.
+        workspace.give_copies(grads, &[1]);
+        assert_eq!(workspace.held_bytes(), 24 * 4);
+        let again = workspace.step_copies(&[4, 2, 3], 3);
+        assert_eq!(again.as_ptr(), ptr, "the recycled buffer");
+        let copy = |t: usize| again.index_axis(ndarray::Axis(0), t).to_owned();
+        // The copies the backward writes keep the old values until then.
+        assert!((0..3).all(|t| copy(t).iter().all(|value| *value == 7.0)));
+        assert!(copy(3).iter().all(|value| *value == 0.0));
+        // At most two of one length are kept.
+        for _ in 0..4 {
+            workspace.give_copies(vec![ArrayD::zeros(IxDyn(&[4, 2, 3]))], &[0]);
+        }
+        assert_eq!(workspace.held_bytes(), 2 * 24 * 4);
     }
 
     #[test]

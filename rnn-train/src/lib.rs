@@ -43,6 +43,7 @@
 //!     let grads = model.backward(&tape, loss.grad.view(), None)?;
 //!     model.recycle(tape);
 //!     adam.step(&mut model, &grads.params)?;
+//!     model.recycle_grads(grads.params); // written into by the next backward
 //! }
 //! assert_eq!(adam.steps(), 3);
 //! # Ok::<(), rnn_runtime::RnnError>(())

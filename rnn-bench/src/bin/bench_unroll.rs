@@ -13,11 +13,15 @@
 //! `--memory` prints the process's resident memory (Linux `/proc`) before
 //! the first call and at its peak, to check a workload's footprint.
 //!
+//! A W6 training step gives its tape and gradients back to the model
+//! (`recycle`, `recycle_grads`), as a training loop does, so that the next
+//! step writes `W`'s 16 gradient copies (8 MB) into the same array.
+//!
 //! It runs on mimalloc with freed memory kept, as the LISTA examples do: a
-//! training call returns its gradients in new arrays (W6: 8 MB for `W`'s 16
-//! copies), which glibc gives back to the kernel when they are freed and
-//! page-faults in again at the next call. The feature `system-alloc` builds
-//! it on the system allocator instead (BENCHMARKS.md compares the two).
+//! training call returns its other gradients in new arrays, which glibc
+//! gives back to the kernel when they are freed and page-faults in again at
+//! the next call. The feature `system-alloc` builds it on the system
+//! allocator instead (BENCHMARKS.md compares the two).
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -459,6 +463,14 @@ trait Lista {
         y: ndarray::ArrayView2<'_, f32>,
         target: ndarray::ArrayView2<'_, f32>,
     ) -> Result<LossAndGrads, RnnError>;
+    /// A training step as a training loop runs it: the tape and the
+    /// gradients given back to the model once read (`recycle`,
+    /// `recycle_grads`), so that the next step writes into them.
+    fn train_step_recycled(
+        &self,
+        y: ndarray::ArrayView2<'_, f32>,
+        target: ndarray::ArrayView2<'_, f32>,
+    ) -> Result<f32, RnnError>;
     fn threads(&mut self, threads: Threads);
 }
 
@@ -496,6 +508,19 @@ macro_rules! lista {
                 self.recycle(tape);
                 let named = W6StaticGrads::NAMES.iter().copied().zip(grads?.params).collect();
                 Ok((loss, named))
+            }
+
+            fn train_step_recycled(
+                &self,
+                y: ndarray::ArrayView2<'_, f32>,
+                target: ndarray::ArrayView2<'_, f32>,
+            ) -> Result<f32, RnnError> {
+                let (out, tape) = self.forward_train(y, $($steps,)? None, None)?;
+                let (loss, dy) = last_step_mse(&out.y, target);
+                let grads = self.backward(&tape, dy.view(), None);
+                self.recycle(tape);
+                self.recycle_grads(grads?.params);
+                Ok(loss)
             }
 
             fn threads(&mut self, threads: Threads) {
@@ -588,6 +613,9 @@ fn run_lista(options: &Options) -> Result<(), RnnError> {
                 &note,
                 || model.infer(y.view()).map(drop),
             );
+            // Checked as timed: after a step whose gradients went back to
+            // the model, so that this one writes into them.
+            model.train_step_recycled(y.view(), target.view())?;
             let (loss, grads) = model.train_step(y.view(), target.view())?;
             let check = match &expected {
                 Some(expected) => {
@@ -614,7 +642,7 @@ fn run_lista(options: &Options) -> Result<(), RnnError> {
                 threads,
                 None,
                 &note,
-                || model.train_step(y.view(), target.view()).map(drop),
+                || model.train_step_recycled(y.view(), target.view()).map(drop),
             );
         }
     }

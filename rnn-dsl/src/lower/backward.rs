@@ -121,8 +121,8 @@ pub struct BackwardPlan {
     /// them): the sums start from zero at each step.
     pub per_step_grads: Vec<bool>,
     /// A per-step parameter's gradient that is one sum read by nothing
-    /// else: accumulated straight into step `t`'s copy of the gradient
-    /// (which starts at zero), with no buffer, reset or copy of its own.
+    /// else: written straight into step `t`'s copy of the gradient, with
+    /// no buffer, reset or copy of its own.
     pub into_copy: Vec<bool>,
     /// Floats the tape holds per running row of a step, for one direction:
     /// the layer's input, the states before the step, the kept values.
@@ -130,6 +130,26 @@ pub struct BackwardPlan {
 }
 
 impl BackwardPlan {
+    /// The parameters (by their index in `layer`) whose gradient is a
+    /// per-step parameter's copies formed at each step. Every step the
+    /// backward runs writes its copy whole (the first part of the batch
+    /// over whatever the copy held), so the array needs zeros only in the
+    /// copies of steps that did not run, and can be a gradient given back
+    /// by the caller (`Workspace::step_copies`, the generated
+    /// `recycle_grads`).
+    pub fn step_copy_params(&self, layer: &ir::Layer) -> Vec<usize> {
+        layer
+            .params
+            .iter()
+            .zip(&self.backward.params)
+            .enumerate()
+            .filter(|(_, (param, result))| {
+                param.steps.is_some() && result.is_some_and(|id| self.per_step_grads[id.index()])
+            })
+            .map(|(k, _)| k)
+            .collect()
+    }
+
     /// The kind of a value.
     pub fn kind(&self, id: ValueId) -> Kind {
         self.kinds[id.index()]

@@ -28,7 +28,7 @@
 mod layer;
 mod steps;
 
-use proc_macro2::{Ident, TokenStream};
+use proc_macro2::{Ident, Literal, TokenStream};
 use quote::{format_ident, quote};
 
 use super::constructors::layer_builder;
@@ -82,6 +82,25 @@ impl Cx<'_> {
             starts.push(start);
             start += layer.params.len() * layer.directions;
         }
+
+        // The parameters (in the flat list) whose gradients the backward
+        // writes whole at every step, so that an array given back by
+        // `recycle_grads` serves again (`BackwardPlan::step_copy_params`).
+        let step_copies: Vec<Literal> = self
+            .network
+            .layers
+            .iter()
+            .zip(self.training_plans())
+            .enumerate()
+            .flat_map(|(idx, (layer, plan))| {
+                let count = layer.params.len();
+                let start = starts[idx];
+                plan.step_copy_params(layer).into_iter().flat_map(move |k| {
+                    (0..layer.directions).map(move |direction| start + direction * count + k)
+                })
+            })
+            .map(usize_lit)
+            .collect();
 
         let mut train_layers = Vec::new();
         let mut backward_layers = Vec::new();
@@ -458,9 +477,11 @@ impl Cx<'_> {
 
                 /// The gradients of a batch from those of two parts of it
                 /// (batch indices and gradients of each): a parameter's is
-                /// the first part's plus the second's.
-                fn __rnn_merge(batch: usize, first: (&[usize], Self), second: (&[usize], Self)) -> Self {
+                /// the first part's plus the second's. The second part's
+                /// per-step copies go back to `workspace`, for the next call.
+                fn __rnn_merge(batch: usize, first: (&[usize], Self), second: (&[usize], Self), workspace: &#rt::__private::Workspace) -> Self {
                     let params = first.1.params.into_iter().zip(&second.1.params).map(|(a, b)| a + b).collect();
+                    workspace.give_copies(second.1.params, &[#(#step_copies),*]);
                     let inputs = first.1.inputs.iter().zip(&second.1.inputs).map(|(a, b)| {
                         let mut shape = a.shape().to_vec();
                         shape[0] = batch;
@@ -630,7 +651,7 @@ impl Cx<'_> {
                         };
                         let __rnn_split = self.__rnn_threads.split(tape.__rnn_parts[0].1.rows() * #macs_per_row);
                         let (__rnn_ya, __rnn_yb) = __rnn_rt::join(__rnn_split, || __rnn_half(__rnn_first), || __rnn_half(__rnn_right));
-                        #grads::__rnn_merge(__rnn_batch, (&__rnn_first.0, __rnn_ya), (&__rnn_right.0, __rnn_yb))
+                        #grads::__rnn_merge(__rnn_batch, (&__rnn_first.0, __rnn_ya), (&__rnn_right.0, __rnn_yb), &self.__rnn_workspace)
                     }
                     [(_, __rnn_packing, __rnn_inputs, __rnn_tapes)] => {
                         self.__rnn_backward_whole(__rnn_packing, tape.__rnn_variant, __rnn_inputs, __rnn_tapes, dy, d_final)
@@ -673,6 +694,17 @@ impl Cx<'_> {
                 for buffer in __rnn_buffers.flatten() {
                     self.__rnn_workspace.give(buffer);
                 }
+            }
+
+            /// Gives the parameters' gradients (the `params` of
+            /// [`Self::backward`]'s result) back to the model's workspace,
+            /// for the next backward, which writes the per-step parameters'
+            /// copies into them: a training loop that recycles its
+            /// gradients once the optimizer has read them spares the
+            /// zeroing of new ones. The other gradients are dropped; for a
+            /// model without per-step parameters this drops them all.
+            pub fn recycle_grads(&self, params: ::std::vec::Vec<#rt::ndarray::ArrayD<f32>>) {
+                self.__rnn_workspace.give_copies(params, &[#(#step_copies),*]);
             }
 
             /// The parameters, by PyTorch's names ([`#grads::NAMES`] order).

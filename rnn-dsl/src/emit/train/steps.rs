@@ -386,7 +386,7 @@ impl Cx<'_> {
         let sum_part_idents: Vec<Ident> = sums.iter().map(sum_parts).collect();
         let statements = cx.statements(forward..total);
         // A copy's outer product is one product over the step's rows,
-        // split where the parts meet (`outer_acc_step_split`).
+        // split where the parts meet (`outer_into_step_split`).
         let copy_outer = |id: &ValueId| into_copy(id) && matches!(cx.node(*id).op, Op::Outer(..));
         let copy_outers = cx
             .ids(Kind::Sum, forward..total)
@@ -398,7 +398,7 @@ impl Cx<'_> {
                     unreachable!("an outer product")
                 };
                 let (g, v) = (cx.view(g, false), cx.view(v, false));
-                quote!(__rnn_rt::outer_acc_step_split(__rnn_ws, #target, #g, #v, __rnn_packing.part(0, __rnn_n).1);)
+                quote!(__rnn_rt::outer_into_step_split(__rnn_ws, #target, #g, #v, __rnn_packing.part(0, __rnn_n).1);)
             });
         let step_sums = cx
             .ids(Kind::Sum, forward..total)
@@ -418,7 +418,7 @@ impl Cx<'_> {
                 match (&cx.node(id).op, into_copy(&id)) {
                     (Op::SumBatch(inner), true) => {
                         let inner = cx.part_view(*inner);
-                        quote!(__rnn_rt::sum_rows_part(__rnn_ws, #target, #inner, __rnn_part);)
+                        quote!(__rnn_rt::sum_rows_into_part(__rnn_ws, #target, #inner, __rnn_part);)
                     }
                     (Op::SumBatch(inner), false) => {
                         let inner = cx.part_view(*inner);
@@ -555,9 +555,10 @@ impl Cx<'_> {
         let param_buffers = (0..layer.params.len()).filter(|k| formed_per_step(*k)).map(|k| {
             let shape = layer.params[k].tensor_shape().into_iter().map(usize_lit);
             match layer.params[k].steps {
+                // Written whole at every step that runs (`step_copy_params`).
                 Some(_) => {
                     let ident = param_grad(k);
-                    quote!(let mut #ident = #rt::ndarray::ArrayD::<f32>::zeros(__rnn_nd::IxDyn(&[#(#shape),*]));)
+                    quote!(let mut #ident = __rnn_ws.step_copies(&[#(#shape),*], __rnn_max_len);)
                 }
                 None => {
                     let ident = grad_parts(k);
