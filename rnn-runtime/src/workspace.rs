@@ -14,8 +14,9 @@ use ndarray::{s, Array2, ArrayD, IxDyn};
 /// Free buffers of earlier calls, shared by the threads that call one model.
 ///
 /// The pool holds at most the buffers of the largest call made so far (a
-/// call gives back what it took); dropping or cloning the model releases
-/// them (a clone starts empty).
+/// call gives back what it took), and the gradients given back for reuse
+/// (at most two of a length, [`Workspace::give_copies`]); dropping or
+/// cloning the model releases them (a clone starts empty).
 #[derive(Default)]
 pub struct Workspace {
     free: Mutex<Vec<Vec<f32>>>,
