@@ -463,14 +463,20 @@ trait Lista {
         y: ndarray::ArrayView2<'_, f32>,
         target: ndarray::ArrayView2<'_, f32>,
     ) -> Result<LossAndGrads, RnnError>;
-    /// A training step as a training loop runs it: the tape and the
-    /// gradients given back to the model once read (`recycle`,
+    /// Gives a step's gradients back to the model (the generated
     /// `recycle_grads`), so that the next step writes into them.
+    fn recycle_grads(&self, grads: Vec<(&'static str, ndarray::ArrayD<f32>)>);
+    /// A training step as a training loop runs it: its tape and, once
+    /// read, its gradients given back to the model.
     fn train_step_recycled(
         &self,
         y: ndarray::ArrayView2<'_, f32>,
         target: ndarray::ArrayView2<'_, f32>,
-    ) -> Result<f32, RnnError>;
+    ) -> Result<f32, RnnError> {
+        let (loss, grads) = self.train_step(y, target)?;
+        self.recycle_grads(grads);
+        Ok(loss)
+    }
     fn threads(&mut self, threads: Threads);
 }
 
@@ -510,17 +516,8 @@ macro_rules! lista {
                 Ok((loss, named))
             }
 
-            fn train_step_recycled(
-                &self,
-                y: ndarray::ArrayView2<'_, f32>,
-                target: ndarray::ArrayView2<'_, f32>,
-            ) -> Result<f32, RnnError> {
-                let (out, tape) = self.forward_train(y, $($steps,)? None, None)?;
-                let (loss, dy) = last_step_mse(&out.y, target);
-                let grads = self.backward(&tape, dy.view(), None);
-                self.recycle(tape);
-                self.recycle_grads(grads?.params);
-                Ok(loss)
+            fn recycle_grads(&self, grads: Vec<(&'static str, ndarray::ArrayD<f32>)>) {
+                <$model>::recycle_grads(self, grads.into_iter().map(|(_, grad)| grad).collect());
             }
 
             fn threads(&mut self, threads: Threads) {
