@@ -2,9 +2,10 @@
 //!
 //! This module is portable and free of `unsafe`: it holds the packed layout, the loop nest and the
 //! register-blocked microkernel, all written as plain Rust on fixed-size arrays. Each
-//! implementation instantiates [`gemm_rows`] with its own tile shape and [`MulAdd`] (fused or
-//! separate multiply-add); the architecture modules do so inside `#[target_feature]` functions,
-//! where LLVM vectorises the microkernel for that instruction set.
+//! implementation instantiates [`gemm_rows`] with its own tile shape and [`Chains`]: the portable
+//! microkernel with a [`MulAdd`] (fused or separate multiply-add), or the same chains in a table's
+//! intrinsics; the architecture modules do so inside `#[target_feature]` functions, where LLVM
+//! vectorises the microkernel for that instruction set.
 //!
 //! # Layout
 //!
@@ -122,6 +123,38 @@ impl MulAdd for Separate {
     #[inline(always)]
     fn mul_add(a: f32, b: f32, c: f32) -> f32 {
         a * b + c
+    }
+}
+
+/// How an implementation runs a register tile's chains over the inner dimension: `R · P · NR`
+/// independent chains of multiply-adds, one step of each per inner index (the module docs'
+/// summation order). [`Portable`] writes them as plain Rust for LLVM to vectorise; a table may
+/// write them in intrinsics instead where LLVM's vectorisation falls short, with the same
+/// chains, hence the same bits.
+pub(super) trait Chains<const NR: usize> {
+    /// `x_rows` are `R` rows of at least `k` inputs; `weights` are `P` panels of at least
+    /// `k · NR` packed weights. Returns `acc` after `k` steps of each chain.
+    fn run<const R: usize, const P: usize>(
+        k: usize,
+        x_rows: &[&[f32]; R],
+        weights: &[&[f32]; P],
+        acc: [[[f32; NR]; P]; R],
+    ) -> [[[f32; NR]; P]; R];
+}
+
+/// [`Chains`] as plain Rust with the multiply-add `A` ([`microkernel`]).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Portable<A>(std::marker::PhantomData<A>);
+
+impl<const NR: usize, A: MulAdd> Chains<NR> for Portable<A> {
+    #[inline(always)]
+    fn run<const R: usize, const P: usize>(
+        k: usize,
+        x_rows: &[&[f32]; R],
+        weights: &[&[f32]; P],
+        acc: [[[f32; NR]; P]; R],
+    ) -> [[[f32; NR]; P]; R] {
+        microkernel::<R, P, NR, A>(k, x_rows, weights, acc)
     }
 }
 
@@ -373,7 +406,7 @@ impl std::fmt::Debug for PackedMatrix {
 /// are few, over two panels at once, so that a lone row (`n = 1`, the matrix-vector case) still
 /// keeps `2·NR` independent chains in flight.
 #[inline(always)]
-pub(super) fn gemm_rows<const MR: usize, const NR: usize, A: MulAdd>(
+pub(super) fn gemm_rows<const MR: usize, const NR: usize, C: Chains<NR>>(
     x: ArrayView2<'_, f32>,
     w: &PackedMatrix,
     out: ArrayViewMut2<'_, f32>,
@@ -383,14 +416,14 @@ pub(super) fn gemm_rows<const MR: usize, const NR: usize, A: MulAdd>(
     // The sums of two parts get a loop nest of their own, so that the
     // others' tiles hold no code for them.
     match start {
-        Start::Add | Start::Split(_) => gemm_rows_in::<MR, NR, A, true>(x, w, out, start, columns),
-        _ => gemm_rows_in::<MR, NR, A, false>(x, w, out, start, columns),
+        Start::Add | Start::Split(_) => gemm_rows_in::<MR, NR, C, true>(x, w, out, start, columns),
+        _ => gemm_rows_in::<MR, NR, C, false>(x, w, out, start, columns),
     }
 }
 
 /// [`gemm_rows`] for starts of one kind: `PARTS` for [`Start::Add`] and [`Start::Split`].
 #[inline(always)]
-fn gemm_rows_in<const MR: usize, const NR: usize, A: MulAdd, const PARTS: bool>(
+fn gemm_rows_in<const MR: usize, const NR: usize, C: Chains<NR>, const PARTS: bool>(
     x: ArrayView2<'_, f32>,
     w: &PackedMatrix,
     mut out: ArrayViewMut2<'_, f32>,
@@ -430,15 +463,15 @@ fn gemm_rows_in<const MR: usize, const NR: usize, A: MulAdd, const PARTS: bool>(
             for one in panel..(panel + panels_now).min(panel_count) {
                 let mut row = block_start;
                 while row < full_end {
-                    tile::<MR, 1, NR, A, PARTS>(&operands, x, &mut out, row, one);
+                    tile::<MR, 1, NR, C, PARTS>(&operands, x, &mut out, row, one);
                     row += MR;
                 }
             }
             if tail > 0 {
                 if pair {
-                    tail_tile_pair::<NR, A, PARTS>(tail, &operands, x, &mut out, full_end, panel);
+                    tail_tile_pair::<NR, C, PARTS>(tail, &operands, x, &mut out, full_end, panel);
                 } else {
-                    tail_tile::<NR, A, PARTS>(tail, &operands, x, &mut out, full_end, panel);
+                    tail_tile::<NR, C, PARTS>(tail, &operands, x, &mut out, full_end, panel);
                 }
             }
             panel += panels_now;
@@ -457,7 +490,7 @@ struct Operands<'a> {
 
 /// A tile of `rows < MAX_TILE_ROWS` rows over one panel: the row count becomes a constant.
 #[inline(always)]
-fn tail_tile<const NR: usize, A: MulAdd, const PARTS: bool>(
+fn tail_tile<const NR: usize, C: Chains<NR>, const PARTS: bool>(
     rows: usize,
     operands: &Operands<'_>,
     x: ArrayView2<'_, f32>,
@@ -466,20 +499,20 @@ fn tail_tile<const NR: usize, A: MulAdd, const PARTS: bool>(
     panel: usize,
 ) {
     match rows {
-        1 => tile::<1, 1, NR, A, PARTS>(operands, x, out, row, panel),
-        2 => tile::<2, 1, NR, A, PARTS>(operands, x, out, row, panel),
-        3 => tile::<3, 1, NR, A, PARTS>(operands, x, out, row, panel),
-        4 => tile::<4, 1, NR, A, PARTS>(operands, x, out, row, panel),
-        5 => tile::<5, 1, NR, A, PARTS>(operands, x, out, row, panel),
-        6 => tile::<6, 1, NR, A, PARTS>(operands, x, out, row, panel),
-        7 => tile::<7, 1, NR, A, PARTS>(operands, x, out, row, panel),
+        1 => tile::<1, 1, NR, C, PARTS>(operands, x, out, row, panel),
+        2 => tile::<2, 1, NR, C, PARTS>(operands, x, out, row, panel),
+        3 => tile::<3, 1, NR, C, PARTS>(operands, x, out, row, panel),
+        4 => tile::<4, 1, NR, C, PARTS>(operands, x, out, row, panel),
+        5 => tile::<5, 1, NR, C, PARTS>(operands, x, out, row, panel),
+        6 => tile::<6, 1, NR, C, PARTS>(operands, x, out, row, panel),
+        7 => tile::<7, 1, NR, C, PARTS>(operands, x, out, row, panel),
         _ => unreachable!("tail tiles have fewer than {MAX_TILE_ROWS} rows"),
     }
 }
 
 /// A tile of `rows ≤ MAX_TILE_ROWS / 2` rows over two panels.
 #[inline(always)]
-fn tail_tile_pair<const NR: usize, A: MulAdd, const PARTS: bool>(
+fn tail_tile_pair<const NR: usize, C: Chains<NR>, const PARTS: bool>(
     rows: usize,
     operands: &Operands<'_>,
     x: ArrayView2<'_, f32>,
@@ -488,20 +521,20 @@ fn tail_tile_pair<const NR: usize, A: MulAdd, const PARTS: bool>(
     panel: usize,
 ) {
     match rows {
-        1 => tile::<1, 2, NR, A, PARTS>(operands, x, out, row, panel),
-        2 => tile::<2, 2, NR, A, PARTS>(operands, x, out, row, panel),
-        3 => tile::<3, 2, NR, A, PARTS>(operands, x, out, row, panel),
-        4 => tile::<4, 2, NR, A, PARTS>(operands, x, out, row, panel),
+        1 => tile::<1, 2, NR, C, PARTS>(operands, x, out, row, panel),
+        2 => tile::<2, 2, NR, C, PARTS>(operands, x, out, row, panel),
+        3 => tile::<3, 2, NR, C, PARTS>(operands, x, out, row, panel),
+        4 => tile::<4, 2, NR, C, PARTS>(operands, x, out, row, panel),
         _ => unreachable!("paired tail tiles have at most {} rows", MAX_TILE_ROWS / 2),
     }
 }
 
 /// One register tile: rows `row..row + R` of the output, columns of panels `panel..panel + P`.
 ///
-/// Loads the starting values, runs [`microkernel`] over the whole inner dimension and stores the
+/// Loads the starting values, runs the chains ([`Chains`]) over the whole inner dimension and stores the
 /// valid columns (the zero padding of the last panel is computed and dropped).
 #[inline(always)]
-fn tile<const R: usize, const P: usize, const NR: usize, A: MulAdd, const PARTS: bool>(
+fn tile<const R: usize, const P: usize, const NR: usize, C: Chains<NR>, const PARTS: bool>(
     operands: &Operands<'_>,
     x: ArrayView2<'_, f32>,
     out: &mut ArrayViewMut2<'_, f32>,
@@ -559,7 +592,7 @@ fn tile<const R: usize, const P: usize, const NR: usize, A: MulAdd, const PARTS:
     // to it, as `Add` does: one tile of sums in registers at a time.
     let (acc, add) = match start {
         Start::Split(split) if PARTS && split < k => {
-            let first = microkernel::<R, P, NR, A>(split, &x_rows, &weights, acc);
+            let first = C::run::<R, P>(split, &x_rows, &weights, acc);
             for (r, acc_row) in first.iter().enumerate() {
                 let out_row = out.row_mut(row + r);
                 let out_row = out_row.into_slice().expect("rows of out are contiguous");
@@ -569,11 +602,11 @@ fn tile<const R: usize, const P: usize, const NR: usize, A: MulAdd, const PARTS:
             }
             let x_rest: [&[f32]; R] = x_rows.map(|x_row| &x_row[split..]);
             let weights_rest: [&[f32]; P] = weights.map(|panel| &panel[split * NR..]);
-            let second = microkernel::<R, P, NR, A>(k - split, &x_rest, &weights_rest, acc);
+            let second = C::run::<R, P>(k - split, &x_rest, &weights_rest, acc);
             (second, true)
         }
-        Start::Add if PARTS => (microkernel::<R, P, NR, A>(k, &x_rows, &weights, acc), true),
-        _ => (microkernel::<R, P, NR, A>(k, &x_rows, &weights, acc), false),
+        Start::Add if PARTS => (C::run::<R, P>(k, &x_rows, &weights, acc), true),
+        _ => (C::run::<R, P>(k, &x_rows, &weights, acc), false),
     };
     for (r, acc_row) in acc.iter().enumerate() {
         let out_row = out.row_mut(row + r);

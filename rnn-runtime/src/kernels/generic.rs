@@ -9,7 +9,7 @@ use ndarray::linalg::general_mat_mul;
 use ndarray::{ArrayView2, ArrayViewMut2};
 
 use super::frame::Activations;
-use super::gemm::{gemm_rows, Columns, PackedMatrix, Separate, Start};
+use super::gemm::{gemm_rows, Columns, PackedMatrix, Portable, Separate, Start};
 use super::reduced::{gemm_reduced_rows, PortableDot, ReducedMatrix};
 use crate::ops::{relu, sigmoid, tanh};
 
@@ -200,7 +200,7 @@ pub(super) fn gemm_generic(
     start: Start<'_>,
     columns: Columns,
 ) {
-    gemm_rows::<GENERIC_TILE_ROWS, GENERIC_PANEL, Separate>(x, w, out, start, columns);
+    gemm_rows::<GENERIC_TILE_ROWS, GENERIC_PANEL, Portable<Separate>>(x, w, out, start, columns);
 }
 
 /// `out = start + x · wᵀ` with `w` in reduced precision, packed for the generic table: separate

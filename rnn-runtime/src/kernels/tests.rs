@@ -563,6 +563,46 @@ fn packing_by_panels_gives_the_element_by_element_packing() {
     }
 }
 
+/// Every element of a product is the module's one chain of multiply-adds over the inner index,
+/// from zero or from `out`, whatever the table writes its tile in (portable Rust or
+/// intrinsics): fused on the `fma` tables, a multiply then an add on the generic one. Shapes
+/// cover full tiles, every tail height, a last partial panel and paired panels.
+#[test]
+fn gemm_elements_are_one_sequential_chain_each() {
+    let mut seed = 900;
+    for n in [1, 2, 3, 4, 5, 6, 7, 13] {
+        for (k, m) in [(1, 16), (37, 40), (130, 100)] {
+            seed += 3;
+            let x = random_matrix(n, k, seed);
+            let w = random_matrix(m, k, seed + 1);
+            let init = random_matrix(n, m, seed + 2);
+            for &kernels in &implementations() {
+                let fused = kernels.name != "generic";
+                for accumulate in [false, true] {
+                    let out = product_with(kernels, x.view(), w.view(), &init, accumulate);
+                    for ((row, col), &value) in out.indexed_iter() {
+                        let mut chain = if accumulate { init[(row, col)] } else { 0.0 };
+                        for inner in 0..k {
+                            let (a, b) = (x[(row, inner)], w[(col, inner)]);
+                            chain = if fused {
+                                a.mul_add(b, chain)
+                            } else {
+                                a * b + chain
+                            };
+                        }
+                        assert_eq!(
+                            value.to_bits(),
+                            chain.to_bits(),
+                            "{} n={n} k={k} m={m} accumulate={accumulate} at ({row}, {col})",
+                            kernels.name
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn gemm_matches_f64_reference_on_tail_shapes() {
     let implementations = implementations();
