@@ -504,7 +504,172 @@ unsafe fn gemm_reduced_avx2_body(
     start: Start<'_>,
     columns: Columns,
 ) {
-    gemm_reduced_rows::<AVX2_PANEL, PortableDot<Fused>>(x, w, out, start, columns);
+    gemm_reduced_rows::<AVX2_PANEL, Avx2Dot>(x, w, out, start, columns);
+}
+
+/// [`ReducedDot`] in AVX2 instructions: the lanes widened by shifts and a mask (bfloat16) or
+/// by sign extension and conversion (int8), then fused multiply-adds, the same chains as
+/// [`PortableDot<Fused>`] (LLVM's vectorisation of those for `ymm` ran bfloat16 no faster than
+/// `f32`, which reads twice the bytes).
+struct Avx2Dot;
+
+impl ReducedDot<AVX2_PANEL> for Avx2Dot {
+    #[inline(always)]
+    fn dot_bf16<const R: usize, const P: usize>(
+        x_rows: &[&[f32]; R],
+        panels: [&[u32]; P],
+    ) -> [[[f32; AVX2_PANEL]; R]; P] {
+        // SAFETY: only instantiated in `gemm_reduced_avx2_body`, which runs after
+        // `has_avx2()` detected the features `dot_bf16_avx2` enables.
+        unsafe { dot_bf16_avx2::<R, P>(x_rows, panels) }
+    }
+
+    #[inline(always)]
+    fn dot_int8<const R: usize, const P: usize>(
+        x_rows: &[&[f32]; R],
+        panels: [&[i8]; P],
+    ) -> [[[f32; AVX2_PANEL]; R]; P] {
+        // SAFETY: as `dot_bf16`.
+        unsafe { dot_int8_avx2::<R, P>(x_rows, panels) }
+    }
+}
+
+/// `ymm` per AVX2 panel.
+const AVX2_Y: usize = AVX2_PANEL / 8;
+
+/// The accumulators of `P` panels for `R` rows, as arrays.
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+fn store_avx2<const R: usize, const P: usize>(
+    acc: &[[[std::arch::x86_64::__m256; AVX2_Y]; R]; P],
+) -> [[[f32; AVX2_PANEL]; R]; P] {
+    let mut out = [[[0.0f32; AVX2_PANEL]; R]; P];
+    for (out, acc) in out.iter_mut().zip(acc) {
+        for (out_row, acc_row) in out.iter_mut().zip(acc) {
+            for (y, value) in acc_row.iter().enumerate() {
+                // SAFETY: `out_row[8 * y..8 * y + 8]` is in bounds: 32 bytes, unaligned store.
+                unsafe {
+                    std::arch::x86_64::_mm256_storeu_ps(out_row[8 * y..].as_mut_ptr(), *value)
+                };
+            }
+        }
+    }
+    out
+}
+
+/// Raw pointers to the starts of `x_rows`, after checking that each holds `k` inputs.
+#[inline(always)]
+fn row_pointers<const R: usize>(x_rows: &[&[f32]; R], k: usize) -> [*const f32; R] {
+    assert!(x_rows.iter().all(|row| row.len() >= k));
+    let mut pointers = [std::ptr::null(); R];
+    for (pointer, row) in pointers.iter_mut().zip(x_rows) {
+        *pointer = row.as_ptr();
+    }
+    pointers
+}
+
+/// The int8 chains of [`Avx2Dot`]: for each inner index, 8 bytes per `ymm` sign-extended and
+/// converted, then fused multiply-adds.
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+fn dot_int8_avx2<const R: usize, const P: usize>(
+    x_rows: &[&[f32]; R],
+    panels: [&[i8]; P],
+) -> [[[f32; AVX2_PANEL]; R]; P] {
+    use std::arch::x86_64::{
+        __m128i, __m256, _mm256_broadcast_ss, _mm256_cvtepi32_ps, _mm256_cvtepi8_epi32,
+        _mm256_fmadd_ps, _mm256_setzero_ps, _mm_loadl_epi64,
+    };
+    let k = x_rows.first().map_or(0, |row| row.len());
+    let inputs = row_pointers(x_rows, k);
+    assert!(panels.iter().all(|panel| panel.len() >= k * AVX2_PANEL));
+    let mut acc: [[[__m256; AVX2_Y]; R]; P] = [[[_mm256_setzero_ps(); AVX2_Y]; R]; P];
+    for inner in 0..k {
+        for (acc, panel) in acc.iter_mut().zip(&panels) {
+            let mut weights = [_mm256_setzero_ps(); AVX2_Y];
+            for (y, vector) in weights.iter_mut().enumerate() {
+                // SAFETY: `inner < k` and the panel holds `k · AVX2_PANEL` bytes (asserted
+                // above): 8 bytes from `inner · AVX2_PANEL + 8 · y`, unaligned load.
+                let bytes = unsafe {
+                    _mm_loadl_epi64(
+                        panel
+                            .as_ptr()
+                            .add(inner * AVX2_PANEL + 8 * y)
+                            .cast::<__m128i>(),
+                    )
+                };
+                *vector = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(bytes));
+            }
+            for (acc_row, input) in acc.iter_mut().zip(&inputs) {
+                // SAFETY: `inner < k` and each row holds `k` inputs (asserted above).
+                let input = _mm256_broadcast_ss(unsafe { &*input.add(inner) });
+                for y in 0..AVX2_Y {
+                    acc_row[y] = _mm256_fmadd_ps(input, weights[y], acc_row[y]);
+                }
+            }
+        }
+    }
+    store_avx2(&acc)
+}
+
+/// The bfloat16 chains of [`Avx2Dot`]: `P` panels of 16 lanes (2 `ymm`) of two weights each,
+/// for `R` rows.
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+fn dot_bf16_avx2<const R: usize, const P: usize>(
+    x_rows: &[&[f32]; R],
+    panels: [&[u32]; P],
+) -> [[[f32; AVX2_PANEL]; R]; P] {
+    use std::arch::x86_64::{
+        __m256, __m256i, _mm256_and_si256, _mm256_broadcast_ss, _mm256_castsi256_ps,
+        _mm256_fmadd_ps, _mm256_loadu_si256, _mm256_set1_epi32, _mm256_setzero_ps,
+        _mm256_setzero_si256, _mm256_slli_epi32,
+    };
+    let k = x_rows.first().map_or(0, |row| row.len());
+    let inputs = row_pointers(x_rows, k);
+    let pairs = k.div_ceil(2);
+    assert!(panels.iter().all(|panel| panel.len() >= pairs * AVX2_PANEL));
+    let mut acc: [[[__m256; AVX2_Y]; R]; P] = [[[_mm256_setzero_ps(); AVX2_Y]; R]; P];
+    let high = _mm256_set1_epi32(0xffff_0000_u32 as i32);
+    for pair in 0..pairs {
+        let mut vectors = [[_mm256_setzero_si256(); AVX2_Y]; P];
+        for (vectors, panel) in vectors.iter_mut().zip(&panels) {
+            for (y, vector) in vectors.iter_mut().enumerate() {
+                // SAFETY: `pair < pairs` and the panel holds `pairs · AVX2_PANEL` lanes
+                // (asserted above): 32 bytes from lane `pair · AVX2_PANEL + 8 · y`.
+                *vector = unsafe {
+                    _mm256_loadu_si256(
+                        panel
+                            .as_ptr()
+                            .add(pair * AVX2_PANEL + 8 * y)
+                            .cast::<__m256i>(),
+                    )
+                };
+            }
+        }
+        // The pair's first weight is the low half of each lane, its second the high half (a
+        // last odd inner index has only the first).
+        for g in 0..2.min(k - 2 * pair) {
+            let mut row_inputs = [_mm256_setzero_ps(); R];
+            for (row_input, input) in row_inputs.iter_mut().zip(&inputs) {
+                // SAFETY: `2 · pair + g < k` and each row holds `k` inputs (asserted above).
+                *row_input = _mm256_broadcast_ss(unsafe { &*input.add(2 * pair + g) });
+            }
+            for (acc, vectors) in acc.iter_mut().zip(&vectors) {
+                for y in 0..AVX2_Y {
+                    let weights = _mm256_castsi256_ps(if g == 0 {
+                        _mm256_slli_epi32::<16>(vectors[y])
+                    } else {
+                        _mm256_and_si256(vectors[y], high)
+                    });
+                    for (acc_row, input) in acc.iter_mut().zip(&row_inputs) {
+                        acc_row[y] = _mm256_fmadd_ps(*input, weights, acc_row[y]);
+                    }
+                }
+            }
+        }
+    }
+    store_avx2(&acc)
 }
 
 /// `out = start + x · wᵀ` with `w` in reduced precision, packed for [`AVX512`].
