@@ -388,9 +388,16 @@ impl Chains<AVX2_PANEL> for Avx2Chains {
 }
 
 /// The chains of [`Avx2Chains`]: `R` rows by `P` panels of two `ymm` each.
-#[target_feature(enable = "avx2,fma")]
-#[inline]
-fn chains_avx2<const R: usize, const P: usize>(
+///
+/// Not a `#[target_feature]` function, which could not be `#[inline(always)]`: as a call of its
+/// own it passed the tile's accumulators through memory both ways (a tenth of W4's time).
+/// Inlined into `gemm_avx2_body`, its intrinsics compile with that function's features.
+///
+/// # Safety
+///
+/// The CPU has AVX2 and FMA.
+#[inline(always)]
+unsafe fn chains_avx2<const R: usize, const P: usize>(
     k: usize,
     x_rows: &[&[f32]; R],
     weights: &[&[f32]; P],
@@ -413,38 +420,39 @@ fn chains_avx2<const R: usize, const P: usize>(
     for (panel, weights) in panels.iter_mut().zip(weights) {
         *panel = weights.as_ptr();
     }
-    let mut vectors: [[[__m256; Y]; P]; R] = [[[_mm256_setzero_ps(); Y]; P]; R];
-    for (vectors_row, acc_row) in vectors.iter_mut().zip(&acc) {
-        for (vectors_panel, acc_panel) in vectors_row.iter_mut().zip(acc_row) {
-            for (y, vector) in vectors_panel.iter_mut().enumerate() {
-                // SAFETY: `acc_panel[8 * y..8 * y + 8]` is in bounds: 32 bytes, unaligned load.
-                *vector = unsafe { _mm256_loadu_ps(acc_panel[8 * y..].as_ptr()) };
-            }
-        }
-    }
-    for kk in 0..k {
-        for p in 0..P {
-            // SAFETY: step `kk < k` of a panel of at least `k · AVX2_PANEL` weights (asserted
-            // above): `AVX2_PANEL` floats from `kk · AVX2_PANEL`, read 32 bytes at a time.
-            let mut w = [_mm256_setzero_ps(); Y];
-            for (y, vector) in w.iter_mut().enumerate() {
-                *vector = unsafe { _mm256_loadu_ps(panels[p].add(kk * AVX2_PANEL + 8 * y)) };
-            }
-            for r in 0..R {
-                // SAFETY: `kk < k` and each row holds at least `k` inputs (asserted above).
-                let input = _mm256_broadcast_ss(unsafe { &*inputs[r].add(kk) });
-                for y in 0..Y {
-                    vectors[r][p][y] = _mm256_fmadd_ps(input, w[y], vectors[r][p][y]);
+    let mut out = [[[0.0f32; AVX2_PANEL]; P]; R];
+    // SAFETY: the CPU has AVX2 and FMA (the caller's contract). Loads and stores of `acc` and
+    // `out` read or write 32 bytes of an `AVX2_PANEL`-float panel from `8 · y`; step `kk < k`
+    // reads `AVX2_PANEL` weights from `kk · AVX2_PANEL` of a panel of at least
+    // `k · AVX2_PANEL`, and input `kk` of a row of at least `k` (both asserted above).
+    unsafe {
+        let mut vectors: [[[__m256; Y]; P]; R] = [[[_mm256_setzero_ps(); Y]; P]; R];
+        for (vectors_row, acc_row) in vectors.iter_mut().zip(&acc) {
+            for (vectors_panel, acc_panel) in vectors_row.iter_mut().zip(acc_row) {
+                for (y, vector) in vectors_panel.iter_mut().enumerate() {
+                    *vector = _mm256_loadu_ps(acc_panel[8 * y..].as_ptr());
                 }
             }
         }
-    }
-    let mut out = [[[0.0f32; AVX2_PANEL]; P]; R];
-    for (out_row, vectors_row) in out.iter_mut().zip(&vectors) {
-        for (out_panel, vectors_panel) in out_row.iter_mut().zip(vectors_row) {
-            for (y, vector) in vectors_panel.iter().enumerate() {
-                // SAFETY: `out_panel[8 * y..8 * y + 8]` is in bounds: 32 bytes, unaligned store.
-                unsafe { _mm256_storeu_ps(out_panel[8 * y..].as_mut_ptr(), *vector) };
+        for kk in 0..k {
+            for p in 0..P {
+                let mut w = [_mm256_setzero_ps(); Y];
+                for (y, vector) in w.iter_mut().enumerate() {
+                    *vector = _mm256_loadu_ps(panels[p].add(kk * AVX2_PANEL + 8 * y));
+                }
+                for r in 0..R {
+                    let input = _mm256_broadcast_ss(&*inputs[r].add(kk));
+                    for y in 0..Y {
+                        vectors[r][p][y] = _mm256_fmadd_ps(input, w[y], vectors[r][p][y]);
+                    }
+                }
+            }
+        }
+        for (out_row, vectors_row) in out.iter_mut().zip(&vectors) {
+            for (out_panel, vectors_panel) in out_row.iter_mut().zip(vectors_row) {
+                for (y, vector) in vectors_panel.iter().enumerate() {
+                    _mm256_storeu_ps(out_panel[8 * y..].as_mut_ptr(), *vector);
+                }
             }
         }
     }
