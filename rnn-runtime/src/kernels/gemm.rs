@@ -5,7 +5,7 @@
 //! implementation instantiates [`gemm_rows`] with its own tile shape and [`Chains`]: the portable
 //! microkernel with a [`MulAdd`] (fused or separate multiply-add), or the same chains in a table's
 //! intrinsics; the architecture modules do so inside `#[target_feature]` functions, where LLVM
-//! vectorises the microkernel for that instruction set.
+//! vectorises the portable microkernel (or compiles the intrinsics) for that instruction set.
 //!
 //! # Layout
 //!
@@ -531,8 +531,8 @@ fn tail_tile_pair<const NR: usize, C: Chains<NR>, const PARTS: bool>(
 
 /// One register tile: rows `row..row + R` of the output, columns of panels `panel..panel + P`.
 ///
-/// Loads the starting values, runs the chains ([`Chains`]) over the whole inner dimension and stores the
-/// valid columns (the zero padding of the last panel is computed and dropped).
+/// Loads the starting values, runs the chains ([`Chains`]) over the whole inner dimension and
+/// stores the valid columns (the zero padding of the last panel is computed and dropped).
 #[inline(always)]
 fn tile<const R: usize, const P: usize, const NR: usize, C: Chains<NR>, const PARTS: bool>(
     operands: &Operands<'_>,

@@ -252,8 +252,8 @@ impl std::fmt::Debug for ReducedMatrix {
 
 /// `out = start + x · wᵀ` over the panels of `NR` rows of `w` that `columns` keeps, in tiles of
 /// [`ROWS`] rows of `x`: see the module docs for the order. Inlined into each table's
-/// (`#[target_feature]`) function, where LLVM vectorises the widening of the weights with the
-/// multiply-adds.
+/// (`#[target_feature]`) function, where the table's [`ReducedDot`] runs the chains: the portable
+/// one vectorised by LLVM, or the table's intrinsics.
 ///
 /// Fewer than [`ROWS`] rows (one stream's step) make too few independent chains in one panel
 /// to keep the multiply-add units busy, so those rows take two panels at a time: the same

@@ -23,7 +23,10 @@
 //! every call. The tables themselves are handed out only after the same detection, so the check
 //! always passes; were it to fail, the wrapper would run the same portable code compiled without
 //! the features, which gives bit-identical results (`f32::mul_add` is correctly rounded
-//! everywhere, in software if need be), only slowly.
+//! everywhere, in software if need be), only slowly. The intrinsics tiles (`Avx2Chains`,
+//! `Avx2Dot`, `Avx512Dot`) are safe trait methods that run their instructions unchecked: each is
+//! instantiated only inside its table's `#[target_feature]` body, never in a wrapper's fallback,
+//! and checks the features again in debug builds.
 
 use std::ops::Range;
 
@@ -366,7 +369,7 @@ unsafe fn gemm_avx2_body(
 }
 
 /// The AVX2 table's [`Chains`] in intrinsics: each step loads a panel's two `ymm` of weights
-/// once, broadcasts each row's input and runs one fused multiply-add per accumulator, the same
+/// once, broadcasts each row's input (per panel) and runs one fused multiply-add per accumulator, the same
 /// chains as [`Portable<Fused>`] (bit-identical). LLVM's vectorisation of the portable
 /// microkernel for 256-bit vectors kept the 16-lane arrays on the stack (about a fifth of the
 /// FMA peak on a Zen 3 core, against OpenBLAS's four fifths); written this way the tile's 12
@@ -381,17 +384,22 @@ impl Chains<AVX2_PANEL> for Avx2Chains {
         weights: &[&[f32]; P],
         acc: [[[f32; AVX2_PANEL]; P]; R],
     ) -> [[[f32; AVX2_PANEL]; P]; R] {
+        debug_assert!(
+            has_avx2(),
+            "the AVX2 chains run only after AVX2 and FMA are detected"
+        );
         // SAFETY: only instantiated in `gemm_avx2_body`, which runs after `has_avx2()` detected
-        // the features `chains_avx2` enables.
+        // AVX2 and FMA, all `chains_avx2` needs.
         unsafe { chains_avx2::<R, P>(k, x_rows, weights, acc) }
     }
 }
 
 /// The chains of [`Avx2Chains`]: `R` rows by `P` panels of two `ymm` each.
 ///
-/// Not a `#[target_feature]` function, which could not be `#[inline(always)]`: as a call of its
-/// own it passed the tile's accumulators through memory both ways (a tenth of W4's time).
-/// Inlined into `gemm_avx2_body`, its intrinsics compile with that function's features.
+/// Not a `#[target_feature]` function, which cannot be `#[inline(always)]`: with `#[inline]`
+/// alone LLVM kept it a call of its own per tile (the reduced dots, smaller, it inlines), which
+/// passed the tile's accumulators through memory both ways (a tenth of W4's time). Inlined into
+/// `gemm_avx2_body`, its intrinsics compile with that function's features.
 ///
 /// # Safety
 ///
@@ -527,6 +535,10 @@ impl ReducedDot<AVX2_PANEL> for Avx2Dot {
         x_rows: &[&[f32]; R],
         panels: [&[u32]; P],
     ) -> [[[f32; AVX2_PANEL]; R]; P] {
+        debug_assert!(
+            has_avx2(),
+            "the AVX2 chains run only after AVX2 and FMA are detected"
+        );
         // SAFETY: only instantiated in `gemm_reduced_avx2_body`, which runs after
         // `has_avx2()` detected the features `dot_bf16_avx2` enables.
         unsafe { dot_bf16_avx2::<R, P>(x_rows, panels) }
@@ -537,6 +549,10 @@ impl ReducedDot<AVX2_PANEL> for Avx2Dot {
         x_rows: &[&[f32]; R],
         panels: [&[i8]; P],
     ) -> [[[f32; AVX2_PANEL]; R]; P] {
+        debug_assert!(
+            has_avx2(),
+            "the AVX2 chains run only after AVX2 and FMA are detected"
+        );
         // SAFETY: as `dot_bf16`.
         unsafe { dot_int8_avx2::<R, P>(x_rows, panels) }
     }
