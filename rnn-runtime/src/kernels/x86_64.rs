@@ -418,12 +418,8 @@ unsafe fn chains_avx2<const R: usize, const P: usize>(
     const Y: usize = AVX2_PANEL / 8;
     // Every access below is in bounds by these two checks, so the loop runs on raw pointers
     // (indexing kept a bounds check per row and step, and a general register per row).
-    assert!(x_rows.iter().all(|row| row.len() >= k));
+    let inputs = row_pointers(x_rows, k);
     assert!(weights.iter().all(|panel| panel.len() >= k * AVX2_PANEL));
-    let mut inputs: [*const f32; R] = [std::ptr::null(); R];
-    for (input, row) in inputs.iter_mut().zip(x_rows) {
-        *input = row.as_ptr();
-    }
     let mut panels: [*const f32; P] = [std::ptr::null(); P];
     for (panel, weights) in panels.iter_mut().zip(weights) {
         *panel = weights.as_ptr();
